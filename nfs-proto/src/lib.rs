@@ -1,0 +1,18 @@
+//! The wire layer of Sluice, with no I/O: bytes in, typed calls out; typed replies in, bytes out.
+//!
+//! * [`xdr`]: bounded XDR reader/writer; opaque data stays a slice of the received buffer.
+//! * [`rpc`]: ONC RPC v2 headers, AUTH_SYS, TCP record marking.
+//! * [`v3`]: NFSv3 (RFC 1813) argument decoders and result encoders.
+//! * [`mount`]: MOUNT v3 (RFC 1813 Appendix I).
+//! * [`portmap`]: portmap v2 (RFC 1833 §3) and rpcbind v3/v4 (RFC 1833 §2).
+//!
+//! This crate depends on nothing but `bytes`: no tokio, no libc, no clock. The NFS server,
+//! the RDMA transport and the fuzz targets all use it.
+#![forbid(unsafe_code)]
+
+pub mod limits;
+pub mod mount;
+pub mod portmap;
+pub mod rpc;
+pub mod v3;
+pub mod xdr;
