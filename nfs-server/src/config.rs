@@ -1,0 +1,283 @@
+//! Configuration: one TOML file, every field optional, every default safe.
+//!
+//! `sluice serve` with no file gives: data under the default directory, NFS and MOUNT on every
+//! IPv4 address (2049 and 20048), portmap answered on 111 when no rpcbind runs, and one export
+//! of `/`, read-write to every client with root squashing. `docs/configuration.md` documents
+//! each field; `sluice.example.toml` shows them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::export::{ClientMatch, ClientRule, ExportConfig, Squash};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store keeps metadata and file data. Default: /var/lib/sluice as root,
+    /// else $HOME/.local/share/sluice.
+    pub data_dir: PathBuf,
+    /// The 16-byte secret that signs file handles. Default: `<data_dir>/cluster.key`, created
+    /// on first start. Every node of a cluster must share it.
+    pub cluster_key_file: Option<PathBuf>,
+    /// "local" (durable, the default) or "memory" (lost at exit; for tests).
+    pub store: StoreKind,
+    pub server: ServerConfig,
+    /// Exports. Default: one export of "/" to every client, read-write, root squashed.
+    #[serde(rename = "export")]
+    pub exports: Vec<ExportConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Local,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PortmapMode {
+    /// Register with a running rpcbind; answer on port 111 ourselves if none runs.
+    #[default]
+    Auto,
+    /// Always answer portmap/rpcbind on `portmap_listen` ourselves.
+    Serve,
+    /// Only register with a running rpcbind (warn if there is none).
+    Register,
+    /// Neither: clients must give port= and mountport=.
+    Off,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// NFS listeners (every RPC program is served on each). Default ["0.0.0.0:2049"].
+    pub listen: Vec<SocketAddr>,
+    /// MOUNT listeners, a separate port because some clients insist. Default ["0.0.0.0:20048"].
+    /// An empty list serves MOUNT only on the NFS listeners.
+    pub mount_listen: Vec<SocketAddr>,
+    pub portmap: PortmapMode,
+    /// Where to answer portmap/rpcbind (TCP and UDP) when we serve it. Default "0.0.0.0:111".
+    pub portmap_listen: SocketAddr,
+    /// Requests a connection may have in progress before we stop reading its socket.
+    /// Memory cost: up to this many decoded requests per connection. Default 128.
+    pub inflight_requests_max: usize,
+    /// Request bytes a connection may have in progress before we stop reading its socket.
+    /// Default 64 MiB (64 one-MiB WRITEs).
+    pub inflight_bytes_max: usize,
+    /// Replies kept for retransmitted non-idempotent calls. Each holds a small reply
+    /// (well under 1 KiB). Default 16384.
+    pub drc_entries: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: vec!["0.0.0.0:2049".parse().expect("literal")],
+            mount_listen: vec!["0.0.0.0:20048".parse().expect("literal")],
+            portmap: PortmapMode::Auto,
+            portmap_listen: "0.0.0.0:111".parse().expect("literal"),
+            inflight_requests_max: 128,
+            inflight_bytes_max: 64 << 20,
+            drc_entries: 16384,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: default_data_dir(),
+            cluster_key_file: None,
+            store: StoreKind::Local,
+            server: ServerConfig::default(),
+            exports: Vec::new(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the effective uid of this process.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/sluice");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/sluice"),
+        None => PathBuf::from("sluice-data"),
+    }
+}
+
+/// A configuration problem, naming the field and saying what to do.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses a TOML document, then checks what the types cannot.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        c.finish()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// The configuration used when no file is given.
+    pub fn default_single_node() -> Config {
+        let mut c = Config::default();
+        c.finish().expect("the default configuration is valid");
+        c
+    }
+
+    /// True when the exports are the built-in open default (prints a warning at startup).
+    pub fn uses_default_export(&self) -> bool {
+        self.exports.len() == 1 && self.exports[0].is_builtin_default
+    }
+
+    fn finish(&mut self) -> Result<(), ConfigError> {
+        if self.exports.is_empty() {
+            self.exports.push(ExportConfig::builtin_default());
+        }
+        if self.server.listen.is_empty() {
+            return Err(ConfigError(
+                "server.listen: at least one address is needed, e.g. [\"0.0.0.0:2049\"]".into(),
+            ));
+        }
+        if self.server.inflight_requests_max == 0 || self.server.inflight_bytes_max < (2 << 20) {
+            return Err(ConfigError(
+                "server.inflight_requests_max must be > 0 and server.inflight_bytes_max at least \
+                 2097152 (two 1 MiB WRITEs)"
+                    .into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut paths = std::collections::HashSet::new();
+        for (i, e) in self.exports.iter_mut().enumerate() {
+            e.validate(i)?;
+            if !ids.insert(e.export_id()) {
+                return Err(ConfigError(format!(
+                    "export[{i}].id: {} is used by another export; give each export its own id",
+                    e.export_id()
+                )));
+            }
+            if !paths.insert(e.path.clone()) {
+                return Err(ConfigError(format!(
+                    "export[{i}].path: {:?} is exported twice; merge the client rules into one \
+                     export",
+                    e.path
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExportConfig {
+    pub fn builtin_default() -> ExportConfig {
+        ExportConfig {
+            path: "/".into(),
+            id: None,
+            clients: vec![ClientRule {
+                matcher: ClientMatch::Any,
+                read_only: false,
+                squash: Squash::Root,
+                anonuid: 65534,
+                anongid: 65534,
+            }],
+            is_builtin_default: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_single_node_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.listen, vec!["0.0.0.0:2049".parse().unwrap()]);
+        assert!(c.uses_default_export());
+        assert_eq!(c.exports[0].clients[0].squash, Squash::Root);
+    }
+
+    #[test]
+    fn unknown_field_is_named_in_the_error() {
+        let e = Config::from_toml("[server]\nlistn = []\n").unwrap_err();
+        assert!(e.0.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_names_the_export_and_rule() {
+        let text = r#"
+            [[export]]
+            path = "/data"
+            [[export.clients]]
+            match = "10.0.0.0/33"
+        "#;
+        let e = Config::from_toml(text).unwrap_err();
+        assert!(e.0.contains("export[0].clients[0].match"), "{e}");
+    }
+
+    #[test]
+    fn full_export_config_parses() {
+        let text = r#"
+            data_dir = "/tmp/x"
+            store = "memory"
+            [server]
+            listen = ["127.0.0.1:2049"]
+            portmap = "off"
+            [[export]]
+            path = "/projects"
+            id = 7
+            [[export.clients]]
+            match = "192.168.0.0/16"
+            access = "ro"
+            squash = "all"
+            anonuid = 1000
+            anongid = 1000
+            [[export.clients]]
+            match = "*"
+            squash = "none"
+        "#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.store, StoreKind::Memory);
+        assert_eq!(c.exports[0].export_id(), 7);
+        assert!(c.exports[0].clients[0].read_only);
+        assert_eq!(c.exports[0].clients[1].squash, Squash::None);
+    }
+
+    #[test]
+    fn duplicate_export_ids_are_refused() {
+        let text = r#"
+            [[export]]
+            path = "/a"
+            id = 1
+            [[export]]
+            path = "/b"
+            id = 1
+        "#;
+        assert!(Config::from_toml(text)
+            .unwrap_err()
+            .0
+            .contains("export[1].id"));
+    }
+}

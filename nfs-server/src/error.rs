@@ -1,0 +1,47 @@
+//! The one place where store errors become wire statuses. No `_` arms: a new
+//! `backend::Error` variant does not compile until it has a status here.
+
+use backend::Error;
+use nfs_proto::mount::MountStat3;
+use nfs_proto::v3::Nfsstat3;
+
+pub fn to_nfsstat3(e: &Error) -> Nfsstat3 {
+    match e {
+        Error::NotFound => Nfsstat3::NoEnt,
+        Error::Stale => Nfsstat3::Stale,
+        Error::Exists => Nfsstat3::Exist,
+        Error::NotDir => Nfsstat3::NotDir,
+        Error::IsDir => Nfsstat3::IsDir,
+        Error::NotEmpty => Nfsstat3::NotEmpty,
+        Error::Access => Nfsstat3::Acces,
+        Error::Perm => Nfsstat3::Perm,
+        Error::NameTooLong => Nfsstat3::NameTooLong,
+        Error::Invalid => Nfsstat3::Inval,
+        Error::FileTooBig => Nfsstat3::Fbig,
+        Error::NoSpace => Nfsstat3::NoSpc,
+        Error::TooManyLinks => Nfsstat3::Mlink,
+        Error::BadCookie => Nfsstat3::BadCookie,
+        Error::NotSupported => Nfsstat3::NotSupp,
+        // Transient: the client retries after a delay instead of failing the application.
+        Error::Busy => Nfsstat3::Jukebox,
+        Error::Io(_) => Nfsstat3::Io,
+    }
+}
+
+pub fn to_mountstat3(e: &Error) -> MountStat3 {
+    match e {
+        Error::NotFound | Error::Stale => MountStat3::NoEnt,
+        Error::NotDir => MountStat3::NotDir,
+        Error::Access | Error::Perm => MountStat3::Acces,
+        Error::NameTooLong => MountStat3::NameTooLong,
+        Error::Invalid | Error::BadCookie | Error::IsDir => MountStat3::Inval,
+        Error::NotSupported => MountStat3::NotSupp,
+        Error::Exists
+        | Error::NotEmpty
+        | Error::FileTooBig
+        | Error::NoSpace
+        | Error::TooManyLinks
+        | Error::Busy => MountStat3::ServerFault,
+        Error::Io(_) => MountStat3::Io,
+    }
+}

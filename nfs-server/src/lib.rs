@@ -1,0 +1,19 @@
+//! The Sluice NFS server: executes decoded calls (from `nfs-proto`) against a `backend::Store`.
+//!
+//! * [`server`]: the request path, from an RPC record to a reply.
+//! * [`v3`]: NFSv3 procedures. [`error`]: store errors to wire statuses, in one place.
+//! * [`fh`]: file handles. [`export`]: exports and client rules. [`drc`]: duplicate requests.
+//! * [`transport`]: TCP record marking and UDP. [`portmap`]: portmap/rpcbind.
+//! * [`config`]: the TOML configuration. [`run`]: startup and shutdown.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod drc;
+pub mod error;
+pub mod export;
+pub mod fh;
+pub mod portmap;
+pub mod run;
+pub mod server;
+pub mod transport;
+pub mod v3;

@@ -1,0 +1,332 @@
+//! portmap v2 / rpcbind v3-v4: either we answer on port 111 ourselves (no rpcbind on the host),
+//! or we register our programs with the host's rpcbind. Either way a client finds NFS and MOUNT
+//! without `port=` or `mountport=`.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nfs_proto::portmap::{self as pm, Mapping, Rpcb};
+use nfs_proto::rpc::{self, AcceptStat, CallHeader, OpaqueAuth};
+use nfs_proto::xdr::{Encode, Reader, Writer};
+use nfs_proto::{mount, v3};
+
+use crate::server::Request;
+
+/// One registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    prog: u32,
+    vers: u32,
+    /// "tcp", "udp", "tcp6", "udp6".
+    netid: String,
+    port: u16,
+    owner: String,
+}
+
+fn netid_of(prot: u32) -> Option<&'static str> {
+    match prot {
+        pm::IPPROTO_TCP => Some("tcp"),
+        pm::IPPROTO_UDP => Some("udp"),
+        _ => None,
+    }
+}
+
+fn prot_of(netid: &str) -> u32 {
+    if netid.starts_with("udp") {
+        pm::IPPROTO_UDP
+    } else {
+        pm::IPPROTO_TCP
+    }
+}
+
+/// The registrations we answer for when we are the portmapper.
+#[derive(Debug, Default)]
+pub struct PortmapTable {
+    entries: Mutex<Vec<Entry>>,
+}
+
+/// (program, version) pairs Sluice offers, with the port of each.
+pub fn our_programs(nfs_port: u16, mount_port: u16) -> Vec<(u32, u32, u16)> {
+    vec![
+        (v3::PROGRAM, v3::VERSION, nfs_port),
+        (mount::PROGRAM, mount::VERSION, mount_port),
+    ]
+}
+
+impl PortmapTable {
+    pub fn new(portmap_port: u16, programs: &[(u32, u32, u16)]) -> PortmapTable {
+        let mut entries = Vec::new();
+        for vers in [2, 3, 4] {
+            for netid in ["tcp", "udp"] {
+                entries.push(Entry {
+                    prog: pm::PROGRAM,
+                    vers,
+                    netid: netid.into(),
+                    port: portmap_port,
+                    owner: "superuser".into(),
+                });
+            }
+        }
+        for &(prog, vers, port) in programs {
+            entries.push(Entry {
+                prog,
+                vers,
+                netid: "tcp".into(),
+                port,
+                owner: "sluice".into(),
+            });
+        }
+        PortmapTable {
+            entries: Mutex::new(entries),
+        }
+    }
+
+    fn find(&self, prog: u32, vers: u32, netid: &str, exact: bool) -> Option<u16> {
+        let g = self.entries.lock().expect("portmap lock poisoned");
+        let same = |e: &&Entry| e.prog == prog && e.netid == netid;
+        g.iter()
+            .filter(same)
+            .find(|e| e.vers == vers)
+            .or_else(|| if exact { None } else { g.iter().find(same) })
+            .map(|e| e.port)
+    }
+
+    /// Answers one portmap/rpcbind call; returns the whole reply.
+    pub fn handle(&self, hdr: &CallHeader, req: &Request, args: &mut Reader) -> Writer {
+        let mut w = Writer::with_capacity(128);
+        if !(2..=4).contains(&hdr.vers) {
+            rpc::encode_prog_mismatch(&mut w, hdr.xid, 2, 4);
+            return w;
+        }
+        let garbage = |w: &mut Writer| rpc::encode_accepted(w, hdr.xid, AcceptStat::GarbageArgs);
+        // Only local processes may change registrations.
+        let local_caller = req.peer.ip().is_loopback();
+        match (hdr.vers, hdr.proc_) {
+            (_, pm::PROC_NULL) => rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success),
+            (2, pm::PROC_GETPORT) => match Mapping::decode(args) {
+                Ok(m) => {
+                    let port = netid_of(m.prot)
+                        .and_then(|n| self.find(m.prog, m.vers, n, false))
+                        .unwrap_or(0);
+                    rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                    w.u32(port as u32);
+                }
+                Err(_) => garbage(&mut w),
+            },
+            (2, pm::PROC_DUMP) => {
+                let list: Vec<Mapping> = self
+                    .entries
+                    .lock()
+                    .expect("portmap lock poisoned")
+                    .iter()
+                    .filter(|e| e.netid == "tcp" || e.netid == "udp")
+                    .map(|e| Mapping {
+                        prog: e.prog,
+                        vers: e.vers,
+                        prot: prot_of(&e.netid),
+                        port: e.port as u32,
+                    })
+                    .collect();
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                pm::encode_pmaplist(&mut w, &list);
+            }
+            (2, p @ (pm::PROC_SET | pm::PROC_UNSET)) => match Mapping::decode(args) {
+                Ok(m) => {
+                    let ok = local_caller
+                        && netid_of(m.prot).is_some_and(|n| {
+                            self.change(p == pm::PROC_SET, m.prog, m.vers, n, m.port as u16)
+                        });
+                    rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                    w.bool(ok);
+                }
+                Err(_) => garbage(&mut w),
+            },
+            (_, p @ (pm::PROC_GETPORT | pm::PROC_GETVERSADDR))
+                if p == pm::PROC_GETPORT || hdr.vers == 4 =>
+            {
+                match Rpcb::decode(args) {
+                    Ok(r) => {
+                        let netid = String::from_utf8_lossy(&r.netid);
+                        let exact = p == pm::PROC_GETVERSADDR;
+                        let addr = self
+                            .find(r.prog, r.vers, &netid, exact)
+                            .map(|port| pm::universal_address(reply_ip(req), port))
+                            .unwrap_or_default();
+                        rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                        w.opaque(addr.as_bytes());
+                    }
+                    Err(_) => garbage(&mut w),
+                }
+            }
+            (_, pm::PROC_DUMP) => {
+                let list: Vec<Rpcb> = self
+                    .entries
+                    .lock()
+                    .expect("portmap lock poisoned")
+                    .iter()
+                    .map(|e| Rpcb {
+                        prog: e.prog,
+                        vers: e.vers,
+                        netid: Bytes::from(e.netid.clone()),
+                        addr: Bytes::from(pm::universal_address(reply_ip(req), e.port)),
+                        owner: Bytes::from(e.owner.clone()),
+                    })
+                    .collect();
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                pm::encode_rpcblist(&mut w, &list);
+            }
+            (_, p @ (pm::PROC_SET | pm::PROC_UNSET)) => match Rpcb::decode(args) {
+                Ok(r) => {
+                    let netid = String::from_utf8_lossy(&r.netid).into_owned();
+                    let port = pm::parse_universal_address(&String::from_utf8_lossy(&r.addr))
+                        .map(|(_, p)| p)
+                        .unwrap_or(0);
+                    let ok = local_caller
+                        && self.change(p == pm::PROC_SET, r.prog, r.vers, &netid, port);
+                    rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                    w.bool(ok);
+                }
+                Err(_) => garbage(&mut w),
+            },
+            (_, pm::PROC_GETTIME) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as u32)
+                    .unwrap_or(0);
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                w.u32(now);
+            }
+            _ => rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::ProcUnavail),
+        }
+        w
+    }
+
+    fn change(&self, set: bool, prog: u32, vers: u32, netid: &str, port: u16) -> bool {
+        let mut g = self.entries.lock().expect("portmap lock poisoned");
+        let pos = g
+            .iter()
+            .position(|e| e.prog == prog && e.vers == vers && e.netid == netid);
+        match (set, pos) {
+            (true, Some(_)) => false,
+            (true, None) => {
+                g.push(Entry {
+                    prog,
+                    vers,
+                    netid: netid.into(),
+                    port,
+                    owner: "unknown".into(),
+                });
+                true
+            }
+            (false, Some(i)) => {
+                g.remove(i);
+                true
+            }
+            (false, None) => false,
+        }
+    }
+}
+
+/// The address to put in a universal address for this client: the one it reached us on, or,
+/// when the listener was a wildcard (UDP), the one the kernel would use to reach it.
+fn reply_ip(req: &Request) -> IpAddr {
+    if !req.local.ip().is_unspecified() {
+        return req.local.ip();
+    }
+    let bind: SocketAddr = if req.peer.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    UdpSocket::bind(bind)
+        .and_then(|s| {
+            s.connect(req.peer)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(req.local.ip())
+}
+
+/// Whether an rpcbind answers a NULL call on 127.0.0.1:111.
+pub fn system_rpcbind_running() -> bool {
+    call_local_portmap(pm::PROC_NULL, None).is_ok()
+}
+
+/// Registers our programs with the host's rpcbind (portmap v2 SET over TCP), replacing any
+/// stale registration from an earlier run.
+pub fn register_with_system_rpcbind(programs: &[(u32, u32, u16)]) -> std::io::Result<()> {
+    for &(prog, vers, port) in programs {
+        let m = Mapping {
+            prog,
+            vers,
+            prot: pm::IPPROTO_TCP,
+            port: port as u32,
+        };
+        call_local_portmap(pm::PROC_UNSET, Some(m))?;
+        if !call_local_portmap(pm::PROC_SET, Some(m))? {
+            return Err(std::io::Error::other(format!(
+                "rpcbind refused to register program {prog} version {vers} on port {port}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes our registrations (at shutdown).
+pub fn unregister_from_system_rpcbind(programs: &[(u32, u32, u16)]) {
+    for &(prog, vers, port) in programs {
+        let m = Mapping {
+            prog,
+            vers,
+            prot: pm::IPPROTO_TCP,
+            port: port as u32,
+        };
+        let _ = call_local_portmap(pm::PROC_UNSET, Some(m));
+    }
+}
+
+fn call_local_portmap(proc_: u32, mapping: Option<Mapping>) -> std::io::Result<bool> {
+    let addr: SocketAddr = "127.0.0.1:111".parse().expect("literal");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut w = Writer::new();
+    w.u32(0); // record mark, patched below
+    rpc::encode_call(
+        &mut w,
+        &CallHeader {
+            xid: std::process::id(),
+            prog: pm::PROGRAM,
+            vers: 2,
+            proc_,
+            cred: OpaqueAuth::none(),
+            verf: OpaqueAuth::none(),
+        },
+    );
+    if let Some(m) = mapping {
+        m.encode(&mut w);
+    }
+    let len = w.len() - 4;
+    w.patch_u32(0, 0x8000_0000 | len as u32);
+    s.write_all(&w.into_bytes())?;
+    let mut mark = [0u8; 4];
+    s.read_exact(&mut mark)?;
+    let len = (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize;
+    if len > 4096 {
+        return Err(std::io::Error::other("oversized reply from rpcbind"));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    let mut r = Reader::new(Bytes::from(body));
+    match rpc::decode_reply(&mut r) {
+        Ok(rpc::ReplyHeader::Accepted { stat: 0, .. }) => {}
+        other => return Err(std::io::Error::other(format!("rpcbind answered {other:?}"))),
+    }
+    if proc_ == pm::PROC_NULL {
+        return Ok(true);
+    }
+    r.bool().map_err(std::io::Error::other)
+}

@@ -1,0 +1,311 @@
+//! Startup: open the store, resolve exports, bind listeners, find or become the portmapper.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use backend::{Cred, FileId, NodeKind, SetAttr, Store};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{Config, PortmapMode, StoreKind};
+use crate::drc::Drc;
+use crate::export::{Export, ExportTable};
+use crate::fh::FhKey;
+use crate::portmap::{self, PortmapTable};
+use crate::server::{Ports, Server};
+use crate::transport::{self, ConnLimits};
+
+/// Mode of the root directory of a fresh store under the default export: world-writable with
+/// the sticky bit, like /tmp, so squashed root and ordinary users can both create files.
+pub const DEFAULT_ROOT_MODE: u32 = 0o1777;
+
+/// A startup failure, with what to do about it.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Opens the configured store and serves until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError(format!(
+            "cannot create data_dir {}: {e}; set data_dir in the config or pass --data-dir",
+            config.data_dir.display()
+        ))
+    })?;
+    match config.store {
+        StoreKind::Memory => {
+            tracing::warn!("store = \"memory\": every file is lost when the server stops");
+            serve(config, backend::mem::MemStore::new()).await
+        }
+        StoreKind::Local => {
+            let store = backend::local::LocalStore::open(&config.data_dir).map_err(|e| {
+                StartError(format!(
+                    "cannot open the store in {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+            serve(config, store).await
+        }
+    }
+}
+
+/// The listeners a running server holds, with the ports they were actually bound to.
+pub struct Bound {
+    pub nfs: Vec<TcpListener>,
+    pub mount: Vec<TcpListener>,
+    pub mount_udp: Vec<UdpSocket>,
+    pub portmap: Option<(TcpListener, UdpSocket)>,
+    pub ports: Ports,
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        StartError(format!(
+            "cannot listen for {what} on {addr}: {e}; is another NFS server (knfsd, Ganesha) \
+             running? Stop it or change the address in the config"
+        ))
+    })
+}
+
+/// Decides the portmap role and binds every socket.
+pub async fn bind_all(config: &Config) -> Result<(Bound, bool), StartError> {
+    let mut nfs = Vec::new();
+    for a in &config.server.listen {
+        nfs.push(bind_tcp(*a, "NFS").await?);
+    }
+    let nfs_port = nfs[0].local_addr().map(|a| a.port()).unwrap_or(2049);
+    let mut mount = Vec::new();
+    let mut mount_udp = Vec::new();
+    for a in &config.server.mount_listen {
+        let l = bind_tcp(*a, "MOUNT").await?;
+        let port = l.local_addr().map(|a| a.port()).unwrap_or(a.port());
+        if let Ok(u) = UdpSocket::bind(SocketAddr::new(a.ip(), port)).await {
+            mount_udp.push(u);
+        }
+        mount.push(l);
+    }
+    let mount_port = mount
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .unwrap_or(nfs_port);
+    let ports = Ports {
+        nfs: nfs_port,
+        mount: mount_port,
+    };
+    let programs = portmap::our_programs(nfs_port, mount_port);
+    let mode = config.server.portmap;
+    let system = matches!(mode, PortmapMode::Auto | PortmapMode::Register)
+        && tokio::task::spawn_blocking(portmap::system_rpcbind_running)
+            .await
+            .unwrap_or(false);
+    let mut registered = false;
+    let mut pm = None;
+    if system {
+        let progs = programs.clone();
+        match tokio::task::spawn_blocking(move || portmap::register_with_system_rpcbind(&progs))
+            .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!("registered NFS and MOUNT with the host's rpcbind");
+                registered = true;
+            }
+            Ok(Err(e)) => tracing::warn!("could not register with the host's rpcbind: {e}"),
+            Err(e) => tracing::warn!("could not register with the host's rpcbind: {e}"),
+        }
+    } else if matches!(mode, PortmapMode::Register) {
+        tracing::warn!("portmap = \"register\" but no rpcbind answers on 127.0.0.1:111");
+    }
+    if mode == PortmapMode::Serve || (mode == PortmapMode::Auto && !system) {
+        let a = config.server.portmap_listen;
+        match (TcpListener::bind(a).await, UdpSocket::bind(a).await) {
+            (Ok(t), Ok(u)) => {
+                tracing::info!("no rpcbind on this host: answering portmap/rpcbind on {a}");
+                pm = Some((t, u));
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(
+                "cannot answer portmap on {a}: {e}; clients must mount with port={nfs_port},\
+                 mountport={mount_port} (or run rpcbind, or start sluice as root)"
+            ),
+        }
+    }
+    Ok((
+        Bound {
+            nfs,
+            mount,
+            mount_udp,
+            portmap: pm,
+            ports,
+        },
+        registered,
+    ))
+}
+
+/// Finds or creates each export's root directory.
+pub async fn resolve_exports<S: Store>(
+    config: &Config,
+    store: &S,
+) -> Result<ExportTable, StartError> {
+    let root = Cred::root();
+    let mut out = Vec::new();
+    for e in &config.exports {
+        let mut dir = store.root();
+        for comp in e.components() {
+            dir = match store.lookup(&root, dir, comp.as_bytes()).await {
+                Ok(a) => a.id,
+                Err(backend::Error::NotFound) => {
+                    let attr = SetAttr {
+                        mode: Some(0o755),
+                        ..SetAttr::default()
+                    };
+                    let created = store
+                        .create(
+                            &root,
+                            dir,
+                            comp.as_bytes(),
+                            NodeKind::Directory,
+                            attr,
+                            backend::CreateMode::Guarded,
+                        )
+                        .await
+                        .map_err(|err| {
+                            StartError(format!(
+                                "export {:?}: cannot create {comp:?}: {err}",
+                                e.path
+                            ))
+                        })?;
+                    tracing::info!(export = %e.path, "created the export's directory");
+                    created.0.id
+                }
+                Err(err) => {
+                    return Err(StartError(format!("export {:?}: {comp:?}: {err}", e.path)))
+                }
+            };
+        }
+        if e.is_builtin_default {
+            init_default_root(store, dir).await?;
+        }
+        out.push(Export {
+            id: e.export_id(),
+            path: e.path.clone(),
+            root: dir,
+            rules: e.clients.clone(),
+        });
+    }
+    Ok(ExportTable::new(out))
+}
+
+/// On a fresh store (empty root), makes the root world-writable and sticky. An administrator's
+/// later chmod of the root is kept: this runs only while the root is empty.
+async fn init_default_root<S: Store>(store: &S, root: FileId) -> Result<(), StartError> {
+    let cred = Cred::root();
+    let page = store
+        .readdir(&cred, root, 0, 1, false)
+        .await
+        .map_err(|e| StartError(format!("cannot list the store root: {e}")))?;
+    let attr = store
+        .getattr(root)
+        .await
+        .map_err(|e| StartError(format!("cannot read the store root: {e}")))?;
+    if page.entries.is_empty() && attr.mode & 0o7777 != DEFAULT_ROOT_MODE {
+        let set = SetAttr {
+            mode: Some(DEFAULT_ROOT_MODE),
+            ..SetAttr::default()
+        };
+        store
+            .setattr(&cred, root, set, None)
+            .await
+            .map_err(|e| StartError(format!("cannot set the store root's mode: {e}")))?;
+    }
+    Ok(())
+}
+
+pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError> {
+    let key_path = config
+        .cluster_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("cluster.key"));
+    let fh_key = FhKey::load_or_create(&key_path).map_err(|e| {
+        StartError(format!(
+            "cannot load the cluster key {}: {e}",
+            key_path.display()
+        ))
+    })?;
+    let exports = resolve_exports(&config, &store).await?;
+    let (bound, registered) = bind_all(&config).await?;
+    let ports = bound.ports;
+    let server = Arc::new(Server {
+        store,
+        exports,
+        fh_key,
+        drc: Drc::new(config.server.drc_entries),
+        mounts: Mutex::new(Default::default()),
+        portmap: bound.portmap.as_ref().map(|(t, _)| {
+            let port = t.local_addr().map(|a| a.port()).unwrap_or(111);
+            PortmapTable::new(port, &portmap::our_programs(ports.nfs, ports.mount))
+        }),
+        ports,
+    });
+    let limits = ConnLimits {
+        inflight_requests_max: config.server.inflight_requests_max,
+        inflight_bytes_max: config.server.inflight_bytes_max,
+    };
+    for l in bound.nfs.into_iter().chain(bound.mount) {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!("listening on {a} (tcp)");
+        }
+        tokio::spawn(transport::serve_tcp(server.clone(), l, limits));
+    }
+    for u in bound.mount_udp {
+        tokio::spawn(transport::serve_udp(server.clone(), u));
+    }
+    if let Some((t, u)) = bound.portmap {
+        tokio::spawn(transport::serve_tcp(server.clone(), t, limits));
+        tokio::spawn(transport::serve_udp(server.clone(), u));
+    }
+    for e in server.exports.iter() {
+        tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
+    }
+    if config.uses_default_export() {
+        tracing::warn!(
+            "exporting / read-write to EVERY client (root squashed). To restrict access, write \
+             a config with [[export]] and [[export.clients]] match = \"10.0.0.0/8\" rules and \
+             start with --config FILE (see docs/configuration.md)"
+        );
+    }
+    tracing::info!(
+        "sluice ready: mount with `mount -t nfs -o vers=3 <server>:/ /mnt` (NFS port {}, MOUNT port {})",
+        ports.nfs,
+        ports.mount
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if registered {
+        let progs = portmap::our_programs(ports.nfs, ports.mount);
+        let _ =
+            tokio::task::spawn_blocking(move || portmap::unregister_from_system_rpcbind(&progs))
+                .await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

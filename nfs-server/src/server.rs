@@ -1,0 +1,334 @@
+//! The request path, transport-independent: one RPC record in, at most one reply out.
+//!
+//! `handle_record` is the whole path: decode the call header → check the RPC version and
+//! credential flavor → pick the program and version → decode the arguments (GARBAGE_ARGS on
+//! failure) → consult the duplicate request cache → run the procedure → encode the reply. A
+//! transport (TCP today, RPC-over-RDMA later) only frames records and moves bytes.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use backend::{Cred, FileId, Store};
+use bytes::Bytes;
+use nfs_proto::mount::{self, ExportNode, MountBody, MountCall, MountReply, MountStat3};
+use nfs_proto::rpc::{self, AcceptStat, AuthStat, CallError, Credential};
+use nfs_proto::v3::{self, Nfs3Call, NfsFh3, Nfsstat3};
+use nfs_proto::xdr::{Encode, Writer};
+use nfs_proto::{portmap, xdr};
+
+use crate::drc::{Drc, DrcKey, Lookup};
+use crate::export::{ClientRule, Export, ExportTable};
+use crate::fh::{FhKey, FileHandle};
+use crate::portmap::PortmapTable;
+use crate::v3::Failure;
+
+/// Who sent a call and over what.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub xid: u32,
+    pub credential: Credential,
+}
+
+/// A handle after its MAC, export and client rule were checked.
+pub struct Resolved<'a> {
+    pub export: &'a Export,
+    pub rule: &'a ClientRule,
+    pub id: FileId,
+    pub cred: Cred,
+}
+
+/// An encoded reply: `head` (RPC header and results) then an optional bulk `payload` (READ
+/// data) that must be followed by `xdr::pad_len(payload.len())` zero bytes. The transport adds
+/// its framing.
+#[derive(Clone, Debug, Default)]
+pub struct Reply {
+    pub head: Bytes,
+    pub payload: Bytes,
+}
+
+impl Reply {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.payload.len() + xdr::pad_len(self.payload.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Ports we serve, as advertised through portmap.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub nfs: u16,
+    pub mount: u16,
+}
+
+pub struct Server<S> {
+    pub store: S,
+    pub exports: ExportTable,
+    pub fh_key: FhKey,
+    pub drc: Drc,
+    /// Mounts as MOUNT DUMP reports them: (client host, path).
+    pub mounts: Mutex<BTreeSet<(String, String)>>,
+    /// Set when we answer portmap/rpcbind ourselves.
+    pub portmap: Option<PortmapTable>,
+    pub ports: Ports,
+}
+
+impl<S: Store> Server<S> {
+    pub fn fh(&self, export_id: u32, id: FileId) -> NfsFh3 {
+        let b = self.fh_key.encode(&FileHandle { export_id, id });
+        NfsFh3(Bytes::copy_from_slice(&b))
+    }
+
+    /// Checks a handle and the client's right to use it; returns the squashed credentials.
+    pub fn resolve(&self, fh: &NfsFh3, req: &Request) -> Result<Resolved<'_>, Failure> {
+        let h = self
+            .fh_key
+            .decode(&fh.0)
+            .map_err(|_| Failure::Status(Nfsstat3::BadHandle))?;
+        // An export that was removed from the configuration: its handles are stale.
+        let export = self
+            .exports
+            .by_id(h.export_id)
+            .ok_or(Failure::Status(Nfsstat3::Stale))?;
+        let rule = export.rule_for(req.peer.ip()).ok_or_else(|| {
+            tracing::warn!(
+                client = %req.peer.ip(), export = %export.path,
+                "refused: no client rule of this export matches the client"
+            );
+            Failure::Auth(AuthStat::TooWeak)
+        })?;
+        let cred = match &req.credential {
+            Credential::Sys(s) => rule.map_cred(s.uid, s.gid, &s.gids, false),
+            Credential::None => rule.map_cred(0, 0, &[], true),
+        };
+        Ok(Resolved {
+            export,
+            rule,
+            id: h.id,
+            cred,
+        })
+    }
+
+    /// Handles one complete RPC record. `None`: send nothing (undecodable, or a retransmission
+    /// whose original is still running).
+    pub async fn handle_record(
+        &self,
+        record: Bytes,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Reply> {
+        let (hdr, credential, mut args) = match rpc::decode_call(record) {
+            Ok(x) => x,
+            Err(CallError::Undecodable) => {
+                tracing::debug!(%peer, "dropping undecodable RPC record");
+                return None;
+            }
+            Err(e) => {
+                let mut w = Writer::with_capacity(32);
+                rpc::encode_denied(&mut w, &e);
+                return Some(Reply {
+                    head: w.into_bytes(),
+                    payload: Bytes::new(),
+                });
+            }
+        };
+        let req = Request {
+            peer,
+            local,
+            xid: hdr.xid,
+            credential,
+        };
+        let mut w = Writer::with_capacity(256);
+        let payload = match hdr.prog {
+            v3::PROGRAM => {
+                if hdr.vers != v3::VERSION {
+                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v3::VERSION, v3::VERSION);
+                    return Some(reply(w, None));
+                }
+                let raw_args = args.rest();
+                let call = match Nfs3Call::decode(hdr.proc_, &mut args) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
+                    Err(e) => {
+                        tracing::debug!(%peer, proc_ = hdr.proc_, "garbage NFSv3 args: {e}");
+                        return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs));
+                    }
+                };
+                if crate::v3::is_non_idempotent(hdr.proc_) {
+                    let key =
+                        DrcKey::new(peer.ip(), hdr.xid, hdr.prog, hdr.vers, hdr.proc_, &raw_args);
+                    return self.nfs3_cached(key, &req, call).await;
+                }
+                match self.nfs3(&req, call).await {
+                    Ok(r) => {
+                        rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                        r.encode(&mut w)
+                    }
+                    Err(stat) => return Some(auth_error(hdr.xid, stat)),
+                }
+            }
+            mount::PROGRAM => {
+                if hdr.vers != mount::VERSION {
+                    rpc::encode_prog_mismatch(&mut w, hdr.xid, mount::VERSION, mount::VERSION);
+                    return Some(reply(w, None));
+                }
+                let call = match MountCall::decode(hdr.proc_, &mut args) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
+                    Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
+                };
+                let r = self.mount(&req, call).await;
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                r.encode(&mut w);
+                None
+            }
+            portmap::PROGRAM if self.portmap.is_some() => {
+                let table = self.portmap.as_ref().expect("checked above");
+                return Some(reply_from(table.handle(&hdr, &req, &mut args)));
+            }
+            _ => return Some(accept_only(hdr.xid, AcceptStat::ProgUnavail)),
+        };
+        Some(reply(w, payload))
+    }
+
+    async fn nfs3_cached(&self, key: DrcKey, req: &Request, call: Nfs3Call) -> Option<Reply> {
+        match self.drc.begin(key) {
+            Lookup::InProgress => return None,
+            Lookup::Replay(b) => {
+                tracing::debug!(peer = %req.peer, xid = req.xid, "replaying cached reply");
+                return Some(Reply {
+                    head: b,
+                    payload: Bytes::new(),
+                });
+            }
+            Lookup::New => {}
+        }
+        let r = match self.nfs3(req, call).await {
+            Ok(r) => {
+                let mut w = Writer::with_capacity(256);
+                rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
+                r.encode(&mut w);
+                reply(w, None)
+            }
+            Err(stat) => {
+                self.drc.abandon(key);
+                return Some(auth_error(req.xid, stat));
+            }
+        };
+        self.drc.finish(key, r.head.clone());
+        Some(r)
+    }
+
+    async fn mount(&self, req: &Request, call: MountCall) -> MountReply {
+        match call {
+            MountCall::Null => MountReply::Null,
+            MountCall::Mnt(path) => MountReply::Mnt(self.mnt(req, &path).await),
+            MountCall::Dump => MountReply::Dump(
+                self.mounts
+                    .lock()
+                    .expect("mounts lock poisoned")
+                    .iter()
+                    .map(|(h, p)| MountBody {
+                        hostname: Bytes::from(h.clone()),
+                        directory: Bytes::from(p.clone()),
+                    })
+                    .collect(),
+            ),
+            MountCall::Umnt(path) => {
+                let path = String::from_utf8_lossy(&path).into_owned();
+                self.mounts
+                    .lock()
+                    .expect("mounts lock poisoned")
+                    .remove(&(req.peer.ip().to_string(), path));
+                MountReply::Umnt
+            }
+            MountCall::Umntall => {
+                let host = req.peer.ip().to_string();
+                self.mounts
+                    .lock()
+                    .expect("mounts lock poisoned")
+                    .retain(|(h, _)| *h != host);
+                MountReply::Umntall
+            }
+            MountCall::Export => MountReply::Export(
+                self.exports
+                    .iter()
+                    .map(|e| ExportNode {
+                        dir: Bytes::from(e.path.clone()),
+                        groups: e.rules.iter().map(|r| Bytes::from(rule_label(r))).collect(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    async fn mnt(&self, req: &Request, path: &[u8]) -> Result<(Bytes, Vec<u32>), MountStat3> {
+        let path = std::str::from_utf8(path).map_err(|_| MountStat3::Inval)?;
+        let Some(export) = self.exports.by_path(path) else {
+            tracing::info!(client = %req.peer.ip(), path, "MNT of a path that is not exported");
+            return Err(MountStat3::NoEnt);
+        };
+        if export.rule_for(req.peer.ip()).is_none() {
+            tracing::warn!(
+                client = %req.peer.ip(), export = %export.path,
+                "MNT refused: no client rule of this export matches the client"
+            );
+            return Err(MountStat3::Acces);
+        }
+        self.store
+            .getattr(export.root)
+            .await
+            .map_err(|e| crate::error::to_mountstat3(&e))?;
+        self.mounts
+            .lock()
+            .expect("mounts lock poisoned")
+            .insert((req.peer.ip().to_string(), export.path.clone()));
+        tracing::info!(client = %req.peer.ip(), export = %export.path, "mounted");
+        let fh = self.fh(export.id, export.root);
+        Ok((fh.0, vec![rpc::AUTH_SYS, rpc::AUTH_NONE]))
+    }
+}
+
+fn rule_label(r: &ClientRule) -> String {
+    use crate::export::ClientMatch;
+    match &r.matcher {
+        ClientMatch::Any => "*".into(),
+        ClientMatch::Cidr { net, prefix } => format!("{net}/{prefix}"),
+        ClientMatch::Host { name, .. } => name.clone(),
+    }
+}
+
+fn reply(w: Writer, payload: Option<Bytes>) -> Reply {
+    Reply {
+        head: w.into_bytes(),
+        payload: payload.unwrap_or_default(),
+    }
+}
+
+pub(crate) fn reply_from(w: Writer) -> Reply {
+    reply(w, None)
+}
+
+fn accept_only(xid: u32, stat: AcceptStat) -> Reply {
+    let mut w = Writer::with_capacity(24);
+    rpc::encode_accepted(&mut w, xid, stat);
+    reply(w, None)
+}
+
+fn auth_error(xid: u32, stat: AuthStat) -> Reply {
+    let mut w = Writer::with_capacity(24);
+    rpc::encode_denied(&mut w, &CallError::Auth { xid, stat });
+    reply(w, None)
+}
+
+/// Encodes a value with its `Encode` impl into a fresh buffer (tests, small replies).
+pub fn encode_to_bytes<T: Encode>(v: &T) -> Bytes {
+    let mut w = Writer::new();
+    v.encode(&mut w);
+    w.into_bytes()
+}
