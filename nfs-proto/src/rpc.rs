@@ -268,7 +268,10 @@ pub fn decode_reply(r: &mut Reader) -> crate::xdr::Result<ReplyHeader> {
     match r.u32()? {
         0 => {
             let _verf = OpaqueAuth::decode(r)?;
-            Ok(ReplyHeader::Accepted { xid, stat: r.u32()? })
+            Ok(ReplyHeader::Accepted {
+                xid,
+                stat: r.u32()?,
+            })
         }
         1 => match r.u32()? {
             0 => Ok(ReplyHeader::RpcMismatch {
@@ -276,7 +279,10 @@ pub fn decode_reply(r: &mut Reader) -> crate::xdr::Result<ReplyHeader> {
                 low: r.u32()?,
                 high: r.u32()?,
             }),
-            1 => Ok(ReplyHeader::AuthError { xid, stat: r.u32()? }),
+            1 => Ok(ReplyHeader::AuthError {
+                xid,
+                stat: r.u32()?,
+            }),
             d => Err(XdrError::BadDiscriminant(d)),
         },
         d => Err(XdrError::BadDiscriminant(d)),
@@ -294,7 +300,10 @@ impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecordError::TooLarge { len, max } => {
-                write!(f, "RPC record of at least {len} bytes exceeds the limit of {max}")
+                write!(
+                    f,
+                    "RPC record of at least {len} bytes exceeds the limit of {max}"
+                )
             }
         }
     }
