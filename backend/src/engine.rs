@@ -1,0 +1,1131 @@
+//! The file system semantics, written once for every store.
+//!
+//! [`Engine`] implements [`Store`] on top of two small synchronous traits:
+//! * [`MetaStore`] keeps inode records, directory entries and counters. A batch of
+//!   [`MetaOp`]s is applied atomically and is durable when [`MetaStore::apply`] returns.
+//! * [`DataStore`] keeps the bytes of regular files, one sparse backing area per inode.
+//!
+//! The engine owns everything POSIX: permission checks, link counts, times, rename rules,
+//! readdir cookies. The stores only persist what they are told.
+//!
+//! Concurrency: namespace and attribute work runs under one metadata mutex, which also guards an
+//! in-memory cache of inode records. Data I/O runs outside that mutex, under a striped per-inode
+//! read/write lock: reads and writes share it, truncation and COMMIT take it exclusively so that
+//! they never interleave with a write between its data I/O and its size update. The order is
+//! always stripe lock, then metadata mutex.
+//!
+//! Durability: the record's size is the truth and the data area may be shorter (reads below the
+//! size but past the data return zeros). UNSTABLE writes update the cached record only and mark it
+//! dirty; the record is persisted by COMMIT, by a DataSync/FileSync write, or by any metadata
+//! batch that touches the inode. Truncation makes the data change durable before the metadata
+//! batch. Data left past the recorded size by a crash is trimmed before the first write or size
+//! change of that inode in this run, so it can never reappear inside a file.
+
+mod perm;
+mod record;
+mod rename;
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+pub use record::Inode;
+
+use self::perm::{may, may_io, require, require_sticky, MAY_EXEC, MAY_READ, MAY_WRITE};
+use crate::{
+    AccessMask, Attr, CreateMode, Cred, DirEntry, DirPage, Error, FileId, FileType, FsStat,
+    NodeKind, PreAttr, ReadResult, Result, SetAttr, Stability, Store, Timestamp, Wcc, WriteResult,
+    FILE_SIZE_MAX, NAME_LEN_MAX, PATH_LEN_MAX,
+};
+
+/// The root directory's inode number.
+pub const ROOT_INO: u64 = 1;
+/// The metadata format this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+/// Directory cookies start above 2 because NFSv4 reserves cookies 1 and 2.
+const FIRST_SEQ: u64 = 3;
+/// Most bytes one READ returns; a larger request gets a short read.
+const READ_BYTES_MAX: u64 = 4 << 20;
+/// Most hard links to one inode.
+const LINK_MAX: u32 = 65_000;
+const STRIPES: usize = 64;
+
+/// Named counters kept by a [`MetaStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    FormatVersion,
+    NextIno,
+}
+
+/// One change in a metadata batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaOp {
+    PutInode(u64, Inode),
+    DeleteInode(u64),
+    /// Adds `name` to `dir` with readdir sequence number `seq`.
+    PutEntry {
+        dir: u64,
+        name: Vec<u8>,
+        child: u64,
+        seq: u64,
+    },
+    DeleteEntry {
+        dir: u64,
+        name: Vec<u8>,
+        seq: u64,
+    },
+    SetCounter(Counter, u64),
+}
+
+/// A directory entry as the metadata store lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub seq: u64,
+    pub name: Vec<u8>,
+    pub child: u64,
+}
+
+/// Persistence of inode records, directory entries and counters.
+pub trait MetaStore: Send + Sync + 'static {
+    /// True when calls block on the disk, so the engine must run them on the blocking pool.
+    const BLOCKING: bool;
+    fn inode(&self, ino: u64) -> Result<Option<Inode>>;
+    /// The child and sequence number of `name` in `dir`.
+    fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>>;
+    /// Up to `limit` entries of `dir` with a sequence number above `after_seq`, in order.
+    /// Costs O(returned entries), whatever the directory size.
+    fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>>;
+    fn counter(&self, counter: Counter) -> Result<Option<u64>>;
+    fn inode_count(&self) -> Result<u64>;
+    /// Applies every op or none; on stable storage when it returns `Ok`.
+    fn apply(&self, ops: &[MetaOp]) -> Result<()>;
+}
+
+/// Byte storage of regular files, addressed by inode number.
+pub trait DataStore: Send + Sync + 'static {
+    /// True when calls block on the disk, so the engine must run them on the blocking pool.
+    const BLOCKING: bool;
+    /// Fills `buf` from `offset`; returns how many bytes the backing area held (a short count at
+    /// its physical end; a missing area reads as empty).
+    fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()>;
+    /// Cuts or extends the backing area; bytes past `len` are gone.
+    fn set_len(&self, ino: u64, len: u64) -> Result<()>;
+    /// Makes data and length written so far durable.
+    fn sync(&self, ino: u64) -> Result<()>;
+    fn remove(&self, ino: u64) -> Result<()>;
+    /// Capacity figures; `files_used` is the number of inodes.
+    fn space(&self, files_used: u64) -> Result<FsStat>;
+}
+
+/// A [`Store`] made of a metadata store and a data store.
+pub struct Engine<M: MetaStore, D: DataStore> {
+    inner: Arc<Inner<M, D>>,
+}
+
+struct Inner<M, D> {
+    meta: M,
+    data: D,
+    state: Mutex<State>,
+    stripes: Vec<RwLock<()>>,
+    verifier: AtomicU64,
+    root: FileId,
+    /// Generation given to inodes created by this run.
+    generation: u64,
+}
+
+struct State {
+    cache: HashMap<u64, Cached>,
+    next_ino: u64,
+}
+
+struct Cached {
+    inode: Inode,
+    /// Holds size/time changes of UNSTABLE writes that are not persisted yet.
+    dirty: bool,
+    /// The data area was cut to the record's size in this run (see the module docs).
+    trimmed: bool,
+}
+
+impl<M: MetaStore, D: DataStore> Engine<M, D> {
+    /// Opens a store: checks the format version and creates the root directory if missing.
+    pub fn with_stores(meta: M, data: D) -> Result<Engine<M, D>> {
+        let boot_nanos = record::timestamp_nanos(Timestamp::now()).max(1);
+        let root_generation = open_root(&meta, boot_nanos)?;
+        let next_ino = meta.counter(Counter::NextIno)?.unwrap_or(ROOT_INO + 1);
+        let inner = Inner {
+            meta,
+            data,
+            state: Mutex::new(State {
+                cache: HashMap::new(),
+                next_ino,
+            }),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            verifier: AtomicU64::new(boot_nanos),
+            root: FileId {
+                ino: ROOT_INO,
+                generation: root_generation,
+            },
+            generation: boot_nanos,
+        };
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Number of inodes in the store, for logging.
+    pub fn inode_count(&self) -> Result<u64> {
+        self.inner.meta.inode_count()
+    }
+
+    /// Runs synchronous engine work: on the blocking pool when a store blocks, inline otherwise.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
+    {
+        if M::BLOCKING || D::BLOCKING {
+            let inner = Arc::clone(&self.inner);
+            tokio::task::spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| Error::Io(format!("store task failed: {e}")))?
+        } else {
+            f(&self.inner)
+        }
+    }
+}
+
+/// Checks the format version, creates the root on a new store, returns the root's generation.
+fn open_root<M: MetaStore>(meta: &M, generation: u64) -> Result<u64> {
+    match meta.counter(Counter::FormatVersion)? {
+        Some(FORMAT_VERSION) => {}
+        Some(other) => {
+            return Err(Error::Io(format!(
+                "the metadata store has format version {other}; this build reads version \
+                 {FORMAT_VERSION} only. Open it with a matching Sluice build."
+            )))
+        }
+        None if meta.inode_count()? != 0 => {
+            return Err(Error::Io(
+                "the metadata store has inodes but no format version; refusing to open it".into(),
+            ))
+        }
+        None => {
+            let now = Timestamp::now();
+            let mut root = new_inode(FileType::Directory, 0o755, 0, 0, generation, now);
+            root.parent = ROOT_INO;
+            meta.apply(&[
+                MetaOp::PutInode(ROOT_INO, root),
+                MetaOp::SetCounter(Counter::NextIno, ROOT_INO + 1),
+                MetaOp::SetCounter(Counter::FormatVersion, FORMAT_VERSION),
+            ])?;
+        }
+    }
+    match meta.inode(ROOT_INO)? {
+        Some(root) if root.is_dir() => Ok(root.generation),
+        _ => Err(Error::Io("the metadata store has no root directory".into())),
+    }
+}
+
+fn new_inode(
+    file_type: FileType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    generation: u64,
+    now: Timestamp,
+) -> Inode {
+    let is_dir = file_type == FileType::Directory;
+    Inode {
+        generation,
+        file_type,
+        mode,
+        nlink: if is_dir { 2 } else { 1 },
+        uid,
+        gid,
+        size: 0,
+        rdev: (0, 0),
+        atime: now,
+        mtime: now,
+        ctime: now,
+        change: record::timestamp_nanos(now),
+        parent: 0,
+        last_seq: if is_dir { FIRST_SEQ - 1 } else { 0 },
+        verifier: None,
+        target: Vec::new(),
+    }
+}
+
+/// Rejects names that cannot be directory entries.
+fn validate_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_LEN_MAX {
+        return Err(Error::NameTooLong);
+    }
+    let reserved = name.is_empty() || name == b"." || name == b"..";
+    if reserved || name.iter().any(|&b| b == b'/' || b == 0) {
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+/// A metadata transaction: reads through the cache, collects changes, applies them as one
+/// batch and only then updates the cache, so a failed batch leaves no trace.
+struct Tx<'a, M> {
+    meta: &'a M,
+    state: &'a mut State,
+    changed: BTreeMap<u64, Option<Inode>>,
+    ops: Vec<MetaOp>,
+    allocated: bool,
+}
+
+impl<'a, M: MetaStore> Tx<'a, M> {
+    fn new(meta: &'a M, state: &'a mut State) -> Tx<'a, M> {
+        Tx {
+            meta,
+            state,
+            changed: BTreeMap::new(),
+            ops: Vec::new(),
+            allocated: false,
+        }
+    }
+
+    /// The current record of `ino`, loading it into the cache on a miss.
+    fn inode(&mut self, ino: u64) -> Result<Option<Inode>> {
+        if let Some(change) = self.changed.get(&ino) {
+            return Ok(change.clone());
+        }
+        Ok(cached(self.meta, self.state, ino)?.map(|c| c.inode.clone()))
+    }
+
+    /// The record named by `id`, or `Stale` when it is gone or was replaced.
+    fn checked(&mut self, id: FileId) -> Result<Inode> {
+        match self.inode(id.ino)? {
+            Some(inode) if inode.generation == id.generation => Ok(inode),
+            _ => Err(Error::Stale),
+        }
+    }
+
+    fn dir(&mut self, id: FileId) -> Result<Inode> {
+        let dir = self.checked(id)?;
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(Error::NotDir)
+        }
+    }
+
+    /// The record a directory entry points at; a dangling entry is corruption.
+    fn child(&mut self, ino: u64) -> Result<Inode> {
+        self.inode(ino)?
+            .ok_or_else(|| Error::Io(format!("directory entry points at missing inode {ino}")))
+    }
+
+    fn put(&mut self, ino: u64, inode: Inode) {
+        self.changed.insert(ino, Some(inode));
+    }
+
+    fn delete(&mut self, ino: u64) {
+        self.changed.insert(ino, None);
+    }
+
+    fn allocate_ino(&mut self) -> u64 {
+        let ino = self.state.next_ino;
+        self.state.next_ino += 1;
+        self.allocated = true;
+        ino
+    }
+
+    /// Adds an entry with the directory's next sequence number.
+    fn add_entry(&mut self, dir_ino: u64, dir: &mut Inode, name: &[u8], child: u64) {
+        dir.last_seq += 1;
+        self.ops.push(MetaOp::PutEntry {
+            dir: dir_ino,
+            name: name.to_vec(),
+            child,
+            seq: dir.last_seq,
+        });
+    }
+
+    fn remove_entry(&mut self, dir: u64, name: &[u8], seq: u64) {
+        self.ops.push(MetaOp::DeleteEntry {
+            dir,
+            name: name.to_vec(),
+            seq,
+        });
+    }
+
+    fn commit(mut self) -> Result<()> {
+        let mut ops = std::mem::take(&mut self.ops);
+        for (&ino, change) in &self.changed {
+            ops.push(match change {
+                Some(inode) => MetaOp::PutInode(ino, inode.clone()),
+                None => MetaOp::DeleteInode(ino),
+            });
+        }
+        if self.allocated {
+            ops.push(MetaOp::SetCounter(Counter::NextIno, self.state.next_ino));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // On failure, inode numbers handed out by this batch are skipped: never reused.
+        self.meta.apply(&ops)?;
+        for (ino, change) in std::mem::take(&mut self.changed) {
+            match change {
+                Some(inode) => {
+                    let entry = self.state.cache.entry(ino).or_insert(Cached {
+                        inode: inode.clone(),
+                        dirty: false,
+                        trimmed: false,
+                    });
+                    entry.inode = inode;
+                    entry.dirty = false;
+                }
+                None => {
+                    self.state.cache.remove(&ino);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Evicts clean records once the cache holds this many; dirty ones stay until persisted.
+const CACHE_INODES_MAX: usize = 1 << 20;
+const CACHE_EVICT_BATCH: usize = 1024;
+
+fn evict_clean(state: &mut State) {
+    let victims: Vec<u64> = state
+        .cache
+        .iter()
+        .filter(|(_, c)| !c.dirty)
+        .map(|(&ino, _)| ino)
+        .take(CACHE_EVICT_BATCH)
+        .collect();
+    for ino in victims {
+        state.cache.remove(&ino);
+    }
+}
+
+fn cached<'s, M: MetaStore>(
+    meta: &M,
+    state: &'s mut State,
+    ino: u64,
+) -> Result<Option<&'s mut Cached>> {
+    if state.cache.len() >= CACHE_INODES_MAX && !state.cache.contains_key(&ino) {
+        evict_clean(state);
+    }
+    match state.cache.entry(ino) {
+        Entry::Occupied(entry) => Ok(Some(entry.into_mut())),
+        Entry::Vacant(entry) => Ok(meta.inode(ino)?.map(|inode| {
+            entry.insert(Cached {
+                inode,
+                dirty: false,
+                trimmed: false,
+            })
+        })),
+    }
+}
+
+fn wcc(before: &Inode, after: &Inode, ino: u64) -> Wcc {
+    Wcc {
+        before: PreAttr {
+            size: before.size,
+            mtime: before.mtime,
+            ctime: before.ctime,
+        },
+        after: after.attr(ino),
+    }
+}
+
+impl<M: MetaStore, D: DataStore> Inner<M, D> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change in the cache
+        // (Tx updates it only after a successful batch), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stripe(&self, ino: u64) -> &RwLock<()> {
+        &self.stripes[(ino % STRIPES as u64) as usize]
+    }
+
+    fn stripe_shared(&self, ino: u64) -> RwLockReadGuard<'_, ()> {
+        self.stripe(ino).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stripe_exclusive(&self, ino: u64) -> RwLockWriteGuard<'_, ()> {
+        self.stripe(ino).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn verifier(&self) -> [u8; 8] {
+        self.verifier.load(Ordering::SeqCst).to_be_bytes()
+    }
+
+    /// Syncs file data. A failure changes the write verifier, because data acknowledged as
+    /// UNSTABLE may now be lost and clients must resend it.
+    fn sync_data(&self, ino: u64) -> Result<()> {
+        self.data.sync(ino).inspect_err(|e| {
+            self.verifier.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(ino, error = %e, "data sync failed; write verifier changed");
+        })
+    }
+
+    fn getattr(&self, id: FileId) -> Result<Attr> {
+        let mut state = self.lock();
+        Ok(Tx::new(&self.meta, &mut state).checked(id)?.attr(id.ino))
+    }
+
+    fn lookup(&self, cred: &Cred, dir_id: FileId, name: &[u8]) -> Result<Attr> {
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let dir = tx.dir(dir_id)?;
+        require(may(cred, &dir, MAY_EXEC))?;
+        match name {
+            b"." => return Ok(dir.attr(dir_id.ino)),
+            b".." => return Ok(tx.child(dir.parent)?.attr(dir.parent)),
+            _ => validate_name(name)?,
+        }
+        let (child, _) = self.meta.entry(dir_id.ino, name)?.ok_or(Error::NotFound)?;
+        Ok(tx.child(child)?.attr(child))
+    }
+
+    fn parent(&self, cred: &Cred, dir_id: FileId) -> Result<Attr> {
+        self.lookup(cred, dir_id, b"..")
+    }
+
+    fn access(&self, cred: &Cred, id: FileId, mask: AccessMask) -> Result<(AccessMask, Attr)> {
+        let mut state = self.lock();
+        let inode = Tx::new(&self.meta, &mut state).checked(id)?;
+        let mut granted = 0;
+        let mut grant = |bits: u32, want: u32| {
+            if may(cred, &inode, want) {
+                granted |= bits;
+            }
+        };
+        grant(AccessMask::READ, MAY_READ);
+        grant(AccessMask::MODIFY | AccessMask::EXTEND, MAY_WRITE);
+        if inode.is_dir() {
+            grant(AccessMask::LOOKUP, MAY_EXEC);
+            grant(AccessMask::DELETE, MAY_WRITE | MAY_EXEC);
+        } else {
+            grant(AccessMask::EXECUTE, MAY_EXEC);
+        }
+        Ok((AccessMask(granted & mask.0), inode.attr(id.ino)))
+    }
+
+    fn readlink(&self, id: FileId) -> Result<(Vec<u8>, Attr)> {
+        let mut state = self.lock();
+        let inode = Tx::new(&self.meta, &mut state).checked(id)?;
+        if inode.file_type != FileType::Symlink {
+            return Err(Error::Invalid);
+        }
+        Ok((inode.target.clone(), inode.attr(id.ino)))
+    }
+
+    /// The record of a regular file that `cred` may read or write.
+    fn io_target(&self, cred: &Cred, id: FileId, want: u32) -> Result<Inode> {
+        let mut state = self.lock();
+        let inode = Tx::new(&self.meta, &mut state).checked(id)?;
+        match inode.file_type {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::IsDir),
+            _ => return Err(Error::Invalid),
+        }
+        require(may_io(cred, &inode, want))?;
+        Ok(inode)
+    }
+
+    fn read(&self, cred: &Cred, id: FileId, offset: u64, count: u32) -> Result<ReadResult> {
+        let _shared = self.stripe_shared(id.ino);
+        let inode = self.io_target(cred, id, MAY_READ)?;
+        let available = inode.size.saturating_sub(offset);
+        let len = available.min(u64::from(count)).min(READ_BYTES_MAX);
+        // `len` is at most READ_BYTES_MAX, so the conversion cannot truncate.
+        let mut buf = vec![0u8; len as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = self
+                .data
+                .read_at(id.ino, offset + filled as u64, &mut buf[filled..])?;
+            if n == 0 {
+                break; // The rest is a hole past the backing area: zeros.
+            }
+            filled += n;
+        }
+        Ok(ReadResult {
+            data: Bytes::from(buf),
+            eof: offset.saturating_add(len) >= inode.size,
+            attr: inode.attr(id.ino),
+        })
+    }
+
+    fn write(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        offset: u64,
+        data: &[u8],
+        stability: Stability,
+    ) -> Result<WriteResult> {
+        let count = u32::try_from(data.len()).map_err(|_| Error::Invalid)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooBig)?;
+        if end > FILE_SIZE_MAX {
+            return Err(Error::FileTooBig);
+        }
+        self.trim_once(id)?;
+        let _shared = self.stripe_shared(id.ino);
+        self.io_target(cred, id, MAY_WRITE)?;
+        let landed = self
+            .data
+            .write_at(id.ino, offset, data)
+            .and_then(|()| match stability {
+                Stability::Unstable => Ok(()),
+                _ => self.sync_data(id.ino),
+            });
+        if let Err(e) = landed {
+            // The bytes (or part of them) may sit past the recorded size, which stays as it was.
+            self.mark_untrimmed(id.ino);
+            return Err(e);
+        }
+        let wcc = self.finish_write(cred, id, end, stability)?;
+        Ok(WriteResult {
+            count,
+            committed: stability,
+            wcc,
+        })
+    }
+
+    /// Cuts data left past the recorded size (by a crash or a failed write) before this run
+    /// first writes the file, so it cannot reappear inside the file.
+    fn trim_once(&self, id: FileId) -> Result<()> {
+        {
+            let mut state = self.lock();
+            let cached = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
+            if cached.trimmed {
+                return Ok(());
+            }
+        }
+        let _exclusive = self.stripe_exclusive(id.ino);
+        let mut state = self.lock();
+        let cached = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
+        if !cached.trimmed && cached.inode.file_type == FileType::Regular {
+            self.data.set_len(id.ino, cached.inode.size)?;
+            cached.trimmed = true;
+        }
+        Ok(())
+    }
+
+    fn mark_untrimmed(&self, ino: u64) {
+        if let Some(c) = self.lock().cache.get_mut(&ino) {
+            c.trimmed = false;
+        }
+    }
+
+    /// Updates size and times after the data landed; persists them for stable writes.
+    fn finish_write(&self, cred: &Cred, id: FileId, end: u64, stability: Stability) -> Result<Wcc> {
+        let mut state = self.lock();
+        let now = Timestamp::now();
+        let Some(entry) = cached(&self.meta, &mut state, id.ino)? else {
+            // Removed while the data was being written: drop the orphaned data again.
+            self.data.remove(id.ino)?;
+            return Err(Error::Stale);
+        };
+        let before = entry.inode.clone();
+        entry.inode.size = entry.inode.size.max(end);
+        perm::kill_suid_on_write(cred, &mut entry.inode);
+        entry.inode.touch_mtime(now);
+        entry.dirty = true;
+        let after = entry.inode.clone();
+        if stability > Stability::Unstable {
+            let mut tx = Tx::new(&self.meta, &mut state);
+            tx.put(id.ino, after.clone());
+            tx.commit()?;
+        }
+        Ok(wcc(&before, &after, id.ino))
+    }
+
+    fn commit(&self, id: FileId) -> Result<Attr> {
+        // Exclusive: no write may sit between its data I/O and its size update, or the size
+        // persisted below could cover data this sync did not flush.
+        let _exclusive = self.stripe_exclusive(id.ino);
+        let inode = self.getattr(id)?;
+        if inode.file_type != FileType::Regular {
+            return Ok(inode);
+        }
+        self.sync_data(id.ino)?;
+        let mut state = self.lock();
+        let entry = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
+        if entry.dirty {
+            let record = entry.inode.clone();
+            let mut tx = Tx::new(&self.meta, &mut state);
+            tx.put(id.ino, record);
+            tx.commit().inspect_err(|_| {
+                self.verifier.fetch_add(1, Ordering::SeqCst);
+            })?;
+        }
+        drop(state);
+        self.getattr(id)
+    }
+
+    fn setattr(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        attr: &SetAttr,
+        guard: Option<Timestamp>,
+    ) -> Result<Wcc> {
+        let _exclusive = attr.size.map(|_| self.stripe_exclusive(id.ino));
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let before = tx.checked(id)?;
+        if guard.is_some_and(|ctime| ctime != before.ctime) {
+            return Err(Error::Invalid);
+        }
+        let mut after = before.clone();
+        perm::apply_setattr(cred, &mut after, attr, Timestamp::now())?;
+        if let Some(size) = attr.size {
+            // Durable before the record says so: a crash must not resurrect cut bytes.
+            self.data.set_len(id.ino, size.min(before.size))?;
+            self.sync_data(id.ino)?;
+        }
+        tx.put(id.ino, after.clone());
+        tx.commit()?;
+        if attr.size.is_some() {
+            if let Some(c) = state.cache.get_mut(&id.ino) {
+                c.trimmed = true;
+            }
+        }
+        Ok(wcc(&before, &after, id.ino))
+    }
+
+    fn create(
+        &self,
+        cred: &Cred,
+        dir_id: FileId,
+        name: &[u8],
+        kind: NodeKind,
+        attr: &SetAttr,
+        mode: CreateMode,
+    ) -> Result<(Attr, Wcc)> {
+        validate_name(name)?;
+        if let NodeKind::Symlink { target } = &kind {
+            if target.len() > PATH_LEN_MAX {
+                return Err(Error::NameTooLong);
+            }
+        }
+        let mode = match kind {
+            NodeKind::Regular => mode,
+            _ => CreateMode::Guarded,
+        };
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let dir = tx.dir(dir_id)?;
+        require(may(cred, &dir, MAY_EXEC))?;
+        if let Some((child, _)) = self.meta.entry(dir_id.ino, name)? {
+            let existing = tx.child(child)?;
+            let dir_wcc = wcc(&dir, &dir, dir_id.ino);
+            let existing_id = existing.attr(child).id;
+            match mode {
+                CreateMode::Exclusive(v) if existing.verifier == Some(v) => {
+                    return Ok((existing.attr(child), dir_wcc));
+                }
+                CreateMode::Unchecked if existing.file_type == FileType::Regular => {
+                    drop(state);
+                    return self.create_existing(cred, existing_id, attr.size, dir_wcc);
+                }
+                _ => return Err(Error::Exists),
+            }
+        }
+        require(may(cred, &dir, MAY_WRITE | MAY_EXEC))?;
+        let ino = tx.allocate_ino();
+        let inode = self.new_child(cred, &dir, dir_id.ino, kind, attr, mode)?;
+        let mut dir_after = dir.clone();
+        if inode.is_dir() {
+            dir_after.nlink = dir_after.nlink.checked_add(1).ok_or(Error::TooManyLinks)?;
+        }
+        dir_after.touch_mtime(inode.ctime);
+        tx.add_entry(dir_id.ino, &mut dir_after, name, ino);
+        tx.put(dir_id.ino, dir_after.clone());
+        tx.put(ino, inode.clone());
+        tx.commit()?;
+        if let Some(c) = state.cache.get_mut(&ino) {
+            c.trimmed = true; // A new file has no data yet, so nothing to trim.
+        }
+        Ok((inode.attr(ino), wcc(&dir, &dir_after, dir_id.ino)))
+    }
+
+    /// UNCHECKED create of an existing regular file: only the size is applied.
+    fn create_existing(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        size: Option<u64>,
+        dir_wcc: Wcc,
+    ) -> Result<(Attr, Wcc)> {
+        if size.is_none() {
+            return Ok((self.getattr(id)?, dir_wcc));
+        }
+        let attr = SetAttr {
+            size,
+            ..SetAttr::default()
+        };
+        Ok((self.setattr(cred, id, &attr, None)?.after, dir_wcc))
+    }
+
+    /// The record of a new object, with the caller's attributes applied by the setattr rules.
+    fn new_child(
+        &self,
+        cred: &Cred,
+        dir: &Inode,
+        dir_ino: u64,
+        kind: NodeKind,
+        attr: &SetAttr,
+        mode: CreateMode,
+    ) -> Result<Inode> {
+        let (file_type, default_mode) = match &kind {
+            NodeKind::Regular => (FileType::Regular, 0o644),
+            NodeKind::Directory => (FileType::Directory, 0o755),
+            NodeKind::Symlink { .. } => (FileType::Symlink, 0o777),
+            NodeKind::BlockDevice { .. } => (FileType::BlockDevice, 0o644),
+            NodeKind::CharDevice { .. } => (FileType::CharDevice, 0o644),
+            NodeKind::Socket => (FileType::Socket, 0o644),
+            NodeKind::Fifo => (FileType::Fifo, 0o644),
+        };
+        let gid = if dir.mode & 0o2000 != 0 {
+            dir.gid
+        } else {
+            cred.gid
+        };
+        let mode_bits = attr.mode.unwrap_or(default_mode);
+        let mode_bits = perm::initial_mode(cred, dir, file_type, mode_bits, gid);
+        let now = Timestamp::now();
+        let mut inode = new_inode(file_type, mode_bits, cred.uid, gid, self.generation, now);
+        match kind {
+            NodeKind::Symlink { target } => {
+                inode.size = target.len() as u64;
+                inode.target = target;
+            }
+            NodeKind::BlockDevice { rdev } | NodeKind::CharDevice { rdev } => inode.rdev = rdev,
+            NodeKind::Directory => inode.parent = dir_ino,
+            _ => {}
+        }
+        let rest = SetAttr {
+            mode: None,
+            ..attr.clone()
+        };
+        if rest != SetAttr::default() {
+            perm::apply_setattr(cred, &mut inode, &rest, now)?;
+        }
+        if let CreateMode::Exclusive(v) = mode {
+            inode.verifier = Some(v);
+        }
+        Ok(inode)
+    }
+
+    fn remove(&self, cred: &Cred, dir_id: FileId, name: &[u8], want_dir: bool) -> Result<Wcc> {
+        validate_name(name)?;
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let dir = tx.dir(dir_id)?;
+        require(may(cred, &dir, MAY_WRITE | MAY_EXEC))?;
+        let (child_ino, seq) = self.meta.entry(dir_id.ino, name)?.ok_or(Error::NotFound)?;
+        let mut child = tx.child(child_ino)?;
+        match (want_dir, child.is_dir()) {
+            (false, true) => return Err(Error::IsDir),
+            (true, false) => return Err(Error::NotDir),
+            (true, true) if !self.meta.entries(child_ino, 0, 1)?.is_empty() => {
+                return Err(Error::NotEmpty)
+            }
+            _ => {}
+        }
+        require_sticky(cred, &dir, &child)?;
+        let now = Timestamp::now();
+        let mut dir_after = dir.clone();
+        dir_after.touch_mtime(now);
+        tx.remove_entry(dir_id.ino, name, seq);
+        let freed = self.unlink_child(&mut tx, &mut dir_after, child_ino, &mut child, now);
+        tx.put(dir_id.ino, dir_after.clone());
+        tx.commit()?;
+        drop(state);
+        self.free_data(freed);
+        Ok(wcc(&dir, &dir_after, dir_id.ino))
+    }
+
+    /// Drops one link to `child` from `dir`; returns the inode to free if it was the last.
+    fn unlink_child(
+        &self,
+        tx: &mut Tx<'_, M>,
+        dir: &mut Inode,
+        child_ino: u64,
+        child: &mut Inode,
+        now: Timestamp,
+    ) -> Option<u64> {
+        if child.is_dir() {
+            dir.nlink = dir.nlink.saturating_sub(1);
+            tx.delete(child_ino);
+            return None;
+        }
+        child.nlink = child.nlink.saturating_sub(1);
+        child.touch_ctime(now);
+        if child.nlink > 0 {
+            tx.put(child_ino, child.clone());
+            return None;
+        }
+        tx.delete(child_ino);
+        (child.file_type == FileType::Regular).then_some(child_ino)
+    }
+
+    /// Frees the data of a deleted inode. The inode is already gone from the metadata, so a
+    /// failure only leaks space; it is logged, not returned.
+    fn free_data(&self, ino: Option<u64>) {
+        if let Some(ino) = ino {
+            if let Err(e) = self.data.remove(ino) {
+                tracing::warn!(ino, error = %e, "could not free the data of a removed file");
+            }
+        }
+    }
+
+    fn link(&self, cred: &Cred, file: FileId, dir_id: FileId, name: &[u8]) -> Result<(Attr, Wcc)> {
+        validate_name(name)?;
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let dir = tx.dir(dir_id)?;
+        let mut inode = tx.checked(file)?;
+        if inode.is_dir() {
+            return Err(Error::Perm);
+        }
+        require(may(cred, &dir, MAY_WRITE | MAY_EXEC))?;
+        if self.meta.entry(dir_id.ino, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        if inode.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        let now = Timestamp::now();
+        inode.nlink += 1;
+        inode.touch_ctime(now);
+        let mut dir_after = dir.clone();
+        dir_after.touch_mtime(now);
+        tx.add_entry(dir_id.ino, &mut dir_after, name, file.ino);
+        tx.put(dir_id.ino, dir_after.clone());
+        tx.put(file.ino, inode.clone());
+        tx.commit()?;
+        Ok((inode.attr(file.ino), wcc(&dir, &dir_after, dir_id.ino)))
+    }
+
+    fn readdir(
+        &self,
+        cred: &Cred,
+        dir_id: FileId,
+        cookie: u64,
+        count_max: usize,
+        with_attrs: bool,
+    ) -> Result<DirPage> {
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let dir = tx.dir(dir_id)?;
+        require(may(cred, &dir, MAY_READ))?;
+        if cookie > dir.last_seq {
+            return Err(Error::BadCookie);
+        }
+        let mut stored = self
+            .meta
+            .entries(dir_id.ino, cookie, count_max.saturating_add(1))?;
+        let eof = stored.len() <= count_max;
+        stored.truncate(count_max);
+        let mut entries = Vec::with_capacity(stored.len());
+        for e in stored {
+            let child = tx.child(e.child)?;
+            let attr = child.attr(e.child);
+            entries.push(DirEntry {
+                cookie: e.seq,
+                name: e.name,
+                id: attr.id,
+                attr: with_attrs.then_some(attr),
+            });
+        }
+        Ok(DirPage {
+            entries,
+            eof,
+            dir_attr: dir.attr(dir_id.ino),
+        })
+    }
+
+    fn fsstat(&self, id: FileId) -> Result<FsStat> {
+        self.getattr(id)?;
+        self.data.space(self.meta.inode_count()?)
+    }
+
+    /// Persists every dirty record after syncing its data; used when the store is dropped.
+    fn flush_all(&self) -> Result<()> {
+        let mut state = self.lock();
+        let dirty: Vec<(u64, Inode)> = state
+            .cache
+            .iter()
+            .filter(|(_, c)| c.dirty)
+            .map(|(&ino, c)| (ino, c.inode.clone()))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut tx = Tx::new(&self.meta, &mut state);
+        for (ino, inode) in dirty {
+            self.sync_data(ino)?;
+            tx.put(ino, inode);
+        }
+        tx.commit()
+    }
+}
+
+impl<M: MetaStore, D: DataStore> Drop for Engine<M, D> {
+    fn drop(&mut self) {
+        // Only the last handle flushes; tasks still running hold their own handles.
+        if Arc::strong_count(&self.inner) == 1 {
+            if let Err(e) = self.inner.flush_all() {
+                tracing::error!(error = %e, "could not flush unstable writes at shutdown");
+            }
+        }
+    }
+}
+
+/// Each method takes owned copies of its arguments so the work can move to the blocking pool.
+impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
+    fn root(&self) -> FileId {
+        self.inner.root
+    }
+
+    fn write_verifier(&self) -> [u8; 8] {
+        self.inner.verifier()
+    }
+
+    async fn getattr(&self, id: FileId) -> Result<Attr> {
+        self.run(move |s| s.getattr(id)).await
+    }
+
+    async fn setattr(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        attr: SetAttr,
+        guard: Option<Timestamp>,
+    ) -> Result<Wcc> {
+        let cred = cred.clone();
+        self.run(move |s| s.setattr(&cred, id, &attr, guard)).await
+    }
+
+    async fn lookup(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Attr> {
+        let (cred, name) = (cred.clone(), name.to_vec());
+        self.run(move |s| s.lookup(&cred, dir, &name)).await
+    }
+
+    async fn parent(&self, cred: &Cred, dir: FileId) -> Result<Attr> {
+        let cred = cred.clone();
+        self.run(move |s| s.parent(&cred, dir)).await
+    }
+
+    async fn access(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        mask: AccessMask,
+    ) -> Result<(AccessMask, Attr)> {
+        let cred = cred.clone();
+        self.run(move |s| s.access(&cred, id, mask)).await
+    }
+
+    async fn readlink(&self, _cred: &Cred, id: FileId) -> Result<(Vec<u8>, Attr)> {
+        self.run(move |s| s.readlink(id)).await
+    }
+
+    async fn read(&self, cred: &Cred, id: FileId, offset: u64, count: u32) -> Result<ReadResult> {
+        let cred = cred.clone();
+        self.run(move |s| s.read(&cred, id, offset, count)).await
+    }
+
+    async fn write(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        offset: u64,
+        data: Bytes,
+        stability: Stability,
+    ) -> Result<WriteResult> {
+        let cred = cred.clone();
+        self.run(move |s| s.write(&cred, id, offset, &data, stability))
+            .await
+    }
+
+    async fn create(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        name: &[u8],
+        kind: NodeKind,
+        attr: SetAttr,
+        mode: CreateMode,
+    ) -> Result<(Attr, Wcc)> {
+        let (cred, name) = (cred.clone(), name.to_vec());
+        self.run(move |s| s.create(&cred, dir, &name, kind, &attr, mode))
+            .await
+    }
+
+    async fn remove(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
+        let (cred, name) = (cred.clone(), name.to_vec());
+        self.run(move |s| s.remove(&cred, dir, &name, false)).await
+    }
+
+    async fn rmdir(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
+        let (cred, name) = (cred.clone(), name.to_vec());
+        self.run(move |s| s.remove(&cred, dir, &name, true)).await
+    }
+
+    async fn rename(
+        &self,
+        cred: &Cred,
+        from_dir: FileId,
+        from_name: &[u8],
+        to_dir: FileId,
+        to_name: &[u8],
+    ) -> Result<(Wcc, Wcc)> {
+        let cred = cred.clone();
+        let (from_name, to_name) = (from_name.to_vec(), to_name.to_vec());
+        self.run(move |s| s.rename(&cred, from_dir, &from_name, to_dir, &to_name))
+            .await
+    }
+
+    async fn link(
+        &self,
+        cred: &Cred,
+        file: FileId,
+        dir: FileId,
+        name: &[u8],
+    ) -> Result<(Attr, Wcc)> {
+        let (cred, name) = (cred.clone(), name.to_vec());
+        self.run(move |s| s.link(&cred, file, dir, &name)).await
+    }
+
+    async fn readdir(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        cookie: u64,
+        count_max: usize,
+        with_attrs: bool,
+    ) -> Result<DirPage> {
+        let cred = cred.clone();
+        self.run(move |s| s.readdir(&cred, dir, cookie, count_max, with_attrs))
+            .await
+    }
+
+    async fn commit(&self, id: FileId, _offset: u64, _count: u64) -> Result<Attr> {
+        self.run(move |s| s.commit(id)).await
+    }
+
+    async fn fsstat(&self, id: FileId) -> Result<FsStat> {
+        self.run(move |s| s.fsstat(id)).await
+    }
+}

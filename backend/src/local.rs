@@ -1,0 +1,399 @@
+//! [`LocalStore`]: the engine over a directory on a local file system.
+//!
+//! Layout of the store directory:
+//! * `meta.redb`: inode records, directory entries and counters in one redb database. Every
+//!   batch is a write transaction committed with `Durability::Immediate` (fsync'd) before the
+//!   call returns.
+//! * `data/ab/<16 hex digits of the inode number>`: the bytes of one regular file, in one of 256
+//!   shard directories (`ab` = the low byte of the inode number) so no directory grows huge.
+//!   Data files are created on first write. The first sync of a new data file also syncs its
+//!   shard directory, so the file's name is durable with its bytes.
+//!
+//! A data file may be shorter than the file's size (holes read as zeros) and, after a crash,
+//! longer (the engine trims it before reuse). A data file whose inode is gone is only a leak.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
+
+use crate::engine::{Counter, DataStore, Engine, Inode, MetaOp, MetaStore, StoredEntry};
+use crate::{Error, FsStat, Result};
+
+/// A durable [`Store`](crate::Store) in a local directory.
+pub type LocalStore = Engine<LocalMeta, LocalData>;
+
+const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+/// (dir, name) -> (child, seq)
+const NAMES: TableDefinition<(u64, &[u8]), (u64, u64)> = TableDefinition::new("names");
+/// (dir, seq) -> child (8 bytes little-endian) followed by the name: readdir in cookie order.
+const SEQS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("seqs");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Open data files kept around; beyond this an arbitrary one is closed.
+const OPEN_FILES_MAX: usize = 1024;
+/// redb's page cache; metadata records are small and the engine caches inodes itself.
+const META_CACHE_BYTES: usize = 64 << 20;
+
+impl LocalStore {
+    /// Opens the store in `dir`, creating it if needed. Fails with a message naming the problem
+    /// if the directory cannot be used or holds a store of another format version.
+    pub fn open(dir: &Path) -> Result<LocalStore> {
+        create_dir_durably(dir)?;
+        let data = LocalData::open(&dir.join("data"))?;
+        let meta_path = dir.join("meta.redb");
+        let meta_is_new = !meta_path.exists();
+        let meta = LocalMeta::open(&meta_path)?;
+        if meta_is_new {
+            sync_dir(dir)?;
+        }
+        let store = Engine::with_stores(meta, data)?;
+        tracing::info!(
+            dir = %dir.display(),
+            inodes = store.inode_count()?,
+            "opened local store"
+        );
+        Ok(store)
+    }
+}
+
+/// Maps an OS error to the store's error, keeping the OS message for the operator.
+fn io_error(what: &str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace,
+        Some(libc::EFBIG) => Error::FileTooBig,
+        _ => Error::Io(format!("{what}: {e}")),
+    }
+}
+
+/// statvfs field widths differ between platforms (u32 on some 32-bit targets).
+fn widen<T: Into<u64>>(value: T) -> u64 {
+    value.into()
+}
+
+fn db_error(e: impl Into<redb::Error>) -> Error {
+    Error::Io(format!("metadata store: {}", e.into()))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(&format!("sync directory {}", dir.display()), e))
+}
+
+/// Creates `dir` if missing and makes its name durable in its parent.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+            _ => Ok(()),
+        },
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error(&format!("create directory {}", dir.display()), e)),
+    }
+}
+
+/// The redb half of the local store.
+pub struct LocalMeta {
+    db: Database,
+}
+
+impl LocalMeta {
+    fn open(path: &Path) -> Result<LocalMeta> {
+        let db = Database::builder()
+            .set_cache_size(META_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| Error::Io(format!("open metadata store {}: {e}", path.display())))?;
+        // Create the tables once, so read transactions never meet a missing table.
+        let tx = db.begin_write().map_err(db_error)?;
+        tx.open_table(INODES).map_err(db_error)?;
+        tx.open_table(NAMES).map_err(db_error)?;
+        tx.open_table(SEQS).map_err(db_error)?;
+        tx.open_table(COUNTERS).map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(LocalMeta { db })
+    }
+}
+
+fn counter_key(counter: Counter) -> &'static str {
+    match counter {
+        Counter::FormatVersion => "format_version",
+        Counter::NextIno => "next_ino",
+    }
+}
+
+fn seq_value(child: u64, name: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + name.len());
+    value.extend_from_slice(&child.to_le_bytes());
+    value.extend_from_slice(name);
+    value
+}
+
+impl MetaStore for LocalMeta {
+    const BLOCKING: bool = true;
+
+    fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(INODES).map_err(db_error)?;
+        match table.get(ino).map_err(db_error)? {
+            Some(bytes) => Inode::decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(NAMES).map_err(db_error)?;
+        Ok(table.get((dir, name)).map_err(db_error)?.map(|v| v.value()))
+    }
+
+    fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>> {
+        let Some(start) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(SEQS).map_err(db_error)?;
+        let mut out = Vec::new();
+        for item in table
+            .range((dir, start)..=(dir, u64::MAX))
+            .map_err(db_error)?
+            .take(limit)
+        {
+            let (key, value) = item.map_err(db_error)?;
+            let value = value.value();
+            let (child, name) = value
+                .split_first_chunk::<8>()
+                .ok_or_else(|| Error::Io("corrupt directory entry in the metadata store".into()))?;
+            out.push(StoredEntry {
+                seq: key.value().1,
+                name: name.to_vec(),
+                child: u64::from_le_bytes(*child),
+            });
+        }
+        Ok(out)
+    }
+
+    fn counter(&self, counter: Counter) -> Result<Option<u64>> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(COUNTERS).map_err(db_error)?;
+        let value = table.get(counter_key(counter)).map_err(db_error)?;
+        Ok(value.map(|v| v.value()))
+    }
+
+    fn inode_count(&self) -> Result<u64> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(INODES).map_err(db_error)?;
+        table.len().map_err(db_error)
+    }
+
+    fn apply(&self, ops: &[MetaOp]) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(db_error)?;
+        tx.set_durability(Durability::Immediate);
+        {
+            let mut inodes = tx.open_table(INODES).map_err(db_error)?;
+            let mut names = tx.open_table(NAMES).map_err(db_error)?;
+            let mut seqs = tx.open_table(SEQS).map_err(db_error)?;
+            let mut counters = tx.open_table(COUNTERS).map_err(db_error)?;
+            for op in ops {
+                match op {
+                    MetaOp::PutInode(ino, inode) => {
+                        inodes
+                            .insert(*ino, inode.encode().as_slice())
+                            .map_err(db_error)?;
+                    }
+                    MetaOp::DeleteInode(ino) => {
+                        inodes.remove(*ino).map_err(db_error)?;
+                    }
+                    MetaOp::PutEntry {
+                        dir,
+                        name,
+                        child,
+                        seq,
+                    } => {
+                        names
+                            .insert((*dir, name.as_slice()), (*child, *seq))
+                            .map_err(db_error)?;
+                        let value = seq_value(*child, name);
+                        seqs.insert((*dir, *seq), value.as_slice())
+                            .map_err(db_error)?;
+                    }
+                    MetaOp::DeleteEntry { dir, name, seq } => {
+                        names.remove((*dir, name.as_slice())).map_err(db_error)?;
+                        seqs.remove((*dir, *seq)).map_err(db_error)?;
+                    }
+                    MetaOp::SetCounter(counter, value) => {
+                        counters
+                            .insert(counter_key(*counter), *value)
+                            .map_err(db_error)?;
+                    }
+                }
+            }
+        }
+        // Dropping an uncommitted transaction aborts it, so an error above applies nothing.
+        tx.commit().map_err(db_error)
+    }
+}
+
+/// The file half of the local store.
+pub struct LocalData {
+    dir: PathBuf,
+    handles: Mutex<HashMap<u64, Arc<File>>>,
+    /// Data files created since their shard directory was last synced.
+    new_files: Mutex<HashSet<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LocalData {
+    fn open(dir: &Path) -> Result<LocalData> {
+        create_dir_durably(dir)?;
+        let mut created = false;
+        for shard in 0..=255u8 {
+            let path = dir.join(format!("{shard:02x}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => created = true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error(&format!("create {}", path.display()), e)),
+            }
+        }
+        if created {
+            sync_dir(dir)?;
+        }
+        Ok(LocalData {
+            dir: dir.to_path_buf(),
+            handles: Mutex::new(HashMap::new()),
+            new_files: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn shard_dir(&self, ino: u64) -> PathBuf {
+        self.dir.join(format!("{:02x}", ino & 0xff))
+    }
+
+    fn path(&self, ino: u64) -> PathBuf {
+        self.shard_dir(ino).join(format!("{ino:016x}"))
+    }
+
+    /// The open data file of `ino`; `None` if it does not exist and `create` is false.
+    fn file(&self, ino: u64, create: bool) -> Result<Option<Arc<File>>> {
+        if let Some(file) = lock(&self.handles).get(&ino) {
+            return Ok(Some(Arc::clone(file)));
+        }
+        let path = self.path(ino);
+        let opened = OpenOptions::new().read(true).write(true).open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| io_error(&format!("create {}", path.display()), e))?;
+                lock(&self.new_files).insert(ino);
+                file
+            }
+            Err(e) => return Err(io_error(&format!("open {}", path.display()), e)),
+        };
+        let file = Arc::new(file);
+        let mut handles = lock(&self.handles);
+        if handles.len() >= OPEN_FILES_MAX {
+            if let Some(&victim) = handles.keys().next() {
+                handles.remove(&victim);
+            }
+        }
+        handles.insert(ino, Arc::clone(&file));
+        Ok(Some(file))
+    }
+}
+
+impl DataStore for LocalData {
+    const BLOCKING: bool = true;
+
+    fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let Some(file) = self.file(ino, false)? else {
+            return Ok(0);
+        };
+        loop {
+            match file.read_at(buf, offset) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(&format!("read data of inode {ino}"), e)),
+            }
+        }
+    }
+
+    fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let file = self.file(ino, true)?.ok_or(Error::Stale)?;
+        file.write_all_at(data, offset)
+            .map_err(|e| io_error(&format!("write data of inode {ino}"), e))
+    }
+
+    fn set_len(&self, ino: u64, len: u64) -> Result<()> {
+        // A missing file already reads as zeros up to any size.
+        let Some(file) = self.file(ino, false)? else {
+            return Ok(());
+        };
+        file.set_len(len)
+            .map_err(|e| io_error(&format!("truncate data of inode {ino}"), e))
+    }
+
+    fn sync(&self, ino: u64) -> Result<()> {
+        let Some(file) = self.file(ino, false)? else {
+            return Ok(());
+        };
+        // Always Io, even for ENOSPC: a failed sync means acknowledged data may be lost.
+        file.sync_data()
+            .map_err(|e| Error::Io(format!("sync data of inode {ino}: {e}")))?;
+        if lock(&self.new_files).contains(&ino) {
+            sync_dir(&self.shard_dir(ino))?;
+            lock(&self.new_files).remove(&ino);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, ino: u64) -> Result<()> {
+        lock(&self.handles).remove(&ino);
+        lock(&self.new_files).remove(&ino);
+        let path = self.path(ino);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&format!("remove {}", path.display()), e)),
+        }
+    }
+
+    fn space(&self, files_used: u64) -> Result<FsStat> {
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|_| Error::Io("data directory path contains a NUL byte".into()))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: `path` is a valid NUL-terminated C string that outlives the call, and `st`
+        // points to writable memory the size of a `statvfs`, which the call fills on success.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io_error("statvfs", std::io::Error::last_os_error()));
+        }
+        // SAFETY: statvfs returned 0, so it initialized the structure (and it was zeroed anyway).
+        let st = unsafe { st.assume_init() };
+        let frsize = widen(st.f_frsize);
+        let free_files = widen(st.f_ffree);
+        Ok(FsStat {
+            total_bytes: widen(st.f_blocks) * frsize,
+            free_bytes: widen(st.f_bfree) * frsize,
+            avail_bytes: widen(st.f_bavail) * frsize,
+            // Each file costs one inode in the metadata store and at most one data file.
+            total_files: widen(st.f_files).max(files_used),
+            free_files,
+            avail_files: widen(st.f_favail).min(free_files),
+        })
+    }
+}
