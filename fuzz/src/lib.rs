@@ -1,0 +1,82 @@
+//! Shared bodies of the fuzz targets. Each decoder must never panic, and whatever it accepts
+//! must re-encode to exactly the bytes it came from (XDR is canonical once padding must be zero
+//! and booleans 0 or 1), so decode and encode agree.
+
+use bytes::{Bytes, BytesMut};
+use nfs_proto::mount::MountCall;
+use nfs_proto::portmap::{Mapping, Rpcb};
+use nfs_proto::rpc::{self, RecordDecoder};
+use nfs_proto::v3::Nfs3Call;
+use nfs_proto::xdr::{Encode, Reader, Writer};
+
+/// The record-marking parser over a stream delivered in chunks whose sizes come from the input.
+pub fn rpc_record(data: &[u8]) {
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
+    let chunk = (chunk as usize % 64) + 1;
+    let limit = 4096;
+    let mut d = RecordDecoder::new(limit);
+    let mut buf = BytesMut::new();
+    for piece in stream.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(rec)) => assert!(rec.len() <= limit),
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The call header decoder; an accepted header re-encodes to the same prefix.
+pub fn rpc_call(data: &[u8]) {
+    let input = Bytes::copy_from_slice(data);
+    if let Ok((hdr, _cred, args)) = rpc::decode_call(input.clone()) {
+        let mut w = Writer::new();
+        rpc::encode_call(&mut w, &hdr);
+        let consumed = args.position();
+        assert_eq!(&w.into_bytes()[..], &input[..consumed]);
+    }
+}
+
+/// The argument decoder of NFSv3 procedure `proc_`.
+pub fn nfs3_args(proc_: u32, data: &[u8]) {
+    let input = Bytes::copy_from_slice(data);
+    let mut r = Reader::new(input.clone());
+    if let Ok(Some(call)) = Nfs3Call::decode(proc_, &mut r) {
+        assert_eq!(call.proc_(), proc_);
+        let mut w = Writer::new();
+        call.encode(&mut w);
+        assert_eq!(w.into_bytes(), input);
+    }
+}
+
+/// The argument decoder of MOUNT procedure `proc_`.
+pub fn mount_args(proc_: u32, data: &[u8]) {
+    let input = Bytes::copy_from_slice(data);
+    let mut r = Reader::new(input.clone());
+    if let Ok(Some(call)) = MountCall::decode(proc_, &mut r) {
+        let mut w = Writer::new();
+        call.encode(&mut w);
+        assert_eq!(w.into_bytes(), input);
+    }
+}
+
+/// portmap v2 `mapping` and rpcbind `rpcb` arguments.
+pub fn portmap_args(data: &[u8]) {
+    let input = Bytes::copy_from_slice(data);
+    let mut r = Reader::new(input.clone());
+    if let Ok(m) = Mapping::decode(&mut r) {
+        let mut w = Writer::new();
+        m.encode(&mut w);
+        assert_eq!(&w.into_bytes()[..], &input[..16]);
+    }
+    let mut r = Reader::new(input.clone());
+    if let Ok(b) = Rpcb::decode(&mut r) {
+        let mut w = Writer::new();
+        b.encode(&mut w);
+        assert_eq!(&w.into_bytes()[..], &input[..r.position()]);
+    }
+}
