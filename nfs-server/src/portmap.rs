@@ -250,23 +250,29 @@ fn reply_ip(req: &Request) -> IpAddr {
         .unwrap_or(req.local.ip())
 }
 
-/// Whether an rpcbind answers a NULL call on 127.0.0.1:111.
+/// Where libtirpc's rpcbind listens for local registrations (SO_PEERCRED tells it our uid).
+pub const RPCBIND_SOCKET: &str = "/run/rpcbind.sock";
+
+/// Whether an rpcbind answers a NULL call on 127.0.0.1:111 in our network namespace. (Its
+/// local socket alone proves nothing: AF_UNIX sockets cross network namespaces, so it may
+/// belong to an rpcbind that our clients cannot reach.)
 pub fn system_rpcbind_running() -> bool {
-    call_local_portmap(pm::PROC_NULL, None).is_ok()
+    let addr: SocketAddr = "127.0.0.1:111".parse().expect("literal");
+    let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let timeout = Some(Duration::from_secs(2));
+    s.set_read_timeout(timeout).is_ok()
+        && s.set_write_timeout(timeout).is_ok()
+        && rpc_over_stream(s, 2, pm::PROC_NULL, None).is_ok()
 }
 
-/// Registers our programs with the host's rpcbind (portmap v2 SET over TCP), replacing any
-/// stale registration from an earlier run.
+/// Registers our programs with the host's rpcbind (rpcbind v4 SET over its local socket, or
+/// portmap v2 SET over TCP), replacing any stale registration from an earlier run.
 pub fn register_with_system_rpcbind(programs: &[(u32, u32, u16)]) -> std::io::Result<()> {
     for &(prog, vers, port) in programs {
-        let m = Mapping {
-            prog,
-            vers,
-            prot: pm::IPPROTO_TCP,
-            port: port as u32,
-        };
-        call_local_portmap(pm::PROC_UNSET, Some(m))?;
-        if !call_local_portmap(pm::PROC_SET, Some(m))? {
+        local_rpcbind_call(pm::PROC_UNSET, Some((prog, vers, port)))?;
+        if !local_rpcbind_call(pm::PROC_SET, Some((prog, vers, port)))? {
             return Err(std::io::Error::other(format!(
                 "rpcbind refused to register program {prog} version {vers} on port {port}"
             )));
@@ -278,40 +284,76 @@ pub fn register_with_system_rpcbind(programs: &[(u32, u32, u16)]) -> std::io::Re
 /// Removes our registrations (at shutdown).
 pub fn unregister_from_system_rpcbind(programs: &[(u32, u32, u16)]) {
     for &(prog, vers, port) in programs {
-        let m = Mapping {
+        let _ = local_rpcbind_call(pm::PROC_UNSET, Some((prog, vers, port)));
+    }
+}
+
+/// One call to the host's rpcbind: rpcbind v4 over the local socket when it exists, else
+/// portmap v2 over TCP to 127.0.0.1:111.
+fn local_rpcbind_call(proc_: u32, reg: Option<(u32, u32, u16)>) -> std::io::Result<bool> {
+    let timeout = Some(Duration::from_secs(2));
+    if let Ok(s) = std::os::unix::net::UnixStream::connect(RPCBIND_SOCKET) {
+        s.set_read_timeout(timeout)?;
+        s.set_write_timeout(timeout)?;
+        let args = reg.map(|(prog, vers, port)| {
+            let mut w = Writer::new();
+            Rpcb {
+                prog,
+                vers,
+                netid: Bytes::from_static(b"tcp"),
+                addr: Bytes::from(pm::universal_address([0, 0, 0, 0].into(), port)),
+                owner: Bytes::from_static(b"sluice"),
+            }
+            .encode(&mut w);
+            w.into_bytes()
+        });
+        return rpc_over_stream(s, 4, proc_, args);
+    }
+    let addr: SocketAddr = "127.0.0.1:111".parse().expect("literal");
+    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(timeout)?;
+    let args = reg.map(|(prog, vers, port)| {
+        let mut w = Writer::new();
+        Mapping {
             prog,
             vers,
             prot: pm::IPPROTO_TCP,
             port: port as u32,
-        };
-        let _ = call_local_portmap(pm::PROC_UNSET, Some(m));
-    }
+        }
+        .encode(&mut w);
+        w.into_bytes()
+    });
+    rpc_over_stream(s, 2, proc_, args)
 }
 
-fn call_local_portmap(proc_: u32, mapping: Option<Mapping>) -> std::io::Result<bool> {
-    let addr: SocketAddr = "127.0.0.1:111".parse().expect("literal");
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+/// A blocking RPC call over a record-marked stream; returns the boolean result (true for NULL).
+fn rpc_over_stream<T: Read + Write>(
+    mut s: T,
+    vers: u32,
+    proc_: u32,
+    args: Option<Bytes>,
+) -> std::io::Result<bool> {
     let mut w = Writer::new();
     w.u32(0); // record mark, patched below
     rpc::encode_call(
         &mut w,
         &CallHeader {
-            xid: std::process::id(),
+            xid: std::process::id() ^ proc_,
             prog: pm::PROGRAM,
-            vers: 2,
+            vers,
             proc_,
             cred: OpaqueAuth::none(),
             verf: OpaqueAuth::none(),
         },
     );
-    if let Some(m) = mapping {
-        m.encode(&mut w);
+    let mut w = w.into_inner();
+    if let Some(a) = args {
+        w.extend_from_slice(&a);
     }
     let len = w.len() - 4;
-    w.patch_u32(0, 0x8000_0000 | len as u32);
-    s.write_all(&w.into_bytes())?;
+    w[..4].copy_from_slice(&(0x8000_0000 | len as u32).to_be_bytes());
+    s.write_all(&w)?;
     let mut mark = [0u8; 4];
     s.read_exact(&mut mark)?;
     let len = (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize;

@@ -120,7 +120,9 @@ pub async fn bind_all(config: &Config) -> Result<(Bound, bool), StartError> {
             Err(e) => tracing::warn!("could not register with the host's rpcbind: {e}"),
         }
     } else if matches!(mode, PortmapMode::Register) {
-        tracing::warn!("portmap = \"register\" but no rpcbind answers on 127.0.0.1:111");
+        tracing::warn!(
+            "portmap = \"register\" but no rpcbind answers (on /run/rpcbind.sock or 127.0.0.1:111)"
+        );
     }
     if mode == PortmapMode::Serve || (mode == PortmapMode::Auto && !system) {
         let a = config.server.portmap_listen;
