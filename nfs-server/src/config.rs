@@ -271,9 +271,13 @@ mod tests {
             [[export]]
             path = "/a"
             id = 1
+            [[export.clients]]
+            match = "*"
             [[export]]
             path = "/b"
             id = 1
+            [[export.clients]]
+            match = "*"
         "#;
         assert!(Config::from_toml(text)
             .unwrap_err()
