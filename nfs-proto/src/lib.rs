@@ -4,6 +4,7 @@
 //! * [`rpc`]: ONC RPC v2 headers, AUTH_SYS, TCP record marking.
 //! * [`v3`]: NFSv3 (RFC 1813) argument decoders and result encoders.
 //! * [`mount`]: MOUNT v3 (RFC 1813 Appendix I).
+//! * [`nlm`]: NLM v4 and NSM v1, NFSv3 locking.
 //! * [`portmap`]: portmap v2 (RFC 1833 §3) and rpcbind v3/v4 (RFC 1833 §2).
 //!
 //! This crate depends on nothing but `bytes`: no tokio, no libc, no clock. The NFS server,
@@ -12,6 +13,7 @@
 
 pub mod limits;
 pub mod mount;
+pub mod nlm;
 pub mod portmap;
 pub mod rpc;
 pub mod v3;
