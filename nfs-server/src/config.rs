@@ -24,6 +24,7 @@ pub struct Config {
     /// "local" (durable, the default) or "memory" (lost at exit; for tests).
     pub store: StoreKind,
     pub server: ServerConfig,
+    pub nlm: NlmConfig,
     /// Exports. Default: one export of "/" to every client, read-write, root squashed.
     #[serde(rename = "export")]
     pub exports: Vec<ExportConfig>,
@@ -73,6 +74,22 @@ pub struct ServerConfig {
     pub drc_entries: usize,
 }
 
+/// NFSv3 locking.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NlmConfig {
+    /// After a restart, how long only lock reclaims are accepted, so clients that held locks
+    /// get them back before anyone else can take them. Only when some client held locks.
+    /// Default 45 s.
+    pub grace_seconds: u64,
+}
+
+impl Default for NlmConfig {
+    fn default() -> NlmConfig {
+        NlmConfig { grace_seconds: 45 }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
@@ -94,6 +111,7 @@ impl Default for Config {
             cluster_key_file: None,
             store: StoreKind::Local,
             server: ServerConfig::default(),
+            nlm: NlmConfig::default(),
             exports: Vec::new(),
         }
     }

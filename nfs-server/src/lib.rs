@@ -2,6 +2,7 @@
 //!
 //! * [`server`]: the request path, from an RPC record to a reply.
 //! * [`v3`]: NFSv3 procedures. [`error`]: store errors to wire statuses, in one place.
+//! * [`nlm`]: NFSv3 locking (NLM v4, NSM) over [`locks`], the shared lock manager.
 //! * [`fh`]: file handles. [`export`]: exports and client rules. [`drc`]: duplicate requests.
 //! * [`transport`]: TCP record marking and UDP. [`portmap`]: portmap/rpcbind.
 //! * [`config`]: the TOML configuration. [`run`]: startup and shutdown.
@@ -12,7 +13,10 @@ pub mod drc;
 pub mod error;
 pub mod export;
 pub mod fh;
+pub mod locks;
+pub mod nlm;
 pub mod portmap;
+pub mod rpc_client;
 pub mod run;
 pub mod server;
 pub mod transport;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use nfs_proto::portmap::{self as pm, Mapping, Rpcb};
 use nfs_proto::rpc::{self, AcceptStat, CallHeader, OpaqueAuth};
 use nfs_proto::xdr::{Encode, Reader, Writer};
-use nfs_proto::{mount, v3};
+use nfs_proto::{mount, nlm, v3};
 
 use crate::server::Request;
 
@@ -48,16 +48,57 @@ pub struct PortmapTable {
     entries: Mutex<Vec<Entry>>,
 }
 
-/// (program, version) pairs Sluice offers, with the port of each.
-pub fn our_programs(nfs_port: u16, mount_port: u16) -> Vec<(u32, u32, u16)> {
-    vec![
-        (v3::PROGRAM, v3::VERSION, nfs_port),
-        (mount::PROGRAM, mount::VERSION, mount_port),
-    ]
+/// One program Sluice offers, as portmap advertises it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Program {
+    pub prog: u32,
+    pub vers: u32,
+    /// "tcp" or "udp".
+    pub netid: &'static str,
+    pub port: u16,
+    /// NLM and NSM: on a host that is also an NFS client, the kernel's lockd and rpc.statd may
+    /// own these; we never take a registration away from them.
+    pub shared: bool,
+}
+
+/// Every program Sluice offers. UDP programs live on the MOUNT port, the only UDP socket
+/// besides portmap's, so they are offered only when `has_udp`.
+pub fn our_programs(nfs_port: u16, mount_port: u16, has_udp: bool) -> Vec<Program> {
+    let p = |prog, vers, netid, port, shared| Program {
+        prog,
+        vers,
+        netid,
+        port,
+        shared,
+    };
+    let mut v = vec![
+        p(v3::PROGRAM, v3::VERSION, "tcp", nfs_port, false),
+        p(mount::PROGRAM, mount::VERSION, "tcp", mount_port, false),
+        p(nlm::NLM_PROGRAM, nlm::NLM_VERSION, "tcp", nfs_port, true),
+        p(nlm::NSM_PROGRAM, nlm::NSM_VERSION, "tcp", nfs_port, true),
+    ];
+    if has_udp {
+        v.push(p(mount::PROGRAM, mount::VERSION, "udp", mount_port, false));
+        v.push(p(
+            nlm::NLM_PROGRAM,
+            nlm::NLM_VERSION,
+            "udp",
+            mount_port,
+            true,
+        ));
+        v.push(p(
+            nlm::NSM_PROGRAM,
+            nlm::NSM_VERSION,
+            "udp",
+            mount_port,
+            true,
+        ));
+    }
+    v
 }
 
 impl PortmapTable {
-    pub fn new(portmap_port: u16, programs: &[(u32, u32, u16)]) -> PortmapTable {
+    pub fn new(portmap_port: u16, programs: &[Program]) -> PortmapTable {
         let mut entries = Vec::new();
         for vers in [2, 3, 4] {
             for netid in ["tcp", "udp"] {
@@ -70,12 +111,12 @@ impl PortmapTable {
                 });
             }
         }
-        for &(prog, vers, port) in programs {
+        for p in programs {
             entries.push(Entry {
-                prog,
-                vers,
-                netid: "tcp".into(),
-                port,
+                prog: p.prog,
+                vers: p.vers,
+                netid: p.netid.into(),
+                port: p.port,
                 owner: "sluice".into(),
             });
         }
@@ -269,39 +310,54 @@ pub fn system_rpcbind_running() -> bool {
 
 /// Registers our programs with the host's rpcbind (rpcbind v4 SET over its local socket, or
 /// portmap v2 SET over TCP), replacing any stale registration from an earlier run.
-pub fn register_with_system_rpcbind(programs: &[(u32, u32, u16)]) -> std::io::Result<()> {
-    for &(prog, vers, port) in programs {
-        local_rpcbind_call(pm::PROC_UNSET, Some((prog, vers, port)))?;
-        if !local_rpcbind_call(pm::PROC_SET, Some((prog, vers, port)))? {
+/// Returns the programs actually registered (shared ones owned by another service are left to it).
+pub fn register_with_system_rpcbind(programs: &[Program]) -> std::io::Result<Vec<Program>> {
+    let mut done = Vec::new();
+    for p in programs {
+        if !p.shared {
+            local_rpcbind_call(pm::PROC_UNSET, Some(*p))?;
+        }
+        if local_rpcbind_call(pm::PROC_SET, Some(*p))? {
+            done.push(*p);
+        } else if p.shared {
+            tracing::warn!(
+                "program {} version {} ({}) is registered by another service (the host's lockd \
+                 or rpc.statd?): NFSv3 clients of this host need `nolock` until it is stopped",
+                p.prog,
+                p.vers,
+                p.netid
+            );
+        } else {
             return Err(std::io::Error::other(format!(
-                "rpcbind refused to register program {prog} version {vers} on port {port}"
+                "rpcbind refused to register program {} version {} on port {}",
+                p.prog, p.vers, p.port
             )));
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Removes our registrations (at shutdown).
-pub fn unregister_from_system_rpcbind(programs: &[(u32, u32, u16)]) {
-    for &(prog, vers, port) in programs {
-        let _ = local_rpcbind_call(pm::PROC_UNSET, Some((prog, vers, port)));
+pub fn unregister_from_system_rpcbind(programs: &[Program]) {
+    for p in programs {
+        let _ = local_rpcbind_call(pm::PROC_UNSET, Some(*p));
     }
 }
 
 /// One call to the host's rpcbind: rpcbind v4 over the local socket when it exists, else
 /// portmap v2 over TCP to 127.0.0.1:111.
-fn local_rpcbind_call(proc_: u32, reg: Option<(u32, u32, u16)>) -> std::io::Result<bool> {
+fn local_rpcbind_call(proc_: u32, reg: Option<Program>) -> std::io::Result<bool> {
     let timeout = Some(Duration::from_secs(2));
     if let Ok(s) = std::os::unix::net::UnixStream::connect(RPCBIND_SOCKET) {
         s.set_read_timeout(timeout)?;
         s.set_write_timeout(timeout)?;
-        let args = reg.map(|(prog, vers, port)| {
+        let args = reg.map(|p| {
             let mut w = Writer::new();
             Rpcb {
-                prog,
-                vers,
-                netid: Bytes::from_static(b"tcp"),
-                addr: Bytes::from(pm::universal_address([0, 0, 0, 0].into(), port)),
+                prog: p.prog,
+                vers: p.vers,
+                netid: Bytes::from_static(p.netid.as_bytes()),
+                addr: Bytes::from(pm::universal_address([0, 0, 0, 0].into(), p.port)),
                 owner: Bytes::from_static(b"sluice"),
             }
             .encode(&mut w);
@@ -313,13 +369,13 @@ fn local_rpcbind_call(proc_: u32, reg: Option<(u32, u32, u16)>) -> std::io::Resu
     let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     s.set_read_timeout(timeout)?;
     s.set_write_timeout(timeout)?;
-    let args = reg.map(|(prog, vers, port)| {
+    let args = reg.map(|p| {
         let mut w = Writer::new();
         Mapping {
-            prog,
-            vers,
-            prot: pm::IPPROTO_TCP,
-            port: port as u32,
+            prog: p.prog,
+            vers: p.vers,
+            prot: prot_of(p.netid),
+            port: p.port as u32,
         }
         .encode(&mut w);
         w.into_bytes()

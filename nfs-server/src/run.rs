@@ -74,7 +74,8 @@ async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, StartErro
 }
 
 /// Decides the portmap role and binds every socket.
-pub async fn bind_all(config: &Config) -> Result<(Bound, bool), StartError> {
+/// Also returns the programs registered with the host's rpcbind, to unregister at shutdown.
+pub async fn bind_all(config: &Config) -> Result<(Bound, Vec<portmap::Program>), StartError> {
     let mut nfs = Vec::new();
     for a in &config.server.listen {
         nfs.push(bind_tcp(*a, "NFS").await?);
@@ -99,22 +100,22 @@ pub async fn bind_all(config: &Config) -> Result<(Bound, bool), StartError> {
         nfs: nfs_port,
         mount: mount_port,
     };
-    let programs = portmap::our_programs(nfs_port, mount_port);
+    let programs = portmap::our_programs(nfs_port, mount_port, !mount_udp.is_empty());
     let mode = config.server.portmap;
     let system = matches!(mode, PortmapMode::Auto | PortmapMode::Register)
         && tokio::task::spawn_blocking(portmap::system_rpcbind_running)
             .await
             .unwrap_or(false);
-    let mut registered = false;
+    let mut registered = Vec::new();
     let mut pm = None;
     if system {
         let progs = programs.clone();
         match tokio::task::spawn_blocking(move || portmap::register_with_system_rpcbind(&progs))
             .await
         {
-            Ok(Ok(())) => {
+            Ok(Ok(done)) => {
                 tracing::info!("registered NFS and MOUNT with the host's rpcbind");
-                registered = true;
+                registered = done;
             }
             Ok(Err(e)) => tracing::warn!("could not register with the host's rpcbind: {e}"),
             Err(e) => tracing::warn!("could not register with the host's rpcbind: {e}"),
@@ -242,15 +243,28 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     let exports = resolve_exports(&config, &store).await?;
     let (bound, registered) = bind_all(&config).await?;
     let ports = bound.ports;
+    let programs = portmap::our_programs(ports.nfs, ports.mount, !bound.mount_udp.is_empty());
+    let nsm_store: Box<dyn crate::nlm::NsmStore> = match config.store {
+        StoreKind::Local => Box::new(crate::nlm::FileNsmStore::new(&config.data_dir)),
+        StoreKind::Memory => Box::new(crate::nlm::MemNsmStore::default()),
+    };
+    let grace = std::time::Duration::from_secs(config.nlm.grace_seconds);
+    let nlm = crate::nlm::Nlm::open(nsm_store, grace).map_err(|e| {
+        StartError(format!(
+            "cannot load NSM state in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let server = Arc::new(Server {
         store,
         exports,
         fh_key,
         drc: Drc::new(config.server.drc_entries),
         mounts: Mutex::new(Default::default()),
+        nlm,
         portmap: bound.portmap.as_ref().map(|(t, _)| {
             let port = t.local_addr().map(|a| a.port()).unwrap_or(111);
-            PortmapTable::new(port, &portmap::our_programs(ports.nfs, ports.mount))
+            PortmapTable::new(port, &programs)
         }),
         ports,
     });
@@ -271,6 +285,10 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         tokio::spawn(transport::serve_tcp(server.clone(), t, limits));
         tokio::spawn(transport::serve_udp(server.clone(), u));
     }
+    {
+        let server = server.clone();
+        tokio::spawn(async move { server.notify_clients().await });
+    }
     for e in server.exports.iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
@@ -288,11 +306,11 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
-    if registered {
-        let progs = portmap::our_programs(ports.nfs, ports.mount);
-        let _ =
-            tokio::task::spawn_blocking(move || portmap::unregister_from_system_rpcbind(&progs))
-                .await;
+    if !registered.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || {
+            portmap::unregister_from_system_rpcbind(&registered)
+        })
+        .await;
     }
     Ok(())
 }

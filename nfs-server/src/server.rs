@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use backend::{Cred, FileId, Store};
 use bytes::Bytes;
 use nfs_proto::mount::{self, ExportNode, MountBody, MountCall, MountReply, MountStat3};
+use nfs_proto::nlm::{self, NlmArgs, NsmArgs};
 use nfs_proto::rpc::{self, AcceptStat, AuthStat, CallError, Credential};
 use nfs_proto::v3::{self, Nfs3Call, NfsFh3, Nfsstat3};
 use nfs_proto::xdr::{Encode, Writer};
@@ -75,6 +76,8 @@ pub struct Server<S> {
     pub mounts: Mutex<BTreeSet<(String, String)>>,
     /// Set when we answer portmap/rpcbind ourselves.
     pub portmap: Option<PortmapTable>,
+    /// NFSv3 locking (NLM) and the status monitor (NSM).
+    pub nlm: crate::nlm::Nlm,
     pub ports: Ports,
 }
 
@@ -185,6 +188,43 @@ impl<S: Store> Server<S> {
                 let r = self.mount(&req, call).await;
                 rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
                 r.encode(&mut w);
+                None
+            }
+            nlm::NLM_PROGRAM => {
+                if hdr.vers != nlm::NLM_VERSION {
+                    let v = nlm::NLM_VERSION;
+                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v, v);
+                    return Some(reply(w, None));
+                }
+                let args = match NlmArgs::decode(hdr.proc_, &mut args) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
+                    Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
+                };
+                match self.nlm(&req, hdr.proc_, args).await {
+                    Ok(r) => {
+                        rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                        r.encode(&mut w);
+                        None
+                    }
+                    Err(stat) => return Some(auth_error(hdr.xid, stat)),
+                }
+            }
+            nlm::NSM_PROGRAM => {
+                if hdr.vers != nlm::NSM_VERSION {
+                    let v = nlm::NSM_VERSION;
+                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v, v);
+                    return Some(reply(w, None));
+                }
+                let args = match NsmArgs::decode(hdr.proc_, &mut args) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
+                    Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
+                };
+                let body = self.nsm(&req, args).into_bytes();
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                // Results are whole XDR words, so this adds no padding.
+                w.opaque_fixed(&body);
                 None
             }
             portmap::PROGRAM if self.portmap.is_some() => {

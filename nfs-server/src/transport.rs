@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nfs_proto::limits::RECORD_LEN_MAX;
 use nfs_proto::rpc::{record_mark, RecordDecoder};
-use nfs_proto::{mount, portmap, xdr};
+use nfs_proto::{mount, nlm, portmap, xdr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -173,8 +173,8 @@ async fn write_batch(
     Ok(())
 }
 
-/// Answers portmap/rpcbind and MOUNT calls that arrive over UDP (some clients query rpcbind
-/// over UDP first). NFS itself is TCP-only.
+/// Answers portmap/rpcbind, MOUNT, NLM and NSM calls that arrive over UDP (rpcbind queries and
+/// SM_NOTIFY usually do). NFS itself is TCP-only.
 pub async fn serve_udp<S: Store>(server: Arc<Server<S>>, socket: UdpSocket) {
     let local = socket
         .local_addr()
@@ -192,7 +192,13 @@ pub async fn serve_udp<S: Store>(server: Arc<Server<S>>, socket: UdpSocket) {
         let prog = buf
             .get(12..16)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        if !matches!(prog, Some(portmap::PROGRAM) | Some(mount::PROGRAM)) {
+        let udp_programs = [
+            portmap::PROGRAM,
+            mount::PROGRAM,
+            nlm::NLM_PROGRAM,
+            nlm::NSM_PROGRAM,
+        ];
+        if !prog.is_some_and(|p| udp_programs.contains(&p)) {
             continue;
         }
         let record = bytes::Bytes::copy_from_slice(&buf[..n]);
