@@ -80,3 +80,20 @@ pub fn portmap_args(data: &[u8]) {
         assert_eq!(&w.into_bytes()[..], &input[..r.position()]);
     }
 }
+
+/// The argument decoder of NLM v4 procedure `proc_`.
+pub fn nlm_args(proc_: u32, data: &[u8]) {
+    let input = Bytes::copy_from_slice(data);
+    let mut r = Reader::new(input.clone());
+    if let Ok(Some(args)) = nfs_proto::nlm::NlmArgs::decode(proc_, &mut r) {
+        let mut w = Writer::new();
+        args.encode(&mut w);
+        assert_eq!(w.into_bytes(), input);
+    }
+}
+
+/// The argument decoder of NSM procedure `proc_` (decode only: we never send most of these).
+pub fn nsm_args(proc_: u32, data: &[u8]) {
+    let mut r = Reader::new(Bytes::copy_from_slice(data));
+    let _ = nfs_proto::nlm::NsmArgs::decode(proc_, &mut r);
+}

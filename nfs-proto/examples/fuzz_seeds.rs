@@ -219,5 +219,75 @@ fn main() {
     }
     .encode(&mut w);
     put(&dir, "portmap_args", 1, &w.into_bytes());
+    let lock = nfs_proto::nlm::Nlm4Lock {
+        caller_name: Bytes::from_static(b"gpu01"),
+        fh: Bytes::from_static(&[1u8; 40]),
+        oh: Bytes::from_static(b"123@gpu01"),
+        svid: 123,
+        offset: 0,
+        len: 0,
+    };
+    let cookie = Bytes::from_static(b"cookie");
+    use nfs_proto::nlm::NlmArgs;
+    let nlm = [
+        (
+            "nlm_test",
+            NlmArgs::Test {
+                cookie: cookie.clone(),
+                exclusive: true,
+                lock: lock.clone(),
+            },
+        ),
+        (
+            "nlm_lock",
+            NlmArgs::Lock {
+                cookie: cookie.clone(),
+                block: true,
+                exclusive: true,
+                lock: lock.clone(),
+                reclaim: false,
+                state: 3,
+            },
+        ),
+        (
+            "nlm_cancel",
+            NlmArgs::Cancel {
+                cookie: cookie.clone(),
+                block: true,
+                exclusive: false,
+                lock: lock.clone(),
+            },
+        ),
+        (
+            "nlm_unlock",
+            NlmArgs::Unlock {
+                cookie: cookie.clone(),
+                lock: lock.clone(),
+            },
+        ),
+        (
+            "nlm_granted_res",
+            NlmArgs::Res {
+                cookie: cookie.clone(),
+                stat: nfs_proto::nlm::Nlm4Stat::Granted,
+            },
+        ),
+        (
+            "nlm_free_all",
+            NlmArgs::FreeAll {
+                name: Bytes::from_static(b"gpu01"),
+                state: 5,
+            },
+        ),
+    ];
+    for (name, args) in &nlm {
+        put(&dir, name, 0, &enc(args));
+    }
+    let mut w = Writer::new();
+    nfs_proto::nlm::encode_notify(&mut w, b"10.0.0.1", 3);
+    put(&dir, "nsm_notify", 0, &w.into_bytes());
+    let mut w = Writer::new();
+    w.opaque(b"gpu01");
+    put(&dir, "nsm_stat", 0, &w.into_bytes());
     println!("seeds written under {}", dir.display());
 }

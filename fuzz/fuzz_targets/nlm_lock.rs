@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sluice_fuzz::nlm_args(nfs_proto::nlm::nlmproc::LOCK, data));
