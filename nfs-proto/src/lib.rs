@@ -10,6 +10,11 @@
 //! This crate depends on nothing but `bytes`: no tokio, no libc, no clock. The NFS server,
 //! the RDMA transport and the fuzz targets all use it.
 #![forbid(unsafe_code)]
+// Everything here handles bytes from the network: no panics on that path.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod limits;
 pub mod mount;

@@ -69,6 +69,19 @@ pub struct ServerConfig {
     /// Request bytes a connection may have in progress before we stop reading its socket.
     /// Default 64 MiB (64 one-MiB WRITEs).
     pub inflight_bytes_max: usize,
+    /// Request bytes all connections together may have in progress (each request counts at
+    /// least 4 KiB). Bounds server memory under load: about this plus 1.1 MiB per connection.
+    /// Default 1 GiB.
+    pub global_inflight_bytes_max: usize,
+    /// Connections open at once; beyond it new connections are closed at once, with a log
+    /// line. Default 4096 (hundreds of clients with nconnect=16).
+    pub connections_max: usize,
+    /// A connection with nothing in progress and nothing received for this long is closed
+    /// (clients reconnect transparently). Default 360.
+    pub idle_timeout_seconds: u64,
+    /// A record must arrive completely within this many seconds of its first byte (unless
+    /// the server is busy with the connection's earlier requests). Default 60.
+    pub record_timeout_seconds: u64,
     /// Replies kept for retransmitted non-idempotent calls. Each holds a small reply
     /// (well under 1 KiB). Default 16384.
     pub drc_entries: usize,
@@ -99,6 +112,10 @@ impl Default for ServerConfig {
             portmap_listen: "0.0.0.0:111".parse().expect("literal"),
             inflight_requests_max: 128,
             inflight_bytes_max: 64 << 20,
+            global_inflight_bytes_max: 1 << 30,
+            connections_max: 4096,
+            idle_timeout_seconds: 360,
+            record_timeout_seconds: 60,
             drc_entries: 16384,
         }
     }
@@ -177,6 +194,22 @@ impl Config {
         if self.server.listen.is_empty() {
             return Err(ConfigError(
                 "server.listen: at least one address is needed, e.g. [\"0.0.0.0:2049\"]".into(),
+            ));
+        }
+        if self.server.global_inflight_bytes_max < self.server.inflight_bytes_max {
+            return Err(ConfigError(
+                "server.global_inflight_bytes_max must be at least server.inflight_bytes_max"
+                    .into(),
+            ));
+        }
+        if self.server.connections_max == 0
+            || self.server.idle_timeout_seconds == 0
+            || self.server.record_timeout_seconds == 0
+        {
+            return Err(ConfigError(
+                "server.connections_max, server.idle_timeout_seconds and \
+                 server.record_timeout_seconds must be greater than 0"
+                    .into(),
             ));
         }
         if self.server.inflight_requests_max == 0 || self.server.inflight_bytes_max < (2 << 20) {

@@ -268,21 +268,28 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         }),
         ports,
     });
+    let sc = &config.server;
     let limits = ConnLimits {
-        inflight_requests_max: config.server.inflight_requests_max,
-        inflight_bytes_max: config.server.inflight_bytes_max,
+        inflight_requests_max: sc.inflight_requests_max,
+        inflight_bytes_max: sc.inflight_bytes_max,
+        idle_timeout: std::time::Duration::from_secs(sc.idle_timeout_seconds),
+        record_timeout: std::time::Duration::from_secs(sc.record_timeout_seconds),
+        global_budget: Arc::new(tokio::sync::Semaphore::new(
+            sc.global_inflight_bytes_max / transport::BUDGET_UNIT,
+        )),
+        connections_max: sc.connections_max,
     };
     for l in bound.nfs.into_iter().chain(bound.mount) {
         if let Ok(a) = l.local_addr() {
             tracing::info!("listening on {a} (tcp)");
         }
-        tokio::spawn(transport::serve_tcp(server.clone(), l, limits));
+        tokio::spawn(transport::serve_tcp(server.clone(), l, limits.clone()));
     }
     for u in bound.mount_udp {
         tokio::spawn(transport::serve_udp(server.clone(), u));
     }
     if let Some((t, u)) = bound.portmap {
-        tokio::spawn(transport::serve_tcp(server.clone(), t, limits));
+        tokio::spawn(transport::serve_tcp(server.clone(), t, limits.clone()));
         tokio::spawn(transport::serve_udp(server.clone(), u));
     }
     {

@@ -3,31 +3,52 @@
 //! Per TCP connection: one task reads records and runs up to `inflight_requests_max` of them
 //! concurrently (a bounded `FuturesUnordered`, not a spawn per request); while that many
 //! requests or `inflight_bytes_max` request bytes are in progress it stops reading the socket,
-//! so a fast client is slowed by TCP flow control instead of growing our memory. A second task
+//! so a fast client is slowed by TCP flow control instead of growing our memory. A global
+//! budget bounds the request memory of all connections together, a cap bounds the number of
+//! connections, and idle connections and records that dribble in too slowly are closed. A second task
 //! writes replies in batches with vectored writes: a READ payload goes from the store's buffer
 //! to the socket without being copied into an encode buffer.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use backend::Store;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nfs_proto::limits::RECORD_LEN_MAX;
 use nfs_proto::rpc::{record_mark, RecordDecoder};
 use nfs_proto::{mount, nlm, portmap, xdr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::server::{Reply, Server};
 
-/// Back-pressure limits of one connection.
-#[derive(Clone, Copy, Debug)]
+/// Limits that keep a connection, and all of them together, bounded.
+#[derive(Clone, Debug)]
 pub struct ConnLimits {
     pub inflight_requests_max: usize,
     pub inflight_bytes_max: usize,
+    /// Close a connection with nothing in progress and nothing received for this long.
+    pub idle_timeout: Duration,
+    /// Close a connection whose record takes longer than this to arrive (slowloris).
+    pub record_timeout: Duration,
+    /// In-flight request memory across every connection, in [`BUDGET_UNIT`]s.
+    pub global_budget: Arc<Semaphore>,
+    /// Connections accepted at most at once; more are closed right after accept.
+    pub connections_max: usize,
+}
+
+/// The global in-flight budget counts KiB, and every request at least [`REQUEST_UNITS_MIN`] of
+/// them, so the budget bounds the number of requests as well as their bytes.
+pub const BUDGET_UNIT: usize = 1024;
+pub const REQUEST_UNITS_MIN: usize = 4;
+
+fn budget_units(record_len: usize) -> u32 {
+    (record_len.div_ceil(BUDGET_UNIT)).max(REQUEST_UNITS_MIN) as u32
 }
 
 /// Accepts connections forever; each gets its own task.
@@ -36,29 +57,50 @@ pub async fn serve_tcp<S: Store>(
     listener: TcpListener,
     limits: ConnLimits,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut last_cap_log: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let server = server.clone();
+                if open.load(Ordering::Relaxed) >= limits.connections_max {
+                    // One line per 10 s at most: a flood must not become a log flood.
+                    if last_cap_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(
+                            %peer, connections_max = limits.connections_max,
+                            "connection cap reached: refusing new connections; raise \
+                             server.connections_max if these clients are legitimate"
+                        );
+                        last_cap_log = Some(Instant::now());
+                    }
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let (server, limits, open) = (server.clone(), limits.clone(), open.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(server, stream, limits).await {
+                    if let Err(e) = serve_connection(server, stream, &limits).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string())
+}
+
 pub async fn serve_connection<S: Store>(
     server: Arc<Server<S>>,
     stream: TcpStream,
-    limits: ConnLimits,
+    limits: &ConnLimits,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     let local = stream.local_addr()?;
@@ -72,20 +114,18 @@ pub async fn serve_connection<S: Store>(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut inflight = FuturesUnordered::new();
     let mut inflight_bytes = 0usize;
+    // A complete record waiting for room in the global budget.
+    let mut pending: Option<Bytes> = None;
     let mut eof = false;
+    let mut last_activity = Instant::now();
+    let mut record_started: Option<Instant> = None;
     let result = loop {
-        let can_take = inflight.len() < limits.inflight_requests_max
+        let can_take = pending.is_none()
+            && inflight.len() < limits.inflight_requests_max
             && inflight_bytes < limits.inflight_bytes_max;
         if can_take {
             match decoder.decode(&mut buf) {
-                Ok(Some(record)) => {
-                    let n = record.len();
-                    inflight_bytes += n;
-                    let server = server.clone();
-                    inflight
-                        .push(async move { (server.handle_record(record, peer, local).await, n) });
-                    continue;
-                }
+                Ok(Some(record)) => pending = Some(record),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%peer, "closing connection: {e}");
@@ -93,34 +133,86 @@ pub async fn serve_connection<S: Store>(
                 }
             }
         }
-        if eof && inflight.is_empty() {
+        if let Some(record) = pending.take() {
+            let units = budget_units(record.len());
+            match limits.global_budget.clone().try_acquire_many_owned(units) {
+                Ok(permit) => {
+                    inflight_bytes += record.len();
+                    inflight.push(run(server.clone(), record, peer, local, permit));
+                    continue;
+                }
+                Err(_) => pending = Some(record),
+            }
+        }
+        if eof && inflight.is_empty() && pending.is_none() {
             break Ok(());
         }
+        // A partial record counts against the record timeout only while the server is not
+        // the one holding things up.
+        record_started = match (buf.is_empty() || !inflight.is_empty(), record_started) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, started) => started,
+        };
+        let deadline = match record_started {
+            Some(t) => t + limits.record_timeout,
+            None => last_activity + limits.idle_timeout,
+        };
         let want = decoder.bytes_wanted(&buf).max(buf.len() + 64 * 1024);
         if buf.capacity() < want {
             buf.reserve(want - buf.len());
         }
+        let units = pending.as_ref().map(|r| budget_units(r.len())).unwrap_or(0);
         tokio::select! {
             Some((reply, n)) = inflight.next(), if !inflight.is_empty() => {
                 inflight_bytes -= n;
+                last_activity = Instant::now();
                 if let Some(r) = reply {
                     if tx.send(r).await.is_err() {
                         break Ok(());
                     }
                 }
             }
+            permit = limits.global_budget.clone().acquire_many_owned(units), if pending.is_some() => {
+                let (Ok(permit), Some(record)) = (permit, pending.take()) else {
+                    break Ok(());
+                };
+                inflight_bytes += record.len();
+                inflight.push(run(server.clone(), record, peer, local, permit));
+            }
             read = rd.read_buf(&mut buf), if can_take && !eof => {
                 match read {
                     Ok(0) => eof = true,
-                    Ok(_) => {}
+                    Ok(_) => last_activity = Instant::now(),
                     Err(e) => break Err(e),
                 }
+            }
+            _ = tokio::time::sleep_until(deadline.into()), if inflight.is_empty() && pending.is_none() => {
+                break Err(timed_out(if record_started.is_some() {
+                    "record not completed within server.record_timeout_seconds"
+                } else {
+                    "idle for server.idle_timeout_seconds"
+                }));
             }
         }
     };
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// One request, holding its share of the global budget until its reply is built.
+async fn run<S: Store>(
+    server: Arc<Server<S>>,
+    record: Bytes,
+    peer: SocketAddr,
+    local: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> (Option<Reply>, usize) {
+    let n = record.len();
+    let reply = server.handle_record(record, peer, local).await;
+    drop(permit);
+    (reply, n)
 }
 
 static ZERO_PAD: [u8; 4] = [0; 4];
