@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test suite: what README.md tells a new user to run, and what CI runs (.ci/run).
+#
+#   ./tests/run.sh           everything: lint, cargo tests, fuzz smoke, libnfs and kernel-client e2e
+#   ./tests/run.sh --quick   lint and cargo tests only
+#
+# Installs what it needs on first run (Debian packages, cargo-fuzz). Network traffic stays on
+# loopback or inside the network namespaces the e2e scripts create.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+need_pkg() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]}"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test --workspace"
+cargo test --workspace
+[ $quick = 1 ] && { echo "quick run: OK"; exit 0; }
+
+step "fuzz smoke (${FUZZ_SECONDS:-3} s per target)"
+fuzz/run.sh "${FUZZ_SECONDS:-3}"
+
+need_pkg libnfs-utils rpcbind
+step "rpcbind registration (Debian's rpcbind in a private netns)"
+tests/e2e/rpcbind-register.sh
+
+step "libnfs userspace clients, kernel client (../shared/kclient) v3 default and nconnect=16"
+tests/e2e/run-all.sh
+
+echo "all tests: OK"
