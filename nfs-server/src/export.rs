@@ -287,9 +287,10 @@ impl ExportTable {
         self.exports.iter().find(|e| e.id == id)
     }
 
-    /// The export named by a MOUNT path ("/" and "" are the same; trailing slashes ignored).
+    /// The export named by a MOUNT path: empty and repeated components are ignored, so "",
+    /// "/", "//data/" and "/data" name what they look like (libnfs sends "" and "//x").
     pub fn by_path(&self, path: &str) -> Option<&Export> {
-        let norm = |p: &str| p.trim_end_matches('/').to_string();
+        let norm = |p: &str| p.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>();
         let want = norm(path);
         self.exports.iter().find(|e| norm(&e.path) == want)
     }
@@ -341,6 +342,23 @@ mod tests {
         assert_eq!(rule(Squash::All).map_cred(1000, 100, &[], false).uid, 65534);
         assert_eq!(rule(Squash::None).map_cred(0, 0, &[], true).uid, 65534);
         assert_eq!(rule(Squash::None).map_cred(0, 0, &[], false).uid, 0);
+    }
+
+    #[test]
+    fn mount_paths_ignore_empty_and_repeated_components() {
+        let export = |path: &str| Export {
+            id: 1,
+            path: path.into(),
+            root: FileId {
+                ino: 1,
+                generation: 1,
+            },
+            rules: Vec::new(),
+        };
+        let t = ExportTable::new(vec![export("/"), export("/data/sets")]);
+        assert_eq!(t.by_path("").map(|e| e.path.as_str()), Some("/"));
+        assert_eq!(t.by_path("//data//sets/").map(|e| e.path.as_str()), Some("/data/sets"));
+        assert!(t.by_path("/data").is_none());
     }
 
     #[test]
