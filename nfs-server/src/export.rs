@@ -290,9 +290,12 @@ impl ExportTable {
     /// The export named by a MOUNT path: empty and repeated components are ignored, so "",
     /// "/", "//data/" and "/data" name what they look like (libnfs sends "" and "//x").
     pub fn by_path(&self, path: &str) -> Option<&Export> {
-        let norm = |p: &str| p.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>();
-        let want = norm(path);
-        self.exports.iter().find(|e| norm(&e.path) == want)
+        fn components(p: &str) -> impl Iterator<Item = &str> {
+            p.split('/').filter(|c| !c.is_empty())
+        }
+        self.exports
+            .iter()
+            .find(|e| components(&e.path).eq(components(path)))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Export> {
@@ -357,7 +360,10 @@ mod tests {
         };
         let t = ExportTable::new(vec![export("/"), export("/data/sets")]);
         assert_eq!(t.by_path("").map(|e| e.path.as_str()), Some("/"));
-        assert_eq!(t.by_path("//data//sets/").map(|e| e.path.as_str()), Some("/data/sets"));
+        assert_eq!(
+            t.by_path("//data//sets/").map(|e| e.path.as_str()),
+            Some("/data/sets")
+        );
         assert!(t.by_path("/data").is_none());
     }
 
