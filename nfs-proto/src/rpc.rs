@@ -294,7 +294,13 @@ pub fn decode_reply(r: &mut Reader) -> crate::xdr::Result<ReplyHeader> {
 pub enum RecordError {
     /// The record (all fragments together) would exceed the limit.
     TooLarge { len: usize, max: usize },
+    /// The record has more fragments than [`RECORD_FRAGMENTS_MAX`]: no client splits a record
+    /// that finely, and empty fragments would otherwise keep a connection busy forever.
+    TooManyFragments,
 }
+
+/// Most fragments one record may have.
+pub const RECORD_FRAGMENTS_MAX: usize = 1024;
 
 impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,6 +309,12 @@ impl std::fmt::Display for RecordError {
                 write!(
                     f,
                     "RPC record of at least {len} bytes exceeds the limit of {max}"
+                )
+            }
+            RecordError::TooManyFragments => {
+                write!(
+                    f,
+                    "RPC record split into more than {RECORD_FRAGMENTS_MAX} fragments"
                 )
             }
         }
@@ -321,6 +333,7 @@ pub struct RecordDecoder {
     record_len_max: usize,
     partial: BytesMut,
     partial_active: bool,
+    fragments: usize,
 }
 
 impl RecordDecoder {
@@ -329,7 +342,14 @@ impl RecordDecoder {
             record_len_max,
             partial: BytesMut::new(),
             partial_active: false,
+            fragments: 0,
         }
+    }
+
+    /// Whether part of a record has arrived: earlier fragments held here, or bytes in `buf`.
+    /// A connection uses it to time how long a record takes to arrive.
+    pub fn in_record(&self, buf: &[u8]) -> bool {
+        self.partial_active || !buf.is_empty()
     }
 
     /// Bytes the caller should have buffered before calling again, when known: the size of the
@@ -366,10 +386,15 @@ impl RecordDecoder {
             if last && !self.partial_active {
                 return Ok(Some(fragment.freeze()));
             }
+            self.fragments += 1;
+            if self.fragments > RECORD_FRAGMENTS_MAX {
+                return Err(RecordError::TooManyFragments);
+            }
             self.partial.extend_from_slice(&fragment);
             self.partial_active = true;
             if last {
                 self.partial_active = false;
+                self.fragments = 0;
                 return Ok(Some(self.partial.split().freeze()));
             }
         }
@@ -513,6 +538,30 @@ mod tests {
             d.decode(&mut buf),
             Err(RecordError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn endless_empty_fragments_are_refused() {
+        let mut buf = BytesMut::new();
+        for _ in 0..=RECORD_FRAGMENTS_MAX {
+            buf.extend_from_slice(&0u32.to_be_bytes());
+        }
+        let mut d = RecordDecoder::new(1 << 20);
+        assert_eq!(d.decode(&mut buf), Err(RecordError::TooManyFragments));
+    }
+
+    #[test]
+    fn a_record_is_in_progress_between_its_fragments() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&1u32.to_be_bytes());
+        buf.extend_from_slice(b"a");
+        let mut d = RecordDecoder::new(1024);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(buf.is_empty());
+        assert!(
+            d.in_record(&buf),
+            "the first fragment is held by the decoder"
+        );
     }
 
     #[test]

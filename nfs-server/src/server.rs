@@ -99,10 +99,14 @@ impl<S: Store> Server<S> {
             .by_id(h.export_id)
             .ok_or(Failure::Status(Nfsstat3::Stale))?;
         let rule = export.rule_for(req.peer.ip()).ok_or_else(|| {
-            tracing::warn!(
+            static REFUSED_LOG: crate::transport::LogLimit = crate::transport::LogLimit::new();
+            if REFUSED_LOG.allow() {
+                tracing::warn!(
                 client = %req.peer.ip(), export = %export.path,
-                "refused: no client rule of this export matches the client"
-            );
+                    "refused: no client rule of this export matches the client (further \
+                     refusals within 10 s are not logged)"
+                );
+            }
             Failure::Auth(AuthStat::TooWeak)
         })?;
         let cred = match &req.credential {
@@ -324,11 +328,15 @@ impl<S: Store> Server<S> {
             .getattr(export.root)
             .await
             .map_err(|e| crate::error::to_mountstat3(&e))?;
-        self.mounts
+        let first = self
+            .mounts
             .lock()
             .expect("mounts lock poisoned")
             .insert((req.peer.ip().to_string(), export.path.clone()));
-        tracing::info!(client = %req.peer.ip(), export = %export.path, "mounted");
+        // Once per client and export: repeated MNTs (or a flood of them) add no log lines.
+        if first {
+            tracing::info!(client = %req.peer.ip(), export = %export.path, "mounted");
+        }
         let fh = self.fh(export.id, export.root);
         Ok((fh.0, vec![rpc::AUTH_SYS, rpc::AUTH_NONE]))
     }

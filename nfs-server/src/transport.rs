@@ -93,6 +93,42 @@ pub async fn serve_tcp<S: Store>(
     }
 }
 
+/// Lets one log line through per interval, so a client cannot turn abuse into a log flood.
+pub struct LogLimit {
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimit {
+    const INTERVAL_MS: u64 = 10_000;
+
+    pub const fn new() -> LogLimit {
+        LogLimit {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn allow(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= Self::INTERVAL_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl Default for LogLimit {
+    fn default() -> LogLimit {
+        LogLimit::new()
+    }
+}
+
+static CLOSE_LOG: LogLimit = LogLimit::new();
+
 fn timed_out(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string())
 }
@@ -128,7 +164,9 @@ pub async fn serve_connection<S: Store>(
                 Ok(Some(record)) => pending = Some(record),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(%peer, "closing connection: {e}");
+                    if CLOSE_LOG.allow() {
+                        tracing::warn!(%peer, "closing connection: {e} (further such lines within 10 s are dropped)");
+                    }
                     break Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
                 }
             }
@@ -149,7 +187,10 @@ pub async fn serve_connection<S: Store>(
         }
         // A partial record counts against the record timeout only while the server is not
         // the one holding things up.
-        record_started = match (buf.is_empty() || !inflight.is_empty(), record_started) {
+        record_started = match (
+            !decoder.in_record(&buf) || !inflight.is_empty(),
+            record_started,
+        ) {
             (true, _) => None,
             (false, None) => Some(Instant::now()),
             (false, started) => started,

@@ -1,0 +1,155 @@
+//! Hostile clients (idle crowds, slowloris, giant and tiny fragments, oversized READDIRs,
+//! duplicate xids, aborted WRITEs, floods, garbage) do not kill the server, blow up its memory
+//! or starve a well-behaved client. Runs `sluice-hostile --scale small` (see tests/HOSTILE.md)
+//! against a memory-store server and prints its report (`cargo test -p sluice-tests --test
+//! hostile -- --nocapture`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nfs_proto::v3;
+use sluice_tests::{RpcClient, Sluice};
+
+/// The whole tool run must finish within this (it takes ~20 s on 2 cores, debug build).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(80);
+
+/// `<target>/<profile>/sluice-hostile`, built with the same target dir and profile as this
+/// test executable (`SLUICE_HOSTILE_BIN` overrides).
+fn hostile_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_HOSTILE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is not in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("no target dir");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sluice-tests",
+            "--bin",
+            "sluice-hostile",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null());
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build sluice-hostile");
+    assert!(status.success(), "cargo build of sluice-hostile failed");
+    let bin = profile_dir.join("sluice-hostile");
+    assert!(bin.exists(), "{} missing after cargo build", bin.display());
+    bin
+}
+
+/// The pid of the `sluice serve` listening on `nfs` (the harness does not expose it): the
+/// process whose command line holds `--listen <nfs>`.
+fn server_pid(nfs: SocketAddr) -> Option<u32> {
+    let want = nfs.to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let serve = args.iter().any(|a| *a == b"serve");
+        let listens = args
+            .windows(2)
+            .any(|w| w[0] == b"--listen" && w[1] == want.as_bytes());
+        if serve && listens {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn hostile_clients_do_not_hurt_the_server_or_a_well_behaved_client() {
+    let bin = hostile_bin();
+    let mut s = Sluice::start_memory();
+    let pid = server_pid(s.nfs);
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--target")
+        .arg(s.nfs.to_string())
+        .arg("--mount-port")
+        .arg(s.mount.port().to_string())
+        .args(["--scale", "small"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = pid {
+        cmd.arg("--pid").arg(p.to_string());
+    }
+    let mut child = cmd.spawn().expect("spawn sluice-hostile");
+    // Drain stdout on a thread so a full pipe never blocks the tool.
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut v);
+        v
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait sluice-hostile") {
+            break Some(st);
+        }
+        if t0.elapsed() > TOOL_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    println!("{stdout}");
+    if !stderr.is_empty() {
+        println!("---- sluice-hostile stderr ----\n{stderr}");
+    }
+    let status = status.unwrap_or_else(|| {
+        panic!("sluice-hostile did not finish within {TOOL_TIMEOUT:?}:\n{stdout}")
+    });
+    assert!(
+        s.is_running(),
+        "the server died under hostile clients:\n{}",
+        s.log()
+    );
+    let mut c: RpcClient = s.client();
+    c.call_ok(v3::PROGRAM, v3::VERSION, 0, &[]);
+    assert!(
+        status.success(),
+        "sluice-hostile failed ({status}):\n{stdout}"
+    );
+    let log = s.log();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
