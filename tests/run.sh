@@ -31,8 +31,8 @@ step "cargo test --workspace"
 cargo test --workspace
 [ $quick = 1 ] && { echo "quick run: OK"; exit 0; }
 
-step "fuzz smoke (${FUZZ_SECONDS:-3} s per target)"
-fuzz/run.sh "${FUZZ_SECONDS:-3}"
+step "fuzz smoke (${FUZZ_SECONDS:-30} s per target)"
+fuzz/run.sh "${FUZZ_SECONDS:-30}"
 
 need_pkg libnfs-utils rpcbind
 step "rpcbind registration (Debian's rpcbind in a private netns)"
