@@ -157,11 +157,20 @@ pub enum NlmArgs {
         lock: Nlm4Lock,
     },
     /// UNLOCK, UNLOCK_MSG (nlm4_unlockargs).
-    Unlock { cookie: Bytes, lock: Nlm4Lock },
+    Unlock {
+        cookie: Bytes,
+        lock: Nlm4Lock,
+    },
     /// LOCK_RES, CANCEL_RES, UNLOCK_RES, GRANTED_RES (nlm4_res).
-    Res { cookie: Bytes, stat: Nlm4Stat },
+    Res {
+        cookie: Bytes,
+        stat: Nlm4Stat,
+    },
     /// FREE_ALL (nlm4_notify).
-    FreeAll { name: Bytes, state: u32 },
+    FreeAll {
+        name: Bytes,
+        state: u32,
+    },
 }
 
 impl NlmArgs {
@@ -274,7 +283,10 @@ pub enum NlmReply {
         holder: Option<Nlm4Holder>,
     },
     /// nlm4_res.
-    Res { cookie: Bytes, stat: Nlm4Stat },
+    Res {
+        cookie: Bytes,
+        stat: Nlm4Stat,
+    },
 }
 
 impl Encode for NlmReply {
@@ -314,13 +326,18 @@ pub fn decode_res(r: &mut Reader) -> Result<(Bytes, Nlm4Stat)> {
 pub enum NsmArgs {
     Null,
     /// SM_STAT: sm_name.
-    Stat { name: Bytes },
+    Stat {
+        name: Bytes,
+    },
     /// SM_MON: only a local lockd may ask; we refuse.
     Mon,
     /// SM_UNMON, SM_UNMON_ALL, SM_SIMU_CRASH: likewise local-only.
     Local,
     /// SM_NOTIFY: stat_chge, sent by a host that rebooted.
-    Notify { mon_name: Bytes, state: u32 },
+    Notify {
+        mon_name: Bytes,
+        state: u32,
+    },
 }
 
 impl NsmArgs {
