@@ -37,6 +37,35 @@ pub mod proc3 {
     pub const PATHCONF: u32 = 20;
     pub const COMMIT: u32 = 21;
     pub const COUNT: u32 = 22;
+
+    /// The RFC's name of a procedure ("UNKNOWN" past the table), for logs and metrics.
+    pub fn name(proc_: u32) -> &'static str {
+        const NAMES: [&str; COUNT as usize] = [
+            "NULL",
+            "GETATTR",
+            "SETATTR",
+            "LOOKUP",
+            "ACCESS",
+            "READLINK",
+            "READ",
+            "WRITE",
+            "CREATE",
+            "MKDIR",
+            "SYMLINK",
+            "MKNOD",
+            "REMOVE",
+            "RMDIR",
+            "RENAME",
+            "LINK",
+            "READDIR",
+            "READDIRPLUS",
+            "FSSTAT",
+            "FSINFO",
+            "PATHCONF",
+            "COMMIT",
+        ];
+        NAMES.get(proc_ as usize).copied().unwrap_or("UNKNOWN")
+    }
 }
 
 /// nfsstat3 (RFC 1813 §2.6), in the RFC's order.
@@ -71,6 +100,43 @@ pub enum Nfsstat3 {
     ServerFault = 10006,
     BadType = 10007,
     Jukebox = 10008,
+}
+
+impl Nfsstat3 {
+    /// The RFC's name without the NFS3ERR_ prefix ("OK", "NOENT", "JUKEBOX", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Nfsstat3::Ok => "OK",
+            Nfsstat3::Perm => "PERM",
+            Nfsstat3::NoEnt => "NOENT",
+            Nfsstat3::Io => "IO",
+            Nfsstat3::Nxio => "NXIO",
+            Nfsstat3::Acces => "ACCES",
+            Nfsstat3::Exist => "EXIST",
+            Nfsstat3::Xdev => "XDEV",
+            Nfsstat3::NoDev => "NODEV",
+            Nfsstat3::NotDir => "NOTDIR",
+            Nfsstat3::IsDir => "ISDIR",
+            Nfsstat3::Inval => "INVAL",
+            Nfsstat3::Fbig => "FBIG",
+            Nfsstat3::NoSpc => "NOSPC",
+            Nfsstat3::Rofs => "ROFS",
+            Nfsstat3::Mlink => "MLINK",
+            Nfsstat3::NameTooLong => "NAMETOOLONG",
+            Nfsstat3::NotEmpty => "NOTEMPTY",
+            Nfsstat3::Dquot => "DQUOT",
+            Nfsstat3::Stale => "STALE",
+            Nfsstat3::Remote => "REMOTE",
+            Nfsstat3::BadHandle => "BADHANDLE",
+            Nfsstat3::NotSync => "NOT_SYNC",
+            Nfsstat3::BadCookie => "BAD_COOKIE",
+            Nfsstat3::NotSupp => "NOTSUPP",
+            Nfsstat3::TooSmall => "TOOSMALL",
+            Nfsstat3::ServerFault => "SERVERFAULT",
+            Nfsstat3::BadType => "BADTYPE",
+            Nfsstat3::Jukebox => "JUKEBOX",
+        }
+    }
 }
 
 /// ftype3.

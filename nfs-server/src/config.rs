@@ -25,6 +25,13 @@ pub struct Config {
     pub store: StoreKind,
     pub server: ServerConfig,
     pub nlm: NlmConfig,
+    /// Mount targets: named addresses with a bandwidth tier. Connections to no target's
+    /// address belong to the unlimited "default" target.
+    #[serde(rename = "target")]
+    pub targets: Vec<crate::qos::TargetConfig>,
+    /// Where this configuration was read from (for reloads on SIGHUP).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// Exports. Default: one export of "/" to every client, read-write, root squashed.
     #[serde(rename = "export")]
     pub exports: Vec<ExportConfig>,
@@ -129,6 +136,8 @@ impl Default for Config {
             store: StoreKind::Local,
             server: ServerConfig::default(),
             nlm: NlmConfig::default(),
+            targets: Vec::new(),
+            source: None,
             exports: Vec::new(),
         }
     }
@@ -172,7 +181,10 @@ impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
-        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+        let mut c = Config::from_toml(&text)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// The configuration used when no file is given.
@@ -218,6 +230,24 @@ impl Config {
                  2097152 (two 1 MiB WRITEs)"
                     .into(),
             ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            if !names.insert(t.name.clone()) || t.name == "default" {
+                return Err(ConfigError(format!(
+                    "target[{i}].name: {:?} is taken (\"default\" is reserved); give each \
+                     target its own name",
+                    t.name
+                )));
+            }
+            if t.listen.is_empty() {
+                return Err(ConfigError(format!(
+                    "target[{i}].listen: give at least one address, e.g. [\"10.0.0.5:2049\"]"
+                )));
+            }
+            t.tier
+                .resolve()
+                .map_err(|e| ConfigError(format!("target[{i}].tier: {e}")))?;
         }
         let mut ids = std::collections::HashSet::new();
         let mut paths = std::collections::HashSet::new();
@@ -314,6 +344,30 @@ mod tests {
         assert_eq!(c.exports[0].export_id(), 7);
         assert!(c.exports[0].clients[0].read_only);
         assert_eq!(c.exports[0].clients[1].squash, Squash::None);
+    }
+
+    #[test]
+    fn targets_with_named_and_custom_tiers_parse() {
+        let text = r#"
+            [[target]]
+            name = "train"
+            listen = ["10.0.0.5:2049"]
+            tier = "40g"
+            [[target]]
+            name = "ckpt"
+            listen = ["10.0.0.6:2049"]
+            tier = { write = "80MB/s", burst = "16MiB" }
+        "#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets[1].tier.resolve().unwrap().write, Some(80_000_000));
+    }
+
+    #[test]
+    fn an_unknown_tier_names_the_target() {
+        let text = "[[target]]\nname = \"t\"\nlisten = [\"10.0.0.5:2049\"]\ntier = \"7g\"\n";
+        let e = Config::from_toml(text).unwrap_err();
+        assert!(e.0.contains("target[0].tier"), "{e}");
     }
 
     #[test]

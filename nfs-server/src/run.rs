@@ -279,17 +279,37 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         )),
         connections_max: sc.connections_max,
     };
-    for l in bound.nfs.into_iter().chain(bound.mount) {
+    let targets = Arc::new(crate::qos::TargetTable::new(&config.targets).map_err(StartError)?);
+    for t in &targets.targets {
+        tracing::info!(target = %t.name, tier = ?t.pacer.tier(), "mount target");
+    }
+    let target_listeners = bind_targets(&config, &bound.nfs).await?;
+    for l in bound
+        .nfs
+        .into_iter()
+        .chain(bound.mount)
+        .chain(target_listeners)
+    {
         if let Ok(a) = l.local_addr() {
             tracing::info!("listening on {a} (tcp)");
         }
-        tokio::spawn(transport::serve_tcp(server.clone(), l, limits.clone()));
+        tokio::spawn(transport::serve_tcp(
+            server.clone(),
+            l,
+            limits.clone(),
+            targets.clone(),
+        ));
     }
     for u in bound.mount_udp {
         tokio::spawn(transport::serve_udp(server.clone(), u));
     }
     if let Some((t, u)) = bound.portmap {
-        tokio::spawn(transport::serve_tcp(server.clone(), t, limits.clone()));
+        tokio::spawn(transport::serve_tcp(
+            server.clone(),
+            t,
+            limits.clone(),
+            targets.clone(),
+        ));
         tokio::spawn(transport::serve_udp(server.clone(), u));
     }
     {
@@ -311,7 +331,9 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         ports.nfs,
         ports.mount
     );
-    shutdown_signal().await;
+    while let Signal::Reload = next_signal().await {
+        reload_tiers(&config, &targets);
+    }
     tracing::info!("shutting down");
     if !registered.is_empty() {
         let _ = tokio::task::spawn_blocking(move || {
@@ -322,17 +344,77 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// Binds each target's addresses that no NFS listener already covers (a wildcard listener on
+/// the same port accepts them, and classification by local address does the rest).
+async fn bind_targets(
+    config: &Config,
+    nfs: &[TcpListener],
+) -> Result<Vec<TcpListener>, StartError> {
+    let bound: Vec<SocketAddr> = nfs.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let covered = |a: &SocketAddr| {
+        bound
+            .iter()
+            .any(|b| b.port() == a.port() && (b.ip().is_unspecified() || b.ip() == a.ip()))
+    };
+    let mut out = Vec::new();
+    for t in &config.targets {
+        for a in t.listen.iter().filter(|a| !covered(a)) {
+            out.push(bind_tcp(*a, &format!("mount target {:?}", t.name)).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// SIGHUP: re-reads the config file and applies tier changes to running targets. Other changes
+/// (addresses, exports, new targets) need a restart, and the log says so.
+fn reload_tiers(config: &Config, targets: &crate::qos::TargetTable) {
+    let Some(path) = &config.source else {
+        tracing::warn!("SIGHUP: no config file to reload (started without --config)");
+        return;
+    };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: config not reloaded, the running one stays: {e}");
             return;
         }
     };
+    for t in &new.targets {
+        let Some(running) = targets.by_name(&t.name) else {
+            tracing::warn!(target = %t.name, "SIGHUP: new target needs a restart to be served");
+            continue;
+        };
+        if running.listen != t.listen {
+            tracing::warn!(target = %t.name, "SIGHUP: address changes need a restart");
+        }
+        match t.tier.resolve() {
+            Ok(tier) if tier != running.pacer.tier() => {
+                running.pacer.set_tier(tier);
+                tracing::info!(target = %t.name, ?tier, "tier changed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(target = %t.name, "SIGHUP: {e}"),
+        }
+    }
+}
+
+enum Signal {
+    Reload,
+    Stop,
+}
+
+async fn next_signal() -> Signal {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return Signal::Stop;
+    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => Signal::Stop,
+        _ = term.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Reload,
     }
 }

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::qos::{self, Direction, Target, TargetTable};
 use crate::server::{Reply, Server};
 
 /// Limits that keep a connection, and all of them together, bounded.
@@ -56,6 +57,7 @@ pub async fn serve_tcp<S: Store>(
     server: Arc<Server<S>>,
     listener: TcpListener,
     limits: ConnLimits,
+    targets: Arc<TargetTable>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     let mut last_cap_log: Option<Instant> = None;
@@ -76,9 +78,13 @@ pub async fn serve_tcp<S: Store>(
                     continue;
                 }
                 open.fetch_add(1, Ordering::Relaxed);
+                let target = match stream.local_addr() {
+                    Ok(local) => targets.classify(local),
+                    Err(_) => targets.default.clone(),
+                };
                 let (server, limits, open) = (server.clone(), limits.clone(), open.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(server, stream, &limits).await {
+                    if let Err(e) = serve_connection(server, stream, &limits, target).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     open.fetch_sub(1, Ordering::Relaxed);
@@ -137,6 +143,7 @@ pub async fn serve_connection<S: Store>(
     server: Arc<Server<S>>,
     stream: TcpStream,
     limits: &ConnLimits,
+    target: Arc<Target>,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     let local = stream.local_addr()?;
@@ -152,16 +159,29 @@ pub async fn serve_connection<S: Store>(
     let mut inflight_bytes = 0usize;
     // A complete record waiting for room in the global budget.
     let mut pending: Option<Bytes> = None;
+    // A data call waiting for its target's tokens; meanwhile the connection reads nothing more.
+    let mut pacing: Option<(Bytes, PaceFuture)> = None;
     let mut eof = false;
     let mut last_activity = Instant::now();
     let mut record_started: Option<Instant> = None;
     let result = loop {
         let can_take = pending.is_none()
+            && pacing.is_none()
             && inflight.len() < limits.inflight_requests_max
             && inflight_bytes < limits.inflight_bytes_max;
         if can_take {
             match decoder.decode(&mut buf) {
-                Ok(Some(record)) => pending = Some(record),
+                Ok(Some(record)) => match qos::cost_of(&record) {
+                    Some((direction, bytes, ops)) => {
+                        let (pacer, client) = (target.pacer.clone(), peer.ip());
+                        let wait = Box::pin(async move {
+                            let delay = pacer.acquire(direction, client, bytes, ops).await;
+                            (direction, bytes, delay)
+                        });
+                        pacing = Some((record, wait));
+                    }
+                    None => pending = Some(record),
+                },
                 Ok(None) => {}
                 Err(e) => {
                     if CLOSE_LOG.allow() {
@@ -182,7 +202,7 @@ pub async fn serve_connection<S: Store>(
                 Err(_) => pending = Some(record),
             }
         }
-        if eof && inflight.is_empty() && pending.is_none() {
+        if eof && inflight.is_empty() && pending.is_none() && pacing.is_none() {
             break Ok(());
         }
         // A partial record counts against the record timeout only while the server is not
@@ -214,6 +234,10 @@ pub async fn serve_connection<S: Store>(
                     }
                 }
             }
+            paced = async { (&mut pacing.as_mut().expect("checked").1).await }, if pacing.is_some() => {
+                let (_direction, _bytes, _delay) = paced;
+                pending = pacing.take().map(|(record, _)| record);
+            }
             permit = limits.global_budget.clone().acquire_many_owned(units), if pending.is_some() => {
                 let (Ok(permit), Some(record)) = (permit, pending.take()) else {
                     break Ok(());
@@ -228,7 +252,7 @@ pub async fn serve_connection<S: Store>(
                     Err(e) => break Err(e),
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()), if inflight.is_empty() && pending.is_none() => {
+            _ = tokio::time::sleep_until(deadline.into()), if inflight.is_empty() && pending.is_none() && pacing.is_none() => {
                 break Err(timed_out(if record_started.is_some() {
                     "record not completed within server.record_timeout_seconds"
                 } else {
@@ -255,6 +279,9 @@ async fn run<S: Store>(
     drop(permit);
     (reply, n)
 }
+
+type PaceFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Direction, u64, Duration)> + Send>>;
 
 static ZERO_PAD: [u8; 4] = [0; 4];
 

@@ -298,6 +298,24 @@ impl Sluice {
         self.spawn();
     }
 
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Rewrites the configuration file in place and sends SIGHUP (a live reload).
+    pub fn reload_config(&mut self, toml: &str) {
+        std::fs::write(self.dir.path().join("sluice.toml"), toml).expect("write config");
+        self.opts.config = Some(toml.to_string());
+        let pid = self.pid().expect("server running");
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -HUP {pid} failed");
+    }
+
     /// Replaces the configuration used by the next [`Sluice::restart`].
     pub fn set_config(&mut self, toml: &str) {
         self.opts.config = Some(toml.to_string());
@@ -462,7 +480,19 @@ pub struct RpcClient {
 
 impl RpcClient {
     pub fn connect(addr: SocketAddr) -> std::io::Result<RpcClient> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        RpcClient::from_stream(TcpStream::connect_timeout(&addr, IO_TIMEOUT)?)
+    }
+
+    /// Connects from a chosen local address (e.g. 127.0.0.3), so one test can play several
+    /// client hosts on loopback.
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<RpcClient> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+        RpcClient::from_stream(socket.into())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> std::io::Result<RpcClient> {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
