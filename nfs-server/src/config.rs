@@ -89,6 +89,10 @@ pub struct ServerConfig {
     /// A record must arrive completely within this many seconds of its first byte (unless
     /// the server is busy with the connection's earlier requests). Default 60.
     pub record_timeout_seconds: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP). Default
+    /// "127.0.0.1:9049": local only until the admin API brings authentication. If the address
+    /// is taken, the server starts without metrics and logs a warning.
+    pub metrics_listen: Option<SocketAddr>,
     /// Replies kept for retransmitted non-idempotent calls. Each holds a small reply
     /// (well under 1 KiB). Default 16384.
     pub drc_entries: usize,
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             connections_max: 4096,
             idle_timeout_seconds: 360,
             record_timeout_seconds: 60,
+            metrics_listen: Some("127.0.0.1:9049".parse().expect("literal")),
             drc_entries: 16384,
         }
     }

@@ -15,6 +15,7 @@ pub mod export;
 pub mod fh;
 pub mod locks;
 pub mod metrics;
+pub mod metrics_names;
 pub mod nlm;
 pub mod portmap;
 pub mod qos;

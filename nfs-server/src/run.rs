@@ -255,7 +255,9 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
             config.data_dir.display()
         ))
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let server = Arc::new(Server {
+        metrics: metrics.clone(),
         store,
         exports,
         fh_key,
@@ -282,6 +284,18 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     let targets = Arc::new(crate::qos::TargetTable::new(&config.targets).map_err(StartError)?);
     for t in &targets.targets {
         tracing::info!(target = %t.name, tier = ?t.pacer.tier(), "mount target");
+        publish_rates(&metrics, t);
+    }
+    if let Some(a) = config.server.metrics_listen {
+        match TcpListener::bind(a).await {
+            Ok(l) => {
+                tracing::info!("metrics on http://{a}/metrics");
+                tokio::spawn(crate::metrics::serve_http(metrics.clone(), l));
+            }
+            Err(e) => {
+                tracing::warn!("no metrics: cannot listen on {a}: {e}; set server.metrics_listen")
+            }
+        }
     }
     let target_listeners = bind_targets(&config, &bound.nfs).await?;
     for l in bound
@@ -333,6 +347,9 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     );
     while let Signal::Reload = next_signal().await {
         reload_tiers(&config, &targets);
+        for t in &targets.targets {
+            publish_rates(&metrics, t);
+        }
     }
     tracing::info!("shutting down");
     if !registered.is_empty() {
@@ -395,6 +412,17 @@ fn reload_tiers(config: &Config, targets: &crate::qos::TargetTable) {
             Ok(_) => {}
             Err(e) => tracing::error!(target = %t.name, "SIGHUP: {e}"),
         }
+    }
+}
+
+fn publish_rates(metrics: &crate::metrics::Metrics, t: &crate::qos::Target) {
+    let tier = t.pacer.tier();
+    for (direction, rate) in [
+        ("read", tier.read),
+        ("write", tier.write),
+        ("total", tier.total),
+    ] {
+        metrics.target_rate(&t.name, direction, rate.unwrap_or(0));
     }
 }
 

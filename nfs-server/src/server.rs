@@ -78,6 +78,7 @@ pub struct Server<S> {
     pub portmap: Option<PortmapTable>,
     /// NFSv3 locking (NLM) and the status monitor (NSM).
     pub nlm: crate::nlm::Nlm,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub ports: Ports,
 }
 
@@ -129,6 +130,32 @@ impl<S: Store> Server<S> {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Option<Reply> {
+        let start = std::time::Instant::now();
+        let word = |i: usize| {
+            record
+                .get(i..i + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (prog, proc_) = (word(12).unwrap_or(0), word(20).unwrap_or(u32::MAX));
+        let mut status: &'static str = "OK";
+        let reply = self.dispatch(record, peer, local, &mut status).await;
+        let status = match &reply {
+            None => "DROPPED",
+            Some(r) => rpc_outcome(&r.head).unwrap_or(status),
+        };
+        let (program, procedure) = crate::metrics_names::names(prog, proc_);
+        self.metrics
+            .rpc_call(program, procedure, status, start.elapsed());
+        reply
+    }
+
+    async fn dispatch(
+        &self,
+        record: Bytes,
+        peer: SocketAddr,
+        local: SocketAddr,
+        status: &mut &'static str,
+    ) -> Option<Reply> {
         let (hdr, credential, mut args) = match rpc::decode_call(record) {
             Ok(x) => x,
             Err(CallError::Undecodable) => {
@@ -169,10 +196,11 @@ impl<S: Store> Server<S> {
                 if crate::v3::is_non_idempotent(hdr.proc_) {
                     let key =
                         DrcKey::new(peer.ip(), hdr.xid, hdr.prog, hdr.vers, hdr.proc_, &raw_args);
-                    return self.nfs3_cached(key, &req, call).await;
+                    return self.nfs3_cached(key, &req, call, status).await;
                 }
                 match self.nfs3(&req, call).await {
                     Ok(r) => {
+                        *status = r.status().name();
                         rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
                         r.encode(&mut w)
                     }
@@ -240,10 +268,18 @@ impl<S: Store> Server<S> {
         Some(reply(w, payload))
     }
 
-    async fn nfs3_cached(&self, key: DrcKey, req: &Request, call: Nfs3Call) -> Option<Reply> {
+    async fn nfs3_cached(
+        &self,
+        key: DrcKey,
+        req: &Request,
+        call: Nfs3Call,
+        status: &mut &'static str,
+    ) -> Option<Reply> {
         match self.drc.begin(key) {
             Lookup::InProgress => return None,
             Lookup::Replay(b) => {
+                self.metrics.drc_hit();
+                *status = "REPLAYED";
                 tracing::debug!(peer = %req.peer, xid = req.xid, "replaying cached reply");
                 return Some(Reply {
                     head: b,
@@ -254,6 +290,7 @@ impl<S: Store> Server<S> {
         }
         let r = match self.nfs3(req, call).await {
             Ok(r) => {
+                *status = r.status().name();
                 let mut w = Writer::with_capacity(256);
                 rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
                 r.encode(&mut w);
@@ -339,6 +376,27 @@ impl<S: Store> Server<S> {
         }
         let fh = self.fh(export.id, export.root);
         Ok((fh.0, vec![rpc::AUTH_SYS, rpc::AUTH_NONE]))
+    }
+}
+
+/// The RPC-level outcome of a reply we built, when it is not SUCCESS: read back from its header
+/// (our replies always carry an empty AUTH_NONE verifier, so accept_stat sits at byte 20).
+fn rpc_outcome(head: &[u8]) -> Option<&'static str> {
+    let word = |i: usize| {
+        head.get(i..i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match (word(8)?, word(12)?) {
+        (1, 0) => Some("RPC_MISMATCH"),
+        (1, _) => Some("AUTH_ERROR"),
+        _ => match word(20)? {
+            0 => None,
+            1 => Some("PROG_UNAVAIL"),
+            2 => Some("PROG_MISMATCH"),
+            3 => Some("PROC_UNAVAIL"),
+            4 => Some("GARBAGE_ARGS"),
+            _ => Some("SYSTEM_ERR"),
+        },
     }
 }
 

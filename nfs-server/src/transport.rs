@@ -65,6 +65,7 @@ pub async fn serve_tcp<S: Store>(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if open.load(Ordering::Relaxed) >= limits.connections_max {
+                    server.metrics.connection_refused();
                     // One line per 10 s at most: a flood must not become a log flood.
                     if last_cap_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::warn!(
@@ -84,9 +85,13 @@ pub async fn serve_tcp<S: Store>(
                 };
                 let (server, limits, open) = (server.clone(), limits.clone(), open.clone());
                 tokio::spawn(async move {
+                    let metrics = server.metrics.clone();
+                    let name = target.name.clone();
+                    metrics.connection_opened(&name);
                     if let Err(e) = serve_connection(server, stream, &limits, target).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    metrics.connection_closed(&name);
                     open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
@@ -235,7 +240,11 @@ pub async fn serve_connection<S: Store>(
                 }
             }
             paced = async { (&mut pacing.as_mut().expect("checked").1).await }, if pacing.is_some() => {
-                let (_direction, _bytes, _delay) = paced;
+                let (direction, bytes, delay) = paced;
+                if bytes > 0 {
+                    server.metrics.target_bytes(&target.name, direction.label(), bytes);
+                    server.metrics.throttle_delay(&target.name, direction.label(), delay);
+                }
                 pending = pacing.take().map(|(record, _)| record);
             }
             permit = limits.global_budget.clone().acquire_many_owned(units), if pending.is_some() => {
