@@ -81,7 +81,7 @@ impl ClientMatch {
 }
 
 /// IPv4-mapped IPv6 addresses (from a dual-stack listener) compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

@@ -550,7 +550,7 @@ impl TargetTable {
     /// The target a connection belongs to, by the local address it arrived on: an exact
     /// address and port first, then the same IP on any port.
     pub fn classify(&self, local: std::net::SocketAddr) -> Arc<Target> {
-        let ip = |a: std::net::SocketAddr| canonical(a.ip());
+        let ip = |a: std::net::SocketAddr| crate::export::canonical(a.ip());
         self.targets
             .iter()
             .find(|t| t.listen.contains(&local))
@@ -565,16 +565,6 @@ impl TargetTable {
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Target>> {
         self.targets.iter().find(|t| t.name == name)
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 
