@@ -391,6 +391,9 @@ impl Inner {
 pub struct Pacer {
     inner: Mutex<Inner>,
     wake: Arc<Notify>,
+    /// Whether the tier limits anything: lets the connection skip pacing work entirely on
+    /// unlimited targets (the common case) without taking the lock.
+    limited: std::sync::atomic::AtomicBool,
 }
 
 impl Pacer {
@@ -405,6 +408,7 @@ impl Pacer {
                 ring: VecDeque::new(),
             }),
             wake: Arc::new(Notify::new()),
+            limited: std::sync::atomic::AtomicBool::new(!tier.is_unlimited()),
         });
         // The task holds the pacer weakly: it ends when the last user drops the pacer.
         let weak = Arc::downgrade(&pacer);
@@ -434,6 +438,10 @@ impl Pacer {
         (pacer, task)
     }
 
+    pub fn is_limited(&self) -> bool {
+        self.limited.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn tier(&self) -> Tier {
         self.inner.lock().expect("pacer lock poisoned").tier
     }
@@ -443,6 +451,8 @@ impl Pacer {
         let mut g = self.inner.lock().expect("pacer lock poisoned");
         g.refill(Instant::now());
         g.tier = tier;
+        self.limited
+            .store(!tier.is_unlimited(), std::sync::atomic::Ordering::Relaxed);
         g.buckets = Buckets::new(&tier);
         // Start the new tier empty, so a change down takes effect at once rather than after
         // a burst at the old rate.

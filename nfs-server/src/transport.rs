@@ -176,7 +176,12 @@ pub async fn serve_connection<S: Store>(
             && inflight_bytes < limits.inflight_bytes_max;
         if can_take {
             match decoder.decode(&mut buf) {
-                Ok(Some(record)) => match qos::cost_of(&record) {
+                Ok(Some(record)) => match target
+                    .pacer
+                    .is_limited()
+                    .then(|| qos::cost_of(&record))
+                    .flatten()
+                {
                     Some((direction, bytes, ops)) => {
                         let (pacer, client) = (target.pacer.clone(), peer.ip());
                         let wait = Box::pin(async move {
