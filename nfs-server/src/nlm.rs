@@ -150,9 +150,11 @@ type WaiterKey = (FileId, LockOwner, u64, u64);
 pub struct Nlm {
     pub locks: Mutex<LockManager>,
     waiters: Mutex<HashMap<WaiterKey, Waiter>>,
+    /// Clients that took locks in this run.
     monitored: Mutex<BTreeMap<String, Monitored>>,
-    /// Clients of the previous run still to be notified (and whose reclaims grace protects).
-    to_notify: Mutex<Vec<Monitored>>,
+    /// Clients of the previous run not yet notified. They stay in the persisted list until
+    /// they are, so a crash during the notification pass loses none of them.
+    pending: Mutex<Vec<Monitored>>,
     grace_until: Mutex<Option<Instant>>,
     /// This run's NSM state number.
     pub state: u32,
@@ -183,13 +185,8 @@ impl Nlm {
         Ok(Nlm {
             locks: Mutex::new(LockManager::new()),
             waiters: Mutex::new(HashMap::new()),
-            monitored: Mutex::new(
-                old.clients
-                    .iter()
-                    .map(|c| (c.name.clone(), c.clone()))
-                    .collect(),
-            ),
-            to_notify: Mutex::new(old.clients),
+            monitored: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(old.clients),
             grace_until: Mutex::new(grace_until),
             state,
             store,
@@ -224,10 +221,17 @@ impl Nlm {
         self.persist(&m);
     }
 
+    /// Saves this run's lock holders plus the previous run's clients not yet notified.
     fn persist(&self, m: &BTreeMap<String, Monitored>) {
+        let mut clients: Vec<Monitored> = m.values().cloned().collect();
+        for p in self.pending.lock().expect("pending lock poisoned").iter() {
+            if !m.contains_key(&p.name) {
+                clients.push(p.clone());
+            }
+        }
         let record = NsmRecord {
             state: self.state,
-            clients: m.values().cloned().collect(),
+            clients,
         };
         if let Err(e) = self.store.save(&record) {
             // Locks still work; only the notification after a restart would miss this client.
@@ -251,6 +255,10 @@ impl Nlm {
             m.remove(n);
         }
         drop(locks);
+        self.pending
+            .lock()
+            .expect("pending lock poisoned")
+            .retain(|c| !names.contains(&c.name));
         self.waiters
             .lock()
             .expect("waiters lock poisoned")
@@ -584,36 +592,79 @@ impl<S: Store> Server<S> {
     }
 
     /// After a restart: SM_NOTIFY every client that held locks, so its lockd reclaims them.
+    /// All at once (a dead client must not delay the others past the grace period), each tried
+    /// up to [`NOTIFY_ATTEMPTS`] times. A client that cannot be reached is dropped from the list:
+    /// if it is down, it lost its locks anyway and its own statd notifies us when it boots.
     pub async fn notify_clients(&self) {
-        let clients =
-            std::mem::take(&mut *self.nlm.to_notify.lock().expect("notify lock poisoned"));
-        for c in clients {
-            let mut w = Writer::new();
-            nlm::encode_notify(&mut w, c.server_addr.to_string().as_bytes(), self.nlm.state);
-            let args = w.into_bytes();
-            let r = async {
-                let port = rpc_client::getport(
-                    c.addr,
-                    nlm::NSM_PROGRAM,
-                    nlm::NSM_VERSION,
-                    pm::IPPROTO_UDP,
-                )
-                .await?;
-                rpc_client::call_udp(
-                    SocketAddr::new(c.addr, port),
-                    nlm::NSM_PROGRAM,
-                    nlm::NSM_VERSION,
-                    nlm::smproc::NOTIFY,
-                    &args,
-                )
-                .await
-            };
-            match r.await {
-                Ok(_) => tracing::info!(client = %c.name, addr = %c.addr, "SM_NOTIFY sent"),
-                Err(e) => tracing::warn!(client = %c.name, addr = %c.addr, "SM_NOTIFY failed: {e}"),
+        let clients = self
+            .nlm
+            .pending
+            .lock()
+            .expect("pending lock poisoned")
+            .clone();
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|c| {
+                let state = self.nlm.state;
+                tokio::spawn(async move {
+                    let ok = notify_one(&c, state).await;
+                    (c, ok)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let Ok((c, ok)) = t.await else { continue };
+            if ok {
+                tracing::info!(client = %c.name, addr = %c.addr, "SM_NOTIFY sent");
+            } else {
+                tracing::warn!(
+                    client = %c.name, addr = %c.addr,
+                    "SM_NOTIFY failed {NOTIFY_ATTEMPTS} times: dropping the client from the \
+                     monitor list (it cannot reclaim; if it rebooted it holds nothing)"
+                );
             }
+            self.nlm
+                .pending
+                .lock()
+                .expect("pending lock poisoned")
+                .retain(|p| p.name != c.name);
+        }
+        let m = self.nlm.monitored.lock().expect("monitor lock poisoned");
+        self.nlm.persist(&m);
+    }
+}
+
+/// How often a lost SM_NOTIFY is retried, two seconds apart.
+pub const NOTIFY_ATTEMPTS: u32 = 3;
+
+async fn notify_one(c: &Monitored, state: u32) -> bool {
+    let mut w = Writer::new();
+    nlm::encode_notify(&mut w, c.server_addr.to_string().as_bytes(), state);
+    let args = w.into_bytes();
+    for attempt in 1..=NOTIFY_ATTEMPTS {
+        let r = async {
+            let port =
+                rpc_client::getport(c.addr, nlm::NSM_PROGRAM, nlm::NSM_VERSION, pm::IPPROTO_UDP)
+                    .await?;
+            let to = SocketAddr::new(c.addr, port);
+            rpc_client::call_udp(
+                to,
+                nlm::NSM_PROGRAM,
+                nlm::NSM_VERSION,
+                nlm::smproc::NOTIFY,
+                &args,
+            )
+            .await
+        };
+        match r.await {
+            Ok(_) => return true,
+            Err(e) => tracing::debug!(client = %c.name, attempt, "SM_NOTIFY attempt failed: {e}"),
+        }
+        if attempt < NOTIFY_ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
+    false
 }
 
 async fn granted_callback(peer: IpAddr, args: &[u8]) -> std::io::Result<()> {

@@ -198,3 +198,30 @@ fn a_restart_with_no_lock_holders_has_no_grace_period() {
     let b = nlm_lock("node-b", &fh, 2, 0, 0);
     assert_eq!(lock(&mut c, &b, true, false, false), GRANTED);
 }
+
+#[test]
+fn a_client_that_cannot_be_notified_causes_no_grace_period_at_the_next_restart() {
+    let mut s = Sluice::start_config("[nlm]\ngrace_seconds = 30\n");
+    let (mut c, fh) = file(&s, "f");
+    let a = nlm_lock("node-a", &fh, 1, 0, 0);
+    assert_eq!(lock(&mut c, &a, true, false, false), GRANTED);
+    s.restart();
+    // node-a has no statd on loopback: three SM_NOTIFY attempts two seconds apart, then it is
+    // dropped from the monitor list.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !s
+        .log()
+        .contains("dropping the client from the monitor list")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    s.restart();
+    let mut c = s.client();
+    let b = nlm_lock("node-b", &fh, 2, 0, 0);
+    assert_eq!(
+        lock(&mut c, &b, true, false, false),
+        GRANTED,
+        "no grace period"
+    );
+}
