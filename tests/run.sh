@@ -41,4 +41,7 @@ tests/e2e/rpcbind-register.sh
 step "libnfs userspace clients, kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 
+step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim"
+tests/e2e/nlm-kclient.sh
+
 echo "all tests: OK"

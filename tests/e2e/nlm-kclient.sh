@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# End-to-end test of Sluice's NFSv3 locking (NLM v4 + NSM) with the real Linux kernel client
+# (Debian 6.1 kernel in QEMU VMs, /work/shared/kclient). The VMs mount with DEFAULT options
+# (`mount.nfs 10.77.0.1:/ /mnt -o vers=3`: no nolock, no port=, no mountport=), so the kernel's
+# lockd and NSM are really used: rpcbind and rpc.statd run in each VM (see nlm-README.md).
+#
+#   tests/e2e/nlm-kclient.sh [--bin PATH] [--scenarios "a b c"] [--grace S] [--keep] [--pcap]
+#
+#   a  one VM: default-options mount, flock -x, fcntl range locks, two processes contend
+#      (non-blocking DENIED, shared readers, blocking waiter granted after release)
+#   b  two VMs: VM1 holds an fcntl lock and a flock; VM2's non-blocking attempts are DENIED; VM2's
+#      blocking attempts are GRANTED only after VM1 releases, within a few seconds (GRANTED callback)
+#   c  two VMs: VM1 holds a lock, the host kill -9s and restarts sluice (same data dir); sluice
+#      SM_NOTIFYs VM1, VM1 reclaims during the grace period; VM2 is DENIED, then GRANTED after
+#      VM1 releases
+#
+# Prints a PASS/FAIL summary with timings; exits 1 if anything failed, 2 on setup errors.
+# Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir when
+# building), SLUICE_LOG (default debug here: the GRANTED-callback lines are debug).
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+# Everything runs inside main(), called on the last line (bash reads scripts while running them).
+main() {
+
+KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
+BIN="" SCENARIOS="a b c" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug}
+# how fast a blocked waiter must be granted after the holder's release (GRANTED callback path);
+# without the callback the kernel client only re-polls its blocked LOCK every 30 s
+GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-5000}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN=$2; shift 2;;
+    --scenarios) SCENARIOS=$2; shift 2;;
+    --grace) GRACE=$2; shift 2;;
+    --keep) KEEP=1; shift;;
+    --pcap) PCAP=1; shift;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0;;
+    *) die "unknown option $1";;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "must run as root (network namespace, QEMU)"
+[ -x "$KCLIENT" ] || die "kclient not found at $KCLIENT (set KCLIENT=)"
+for f in /usr/sbin/rpc.statd /usr/sbin/sm-notify /usr/bin/flock; do
+  [ -x "$f" ] || die "$f missing on the host (nfs-common / util-linux): it is copied into the VM"
+done
+if [ "$PCAP" = 1 ] && ! command -v tcpdump >/dev/null; then die "--pcap needs tcpdump (apt-get install tcpdump)"; fi
+
+# --- one run at a time: ports 111/2049/20048 in the shared netns "kc" --------------------------
+exec 9>/tmp/sluice-e2e-kc.lock
+if ! flock -n 9; then
+  log "another e2e run holds /tmp/sluice-e2e-kc.lock; waiting (max 30 min)"
+  flock -w 1800 9 || die "lock not acquired"
+fi
+
+"$KCLIENT" setup >&2 || die "kclient setup failed"
+"$KCLIENT" net up >/dev/null 2>&1 || die "kclient net up failed"
+[ -n "$BIN" ] || BIN=$(build_sluice)
+[ -x "$BIN" ] || die "no binary at $BIN"
+BIN=$(readlink -f "$BIN")
+
+for p in 111 2049 20048; do
+  if busy=$(ip netns exec kc ss -Hltnp "sport = :$p" | grep .); then
+    die "port $p in netns kc is already in use: $busy (ganesha? try: $KCLIENT ganesha stop)"
+  fi
+done
+
+WORK=$(mktemp -d /tmp/sluice-e2e-nlm.XXXXXX)
+DATA=$WORK/data CHAN=$WORK/chan SLOG=$WORK/server.log TOOLS=$WORK/tools CFG=$WORK/nlm.toml
+mkdir -p "$DATA" "$CHAN" "$TOOLS"
+chmod 755 "$WORK"   # the VM sees the tool at the same path (kclient --add)
+SPID="" WPIDS=() VPIDS=() TCPDUMP="" FAILED=0 RESULTS=()
+
+# locktool (fcntl byte-range locks): static if this host has a static glibc
+LT=$TOOLS/locktool
+gcc -static -O2 -Wall -o "$LT" "$E2E_DIR/nlm-tools/locktool.c" 2>"$WORK/gcc.err" ||
+  gcc -O2 -Wall -o "$LT" "$E2E_DIR/nlm-tools/locktool.c" 2>>"$WORK/gcc.err" ||
+  { cat "$WORK/gcc.err" >&2; die "cannot build locktool"; }
+
+cat >"$CFG" <<EOF
+[nlm]
+grace_seconds = $GRACE
+
+[[export]]
+path = "/"
+[[export.clients]]
+match = "*"
+access = "rw"
+squash = "none"
+EOF
+
+server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
+
+# start_server: sluice in netns kc (same data dir every time); wait until it listens
+start_server() {
+  local pid i
+  echo "=== $(date +%T.%N) start ===" >>"$SLOG"
+  rm -f "$WORK/server.pid"
+  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
+      --config "$CFG" >>"$SLOG" 2>&1 </dev/null &
+    echo $! >"$WORK/server.pid.tmp"; mv "$WORK/server.pid.tmp" "$WORK/server.pid"; wait $! ) 2>>"$SLOG" &
+  for i in $(seq 100); do [ -s "$WORK/server.pid" ] && break; sleep 0.02; done
+  pid=$(server_pid)
+  for i in $(seq 200); do
+    alive "$pid" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
+    if ip netns exec kc ss -Hltn 'sport = :2049' | grep -q . &&
+       ip netns exec kc ss -Hltn 'sport = :20048' | grep -q . &&
+       ip netns exec kc ss -Hltn 'sport = :111' | grep -q .; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  log "sluice did not listen on 111/2049/20048 within 10 s"; return 1
+}
+
+stop_server() {
+  local pid sig=${1:-TERM} i
+  pid=$(server_pid); [ -n "$pid" ] || return 0
+  if alive "$pid"; then
+    echo "=== $(date +%T.%N) stop SIG$sig pid $pid ===" >>"$SLOG"
+    kill -"$sig" "$pid" 2>/dev/null
+    for i in $(seq 150); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then log "sluice ignored SIG$sig for 15 s; SIGKILL"; kill -KILL "$pid"; sleep 0.5; fi
+  fi
+  { wait "$pid"; } 2>/dev/null
+  rm -f "$WORK/server.pid"
+}
+
+cleanup() {
+  local p
+  for p in "${WPIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${VPIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill "$p" 2>/dev/null; done   # kclient kills its qemu
+  for p in "${VPIDS[@]}"; do wait "$p" 2>/dev/null; done
+  stop_server
+  # the server restarted by scenario c's watcher subshell: its pid file is the same
+  [ -n "$TCPDUMP" ] && { kill "$TCPDUMP" 2>/dev/null; wait "$TCPDUMP" 2>/dev/null; }
+  if [ "$KEEP" = 1 ] || [ "$FAILED" != 0 ]; then
+    rm -rf "$DATA"
+    log "logs kept in $WORK (server.log, *.out, stamps$([ "$PCAP" = 1 ] && echo ", nlm.pcap"))"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'log interrupted; FAILED=interrupted; exit 130' INT TERM
+
+# --- guest side (busybox sh; /bin/date is GNU date) ---------------------------------------------
+# nlm_up: what a real client node has running before `mount`: rpcbind (the kernel's lockd
+# registers with it at mount time, and the server finds lockd and statd through it) and rpc.statd
+# (the kernel's lockd asks it to SM_MON the server). Then the default-options mount.
+PRELUDE="LT=$LT
+"'
+ns() { /bin/date +%s%N; }
+fail() { echo "CHECK_FAIL: $*"; echo "$(hostname): $*" >>/host/abort; exit 1; }
+ok() { echo "ok: $*"; }
+sig() { echo "$(ns) $(hostname)" >"$1.tmp" && mv "$1.tmp" "$1"; }
+# wait_for FILE SECONDS: fails at once if the other VM gave up (/host/abort)
+wait_for() { i=0; while [ ! -e "$1" ]; do [ ! -e /host/abort ] || { echo "other VM failed: $(cat /host/abort)"; return 1; }; sleep 0.1; i=$((i+1)); [ $i -lt $(($2 * 10)) ] || return 1; done; }
+diag() {
+  echo "--- diag $(hostname): rpcinfo"; rpcinfo -p 127.0.0.1 2>&1 | grep -v portmapper
+  echo "--- statd log (last 25)"; tail -25 /tmp/statd.log 2>/dev/null
+  echo "--- dmesg (lockd/nfs/rpc, last 40)"; dmesg | grep -iE "lockd|nlm|nfs|rpc|statd" | tail -40
+}
+trap diag EXIT
+nlm_up() {
+  mkdir -p /run/rpcbind /var/lib/nfs/sm /var/lib/nfs/sm.bak && chown _rpc /run/rpcbind || fail "dirs"
+  rpcbind -w || fail "rpcbind did not start"
+  i=0; until rpcinfo -p 127.0.0.1 >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || fail "rpcbind does not answer"; done
+  rpc.statd -F -d --no-notify >/tmp/statd.log 2>&1 &
+  STATD=$!
+  i=0; until rpcinfo -p 127.0.0.1 2>/dev/null | grep -q " status"; do
+    sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || { cat /tmp/statd.log; fail "rpc.statd did not register"; }
+  done
+  t0=$(ns)
+  # exactly what `mount -t nfs -o vers=3 10.77.0.1:/ /mnt` runs: no nolock, no port options
+  mount.nfs 10.77.0.1:/ /mnt -v -o vers=3 >/tmp/mount.log 2>&1 || { cat /tmp/mount.log; fail "default-options mount failed"; }
+  echo MOUNT_MS=$(( ($(ns) - t0) / 1000000 ))
+  sed "s/^/mount.nfs: /" /tmp/mount.log
+  m=$(grep " /mnt nfs" /proc/mounts) || fail "not mounted"
+  echo "mounted: $m"
+  case "$m" in *nolock*|*local_lock=all*|*local_lock=posix*|*local_lock=flock*) fail "locks are local: $m";; esac
+  rpcinfo -p 127.0.0.1 | grep -q nlockmgr || fail "kernel lockd did not register with rpcbind"
+  ok "default-options mount, lockd registered: $(rpcinfo -p 127.0.0.1 | grep -E "nlockmgr|status" | awk "{print \$5\"/\"\$3\"/\"\$4}" | sort -u | tr "\n" " ")"
+}
+nlm_down() {
+  if dmesg | grep -qE "VFS is out of sync|spurious grace"; then fail "lockd: $(dmesg | grep -E "VFS is out of sync|spurious grace" | head -1)"; fi
+  cd /; umount /mnt || echo "umount failed"; kill $STATD 2>/dev/null
+}
+'
+
+# vm NAME [kclient options] -- SCRIPT : boot a VM (no automatic mount) in the background; its
+# output goes to $WORK/NAME.out, its exit status to $WORK/NAME.rc. Sets VPID.
+vm() {
+  local name=$1; shift
+  local opts=()
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done; shift
+  "$KCLIENT" run --no-mount --srv-bundle --add "$LT" --add /usr/sbin/rpc.statd --add /usr/sbin/sm-notify \
+      --add /usr/bin/flock --hostdir "$CHAN" --timeout 300 "${opts[@]}" -- "$PRELUDE$1" >"$WORK/$name.out" 2>&1 &
+  VPID=$!
+  VPIDS+=("$VPID")
+}
+# vm_wait NAME PID: wait for that kclient run, keep its exit status in $WORK/NAME.rc
+vm_wait() { wait "$2" 2>/dev/null; echo $? >"$WORK/$1.rc"; }
+vm_rc() { cat "$WORK/$1.rc" 2>/dev/null || echo 99; }
+
+# stamp_watch NAMES...: host clock (ns) at which each file first appears in $CHAN (polled 50 ms)
+stamp_watch() {
+  local seen=" " n
+  while :; do
+    for n in "$@"; do
+      case "$seen" in *" $n "*) continue;; esac
+      if [ -e "$CHAN/$n" ]; then echo "$n $(now_ns)" >>"$WORK/stamps"; seen+="$n "; fi
+    done
+    sleep 0.05
+  done
+}
+stamp() { awk -v n="$1" '$1 == n { print $2; exit }' "$WORK/stamps" 2>/dev/null; }
+gap_ms() { local a b; a=$(stamp "$1"); b=$(stamp "$2"); [ -n "$a" ] && [ -n "$b" ] && echo $(( (b - a) / 1000000 )); }
+val() { grep -o "$1=[^ ]*" "$WORK/$2.out" | tail -1 | cut -d= -f2; }
+
+# record ID DESCRIPTION OK(0/1) SECONDS DETAIL
+record() {
+  local st=PASS
+  [ "$3" = 0 ] || { st=FAIL; FAILED=$((FAILED + 1)); }
+  RESULTS+=("$(printf '%-4s %-3s %-52s %4ss  %s' "$st" "$1" "$2" "$4" "$5")")
+  log "$st $1 $2 (${4}s) $5"
+}
+# show NAME: on failure, the VM's output (its diag section has statd log and dmesg)
+show() { log "--- $1.out (rc=$(vm_rc "$1")), last 60 lines:"; tail -60 "$WORK/$1.out" >&2; }
+
+# ------------------------------------------------------------------------------ scenarios ---
+scenario_a() {
+  local t rc=0 why=""
+  t=$(now_ns)
+  rm -f "$CHAN"/*
+  vm a --cpus 2 -- '
+nlm_up
+mkdir -p /mnt/a && cd /mnt/a || fail "mkdir"
+echo data > f; echo data > fl
+# flock(2): the client turns it into a whole-file NLM lock
+flock -x fl -c "echo inside-flock" | grep -q inside-flock || fail "flock -x"
+ok "flock -x"
+exec 7<fl; flock -s 7 || fail "flock -s"; flock -u 7; exec 7<&-
+ok "flock -s"
+$LT f w 0 100 try 0 | tee /tmp/o1; grep -q GRANTED /tmp/o1 || fail "fcntl write lock 0+100"
+$LT f r 100 50 try 0 | tee /tmp/o2; grep -q GRANTED /tmp/o2 || fail "fcntl read lock 100+50"
+ok "fcntl range locks"
+# two processes in this VM (different NLM svids) contend on the server
+$LT f w 0 100 try 60 --signal /tmp/held --until /tmp/release --release-signal /tmp/unlocking >/tmp/holder.out &
+H=$!
+wait_for /tmp/held 30 || fail "holder not granted: $(cat /tmp/holder.out)"
+$LT f w 50 10 try 0 | tee /tmp/o3; grep -qE "DENIED errno=(EAGAIN|EACCES)" /tmp/o3 || fail "overlapping write try not denied"
+$LT f r 0 1 try 0 | tee /tmp/o4; grep -qE "DENIED errno=(EAGAIN|EACCES)" /tmp/o4 || fail "read try under a write lock not denied"
+$LT f w 100 10 try 0 | tee /tmp/o5; grep -q GRANTED /tmp/o5 || fail "non-overlapping range 100+10 not granted"
+$LT f w 0 0 try 0 | tee /tmp/o6; grep -qE "DENIED" /tmp/o6 || fail "whole-file try not denied"
+ok "second process denied while the first holds (and a disjoint range granted)"
+# a blocking waiter is granted when the holder releases
+$LT f w 50 10 wait 0 --require /tmp/unlocking >/tmp/waiter.out &
+W=$!
+sleep 2
+t0=$(ns); touch /tmp/release
+wait $H; cat /tmp/holder.out; grep -q RELEASED /tmp/holder.out || fail "holder did not release"
+wait $W; cat /tmp/waiter.out
+grep -q GRANTED /tmp/waiter.out || fail "blocking waiter not granted"
+grep -q ORDER_OK /tmp/waiter.out || fail "blocking waiter granted before the release"
+echo LOCAL_GRANT_MS=$(( ($(ns) - t0) / 1000000 ))
+ok "blocking waiter granted after release"
+# shared locks: two readers at once
+$LT f r 0 100 try 20 --signal /tmp/rheld --until /tmp/rrelease >/tmp/r1.out &
+R=$!
+wait_for /tmp/rheld 30 || fail "reader 1 not granted"
+$LT f r 0 100 try 0 | tee /tmp/o7; grep -q GRANTED /tmp/o7 || fail "second reader not granted"
+$LT f w 0 100 try 0 | tee /tmp/o8; grep -q DENIED /tmp/o8 || fail "writer granted under a read lock"
+touch /tmp/rrelease; wait $R
+ok "shared read locks"
+$LT f w 0 0 try 0 | tee /tmp/o9; grep -q GRANTED /tmp/o9 || fail "file still locked at the end"
+nlm_down
+echo SCENARIO_OK'
+  vm_wait a "$VPID"
+  grep -q SCENARIO_OK "$WORK/a.out" && [ "$(vm_rc a)" = 0 ] || { rc=1; why="$(grep -m1 CHECK_FAIL "$WORK/a.out")"; show a; }
+  record a "1 VM: mount w/o nolock, flock, fcntl, 2 procs contend" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "${why:-mount $(val MOUNT_MS a) ms; local waiter granted $(val LOCAL_GRANT_MS a) ms after release (incl. 1 RTT)}"
+}
+
+scenario_b() {
+  local t rc=0 why="" WP p1 p2 g_fcntl g_flock
+  t=$(now_ns)
+  rm -f "$CHAN"/* "$WORK/stamps"
+  stamp_watch b1-granted b1-flock-granted b2-denied b2-waiting b1-unlocking b1-flock-unlocking b2-granted b2-flock-granted &
+  WP=$!; WPIDS+=("$WP")
+  vm b1 --cpus 1 --mem 1024 -- '
+nlm_up
+mkdir -p /mnt/b && cd /mnt/b || fail "mkdir"
+echo x > fcntlf; echo x > flockf
+exec 7>flockf; flock -x 7 || fail "flock -x"
+sig /host/b1-flock-granted
+$LT fcntlf w 0 0 try 240 --signal /host/b1-granted --until /host/b2-waiting --after-until 3 --release-signal /host/b1-unlocking >/tmp/lt.out &
+L=$!
+wait_for /host/b2-waiting 240 || fail "VM2 never started waiting"
+sleep 3
+sig /host/b1-flock-unlocking; flock -u 7 || fail "flock -u"; exec 7>&-
+wait $L; r=$?; cat /tmp/lt.out; [ $r = 0 ] || fail "locktool rc=$r"
+nlm_down
+echo SCENARIO_OK'
+  p1=$VPID
+  sleep 1   # b1 takes slot 0, then b2
+  vm b2 --cpus 1 --mem 1024 -- '
+nlm_up
+cd /mnt || fail "cd"
+wait_for /host/b1-granted 240 && wait_for /host/b1-flock-granted 60 || fail "VM1 never got its locks"
+cd /mnt/b || fail "cd /mnt/b"
+$LT fcntlf w 0 0 try 0 | tee /tmp/o1; grep -qE "DENIED errno=(EAGAIN|EACCES)" /tmp/o1 || fail "fcntl try while VM1 holds: not denied"
+$LT fcntlf r 10 10 try 0 | tee /tmp/o2; grep -qE "DENIED errno=(EAGAIN|EACCES)" /tmp/o2 || fail "read try while VM1 holds a write lock: not denied"
+exec 7>flockf
+if flock -n -x 7; then fail "flock -n -x granted while VM1 holds its flock"; fi
+ok "non-blocking attempts denied while VM1 holds"
+sig /host/b2-denied
+# blocking flock in the background, blocking fcntl in the foreground
+( t0=$(ns); flock -x 7 || { echo FLOCK_WAIT_FAILED; exit 1; }
+  if [ -e /host/b1-flock-unlocking ]; then echo FLOCK_ORDER_OK; else echo FLOCK_ORDER_VIOLATION; fi
+  sig /host/b2-flock-granted; echo FLOCK_WAITED_MS=$(( ($(ns) - t0) / 1000000 )); flock -u 7 ) >/tmp/fl.out 2>&1 &
+F=$!
+sleep 0.5
+$LT fcntlf w 0 0 wait 0 --pre-signal /host/b2-waiting --require /host/b1-unlocking --signal /host/b2-granted | tee /tmp/o3
+grep -q GRANTED /tmp/o3 || fail "blocking fcntl never granted"
+grep -q ORDER_OK /tmp/o3 || fail "blocking fcntl granted while VM1 still held the lock"
+echo FCNTL_WAITED_MS=$(grep -o "waited_ms=[0-9]*" /tmp/o3 | cut -d= -f2)
+wait $F; cat /tmp/fl.out
+grep -q FLOCK_ORDER_OK /tmp/fl.out || fail "blocking flock: $(cat /tmp/fl.out)"
+exec 7>&-
+ok "blocking fcntl and flock granted after VM1 released"
+touch /host/b2-done
+nlm_down
+echo SCENARIO_OK'
+  p2=$VPID
+  vm_wait b1 "$p1"; vm_wait b2 "$p2"
+  kill "$WP" 2>/dev/null; wait "$WP" 2>/dev/null
+  grep -q SCENARIO_OK "$WORK/b1.out" && [ "$(vm_rc b1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/b1.out")"; show b1; }
+  grep -q SCENARIO_OK "$WORK/b2.out" && [ "$(vm_rc b2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/b2.out")"; show b2; }
+  g_fcntl=$(gap_ms b1-unlocking b2-granted); g_flock=$(gap_ms b1-flock-unlocking b2-flock-granted)
+  B_FCNTL=$g_fcntl B_FLOCK=$g_flock
+  if [ "$rc" = 0 ]; then
+    if [ -z "$g_fcntl" ] || [ -z "$g_flock" ]; then rc=1; why="host stamps missing"
+    elif [ "$g_fcntl" -gt "$GRANT_MAX_MS" ] || [ "$g_flock" -gt "$GRANT_MAX_MS" ]; then
+      rc=1; why="waiter granted late (fcntl ${g_fcntl} ms, flock ${g_flock} ms after release; >25 s means the GRANTED callback failed and the client's 30 s re-poll found the lock)"
+    fi
+  fi
+  local cb_ok cb_fail
+  cb_ok=$(grep -c 'GRANTED callback delivered' "$SLOG"); cb_fail=$(grep -c 'GRANTED callback failed' "$SLOG")
+  [ "$cb_fail" = 0 ] || { [ "$rc" = 0 ] && why="note: $cb_fail GRANTED callback(s) failed"; grep 'GRANTED callback failed' "$SLOG" | head -3 >&2; }
+  record b "2 VMs: DENIED while held, blocking GRANTED on release" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "${why:+$why; }grant after release: fcntl ${g_fcntl:-?} ms, flock ${g_flock:-?} ms (host clock); VM2 blocked fcntl $(val FCNTL_WAITED_MS b2) ms; callbacks ok=$cb_ok failed=$cb_fail"
+}
+
+# scenario c's host side: when VM1 holds its lock, kill -9 sluice, restart it, wait for SM_NOTIFY
+restart_watcher() {
+  local i t n
+  for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/c1-granted" ] && break; sleep 0.1; done
+  [ -e "$CHAN/c1-granted" ] || { echo "watcher: VM1 never held its lock" >"$CHAN/c-restart-failed"; return; }
+  sleep 1
+  t=$(now_ns)
+  n=$(wc -l <"$SLOG")
+  stop_server KILL
+  if ! start_server; then echo "restart failed" >"$CHAN/c-restart-failed"; return; fi
+  echo "restarted in $(ms_since "$t") ms" >"$CHAN/c-restarted"
+  for i in $(seq 300); do tail -n +"$((n + 1))" "$SLOG" | grep -q 'SM_NOTIFY \(sent\|failed\)' && break; sleep 0.1; done
+  echo "$(ms_since "$t")" >"$CHAN/c-notified"
+}
+
+scenario_c() {
+  local t rc=0 why="" WP RW p1 p2 lastrun notes
+  t=$(now_ns)
+  rm -f "$CHAN"/* "$WORK/stamps"
+  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
+  WP=$!; WPIDS+=("$WP")
+  restart_watcher 2>>"$SLOG" &
+  RW=$!; WPIDS+=("$RW")
+  vm c1 --cpus 1 --mem 1024 -- '
+nlm_up
+echo 32767 > /proc/sys/sunrpc/nlm_debug   # lockd client debugging: shows the reclaim in dmesg
+mkdir -p /mnt/c && cd /mnt/c || fail "mkdir"
+echo x > f
+$LT f w 0 0 try 280 --signal /host/c1-granted --until /host/c2-denied --after-until 3 --release-signal /host/c1-unlocking >/tmp/lt.out &
+L=$!
+wait_for /host/c-restarted 120 || fail "server was not restarted: $(cat /host/c-restart-failed 2>/dev/null)"
+wait $L; r=$?; cat /tmp/lt.out; [ $r = 0 ] || fail "locktool rc=$r (unlock after the restart failed?)"
+echo 0 > /proc/sys/sunrpc/nlm_debug
+echo "--- lockd reclaim (dmesg, nlm_debug)"
+dmesg | grep -E "lockd: (SM_NOTIFY|host .* rebooted|reclaiming|server returns)|NLM: done reclaiming|reclaim" | tail -20
+dmesg | grep -q "lockd: reclaiming locks for host" || fail "kernel lockd never started reclaiming (no SM_NOTIFY reached it?)"
+dmesg | grep -q "NLM: done reclaiming locks for host" || fail "kernel lockd did not finish reclaiming"
+# the LOCK(reclaim) answers between the start and the end of the reclaim: all must be 0 (GRANTED)
+rs=$(dmesg | sed -n "/lockd: reclaiming locks for host/,/NLM: done reclaiming/p" | grep -o "server returns status [0-9]*" | sort | uniq -c | tr "\n" " ")
+echo "reclaim answers: $rs"
+case "$rs" in *"status 0"*) ;; *) fail "no GRANTED answer to the reclaim: $rs";; esac
+if echo "$rs" | grep -qE "status [1-9]"; then fail "a reclaim was refused: $rs"; fi
+if dmesg | grep -qiE "failed to reclaim|spurious grace|VFS is out of sync"; then fail "client-side lockd error: $(dmesg | grep -iE "failed to reclaim|spurious grace|VFS is out of sync" | head -2)"; fi
+ok "lock reclaimed after the server restart (SM_NOTIFY -> statd -> lockd -> LOCK reclaim GRANTED)"
+grep -iE "notify|SM_NOTIFY|Received" /tmp/statd.log | tail -5
+nlm_down
+echo SCENARIO_OK'
+  p1=$VPID
+  sleep 1
+  vm c2 --cpus 1 --mem 1024 -- '
+nlm_up
+wait_for /host/c-notified 240 || fail "server restart / SM_NOTIFY not done: $(cat /host/c-restart-failed 2>/dev/null)"
+cd /mnt/c || fail "cd /mnt/c"
+echo "host: $(cat /host/c-restarted), SM_NOTIFY after $(cat /host/c-notified) ms"
+# during the grace period the server answers DENIED_GRACE_PERIOD and the client retries every 5 s
+$LT f w 0 0 try 0 | tee /tmp/o1
+grep -qE "DENIED errno=(EAGAIN|EACCES)" /tmp/o1 || fail "non-blocking lock after the restart not denied: lock lost?"
+echo TRY_WAITED_MS=$(grep -o "waited_ms=[0-9]*" /tmp/o1 | cut -d= -f2)
+sig /host/c2-denied
+$LT f w 0 0 wait 0 --require /host/c1-unlocking --signal /host/c2-granted | tee /tmp/o2
+grep -q GRANTED /tmp/o2 || fail "blocking lock never granted"
+grep -q ORDER_OK /tmp/o2 || fail "granted while VM1 still held the lock (duplicated)"
+echo WAIT_WAITED_MS=$(grep -o "waited_ms=[0-9]*" /tmp/o2 | cut -d= -f2)
+ok "VM2 denied while VM1 held its reclaimed lock, granted after VM1 released"
+touch /host/c2-done
+nlm_down
+echo SCENARIO_OK'
+  p2=$VPID
+  vm_wait c1 "$p1"; vm_wait c2 "$p2"
+  kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
+  grep -q SCENARIO_OK "$WORK/c1.out" && [ "$(vm_rc c1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/c1.out")"; show c1; }
+  grep -q SCENARIO_OK "$WORK/c2.out" && [ "$(vm_rc c2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/c2.out")"; show c2; }
+  # server side: the run after the restart logged a grace period and SM_NOTIFY to VM1
+  lastrun=$(awk '/^=== .* start ===/ { buf = "" } { buf = buf $0 "\n" } END { printf "%s", buf }' "$SLOG" | sed 's/\x1b\[[0-9;]*m//g')
+  grep -q 'NLM grace period' <<<"$lastrun" || { rc=1; why+=" no grace period after the restart"; }
+  grep -q 'SM_NOTIFY sent' <<<"$lastrun" || { rc=1; why+=" no 'SM_NOTIFY sent' in the server log ($(grep -o 'SM_NOTIFY failed.*' <<<"$lastrun" | head -1))"; }
+  notes=$(grep -o 'SM_NOTIFY sent.*' <<<"$lastrun" | tr '\n' ';')
+  record c "kill -9 + restart: SM_NOTIFY, reclaim, no lock lost" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "${why:+$why; }$(cat "$CHAN/c-restarted" 2>/dev/null); SM_NOTIFY $(cat "$CHAN/c-notified" 2>/dev/null) ms after kill; VM2 try denied after $(val TRY_WAITED_MS c2) ms (grace); VM2 granted $(gap_ms c1-unlocking c2-granted) ms after release"
+  log "server after restart: $notes"
+}
+
+# -------------------------------------------------------------------------------------- main ---
+T0=$(now_ns)
+log "sluice $BIN ($("$BIN" --version)), grace ${GRACE}s, scenarios: $SCENARIOS, work dir $WORK"
+if [ "$PCAP" = 1 ]; then
+  ip netns exec kc tcpdump -ni kcbr0 -s 512 -w "$WORK/nlm.pcap" 'not port 22' 2>"$WORK/tcpdump.err" &
+  TCPDUMP=$!
+fi
+start_server || die "cannot start sluice"
+
+has() { case " $SCENARIOS " in *" $1 "*) return 0;; esac; return 1; }
+has a && scenario_a
+has b && scenario_b
+has c && scenario_c
+stop_server TERM
+
+sed -i 's/\x1b\[[0-9;]*m//g' "$SLOG"
+if grep -q 'panicked' "$SLOG"; then
+  record health "server log: no panics" 1 0 "$(grep -c panicked "$SLOG") panic line(s)"
+else
+  record health "server log: no panics" 0 0 "$(grep -c ' WARN ' "$SLOG") WARN, $(grep -c ' ERROR ' "$SLOG") ERROR lines"
+fi
+local notable
+notable=$(grep -E ' (WARN|ERROR) ' "$SLOG" | grep -v 'read-write to EVERY client')
+[ -z "$notable" ] || { log "server WARN/ERROR lines (first 15):"; echo "$notable" | head -15 >&2; }
+
+TOTAL=$(( ($(now_ns) - T0) / 1000000000 ))
+echo
+echo "=== kclient NLM (NFSv3 locking) e2e summary: grace ${GRACE}s, ${TOTAL}s total ==="
+printf '%s\n' "${RESULTS[@]}"
+if [ "$FAILED" = 0 ]; then echo "nlm-kclient: ALL PASS"; exit 0
+else echo "nlm-kclient: $FAILED FAILED (logs in $WORK)"; exit 1; fi
+}
+
+main "$@"; exit $?
