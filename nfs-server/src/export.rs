@@ -272,24 +272,41 @@ impl Export {
     }
 }
 
-/// All exports, by id and by path.
+/// All exports, by id and by path. Immutable: a change (admin API) builds a new table and
+/// swaps it in, so a request sees one consistent table without holding a lock.
 #[derive(Clone, Debug, Default)]
 pub struct ExportTable {
-    exports: Vec<Export>,
+    exports: Vec<std::sync::Arc<Export>>,
 }
 
 impl ExportTable {
     pub fn new(exports: Vec<Export>) -> ExportTable {
+        ExportTable {
+            exports: exports.into_iter().map(std::sync::Arc::new).collect(),
+        }
+    }
+
+    /// A table with `export` added (ids and paths must be unique: checked by the caller).
+    pub fn with(&self, export: Export) -> ExportTable {
+        let mut exports = self.exports.clone();
+        exports.push(std::sync::Arc::new(export));
         ExportTable { exports }
     }
 
-    pub fn by_id(&self, id: u32) -> Option<&Export> {
+    /// A table without the export `id`.
+    pub fn without(&self, id: u32) -> ExportTable {
+        ExportTable {
+            exports: self.exports.iter().filter(|e| e.id != id).cloned().collect(),
+        }
+    }
+
+    pub fn by_id(&self, id: u32) -> Option<&std::sync::Arc<Export>> {
         self.exports.iter().find(|e| e.id == id)
     }
 
     /// The export named by a MOUNT path: empty and repeated components are ignored, so "",
     /// "/", "//data/" and "/data" name what they look like (libnfs sends "" and "//x").
-    pub fn by_path(&self, path: &str) -> Option<&Export> {
+    pub fn by_path(&self, path: &str) -> Option<&std::sync::Arc<Export>> {
         fn components(p: &str) -> impl Iterator<Item = &str> {
             p.split('/').filter(|c| !c.is_empty())
         }
@@ -298,7 +315,7 @@ impl ExportTable {
             .find(|e| components(&e.path).eq(components(path)))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Export> {
+    pub fn iter(&self) -> impl Iterator<Item = &std::sync::Arc<Export>> {
         self.exports.iter()
     }
 }

@@ -376,7 +376,7 @@ impl<S: Store> Server<S> {
         l: &Nlm4Lock,
     ) -> Result<Result<(FileId, bool), Nlm4Stat>, AuthStat> {
         match self.resolve(&NfsFh3(l.fh.clone()), req) {
-            Ok(r) => Ok(Ok((r.id, r.rule.read_only))),
+            Ok(r) => Ok(Ok((r.id, r.rule().read_only))),
             Err(Failure::Auth(a)) => Err(a),
             Err(Failure::Status(_)) => Ok(Err(Nlm4Stat::StaleFh)),
         }

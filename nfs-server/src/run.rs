@@ -259,7 +259,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     let server = Arc::new(Server {
         metrics: metrics.clone(),
         store,
-        exports,
+        exports: std::sync::RwLock::new(Arc::new(exports)),
         fh_key,
         drc: Drc::new(config.server.drc_entries),
         mounts: Mutex::new(Default::default()),
@@ -330,7 +330,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });
     }
-    for e in server.exports.iter() {
+    for e in server.exports().iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
     if config.uses_default_export() {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use backend::{Cred, FileId, Store};
 use bytes::Bytes;
@@ -34,11 +34,18 @@ pub struct Request {
 }
 
 /// A handle after its MAC, export and client rule were checked.
-pub struct Resolved<'a> {
-    pub export: &'a Export,
-    pub rule: &'a ClientRule,
+pub struct Resolved {
+    pub export: Arc<Export>,
+    rule_index: usize,
     pub id: FileId,
     pub cred: Cred,
+}
+
+impl Resolved {
+    /// The client rule that admitted this call.
+    pub fn rule(&self) -> &ClientRule {
+        &self.export.rules[self.rule_index]
+    }
 }
 
 /// An encoded reply: `head` (RPC header and results) then an optional bulk `payload` (READ
@@ -69,7 +76,8 @@ pub struct Ports {
 
 pub struct Server<S> {
     pub store: S,
-    pub exports: ExportTable,
+    /// Swapped whole by the admin API; read per request (an `Arc` clone under a read lock).
+    pub exports: RwLock<Arc<ExportTable>>,
     pub fh_key: FhKey,
     pub drc: Drc,
     /// Mounts as MOUNT DUMP reports them: (client host, path).
@@ -88,18 +96,26 @@ impl<S: Store> Server<S> {
         NfsFh3(Bytes::copy_from_slice(&b))
     }
 
+    /// The current export table.
+    pub fn exports(&self) -> Arc<ExportTable> {
+        self.exports.read().expect("exports lock poisoned").clone()
+    }
+
     /// Checks a handle and the client's right to use it; returns the squashed credentials.
-    pub fn resolve(&self, fh: &NfsFh3, req: &Request) -> Result<Resolved<'_>, Failure> {
+    pub fn resolve(&self, fh: &NfsFh3, req: &Request) -> Result<Resolved, Failure> {
         let h = self
             .fh_key
             .decode(&fh.0)
             .map_err(|_| Failure::Status(Nfsstat3::BadHandle))?;
         // An export that was removed from the configuration: its handles are stale.
         let export = self
-            .exports
+            .exports()
             .by_id(h.export_id)
+            .cloned()
             .ok_or(Failure::Status(Nfsstat3::Stale))?;
-        let rule = export.rule_for(req.peer.ip()).ok_or_else(|| {
+        let peer = req.peer.ip();
+        let rule_index = export.rules.iter().position(|r| r.matcher.matches(peer));
+        let rule = rule_index.map(|i| &export.rules[i]).ok_or_else(|| {
             static REFUSED_LOG: crate::transport::LogLimit = crate::transport::LogLimit::new();
             if REFUSED_LOG.allow() {
                 tracing::warn!(
@@ -114,9 +130,10 @@ impl<S: Store> Server<S> {
             Credential::Sys(s) => rule.map_cred(s.uid, s.gid, &s.gids, false),
             Credential::None => rule.map_cred(0, 0, &[], true),
         };
+        let rule_index = rule_index.expect("rule found above");
         Ok(Resolved {
             export,
-            rule,
+            rule_index,
             id: h.id,
             cred,
         })
@@ -337,7 +354,7 @@ impl<S: Store> Server<S> {
                 MountReply::Umntall
             }
             MountCall::Export => MountReply::Export(
-                self.exports
+                self.exports()
                     .iter()
                     .map(|e| ExportNode {
                         dir: Bytes::from(e.path.clone()),
@@ -350,7 +367,8 @@ impl<S: Store> Server<S> {
 
     async fn mnt(&self, req: &Request, path: &[u8]) -> Result<(Bytes, Vec<u32>), MountStat3> {
         let path = std::str::from_utf8(path).map_err(|_| MountStat3::Inval)?;
-        let Some(export) = self.exports.by_path(path) else {
+        let exports = self.exports();
+        let Some(export) = exports.by_path(path) else {
             tracing::info!(client = %req.peer.ip(), path, "MNT of a path that is not exported");
             return Err(MountStat3::NoEnt);
         };

@@ -183,7 +183,7 @@ impl<S: Store> Server<S> {
             Nfs3Call::Access { object, access } => {
                 let r = self.resolve(&object, req)?;
                 let mut mask = access & 0x3f;
-                if r.rule.read_only {
+                if r.rule().read_only {
                     mask &= !(AccessMask::MODIFY | AccessMask::EXTEND | AccessMask::DELETE);
                 }
                 let (got, a) = self.store.access(&r.cred, r.id, AccessMask(mask)).await?;
@@ -364,9 +364,9 @@ impl<S: Store> Server<S> {
         }
     }
 
-    fn writable<'a>(&'a self, fh: &NfsFh3, req: &Request) -> Result<Resolved<'a>, Failure> {
+    fn writable(&self, fh: &NfsFh3, req: &Request) -> Result<Resolved, Failure> {
         let r = self.resolve(fh, req)?;
-        if r.rule.read_only {
+        if r.rule().read_only {
             return Err(Nfsstat3::Rofs.into());
         }
         Ok(r)
