@@ -118,6 +118,8 @@ pub trait DataStore: Send + Sync + 'static {
     fn remove(&self, ino: u64) -> Result<()>;
     /// Capacity figures; `files_used` is the number of inodes.
     fn space(&self, files_used: u64) -> Result<FsStat>;
+    /// Where the bytes of `ino` (of logical size `size`) live.
+    fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency>;
 }
 
 /// A [`Store`] made of a metadata store and a data store.
@@ -1123,6 +1125,17 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
 
     async fn commit(&self, id: FileId, _offset: u64, _count: u64) -> Result<Attr> {
         self.run(move |s| s.commit(id)).await
+    }
+
+    async fn residency(&self, id: FileId) -> Result<crate::Residency> {
+        self.run(move |inner| {
+            let attr = inner.getattr(id)?;
+            if attr.file_type != FileType::Regular {
+                return Err(Error::Invalid);
+            }
+            inner.data.residency(id.ino, attr.size)
+        })
+        .await
     }
 
     async fn fsstat(&self, id: FileId) -> Result<FsStat> {

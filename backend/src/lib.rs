@@ -250,6 +250,19 @@ pub struct FsStat {
     pub avail_files: u64,
 }
 
+/// Where a file's bytes live (admin `residency`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Residency {
+    /// "local", "memory"; later "replicated" with per-chunk placements.
+    pub store: &'static str,
+    /// The block device under the data, when known (e.g. "/dev/nvme0n1").
+    pub device: Option<String>,
+    /// The file holding the data on the node's file system, if any.
+    pub data_file: Option<std::path::PathBuf>,
+    /// Byte ranges (offset, length) that hold data; holes are left out.
+    pub extents: Vec<(u64, u64)>,
+}
+
 /// Errors of the store. The NFS layer maps each one to a wire status; no `_` arm there, so a new
 /// variant forces a decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -437,4 +450,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Attr>> + Send;
 
     fn fsstat(&self, id: FileId) -> impl Future<Output = Result<FsStat>> + Send;
+
+    /// Where the data of a regular file lives (for operators; not on any hot path).
+    fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send;
 }

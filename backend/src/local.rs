@@ -251,6 +251,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The mount source (device) of the file system holding `path`, from /proc/self/mountinfo.
+fn device_of(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    // Linux's dev_t encoding of major and minor numbers.
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    let want = format!("{major}:{minor}");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        (f.nth(2)? == want).then_some(())?;
+        let (_, after) = l.split_once(" - ")?;
+        after.split(' ').nth(1).map(str::to_string)
+    })
+}
+
+/// The data-holding ranges of an open file, by SEEK_DATA / SEEK_HOLE.
+fn data_extents(file: &File, size: u64) -> Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    let size = size as i64;
+    while pos < size {
+        // SAFETY: `fd` belongs to `file`, which outlives these calls; lseek only moves the
+        // file offset and takes no pointers.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 || data >= size {
+            break; // ENXIO: no data past `pos`.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { size } else { hole.min(size) };
+        out.push((data as u64, (end - data) as u64));
+        pos = end;
+    }
+    Ok(out)
+}
+
 impl LocalData {
     fn open(dir: &Path) -> Result<LocalData> {
         create_dir_durably(dir)?;
@@ -317,6 +357,19 @@ impl LocalData {
 }
 
 impl DataStore for LocalData {
+    fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency> {
+        let extents = match self.file(ino, false)? {
+            Some(file) => data_extents(&file, size)?,
+            None => Vec::new(),
+        };
+        Ok(crate::Residency {
+            store: "local",
+            device: device_of(&self.dir),
+            data_file: Some(self.path(ino)),
+            extents,
+        })
+    }
+
     const BLOCKING: bool = true;
 
     fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {

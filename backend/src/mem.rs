@@ -152,6 +152,30 @@ impl MemFile {
 impl DataStore for MemData {
     const BLOCKING: bool = false;
 
+    fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency> {
+        let files = lock(&self.files);
+        let mut extents: Vec<(u64, u64)> = Vec::new();
+        if let Some(file) = files.get(&ino) {
+            for &index in file.chunks.keys() {
+                let start = index * CHUNK_BYTES as u64;
+                let end = (start + CHUNK_BYTES as u64).min(size);
+                if start >= end {
+                    continue;
+                }
+                match extents.last_mut() {
+                    Some((o, l)) if *o + *l == start => *l += end - start,
+                    _ => extents.push((start, end - start)),
+                }
+            }
+        }
+        Ok(crate::Residency {
+            store: "memory",
+            device: None,
+            data_file: None,
+            extents,
+        })
+    }
+
     fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let files = lock(&self.files);
         let Some(file) = files.get(&ino) else {

@@ -776,6 +776,19 @@ async fn setting_times_explicitly_needs_ownership_and_to_now_needs_write<S: Stor
 
 // ---- remove, rename, link ----
 
+async fn residency_lists_written_ranges_and_leaves_out_holes<S: Store>(s: &S) {
+    let file = create_file(s, &root(), s.root(), "sparse").await;
+    write(s, &root(), file.id, 0, &[1u8; 65536]).await;
+    write(s, &root(), file.id, 4 << 20, &[2u8; 65536]).await;
+    s.commit(file.id, 0, 0).await.unwrap();
+    let r = s.residency(file.id).await.unwrap();
+    let covers = |at: u64| r.extents.iter().any(|&(o, l)| o <= at && at < o + l);
+    assert!(covers(0) && covers(4 << 20), "{:?}", r.extents);
+    assert!(!covers(2 << 20), "the hole is not data: {:?}", r.extents);
+    let dir = s.residency(s.root()).await;
+    assert_eq!(dir, Err(Error::Invalid), "directories hold no file data");
+}
+
 async fn file_id_is_stale_after_remove<S: Store>(s: &S) {
     let file = create_file(s, &root(), s.root(), "f").await;
     write(s, &root(), file.id, 0, b"data").await;
@@ -1187,6 +1200,7 @@ conformance!(
     new_objects_take_the_group_of_a_setgid_directory,
     setting_times_explicitly_needs_ownership_and_to_now_needs_write,
     file_id_is_stale_after_remove,
+    residency_lists_written_ranges_and_leaves_out_holes,
     remove_of_a_directory_fails_with_is_dir_and_rmdir_of_a_file_with_not_dir,
     remove_of_nonempty_directory_fails_with_not_empty,
     directory_nlink_counts_its_subdirectories,
