@@ -93,6 +93,12 @@ pub struct ServerConfig {
     /// "127.0.0.1:9049": local only until the admin API brings authentication. If the address
     /// is taken, the server starts without metrics and logs a warning.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the admin API listens (docs/admin-api.md). Default "127.0.0.1:9050", loopback only.
+    /// If the address is taken, the server starts without it and logs a warning.
+    pub admin_listen: Option<SocketAddr>,
+    /// The admin API's bearer token. Default `<data_dir>/admin.token`, created (mode 0600) on
+    /// first start.
+    pub admin_token_file: Option<PathBuf>,
     /// Replies kept for retransmitted non-idempotent calls. Each holds a small reply
     /// (well under 1 KiB). Default 16384.
     pub drc_entries: usize,
@@ -128,6 +134,8 @@ impl Default for ServerConfig {
             idle_timeout_seconds: 360,
             record_timeout_seconds: 60,
             metrics_listen: Some("127.0.0.1:9049".parse().expect("literal")),
+            admin_listen: Some("127.0.0.1:9050".parse().expect("literal")),
+            admin_token_file: None,
             drc_entries: 16384,
         }
     }
@@ -148,7 +156,8 @@ impl Default for Config {
     }
 }
 
-fn default_data_dir() -> PathBuf {
+/// The data directory used when none is configured (the CLI finds the admin token there).
+pub fn default_data_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     // /proc/self is owned by the effective uid of this process.
     let is_root = std::fs::metadata("/proc/self")

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 
 /// How credentials are mapped before they reach the store.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Squash {
     /// uid 0 / gid 0 become anonuid / anongid (the default, as knfsd's root_squash).
@@ -296,7 +296,12 @@ impl ExportTable {
     /// A table without the export `id`.
     pub fn without(&self, id: u32) -> ExportTable {
         ExportTable {
-            exports: self.exports.iter().filter(|e| e.id != id).cloned().collect(),
+            exports: self
+                .exports
+                .iter()
+                .filter(|e| e.id != id)
+                .cloned()
+                .collect(),
         }
     }
 

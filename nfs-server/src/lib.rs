@@ -5,9 +5,12 @@
 //! * [`nlm`]: NFSv3 locking (NLM v4, NSM) over [`locks`], the shared lock manager.
 //! * [`fh`]: file handles. [`export`]: exports and client rules. [`drc`]: duplicate requests.
 //! * [`transport`]: TCP record marking and UDP. [`portmap`]: portmap/rpcbind.
+//! * [`admin`]: the admin HTTP API; [`cli`]: the operator commands that call it.
 //! * [`config`]: the TOML configuration. [`run`]: startup and shutdown.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod drc;
 pub mod error;

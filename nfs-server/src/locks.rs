@@ -394,6 +394,11 @@ impl LockManager {
         self.files.get(&file).map_or(0, |state| state.queue.len())
     }
 
+    /// Held locks across all files (for status).
+    pub fn held_count(&self) -> usize {
+        self.files.values().map(|f| f.held.len()).sum()
+    }
+
     /// Clients currently holding or waiting for any lock (for NSM monitoring bookkeeping),
     /// sorted and without duplicates.
     pub fn clients(&self) -> Vec<String> {

@@ -1,52 +1,60 @@
-//! `sluice`: the Sluice NFS server binary.
+//! `sluice`: the Sluice NFS server binary, and the operator CLI for a running node.
+//!
+//! The command tree is defined in `nfs_server::cli`; `serve` and `config check` are run here,
+//! everything else talks to the admin API (`docs/admin-api.md`).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser};
+use nfs_server::cli::{self, Cli, Command, ConfigCommand, LogFormat, ServeArgs};
 use nfs_server::config::{Config, StoreKind};
 
-const USAGE: &str = "\
-sluice: a scale-out NFS server
-
-USAGE:
-    sluice serve [--config FILE] [--data-dir DIR] [--listen ADDR:PORT]... [--mount-listen ADDR:PORT]...
-                 [--portmap auto|serve|register|off] [--memory]
-    sluice check-config FILE
-    sluice --version
-
-With no options, `sluice serve` runs a single node: data under /var/lib/sluice (as root),
-NFSv3 on 0.0.0.0:2049, MOUNT on 0.0.0.0:20048, portmap on 111 if no rpcbind runs, exporting /
-read-write to every client with root squashing. Logs: SLUICE_LOG=debug (default info).
-";
-
 fn main() -> ExitCode {
-    let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]),
-        Some("check-config") => match args.get(1) {
-            Some(p) => match Config::load(&PathBuf::from(p)) {
-                Ok(_) => {
-                    println!("{p}: OK");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e.to_string()),
-            },
-            None => fail("check-config needs a FILE"),
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            serve(args)
+        }
+        Command::Config(ConfigCommand::Check { file }) | Command::CheckConfig { file } => {
+            init_logging(LogFormat::Text);
+            check_config(file)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "sluice",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        command => match cli::run_api_command(&cli.client, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::from(e.exit_code())
+            }
         },
-        Some("--version") | Some("version") => {
-            println!("sluice {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some("help") | Some("--help") | Some("-h") | None => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => fail(&format!("unknown command {other:?}\n\n{USAGE}")),
+    }
+}
+
+/// Logs on stderr; level from SLUICE_LOG, else RUST_LOG, else info.
+fn init_logging(format: LogFormat) {
+    let spec = std::env::var("SLUICE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("sluice: ignoring the log filter {spec:?} ({e}); logging at info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -55,72 +63,38 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn serve(args: &[String]) -> ExitCode {
-    let mut config_path = None;
-    let mut overrides: Vec<(&str, &str)> = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let flag = args[i].as_str();
-        let takes_value = !matches!(flag, "--memory");
-        let value = if takes_value {
-            match args.get(i + 1) {
-                Some(v) => v.as_str(),
-                None => return fail(&format!("{flag} needs a value")),
-            }
-        } else {
-            ""
-        };
-        match flag {
-            "--config" => config_path = Some(PathBuf::from(value)),
-            "--data-dir" | "--listen" | "--mount-listen" | "--portmap" | "--memory" => {
-                overrides.push((flag, value))
-            }
-            other => return fail(&format!("unknown option {other:?}\n\n{USAGE}")),
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
         }
-        i += if takes_value { 2 } else { 1 };
+        Err(e) => fail(&e.to_string()),
     }
-    let mut config = match &config_path {
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let mut config = match &args.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => return fail(&e.to_string()),
         },
         None => Config::default_single_node(),
     };
-    let (mut listen, mut mount_listen) = (Vec::new(), Vec::new());
-    for (flag, value) in overrides {
-        let addr = || {
-            value
-                .parse()
-                .map_err(|_| format!("{flag} {value:?}: expected ADDR:PORT, e.g. 0.0.0.0:2049"))
-        };
-        let r: Result<(), String> = match flag {
-            "--data-dir" => {
-                config.data_dir = PathBuf::from(value);
-                Ok(())
-            }
-            "--listen" => addr().map(|a| listen.push(a)),
-            "--mount-listen" => addr().map(|a| mount_listen.push(a)),
-            "--memory" => {
-                config.store = StoreKind::Memory;
-                Ok(())
-            }
-            "--portmap" => toml::from_str::<toml::Value>(&format!("v = \"{value}\""))
-                .ok()
-                .and_then(|v| v.get("v").cloned())
-                .and_then(|v| v.try_into().ok())
-                .map(|m| config.server.portmap = m)
-                .ok_or_else(|| format!("--portmap {value:?}: use auto, serve, register or off")),
-            _ => Ok(()),
-        };
-        if let Err(e) = r {
-            return fail(&e);
-        }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
     }
-    if !listen.is_empty() {
-        config.server.listen = listen;
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen.clone();
     }
-    if !mount_listen.is_empty() {
-        config.server.mount_listen = mount_listen;
+    if !args.mount_listen.is_empty() {
+        config.server.mount_listen = args.mount_listen.clone();
+    }
+    if let Some(p) = args.portmap {
+        config.server.portmap = p.into();
+    }
+    if args.memory {
+        config.store = StoreKind::Memory;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -93,7 +93,7 @@ impl Tier {
 }
 
 /// A tier as written in the config: a name, or a table of rates.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum TierConfig {
     Named(String),
@@ -101,13 +101,18 @@ pub enum TierConfig {
 }
 
 /// `{ read = "40MB/s", write = "40MB/s", total = "80MB/s", iops = 20000, burst = "16MiB" }`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CustomTier {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub write: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<String>,
 }
 
@@ -506,7 +511,7 @@ impl Pacer {
 }
 
 /// A mount target as configured.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Shown in logs and metrics; the key for live tier changes.
@@ -519,62 +524,155 @@ pub struct TargetConfig {
     pub tier: TierConfig,
 }
 
+/// Where a target or export was defined: the config file (the API may not delete it) or the
+/// admin API (persisted in the data directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Config,
+    Api,
+}
+
 /// A mount target at run time.
 #[derive(Debug)]
 pub struct Target {
     pub name: String,
     pub listen: Vec<std::net::SocketAddr>,
     pub pacer: Arc<Pacer>,
+    pub tier_config: Mutex<TierConfig>,
+    pub source: Source,
+    /// Open connections.
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Listener tasks of this target's own addresses, stopped when it is deleted.
+    pub listeners: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Target {
+    /// A target and its pacer; spawns the pacer's task (needs a runtime).
+    pub fn new(config: &TargetConfig, source: Source) -> Result<Arc<Target>, String> {
+        let (pacer, task) = Pacer::new(config.tier.resolve()?);
+        tokio::spawn(task);
+        Ok(Arc::new(Target {
+            name: config.name.clone(),
+            listen: config.listen.clone(),
+            pacer,
+            tier_config: Mutex::new(config.tier.clone()),
+            source,
+            connections: std::sync::atomic::AtomicUsize::new(0),
+            listeners: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Applies a new tier in place (connections stay).
+    pub fn set_tier(&self, tier: &TierConfig) -> Result<(), String> {
+        let resolved = tier.resolve()?;
+        self.pacer.set_tier(resolved);
+        *self.tier_config.lock().expect("tier lock poisoned") = tier.clone();
+        Ok(())
+    }
 }
 
 /// Every target of a node, plus the unlimited "default" target for connections that arrive on
 /// no target's address.
 #[derive(Debug)]
 pub struct TargetTable {
-    pub targets: Vec<Arc<Target>>,
+    targets: std::sync::RwLock<Vec<Arc<Target>>>,
     pub default: Arc<Target>,
+    /// Open connections per client address (for status: how many clients are connected).
+    clients: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl TargetTable {
-    /// Builds the targets and spawns their pacers' tasks (needs a runtime).
+    /// Builds the targets of the config file and spawns their pacers' tasks (needs a runtime).
     pub fn new(configs: &[TargetConfig]) -> Result<TargetTable, String> {
-        let make = |name: &str, listen: Vec<std::net::SocketAddr>, tier: Tier| {
-            let (pacer, task) = Pacer::new(tier);
-            tokio::spawn(task);
-            Arc::new(Target {
-                name: name.to_string(),
-                listen,
-                pacer,
-            })
-        };
         let mut targets = Vec::new();
         for c in configs {
-            targets.push(make(&c.name, c.listen.clone(), c.tier.resolve()?));
+            targets.push(Target::new(c, Source::Config)?);
         }
+        let default = TargetConfig {
+            name: "default".into(),
+            listen: Vec::new(),
+            tier: TierConfig::Named("unlimited".into()),
+        };
         Ok(TargetTable {
-            targets,
-            default: make("default", Vec::new(), Tier::unlimited()),
+            targets: std::sync::RwLock::new(targets),
+            default: Target::new(&default, Source::Config)?,
+            clients: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn list(&self) -> Vec<Arc<Target>> {
+        self.targets.read().expect("targets lock poisoned").clone()
+    }
+
+    /// Adds a target; fails if the name is taken.
+    pub fn add(&self, t: Arc<Target>) -> Result<(), String> {
+        let mut g = self.targets.write().expect("targets lock poisoned");
+        if t.name == "default" || g.iter().any(|x| x.name == t.name) {
+            return Err(format!("a target named {:?} exists", t.name));
+        }
+        g.push(t);
+        Ok(())
+    }
+
+    /// Removes a target and stops its listeners; its open connections keep its pacer until
+    /// they close.
+    pub fn remove(&self, name: &str) -> Option<Arc<Target>> {
+        let mut g = self.targets.write().expect("targets lock poisoned");
+        let i = g.iter().position(|t| t.name == name)?;
+        let t = g.remove(i);
+        for l in t
+            .listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .drain(..)
+        {
+            l.abort();
+        }
+        Some(t)
     }
 
     /// The target a connection belongs to, by the local address it arrived on: an exact
     /// address and port first, then the same IP on any port.
     pub fn classify(&self, local: std::net::SocketAddr) -> Arc<Target> {
         let ip = |a: std::net::SocketAddr| crate::export::canonical(a.ip());
-        self.targets
-            .iter()
+        let g = self.targets.read().expect("targets lock poisoned");
+        g.iter()
             .find(|t| t.listen.contains(&local))
             .or_else(|| {
-                self.targets
-                    .iter()
+                g.iter()
                     .find(|t| t.listen.iter().any(|a| ip(*a) == ip(local)))
             })
             .unwrap_or(&self.default)
             .clone()
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&Arc<Target>> {
-        self.targets.iter().find(|t| t.name == name)
+    pub fn by_name(&self, name: &str) -> Option<Arc<Target>> {
+        let g = self.targets.read().expect("targets lock poisoned");
+        g.iter().find(|t| t.name == name).cloned()
+    }
+
+    /// Bookkeeping of a connection opening (+1) or closing (-1).
+    pub fn connection(&self, target: &Target, client: IpAddr, opened: bool) {
+        use std::sync::atomic::Ordering;
+        let mut c = self.clients.lock().expect("clients lock poisoned");
+        if opened {
+            target.connections.fetch_add(1, Ordering::Relaxed);
+            *c.entry(client).or_default() += 1;
+        } else {
+            target.connections.fetch_sub(1, Ordering::Relaxed);
+            if let Some(n) = c.get_mut(&client) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&client);
+                }
+            }
+        }
+    }
+
+    /// Distinct client addresses with an open connection.
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().expect("clients lock poisoned").len()
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{Config, PortmapMode, StoreKind};
 use crate::drc::Drc;
-use crate::export::{Export, ExportTable};
+use crate::export::{Export, ExportConfig, ExportTable};
 use crate::fh::FhKey;
 use crate::portmap::{self, PortmapTable};
 use crate::server::{Ports, Server};
@@ -155,53 +155,51 @@ pub async fn resolve_exports<S: Store>(
     config: &Config,
     store: &S,
 ) -> Result<ExportTable, StartError> {
-    let root = Cred::root();
     let mut out = Vec::new();
     for e in &config.exports {
-        let mut dir = store.root();
-        for comp in e.components() {
-            dir = match store.lookup(&root, dir, comp.as_bytes()).await {
-                Ok(a) => a.id,
-                Err(backend::Error::NotFound) => {
-                    let attr = SetAttr {
-                        mode: Some(0o755),
-                        ..SetAttr::default()
-                    };
-                    let created = store
-                        .create(
-                            &root,
-                            dir,
-                            comp.as_bytes(),
-                            NodeKind::Directory,
-                            attr,
-                            backend::CreateMode::Guarded,
-                        )
-                        .await
-                        .map_err(|err| {
-                            StartError(format!(
-                                "export {:?}: cannot create {comp:?}: {err}",
-                                e.path
-                            ))
-                        })?;
-                    tracing::info!(export = %e.path, "created the export's directory");
-                    created.0.id
-                }
-                Err(err) => {
-                    return Err(StartError(format!("export {:?}: {comp:?}: {err}", e.path)))
-                }
-            };
-        }
-        if e.is_builtin_default {
-            init_default_root(store, dir).await?;
-        }
-        out.push(Export {
-            id: e.export_id(),
-            path: e.path.clone(),
-            root: dir,
-            rules: e.clients.clone(),
-        });
+        out.push(resolve_export(e, store).await?);
     }
     Ok(ExportTable::new(out))
+}
+
+/// Finds or creates one export's root directory.
+pub async fn resolve_export<S: Store>(e: &ExportConfig, store: &S) -> Result<Export, StartError> {
+    let root = Cred::root();
+    let mut dir = store.root();
+    for comp in e.components() {
+        dir = match store.lookup(&root, dir, comp.as_bytes()).await {
+            Ok(a) => a.id,
+            Err(backend::Error::NotFound) => {
+                let attr = SetAttr {
+                    mode: Some(0o755),
+                    ..SetAttr::default()
+                };
+                let kind = NodeKind::Directory;
+                let mode = backend::CreateMode::Guarded;
+                let created = store
+                    .create(&root, dir, comp.as_bytes(), kind, attr, mode)
+                    .await
+                    .map_err(|err| {
+                        StartError(format!(
+                            "export {:?}: cannot create {comp:?}: {err}",
+                            e.path
+                        ))
+                    })?;
+                tracing::info!(export = %e.path, "created the export's directory");
+                created.0.id
+            }
+            Err(err) => return Err(StartError(format!("export {:?}: {comp:?}: {err}", e.path))),
+        };
+    }
+    if e.is_builtin_default {
+        init_default_root(store, dir).await?;
+    }
+    Ok(Export {
+        id: e.export_id(),
+        path: e.path.clone(),
+        root: dir,
+        rules: e.clients.clone(),
+    })
 }
 
 /// On a fresh store (empty root), makes the root world-writable and sticky. An administrator's
@@ -258,6 +256,8 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let server = Arc::new(Server {
         metrics: metrics.clone(),
+        bytes_read: Default::default(),
+        bytes_written: Default::default(),
         store,
         exports: std::sync::RwLock::new(Arc::new(exports)),
         fh_key,
@@ -282,9 +282,9 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         connections_max: sc.connections_max,
     };
     let targets = Arc::new(crate::qos::TargetTable::new(&config.targets).map_err(StartError)?);
-    for t in &targets.targets {
+    for t in targets.list() {
         tracing::info!(target = %t.name, tier = ?t.pacer.tier(), "mount target");
-        publish_rates(&metrics, t);
+        publish_rates(&metrics, &t);
     }
     if let Some(a) = config.server.metrics_listen {
         match TcpListener::bind(a).await {
@@ -297,6 +297,11 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
             }
         }
     }
+    let nfs_bound: Vec<SocketAddr> = bound
+        .nfs
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let target_listeners = bind_targets(&config, &bound.nfs).await?;
     for l in bound
         .nfs
@@ -330,6 +335,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });
     }
+    start_admin(&config, &server, &targets, &limits, nfs_bound).await?;
     for e in server.exports().iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
@@ -347,8 +353,8 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     );
     while let Signal::Reload = next_signal().await {
         reload_tiers(&config, &targets);
-        for t in &targets.targets {
-            publish_rates(&metrics, t);
+        for t in targets.list() {
+            publish_rates(&metrics, &t);
         }
     }
     tracing::info!("shutting down");
@@ -405,17 +411,101 @@ fn reload_tiers(config: &Config, targets: &crate::qos::TargetTable) {
             tracing::warn!(target = %t.name, "SIGHUP: address changes need a restart");
         }
         match t.tier.resolve() {
-            Ok(tier) if tier != running.pacer.tier() => {
-                running.pacer.set_tier(tier);
-                tracing::info!(target = %t.name, ?tier, "tier changed");
-            }
+            Ok(tier) if tier != running.pacer.tier() => match running.set_tier(&t.tier) {
+                Ok(()) => tracing::info!(target = %t.name, ?tier, "tier changed"),
+                Err(e) => tracing::error!(target = %t.name, "SIGHUP: {e}"),
+            },
             Ok(_) => {}
             Err(e) => tracing::error!(target = %t.name, "SIGHUP: {e}"),
         }
     }
 }
 
-fn publish_rates(metrics: &crate::metrics::Metrics, t: &crate::qos::Target) {
+/// Loads what the admin API changed in earlier runs, applies it, and serves the API.
+async fn start_admin<S: Store>(
+    config: &Config,
+    server: &Arc<Server<S>>,
+    targets: &Arc<crate::qos::TargetTable>,
+    limits: &ConnLimits,
+    nfs_bound: Vec<SocketAddr>,
+) -> Result<(), StartError> {
+    use crate::admin::{Admin, AdminState};
+    let state_path = config.data_dir.join("admin-state.json");
+    let state = AdminState::load(&state_path).map_err(|e| StartError(e.to_string()))?;
+    let token_path = config
+        .server
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("admin.token"));
+    let token = crate::admin::load_or_create_token(&token_path)
+        .map_err(|e| StartError(format!("admin token {}: {e}", token_path.display())))?;
+    let admin = Arc::new(Admin {
+        server: server.clone(),
+        targets: targets.clone(),
+        limits: limits.clone(),
+        nfs_bound,
+        token,
+        state_path,
+        state: std::sync::Mutex::new(state.clone()),
+        config_exports: server.exports().iter().map(|e| e.id).collect(),
+        data_dir: config.data_dir.clone(),
+        store_kind: match config.store {
+            StoreKind::Local => "local",
+            StoreKind::Memory => "memory",
+        },
+        started: std::time::Instant::now(),
+    });
+    for (name, tier) in &state.tiers {
+        match targets.by_name(name).map(|t| t.set_tier(tier)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::warn!(target = %name, "admin-state tier not applied: {e}"),
+            None => {
+                tracing::warn!(target = %name, "admin-state tier for a target that no longer exists")
+            }
+        }
+    }
+    for t in &state.targets {
+        let target = crate::qos::Target::new(t, crate::qos::Source::Api).map_err(StartError)?;
+        admin
+            .start_listeners(&target)
+            .await
+            .map_err(|e| StartError(format!("admin-state target {:?}: {e}", t.name)))?;
+        targets
+            .add(target.clone())
+            .map_err(|e| StartError(format!("admin-state target: {e}; rename one of them")))?;
+        publish_rates(&server.metrics, &target);
+    }
+    for e in &state.exports {
+        let cfg = crate::admin::export_config(e)
+            .map_err(|err| StartError(format!("admin-state export {:?}: {err}", e.path)))?;
+        let export = resolve_export(&cfg, &server.store).await?;
+        let mut w = server.exports.write().expect("exports lock poisoned");
+        if w.by_id(export.id).is_some() {
+            return Err(StartError(format!(
+                "admin-state export {:?} has id {} of a config export; change one of them",
+                e.path, export.id
+            )));
+        }
+        *w = Arc::new(w.with(export));
+    }
+    if let Some(a) = config.server.admin_listen {
+        match TcpListener::bind(a).await {
+            Ok(l) => {
+                tracing::info!(
+                    "admin API on http://{a}/v1 (token in {})",
+                    token_path.display()
+                );
+                tokio::spawn(crate::admin::serve(admin, l));
+            }
+            Err(e) => {
+                tracing::warn!("no admin API: cannot listen on {a}: {e}; set server.admin_listen")
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn publish_rates(metrics: &crate::metrics::Metrics, t: &crate::qos::Target) {
     let tier = t.pacer.tier();
     for (direction, rate) in [
         ("read", tier.read),

@@ -87,6 +87,9 @@ pub struct Server<S> {
     /// NFSv3 locking (NLM) and the status monitor (NSM).
     pub nlm: crate::nlm::Nlm,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Payload bytes moved since start (admin status).
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    pub bytes_written: std::sync::atomic::AtomicU64,
     pub ports: Ports,
 }
 
@@ -155,12 +158,19 @@ impl<S: Store> Server<S> {
         };
         let (prog, proc_) = (word(12).unwrap_or(0), word(20).unwrap_or(u32::MAX));
         let mut status: &'static str = "OK";
-        let reply = self.dispatch(record, peer, local, &mut status).await;
+        let (program, procedure) = crate::metrics_names::names(prog, proc_);
+        // Costs one level check when debug logging is off.
+        let span = tracing::debug_span!("rpc", xid = word(0).unwrap_or(0), program, procedure);
+        let reply = {
+            use tracing::Instrument;
+            self.dispatch(record, peer, local, &mut status)
+                .instrument(span)
+                .await
+        };
         let status = match &reply {
             None => "DROPPED",
             Some(r) => rpc_outcome(&r.head).unwrap_or(status),
         };
-        let (program, procedure) = crate::metrics_names::names(prog, proc_);
         self.metrics
             .rpc_call(program, procedure, status, start.elapsed());
         reply

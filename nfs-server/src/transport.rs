@@ -84,14 +84,19 @@ pub async fn serve_tcp<S: Store>(
                     Err(_) => targets.default.clone(),
                 };
                 let (server, limits, open) = (server.clone(), limits.clone(), open.clone());
+                let targets = targets.clone();
                 tokio::spawn(async move {
                     let metrics = server.metrics.clone();
-                    let name = target.name.clone();
-                    metrics.connection_opened(&name);
-                    if let Err(e) = serve_connection(server, stream, &limits, target).await {
+                    let t = target.clone();
+                    metrics.connection_opened(&t.name);
+                    targets.connection(&t, peer.ip(), true);
+                    let span = tracing::debug_span!("conn", client = %peer, target = %t.name);
+                    let conn = serve_connection(server, stream, &limits, target);
+                    if let Err(e) = tracing::Instrument::instrument(conn, span).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
-                    metrics.connection_closed(&name);
+                    targets.connection(&t, peer.ip(), false);
+                    metrics.connection_closed(&t.name);
                     open.fetch_sub(1, Ordering::Relaxed);
                 });
             }

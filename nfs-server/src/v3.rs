@@ -208,6 +208,8 @@ impl<S: Store> Server<S> {
                 let r = self.resolve(&file, req)?;
                 let count = count.min(IO_SIZE_MAX);
                 let res = self.store.read(&r.cred, r.id, offset, count).await?;
+                self.bytes_read
+                    .fetch_add(res.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 Ok(Nfs3Reply::Read(Ok(ReadOk {
                     attr: Some(fattr3(r.export.id, &res.attr)),
                     count: res.data.len() as u32,
@@ -454,6 +456,8 @@ impl<S: Store> Server<S> {
             .store
             .write(&r.cred, r.id, offset, data, stability)
             .await?;
+        self.bytes_written
+            .fetch_add(w.count as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Nfs3Reply::Write(Ok(WriteOk {
             wcc: wcc3(r.export.id, &w.wcc),
             count: w.count,

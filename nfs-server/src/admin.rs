@@ -1,0 +1,764 @@
+//! The admin HTTP API (docs/admin-api.md, docs/openapi.json): status, mount targets, exports and
+//! residency, for operators and the `sluice` CLI.
+//!
+//! Plain HTTP/1.1 with JSON bodies on a loopback address by default, one request per
+//! connection, every request authenticated with a bearer token. Heads are limited to 8 KiB,
+//! bodies to 1 MiB, and each connection to 10 s. Changes made here are persisted in
+//! `<data_dir>/admin-state.json` and applied again at the next start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backend::{Cred, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::export::{ClientMatch, ClientRule, ExportConfig, Squash};
+use crate::qos::{Source, Target, TargetConfig, TargetTable, TierConfig};
+use crate::server::Server;
+use crate::transport::ConnLimits;
+
+const HEAD_MAX: usize = 8 * 1024;
+const BODY_MAX: usize = 1 << 20;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Routes, for the OpenAPI sync test: (method, path template).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/status"),
+    ("GET", "/v1/targets"),
+    ("POST", "/v1/targets"),
+    ("GET", "/v1/targets/{name}"),
+    ("PUT", "/v1/targets/{name}/tier"),
+    ("DELETE", "/v1/targets/{name}"),
+    ("GET", "/v1/exports"),
+    ("POST", "/v1/exports"),
+    ("DELETE", "/v1/exports/{id}"),
+    ("GET", "/v1/residency"),
+];
+
+/// An export rule as the API writes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiRule {
+    #[serde(rename = "match")]
+    pub matcher: String,
+    #[serde(default = "rw")]
+    pub access: String,
+    #[serde(default)]
+    pub squash: Squash,
+    #[serde(default = "nobody")]
+    pub anonuid: u32,
+    #[serde(default = "nobody")]
+    pub anongid: u32,
+}
+
+fn rw() -> String {
+    "rw".into()
+}
+
+fn nobody() -> u32 {
+    65534
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiExport {
+    pub path: String,
+    #[serde(default)]
+    pub id: Option<u32>,
+    pub clients: Vec<ApiRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierBody {
+    tier: TierConfig,
+}
+
+/// What the API changed, persisted across restarts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AdminState {
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub exports: Vec<ApiExport>,
+    /// Tier changes of config-file targets.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+impl AdminState {
+    pub fn load(path: &Path) -> std::io::Result<AdminState> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                std::io::Error::other(format!("{}: {e}; fix or remove the file", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AdminState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(d) = path.parent() {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Converts an API export into the config form (checks the path and every rule).
+pub fn export_config(e: &ApiExport) -> Result<ExportConfig, String> {
+    let mut clients = Vec::new();
+    for (j, r) in e.clients.iter().enumerate() {
+        let read_only = match r.access.as_str() {
+            "rw" => false,
+            "ro" => true,
+            other => {
+                return Err(format!(
+                    "clients[{j}].access: {other:?}: use \"rw\" or \"ro\""
+                ))
+            }
+        };
+        let matcher =
+            ClientMatch::parse(&r.matcher).map_err(|m| format!("clients[{j}].match: {m}"))?;
+        clients.push(ClientRule {
+            matcher,
+            read_only,
+            squash: r.squash,
+            anonuid: r.anonuid,
+            anongid: r.anongid,
+        });
+    }
+    let mut c = ExportConfig {
+        path: e.path.clone(),
+        id: e.id,
+        clients,
+        is_builtin_default: false,
+    };
+    c.validate(0)
+        .map_err(|err| err.0.replace("export[0].", ""))?;
+    Ok(c)
+}
+
+fn rule_json(r: &ClientRule) -> Value {
+    let matcher = match &r.matcher {
+        ClientMatch::Any => "*".to_string(),
+        ClientMatch::Cidr { net, prefix } => format!("{net}/{prefix}"),
+        ClientMatch::Host { name, .. } => name.clone(),
+    };
+    json!({
+        "match": matcher,
+        "access": if r.read_only { "ro" } else { "rw" },
+        "squash": r.squash,
+        "anonuid": r.anonuid,
+        "anongid": r.anongid,
+    })
+}
+
+/// Everything the admin API needs from a running server.
+pub struct Admin<S> {
+    pub server: Arc<Server<S>>,
+    pub targets: Arc<TargetTable>,
+    pub limits: ConnLimits,
+    /// Bound NFS listener addresses: a target address on a covered port needs no listener.
+    pub nfs_bound: Vec<SocketAddr>,
+    pub token: String,
+    pub state_path: PathBuf,
+    pub state: Mutex<AdminState>,
+    /// Ids of exports defined by the config file (the API may not delete them).
+    pub config_exports: Vec<u32>,
+    pub data_dir: PathBuf,
+    pub store_kind: &'static str,
+    pub started: Instant,
+}
+
+/// The admin token: `path`'s content, created (32 hex characters, mode 0600) if missing.
+pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+/// A parsed request.
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    token: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A response: status and JSON body (None for 204).
+struct Response(u16, Option<Value>);
+
+fn error(status: u16, msg: impl Into<String>) -> Response {
+    Response(status, Some(json!({ "error": msg.into() })))
+}
+
+/// Serves the admin API on `listener` until the task is dropped.
+pub async fn serve<S: Store>(admin: Arc<Admin<S>>, listener: TcpListener) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, one(admin, stream)).await {
+                tracing::debug!(%peer, "admin request timed out: {e}");
+            }
+        });
+    }
+}
+
+async fn one<S: Store>(admin: Arc<Admin<S>>, mut stream: TcpStream) {
+    let response = match read_request(&mut stream).await {
+        Ok(req) => admin.handle(req).await,
+        Err(resp) => resp,
+    };
+    let (status, body) = match response.1 {
+        Some(v) => (
+            response.0,
+            serde_json::to_vec_pretty(&v).unwrap_or_default(),
+        ),
+        None => (response.0, Vec::new()),
+    };
+    let reason = match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_request(stream: &mut TcpStream) -> Result<Request, Response> {
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > HEAD_MAX {
+            return Err(error(431, "request head over 8 KiB"));
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(error(400, "incomplete request")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (Some(method), Some(target)) = (first.next(), first.next()) else {
+        return Err(error(400, "malformed request line"));
+    };
+    let (mut length, mut token) = (0usize, None);
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| error(400, "bad Content-Length"))?
+            }
+            "authorization" => {
+                token = v
+                    .trim()
+                    .strip_prefix("Bearer ")
+                    .map(|t| t.trim().to_string())
+            }
+            _ => {}
+        }
+    }
+    if length > BODY_MAX {
+        return Err(error(413, "body over 1 MiB"));
+    }
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; (length - body.len()).min(64 * 1024)];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(error(400, "body shorter than Content-Length")),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(length);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Request {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        token,
+        body,
+    })
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| error(400, format!("invalid JSON body: {e}")))
+}
+
+/// Compares without an early exit, so timing reveals nothing about the token.
+fn token_matches(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+impl<S: Store> Admin<S> {
+    async fn handle(&self, req: Request) -> Response {
+        if !req
+            .token
+            .as_deref()
+            .is_some_and(|t| token_matches(t, &self.token))
+        {
+            return error(401, "missing or wrong token: send Authorization: Bearer <token> (the content of <data_dir>/admin.token)");
+        }
+        let segs: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+        let m = req.method.as_str();
+        let r = match (m, segs.as_slice()) {
+            ("GET", ["v1", "status"]) => Ok(Response(200, Some(self.status()))),
+            ("GET", ["v1", "targets"]) => Ok(Response(
+                200,
+                Some(Value::Array(
+                    self.targets
+                        .list()
+                        .iter()
+                        .map(|t| self.target_json(t))
+                        .collect(),
+                )),
+            )),
+            ("POST", ["v1", "targets"]) => self.create_target(&req.body).await,
+            ("GET", ["v1", "targets", name]) => self
+                .targets
+                .by_name(name)
+                .map(|t| Response(200, Some(self.target_json(&t))))
+                .ok_or_else(|| error(404, format!("no target named {name:?}"))),
+            ("PUT", ["v1", "targets", name, "tier"]) => self.set_tier(name, &req.body),
+            ("DELETE", ["v1", "targets", name]) => self.delete_target(name),
+            ("GET", ["v1", "exports"]) => Ok(Response(200, Some(self.exports_json()))),
+            ("POST", ["v1", "exports"]) => self.create_export(&req.body).await,
+            ("DELETE", ["v1", "exports", id]) => self.delete_export(id),
+            ("GET", ["v1", "residency"]) => self.residency(&req.query).await,
+            (_, ["v1", "status" | "targets" | "exports" | "residency", ..]) => {
+                Err(error(405, format!("{m} is not allowed on {}", req.path)))
+            }
+            _ => Err(error(
+                404,
+                format!("no route {} (see docs/admin-api.md)", req.path),
+            )),
+        };
+        r.unwrap_or_else(|e| e)
+    }
+
+    fn persist(&self, state: &AdminState) -> Result<(), Response> {
+        state
+            .save(&self.state_path)
+            .map_err(|e| error(500, format!("change applied but not persisted: {e}")))
+    }
+
+    fn target_json(&self, t: &Target) -> Value {
+        let tier = t.pacer.tier();
+        json!({
+            "name": t.name,
+            "listen": t.listen,
+            "tier": *t.tier_config.lock().expect("tier lock poisoned"),
+            "source": t.source,
+            "connections": t.connections.load(std::sync::atomic::Ordering::Relaxed),
+            "rate_bytes_per_second": {
+                "read": tier.read.unwrap_or(0),
+                "write": tier.write.unwrap_or(0),
+                "total": tier.total.unwrap_or(0),
+            },
+        })
+    }
+
+    fn status(&self) -> Value {
+        let targets = self.targets.list();
+        let connections: usize = targets
+            .iter()
+            .chain(std::iter::once(&self.targets.default))
+            .map(|t| t.connections.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        let nlm = &self.server.nlm;
+        let locks = nlm.locks.lock().expect("lock table poisoned").held_count();
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "node": node,
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "data_dir": self.data_dir,
+            "store": self.store_kind,
+            "connections": connections,
+            "clients": self.targets.client_count(),
+            "targets": targets.iter().map(|t| self.target_json(t)).collect::<Vec<_>>(),
+            "exports": self.server.exports().iter().count(),
+            "nlm": { "grace": nlm.in_grace(), "state": nlm.state, "locks": locks },
+            "throughput_bytes": {
+                "read": self.server.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+                "write": self.server.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
+            },
+        })
+    }
+
+    async fn create_target(&self, body: &[u8]) -> Result<Response, Response> {
+        let cfg: TargetConfig = parse_body(body)?;
+        if cfg.listen.is_empty() {
+            return Err(error(
+                400,
+                "listen: give at least one address, e.g. [\"10.0.0.5:2049\"]",
+            ));
+        }
+        cfg.tier
+            .resolve()
+            .map_err(|e| error(400, format!("tier: {e}")))?;
+        let target = Target::new(&cfg, Source::Api).map_err(|e| error(400, e))?;
+        self.start_listeners(&target)
+            .await
+            .map_err(|e| error(409, e))?;
+        if let Err(e) = self.targets.add(target.clone()) {
+            self.targets.remove(&cfg.name);
+            for l in target
+                .listeners
+                .lock()
+                .expect("listeners lock poisoned")
+                .drain(..)
+            {
+                l.abort();
+            }
+            return Err(error(409, e));
+        }
+        crate::run::publish_rates(&self.server.metrics, &target);
+        let mut st = self.state.lock().expect("admin state poisoned");
+        st.targets.push(cfg);
+        self.persist(&st)?;
+        tracing::info!(target = %target.name, "mount target created by the admin API");
+        Ok(Response(201, Some(self.target_json(&target))))
+    }
+
+    /// Listens on a target's addresses that no NFS listener covers.
+    pub async fn start_listeners(&self, target: &Arc<Target>) -> Result<(), String> {
+        let covered = |a: &SocketAddr| {
+            self.nfs_bound
+                .iter()
+                .any(|b| b.port() == a.port() && (b.ip().is_unspecified() || b.ip() == a.ip()))
+        };
+        for a in target.listen.iter().filter(|a| !covered(a)) {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            let task = tokio::spawn(crate::transport::serve_tcp(
+                self.server.clone(),
+                l,
+                self.limits.clone(),
+                self.targets.clone(),
+            ));
+            target
+                .listeners
+                .lock()
+                .expect("listeners lock poisoned")
+                .push(task.abort_handle());
+        }
+        Ok(())
+    }
+
+    fn set_tier(&self, name: &str, body: &[u8]) -> Result<Response, Response> {
+        let b: TierBody = parse_body(body)?;
+        let t = self
+            .targets
+            .by_name(name)
+            .ok_or_else(|| error(404, format!("no target named {name:?}")))?;
+        t.set_tier(&b.tier)
+            .map_err(|e| error(400, format!("tier: {e}")))?;
+        crate::run::publish_rates(&self.server.metrics, &t);
+        let mut st = self.state.lock().expect("admin state poisoned");
+        match st.targets.iter_mut().find(|c| c.name == name) {
+            Some(c) => c.tier = b.tier.clone(),
+            None => {
+                st.tiers.insert(name.to_string(), b.tier.clone());
+            }
+        }
+        self.persist(&st)?;
+        tracing::info!(target = %name, tier = ?b.tier, "tier changed by the admin API");
+        Ok(Response(200, Some(self.target_json(&t))))
+    }
+
+    fn delete_target(&self, name: &str) -> Result<Response, Response> {
+        let t = self
+            .targets
+            .by_name(name)
+            .ok_or_else(|| error(404, format!("no target named {name:?}")))?;
+        if t.source == Source::Config {
+            return Err(error(
+                409,
+                format!(
+                    "target {name:?} is defined in the config file: remove it there and restart"
+                ),
+            ));
+        }
+        self.targets.remove(name);
+        let mut st = self.state.lock().expect("admin state poisoned");
+        st.targets.retain(|c| c.name != name);
+        self.persist(&st)?;
+        tracing::info!(target = %name, "mount target deleted by the admin API");
+        Ok(Response(204, None))
+    }
+
+    fn exports_json(&self) -> Value {
+        Value::Array(
+            self.server
+                .exports()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "path": e.path,
+                        "source": if self.config_exports.contains(&e.id) { "config" } else { "api" },
+                        "clients": e.rules.iter().map(rule_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    async fn create_export(&self, body: &[u8]) -> Result<Response, Response> {
+        let api: ApiExport = parse_body(body)?;
+        let cfg = export_config(&api).map_err(|e| error(400, e))?;
+        let id = cfg.export_id();
+        {
+            let table = self.server.exports();
+            if table.by_id(id).is_some() || table.by_path(&cfg.path).is_some() {
+                return Err(error(
+                    409,
+                    format!("export id {id} or path {:?} is taken", cfg.path),
+                ));
+            }
+        }
+        let export = crate::run::resolve_export(&cfg, &self.server.store)
+            .await
+            .map_err(|e| error(500, e.0))?;
+        {
+            let mut w = self.server.exports.write().expect("exports lock poisoned");
+            *w = Arc::new(w.with(export));
+        }
+        let mut st = self.state.lock().expect("admin state poisoned");
+        st.exports.push(ApiExport {
+            id: Some(id),
+            ..api
+        });
+        self.persist(&st)?;
+        tracing::info!(export = %cfg.path, id, "export added by the admin API");
+        let v = self.exports_json();
+        let created = v
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["id"] == json!(id)).cloned());
+        Ok(Response(201, created))
+    }
+
+    fn delete_export(&self, id: &str) -> Result<Response, Response> {
+        let id: u32 = id
+            .parse()
+            .map_err(|_| error(400, format!("{id:?} is not an export id")))?;
+        if self.server.exports().by_id(id).is_none() {
+            return Err(error(404, format!("no export with id {id}")));
+        }
+        if self.config_exports.contains(&id) {
+            return Err(error(
+                409,
+                format!("export {id} is defined in the config file: remove it there and restart"),
+            ));
+        }
+        {
+            let mut w = self.server.exports.write().expect("exports lock poisoned");
+            *w = Arc::new(w.without(id));
+        }
+        let mut st = self.state.lock().expect("admin state poisoned");
+        st.exports.retain(|e| e.id != Some(id));
+        self.persist(&st)?;
+        tracing::info!(
+            id,
+            "export removed by the admin API; its handles are now stale"
+        );
+        Ok(Response(204, None))
+    }
+
+    async fn residency(&self, query: &str) -> Result<Response, Response> {
+        let path = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("path="))
+            .map(percent_decode)
+            .ok_or_else(|| error(400, "give ?path=/a/b (a path inside the store)"))?;
+        let root = Cred::root();
+        let mut id = self.server.store.root();
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            id = match self.server.store.lookup(&root, id, c.as_bytes()).await {
+                Ok(a) => a.id,
+                Err(backend::Error::NotFound | backend::Error::NotDir) => {
+                    return Err(error(
+                        404,
+                        format!("{path}: no such file ({c:?} is missing)"),
+                    ))
+                }
+                Err(e) => return Err(error(500, format!("{path}: {e}"))),
+            };
+        }
+        let attr = self
+            .server
+            .store
+            .getattr(id)
+            .await
+            .map_err(|e| error(500, format!("{path}: {e}")))?;
+        let r = match self.server.store.residency(id).await {
+            Ok(r) => r,
+            Err(backend::Error::Invalid) => {
+                return Err(error(
+                    400,
+                    format!("{path} is not a regular file: only files hold data"),
+                ))
+            }
+            Err(e) => return Err(error(500, format!("{path}: {e}"))),
+        };
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Ok(Response(
+            200,
+            Some(json!({
+                "path": path,
+                "inode": id.ino,
+                "size": attr.size,
+                "node": node,
+                "store": r.store,
+                "device": r.device,
+                "data_file": r.data_file,
+                "extents": r.extents.iter().map(|(o, l)| json!({"offset": o, "length": l})).collect::<Vec<_>>(),
+            })),
+        ))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(h)) => match u8::from_str_radix(&String::from_utf8_lossy(h), 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(token_matches("abc", "abc"));
+        assert!(!token_matches("abd", "abc"));
+        assert!(!token_matches("ab", "abc"));
+    }
+
+    #[test]
+    fn percent_encoded_paths_decode() {
+        assert_eq!(percent_decode("/a%20b/c+d"), "/a b/c d");
+        assert_eq!(percent_decode("/100%"), "/100%");
+    }
+
+    #[test]
+    fn an_api_export_with_a_bad_rule_names_the_rule() {
+        let e = ApiExport {
+            path: "/x".into(),
+            id: None,
+            clients: vec![ApiRule {
+                matcher: "10.0.0.0/40".into(),
+                access: "rw".into(),
+                squash: Squash::Root,
+                anonuid: 1,
+                anongid: 1,
+            }],
+        };
+        assert!(export_config(&e).unwrap_err().contains("clients[0].match"));
+    }
+
+    #[test]
+    fn admin_state_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("admin-state.json");
+        assert!(AdminState::load(&p).unwrap().targets.is_empty());
+        let mut st = AdminState::default();
+        st.tiers.insert("t".into(), TierConfig::Named("1g".into()));
+        st.save(&p).unwrap();
+        assert_eq!(AdminState::load(&p).unwrap().tiers.len(), 1);
+    }
+
+    #[test]
+    fn a_token_file_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("admin.token");
+        let a = load_or_create_token(&p).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(load_or_create_token(&p).unwrap(), a);
+    }
+}
