@@ -77,6 +77,11 @@ struct ProcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: String,
 }
@@ -118,6 +123,7 @@ pub struct Metrics {
     registry: Registry,
     rpc_calls: Family<CallLabels, Counter>,
     rpc_latency: HistogramFamily<ProcLabels>,
+    rpc_phase: HistogramFamily<PhaseLabels>,
     drc_hits: Counter,
     connections_open: Family<TargetLabels, Gauge>,
     connections_opened: Family<TargetLabels, Counter>,
@@ -146,6 +152,8 @@ impl Metrics {
         let rpc_calls = Family::<CallLabels, Counter>::default();
         let rpc_latency: HistogramFamily<ProcLabels> =
             Family::new_with_constructor(latency_histogram);
+        let rpc_phase: HistogramFamily<PhaseLabels> =
+            Family::new_with_constructor(latency_histogram);
         let drc_hits = Counter::default();
         let connections_open = Family::<TargetLabels, Gauge>::default();
         let connections_opened = Family::<TargetLabels, Counter>::default();
@@ -167,6 +175,13 @@ impl Metrics {
             "sluice_rpc_latency_seconds",
             "Time from a decoded RPC call to its encoded reply, by program and procedure",
             rpc_latency.clone(),
+        );
+        registry.register(
+            "sluice_rpc_phase_seconds",
+            "Where a request's time goes: queue (complete record to start, waiting for the \
+             in-flight budget or pacing), backend (running the call), wire (reply ready to \
+             written to the socket)",
+            rpc_phase.clone(),
         );
         registry.register(
             "sluice_drc_hits",
@@ -208,6 +223,7 @@ impl Metrics {
             registry,
             rpc_calls,
             rpc_latency,
+            rpc_phase,
             drc_hits,
             connections_open,
             connections_opened,
@@ -243,6 +259,13 @@ impl Metrics {
     }
 
     /// A duplicate request cache hit (a retransmission answered from the cache).
+    /// Time a request spent in one phase: "queue", "backend" or "wire".
+    pub fn rpc_phase(&self, phase: &'static str, d: Duration) {
+        self.rpc_phase
+            .get_or_create(&PhaseLabels { phase })
+            .observe(d.as_secs_f64());
+    }
+
     pub fn drc_hit(&self) {
         self.drc_hits.inc();
     }

@@ -55,6 +55,8 @@ impl Resolved {
 pub struct Reply {
     pub head: Bytes,
     pub payload: Bytes,
+    /// When the reply was ready to send (the transport measures the wire phase from it).
+    pub ready_at: Option<std::time::Instant>,
 }
 
 impl Reply {
@@ -171,9 +173,13 @@ impl<S: Store> Server<S> {
             None => "DROPPED",
             Some(r) => rpc_outcome(&r.head).unwrap_or(status),
         };
-        self.metrics
-            .rpc_call(program, procedure, status, start.elapsed());
-        reply
+        let elapsed = start.elapsed();
+        self.metrics.rpc_call(program, procedure, status, elapsed);
+        self.metrics.rpc_phase("backend", elapsed);
+        reply.map(|r| Reply {
+            ready_at: Some(std::time::Instant::now()),
+            ..r
+        })
     }
 
     async fn dispatch(
@@ -195,6 +201,7 @@ impl<S: Store> Server<S> {
                 return Some(Reply {
                     head: w.into_bytes(),
                     payload: Bytes::new(),
+                    ready_at: None,
                 });
             }
         };
@@ -311,6 +318,7 @@ impl<S: Store> Server<S> {
                 return Some(Reply {
                     head: b,
                     payload: Bytes::new(),
+                    ready_at: None,
                 });
             }
             Lookup::New => {}
@@ -441,6 +449,7 @@ fn reply(w: Writer, payload: Option<Bytes>) -> Reply {
     Reply {
         head: w.into_bytes(),
         payload: payload.unwrap_or_default(),
+        ready_at: None,
     }
 }
 

@@ -161,14 +161,15 @@ pub async fn serve_connection<S: Store>(
     tracing::debug!(%peer, %local, "connection accepted");
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Reply>(limits.inflight_requests_max);
-    let writer = tokio::spawn(write_loop(wr, rx));
+    let writer = tokio::spawn(write_loop(wr, rx, server.metrics.clone()));
 
     let mut decoder = RecordDecoder::new(RECORD_LEN_MAX);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut inflight = FuturesUnordered::new();
     let mut inflight_bytes = 0usize;
-    // A complete record waiting for room in the global budget.
+    // A complete record waiting for room in the global budget, and when it became complete.
     let mut pending: Option<Bytes> = None;
+    let mut queued_at = Instant::now();
     // A data call waiting for its target's tokens; meanwhile the connection reads nothing more.
     let mut pacing: Option<(Bytes, PaceFuture)> = None;
     let mut eof = false;
@@ -181,22 +182,25 @@ pub async fn serve_connection<S: Store>(
             && inflight_bytes < limits.inflight_bytes_max;
         if can_take {
             match decoder.decode(&mut buf) {
-                Ok(Some(record)) => match target
-                    .pacer
-                    .is_limited()
-                    .then(|| qos::cost_of(&record))
-                    .flatten()
-                {
-                    Some((direction, bytes, ops)) => {
-                        let (pacer, client) = (target.pacer.clone(), peer.ip());
-                        let wait = Box::pin(async move {
-                            let delay = pacer.acquire(direction, client, bytes, ops).await;
-                            (direction, bytes, delay)
-                        });
-                        pacing = Some((record, wait));
+                Ok(Some(record)) => {
+                    queued_at = Instant::now();
+                    let cost = target
+                        .pacer
+                        .is_limited()
+                        .then(|| qos::cost_of(&record))
+                        .flatten();
+                    match cost {
+                        Some((direction, bytes, ops)) => {
+                            let (pacer, client) = (target.pacer.clone(), peer.ip());
+                            let wait = Box::pin(async move {
+                                let delay = pacer.acquire(direction, client, bytes, ops).await;
+                                (direction, bytes, delay)
+                            });
+                            pacing = Some((record, wait));
+                        }
+                        None => pending = Some(record),
                     }
-                    None => pending = Some(record),
-                },
+                }
                 Ok(None) => {}
                 Err(e) => {
                     if CLOSE_LOG.allow() {
@@ -211,7 +215,7 @@ pub async fn serve_connection<S: Store>(
             match limits.global_budget.clone().try_acquire_many_owned(units) {
                 Ok(permit) => {
                     inflight_bytes += record.len();
-                    inflight.push(run(server.clone(), record, peer, local, permit));
+                    inflight.push(run(server.clone(), record, peer, local, permit, queued_at));
                     continue;
                 }
                 Err(_) => pending = Some(record),
@@ -262,7 +266,7 @@ pub async fn serve_connection<S: Store>(
                     break Ok(());
                 };
                 inflight_bytes += record.len();
-                inflight.push(run(server.clone(), record, peer, local, permit));
+                inflight.push(run(server.clone(), record, peer, local, permit, queued_at));
             }
             read = rd.read_buf(&mut buf), if can_take && !eof => {
                 match read {
@@ -292,8 +296,10 @@ async fn run<S: Store>(
     peer: SocketAddr,
     local: SocketAddr,
     permit: OwnedSemaphorePermit,
+    queued_at: Instant,
 ) -> (Option<Reply>, usize) {
     let n = record.len();
+    server.metrics.rpc_phase("queue", queued_at.elapsed());
     let reply = server.handle_record(record, peer, local).await;
     drop(permit);
     (reply, n)
@@ -304,7 +310,11 @@ type PaceFuture =
 
 static ZERO_PAD: [u8; 4] = [0; 4];
 
-async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
+async fn write_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Reply>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let mut batch: Vec<Reply> = Vec::with_capacity(32);
     while let Some(r) = rx.recv().await {
         batch.push(r);
@@ -318,6 +328,11 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
         if let Err(e) = write_batch(&mut wr, &batch).await {
             tracing::debug!("write failed: {e}");
             return;
+        }
+        for r in &batch {
+            if let Some(t) = r.ready_at {
+                metrics.rpc_phase("wire", t.elapsed());
+            }
         }
         batch.clear();
     }
