@@ -38,6 +38,9 @@ need_pkg libnfs-utils rpcbind
 step "rpcbind registration (Debian's rpcbind in a private netns)"
 tests/e2e/rpcbind-register.sh
 
+step "admin API against its OpenAPI document (schemathesis)"
+tests/e2e/schemathesis.sh
+
 step "libnfs userspace clients, kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 

@@ -209,6 +209,18 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
+/// Stops a target's listener tasks (dropping an `AbortHandle` would leave them running).
+fn stop_listeners(t: &Target) {
+    for l in t
+        .listeners
+        .lock()
+        .expect("listeners lock poisoned")
+        .drain(..)
+    {
+        l.abort();
+    }
+}
+
 /// A parsed request.
 struct Request {
     method: String,
@@ -220,6 +232,22 @@ struct Request {
 
 /// A response: status and JSON body (None for 204).
 struct Response(u16, Option<Value>);
+
+/// The methods `ROUTES` allows on a concrete path (for 405's Allow header).
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTES
+        .iter()
+        .filter(|(_, template)| {
+            let t: Vec<&str> = template.split('/').collect();
+            t.len() == segs.len()
+                && t.iter()
+                    .zip(&segs)
+                    .all(|(a, b)| a.starts_with('{') || a == b)
+        })
+        .map(|(m, _)| *m)
+        .collect()
+}
 
 fn error(status: u16, msg: impl Into<String>) -> Response {
     Response(status, Some(json!({ "error": msg.into() })))
@@ -242,9 +270,17 @@ pub async fn serve<S: Store>(admin: Arc<Admin<S>>, listener: TcpListener) {
 }
 
 async fn one<S: Store>(admin: Arc<Admin<S>>, mut stream: TcpStream) {
-    let response = match read_request(&mut stream).await {
-        Ok(req) => admin.handle(req).await,
-        Err(resp) => resp,
+    let (response, allow) = match read_request(&mut stream).await {
+        Ok(req) => {
+            let allow = allowed_methods(&req.path).join(", ");
+            (admin.handle(req).await, allow)
+        }
+        Err(resp) => (resp, String::new()),
+    };
+    let allow = if response.0 == 405 {
+        format!("Allow: {allow}\r\n")
+    } else {
+        String::new()
     };
     let (status, body) = match response.1 {
         Some(v) => (
@@ -267,7 +303,7 @@ async fn one<S: Store>(admin: Arc<Admin<S>>, mut stream: TcpStream) {
         _ => "Internal Server Error",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;
@@ -453,6 +489,7 @@ impl<S: Store> Admin<S> {
 
     async fn create_target(&self, body: &[u8]) -> Result<Response, Response> {
         let cfg: TargetConfig = parse_body(body)?;
+        crate::qos::check_target_name(&cfg.name).map_err(|e| error(400, format!("name: {e}")))?;
         if cfg.listen.is_empty() {
             return Err(error(
                 400,
@@ -462,20 +499,18 @@ impl<S: Store> Admin<S> {
         cfg.tier
             .resolve()
             .map_err(|e| error(400, format!("tier: {e}")))?;
+        // Refuse a taken name before touching any socket: a refused request changes nothing.
+        if self.targets.by_name(&cfg.name).is_some() || cfg.name == "default" {
+            return Err(error(409, format!("a target named {:?} exists", cfg.name)));
+        }
         let target = Target::new(&cfg, Source::Api).map_err(|e| error(400, e))?;
-        self.start_listeners(&target)
-            .await
-            .map_err(|e| error(409, e))?;
+        if let Err(e) = self.start_listeners(&target).await {
+            stop_listeners(&target);
+            return Err(error(409, e));
+        }
         if let Err(e) = self.targets.add(target.clone()) {
-            self.targets.remove(&cfg.name);
-            for l in target
-                .listeners
-                .lock()
-                .expect("listeners lock poisoned")
-                .drain(..)
-            {
-                l.abort();
-            }
+            // Lost a race with another create of the same name: undo only our own listeners.
+            stop_listeners(&target);
             return Err(error(409, e));
         }
         crate::run::publish_rates(&self.server.metrics, &target);
@@ -643,7 +678,12 @@ impl<S: Store> Admin<S> {
         for c in path.split('/').filter(|c| !c.is_empty()) {
             id = match self.server.store.lookup(&root, id, c.as_bytes()).await {
                 Ok(a) => a.id,
-                Err(backend::Error::NotFound | backend::Error::NotDir) => {
+                Err(
+                    backend::Error::NotFound
+                    | backend::Error::NotDir
+                    | backend::Error::NameTooLong
+                    | backend::Error::Invalid,
+                ) => {
                     return Err(error(
                         404,
                         format!("{path}: no such file ({c:?} is missing)"),

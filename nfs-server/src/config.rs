@@ -247,6 +247,8 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.targets.iter().enumerate() {
+            crate::qos::check_target_name(&t.name)
+                .map_err(|e| ConfigError(format!("target[{i}].name: {e}")))?;
             if !names.insert(t.name.clone()) || t.name == "default" {
                 return Err(ConfigError(format!(
                     "target[{i}].name: {:?} is taken (\"default\" is reserved); give each \

@@ -226,6 +226,19 @@ impl ExportConfig {
                 self.path
             )));
         }
+        if let Some(c) = self
+            .path
+            .split('/')
+            .find(|c| c.len() > backend::NAME_LEN_MAX)
+        {
+            return Err(ConfigError(format!(
+                "export[{i}].path: component {:?}... is longer than {} bytes",
+                &c[..16],
+                backend::NAME_LEN_MAX
+            )));
+        }
+        // "/p/" and "//p" are "/p": one export per directory.
+        self.path = format!("/{}", self.components().collect::<Vec<_>>().join("/"));
         if self.clients.is_empty() {
             return Err(ConfigError(format!(
                 "export[{i}].clients: no client rule, so nobody could mount {:?}; add e.g. \

@@ -533,6 +533,26 @@ pub enum Source {
     Api,
 }
 
+/// Target names appear in URLs, metrics and logs: 1 to 63 of `A-Z a-z 0-9 . _ -`, starting
+/// with a letter or digit.
+pub fn check_target_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
 /// A mount target at run time.
 #[derive(Debug)]
 pub struct Target {
