@@ -133,6 +133,15 @@ pub struct Metrics {
     target_rate: Family<TargetDirLabels, Gauge>,
     /// Target names seen so far, for the [`TARGETS_MAX`] bound.
     targets: RwLock<HashSet<String>>,
+    /// Wraps every request future (transport.rs): poll, scheduling and idle time of requests.
+    pub task_monitor: tokio_metrics::TaskMonitor,
+    /// Read from `task_monitor` and the runtime at each scrape.
+    runtime: Family<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    metric: &'static str,
 }
 
 impl Default for Metrics {
@@ -162,6 +171,7 @@ impl Metrics {
         let throttle_delay: HistogramFamily<TargetDirLabels> =
             Family::new_with_constructor(throttle_histogram);
         let target_rate = Family::<TargetDirLabels, Gauge>::default();
+        let runtime = Family::<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
 
         // Names are given without the `_total` suffix: prometheus-client appends it to
         // counter samples (and OpenMetrics names the counter family without it).
@@ -219,7 +229,18 @@ impl Metrics {
             target_rate.clone(),
         );
 
+        registry.register(
+            "sluice_runtime",
+            "Tokio runtime and request-task figures, read at scrape time: workers, alive_tasks, \
+             global_queue_depth, and cumulative request_polls_seconds (running), \
+             request_scheduled_seconds (woken but waiting for a worker), request_idle_seconds \
+             (waiting on I/O), requests_instrumented",
+            runtime.clone(),
+        );
+
         Metrics {
+            task_monitor: tokio_metrics::TaskMonitor::new(),
+            runtime,
             registry,
             rpc_calls,
             rpc_latency,
@@ -319,7 +340,29 @@ impl Metrics {
 
     /// Prometheus text exposition (OpenMetrics text format as prometheus-client encodes it,
     /// ending in `# EOF`).
+    /// Refreshes the figures that are read rather than counted.
+    fn refresh_runtime(&self) {
+        let set = |metric: &'static str, v: f64| {
+            self.runtime.get_or_create(&RuntimeLabels { metric }).set(v);
+        };
+        let t = self.task_monitor.cumulative();
+        set("requests_instrumented", t.instrumented_count as f64);
+        set("request_polls_seconds", t.total_poll_duration.as_secs_f64());
+        set(
+            "request_scheduled_seconds",
+            t.total_scheduled_duration.as_secs_f64(),
+        );
+        set("request_idle_seconds", t.total_idle_duration.as_secs_f64());
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let m = h.metrics();
+            set("workers", m.num_workers() as f64);
+            set("alive_tasks", m.num_alive_tasks() as f64);
+            set("global_queue_depth", m.global_queue_depth() as f64);
+        }
+    }
+
     pub fn encode(&self) -> String {
+        self.refresh_runtime();
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail and none of our label types returns an error, so an
         // error here is a library bug: report it and serve what was written rather than
@@ -687,7 +730,11 @@ mod tests {
         let text = m.encode();
         assert_eq!(
             families(&text),
-            ["sluice_drc_hits", "sluice_connections_refused"],
+            [
+                "sluice_drc_hits",
+                "sluice_connections_refused",
+                "sluice_runtime"
+            ],
             "{text}"
         );
         assert_eq!(sample(&text, "sluice_drc_hits_total", &[]), Some(0.0));
@@ -706,6 +753,7 @@ mod tests {
         let mut got = families(&text);
         got.sort_unstable();
         let mut want = [
+            "sluice_runtime",
             "sluice_rpc_calls",
             "sluice_rpc_latency_seconds",
             "sluice_drc_hits",

@@ -215,7 +215,14 @@ pub async fn serve_connection<S: Store>(
             match limits.global_budget.clone().try_acquire_many_owned(units) {
                 Ok(permit) => {
                     inflight_bytes += record.len();
-                    inflight.push(run(server.clone(), record, peer, local, permit, queued_at));
+                    inflight.push(server.metrics.task_monitor.instrument(run(
+                        server.clone(),
+                        record,
+                        peer,
+                        local,
+                        permit,
+                        queued_at,
+                    )));
                     continue;
                 }
                 Err(_) => pending = Some(record),
@@ -266,7 +273,14 @@ pub async fn serve_connection<S: Store>(
                     break Ok(());
                 };
                 inflight_bytes += record.len();
-                inflight.push(run(server.clone(), record, peer, local, permit, queued_at));
+                inflight.push(server.metrics.task_monitor.instrument(run(
+                        server.clone(),
+                        record,
+                        peer,
+                        local,
+                        permit,
+                        queued_at,
+                    )));
             }
             read = rd.read_buf(&mut buf), if can_take && !eof => {
                 match read {

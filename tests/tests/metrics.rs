@@ -131,6 +131,7 @@ fn metrics_endpoint_counts_the_nfs_calls_a_client_made() {
         "sluice_rpc_calls_total",
         "sluice_rpc_latency_seconds",
         "sluice_rpc_phase_seconds",
+        "sluice_runtime",
         "sluice_connections_open",
     ] {
         // A histogram's samples are <family>_bucket/_sum/_count.
