@@ -20,11 +20,26 @@ fn config(target: SocketAddr, tier: &str) -> String {
     format!("[[target]]\nname = \"t1\"\nlisten = [\"{target}\"]\ntier = {tier}\n")
 }
 
+/// The server's /metrics text (the config sets `metrics_listen`).
+fn scrape(metrics: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(metrics).expect("connect to /metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// A server with target "t1" on 127.0.0.2 and a 16 MiB file written through the (unlimited)
 /// default target.
 fn setup(tier: &str) -> (Sluice, SocketAddr, NfsFh3) {
     let target = SocketAddr::from(([127, 0, 0, 2], free_port()));
-    let s = Sluice::start_config(&config(target, tier));
+    setup_with(target, &config(target, tier))
+}
+
+fn setup_with(target: SocketAddr, toml: &str) -> (Sluice, SocketAddr, NfsFh3) {
+    let s = Sluice::start_config(toml);
     let (mut c, root) = s.mounted("/");
     let fh = c.create(&root, "data").expect("create");
     let chunk = vec![7u8; 1 << 20];
@@ -96,7 +111,13 @@ fn the_read_cap_of_a_target_holds_after_the_first_second() {
 
 #[test]
 fn a_host_with_sixteen_connections_gets_the_same_share_as_a_host_with_one() {
-    let (_s, target, fh) = setup("{ read = \"40MB/s\" }");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let target = SocketAddr::from(([127, 0, 0, 2], free_port()));
+    let toml = format!(
+        "[server]\nmetrics_listen = \"{metrics}\"\n{}",
+        config(target, "{ read = \"40MB/s\" }")
+    );
+    let (_s, target, fh) = setup_with(target, &toml);
     let log = Log::default();
     let start = Instant::now();
     let until = start + Duration::from_secs(6);
@@ -127,6 +148,12 @@ fn a_host_with_sixteen_connections_gets_the_same_share_as_a_host_with_one() {
         "total {:.1} MB/s",
         (a + b) / MB
     );
+    // Pacing delays, never refuses: the server counts no JUKEBOX reply, and the delays it
+    // applied are on record.
+    let text = scrape(metrics);
+    assert!(!text.contains("JUKEBOX"), "{text}");
+    let delays = "sluice_target_throttle_delay_seconds_count{target=\"t1\",direction=\"read\"}";
+    assert!(text.contains(delays), "{text}");
 }
 
 #[test]
