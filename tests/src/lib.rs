@@ -67,6 +67,12 @@ fn build_sluice() -> PathBuf {
     if let Some(p) = std::env::var_os("SLUICE_BIN") {
         return PathBuf::from(p);
     }
+    build_bin("nfs-server", "sluice")
+}
+
+/// Builds binary `bin` of workspace package `package` with the target dir and profile of the
+/// running test executable, and returns its path.
+pub fn build_bin(package: &str, bin: &str) -> PathBuf {
     // A test executable lives in <target>/<profile>/deps/<name>-<hash>.
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
@@ -87,7 +93,7 @@ fn build_sluice() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--quiet", "-p", "nfs-server", "--bin", "sluice"])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null());
@@ -100,11 +106,15 @@ fn build_sluice() -> PathBuf {
             cmd.args(["--profile", other]);
         }
     }
-    let status = cmd.status().expect("cannot run cargo to build sluice");
-    assert!(status.success(), "cargo build of sluice failed: {status}");
-    let bin = profile_dir.join("sluice");
-    assert!(bin.exists(), "{} missing after cargo build", bin.display());
-    bin
+    let status = cmd.status().expect("cannot run cargo");
+    assert!(status.success(), "cargo build of {bin} failed: {status}");
+    let path = profile_dir.join(bin);
+    assert!(
+        path.exists(),
+        "{} missing after cargo build",
+        path.display()
+    );
+    path
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.

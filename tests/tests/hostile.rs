@@ -5,7 +5,7 @@
 //! hostile -- --nocapture`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,53 +18,10 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(80);
 /// `<target>/<profile>/sluice-hostile`, built with the same target dir and profile as this
 /// test executable (`SLUICE_HOSTILE_BIN` overrides).
 fn hostile_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLUICE_HOSTILE_BIN") {
-        return PathBuf::from(p);
+    match std::env::var_os("SLUICE_HOSTILE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => sluice_tests::build_bin("sluice-tests", "sluice-hostile"),
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable is not in <target>/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("no target dir");
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "sluice-tests",
-            "--bin",
-            "sluice-hostile",
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null());
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build sluice-hostile");
-    assert!(status.success(), "cargo build of sluice-hostile failed");
-    let bin = profile_dir.join("sluice-hostile");
-    assert!(bin.exists(), "{} missing after cargo build", bin.display());
-    bin
 }
 
 /// The pid of the `sluice serve` listening on `nfs` (the harness does not expose it): the
