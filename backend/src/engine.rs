@@ -3,7 +3,8 @@
 //! [`Engine`] implements [`Store`] on top of two small synchronous traits:
 //! * [`MetaStore`] keeps inode records, directory entries and counters. A batch of
 //!   [`MetaOp`]s is applied atomically and is durable when [`MetaStore::apply`] returns.
-//! * [`DataStore`] keeps the bytes of regular files, one sparse backing area per inode.
+//! * [`DataStore`] keeps the bytes of regular files, one sparse backing area per inode
+//!   (a file per inode in `local`, chunk maps over raw blocks in `nvme`).
 //!
 //! The engine owns everything POSIX: permission checks, link counts, times, rename rules,
 //! readdir cookies. The stores only persist what they are told.
@@ -110,6 +111,20 @@ pub trait DataStore: Send + Sync + 'static {
     /// Fills `buf` from `offset`; returns how many bytes the backing area held (a short count at
     /// its physical end; a missing area reads as empty).
     fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// `len` bytes from `offset`, zeros past the backing area. Stores that read into their own
+    /// buffers override this to hand those buffers out without a copy.
+    fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = self.read_at(ino, offset + filled as u64, &mut buf[filled..])?;
+            if n == 0 {
+                break; // The rest is a hole past the backing area: zeros.
+            }
+            filled += n;
+        }
+        Ok(Bytes::from(buf))
+    }
     fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()>;
     /// Cuts or extends the backing area; bytes past `len` are gone.
     fn set_len(&self, ino: u64, len: u64) -> Result<()>;
@@ -175,6 +190,11 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         Ok(Engine {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The data store, for store-specific inspection (tests, the admin API).
+    pub fn data(&self) -> &D {
+        &self.inner.data
     }
 
     /// Number of inodes in the store, for logging.
@@ -545,19 +565,9 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let available = inode.size.saturating_sub(offset);
         let len = available.min(u64::from(count)).min(READ_BYTES_MAX);
         // `len` is at most READ_BYTES_MAX, so the conversion cannot truncate.
-        let mut buf = vec![0u8; len as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = self
-                .data
-                .read_at(id.ino, offset + filled as u64, &mut buf[filled..])?;
-            if n == 0 {
-                break; // The rest is a hole past the backing area: zeros.
-            }
-            filled += n;
-        }
+        let data = self.data.read(id.ino, offset, len as usize)?;
         Ok(ReadResult {
-            data: Bytes::from(buf),
+            data,
             eof: offset.saturating_add(len) >= inode.size,
             attr: inode.attr(id.ino),
         })

@@ -27,6 +27,7 @@ use bytes::Bytes;
 pub mod engine;
 pub mod local;
 pub mod mem;
+pub mod nvme;
 
 /// Longest name of a directory entry, in bytes.
 pub const NAME_LEN_MAX: usize = 255;

@@ -104,7 +104,7 @@ pub struct LocalMeta {
 }
 
 impl LocalMeta {
-    fn open(path: &Path) -> Result<LocalMeta> {
+    pub(crate) fn open(path: &Path) -> Result<LocalMeta> {
         let db = Database::builder()
             .set_cache_size(META_CACHE_BYTES)
             .create(path)
@@ -426,27 +426,35 @@ impl DataStore for LocalData {
     }
 
     fn space(&self, files_used: u64) -> Result<FsStat> {
-        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
-            .map_err(|_| Error::Io("data directory path contains a NUL byte".into()))?;
-        let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-        // SAFETY: `path` is a valid NUL-terminated C string that outlives the call, and `st`
-        // points to writable memory the size of a `statvfs`, which the call fills on success.
-        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(io_error("statvfs", std::io::Error::last_os_error()));
-        }
-        // SAFETY: statvfs returned 0, so it initialized the structure (and it was zeroed anyway).
-        let st = unsafe { st.assume_init() };
-        let frsize = widen(st.f_frsize);
-        let free_files = widen(st.f_ffree);
+        let stat = statvfs(&self.dir)?;
         Ok(FsStat {
-            total_bytes: widen(st.f_blocks) * frsize,
-            free_bytes: widen(st.f_bfree) * frsize,
-            avail_bytes: widen(st.f_bavail) * frsize,
-            // Each file costs one inode in the metadata store and at most one data file.
-            total_files: widen(st.f_files).max(files_used),
-            free_files,
-            avail_files: widen(st.f_favail).min(free_files),
+            total_files: stat.total_files.max(files_used),
+            ..stat
         })
     }
+}
+
+/// Capacity figures of the file system holding `path`.
+pub(crate) fn statvfs(path: &Path) -> Result<FsStat> {
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Io("data directory path contains a NUL byte".into()))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a valid NUL-terminated C string that outlives the call, and `st`
+    // points to writable memory the size of a `statvfs`, which the call fills on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io_error("statvfs", std::io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it initialized the structure (and it was zeroed anyway).
+    let st = unsafe { st.assume_init() };
+    let frsize = widen(st.f_frsize);
+    let free_files = widen(st.f_ffree);
+    Ok(FsStat {
+        total_bytes: widen(st.f_blocks) * frsize,
+        free_bytes: widen(st.f_bfree) * frsize,
+        avail_bytes: widen(st.f_bavail) * frsize,
+        total_files: widen(st.f_files),
+        free_files,
+        avail_files: widen(st.f_favail).min(free_files),
+    })
 }

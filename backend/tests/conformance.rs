@@ -1,7 +1,7 @@
 //! The contract of `backend::Store`, checked against every implementation.
 //!
 //! Each check is a generic `async fn name<S: Store>(s: &S)`; the `conformance!` macro at the end
-//! instantiates it once per store (`mem::name`, `local::name`), so both stores pass the very same
+//! instantiates it once per store (`mem::name`, `local::name`, `nvme::name`), so both stores pass the very same
 //! suite. Tests that need a restart live in `local_only`.
 
 use backend::local::LocalStore;
@@ -1156,6 +1156,16 @@ macro_rules! conformance {
                 async fn $name() {
                     let dir = tempfile::tempdir().unwrap();
                     let store = super::LocalStore::open(dir.path()).unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod nvme {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = backend::nvme::NvmeStore::open(dir.path()).unwrap();
                     super::$name(&store).await;
                 }
             )*

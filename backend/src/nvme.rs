@@ -1,0 +1,1068 @@
+//! [`NvmeStore`]: the engine over raw block space on local NVMe, through io_uring and O_DIRECT.
+//!
+//! Metadata (inodes, directories) is the local store's redb database (`meta.redb`). File data
+//! lives in *devices*: block devices or preallocated files, read and written in 4 KiB blocks
+//! with O_DIRECT from aligned buffers (see [`buf`]), through io_uring or a thread pool
+//! ([`io`]).
+//!
+//! * Layout: a file is cut into 1 MiB chunks ([`chunk`]). A chunk lives on one device (chunks
+//!   of a file rotate over the devices) and maps each of its 256 blocks to a physical block and
+//!   the block's crc32c. Chunk maps are kept in `extents.redb`, keyed by (inode, chunk index).
+//! * Writes never overwrite a block that a stored chunk map points to: new data goes to freshly
+//!   allocated blocks (a partial block is read, verified, merged and written elsewhere), and the
+//!   replaced blocks are freed only after the map that no longer references them is durable.
+//!   A crash therefore leaves every durable map pointing at intact blocks, whatever was in flight.
+//! * Reads verify every block against its checksum; a mismatch is an I/O error, never data.
+//! * Durability: written blocks and their maps sit in the device and in memory until a sync.
+//!   [`DataStore::sync`] is a group commit: one flush (fdatasync of the devices, then one redb
+//!   transaction with every changed chunk map) serves every caller that arrived before it began.
+//! * Free space is in memory ([`alloc`]), rebuilt at open as the complement of the stored maps.
+//!   Maps of inodes that the metadata no longer has (a crash between an unlink and the next
+//!   flush) are deleted at open.
+//!
+//! Device block 0 is a header naming the store and the device's index, so a device list that
+//! was reordered or belongs to another store is refused at open.
+
+mod alloc;
+mod buf;
+mod chunk;
+pub mod io;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use self::alloc::FreeMap;
+use self::buf::{AlignedBuf, BufPool};
+use self::chunk::{ChunkMap, Slot};
+use self::io::{EngineChoice, IoEngine, Op, Request};
+use crate::engine::{DataStore, Engine, MetaStore};
+use crate::local::LocalMeta;
+use crate::{Error, FsStat, Result};
+
+/// Bytes per block: the unit of allocation, checksums and O_DIRECT alignment.
+pub const BLOCK: usize = 4096;
+/// Blocks per chunk.
+pub const CHUNK_BLOCKS: usize = 256;
+const CHUNK_BYTES: u64 = (BLOCK * CHUNK_BLOCKS) as u64;
+/// A file-backed device grows by at least this many blocks (256 MiB) at a time.
+const GROW_BLOCKS: u64 = 65_536;
+/// Clean chunk maps kept in memory; past this, unused clean ones are dropped.
+const CACHED_CHUNKS_MAX: usize = 32_768;
+const DEVICE_MAGIC: &[u8; 16] = b"SLUICE-NVME-DEV\0";
+const DEVICE_FORMAT: u32 = 1;
+
+/// (inode, chunk index) -> encoded [`ChunkMap`].
+const CHUNKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("chunks");
+/// "store_id" -> 16 bytes, "devices" -> count as u64 little-endian.
+const INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("info");
+
+/// A durable [`Store`](crate::Store) on local block space.
+pub type NvmeStore = Engine<LocalMeta, NvmeData>;
+
+/// How to open an [`NvmeStore`].
+#[derive(Clone, Debug)]
+pub struct NvmeConfig {
+    /// Holds `meta.redb`, `extents.redb` and, by default, the device file.
+    pub dir: PathBuf,
+    /// Block devices or files holding file data. Empty: one growable file, `<dir>/nvme/dev0`.
+    pub devices: Vec<PathBuf>,
+    pub engine: EngineChoice,
+    /// io_uring queue depth.
+    pub queue_depth: u32,
+    /// Threads of the portable engine.
+    pub io_threads: usize,
+}
+
+impl NvmeConfig {
+    pub fn new(dir: &Path) -> NvmeConfig {
+        NvmeConfig {
+            dir: dir.to_path_buf(),
+            devices: Vec::new(),
+            engine: EngineChoice::Auto,
+            queue_depth: 256,
+            io_threads: 32,
+        }
+    }
+}
+
+impl NvmeStore {
+    /// Opens (or creates) the store described by `config`.
+    pub fn open_with(config: &NvmeConfig) -> Result<NvmeStore> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| io_error(&format!("create {}", config.dir.display()), e))?;
+        let meta = LocalMeta::open(&config.dir.join("meta.redb"))?;
+        let data = NvmeData::open(config, &meta)?;
+        let store = Engine::with_stores(meta, data)?;
+        tracing::info!(
+            dir = %config.dir.display(),
+            inodes = store.inode_count()?,
+            "opened nvme store"
+        );
+        Ok(store)
+    }
+
+    /// Opens (or creates) a store in `dir` with the default settings.
+    pub fn open(dir: &Path) -> Result<NvmeStore> {
+        Self::open_with(&NvmeConfig::new(dir))
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace,
+        _ => Error::Io(format!("{what}: {e}")),
+    }
+}
+
+fn db_error(e: impl Into<redb::Error>) -> Error {
+    Error::Io(format!("extent store: {}", e.into()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One block device or file holding data blocks.
+struct Device {
+    path: PathBuf,
+    file: File,
+    /// Opened with O_DIRECT (false where the file system refuses it).
+    direct: bool,
+    /// A regular file, grown on demand; a block device has a fixed size.
+    growable: bool,
+    /// Size in blocks (block 0 included).
+    capacity: AtomicU64,
+    /// Written since the last flush.
+    written: AtomicBool,
+}
+
+impl Device {
+    fn open(path: &Path, create: bool) -> Result<Device> {
+        let open = |direct: bool| {
+            let mut o = OpenOptions::new();
+            o.read(true).write(true).create(create).truncate(false);
+            if direct {
+                o.custom_flags(libc::O_DIRECT);
+            }
+            o.open(path)
+        };
+        let (file, direct) = match open(true) {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!(
+                    device = %path.display(),
+                    "this file system refuses O_DIRECT; the device is used through the page cache"
+                );
+                (
+                    open(false).map_err(|e| io_error(&format!("open {}", path.display()), e))?,
+                    false,
+                )
+            }
+            Err(e) => return Err(io_error(&format!("open device {}", path.display()), e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error(&format!("stat {}", path.display()), e))?;
+        let growable = meta.file_type().is_file();
+        let bytes = if meta.file_type().is_block_device() {
+            block_device_size(&file).map_err(|e| io_error("device size", e))?
+        } else if growable {
+            meta.len()
+        } else {
+            return Err(Error::Io(format!(
+                "{} is neither a block device nor a regular file",
+                path.display()
+            )));
+        };
+        Ok(Device {
+            path: path.to_path_buf(),
+            file,
+            direct,
+            growable,
+            capacity: AtomicU64::new(bytes / BLOCK as u64),
+            written: AtomicBool::new(false),
+        })
+    }
+
+    fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::SeqCst)
+    }
+
+    /// Grows a file-backed device to at least `blocks` blocks.
+    fn grow_to(&self, blocks: u64) -> Result<()> {
+        if !self.growable {
+            return Err(Error::NoSpace);
+        }
+        let old = self.capacity();
+        let bytes = blocks * BLOCK as u64;
+        // SAFETY: fallocate takes no pointers; `file` is open.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                0,
+                (old * BLOCK as u64) as libc::off_t,
+                ((blocks - old) * BLOCK as u64) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(io_error(&format!("grow {}", self.path.display()), e));
+            }
+            self.file
+                .set_len(bytes)
+                .map_err(|e| io_error(&format!("grow {}", self.path.display()), e))?;
+        }
+        self.capacity.store(blocks, Ordering::SeqCst);
+        self.written.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::Io(format!("sync {}: {e}", self.path.display())))
+    }
+}
+
+fn block_device_size(file: &File) -> std::io::Result<u64> {
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut size: u64 = 0;
+    // SAFETY: the ioctl writes one u64 into `size`, which lives across the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// The in-memory state of one chunk.
+#[derive(Default)]
+struct ChunkState {
+    /// `None`: no blocks (never written, or cut away).
+    map: Option<ChunkMap>,
+    /// Changed since the last flush.
+    dirty: bool,
+    /// Blocks this chunk stopped referencing since the last flush; free once it is durable.
+    freed: Vec<u64>,
+    /// Device of `freed` (kept when `map` becomes None).
+    device: u16,
+}
+
+type ChunkRef = Arc<RwLock<ChunkState>>;
+
+/// One chunk's part of a flush: key, encoded map (`None`: delete it), device, freed blocks.
+type Change = ((u64, u64), Option<Vec<u8>>, u16, Vec<u64>);
+
+/// Group commit: concurrent syncs share one flush.
+#[derive(Default)]
+struct FlushState {
+    /// Id the next flush will get.
+    next: u64,
+    /// Every flush with an id below this has finished.
+    done: u64,
+    running: bool,
+    /// Recent failed flushes and why.
+    failed: BTreeMap<u64, String>,
+}
+
+/// The data half of [`NvmeStore`].
+pub struct NvmeData {
+    devices: Vec<Device>,
+    free: Vec<Mutex<FreeMap>>,
+    io: IoEngine,
+    pool: Arc<BufPool>,
+    db: Database,
+    cache: Mutex<BTreeMap<(u64, u64), ChunkRef>>,
+    dirty: Mutex<BTreeSet<(u64, u64)>>,
+    flush: Mutex<FlushState>,
+    flushed: Condvar,
+}
+
+impl NvmeData {
+    fn open(config: &NvmeConfig, meta: &LocalMeta) -> Result<NvmeData> {
+        let db_path = config.dir.join("extents.redb");
+        let db = Database::create(&db_path)
+            .map_err(|e| Error::Io(format!("open extent store {}: {e}", db_path.display())))?;
+        let paths = if config.devices.is_empty() {
+            let dir = config.dir.join("nvme");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io_error(&format!("create {}", dir.display()), e))?;
+            vec![dir.join("dev0")]
+        } else {
+            config.devices.clone()
+        };
+        if paths.len() > usize::from(u16::MAX) {
+            return Err(Error::Invalid);
+        }
+        let info = read_info(&db)?;
+        let devices = match info {
+            None => format_devices(&db, &paths)?,
+            Some((store_id, count)) => {
+                if count != paths.len() as u64 {
+                    return Err(Error::Io(format!(
+                        "the store was created with {count} devices but {} are configured",
+                        paths.len()
+                    )));
+                }
+                let mut devices = Vec::new();
+                for (i, path) in paths.iter().enumerate() {
+                    let dev = Device::open(path, false)?;
+                    check_header(&dev, &store_id, i)?;
+                    devices.push(dev);
+                }
+                devices
+            }
+        };
+        let io = IoEngine::start(config.engine, config.queue_depth, config.io_threads)
+            .map_err(|e| Error::Io(format!("start the I/O engine: {e}")))?;
+        let direct = devices.iter().all(|d| d.direct);
+        let free = rebuild_free_space(&db, &devices, meta)?;
+        tracing::info!(
+            engine = io.name(),
+            direct,
+            devices = devices.len(),
+            free_blocks = free.iter().map(FreeMap::free_blocks).sum::<u64>(),
+            "nvme data store ready"
+        );
+        Ok(NvmeData {
+            devices,
+            free: free.into_iter().map(Mutex::new).collect(),
+            io,
+            pool: BufPool::new(),
+            db,
+            cache: Mutex::new(BTreeMap::new()),
+            dirty: Mutex::new(BTreeSet::new()),
+            flush: Mutex::new(FlushState::default()),
+            flushed: Condvar::new(),
+        })
+    }
+
+    /// Name of the I/O engine in use ("io_uring" or "threads").
+    pub fn engine_name(&self) -> &'static str {
+        self.io.name()
+    }
+
+    /// Where byte `offset` of `ino` is stored: the device path and the byte offset on it.
+    /// `None` for a hole. For tests and diagnostics.
+    pub fn locate(&self, ino: u64, offset: u64) -> Result<Option<(PathBuf, u64)>> {
+        let index = offset / CHUNK_BYTES;
+        let block = ((offset % CHUNK_BYTES) / BLOCK as u64) as usize;
+        let chunk = self.chunk((ino, index))?;
+        let state = chunk.read().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = state.map.as_ref().map(|m| m.slots[block]) else {
+            return Ok(None);
+        };
+        if slot.is_hole() {
+            return Ok(None);
+        }
+        let dev = &self.devices[usize::from(state.device)];
+        Ok(Some((
+            dev.path.clone(),
+            slot.physical * BLOCK as u64 + offset % BLOCK as u64,
+        )))
+    }
+
+    /// Free blocks over all devices.
+    pub fn free_blocks(&self) -> u64 {
+        self.free.iter().map(|f| lock(f).free_blocks()).sum()
+    }
+
+    fn device_for(&self, ino: u64, index: u64) -> u16 {
+        (ino.wrapping_add(index) % self.devices.len() as u64) as u16
+    }
+
+    /// The chunk's state, loaded from the extent store on a cache miss.
+    fn chunk(&self, key: (u64, u64)) -> Result<ChunkRef> {
+        let mut cache = lock(&self.cache);
+        if let Some(c) = cache.get(&key) {
+            return Ok(Arc::clone(c));
+        }
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(CHUNKS).map_err(db_error)?;
+        let map = match table.get(key).map_err(db_error)? {
+            Some(v) => Some(ChunkMap::decode(v.value())?),
+            None => None,
+        };
+        let device = map
+            .as_ref()
+            .map_or_else(|| self.device_for(key.0, key.1), |m| m.device);
+        if usize::from(device) >= self.devices.len() {
+            return Err(Error::Io(format!(
+                "chunk {key:?} names device {device}, which does not exist"
+            )));
+        }
+        let state = Arc::new(RwLock::new(ChunkState {
+            map,
+            device,
+            ..ChunkState::default()
+        }));
+        // Never during a flush: a chunk it is saving looks clean before its map is stored.
+        if cache.len() >= CACHED_CHUNKS_MAX && !lock(&self.flush).running {
+            evict(&mut cache);
+        }
+        cache.insert(key, Arc::clone(&state));
+        Ok(state)
+    }
+
+    /// Chunk indexes of `ino` at or above `from` that exist in memory or on disk.
+    fn chunk_indexes(&self, ino: u64, from: u64) -> Result<BTreeSet<u64>> {
+        let mut out: BTreeSet<u64> = lock(&self.cache)
+            .range((ino, from)..=(ino, u64::MAX))
+            .map(|(k, _)| k.1)
+            .collect();
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(CHUNKS).map_err(db_error)?;
+        for item in table
+            .range((ino, from)..=(ino, u64::MAX))
+            .map_err(db_error)?
+        {
+            let (k, _) = item.map_err(db_error)?;
+            out.insert(k.value().1);
+        }
+        Ok(out)
+    }
+
+    fn mark_dirty(&self, key: (u64, u64), state: &mut ChunkState) {
+        state.dirty = true;
+        lock(&self.dirty).insert(key);
+    }
+
+    /// Allocates `n` blocks on `device`, growing a file-backed device when needed.
+    fn allocate(&self, device: u16, n: u64) -> Result<Vec<(u64, u64)>> {
+        let dev = &self.devices[usize::from(device)];
+        let mut free = lock(&self.free[usize::from(device)]);
+        if let Some(pieces) = free.take(n) {
+            return Ok(pieces);
+        }
+        let old = dev.capacity();
+        let new = old.max(1) + (n - free.free_blocks()).max(GROW_BLOCKS);
+        dev.grow_to(new)?;
+        free.grow(old, new);
+        free.take(n).ok_or(Error::NoSpace)
+    }
+
+    fn release(&self, device: u16, blocks: impl IntoIterator<Item = u64>) {
+        let mut free = lock(&self.free[usize::from(device)]);
+        for b in blocks {
+            free.release(b, 1);
+        }
+    }
+
+    /// Reads physical blocks into `buf` (block `i` of `buf` from `physical[i]`, holes zeroed)
+    /// and checks each against its checksum.
+    fn read_blocks(
+        &self,
+        device: u16,
+        slots: &[Slot],
+        buf: &mut [u8],
+        what: &dyn Fn(usize) -> String,
+    ) -> Result<()> {
+        let dev = &self.devices[usize::from(device)];
+        let mut reqs = Vec::new();
+        let mut i = 0;
+        while i < slots.len() {
+            if slots[i].is_hole() {
+                buf[i * BLOCK..(i + 1) * BLOCK].fill(0);
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i + 1 < slots.len()
+                && !slots[i + 1].is_hole()
+                && slots[i + 1].physical == slots[i].physical + 1
+            {
+                i += 1;
+            }
+            i += 1;
+            reqs.push(Request {
+                op: Op::Read,
+                fd: dev.file.as_raw_fd(),
+                offset: slots[start].physical * BLOCK as u64,
+                ptr: buf[start * BLOCK..].as_mut_ptr(),
+                len: (i - start) * BLOCK,
+            });
+        }
+        // SAFETY: each request points into `buf`, disjoint from the others, which this function
+        // borrows mutably until `run` returns; the device file stays open (self is borrowed).
+        let results = unsafe { self.io.run(&reqs) };
+        for (req, result) in reqs.iter().zip(results) {
+            match result {
+                Ok(n) if n == req.len => {}
+                Ok(n) => {
+                    return Err(Error::Io(format!(
+                        "short read from {} ({n} of {} bytes)",
+                        dev.path.display(),
+                        req.len
+                    )))
+                }
+                Err(e) => return Err(Error::Io(format!("read {}: {e}", dev.path.display()))),
+            }
+        }
+        for (i, slot) in slots.iter().enumerate() {
+            if slot.is_hole() {
+                continue;
+            }
+            let got = crc32c::crc32c(&buf[i * BLOCK..(i + 1) * BLOCK]);
+            if got != slot.crc {
+                tracing::error!(
+                    device = %dev.path.display(),
+                    physical = slot.physical,
+                    block = %what(i),
+                    "checksum mismatch: the block on disk is not what was written"
+                );
+                return Err(Error::Io(format!(
+                    "checksum mismatch in {} (device {} block {})",
+                    what(i),
+                    dev.path.display(),
+                    slot.physical
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` (whole blocks) to freshly allocated blocks of `device`; returns the
+    /// physical block of each buffer block.
+    fn write_new_blocks(&self, device: u16, buf: &mut [u8]) -> Result<Vec<u64>> {
+        let n = (buf.len() / BLOCK) as u64;
+        let pieces = self.allocate(device, n)?;
+        let dev = &self.devices[usize::from(device)];
+        let mut reqs = Vec::with_capacity(pieces.len());
+        let mut physical = Vec::with_capacity(n as usize);
+        let mut at = 0usize;
+        for &(start, len) in &pieces {
+            reqs.push(Request {
+                op: Op::Write,
+                fd: dev.file.as_raw_fd(),
+                offset: start * BLOCK as u64,
+                ptr: buf[at * BLOCK..].as_mut_ptr(),
+                len: len as usize * BLOCK,
+            });
+            physical.extend(start..start + len);
+            at += len as usize;
+        }
+        dev.written.store(true, Ordering::SeqCst);
+        // SAFETY: requests point at disjoint parts of `buf`, borrowed until `run` returns.
+        let results = unsafe { self.io.run(&reqs) };
+        let failed = reqs.iter().zip(results).find_map(|(req, r)| match r {
+            Ok(n) if n == req.len => None,
+            Ok(n) => Some(Error::Io(format!(
+                "short write to {} ({n} of {} bytes)",
+                dev.path.display(),
+                req.len
+            ))),
+            Err(e) => Some(io_error(&format!("write {}", dev.path.display()), e)),
+        });
+        if let Some(e) = failed {
+            // Nothing references these blocks: give them back.
+            let mut free = lock(&self.free[usize::from(device)]);
+            for (start, len) in pieces {
+                free.release(start, len);
+            }
+            return Err(e);
+        }
+        Ok(physical)
+    }
+
+    /// Writes `data` at byte `at` of chunk `index` of `ino` (the range stays inside the chunk).
+    fn write_chunk(&self, ino: u64, index: u64, at: usize, data: &[u8]) -> Result<()> {
+        let key = (ino, index);
+        let chunk = self.chunk(key)?;
+        let mut state = chunk.write().unwrap_or_else(|e| e.into_inner());
+        let first = at / BLOCK;
+        let last = (at + data.len()).div_ceil(BLOCK);
+        let blocks = last - first;
+        let device = state.device;
+        let mut buf = self.pool.get(blocks);
+        let head = at % BLOCK;
+        let tail = (at + data.len()) % BLOCK;
+        let what = |i: usize| format!("inode {ino} chunk {index} block {}", first + i);
+        // Partial first and last blocks keep the bytes around the write.
+        if head != 0 || tail != 0 {
+            let old = state.map.as_ref();
+            let slot = |b: usize| old.map_or(Slot::default(), |m| m.slots[b]);
+            if head != 0 {
+                self.read_blocks(device, &[slot(first)], &mut buf[..BLOCK], &what)?;
+            }
+            if tail != 0 && (blocks > 1 || head == 0) {
+                let i = blocks - 1;
+                self.read_blocks(
+                    device,
+                    &[slot(last - 1)],
+                    &mut buf[i * BLOCK..],
+                    &|_: usize| what(i),
+                )?;
+            }
+        }
+        buf[head..head + data.len()].copy_from_slice(data);
+        let crcs: Vec<u32> = buf.chunks(BLOCK).map(crc32c::crc32c).collect();
+        let physical = self.write_new_blocks(device, &mut buf)?;
+        let map = state.map.get_or_insert_with(|| ChunkMap::empty(device));
+        let mut replaced = Vec::new();
+        for (i, (&phys, &crc)) in physical.iter().zip(&crcs).enumerate() {
+            let slot = &mut map.slots[first + i];
+            if !slot.is_hole() {
+                replaced.push(slot.physical);
+            }
+            *slot = Slot {
+                physical: phys,
+                crc,
+            };
+        }
+        state.freed.extend(replaced);
+        self.mark_dirty(key, &mut state);
+        Ok(())
+    }
+
+    /// Cuts chunk `index` of `ino` to its first `keep` bytes (0: the whole chunk goes).
+    fn cut_chunk(&self, ino: u64, index: u64, keep: usize) -> Result<()> {
+        let key = (ino, index);
+        let chunk = self.chunk(key)?;
+        let mut state = chunk.write().unwrap_or_else(|e| e.into_inner());
+        let Some(map) = state.map.as_ref() else {
+            return Ok(());
+        };
+        let device = state.device;
+        let whole = keep.div_ceil(BLOCK);
+        let mut new_map = map.clone();
+        let mut dropped: Vec<u64> = Vec::new();
+        for slot in &mut new_map.slots[whole..] {
+            if !slot.is_hole() {
+                dropped.push(slot.physical);
+                *slot = Slot::default();
+            }
+        }
+        // A partial last block keeps its head and loses its tail: rewrite it elsewhere.
+        if !keep.is_multiple_of(BLOCK) && !new_map.slots[whole - 1].is_hole() {
+            let b = whole - 1;
+            let mut buf = self.pool.get(1);
+            let what = |_: usize| format!("inode {ino} chunk {index} block {b}");
+            self.read_blocks(device, &[new_map.slots[b]], &mut buf, &what)?;
+            buf[keep % BLOCK..].fill(0);
+            let crc = crc32c::crc32c(&buf);
+            let phys = self.write_new_blocks(device, &mut buf)?;
+            dropped.push(new_map.slots[b].physical);
+            new_map.slots[b] = Slot {
+                physical: phys[0],
+                crc,
+            };
+        }
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        state.map = (!new_map.is_empty()).then_some(new_map);
+        state.freed.extend(dropped);
+        self.mark_dirty(key, &mut state);
+        Ok(())
+    }
+
+    /// Makes every change so far durable. Concurrent callers share one flush.
+    fn sync_all(&self) -> Result<()> {
+        let mut st = lock(&self.flush);
+        // A flush that starts after this call covers every write that finished before it.
+        let need = st.next;
+        loop {
+            if st.done > need {
+                return match st.failed.get(&need) {
+                    Some(msg) => Err(Error::Io(msg.clone())),
+                    None => Ok(()),
+                };
+            }
+            if !st.running {
+                st.running = true;
+                let id = st.next;
+                st.next += 1;
+                drop(st);
+                let result = self.flush_once();
+                st = lock(&self.flush);
+                st.running = false;
+                st.done = id + 1;
+                if let Err(e) = result {
+                    st.failed.insert(id, e.to_string());
+                    while st.failed.len() > 64 {
+                        st.failed.pop_first();
+                    }
+                }
+                self.flushed.notify_all();
+                continue;
+            }
+            st = self.flushed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// One flush: device data to stable storage, then the chunk maps that point to it.
+    fn flush_once(&self) -> Result<()> {
+        let keys = std::mem::take(&mut *lock(&self.dirty));
+        // (key, encoded map or None to delete, device, freed blocks)
+        let mut changes = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(chunk) = lock(&self.cache).get(&key).cloned() else {
+                continue; // Dirty chunks are never evicted; a missing one has no change.
+            };
+            let mut state = chunk.write().unwrap_or_else(|e| e.into_inner());
+            if !state.dirty {
+                continue;
+            }
+            state.dirty = false;
+            let encoded = state.map.as_ref().map(ChunkMap::encode);
+            changes.push((key, encoded, state.device, std::mem::take(&mut state.freed)));
+        }
+        let result = self.persist(&changes);
+        if result.is_err() {
+            // Keep everything pending so the next flush retries it.
+            for (key, _, _, freed) in changes {
+                let chunk = lock(&self.cache).get(&key).cloned();
+                if let Some(chunk) = chunk {
+                    let mut state = chunk.write().unwrap_or_else(|e| e.into_inner());
+                    state.freed.extend(freed);
+                    self.mark_dirty(key, &mut state);
+                }
+            }
+            return result;
+        }
+        for (_, _, device, freed) in changes {
+            self.release(device, freed);
+        }
+        Ok(())
+    }
+
+    fn persist(&self, changes: &[Change]) -> Result<()> {
+        for dev in &self.devices {
+            if dev.written.swap(false, Ordering::SeqCst) {
+                dev.sync()
+                    .inspect_err(|_| dev.written.store(true, Ordering::SeqCst))?;
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut table = tx.open_table(CHUNKS).map_err(db_error)?;
+            for (key, encoded, _, _) in changes {
+                match encoded {
+                    Some(bytes) => table.insert(*key, bytes.as_slice()).map(drop),
+                    None => table.remove(*key).map(drop),
+                }
+                .map_err(db_error)?;
+            }
+        }
+        tx.commit().map_err(db_error)
+    }
+}
+
+/// Drops a quarter of the clean, unused chunk states.
+fn evict(cache: &mut BTreeMap<(u64, u64), ChunkRef>) {
+    let target = cache.len() / 4;
+    let victims: Vec<(u64, u64)> = cache
+        .iter()
+        .filter(|(_, c)| {
+            Arc::strong_count(c) == 1 && c.try_read().is_ok_and(|s| !s.dirty && s.freed.is_empty())
+        })
+        .map(|(k, _)| *k)
+        .take(target)
+        .collect();
+    for k in victims {
+        cache.remove(&k);
+    }
+}
+
+fn read_info(db: &Database) -> Result<Option<([u8; 16], u64)>> {
+    let tx = db.begin_write().map_err(db_error)?;
+    tx.open_table(CHUNKS).map_err(db_error)?;
+    tx.open_table(INFO).map_err(db_error)?;
+    tx.commit().map_err(db_error)?;
+    let tx = db.begin_read().map_err(db_error)?;
+    let table = tx.open_table(INFO).map_err(db_error)?;
+    let id = table.get("store_id").map_err(db_error)?;
+    let count = table.get("devices").map_err(db_error)?;
+    match (id, count) {
+        (Some(id), Some(count)) => {
+            let id: [u8; 16] = id
+                .value()
+                .try_into()
+                .map_err(|_| Error::Io("extent store: bad store id".into()))?;
+            let count: [u8; 8] = count
+                .value()
+                .try_into()
+                .map_err(|_| Error::Io("extent store: bad device count".into()))?;
+            Ok(Some((id, u64::from_le_bytes(count))))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn header(store_id: &[u8; 16], index: usize) -> Vec<u8> {
+    let mut h = vec![0u8; BLOCK];
+    h[..16].copy_from_slice(DEVICE_MAGIC);
+    h[16..20].copy_from_slice(&DEVICE_FORMAT.to_le_bytes());
+    h[20..36].copy_from_slice(store_id);
+    h[36..44].copy_from_slice(&(index as u64).to_le_bytes());
+    h[44..48].copy_from_slice(&(BLOCK as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&h[..48]);
+    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Creates the devices of a new store: writes each header, then records the store id.
+fn format_devices(db: &Database, paths: &[PathBuf]) -> Result<Vec<Device>> {
+    let mut store_id = [0u8; 16];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    store_id.copy_from_slice(&(seed ^ u128::from(std::process::id()) << 64).to_le_bytes());
+    let mut devices = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let dev = Device::open(path, true)?;
+        if dev.growable && dev.capacity() < 1 + GROW_BLOCKS {
+            dev.grow_to(1 + GROW_BLOCKS)?;
+        }
+        if dev.capacity() < 2 {
+            return Err(Error::Io(format!("{} is too small", path.display())));
+        }
+        let mut buf = AlignedBuf::zeroed(1);
+        buf.copy_from_slice(&header(&store_id, i));
+        write_exact(&dev, 0, &buf)?;
+        dev.sync()?;
+        devices.push(dev);
+    }
+    if let Some(dir) = paths.first().and_then(|p| p.parent()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all(); // The device file's name; best effort on special paths.
+        }
+    }
+    let tx = db.begin_write().map_err(db_error)?;
+    {
+        let mut table = tx.open_table(INFO).map_err(db_error)?;
+        table
+            .insert("store_id", store_id.as_slice())
+            .map_err(db_error)?;
+        table
+            .insert("devices", (paths.len() as u64).to_le_bytes().as_slice())
+            .map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(devices)
+}
+
+fn write_exact(dev: &Device, offset: u64, buf: &AlignedBuf) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    dev.file
+        .write_all_at(buf, offset)
+        .map_err(|e| io_error(&format!("write {}", dev.path.display()), e))
+}
+
+fn check_header(dev: &Device, store_id: &[u8; 16], index: usize) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = AlignedBuf::zeroed(1);
+    dev.file
+        .read_exact_at(&mut buf, 0)
+        .map_err(|e| io_error(&format!("read header of {}", dev.path.display()), e))?;
+    let want = header(store_id, index);
+    if buf[..52] != want[..52] {
+        return Err(Error::Io(format!(
+            "{} is not device {index} of this store (wrong order, or another store's device)",
+            dev.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Free space per device: everything the stored maps do not reference. Maps of inodes that
+/// the metadata no longer has are deleted first.
+fn rebuild_free_space(db: &Database, devices: &[Device], meta: &LocalMeta) -> Result<Vec<FreeMap>> {
+    let mut used: Vec<Vec<(u64, u64)>> = devices.iter().map(|_| Vec::new()).collect();
+    let mut orphans = Vec::new();
+    {
+        let tx = db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(CHUNKS).map_err(db_error)?;
+        let mut last_ino = None;
+        let mut live = true;
+        for item in table.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
+            let key = k.value();
+            if last_ino != Some(key.0) {
+                last_ino = Some(key.0);
+                live = meta.inode(key.0)?.is_some();
+            }
+            if !live {
+                orphans.push(key);
+                continue;
+            }
+            let map = ChunkMap::decode(v.value())?;
+            let Some(dev_used) = used.get_mut(usize::from(map.device)) else {
+                return Err(Error::Io(format!(
+                    "chunk {key:?} names device {}, which does not exist",
+                    map.device
+                )));
+            };
+            for (_, len, phys) in map.runs() {
+                dev_used.push((phys, len as u64));
+            }
+        }
+    }
+    if !orphans.is_empty() {
+        tracing::info!(
+            chunks = orphans.len(),
+            "freeing the data of files removed before a crash"
+        );
+        let tx = db.begin_write().map_err(db_error)?;
+        {
+            let mut table = tx.open_table(CHUNKS).map_err(db_error)?;
+            for key in &orphans {
+                table.remove(*key).map_err(db_error)?;
+            }
+        }
+        tx.commit().map_err(db_error)?;
+    }
+    Ok(devices
+        .iter()
+        .zip(used)
+        .map(|(dev, used)| FreeMap::from_used(dev.capacity(), used))
+        .collect())
+}
+
+impl DataStore for NvmeData {
+    const BLOCKING: bool = true;
+
+    fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let bytes = self.read(ino, offset, buf.len())?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+
+    fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.checked_add(len as u64).ok_or(Error::Invalid)?;
+        let first_block = offset / BLOCK as u64;
+        let blocks = (end.div_ceil(BLOCK as u64) - first_block) as usize;
+        let mut buf = self.pool.get(blocks);
+        let mut block = first_block;
+        let mut at = 0usize;
+        while at < blocks {
+            let index = block / CHUNK_BLOCKS as u64;
+            let in_chunk = (block % CHUNK_BLOCKS as u64) as usize;
+            let n = (CHUNK_BLOCKS - in_chunk).min(blocks - at);
+            let chunk = self.chunk((ino, index))?;
+            let state = chunk.read().unwrap_or_else(|e| e.into_inner());
+            let target = &mut buf[at * BLOCK..(at + n) * BLOCK];
+            match state.map.as_ref() {
+                None => target.fill(0),
+                Some(map) => {
+                    let what =
+                        |i: usize| format!("inode {ino} chunk {index} block {}", in_chunk + i);
+                    self.read_blocks(
+                        state.device,
+                        &map.slots[in_chunk..in_chunk + n],
+                        target,
+                        &what,
+                    )?
+                }
+            }
+            drop(state);
+            at += n;
+            block += n as u64;
+        }
+        let head = (offset % BLOCK as u64) as usize;
+        Ok(buf.into_bytes().slice(head..head + len))
+    }
+
+    fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let mut pos = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = pos / CHUNK_BYTES;
+            let at = (pos % CHUNK_BYTES) as usize;
+            let n = rest.len().min(CHUNK_BYTES as usize - at);
+            self.write_chunk(ino, index, at, &rest[..n])?;
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, ino: u64, len: u64) -> Result<()> {
+        let boundary = len / CHUNK_BYTES;
+        let keep = (len % CHUNK_BYTES) as usize;
+        let first_gone = if keep == 0 { boundary } else { boundary + 1 };
+        for index in self.chunk_indexes(ino, first_gone)? {
+            self.cut_chunk(ino, index, 0)?;
+        }
+        if keep != 0 {
+            self.cut_chunk(ino, boundary, keep)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self, _ino: u64) -> Result<()> {
+        self.sync_all()
+    }
+
+    fn remove(&self, ino: u64) -> Result<()> {
+        self.set_len(ino, 0)
+    }
+
+    fn space(&self, files_used: u64) -> Result<FsStat> {
+        let mut total = 0;
+        let mut free = 0;
+        for (dev, map) in self.devices.iter().zip(&self.free) {
+            let inner_free = lock(map).free_blocks() * BLOCK as u64;
+            if dev.growable {
+                let fs = crate::local::statvfs(&dev.path)?;
+                total += fs.total_bytes;
+                free += fs.avail_bytes + inner_free;
+            } else {
+                total += dev.capacity() * BLOCK as u64;
+                free += inner_free;
+            }
+        }
+        Ok(FsStat {
+            total_bytes: total,
+            free_bytes: free,
+            avail_bytes: free,
+            total_files: u64::from(u32::MAX).max(files_used),
+            free_files: u64::from(u32::MAX).saturating_sub(files_used),
+            avail_files: u64::from(u32::MAX).saturating_sub(files_used),
+        })
+    }
+
+    fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency> {
+        let mut extents: Vec<(u64, u64)> = Vec::new();
+        for index in self.chunk_indexes(ino, 0)? {
+            let chunk = self.chunk((ino, index))?;
+            let state = chunk.read().unwrap_or_else(|e| e.into_inner());
+            let Some(map) = state.map.as_ref() else {
+                continue;
+            };
+            for (first, len, _) in map.runs() {
+                let start = index * CHUNK_BYTES + (first * BLOCK) as u64;
+                let end = (start + (len * BLOCK) as u64).min(size);
+                if start >= end {
+                    continue;
+                }
+                match extents.last_mut() {
+                    Some((s, l)) if *s + *l == start => *l += end - start,
+                    _ => extents.push((start, end - start)),
+                }
+            }
+        }
+        Ok(crate::Residency {
+            store: "nvme",
+            device: self.devices.first().map(|d| d.path.display().to_string()),
+            data_file: None,
+            extents,
+        })
+    }
+}
