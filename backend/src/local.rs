@@ -44,6 +44,12 @@ impl LocalStore {
     /// Opens the store in `dir`, creating it if needed. Fails with a message naming the problem
     /// if the directory cannot be used or holds a store of another format version.
     pub fn open(dir: &Path) -> Result<LocalStore> {
+        if dir.join("extents.redb").exists() {
+            return Err(Error::Io(format!(
+                "{} holds a store of kind \"nvme\"; open it with store = \"nvme\"",
+                dir.display()
+            )));
+        }
         create_dir_durably(dir)?;
         let data = LocalData::open(&dir.join("data"))?;
         let meta_path = dir.join("meta.redb");

@@ -98,6 +98,13 @@ impl NvmeStore {
     pub fn open_with(config: &NvmeConfig) -> Result<NvmeStore> {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| io_error(&format!("create {}", config.dir.display()), e))?;
+        if config.dir.join("meta.redb").exists() && !config.dir.join("extents.redb").exists() {
+            return Err(Error::Io(format!(
+                "{} holds a store of kind \"local\" (file data under data/); open it with \
+                 store = \"local\", or give the nvme store an empty directory",
+                config.dir.display()
+            )));
+        }
         let meta = LocalMeta::open(&config.dir.join("meta.redb"))?;
         let data = NvmeData::open(config, &meta)?;
         let store = Engine::with_stores(meta, data)?;

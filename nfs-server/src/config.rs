@@ -21,8 +21,12 @@ pub struct Config {
     /// The 16-byte secret that signs file handles. Default: `<data_dir>/cluster.key`, created
     /// on first start. Every node of a cluster must share it.
     pub cluster_key_file: Option<PathBuf>,
-    /// "local" (durable, the default) or "memory" (lost at exit; for tests).
+    /// "auto" (the default: "nvme" for a new data_dir, else the kind it already holds),
+    /// "nvme" (durable, checksummed blocks on devices or a device file), "local" (durable, a
+    /// file per inode) or "memory" (lost at exit; for tests).
     pub store: StoreKind,
+    /// Settings of the nvme store.
+    pub nvme: NvmeSettings,
     pub server: ServerConfig,
     pub nlm: NlmConfig,
     /// Mount targets: named addresses with a bandwidth tier. Connections to no target's
@@ -41,8 +45,70 @@ pub struct Config {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     #[default]
+    Auto,
     Local,
+    Nvme,
     Memory,
+}
+
+impl StoreKind {
+    /// The kind to open in `data_dir`: `Auto` becomes the kind found there, or `Nvme`.
+    pub fn resolve(self, data_dir: &std::path::Path) -> StoreKind {
+        match self {
+            StoreKind::Auto
+                if data_dir.join("meta.redb").exists()
+                    && !data_dir.join("extents.redb").exists() =>
+            {
+                StoreKind::Local
+            }
+            StoreKind::Auto => StoreKind::Nvme,
+            other => other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Auto => "auto",
+            StoreKind::Local => "local",
+            StoreKind::Nvme => "nvme",
+            StoreKind::Memory => "memory",
+        }
+    }
+}
+
+/// How the nvme store reaches its devices.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvmeSettings {
+    /// Block devices (or files) that hold file data; all of them, in the same order, every
+    /// time. Default: one file, `<data_dir>/nvme/dev0`, grown as needed.
+    pub devices: Vec<PathBuf>,
+    /// "auto" (io_uring where the kernel allows it, else threads), "io_uring" or "threads".
+    pub io_engine: IoEngineKind,
+    /// io_uring submission queue depth. Default 256.
+    pub queue_depth: u32,
+    /// Threads of the portable engine. Default 32.
+    pub io_threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IoEngineKind {
+    #[default]
+    Auto,
+    IoUring,
+    Threads,
+}
+
+impl Default for NvmeSettings {
+    fn default() -> NvmeSettings {
+        NvmeSettings {
+            devices: Vec::new(),
+            io_engine: IoEngineKind::Auto,
+            queue_depth: 256,
+            io_threads: 32,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -146,7 +212,8 @@ impl Default for Config {
         Config {
             data_dir: default_data_dir(),
             cluster_key_file: None,
-            store: StoreKind::Local,
+            store: StoreKind::Auto,
+            nvme: NvmeSettings::default(),
             server: ServerConfig::default(),
             nlm: NlmConfig::default(),
             targets: Vec::new(),
@@ -360,6 +427,34 @@ mod tests {
         assert_eq!(c.exports[0].export_id(), 7);
         assert!(c.exports[0].clients[0].read_only);
         assert_eq!(c.exports[0].clients[1].squash, Squash::None);
+    }
+
+    #[test]
+    fn nvme_devices_and_engine_parse() {
+        let text = r#"
+            store = "nvme"
+            [nvme]
+            devices = ["/dev/nvme0n1", "/dev/nvme1n1"]
+            io_engine = "io_uring"
+            queue_depth = 64
+        "#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.store, StoreKind::Nvme);
+        assert_eq!(c.nvme.devices.len(), 2);
+        assert_eq!(c.nvme.io_engine, IoEngineKind::IoUring);
+        assert_eq!(c.nvme.queue_depth, 64);
+        assert_eq!(c.nvme.io_threads, 32);
+    }
+
+    #[test]
+    fn the_automatic_store_kind_keeps_an_existing_local_store_and_picks_nvme_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(StoreKind::Auto.resolve(dir.path()), StoreKind::Nvme);
+        std::fs::write(dir.path().join("meta.redb"), b"").unwrap();
+        assert_eq!(StoreKind::Auto.resolve(dir.path()), StoreKind::Local);
+        std::fs::write(dir.path().join("extents.redb"), b"").unwrap();
+        assert_eq!(StoreKind::Auto.resolve(dir.path()), StoreKind::Nvme);
+        assert_eq!(StoreKind::Memory.resolve(dir.path()), StoreKind::Memory);
     }
 
     #[test]

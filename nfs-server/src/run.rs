@@ -38,6 +38,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config.data_dir.display()
         ))
     })?;
+    let mut config = config;
+    config.store = config.store.resolve(&config.data_dir);
     match config.store {
         StoreKind::Memory => {
             tracing::warn!("store = \"memory\": every file is lost when the server stops");
@@ -47,6 +49,26 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             let store = backend::local::LocalStore::open(&config.data_dir).map_err(|e| {
                 StartError(format!(
                     "cannot open the store in {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+            serve(config, store).await
+        }
+        StoreKind::Nvme | StoreKind::Auto => {
+            use backend::nvme::io::EngineChoice;
+            let settings = &config.nvme;
+            let mut nvme = backend::nvme::NvmeConfig::new(&config.data_dir);
+            nvme.devices = settings.devices.clone();
+            nvme.queue_depth = settings.queue_depth;
+            nvme.io_threads = settings.io_threads;
+            nvme.engine = match settings.io_engine {
+                crate::config::IoEngineKind::Auto => EngineChoice::Auto,
+                crate::config::IoEngineKind::IoUring => EngineChoice::Uring,
+                crate::config::IoEngineKind::Threads => EngineChoice::Threads,
+            };
+            let store = backend::nvme::NvmeStore::open_with(&nvme).map_err(|e| {
+                StartError(format!(
+                    "cannot open the nvme store in {}: {e}",
                     config.data_dir.display()
                 ))
             })?;
@@ -243,7 +265,9 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     let ports = bound.ports;
     let programs = portmap::our_programs(ports.nfs, ports.mount, !bound.mount_udp.is_empty());
     let nsm_store: Box<dyn crate::nlm::NsmStore> = match config.store {
-        StoreKind::Local => Box::new(crate::nlm::FileNsmStore::new(&config.data_dir)),
+        StoreKind::Local | StoreKind::Nvme | StoreKind::Auto => {
+            Box::new(crate::nlm::FileNsmStore::new(&config.data_dir))
+        }
         StoreKind::Memory => Box::new(crate::nlm::MemNsmStore::default()),
     };
     let grace = std::time::Duration::from_secs(config.nlm.grace_seconds);
@@ -449,10 +473,7 @@ async fn start_admin<S: Store>(
         state: std::sync::Mutex::new(state.clone()),
         config_exports: server.exports().iter().map(|e| e.id).collect(),
         data_dir: config.data_dir.clone(),
-        store_kind: match config.store {
-            StoreKind::Local => "local",
-            StoreKind::Memory => "memory",
-        },
+        store_kind: config.store.name(),
         started: std::time::Instant::now(),
     });
     for (name, tier) in &state.tiers {
