@@ -3,6 +3,7 @@
 //! * [`xdr`]: bounded XDR reader/writer; opaque data stays a slice of the received buffer.
 //! * [`rpc`]: ONC RPC v2 headers, AUTH_SYS, TCP record marking.
 //! * [`v3`]: NFSv3 (RFC 1813) argument decoders and result encoders.
+//! * [`v4`]: NFSv4.1 (RFC 8881) COMPOUND and CB_COMPOUND codecs, with bounded decoding.
 //! * [`mount`]: MOUNT v3 (RFC 1813 Appendix I).
 //! * [`nlm`]: NLM v4 and NSM v1, NFSv3 locking.
 //! * [`portmap`]: portmap v2 (RFC 1833 §3) and rpcbind v3/v4 (RFC 1833 §2).
@@ -22,4 +23,5 @@ pub mod nlm;
 pub mod portmap;
 pub mod rpc;
 pub mod v3;
+pub mod v4;
 pub mod xdr;

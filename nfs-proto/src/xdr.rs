@@ -259,6 +259,93 @@ impl Writer {
     pub fn patch_u32(&mut self, offset: usize, v: u32) {
         self.buf[offset..offset + 4].copy_from_slice(&v.to_be_bytes());
     }
+
+    /// Drops everything written after the first `len` bytes (to take back an item that turned
+    /// out not to fit a reply budget).
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(len);
+    }
+
+    /// The bytes written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+// Primitive items, so that structs of them can derive their codecs field by field.
+
+impl Decode for u32 {
+    fn decode(r: &mut Reader) -> Result<Self> {
+        r.u32()
+    }
+}
+
+impl Encode for u32 {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(*self);
+    }
+}
+
+impl Decode for u64 {
+    fn decode(r: &mut Reader) -> Result<Self> {
+        r.u64()
+    }
+}
+
+impl Encode for u64 {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(*self);
+    }
+}
+
+impl Decode for i64 {
+    fn decode(r: &mut Reader) -> Result<Self> {
+        Ok(r.u64()? as i64)
+    }
+}
+
+impl Encode for i64 {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(*self as u64);
+    }
+}
+
+impl Decode for bool {
+    fn decode(r: &mut Reader) -> Result<Self> {
+        r.bool()
+    }
+}
+
+impl Encode for bool {
+    fn encode(&self, w: &mut Writer) {
+        w.bool(*self);
+    }
+}
+
+/// Fixed-length opaque[N].
+impl<const N: usize> Decode for [u8; N] {
+    fn decode(r: &mut Reader) -> Result<Self> {
+        r.opaque_fixed::<N>()
+    }
+}
+
+impl<const N: usize> Encode for [u8; N] {
+    fn encode(&self, w: &mut Writer) {
+        w.opaque_fixed(self);
+    }
+}
+
+/// `*T` in XDR, which has the same encoding as an array `T<1>`.
+impl<T: Decode> Decode for Option<T> {
+    fn decode(r: &mut Reader) -> Result<Self> {
+        r.optional(T::decode)
+    }
+}
+
+impl<T: Encode> Encode for Option<T> {
+    fn encode(&self, w: &mut Writer) {
+        w.optional(self.as_ref(), |w, v| v.encode(w));
+    }
 }
 
 #[cfg(test)]
