@@ -258,7 +258,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The mount source (device) of the file system holding `path`, from /proc/self/mountinfo.
-fn device_of(path: &Path) -> Option<String> {
+pub(crate) fn device_of(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(path).ok()?.dev();
     // Linux's dev_t encoding of major and minor numbers.

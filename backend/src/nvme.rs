@@ -26,6 +26,7 @@
 mod alloc;
 mod buf;
 mod chunk;
+mod group;
 pub mod io;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +35,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -42,6 +43,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use self::alloc::FreeMap;
 use self::buf::{AlignedBuf, BufPool};
 use self::chunk::{ChunkMap, Slot};
+use self::group::GroupCommit;
 use self::io::{EngineChoice, IoEngine, Op, Request};
 use crate::engine::{DataStore, Engine, MetaStore};
 use crate::local::LocalMeta;
@@ -270,18 +272,6 @@ type ChunkRef = Arc<RwLock<ChunkState>>;
 /// One chunk's part of a flush: key, encoded map (`None`: delete it), device, freed blocks.
 type Change = ((u64, u64), Option<Vec<u8>>, u16, Vec<u64>);
 
-/// Group commit: concurrent syncs share one flush.
-#[derive(Default)]
-struct FlushState {
-    /// Id the next flush will get.
-    next: u64,
-    /// Every flush with an id below this has finished.
-    done: u64,
-    running: bool,
-    /// Recent failed flushes and why.
-    failed: BTreeMap<u64, String>,
-}
-
 /// The data half of [`NvmeStore`].
 pub struct NvmeData {
     devices: Vec<Device>,
@@ -291,8 +281,7 @@ pub struct NvmeData {
     db: Database,
     cache: Mutex<BTreeMap<(u64, u64), ChunkRef>>,
     dirty: Mutex<BTreeSet<(u64, u64)>>,
-    flush: Mutex<FlushState>,
-    flushed: Condvar,
+    flush: GroupCommit,
 }
 
 impl NvmeData {
@@ -349,8 +338,7 @@ impl NvmeData {
             db,
             cache: Mutex::new(BTreeMap::new()),
             dirty: Mutex::new(BTreeSet::new()),
-            flush: Mutex::new(FlushState::default()),
-            flushed: Condvar::new(),
+            flush: GroupCommit::default(),
         })
     }
 
@@ -414,7 +402,7 @@ impl NvmeData {
             ..ChunkState::default()
         }));
         // Never during a flush: a chunk it is saving looks clean before its map is stored.
-        if cache.len() >= CACHED_CHUNKS_MAX && !lock(&self.flush).running {
+        if cache.len() >= CACHED_CHUNKS_MAX && !self.flush.running() {
             evict(&mut cache);
         }
         cache.insert(key, Arc::clone(&state));
@@ -675,36 +663,12 @@ impl NvmeData {
 
     /// Makes every change so far durable. Concurrent callers share one flush.
     fn sync_all(&self) -> Result<()> {
-        let mut st = lock(&self.flush);
-        // A flush that starts after this call covers every write that finished before it.
-        let need = st.next;
-        loop {
-            if st.done > need {
-                return match st.failed.get(&need) {
-                    Some(msg) => Err(Error::Io(msg.clone())),
-                    None => Ok(()),
-                };
-            }
-            if !st.running {
-                st.running = true;
-                let id = st.next;
-                st.next += 1;
-                drop(st);
-                let result = self.flush_once();
-                st = lock(&self.flush);
-                st.running = false;
-                st.done = id + 1;
-                if let Err(e) = result {
-                    st.failed.insert(id, e.to_string());
-                    while st.failed.len() > 64 {
-                        st.failed.pop_first();
-                    }
-                }
-                self.flushed.notify_all();
-                continue;
-            }
-            st = self.flushed.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        self.flush.sync(|| self.flush_once())
+    }
+
+    /// Flushes run so far (each is one fdatasync per written device and one redb commit).
+    pub fn flushes(&self) -> u64 {
+        self.flush.flushes()
     }
 
     /// One flush: device data to stable storage, then the chunk maps that point to it.
@@ -1065,10 +1029,17 @@ impl DataStore for NvmeData {
                 }
             }
         }
+        // A file-backed device: the block device under it, and the file. (The extents are
+        // offsets in the file being described, not in the device.)
+        let (device, data_file) = match self.devices.first() {
+            Some(d) if d.growable => (crate::local::device_of(&d.path), Some(d.path.clone())),
+            Some(d) => (Some(d.path.display().to_string()), None),
+            None => (None, None),
+        };
         Ok(crate::Residency {
             store: "nvme",
-            device: self.devices.first().map(|d| d.path.display().to_string()),
-            data_file: None,
+            device,
+            data_file,
             extents,
         })
     }

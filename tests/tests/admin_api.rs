@@ -399,7 +399,7 @@ fn status_reports_version_connections_targets_nlm_and_throughput() {
     assert!(v["connections"].is_u64(), "{v}");
     assert!(v["clients"].is_u64(), "{v}");
     assert!(v["uptime_seconds"].is_u64(), "{v}");
-    assert_eq!(v["store"], "local", "{v}");
+    assert_eq!(v["store"], "nvme", "{v}");
     assert_eq!(v["exports"], 1, "{v}");
     let targets = v["targets"].as_array().expect("targets list");
     assert!(targets.iter().any(|t| t["name"] == "cfg"), "{v}");
@@ -697,7 +697,7 @@ fn residency_lists_the_extents_of_a_sparse_file() {
     let v = r.body();
     assert_eq!(v["path"], "/d/sparse");
     assert_eq!(v["size"], 9 * MIB);
-    assert_eq!(v["store"], "local");
+    assert_eq!(v["store"], "nvme");
     assert!(v["inode"].is_u64(), "{v}");
     assert!(v["data_file"].is_string(), "{v}");
     let extents: Vec<(u64, u64)> = v["extents"]

@@ -114,6 +114,6 @@ fn residency_of_a_written_file_shows_its_extents() {
         .unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&cli.ok(&["--json", "residency", "/f"])).unwrap();
-    assert_eq!(json["store"], "local");
+    assert_eq!(json["store"], "nvme");
     assert_eq!(json["extents"][0]["offset"], 0);
 }

@@ -1,7 +1,7 @@
 //! What the server acknowledged as stable survives `kill -9`: FILE_SYNC writes, committed
 //! UNSTABLE writes and the directory tree come back after a restart on the same data dir, old
 //! file handles keep working, and the write verifier changes so clients know to resend anything
-//! uncommitted. Uses the default local (durable) store.
+//! uncommitted. Uses the default (nvme, durable) store.
 
 use nfs_proto::v3::StableHow;
 use sluice_tests::{nfsstat, Sluice, XorShift};

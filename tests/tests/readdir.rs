@@ -1,6 +1,6 @@
 //! Directory listing over many small pages: every name exactly once, "." and ".." included,
 //! cookies that stay valid while the directory changes, and READDIRPLUS handles that the
-//! server accepts. Uses the default local store.
+//! server accepts. Uses the default (nvme) store.
 
 use std::collections::{BTreeSet, HashMap};
 
