@@ -35,6 +35,8 @@ struct FileModel {
     latest: Vec<u8>,
     /// Values written to a byte since the last acknowledged COMMIT.
     since: HashMap<usize, Vec<u8>>,
+    /// COMMITs acknowledged, over all rounds (the test is void without some).
+    commits: u64,
 }
 
 impl FileModel {
@@ -52,6 +54,7 @@ impl FileModel {
     fn committed(&mut self) {
         self.committed = self.latest.clone();
         self.since.clear();
+        self.commits += 1;
     }
 
     /// Checks what the server holds after a crash, then adopts it as the committed state.
@@ -155,6 +158,9 @@ fn crash_at_random_moments(config: &str) {
         let fh = c.lookup(&root, &name).unwrap();
         model.check(rounds, &name, c.read_all(&fh).unwrap());
     }
+    let commits: u64 = models.iter().map(|m| m.commits).sum();
+    assert!(commits > 0, "no COMMIT was acknowledged in {rounds} rounds");
+    eprintln!("{rounds} crashes, {commits} COMMITs acknowledged before them");
 }
 
 #[test]
