@@ -8,7 +8,6 @@
 //! SLUICE_CRASH_ITERATIONS for more (the long run uses 100 or more; bounded to 1000).
 //! Deterministic choice of writes and delays: SLUICE_CRASH_SEED.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,8 +32,8 @@ struct FileModel {
     committed: Vec<u8>,
     /// Contents with every write sent so far.
     latest: Vec<u8>,
-    /// Values written to a byte since the last acknowledged COMMIT.
-    since: HashMap<usize, Vec<u8>>,
+    /// Writes (offset, data) sent since the last acknowledged COMMIT.
+    since: Vec<(usize, Vec<u8>)>,
     /// COMMITs acknowledged, over all rounds (the test is void without some).
     commits: u64,
 }
@@ -46,9 +45,7 @@ impl FileModel {
             self.latest.resize(offset + data.len(), 0);
         }
         self.latest[offset..offset + data.len()].copy_from_slice(data);
-        for (i, &b) in data.iter().enumerate() {
-            self.since.entry(offset + i).or_default().push(b);
-        }
+        self.since.push((offset, data.to_vec()));
     }
 
     fn committed(&mut self) {
@@ -69,11 +66,18 @@ impl FileModel {
         );
         for (at, &b) in got.iter().enumerate() {
             let committed = self.committed.get(at).copied().unwrap_or(0);
-            let later = self.since.get(&at).is_some_and(|v| v.contains(&b));
+            if b == committed {
+                continue;
+            }
+            let written: Vec<u8> = self
+                .since
+                .iter()
+                .filter(|(o, d)| *o <= at && at < o + d.len())
+                .map(|(o, d)| d[at - o])
+                .collect();
             assert!(
-                b == committed || later,
-                "round {round}: {name} byte {at} is {b}; committed {committed}, written since {:?}",
-                self.since.get(&at)
+                written.contains(&b),
+                "round {round}: {name} byte {at} is {b}; committed {committed}, written since {written:?}"
             );
         }
         self.committed = got.clone();
@@ -123,21 +127,21 @@ fn crash_at_random_moments(config: &str) {
                     rng.fill(&mut buf);
                     model.lock().unwrap()[f].sent(off, &buf);
                     // A dead server makes the client panic or fail: either ends the worker.
-                    if c.write(&handles[f], off as u64, &buf, StableHow::Unstable)
-                        .is_err()
-                    {
+                    if let Err(e) = c.write(&handles[f], off as u64, &buf, StableHow::Unstable) {
+                        eprintln!("worker: WRITE failed: {e}");
                         return;
                     }
                 }
                 for (f, fh) in handles.iter().enumerate() {
-                    if c.commit(fh).is_err() {
+                    if let Err(e) = c.commit(fh) {
+                        eprintln!("worker: COMMIT failed: {e}");
                         return;
                     }
                     model.lock().unwrap()[f].committed();
                 }
             }
         });
-        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
+        std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
         s.kill9();
         let _ = worker.join();
         models = Arc::try_unwrap(shared)
