@@ -289,5 +289,157 @@ fn main() {
     let mut w = Writer::new();
     w.opaque(b"gpu01");
     put(&dir, "nsm_stat", 0, &w.into_bytes());
+    v4_seeds(&dir);
     println!("seeds written under {}", dir.display());
+}
+
+/// NFSv4.1: the compounds a Linux client sends first (EXCHANGE_ID, CREATE_SESSION, a mount's
+/// lookups), an OPEN/WRITE/READ/LOCK/CLOSE session, and replies to them and to a callback.
+fn v4_seeds(dir: &Path) {
+    use nfs_proto::v4::*;
+
+    let session = SessionId4([5; 16]);
+    let seq = NfsArgOp4::Sequence(Sequence4Args {
+        sessionid: session,
+        sequenceid: 1,
+        slotid: 0,
+        highest_slotid: 0,
+        cachethis: false,
+    });
+    let owner = StateOwner4 {
+        clientid: 1,
+        owner: Opaque4::from(&b"open id:\x00\x00\x00\x01"[..]),
+    };
+    let stateid = Stateid4 {
+        seqid: 1,
+        other: [2; 12],
+    };
+    let chan = ChannelAttrs4 {
+        ca_maxrequestsize: 1 << 20,
+        ca_maxresponsesize: 1 << 20,
+        ca_maxresponsesize_cached: 4096,
+        ca_maxoperations: 16,
+        ca_maxrequests: 64,
+        ..ChannelAttrs4::default()
+    };
+    let mut attrs = FattrWriter::new();
+    attrs.attr(attr4::MODE, |w| w.u32(0o644));
+    let attrs = attrs.finish();
+    let compounds = [
+        vec![NfsArgOp4::ExchangeId(ExchangeId4Args {
+            clientowner: ClientOwner4 {
+                co_verifier: [1; 8],
+                co_ownerid: Opaque4::from(&b"Linux NFSv4.1 gpu01"[..]),
+            },
+            flags: exchgid4::FLAG_SUPP_MOVED_REFER | exchgid4::FLAG_BIND_PRINC_STATEID,
+            state_protect: StateProtect4A::None,
+            client_impl_id: None,
+        })],
+        vec![NfsArgOp4::CreateSession(CreateSession4Args {
+            clientid: 1,
+            sequence: 1,
+            flags: create_session4::FLAG_CONN_BACK_CHAN,
+            fore_chan_attrs: chan.clone(),
+            back_chan_attrs: chan,
+            cb_program: 0x4000_0000,
+            sec_parms: vec![CallbackSecParms4::AuthNone],
+        })],
+        vec![
+            seq.clone(),
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(Component4::from(&b"data"[..])),
+            NfsArgOp4::Getfh,
+            NfsArgOp4::Getattr(Bitmap4::from_bits(&[attr4::TYPE, attr4::SIZE, attr4::FSID])),
+        ],
+        vec![
+            seq.clone(),
+            NfsArgOp4::Putfh(NfsFh4::from(&[1u8; 40][..])),
+            NfsArgOp4::Open(Open4Args {
+                seqid: 0,
+                share_access: open4::SHARE_ACCESS_BOTH,
+                share_deny: open4::SHARE_DENY_NONE,
+                owner: owner.clone(),
+                openhow: OpenFlag4(Some(CreateHow4::Exclusive41 {
+                    verifier: [3; 8],
+                    attrs,
+                })),
+                claim: OpenClaim4::Null(Component4::from(&b"ckpt"[..])),
+            }),
+            NfsArgOp4::Getfh,
+            NfsArgOp4::Write(Write4Args {
+                stateid,
+                offset: 0,
+                stable: StableHow4::Unstable,
+                data: Bytes::from_static(b"hello"),
+            }),
+            NfsArgOp4::Read(Read4Args {
+                stateid,
+                offset: 0,
+                count: 4096,
+            }),
+            NfsArgOp4::Lock(Lock4Args {
+                locktype: NfsLockType4::Write,
+                reclaim: false,
+                offset: 0,
+                length: u64::MAX,
+                locker: Locker4::NewLockOwner(OpenToLockOwner4 {
+                    open_seqid: 0,
+                    open_stateid: stateid,
+                    lock_seqid: 0,
+                    lock_owner: owner,
+                }),
+            }),
+            NfsArgOp4::Close(Close4Args {
+                seqid: 0,
+                open_stateid: stateid,
+            }),
+        ],
+        vec![seq.clone(), NfsArgOp4::ReclaimComplete(false)],
+        vec![NfsArgOp4::DestroySession(session)],
+    ];
+    for (n, ops) in compounds.into_iter().enumerate() {
+        let args = Compound4Args {
+            tag: Tag4::default(),
+            minorversion: 1,
+            argarray: ops,
+        };
+        put(dir, "v4_compound", n, &enc(&args));
+    }
+    let seq_ok = Sequence4ResOk {
+        sessionid: session,
+        sequenceid: 1,
+        slotid: 0,
+        highest_slotid: 0,
+        target_highest_slotid: 0,
+        status_flags: 0,
+    };
+    let reply = Compound4Res {
+        status: Nfsstat4::Ok,
+        tag: Tag4::default(),
+        resarray: vec![
+            NfsResOp4::Sequence(Ok(seq_ok)),
+            NfsResOp4::Putfh(Nfsstat4::Ok),
+            NfsResOp4::Read(Ok(Read4ResOk {
+                eof: true,
+                data: Bytes::from_static(b"hello"),
+            })),
+            NfsResOp4::Lock(Lock4Res::Ok(stateid)),
+        ],
+    };
+    put(dir, "v4_compound_res", 0, &reply.to_bytes());
+    let cb = CbCompound4Res {
+        status: Nfsstat4::Ok,
+        tag: Tag4::default(),
+        resarray: vec![
+            NfsCbResOp4::Sequence(Ok(CbSequence4ResOk {
+                sessionid: session,
+                sequenceid: 1,
+                slotid: 0,
+                highest_slotid: 0,
+                target_highest_slotid: 0,
+            })),
+            NfsCbResOp4::Recall(Nfsstat4::Ok),
+        ],
+    };
+    put(dir, "v4_cb_compound_res", 0, &enc(&cb));
 }
