@@ -58,6 +58,9 @@ const CHUNK_BYTES: u64 = (BLOCK * CHUNK_BLOCKS) as u64;
 const GROW_BLOCKS: u64 = 65_536;
 /// Clean chunk maps kept in memory; past this, unused clean ones are dropped.
 const CACHED_CHUNKS_MAX: usize = 32_768;
+/// Changed chunk maps allowed in memory before a write or cut flushes them itself (bounds
+/// memory, and returns freed blocks to use when clients remove files but never COMMIT).
+const DIRTY_CHUNKS_MAX: usize = 8_192;
 const DEVICE_MAGIC: &[u8; 16] = b"SLUICE-NVME-DEV\0";
 const DEVICE_FORMAT: u32 = 1;
 
@@ -367,6 +370,11 @@ impl NvmeData {
         )))
     }
 
+    /// Size of all devices, in blocks.
+    pub fn capacity_blocks(&self) -> u64 {
+        self.devices.iter().map(Device::capacity).sum()
+    }
+
     /// Free blocks over all devices.
     pub fn free_blocks(&self) -> u64 {
         self.free.iter().map(|f| lock(f).free_blocks()).sum()
@@ -666,6 +674,19 @@ impl NvmeData {
         self.flush.sync(|| self.flush_once())
     }
 
+    /// Flushes when too many chunk maps wait for one, or when a device is short of `want`
+    /// free blocks while blocks freed since the last flush may wait to be released (before
+    /// a file-backed device grows, or a block device reports no space).
+    /// Called with no chunk lock held (a flush takes them).
+    fn flush_if_needed(&self, want: u64) -> Result<()> {
+        let dirty = lock(&self.dirty).len();
+        let short = || self.free.iter().any(|f| lock(f).free_blocks() < want);
+        if dirty >= DIRTY_CHUNKS_MAX || (dirty > 0 && short()) {
+            self.sync_all()?;
+        }
+        Ok(())
+    }
+
     /// Flushes run so far (each is one fdatasync per written device and one redb commit).
     pub fn flushes(&self) -> u64 {
         self.flush.flushes()
@@ -951,6 +972,7 @@ impl DataStore for NvmeData {
     }
 
     fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
+        self.flush_if_needed(data.len().div_ceil(BLOCK) as u64 + 2)?;
         let mut pos = offset;
         let mut rest = data;
         while !rest.is_empty() {
@@ -965,6 +987,7 @@ impl DataStore for NvmeData {
     }
 
     fn set_len(&self, ino: u64, len: u64) -> Result<()> {
+        self.flush_if_needed(1)?;
         let boundary = len / CHUNK_BYTES;
         let keep = (len % CHUNK_BYTES) as usize;
         let first_gone = if keep == 0 { boundary } else { boundary + 1 };

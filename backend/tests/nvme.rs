@@ -229,3 +229,18 @@ async fn chunks_of_a_file_rotate_over_several_devices_and_reopen_in_order_only()
     let refused = NvmeStore::open_with(&config).err().unwrap();
     assert!(matches!(refused, Error::Io(m) if m.contains("not device 0")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_without_commit_reuse_space_instead_of_growing_the_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let file = create(&s, "f").await;
+    let capacity = s.data().capacity_blocks();
+    let data = pattern(1 << 20, 6);
+    // Twice the device's size in overwrites, never committed.
+    for _ in 0..(2 * capacity / 256) {
+        write(&s, &file, 0, &data, Stability::Unstable).await;
+    }
+    assert_eq!(s.data().capacity_blocks(), capacity);
+    assert_eq!(read(&s, &file, 0, 1 << 20).await.unwrap(), data);
+}
