@@ -58,3 +58,5 @@ pub const LAYOUT4_BODY_LEN_MAX: u32 = 64 * 1024;
 pub const LAYOUT4_ARRAY_MAX: u32 = 256;
 /// Entries decoded from one READDIR reply (client-side decode).
 pub const READDIR4_ENTRIES_MAX: u32 = 1 << 16;
+/// ACEs in one ACL attribute value.
+pub const ACL4_ACES_MAX: u32 = 1024;

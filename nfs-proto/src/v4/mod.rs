@@ -3,6 +3,7 @@
 //!
 //! * [`consts`]: nfsstat4, operation and attribute numbers, flag words.
 //! * [`types`]: stateid4, bitmap4, fattr4, nfs_fh4, sessionid4, owners, open claims, lockers ...
+//! * [`attr`]: settable attribute values decoded from a fattr4 ([`Sattr4`]).
 //! * [`args`]: COMPOUND4args. The decoder checks the tag, the op count and every length against
 //!   `limits` before allocating, and stops at the first op that does not decode, saying which
 //!   and with what status ([`DecodeStop`]). WRITE data stays a slice of the request.
@@ -45,12 +46,14 @@
 //! ```
 
 pub mod args;
+pub mod attr;
 pub mod cb;
 pub mod consts;
 pub mod res;
 pub mod types;
 
 pub use args::*;
+pub use attr::*;
 pub use cb::*;
 pub use consts::*;
 pub use res::*;

@@ -1352,3 +1352,60 @@ fn a_truncated_cb_compound_reply_is_an_error_at_every_offset() {
         assert!(CbCompound4Res::decode(&mut Reader::new(full.slice(..cut))).is_err());
     }
 }
+
+#[test]
+fn settable_attributes_round_trip_through_fattr4() {
+    let s = Sattr4 {
+        size: Some(0),
+        acl: Some(vec![Nfsace4 {
+            acetype: 0,
+            flag: 0,
+            access_mask: 0x1,
+            who: Utf8Str4::from(&b"OWNER@"[..]),
+        }]),
+        mode: Some(0o755),
+        owner: Some(Utf8Str4::from(&b"1000"[..])),
+        owner_group: Some(Utf8Str4::from(&b"1000"[..])),
+        time_access_set: Some(Settime4::ServerTime),
+        time_modify_set: Some(Settime4::ClientTime(Nfstime4 {
+            seconds: 1,
+            nseconds: 2,
+        })),
+        mode_set_masked: Some(ModeMasked4 {
+            set: 0o644,
+            mask: 0o777,
+        }),
+        ..Sattr4::default()
+    };
+    let f = s.to_fattr();
+    assert_eq!(f.attrmask, s.mask());
+    assert_eq!(Sattr4::decode(&f), Ok(s));
+    assert_eq!(Sattr4::decode(&attrs()).unwrap().mode, Some(0o644));
+}
+
+#[test]
+fn setting_a_read_only_or_unknown_attribute_is_refused_with_the_rfc_status() {
+    let mut read_only = FattrWriter::new();
+    read_only.attr(attr4::TYPE, |w| w.u32(1));
+    assert_eq!(Sattr4::decode(&read_only.finish()), Err(Nfsstat4::Inval));
+    let mut dacl = FattrWriter::new();
+    dacl.attr(attr4::DACL, |w| w.u32(0));
+    assert_eq!(Sattr4::decode(&dacl.finish()), Err(Nfsstat4::AttrNotSupp));
+    let mut unknown = FattrWriter::new();
+    unknown.attr(200, |w| w.u32(0));
+    assert_eq!(
+        Sattr4::decode(&unknown.finish()),
+        Err(Nfsstat4::AttrNotSupp)
+    );
+    // A value cut short, and a value followed by stray bytes.
+    let mut short = FattrWriter::new();
+    short.attr(attr4::SIZE, |w| w.u32(0));
+    assert_eq!(Sattr4::decode(&short.finish()), Err(Nfsstat4::BadXdr));
+    let mut long = FattrWriter::new();
+    long.attr(attr4::MODE, |w| w.u64(0));
+    assert_eq!(Sattr4::decode(&long.finish()), Err(Nfsstat4::BadXdr));
+    // An ACL claiming four billion entries.
+    let mut acl = FattrWriter::new();
+    acl.attr(attr4::ACL, |w| w.u32(u32::MAX));
+    assert_eq!(Sattr4::decode(&acl.finish()), Err(Nfsstat4::BadXdr));
+}
