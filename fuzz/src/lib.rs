@@ -123,6 +123,9 @@ pub fn v4_compound(data: &[u8]) {
         }
         _ => assert_eq!(again.stop, None),
     }
+    for op in &first.args.argarray {
+        v4_sattr(op);
+    }
     let mut resarray: Vec<NfsResOp4> = first
         .args
         .argarray
@@ -160,5 +163,25 @@ pub fn v4_cb_compound_res(data: &[u8]) {
         let mut w = Writer::new();
         res.encode(&mut w);
         assert_eq!(w.into_bytes(), input);
+    }
+}
+
+/// Settable attributes in an op's fattr4 decode without panicking, and what decodes survives
+/// `to_fattr` and a second decode.
+fn v4_sattr(op: &nfs_proto::v4::NfsArgOp4) {
+    use nfs_proto::v4::{CreateHow4, NfsArgOp4, Sattr4};
+    let fattr = match op {
+        NfsArgOp4::Setattr(a) => &a.obj_attributes,
+        NfsArgOp4::Create(a) => &a.createattrs,
+        NfsArgOp4::Verify(f) | NfsArgOp4::Nverify(f) => f,
+        NfsArgOp4::Open(a) => match &a.openhow.0 {
+            Some(CreateHow4::Unchecked(f) | CreateHow4::Guarded(f)) => f,
+            Some(CreateHow4::Exclusive41 { attrs, .. }) => attrs,
+            _ => return,
+        },
+        _ => return,
+    };
+    if let Ok(s) = Sattr4::decode(fattr) {
+        assert_eq!(Sattr4::decode(&s.to_fattr()), Ok(s));
     }
 }
