@@ -623,12 +623,15 @@ pub enum DecodeStop {
     /// The client sent `count` ops, more than `limits::COMPOUND_OPS_MAX`. Only the first op is
     /// decoded (nothing is allocated for the rest), so the server can check it is SEQUENCE and
     /// answer NFS4ERR_TOO_MANY_OPS in its result, as RFC 8881 §18.46.3 describes for
-    /// ca_maxoperations. (NFSv4.0 would answer NFS4ERR_RESOURCE; this codec decodes 4.1 only.)
+    /// ca_maxoperations. If that first op does not decode, the stop is [`DecodeStop::Op`]
+    /// instead. (NFSv4.0 would answer NFS4ERR_RESOURCE; this codec decodes 4.1 only.)
     TooManyOps { count: u32 },
     /// Operation number `index` (0-based) failed to decode. `opnum` is the result's resop:
     /// the op's own number, or OP_ILLEGAL for a number NFSv4.1 does not define. `status` is
     /// NFS4ERR_BADXDR (truncated or malformed arguments, over-limit lengths), NFS4ERR_OP_ILLEGAL
-    /// (undefined op) or NFS4ERR_NOTSUPP (an NFSv4.0 op that NFSv4.1 forbids).
+    /// (undefined op) or NFS4ERR_NOTSUPP (an NFSv4.0 op that NFSv4.1 forbids; its arguments
+    /// are not read). When the op number itself is cut off, `opnum` is OP_ILLEGAL with
+    /// NFS4ERR_BADXDR. Answer it with `NfsResOp4::error(opnum, status)`.
     Op {
         index: usize,
         opnum: u32,
