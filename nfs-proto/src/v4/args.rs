@@ -727,3 +727,89 @@ impl Encode for Compound4Args {
         encode_array(w, &self.argarray);
     }
 }
+
+/// Largest encoded sizes of the variable parts of results, for [`NfsArgOp4::result_len_max`].
+mod size {
+    use crate::limits::{
+        BITMAP4_WORDS_MAX, FH4_LEN_MAX, OPAQUE4_LEN_MAX, PATH_DECODE_LEN_MAX, SEC_OID4_LEN_MAX,
+        SMALL_ARRAY4_MAX,
+    };
+
+    /// resop and status.
+    pub const HEAD: usize = 8;
+    pub const STATEID: usize = 16;
+    pub const CHANGE_INFO: usize = 4 + 8 + 8;
+    pub const BITMAP: usize = 4 + 4 * BITMAP4_WORDS_MAX as usize;
+    pub const OPAQUE4: usize = 4 + OPAQUE4_LEN_MAX as usize;
+    pub const OWNER: usize = 8 + OPAQUE4;
+    /// LOCK4denied.
+    pub const LOCK_DENIED: usize = 8 + 8 + 4 + OWNER;
+    /// open_write_delegation4 with its type word, the largest open_delegation4 arm.
+    pub const DELEGATION: usize = 4 + STATEID + 4 + 12 + (12 + OPAQUE4);
+    pub const FH: usize = 4 + FH4_LEN_MAX as usize;
+    pub const LINK_TEXT: usize = 4 + PATH_DECODE_LEN_MAX as usize;
+    /// A SECINFO list of RPCSEC_GSS entries, as long as we ever send.
+    pub const SECINFO: usize =
+        4 + SMALL_ARRAY4_MAX as usize * (4 + 4 + SEC_OID4_LEN_MAX as usize + 4 + 4);
+    pub const IMPL_ID: usize = 4 + 2 * OPAQUE4 + 12;
+    /// state_protect4_r with SP4_SSV and the most GSS handles.
+    pub const STATE_PROTECT: usize =
+        4 + 2 * BITMAP + 4 * 4 + 4 + SMALL_ARRAY4_MAX as usize * OPAQUE4;
+    pub const CHANNEL_ATTRS: usize = 6 * 4 + 4 + 4;
+}
+
+impl NfsArgOp4 {
+    /// The most bytes this op's nfs_resop4 can take in a reply (resop included), computed from
+    /// its arguments: what a server checks against the session's ca_maxresponsesize (and
+    /// ca_maxresponsesize_cached) before running an op that changes state, so that
+    /// NFS4ERR_REP_TOO_BIG never comes after the change (RFC 8881 §2.10.6.4; knfsd's
+    /// `op_rsize_bop`). `None` for GETATTR, whose size depends on the attribute values: encode
+    /// it with [`crate::v4::Compound4ResWriter::push_within`] instead.
+    pub fn result_len_max(&self) -> Option<usize> {
+        use size::*;
+        use NfsArgOp4::*;
+        let pad4 = |n: usize| n + crate::xdr::pad_len(n);
+        Some(match self {
+            Getfh => HEAD + FH,
+            Lookupp | Putpubfh | Putrootfh | Restorefh | Savefh => HEAD,
+            Readlink => HEAD + LINK_TEXT,
+            Access(_) => HEAD + 8,
+            Close(_) | Locku(_) | OpenDowngrade(_) => HEAD + STATEID,
+            Commit(_) => HEAD + 8,
+            Create(_) => HEAD + CHANGE_INFO + BITMAP,
+            Delegpurge(_) | Delegreturn(_) | Lookup(_) | Nverify(_) | Openattr(_) | Putfh(_)
+            | Verify(_) | BackchannelCtl(_) | DestroySession(_) | FreeStateid(_)
+            | DestroyClientid(_) | ReclaimComplete(_) => HEAD,
+            Getattr(_) => return None,
+            Link(_) | Remove(_) => HEAD + CHANGE_INFO,
+            Lock(_) | Lockt(_) => HEAD + LOCK_DENIED.max(STATEID),
+            Open(_) => HEAD + STATEID + CHANGE_INFO + 4 + BITMAP + DELEGATION,
+            Read(a) => {
+                HEAD + 4 + 4 + pad4((a.count as usize).min(crate::limits::IO_SIZE_MAX as usize))
+            }
+            // maxcount bounds READDIR4resok (RFC 8881 §18.23.2).
+            Readdir(a) => HEAD + a.maxcount as usize,
+            Rename(_) => HEAD + 2 * CHANGE_INFO,
+            Secinfo(_) | SecinfoNoName(_) => HEAD + SECINFO,
+            Setattr(_) => HEAD + BITMAP,
+            Write(_) => HEAD + 4 + 4 + 8,
+            BindConnToSession(_) => HEAD + 16 + 4 + 4,
+            ExchangeId(_) => {
+                HEAD + 8 + 4 + 4 + STATE_PROTECT + (8 + OPAQUE4) + OPAQUE4 + 4 + IMPL_ID
+            }
+            CreateSession(_) => HEAD + 16 + 4 + 4 + 2 * CHANNEL_ATTRS,
+            GetDirDelegation(_) => HEAD + 4 + 8 + STATEID + 3 * BITMAP,
+            // gdia_maxcount bounds the device address (RFC 8881 §18.40.3).
+            Getdeviceinfo(a) => HEAD + (a.maxcount as usize).max(4) + BITMAP,
+            Getdevicelist(a) => HEAD + 8 + 8 + 4 + 16 * a.maxdevices as usize + 4,
+            Layoutcommit(_) => HEAD + 4 + 8,
+            // loga_maxcount bounds LAYOUTGET4resok (RFC 8881 §18.43.3).
+            Layoutget(a) => HEAD + (a.maxcount as usize).max(4),
+            Layoutreturn(_) => HEAD + 4 + STATEID,
+            Sequence(_) => HEAD + 16 + 5 * 4,
+            SetSsv(_) => HEAD + OPAQUE4,
+            TestStateid(a) => HEAD + 4 + 4 * a.stateids.len(),
+            WantDelegation(_) => HEAD + DELEGATION,
+        })
+    }
+}

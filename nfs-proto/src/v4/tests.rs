@@ -1409,3 +1409,36 @@ fn setting_a_read_only_or_unknown_attribute_is_refused_with_the_rfc_status() {
     acl.attr(attr4::ACL, |w| w.u32(u32::MAX));
     assert_eq!(Sattr4::decode(&acl.finish()), Err(Nfsstat4::BadXdr));
 }
+
+#[test]
+fn every_result_fits_the_bound_its_arguments_give() {
+    let ops = every_op();
+    for res in every_result() {
+        let Some(op) = ops.iter().find(|o| o.opnum() == res.opnum()) else {
+            continue;
+        };
+        let mut w = Writer::new();
+        let payload = res
+            .encode(&mut w)
+            .map_or(0, |p| p.len() + crate::xdr::pad_len(p.len()));
+        let len = w.len() + payload;
+        match op.result_len_max() {
+            Some(max) => assert!(len <= max, "{}: {len} > {max}", op.name()),
+            None => assert_eq!(op.opnum(), op4::GETATTR),
+        }
+    }
+    // The bound of a READ follows its count, and of a CLOSE is exact.
+    let read = NfsArgOp4::Read(Read4Args {
+        stateid: Stateid4::ANONYMOUS,
+        offset: 0,
+        count: 5,
+    });
+    assert_eq!(read.result_len_max(), Some(8 + 4 + 4 + 8));
+    let close = every_op()
+        .into_iter()
+        .find(|o| o.opnum() == op4::CLOSE)
+        .unwrap();
+    let mut w = Writer::new();
+    NfsResOp4::Close(Ok(sid(1))).encode(&mut w);
+    assert_eq!(close.result_len_max(), Some(w.len()));
+}
