@@ -1393,6 +1393,7 @@ fn setting_a_read_only_or_unknown_attribute_is_refused_with_the_rfc_status() {
     assert_eq!(Sattr4::decode(&dacl.finish()), Err(Nfsstat4::AttrNotSupp));
     let mut unknown = FattrWriter::new();
     unknown.attr(200, |w| w.u32(0));
+    const { assert!(200 < Bitmap4::BITS_MAX) };
     assert_eq!(
         Sattr4::decode(&unknown.finish()),
         Err(Nfsstat4::AttrNotSupp)

@@ -210,9 +210,16 @@ impl Bitmap4 {
         b
     }
 
-    /// Adds `bit`, growing the word array as needed. The caller keeps bits below
-    /// 32 × `BITMAP4_WORDS_MAX` if a peer is to decode the result.
+    /// The number of bits a bitmap4 can hold here: 32 × `BITMAP4_WORDS_MAX`.
+    pub const BITS_MAX: u32 = 32 * BITMAP4_WORDS_MAX;
+
+    /// Adds `bit`, growing the word array as needed. Bits from [`Bitmap4::BITS_MAX`] up are a
+    /// caller bug (no peer would decode them); they are ignored rather than allocated for.
     pub fn set(&mut self, bit: u32) {
+        debug_assert!(bit < Bitmap4::BITS_MAX, "bit {bit} beyond bitmap4 limit");
+        if bit >= Bitmap4::BITS_MAX {
+            return;
+        }
         let word = (bit / 32) as usize;
         if self.0.len() <= word {
             self.0.resize(word + 1, 0);
