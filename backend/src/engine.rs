@@ -2,7 +2,8 @@
 //!
 //! [`Engine`] implements [`Store`] on top of two small synchronous traits:
 //! * [`MetaStore`] keeps inode records, directory entries and counters. A batch of
-//!   [`MetaOp`]s is applied atomically and is durable when [`MetaStore::apply`] returns.
+//!   [`MetaOp`]s is applied atomically, and durable after the next [`MetaStore::sync`]; every
+//!   store call that applied one syncs before it returns (a group commit).
 //! * [`DataStore`] keeps the bytes of regular files, one sparse backing area per inode
 //!   (a file per inode in `local`, chunk maps over raw blocks in `nvme`).
 //!
@@ -53,6 +54,12 @@ const READ_BYTES_MAX: u64 = 4 << 20;
 const LINK_MAX: u32 = 65_000;
 const STRIPES: usize = 64;
 
+thread_local! {
+    /// Set when a metadata batch was applied on this thread by the current store call; the
+    /// call then syncs the metadata store before it returns (see `Engine::run`).
+    static APPLIED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Named counters kept by a [`MetaStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Counter {
@@ -100,8 +107,12 @@ pub trait MetaStore: Send + Sync + 'static {
     fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>>;
     fn counter(&self, counter: Counter) -> Result<Option<u64>>;
     fn inode_count(&self) -> Result<u64>;
-    /// Applies every op or none; on stable storage when it returns `Ok`.
+    /// Applies every op or none. Visible to later calls at once; on stable storage once a
+    /// [`MetaStore::sync`] that began after it returns `Ok`.
     fn apply(&self, ops: &[MetaOp]) -> Result<()>;
+    /// Makes every batch applied so far durable. Concurrent callers may share one flush
+    /// (group commit), which is why `apply` does not flush by itself.
+    fn sync(&self) -> Result<()>;
 }
 
 /// Byte storage of regular files, addressed by inode number.
@@ -171,6 +182,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     pub fn with_stores(meta: M, data: D) -> Result<Engine<M, D>> {
         let boot_nanos = record::timestamp_nanos(Timestamp::now()).max(1);
         let root_generation = open_root(&meta, boot_nanos)?;
+        meta.sync()?;
         let next_ino = meta.counter(Counter::NextIno)?.unwrap_or(ROOT_INO + 1);
         let inner = Inner {
             meta,
@@ -203,18 +215,34 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     }
 
     /// Runs synchronous engine work: on the blocking pool when a store blocks, inline otherwise.
+    ///
+    /// Metadata batches that `f` applied are made durable before this returns (one group
+    /// commit shared with concurrent calls), so every metadata operation is on stable storage
+    /// when it replies, without an fsync inside the metadata mutex.
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
     {
+        let durable = move |inner: &Inner<M, D>| {
+            APPLIED.with(|a| a.set(false));
+            let result = f(inner);
+            if APPLIED.with(|a| a.replace(false)) {
+                inner.meta.sync().inspect_err(|e| {
+                    // Acknowledged UNSTABLE sizes may be among what was lost.
+                    inner.verifier.fetch_add(1, Ordering::SeqCst);
+                    tracing::error!(error = %e, "metadata sync failed; write verifier changed");
+                })?;
+            }
+            result
+        };
         if M::BLOCKING || D::BLOCKING {
             let inner = Arc::clone(&self.inner);
-            tokio::task::spawn_blocking(move || f(&inner))
+            tokio::task::spawn_blocking(move || durable(&inner))
                 .await
                 .map_err(|e| Error::Io(format!("store task failed: {e}")))?
         } else {
-            f(&self.inner)
+            durable(&self.inner)
         }
     }
 }
@@ -394,6 +422,7 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         }
         // On failure, inode numbers handed out by this batch are skipped: never reused.
         self.meta.apply(&ops)?;
+        APPLIED.with(|a| a.set(true));
         for (ino, change) in std::mem::take(&mut self.changed) {
             match change {
                 Some(inode) => {

@@ -25,6 +25,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 pub mod engine;
+mod group;
 pub mod local;
 pub mod mem;
 pub mod nvme;

@@ -2,8 +2,8 @@
 //!
 //! Layout of the store directory:
 //! * `meta.redb`: inode records, directory entries and counters in one redb database. Every
-//!   batch is a write transaction committed with `Durability::Immediate` (fsync'd) before the
-//!   call returns.
+//!   batch is a write transaction; the store call that made it returns only after a durable
+//!   (fsync'd) commit that covers it, shared by concurrent calls ([`LocalMeta`]).
 //! * `data/ab/<16 hex digits of the inode number>`: the bytes of one regular file, in one of 256
 //!   shard directories (`ab` = the low byte of the inode number) so no directory grows huge.
 //!   Data files are created on first write. The first sync of a new data file also syncs its
@@ -105,8 +105,14 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
 }
 
 /// The redb half of the local store.
+///
+/// Batches commit without an fsync (`Durability::None`); [`MetaStore::sync`] commits an empty
+/// transaction with `Durability::Immediate`, which makes every earlier batch durable at once
+/// (redb persists non-durable commits with the next durable one). Callers arriving while a
+/// sync runs share the next one.
 pub struct LocalMeta {
     db: Database,
+    group: crate::group::GroupCommit,
 }
 
 impl LocalMeta {
@@ -122,7 +128,10 @@ impl LocalMeta {
         tx.open_table(SEQS).map_err(db_error)?;
         tx.open_table(COUNTERS).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
-        Ok(LocalMeta { db })
+        Ok(LocalMeta {
+            db,
+            group: crate::group::GroupCommit::default(),
+        })
     }
 }
 
@@ -197,9 +206,17 @@ impl MetaStore for LocalMeta {
         table.len().map_err(db_error)
     }
 
+    fn sync(&self) -> Result<()> {
+        self.group.sync(|| {
+            let mut tx = self.db.begin_write().map_err(db_error)?;
+            tx.set_durability(Durability::Immediate);
+            tx.commit().map_err(db_error)
+        })
+    }
+
     fn apply(&self, ops: &[MetaOp]) -> Result<()> {
         let mut tx = self.db.begin_write().map_err(db_error)?;
-        tx.set_durability(Durability::Immediate);
+        tx.set_durability(Durability::None);
         {
             let mut inodes = tx.open_table(INODES).map_err(db_error)?;
             let mut names = tx.open_table(NAMES).map_err(db_error)?;

@@ -82,6 +82,10 @@ impl MetaStore for MemMeta {
         Ok(lock(&self.tables).inodes.len() as u64)
     }
 
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn apply(&self, ops: &[MetaOp]) -> Result<()> {
         let mut t = lock(&self.tables);
         for op in ops {

@@ -26,7 +26,6 @@
 mod alloc;
 mod buf;
 mod chunk;
-mod group;
 pub mod io;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,9 +42,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 use self::alloc::FreeMap;
 use self::buf::{AlignedBuf, BufPool};
 use self::chunk::{ChunkMap, Slot};
-use self::group::GroupCommit;
 use self::io::{EngineChoice, IoEngine, Op, Request};
 use crate::engine::{DataStore, Engine, MetaStore};
+use crate::group::GroupCommit;
 use crate::local::LocalMeta;
 use crate::{Error, FsStat, Result};
 
