@@ -50,7 +50,12 @@ AVAIL_MB=$(df -Pm "$SCRATCH" | awk 'NR==2 {print $4}')
 [ "$AVAIL_MB" -ge "$NEED_MB" ] || die "$SCRATCH has $AVAIL_MB MiB free, needs $NEED_MB"
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# CPU seconds all processes spent busy (user+nice+system+irq+softirq+steal), and our children's.
+cpu_busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print ($2+$3+$4+$7+$8+$9)/hz}' /proc/stat; }
+cpu_ours() { awk -v hz="$(getconf CLK_TCK)" '{print ($16+$17)/hz}' "/proc/$$/stat"; }
+# The load average counts our own threads blocked on the disk, so it rises during every run;
+# the CPU time other processes used during the run says more about interference.
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); BUSY0=$(cpu_busy); OURS0=$(cpu_ours); T0=$(date +%s)
 say "load before: $LOAD0; $(nproc) CPUs; $SIZE_MB MiB, ${SECONDS_} s, qd $QD; scratch $SCRATCH ($(stat -f -c %T "$SCRATCH") on $(df -P "$SCRATCH" | awk 'NR==2 {print $1}'))"
 
 say "building store_bench (release)"
@@ -95,11 +100,13 @@ for store in $STORES; do
   rm -rf "${SCRATCH:?}/$store"
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
-say "load after: $LOAD1"
+OTHERS=$(awk -v b0="$BUSY0" -v b1="$(cpu_busy)" -v o0="$OURS0" -v o1="$(cpu_ours)" -v t="$(( $(date +%s) - T0 ))" \
+  'BEGIN {x = (b1 - b0) - (o1 - o0); if (x < 0) x = 0; printf "%.0f CPU-s in %d s (%.2f CPUs)", x, t, x / (t > 0 ? t : 1)}')
+say "load after: $LOAD1; other processes used $OTHERS"
 
-python3 - "$RAW" "$SIZE_MB" "$SECONDS_" "$QD" "$LOAD0" "$LOAD1" <<'EOF'
+python3 - "$RAW" "$SIZE_MB" "$SECONDS_" "$QD" "$LOAD0" "$LOAD1" "$OTHERS" <<'EOF'
 import json, sys
-raw, size, secs, qd, load0, load1 = sys.argv[1:]
+raw, size, secs, qd, load0, load1, others = sys.argv[1:]
 fio, stores = {}, []
 for line in open(raw):
     r = json.loads(line)
@@ -108,7 +115,8 @@ for line in open(raw):
     else:
         stores.append(r)
 phases = [("seqwrite", "1M"), ("seqread", "1M"), ("randread", "4k"), ("randwrite", "4k")]
-print(f"\n{size} MiB file, qd {qd}, random phases {secs} s; load before {load0}, after {load1}")
+print(f"\n{size} MiB file, qd {qd}, random phases {secs} s; load before {load0}, after {load1}; "
+      f"other processes used {others}")
 head = f"{'workload':<10} {'fio MB/s':>9} {'fio IOPS':>9}"
 for s in stores:
     head += f" | {s['label'][:16]:>16} {'IOPS':>8} {'/fio':>6}"
