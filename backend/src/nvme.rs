@@ -25,7 +25,9 @@
 
 mod alloc;
 mod buf;
-mod chunk;
+/// Public for the fuzz target of its decoder; not a stable interface.
+#[doc(hidden)]
+pub mod chunk;
 pub mod io;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -112,7 +112,11 @@ impl ChunkMap {
             let mut phys = [0u8; 8];
             phys.copy_from_slice(take(8)?);
             let phys = u64::from_le_bytes(phys);
-            if len == 0 || first + len > CHUNK_BLOCKS || phys == 0 {
+            if len == 0
+                || first + len > CHUNK_BLOCKS
+                || phys == 0
+                || phys.checked_add(len as u64).is_none()
+            {
                 return Err(bad("run out of range"));
             }
             let crcs = take(len * 4)?;
@@ -191,6 +195,12 @@ mod tests {
         let mut extra = good.clone();
         extra.push(0);
         assert!(ChunkMap::decode(&extra).is_err());
+        // Found by the fuzzer: a run whose physical blocks wrap around u64.
+        let wrapping = [
+            1, 0, 46, 1, 0, 0, 0, 2, 0, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 154,
+            253, 255,
+        ];
+        assert!(ChunkMap::decode(&wrapping).is_err());
         let mut past_end = good.clone();
         past_end[5..7].copy_from_slice(&(CHUNK_BLOCKS as u16).to_le_bytes());
         assert!(ChunkMap::decode(&past_end).is_err());
