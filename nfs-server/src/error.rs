@@ -4,6 +4,7 @@
 use backend::Error;
 use nfs_proto::mount::MountStat3;
 use nfs_proto::v3::Nfsstat3;
+use nfs_proto::v4::Nfsstat4;
 
 pub fn to_nfsstat3(e: &Error) -> Nfsstat3 {
     match e {
@@ -25,6 +26,30 @@ pub fn to_nfsstat3(e: &Error) -> Nfsstat3 {
         // Transient: the client retries after a delay instead of failing the application.
         Error::Busy => Nfsstat3::Jukebox,
         Error::Io(_) => Nfsstat3::Io,
+    }
+}
+
+/// RFC 8881 §15: the NFSv4.1 status for a store error.
+pub fn to_nfsstat4(e: &Error) -> Nfsstat4 {
+    match e {
+        Error::NotFound => Nfsstat4::NoEnt,
+        Error::Stale => Nfsstat4::Stale,
+        Error::Exists => Nfsstat4::Exist,
+        Error::NotDir => Nfsstat4::NotDir,
+        Error::IsDir => Nfsstat4::IsDir,
+        Error::NotEmpty => Nfsstat4::NotEmpty,
+        Error::Access => Nfsstat4::Access,
+        Error::Perm => Nfsstat4::Perm,
+        Error::NameTooLong => Nfsstat4::NameTooLong,
+        Error::Invalid => Nfsstat4::Inval,
+        Error::FileTooBig => Nfsstat4::Fbig,
+        Error::NoSpace => Nfsstat4::NoSpc,
+        Error::TooManyLinks => Nfsstat4::Mlink,
+        Error::BadCookie => Nfsstat4::BadCookie,
+        Error::NotSupported => Nfsstat4::NotSupp,
+        // Transient: the client retries after a delay (RFC 8881 §15.1.1.3).
+        Error::Busy => Nfsstat4::Delay,
+        Error::Io(_) => Nfsstat4::Io,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Sluice NFS server: executes decoded calls (from `nfs-proto`) against a `backend::Store`.
 //!
 //! * [`server`]: the request path, from an RPC record to a reply.
-//! * [`v3`]: NFSv3 procedures. [`error`]: store errors to wire statuses, in one place.
+//! * [`v3`]: NFSv3 procedures. [`v4`]: NFSv4.1 (COMPOUND, sessions, open and lock state).
+//! * [`error`]: store errors to wire statuses, in one place.
 //! * [`nlm`]: NFSv3 locking (NLM v4, NSM) over [`locks`], the shared lock manager.
 //! * [`fh`]: file handles. [`export`]: exports and client rules. [`drc`]: duplicate requests.
 //! * [`transport`]: TCP record marking and UDP. [`portmap`]: portmap/rpcbind.
@@ -27,3 +28,4 @@ pub mod run;
 pub mod server;
 pub mod transport;
 pub mod v3;
+pub mod v4;

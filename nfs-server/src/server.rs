@@ -214,8 +214,12 @@ impl<S: Store> Server<S> {
         let mut w = Writer::with_capacity(256);
         let payload = match hdr.prog {
             v3::PROGRAM => {
+                if hdr.vers == nfs_proto::v4::VERSION {
+                    return Some(self.nfs4(&req, hdr.proc_, args.rest(), status).await);
+                }
                 if hdr.vers != v3::VERSION {
-                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v3::VERSION, v3::VERSION);
+                    let v4 = nfs_proto::v4::VERSION;
+                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v3::VERSION, v4);
                     return Some(reply(w, None));
                 }
                 let raw_args = args.rest();
@@ -300,6 +304,39 @@ impl<S: Store> Server<S> {
             _ => return Some(accept_only(hdr.xid, AcceptStat::ProgUnavail)),
         };
         Some(reply(w, payload))
+    }
+
+    /// NFS version 4 (RFC 8881): NULL and COMPOUND; minor version 1 only.
+    async fn nfs4(
+        &self,
+        req: &Request,
+        proc_: u32,
+        args: Bytes,
+        status: &mut &'static str,
+    ) -> Reply {
+        use nfs_proto::v4::proc4;
+        let mut w = Writer::with_capacity(256);
+        match proc_ {
+            proc4::NULL => {
+                rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
+                reply(w, None)
+            }
+            proc4::COMPOUND => {
+                rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
+                let nfs4 = crate::v4::instance();
+                let now = std::time::Instant::now();
+                match crate::v4::compound(self, nfs4, req, args, w, now).await {
+                    Ok((head, payloads)) => {
+                        *status = compound_status(head.as_slice());
+                        reply_with_payloads(head, payloads)
+                    }
+                    Err(crate::v4::compound::CompoundError::GarbageArgs) => {
+                        accept_only(req.xid, AcceptStat::GarbageArgs)
+                    }
+                }
+            }
+            _ => accept_only(req.xid, AcceptStat::ProcUnavail),
+        }
     }
 
     async fn nfs3_cached(
@@ -432,6 +469,28 @@ fn rpc_outcome(head: &[u8]) -> Option<&'static str> {
             3 => Some("PROC_UNAVAIL"),
             4 => Some("GARBAGE_ARGS"),
             _ => Some("SYSTEM_ERR"),
+        },
+    }
+}
+
+/// The COMPOUND status of an NFSv4 reply we built (right after the 24-byte accepted header).
+fn compound_status(head: &[u8]) -> &'static str {
+    head.get(24..28)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .and_then(nfs_proto::v4::Nfsstat4::from_u32)
+        .map_or("OK", |s| s.name())
+}
+
+/// A reply whose READ payloads sit inside the head: sent without a copy when the only payload
+/// ends the reply (READ as the last op, the usual case), spliced into one buffer otherwise.
+fn reply_with_payloads(head: Writer, payloads: Vec<nfs_proto::v4::ReplyPayload>) -> Reply {
+    match payloads.as_slice() {
+        [] => reply(head, None),
+        [p] if p.offset == head.len() => reply(head, Some(p.data.clone())),
+        _ => Reply {
+            head: nfs_proto::v4::splice_payloads(head.as_slice(), &payloads),
+            payload: Bytes::new(),
+            ready_at: None,
         },
     }
 }

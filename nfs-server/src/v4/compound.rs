@@ -1,0 +1,322 @@
+//! COMPOUND (RFC 8881 §16.2, §2.10.6): every rule that spans operations lives here.
+//!
+//! * SEQUENCE first (§2.10.6): a COMPOUND starts with SEQUENCE, or is a single op that may run
+//!   outside a session ([`OpFlags::sessionless`]); otherwise NFS4ERR_OP_NOT_IN_SESSION, and a
+//!   SEQUENCE later on is NFS4ERR_SEQUENCE_POS.
+//! * The slot's reply cache: a retransmission (same slot, same seqid) gets the cached
+//!   COMPOUND4res back, byte for byte, or NFS4ERR_RETRY_UNCACHED_REP when the client did not
+//!   ask to cache it; a request still running in its slot gets NFS4ERR_DELAY.
+//! * The current and saved filehandles and the current stateid (§16.2.3.1.2): an op that needs
+//!   a filehandle gets NFS4ERR_NOFILEHANDLE without one; an op that sets the filehandle clears
+//!   the current stateid.
+//! * Limits: ca_maxoperations (NFS4ERR_TOO_MANY_OPS), ca_maxrequestsize (NFS4ERR_REQ_TOO_BIG)
+//!   and the reply budget: ca_maxresponsesize, or ca_maxresponsesize_cached when the reply is to
+//!   be cached (NFS4ERR_REP_TOO_BIG, NFS4ERR_REP_TOO_BIG_TO_CACHE). An op that modifies
+//!   something runs only if its largest reply still fits.
+//! * Execution stops at the first op that fails; the COMPOUND status is that op's status.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use backend::{Cred, FileId, Store};
+use bytes::Bytes;
+use nfs_proto::v4::*;
+use nfs_proto::xdr::{Reader, Writer};
+
+use crate::export::Export;
+use crate::server::{Request, Server};
+use crate::v4::ops::{self, OpFlags, Sessionless};
+use crate::v4::state::SeqOutcome;
+use crate::v4::Nfs4;
+
+/// A filehandle after its MAC, export and client rule were checked.
+#[derive(Clone, Debug)]
+pub struct CurFh {
+    pub fh: NfsFh4,
+    pub export: Arc<Export>,
+    pub id: FileId,
+    pub cred: Cred,
+    pub read_only: bool,
+}
+
+/// The session and slot a COMPOUND runs in.
+#[derive(Clone, Debug)]
+pub struct SessionCtx {
+    pub id: SessionId4,
+    pub slotid: u32,
+    pub clientid: Clientid4,
+    pub cachethis: bool,
+}
+
+/// What ops see of the COMPOUND they run in.
+pub struct Ctx<'a, S> {
+    pub server: &'a Server<S>,
+    pub nfs4: &'a Nfs4,
+    pub req: &'a Request,
+    pub now: Instant,
+    pub cur: Option<CurFh>,
+    pub saved: Option<CurFh>,
+    pub cur_stateid: Option<Stateid4>,
+    pub saved_stateid: Option<Stateid4>,
+    pub session: Option<SessionCtx>,
+    /// Bytes the rest of this reply may still take.
+    pub reply_room: usize,
+}
+
+impl<S> Ctx<'_, S> {
+    pub fn cur(&self) -> Result<&CurFh, Nfsstat4> {
+        self.cur.as_ref().ok_or(Nfsstat4::NoFileHandle)
+    }
+
+    /// The client this COMPOUND's session belongs to.
+    pub fn clientid(&self) -> Result<Clientid4, Nfsstat4> {
+        self.session
+            .as_ref()
+            .map(|s| s.clientid)
+            .ok_or(Nfsstat4::OpNotInSession)
+    }
+
+    /// Replaces the special "current stateid" (§16.2.3.1.2) with the current one.
+    pub fn stateid(&self, sid: &Stateid4) -> Result<Stateid4, Nfsstat4> {
+        if *sid == Stateid4::CURRENT {
+            return self.cur_stateid.ok_or(Nfsstat4::BadStateid);
+        }
+        Ok(*sid)
+    }
+}
+
+/// Why a COMPOUND got no COMPOUND4res at all.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CompoundError {
+    /// The header is malformed, or bytes follow the last op: RPC GARBAGE_ARGS.
+    GarbageArgs,
+}
+
+/// Ends a slot's request when dropped, so a request abandoned mid-way (its connection closed)
+/// does not leave its slot busy forever.
+struct SlotGuard<'a> {
+    nfs4: &'a Nfs4,
+    session: SessionCtx,
+    reply: Option<Bytes>,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.nfs4
+            .lock()
+            .finish_slot(&self.session.id, self.session.slotid, self.reply.take());
+    }
+}
+
+/// Runs one COMPOUND whose arguments are in `args` and appends COMPOUND4res to `w` (which
+/// holds the RPC reply header). Returns the head buffer and the READ payloads that belong
+/// inside it.
+pub async fn compound<S: Store>(
+    server: &Server<S>,
+    nfs4: &Nfs4,
+    req: &Request,
+    args: Bytes,
+    w: Writer,
+    now: Instant,
+) -> Result<(Writer, Vec<ReplyPayload>), CompoundError> {
+    let request_len = args.len();
+    let decoded =
+        Compound4Args::decode(&mut Reader::new(args)).map_err(|_| CompoundError::GarbageArgs)?;
+    let start = w.len();
+    let mut out = Compound4ResWriter::new(w, &decoded.args.tag);
+    let ops = &decoded.args.argarray;
+    let finish = |mut out: Compound4ResWriter, res: Option<NfsResOp4>, status: Nfsstat4| {
+        if let Some(r) = res {
+            out.push(&r);
+        }
+        Ok(out.finish(status))
+    };
+    match &decoded.stop {
+        Some(DecodeStop::MinorVersMismatch) => {
+            return finish(out, None, Nfsstat4::MinorVersMismatch)
+        }
+        Some(DecodeStop::TooManyOps { .. }) => {
+            let opnum = ops.first().map_or(op4::ILLEGAL, |o| o.opnum());
+            let res = NfsResOp4::error(opnum, Nfsstat4::TooManyOps);
+            return finish(out, Some(res), Nfsstat4::TooManyOps);
+        }
+        _ => {}
+    }
+    let mut cx = Ctx {
+        server,
+        nfs4,
+        req,
+        now,
+        cur: None,
+        saved: None,
+        cur_stateid: None,
+        saved_stateid: None,
+        session: None,
+        reply_room: nfs_proto::limits::RECORD_LEN_MAX,
+    };
+    let mut guard = None;
+    // The reply budget and, for a cached reply, the smaller budget of the cache.
+    let (mut budget, mut cache_budget) = (nfs_proto::limits::RECORD_LEN_MAX, usize::MAX);
+    let mut first = 0;
+    if let Some(NfsArgOp4::Sequence(sa)) = ops.first() {
+        let seq = sequence(nfs4, sa, ops.len(), request_len, now);
+        let res = match seq {
+            Err(s) => return finish(out, Some(NfsResOp4::Sequence(Err(s))), s),
+            Ok(Sequenced::Replay(bytes)) => {
+                // The cached COMPOUND4res, byte for byte, after this call's RPC header.
+                let (mut w, _) = out.finish(Nfsstat4::Ok);
+                w.truncate(start);
+                w.opaque_fixed(&bytes);
+                return Ok((w, Vec::new()));
+            }
+            Ok(Sequenced::New {
+                res,
+                fore,
+                clientid,
+            }) => {
+                let session = SessionCtx {
+                    id: sa.sessionid,
+                    slotid: sa.slotid,
+                    clientid,
+                    cachethis: sa.cachethis,
+                };
+                guard = Some(SlotGuard {
+                    nfs4,
+                    session: session.clone(),
+                    reply: None,
+                });
+                cx.session = Some(session);
+                budget = fore.ca_maxresponsesize as usize;
+                if sa.cachethis {
+                    cache_budget = fore.ca_maxresponsesize_cached as usize;
+                }
+                res
+            }
+        };
+        out.push(&NfsResOp4::Sequence(Ok(res)));
+        first = 1;
+    }
+    let mut status = Nfsstat4::Ok;
+    for (i, op) in ops.iter().enumerate().skip(first) {
+        let flags = ops::flags(op);
+        let limit = budget.min(cache_budget);
+        cx.reply_room = limit.saturating_sub(out.encoded_len() + 8);
+        let early = position_error(&flags, i, ops.len(), cx.session.is_some())
+            .or_else(|| (flags.needs_fh && cx.cur.is_none()).then_some(Nfsstat4::NoFileHandle))
+            .or_else(|| {
+                (flags.modifies && out.encoded_len() + flags.reply_max > limit)
+                    .then(|| too_big(out.encoded_len() + flags.reply_max, budget))
+            });
+        let res = match early {
+            Some(s) => NfsResOp4::error(op.opnum(), s),
+            None => {
+                // A new current filehandle has no current stateid, unless the op that sets it
+                // (OPEN) sets one too.
+                if flags.sets_fh {
+                    cx.cur_stateid = None;
+                }
+                ops::execute(&mut cx, op).await
+            }
+        };
+        status = res.status();
+        if !out.push_within(&res, limit) {
+            let s = too_big(out.encoded_len() + 1, budget);
+            out.push(&NfsResOp4::error(op.opnum(), s));
+            status = s;
+        }
+        if !status.is_ok() {
+            break;
+        }
+    }
+    if status.is_ok() {
+        if let Some(DecodeStop::Op {
+            opnum, status: s, ..
+        }) = &decoded.stop
+        {
+            out.push(&NfsResOp4::error(*opnum, *s));
+            status = *s;
+        }
+    }
+    let (w, payloads) = out.finish(status);
+    if let Some(mut g) = guard {
+        if g.session.cachethis {
+            let rel: Vec<ReplyPayload> = payloads
+                .iter()
+                .map(|p| ReplyPayload {
+                    offset: p.offset - start,
+                    data: p.data.clone(),
+                })
+                .collect();
+            g.reply = Some(splice_payloads(&w.as_slice()[start..], &rel));
+        }
+    }
+    Ok((w, payloads))
+}
+
+/// NFS4ERR_REP_TOO_BIG when `len` exceeds the session's reply size, else the cache's limit
+/// was the one exceeded.
+fn too_big(len: usize, budget: usize) -> Nfsstat4 {
+    if len > budget {
+        Nfsstat4::RepTooBig
+    } else {
+        Nfsstat4::RepTooBigToCache
+    }
+}
+
+/// The SEQUENCE-first rules for op `i` of `n` (§2.10.6, §18.46.3).
+fn position_error(f: &OpFlags, i: usize, n: usize, in_session: bool) -> Option<Nfsstat4> {
+    if f.is_sequence {
+        return Some(Nfsstat4::SequencePos);
+    }
+    if in_session {
+        return None;
+    }
+    match f.sessionless {
+        Sessionless::Solo if i == 0 && n == 1 => None,
+        Sessionless::Solo if i == 0 => Some(Nfsstat4::NotOnlyOp),
+        _ => Some(Nfsstat4::OpNotInSession),
+    }
+}
+
+enum Sequenced {
+    New {
+        res: Sequence4ResOk,
+        fore: ChannelAttrs4,
+        clientid: Clientid4,
+    },
+    Replay(Bytes),
+}
+
+/// SEQUENCE (§18.46): the session's limits, then the slot.
+fn sequence(
+    nfs4: &Nfs4,
+    sa: &Sequence4Args,
+    op_count: usize,
+    request_len: usize,
+    now: Instant,
+) -> Result<Sequenced, Nfsstat4> {
+    let mut st = nfs4.lock();
+    let s = st.session(&sa.sessionid).ok_or(Nfsstat4::BadSession)?;
+    let fore = s.fore.clone();
+    if op_count > fore.ca_maxoperations as usize {
+        return Err(Nfsstat4::TooManyOps);
+    }
+    if request_len > fore.ca_maxrequestsize as usize {
+        return Err(Nfsstat4::ReqTooBig);
+    }
+    match st.sequence(&sa.sessionid, sa.slotid, sa.sequenceid, now)? {
+        SeqOutcome::Replay(b) => Ok(Sequenced::Replay(b)),
+        SeqOutcome::New { clientid, slots } => Ok(Sequenced::New {
+            res: Sequence4ResOk {
+                sessionid: sa.sessionid,
+                sequenceid: sa.sequenceid,
+                slotid: sa.slotid,
+                highest_slotid: slots - 1,
+                target_highest_slotid: slots - 1,
+                status_flags: 0,
+            },
+            fore,
+            clientid,
+        }),
+    }
+}

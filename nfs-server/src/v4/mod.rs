@@ -1,0 +1,102 @@
+//! NFSv4.1 (RFC 8881): the COMPOUND procedure over the same `backend::Store`, handles, exports
+//! and squashing as NFSv3.
+//!
+//! * [`compound`]: the one place for rules that span operations: SEQUENCE first, the current
+//!   and saved filehandles, the current stateid, the reply size budget and the per-slot reply
+//!   cache. It branches on the flags each op declares ([`ops::OpFlags`]), never on op numbers.
+//! * [`ops`]: what each operation does, with its flags declared beside it.
+//! * [`state`]: clients, sessions, slots, leases, open and lock stateids: plain data, `now`
+//!   passed in, client records persisted through [`state::ClientStore`].
+//! * [`attrs`]: fattr4 encoding (GETATTR, READDIR, VERIFY) and decoding (SETATTR, OPEN, CREATE).
+//!
+//! Not offered: delegations (never granted, see docs/nfsv41.md), pNFS, directory delegations,
+//! SP4_MACH_CRED/SP4_SSV state protection, RPCSEC_GSS, named attributes, callbacks.
+
+pub mod attrs;
+pub mod compound;
+pub mod ops;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use nfs_proto::v4::{NfsImplId4, Opaque4, ServerOwner4, Utf8Str4};
+
+pub use compound::compound;
+
+/// Lease time (RFC 8881 §8.3): 90 s, as knfsd's default. Not configurable yet.
+pub const LEASE_TIME: Duration = Duration::from_secs(90);
+/// Slots offered per session (fore channel).
+pub const SLOTS_MAX: u32 = 64;
+/// Largest reply kept in a slot's reply cache (ca_maxresponsesize_cached).
+pub const CACHED_REPLY_LEN_MAX: u32 = 64 * 1024;
+
+/// The NFSv4.1 side of a server: its identity and its protocol state.
+pub struct Nfs4 {
+    /// The same on every listening address, so a client sees one server and can trunk.
+    pub server_owner: ServerOwner4,
+    pub server_scope: Opaque4,
+    pub lease: Duration,
+    pub state: Mutex<state::StateTable>,
+}
+
+impl Nfs4 {
+    /// A server whose owner and scope are `major_id`, with client records kept in `store`.
+    pub fn new(major_id: &[u8], lease: Duration, store: Box<dyn state::ClientStore>) -> Nfs4 {
+        let major = bytes::Bytes::copy_from_slice(major_id);
+        Nfs4 {
+            server_owner: ServerOwner4 {
+                so_minor_id: 0,
+                so_major_id: Opaque4(major.clone()),
+            },
+            server_scope: Opaque4(major),
+            lease,
+            state: Mutex::new(state::StateTable::new(boot_epoch(), lease, store)),
+        }
+    }
+
+    pub fn impl_id() -> NfsImplId4 {
+        NfsImplId4 {
+            nii_domain: Utf8Str4(bytes::Bytes::from_static(b"sluice.invalid")),
+            nii_name: Utf8Str4(bytes::Bytes::from(format!(
+                "sluice {}",
+                env!("CARGO_PKG_VERSION")
+            ))),
+            nii_date: Default::default(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, state::StateTable> {
+        self.state.lock().expect("NFSv4 state lock poisoned")
+    }
+}
+
+/// Seconds since the epoch at start: a new value on each restart, so clientids, sessions and
+/// stateids of an earlier instance are recognizably stale.
+fn boot_epoch() -> u32 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    (s as u32).max(1)
+}
+
+/// The process's NFSv4.1 state, shared by every listening address. (A field of `Server` would
+/// be better; `run.rs`, which builds `Server`, is outside this module's files for now.)
+pub fn instance() -> &'static Nfs4 {
+    static NFS4: OnceLock<Nfs4> = OnceLock::new();
+    NFS4.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let major = format!("sluice:{host}");
+        Nfs4::new(
+            major.as_bytes(),
+            LEASE_TIME,
+            Box::new(state::MemClientStore::default()),
+        )
+    })
+}

@@ -1,0 +1,656 @@
+//! NFSv4.1 protocol state (RFC 8881 §2.4, §2.10, §8, §9): clients, sessions with their slot
+//! tables, leases, and open and lock stateids. Plain data: no clock is read here, every call
+//! that needs the time takes `now`, and nothing awaits. Client records go through
+//! [`ClientStore`] so they can be persisted (and, later, replicated).
+//!
+//! Identifiers carry the boot epoch: a clientid is `epoch << 32 | n`, a sessionid starts with
+//! the clientid, a stateid's `other` is `epoch || n`. One from an earlier instance of the server
+//! is recognized as stale (NFS4ERR_STALE_CLIENTID, NFS4ERR_STALE_STATEID).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use backend::FileId;
+use bytes::Bytes;
+use nfs_proto::v4::{Clientid4, Nfsstat4, SessionId4, Stateid4, Verifier4};
+
+/// A client record as it is persisted: enough to recognize the client after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub clientid: Clientid4,
+    pub owner: Bytes,
+    pub verifier: Verifier4,
+}
+
+/// Where confirmed client records live (RFC 8881 §8.4.3: a server that restarts must know who
+/// may reclaim). Called with the state lock held: implementations must not block for long.
+pub trait ClientStore: Send {
+    fn save(&mut self, rec: &ClientRecord);
+    fn remove(&mut self, clientid: Clientid4);
+    fn load(&self) -> Vec<ClientRecord>;
+}
+
+/// Client records in memory: forgotten at restart.
+#[derive(Default)]
+pub struct MemClientStore {
+    records: HashMap<Clientid4, ClientRecord>,
+}
+
+impl ClientStore for MemClientStore {
+    fn save(&mut self, rec: &ClientRecord) {
+        self.records.insert(rec.clientid, rec.clone());
+    }
+    fn remove(&mut self, clientid: Clientid4) {
+        self.records.remove(&clientid);
+    }
+    fn load(&self) -> Vec<ClientRecord> {
+        self.records.values().cloned().collect()
+    }
+}
+
+/// One client (RFC 8881 §2.4): created unconfirmed by EXCHANGE_ID, confirmed by its first
+/// CREATE_SESSION.
+#[derive(Debug)]
+pub struct Client {
+    pub rec: ClientRecord,
+    pub confirmed: bool,
+    /// The csa_sequence the next CREATE_SESSION must carry (§18.36.4).
+    pub next_cs_seq: u32,
+    /// The reply to the last CREATE_SESSION, for its retransmission.
+    pub cs_reply: Option<(u32, Result<nfs_proto::v4::CreateSession4ResOk, Nfsstat4>)>,
+    pub renewed: Instant,
+    pub sessions: HashSet<[u8; 16]>,
+    pub reclaim_complete: bool,
+}
+
+/// One slot of a session's fore channel (§2.10.6.1).
+#[derive(Debug, Default)]
+pub struct Slot {
+    pub seqid: u32,
+    pub in_progress: bool,
+    /// The whole COMPOUND4res of the last request, if the client asked to cache it.
+    pub reply: Option<Bytes>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub id: SessionId4,
+    pub clientid: Clientid4,
+    pub fore: nfs_proto::v4::ChannelAttrs4,
+    pub slots: Vec<Slot>,
+}
+
+/// What SEQUENCE decided about a request.
+#[derive(Debug)]
+pub enum SeqOutcome {
+    /// A new request: run it; the slot is now in progress.
+    New { clientid: Clientid4, slots: u32 },
+    /// A retransmission whose reply was cached: send it again.
+    Replay(Bytes),
+}
+
+/// Open or lock state behind a stateid.
+#[derive(Clone, Debug)]
+pub enum StateKind {
+    Open {
+        owner: Bytes,
+        access: u32,
+        deny: u32,
+    },
+    Lock {
+        owner: Bytes,
+        /// The open stateid's `other` this lock state hangs off.
+        open: [u8; 12],
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct StateEntry {
+    pub clientid: Clientid4,
+    pub file: FileId,
+    pub seqid: u32,
+    pub kind: StateKind,
+}
+
+/// Every NFSv4.1 client, session and stateid of this server.
+pub struct StateTable {
+    epoch: u32,
+    lease: Duration,
+    next_client: u32,
+    next_session: u32,
+    next_state: u64,
+    clients: HashMap<Clientid4, Client>,
+    sessions: HashMap<[u8; 16], Session>,
+    states: HashMap<[u8; 12], StateEntry>,
+    /// Open stateids per file, for share reservations.
+    opens_by_file: HashMap<FileId, HashSet<[u8; 12]>>,
+    /// Clients dropped since the last [`StateTable::take_purged`]: their byte-range locks,
+    /// which live in the shared lock manager, must be released by the caller.
+    purged: Vec<Clientid4>,
+    store: Box<dyn ClientStore>,
+}
+
+impl StateTable {
+    pub fn new(epoch: u32, lease: Duration, store: Box<dyn ClientStore>) -> StateTable {
+        StateTable {
+            epoch,
+            lease,
+            next_client: 1,
+            next_session: 1,
+            next_state: 1,
+            clients: HashMap::new(),
+            sessions: HashMap::new(),
+            states: HashMap::new(),
+            opens_by_file: HashMap::new(),
+            purged: Vec::new(),
+            store,
+        }
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn client(&self, id: Clientid4) -> Option<&Client> {
+        self.clients.get(&id)
+    }
+
+    pub fn client_mut(&mut self, id: Clientid4) -> Option<&mut Client> {
+        self.clients.get_mut(&id)
+    }
+
+    pub fn session(&self, id: &SessionId4) -> Option<&Session> {
+        self.sessions.get(&id.0)
+    }
+
+    /// RFC 8881 §18.35.4, the cases a client without SP4_MACH_CRED or SP4_SSV can reach.
+    /// Returns (clientid, sequenceid, confirmed).
+    pub fn exchange_id(
+        &mut self,
+        owner: &Bytes,
+        verifier: Verifier4,
+        update: bool,
+        now: Instant,
+    ) -> Result<(Clientid4, u32, bool), Nfsstat4> {
+        self.expire(now);
+        let confirmed = self
+            .clients
+            .values()
+            .find(|c| c.confirmed && c.rec.owner == *owner)
+            .map(|c| (c.rec.clientid, c.rec.verifier, c.next_cs_seq));
+        let unconfirmed = self
+            .clients
+            .values()
+            .find(|c| !c.confirmed && c.rec.owner == *owner)
+            .map(|c| c.rec.clientid);
+        if update {
+            return match confirmed {
+                Some((id, v, seq)) if v == verifier => {
+                    self.renew(id, now);
+                    Ok((id, seq, true))
+                }
+                Some(_) => Err(Nfsstat4::NotSame),
+                None => Err(Nfsstat4::NoEnt),
+            };
+        }
+        if let Some((id, v, seq)) = confirmed {
+            if v == verifier {
+                // Case 2: the same incarnation asks again (e.g. over another connection).
+                self.renew(id, now);
+                return Ok((id, seq, true));
+            }
+        }
+        // Cases 1, 4 and 5: a new client, a replaced unconfirmed record, or a client that
+        // rebooted (its old confirmed record goes when the new one is confirmed).
+        if let Some(id) = unconfirmed {
+            self.purge_client(id);
+        }
+        let id = (u64::from(self.epoch) << 32) | u64::from(self.next_client);
+        self.next_client = self.next_client.wrapping_add(1).max(1);
+        self.clients.insert(
+            id,
+            Client {
+                rec: ClientRecord {
+                    clientid: id,
+                    owner: owner.clone(),
+                    verifier,
+                },
+                confirmed: false,
+                next_cs_seq: 1,
+                cs_reply: None,
+                renewed: now,
+                sessions: HashSet::new(),
+                reclaim_complete: false,
+            },
+        );
+        Ok((id, 1, false))
+    }
+
+    /// Status of a clientid named by the client: STALE_CLIENTID if this server never issued it
+    /// (or forgot it).
+    pub fn check_client(&self, id: Clientid4) -> Result<&Client, Nfsstat4> {
+        self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)
+    }
+
+    /// Confirms `id` and drops any earlier confirmed incarnation of the same owner.
+    pub fn confirm(&mut self, id: Clientid4) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.confirmed {
+            return;
+        }
+        c.confirmed = true;
+        let rec = c.rec.clone();
+        let old: Vec<Clientid4> = self
+            .clients
+            .values()
+            .filter(|o| o.confirmed && o.rec.owner == rec.owner && o.rec.clientid != id)
+            .map(|o| o.rec.clientid)
+            .collect();
+        for o in old {
+            self.purge_client(o);
+        }
+        self.store.save(&rec);
+    }
+
+    /// Creates a session for a confirmed client with the negotiated fore channel.
+    pub fn create_session(
+        &mut self,
+        clientid: Clientid4,
+        fore: nfs_proto::v4::ChannelAttrs4,
+    ) -> SessionId4 {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&clientid.to_be_bytes());
+        id[8..12].copy_from_slice(&self.next_session.to_be_bytes());
+        id[12..].copy_from_slice(&self.epoch.to_be_bytes());
+        self.next_session = self.next_session.wrapping_add(1);
+        let slots = (0..fore.ca_maxrequests).map(|_| Slot::default()).collect();
+        self.sessions.insert(
+            id,
+            Session {
+                id: SessionId4(id),
+                clientid,
+                fore,
+                slots,
+            },
+        );
+        if let Some(c) = self.clients.get_mut(&clientid) {
+            c.sessions.insert(id);
+        }
+        SessionId4(id)
+    }
+
+    pub fn destroy_session(&mut self, id: &SessionId4) -> Result<(), Nfsstat4> {
+        let s = self.sessions.remove(&id.0).ok_or(Nfsstat4::BadSession)?;
+        if let Some(c) = self.clients.get_mut(&s.clientid) {
+            c.sessions.remove(&id.0);
+        }
+        Ok(())
+    }
+
+    /// DESTROY_CLIENTID (§18.50.3): refused while the client has sessions or state.
+    pub fn destroy_client(&mut self, id: Clientid4) -> Result<(), Nfsstat4> {
+        let c = self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)?;
+        if !c.sessions.is_empty() || self.states.values().any(|s| s.clientid == id) {
+            return Err(Nfsstat4::ClientidBusy);
+        }
+        self.purge_client(id);
+        Ok(())
+    }
+
+    /// Clients dropped (expired, replaced, destroyed) since the last call.
+    pub fn take_purged(&mut self) -> Vec<Clientid4> {
+        std::mem::take(&mut self.purged)
+    }
+
+    fn purge_client(&mut self, id: Clientid4) {
+        self.purged.push(id);
+        if let Some(c) = self.clients.remove(&id) {
+            for s in c.sessions {
+                self.sessions.remove(&s);
+            }
+            if c.confirmed {
+                self.store.remove(id);
+            }
+        }
+        let gone: Vec<[u8; 12]> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.clientid == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.remove_state(&k);
+        }
+    }
+
+    fn renew(&mut self, id: Clientid4, now: Instant) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.renewed = now;
+        }
+    }
+
+    /// Forgets unconfirmed clients idle for a lease, and confirmed ones idle for two leases
+    /// (a courtesy lease: their state stays until then). Returns the clientids dropped.
+    pub fn expire(&mut self, now: Instant) -> Vec<Clientid4> {
+        let lease = self.lease;
+        let gone: Vec<Clientid4> = self
+            .clients
+            .values()
+            .filter(|c| {
+                let idle = now.saturating_duration_since(c.renewed);
+                idle > if c.confirmed { lease * 2 } else { lease }
+            })
+            .map(|c| c.rec.clientid)
+            .collect();
+        for id in &gone {
+            self.purge_client(*id);
+        }
+        gone
+    }
+
+    /// SEQUENCE (§18.46.3): checks the session, slot and seqid, and renews the lease.
+    pub fn sequence(
+        &mut self,
+        sid: &SessionId4,
+        slotid: u32,
+        seqid: u32,
+        now: Instant,
+    ) -> Result<SeqOutcome, Nfsstat4> {
+        let s = self.sessions.get_mut(&sid.0).ok_or(Nfsstat4::BadSession)?;
+        let nslots = s.slots.len() as u32;
+        let clientid = s.clientid;
+        let slot = s.slots.get_mut(slotid as usize).ok_or(Nfsstat4::BadSlot)?;
+        let out = if seqid == slot.seqid {
+            if slot.in_progress {
+                return Err(Nfsstat4::Delay);
+            }
+            match &slot.reply {
+                Some(r) => SeqOutcome::Replay(r.clone()),
+                None => return Err(Nfsstat4::RetryUncachedRep),
+            }
+        } else if seqid == slot.seqid.wrapping_add(1) {
+            slot.seqid = seqid;
+            slot.in_progress = true;
+            slot.reply = None;
+            SeqOutcome::New {
+                clientid,
+                slots: nslots,
+            }
+        } else {
+            return Err(Nfsstat4::SeqMisordered);
+        };
+        self.renew(clientid, now);
+        Ok(out)
+    }
+
+    /// Ends the request running in a slot, keeping its reply if the client asked.
+    pub fn finish_slot(&mut self, sid: &SessionId4, slotid: u32, reply: Option<Bytes>) {
+        if let Some(slot) = self
+            .sessions
+            .get_mut(&sid.0)
+            .and_then(|s| s.slots.get_mut(slotid as usize))
+        {
+            slot.in_progress = false;
+            slot.reply = reply;
+        }
+    }
+
+    fn new_other(&mut self) -> [u8; 12] {
+        let mut o = [0u8; 12];
+        o[..4].copy_from_slice(&self.epoch.to_be_bytes());
+        o[4..].copy_from_slice(&self.next_state.to_be_bytes());
+        self.next_state += 1;
+        o
+    }
+
+    /// OPEN's state change (§18.16.3, §9.7): checks share reservations against other
+    /// owners' opens of `file`, then creates the owner's open stateid or upgrades it.
+    pub fn open(
+        &mut self,
+        clientid: Clientid4,
+        owner: &Bytes,
+        file: FileId,
+        access: u32,
+        deny: u32,
+    ) -> Result<Stateid4, Nfsstat4> {
+        let mut mine = None;
+        for o in self.opens_by_file.get(&file).into_iter().flatten() {
+            let e = &self.states[o];
+            let StateKind::Open {
+                owner: eo,
+                access: ea,
+                deny: ed,
+            } = &e.kind
+            else {
+                continue;
+            };
+            if e.clientid == clientid && eo == owner {
+                mine = Some(*o);
+                continue;
+            }
+            if access & ed != 0 || deny & ea != 0 {
+                return Err(Nfsstat4::ShareDenied);
+            }
+        }
+        if let Some(o) = mine {
+            let e = self.states.get_mut(&o).expect("indexed open exists");
+            if let StateKind::Open {
+                access: ea,
+                deny: ed,
+                ..
+            } = &mut e.kind
+            {
+                *ea |= access;
+                *ed |= deny;
+            }
+            e.seqid = e.seqid.wrapping_add(1).max(1);
+            return Ok(Stateid4 {
+                seqid: e.seqid,
+                other: o,
+            });
+        }
+        let other = self.new_other();
+        self.states.insert(
+            other,
+            StateEntry {
+                clientid,
+                file,
+                seqid: 1,
+                kind: StateKind::Open {
+                    owner: owner.clone(),
+                    access,
+                    deny,
+                },
+            },
+        );
+        self.opens_by_file.entry(file).or_default().insert(other);
+        Ok(Stateid4 { seqid: 1, other })
+    }
+
+    /// Finds the state a client names (§8.2.2, §8.2.4 for seqid 0), on `file`.
+    pub fn check_stateid(
+        &self,
+        clientid: Clientid4,
+        sid: &Stateid4,
+        file: FileId,
+    ) -> Result<&StateEntry, Nfsstat4> {
+        let e = self.lookup_stateid(sid)?;
+        if e.clientid != clientid || e.file != file {
+            return Err(Nfsstat4::BadStateid);
+        }
+        Ok(e)
+    }
+
+    /// The state behind a stateid, checking the epoch and the seqid only.
+    pub fn lookup_stateid(&self, sid: &Stateid4) -> Result<&StateEntry, Nfsstat4> {
+        let Some(e) = self.states.get(&sid.other) else {
+            let epoch = u32::from_be_bytes(sid.other[..4].try_into().expect("4 bytes"));
+            return Err(if epoch != self.epoch {
+                Nfsstat4::StaleStateid
+            } else {
+                Nfsstat4::BadStateid
+            });
+        };
+        if sid.seqid != 0 && sid.seqid != e.seqid {
+            return Err(if sid.seqid > e.seqid {
+                Nfsstat4::BadStateid
+            } else {
+                Nfsstat4::OldStateid
+            });
+        }
+        Ok(e)
+    }
+
+    /// The share access an open or lock stateid grants.
+    pub fn access_of(&self, e: &StateEntry) -> u32 {
+        match &e.kind {
+            StateKind::Open { access, .. } => *access,
+            StateKind::Lock { open, .. } => match self.states.get(open).map(|o| &o.kind) {
+                Some(StateKind::Open { access, .. }) => *access,
+                _ => 0,
+            },
+        }
+    }
+
+    /// Whether another owner's open of `file` denies `access` (for I/O with a special stateid).
+    pub fn denied(&self, file: FileId, access: u32) -> bool {
+        self.opens_by_file.get(&file).into_iter().flatten().any(
+            |o| matches!(&self.states[o].kind, StateKind::Open { deny, .. } if deny & access != 0),
+        )
+    }
+
+    /// CLOSE (§18.2.4): forgets the open and the lock stateids under it, which it returns so
+    /// the caller can release their locks.
+    pub fn close(
+        &mut self,
+        clientid: Clientid4,
+        sid: &Stateid4,
+        file: FileId,
+    ) -> Result<Vec<StateEntry>, Nfsstat4> {
+        let e = self.check_stateid(clientid, sid, file)?;
+        if !matches!(e.kind, StateKind::Open { .. }) {
+            return Err(Nfsstat4::BadStateid);
+        }
+        let other = sid.other;
+        let locks: Vec<[u8; 12]> = self
+            .states
+            .iter()
+            .filter(|(_, s)| matches!(&s.kind, StateKind::Lock { open, .. } if *open == other))
+            .map(|(k, _)| *k)
+            .collect();
+        let removed = locks.iter().filter_map(|l| self.states.remove(l)).collect();
+        self.remove_state(&other);
+        Ok(removed)
+    }
+
+    /// OPEN_DOWNGRADE (§18.18.3): the new modes must be a subset of the current ones.
+    pub fn downgrade(
+        &mut self,
+        clientid: Clientid4,
+        sid: &Stateid4,
+        file: FileId,
+        access: u32,
+        deny: u32,
+    ) -> Result<Stateid4, Nfsstat4> {
+        self.check_stateid(clientid, sid, file)?;
+        let e = self.states.get_mut(&sid.other).expect("checked above");
+        let StateKind::Open {
+            access: ea,
+            deny: ed,
+            ..
+        } = &mut e.kind
+        else {
+            return Err(Nfsstat4::BadStateid);
+        };
+        if access & !*ea != 0 || deny & !*ed != 0 {
+            return Err(Nfsstat4::Inval);
+        }
+        *ea = access;
+        *ed = deny;
+        e.seqid = e.seqid.wrapping_add(1).max(1);
+        Ok(Stateid4 {
+            seqid: e.seqid,
+            other: sid.other,
+        })
+    }
+
+    /// Creates (or finds) the lock stateid of `owner` under the open `open`.
+    pub fn lock_state(
+        &mut self,
+        clientid: Clientid4,
+        open: &[u8; 12],
+        owner: &Bytes,
+        file: FileId,
+    ) -> [u8; 12] {
+        if let Some((k, _)) = self.states.iter().find(|(_, s)| {
+            s.clientid == clientid
+                && matches!(&s.kind, StateKind::Lock { owner: o, open: op } if o == owner && op == open)
+        }) {
+            return *k;
+        }
+        let other = self.new_other();
+        self.states.insert(
+            other,
+            StateEntry {
+                clientid,
+                file,
+                seqid: 0,
+                kind: StateKind::Lock {
+                    owner: owner.clone(),
+                    open: *open,
+                },
+            },
+        );
+        other
+    }
+
+    /// Bumps a stateid's seqid after a change (LOCK, LOCKU) and returns the new stateid.
+    pub fn bump(&mut self, other: &[u8; 12]) -> Option<Stateid4> {
+        let e = self.states.get_mut(other)?;
+        e.seqid = e.seqid.wrapping_add(1).max(1);
+        Some(Stateid4 {
+            seqid: e.seqid,
+            other: *other,
+        })
+    }
+
+    pub fn entry(&self, other: &[u8; 12]) -> Option<&StateEntry> {
+        self.states.get(other)
+    }
+
+    /// FREE_STATEID (§18.38.3): a lock stateid may go; an open stateid must be closed.
+    pub fn free_stateid(
+        &mut self,
+        clientid: Clientid4,
+        sid: &Stateid4,
+    ) -> Result<StateEntry, Nfsstat4> {
+        let e = self.lookup_stateid(sid)?;
+        if e.clientid != clientid {
+            return Err(Nfsstat4::BadStateid);
+        }
+        if matches!(e.kind, StateKind::Open { .. }) {
+            return Err(Nfsstat4::LocksHeld);
+        }
+        let e = e.clone();
+        self.states.remove(&sid.other);
+        Ok(e)
+    }
+
+    fn remove_state(&mut self, other: &[u8; 12]) {
+        if let Some(e) = self.states.remove(other) {
+            if let Some(set) = self.opens_by_file.get_mut(&e.file) {
+                set.remove(other);
+                if set.is_empty() {
+                    self.opens_by_file.remove(&e.file);
+                }
+            }
+        }
+    }
+
+    /// Number of stateids held (tests, metrics).
+    pub fn state_count(&self) -> usize {
+        self.states.len()
+    }
+}

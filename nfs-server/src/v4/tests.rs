@@ -1,0 +1,980 @@
+//! A sans-IO harness: COMPOUNDs encoded as a client would, run against `MemStore` without
+//! sockets, replies decoded as a client would.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use backend::mem::MemStore;
+use backend::Store;
+use bytes::Bytes;
+use nfs_proto::rpc::{AuthSys, Credential};
+use nfs_proto::v4::*;
+use nfs_proto::xdr::{Encode, Reader, Writer};
+
+use crate::drc::Drc;
+use crate::export::{ClientMatch, ClientRule, Export, ExportTable, Squash};
+use crate::fh::FhKey;
+use crate::server::{Ports, Request, Server};
+use crate::v4::compound::{compound, CompoundError};
+use crate::v4::state::MemClientStore;
+use crate::v4::Nfs4;
+
+struct Harness {
+    server: Server<MemStore>,
+    nfs4: Nfs4,
+    now: Instant,
+    session: SessionId4,
+    clientid: Clientid4,
+    seq: u32,
+}
+
+fn server() -> Server<MemStore> {
+    let store = MemStore::new();
+    let root = store.root();
+    let rule = ClientRule {
+        matcher: ClientMatch::Any,
+        read_only: false,
+        squash: Squash::None,
+        anonuid: 65534,
+        anongid: 65534,
+    };
+    let nlm = crate::nlm::Nlm::open(
+        Box::new(crate::nlm::MemNsmStore::default()),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    Server {
+        store,
+        exports: RwLock::new(Arc::new(ExportTable::new(vec![Export {
+            id: 1,
+            path: "/".into(),
+            root,
+            rules: vec![rule],
+        }]))),
+        fh_key: FhKey::from_bytes([3; 16]),
+        drc: Drc::new(16),
+        mounts: Mutex::new(Default::default()),
+        portmap: None,
+        nlm,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        bytes_read: Default::default(),
+        bytes_written: Default::default(),
+        ports: Ports {
+            nfs: 2049,
+            mount: 20048,
+        },
+    }
+}
+
+fn request() -> Request {
+    Request {
+        peer: "10.0.0.5:700".parse().unwrap(),
+        local: "10.0.0.1:2049".parse().unwrap(),
+        xid: 1,
+        credential: Credential::Sys(AuthSys {
+            stamp: 0,
+            machine_name: Bytes::from_static(b"client"),
+            uid: 0,
+            gid: 0,
+            gids: vec![],
+        }),
+    }
+}
+
+fn encode_args(ops: Vec<NfsArgOp4>) -> Bytes {
+    let mut w = Writer::new();
+    Compound4Args {
+        tag: Tag4::default(),
+        minorversion: 1,
+        argarray: ops,
+    }
+    .encode(&mut w);
+    w.into_bytes()
+}
+
+fn fore(slots: u32) -> ChannelAttrs4 {
+    ChannelAttrs4 {
+        ca_headerpadsize: 0,
+        ca_maxrequestsize: 1_049_620,
+        ca_maxresponsesize: 1_049_480,
+        ca_maxresponsesize_cached: 7584,
+        ca_maxoperations: 8,
+        ca_maxrequests: slots,
+        ca_rdma_ird: None,
+    }
+}
+
+fn exchange_id_args(owner: &'static [u8], verifier: u8) -> NfsArgOp4 {
+    NfsArgOp4::ExchangeId(ExchangeId4Args {
+        clientowner: ClientOwner4 {
+            co_verifier: [verifier; 8],
+            co_ownerid: Opaque4::from(owner),
+        },
+        flags: 0,
+        state_protect: StateProtect4A::None,
+        client_impl_id: None,
+    })
+}
+
+fn create_session_args(clientid: Clientid4, sequence: u32) -> NfsArgOp4 {
+    NfsArgOp4::CreateSession(CreateSession4Args {
+        clientid,
+        sequence,
+        flags: 0,
+        fore_chan_attrs: fore(16),
+        back_chan_attrs: fore(1),
+        cb_program: 0x4000_0000,
+        sec_parms: vec![CallbackSecParms4::AuthNone],
+    })
+}
+
+/// Runs raw COMPOUND arguments and decodes the reply.
+async fn run_raw(
+    server: &Server<MemStore>,
+    nfs4: &Nfs4,
+    args: Bytes,
+    now: Instant,
+) -> Compound4Res {
+    let (w, payloads) = compound(server, nfs4, &request(), args, Writer::new(), now)
+        .await
+        .expect("COMPOUND decodes");
+    let bytes = splice_payloads(w.as_slice(), &payloads);
+    Compound4Res::decode(&mut Reader::new(bytes)).expect("reply decodes")
+}
+
+impl Harness {
+    /// A server with a confirmed client and a session.
+    async fn new() -> Harness {
+        let server = server();
+        let nfs4 = Nfs4::new(
+            b"test-server",
+            Duration::from_secs(90),
+            Box::new(MemClientStore::default()),
+        );
+        let now = Instant::now();
+        let r = run_raw(
+            &server,
+            &nfs4,
+            encode_args(vec![exchange_id_args(b"c1", 1)]),
+            now,
+        )
+        .await;
+        let NfsResOp4::ExchangeId(Ok(eid)) = &r.resarray[0] else {
+            panic!("EXCHANGE_ID failed: {r:?}")
+        };
+        let clientid = eid.clientid;
+        let r = run_raw(
+            &server,
+            &nfs4,
+            encode_args(vec![create_session_args(clientid, eid.sequenceid)]),
+            now,
+        )
+        .await;
+        let NfsResOp4::CreateSession(Ok(cs)) = &r.resarray[0] else {
+            panic!("CREATE_SESSION failed: {r:?}")
+        };
+        Harness {
+            session: cs.sessionid,
+            server,
+            nfs4,
+            now,
+            clientid,
+            seq: 0,
+        }
+    }
+
+    fn sequence(&mut self, slot: u32, cachethis: bool) -> NfsArgOp4 {
+        self.seq += 1;
+        NfsArgOp4::Sequence(Sequence4Args {
+            sessionid: self.session,
+            sequenceid: self.seq,
+            slotid: slot,
+            highest_slotid: slot,
+            cachethis,
+        })
+    }
+
+    async fn raw(&self, ops: Vec<NfsArgOp4>) -> Compound4Res {
+        run_raw(&self.server, &self.nfs4, encode_args(ops), self.now).await
+    }
+
+    /// SEQUENCE (slot 0, cached) followed by `ops`.
+    async fn run(&mut self, ops: Vec<NfsArgOp4>) -> Compound4Res {
+        let mut all = vec![self.sequence(0, true)];
+        all.extend(ops);
+        self.raw(all).await
+    }
+
+    /// Like `run`, but panics unless every op succeeded.
+    async fn ok(&mut self, ops: Vec<NfsArgOp4>) -> Vec<NfsResOp4> {
+        let r = self.run(ops).await;
+        assert_eq!(r.status, Nfsstat4::Ok, "COMPOUND failed: {r:?}");
+        r.resarray
+    }
+}
+
+fn name(s: &str) -> Component4 {
+    Component4(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn owner(clientid: Clientid4, s: &'static [u8]) -> StateOwner4 {
+    StateOwner4 {
+        clientid,
+        owner: Opaque4::from(s),
+    }
+}
+
+fn mode_attrs(mode: u32) -> Fattr4 {
+    let mut w = FattrWriter::new();
+    w.attr(attr4::MODE, |w| w.u32(mode));
+    w.finish()
+}
+
+fn open_create(clientid: Clientid4, file: &str) -> NfsArgOp4 {
+    NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(clientid, b"o1"),
+        openhow: OpenFlag4(Some(CreateHow4::Unchecked(mode_attrs(0o644)))),
+        claim: OpenClaim4::Null(name(file)),
+    })
+}
+
+fn open_stateid(res: &[NfsResOp4]) -> Stateid4 {
+    res.iter()
+        .find_map(|r| match r {
+            NfsResOp4::Open(Ok(o)) => Some(o.stateid),
+            _ => None,
+        })
+        .expect("an OPEN result")
+}
+
+fn getattr(bits: &[u32]) -> NfsArgOp4 {
+    NfsArgOp4::Getattr(Bitmap4::from_bits(bits))
+}
+
+#[tokio::test]
+async fn a_compound_without_sequence_first_gets_op_not_in_session() {
+    let h = Harness::new().await;
+    let r = h.raw(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Getfh]).await;
+    assert_eq!(r.status, Nfsstat4::OpNotInSession);
+    assert_eq!(r.resarray.len(), 1);
+    assert_eq!(r.resarray[0].opnum(), op4::PUTROOTFH);
+}
+
+#[tokio::test]
+async fn exchange_id_with_other_ops_and_no_sequence_gets_not_only_op() {
+    let h = Harness::new().await;
+    let r = h
+        .raw(vec![exchange_id_args(b"c2", 1), NfsArgOp4::Putrootfh])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NotOnlyOp);
+}
+
+#[tokio::test]
+async fn a_sequence_after_the_first_op_gets_sequence_pos() {
+    let mut h = Harness::new().await;
+    let s = NfsArgOp4::Sequence(Sequence4Args {
+        sessionid: h.session,
+        sequenceid: 1,
+        slotid: 1,
+        highest_slotid: 1,
+        cachethis: false,
+    });
+    let r = h.run(vec![NfsArgOp4::Putrootfh, s]).await;
+    assert_eq!(r.status, Nfsstat4::SequencePos);
+    assert_eq!(r.resarray.len(), 3);
+}
+
+#[tokio::test]
+async fn exchange_id_answers_the_same_owner_and_scope_every_time() {
+    let h = Harness::new().await;
+    let a = h.raw(vec![exchange_id_args(b"c2", 1)]).await;
+    let b = h.raw(vec![exchange_id_args(b"c3", 1)]).await;
+    let (NfsResOp4::ExchangeId(Ok(a)), NfsResOp4::ExchangeId(Ok(b))) =
+        (&a.resarray[0], &b.resarray[0])
+    else {
+        panic!("EXCHANGE_ID failed")
+    };
+    assert_eq!(a.server_owner, b.server_owner);
+    assert_eq!(a.server_scope, b.server_scope);
+    assert_ne!(a.clientid, b.clientid);
+    assert_eq!(a.flags & exchgid4::FLAG_CONFIRMED_R, 0);
+}
+
+#[tokio::test]
+async fn a_confirmed_client_asking_again_gets_its_clientid_back_confirmed() {
+    let h = Harness::new().await;
+    let r = h.raw(vec![exchange_id_args(b"c1", 1)]).await;
+    let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(e.clientid, h.clientid);
+    assert_ne!(e.flags & exchgid4::FLAG_CONFIRMED_R, 0);
+}
+
+#[tokio::test]
+async fn create_session_negotiates_a_megabyte_channel_and_replays_a_retransmission() {
+    let h = Harness::new().await;
+    let r = h.raw(vec![exchange_id_args(b"c9", 1)]).await;
+    let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    let a = h.raw(vec![create_session_args(e.clientid, 1)]).await;
+    let b = h.raw(vec![create_session_args(e.clientid, 1)]).await;
+    assert_eq!(a, b, "a retransmitted CREATE_SESSION gets the same reply");
+    let NfsResOp4::CreateSession(Ok(cs)) = &a.resarray[0] else {
+        panic!("{a:?}")
+    };
+    assert!(cs.fore_chan_attrs.ca_maxrequestsize >= 1 << 20);
+    assert!(cs.fore_chan_attrs.ca_maxresponsesize >= 1 << 20);
+    assert_eq!(cs.fore_chan_attrs.ca_maxrequests, 16);
+    let c = h.raw(vec![create_session_args(e.clientid, 5)]).await;
+    assert_eq!(c.status, Nfsstat4::SeqMisordered);
+    let d = h.raw(vec![create_session_args(12345, 1)]).await;
+    assert_eq!(d.status, Nfsstat4::StaleClientid);
+}
+
+#[tokio::test]
+async fn a_replayed_slot_seqid_returns_the_cached_reply() {
+    let mut h = Harness::new().await;
+    let seq = h.sequence(0, true);
+    let ops = vec![
+        seq,
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Create(Create4Args {
+            objtype: CreateType4::Dir,
+            objname: name("d"),
+            createattrs: mode_attrs(0o755),
+        }),
+    ];
+    let first = h.raw(ops.clone()).await;
+    assert_eq!(first.status, Nfsstat4::Ok, "{first:?}");
+    // The retransmission would fail with EXIST if it ran again.
+    let again = h.raw(ops).await;
+    assert_eq!(first, again);
+}
+
+#[tokio::test]
+async fn a_replay_of_an_uncached_reply_gets_retry_uncached_rep() {
+    let mut h = Harness::new().await;
+    let seq = h.sequence(0, false);
+    let ops = vec![seq, NfsArgOp4::Putrootfh];
+    assert_eq!(h.raw(ops.clone()).await.status, Nfsstat4::Ok);
+    assert_eq!(h.raw(ops).await.status, Nfsstat4::RetryUncachedRep);
+}
+
+#[tokio::test]
+async fn a_skipped_seqid_gets_seq_misordered_and_a_bad_slot_gets_badslot() {
+    let mut h = Harness::new().await;
+    h.seq += 5;
+    let r = h.run(vec![NfsArgOp4::Putrootfh]).await;
+    assert_eq!(r.status, Nfsstat4::SeqMisordered);
+    let mut s = h.sequence(0, false);
+    if let NfsArgOp4::Sequence(a) = &mut s {
+        a.slotid = 99;
+    }
+    assert_eq!(h.raw(vec![s]).await.status, Nfsstat4::BadSlot);
+}
+
+#[tokio::test]
+async fn an_unknown_session_gets_badsession() {
+    let mut h = Harness::new().await;
+    h.session = SessionId4([9; 16]);
+    assert_eq!(h.run(vec![]).await.status, Nfsstat4::BadSession);
+}
+
+#[tokio::test]
+async fn destroy_session_then_sequence_gets_badsession() {
+    let mut h = Harness::new().await;
+    let r = h.raw(vec![NfsArgOp4::DestroySession(h.session)]).await;
+    assert_eq!(r.status, Nfsstat4::Ok);
+    assert_eq!(h.run(vec![]).await.status, Nfsstat4::BadSession);
+    let r = h.raw(vec![NfsArgOp4::DestroyClientid(h.clientid)]).await;
+    assert_eq!(r.status, Nfsstat4::Ok);
+}
+
+#[tokio::test]
+async fn minor_version_2_gets_minor_vers_mismatch_with_no_results() {
+    let h = Harness::new().await;
+    let mut w = Writer::new();
+    Compound4Args {
+        tag: Tag4::default(),
+        minorversion: 2,
+        argarray: vec![NfsArgOp4::Putrootfh],
+    }
+    .encode(&mut w);
+    let r = run_raw(&h.server, &h.nfs4, w.into_bytes(), h.now).await;
+    assert_eq!(r.status, Nfsstat4::MinorVersMismatch);
+    assert!(r.resarray.is_empty());
+}
+
+#[tokio::test]
+async fn a_truncated_header_is_garbage_args() {
+    let h = Harness::new().await;
+    let r = compound(
+        &h.server,
+        &h.nfs4,
+        &request(),
+        Bytes::from_static(&[0, 0]),
+        Writer::new(),
+        h.now,
+    )
+    .await;
+    assert_eq!(r.err(), Some(CompoundError::GarbageArgs));
+}
+
+#[tokio::test]
+async fn an_op_without_a_filehandle_gets_nofilehandle() {
+    let mut h = Harness::new().await;
+    let r = h.run(vec![NfsArgOp4::Getfh]).await;
+    assert_eq!(r.status, Nfsstat4::NoFileHandle);
+}
+
+#[tokio::test]
+async fn getattr_of_the_root_returns_the_mandatory_attributes() {
+    let mut h = Harness::new().await;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            getattr(&[
+                attr4::SUPPORTED_ATTRS,
+                attr4::TYPE,
+                attr4::FH_EXPIRE_TYPE,
+                attr4::CHANGE,
+                attr4::SIZE,
+                attr4::FSID,
+                attr4::LEASE_TIME,
+                attr4::FILEID,
+                attr4::MODE,
+                attr4::OWNER,
+                attr4::FS_LAYOUT_TYPES,
+            ]),
+        ])
+        .await;
+    let NfsResOp4::Getattr(Ok(f)) = &res[2] else {
+        panic!("{res:?}")
+    };
+    assert!(f.attrmask.contains(attr4::TYPE));
+    assert!(
+        !f.attrmask.contains(attr4::FS_LAYOUT_TYPES),
+        "unsupported attrs are left out"
+    );
+    let mut r = f.vals_reader();
+    let n = r.u32().unwrap() as usize;
+    let words: Vec<u32> = (0..n).map(|_| r.u32().unwrap()).collect();
+    let supported = Bitmap4(words);
+    for a in attr4::REQUIRED {
+        assert!(supported.contains(a), "required attribute {a} supported");
+    }
+    assert_eq!(r.u32().unwrap(), ftype4::NF4DIR);
+    assert_eq!(r.u32().unwrap(), fh4::PERSISTENT);
+}
+
+#[tokio::test]
+async fn lookup_of_a_missing_name_gets_noent_and_dot_dot_gets_badname() {
+    let mut h = Harness::new().await;
+    let r = h
+        .run(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookup(name("nope"))])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NoEnt);
+    let r = h
+        .run(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookup(name(".."))])
+        .await;
+    assert_eq!(r.status, Nfsstat4::BadName);
+    let r = h.run(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookupp]).await;
+    assert_eq!(r.status, Nfsstat4::NoEnt);
+}
+
+#[tokio::test]
+async fn open_create_write_close_then_read_returns_the_data() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            open_create(c, "f"),
+            NfsArgOp4::Getfh,
+        ])
+        .await;
+    let sid = open_stateid(&res);
+    let NfsResOp4::Getfh(Ok(fh)) = &res[3] else {
+        panic!("{res:?}")
+    };
+    let fh = fh.clone();
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putfh(fh.clone()),
+            NfsArgOp4::Write(Write4Args {
+                stateid: sid,
+                offset: 0,
+                stable: StableHow4::FileSync,
+                data: Bytes::from_static(b"hello v4"),
+            }),
+            NfsArgOp4::Close(Close4Args {
+                seqid: 0,
+                open_stateid: sid,
+            }),
+        ])
+        .await;
+    let NfsResOp4::Write(Ok(w)) = &res[2] else {
+        panic!("{res:?}")
+    };
+    assert_eq!(w.count, 8);
+    assert_eq!(w.committed, StableHow4::FileSync);
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putfh(fh.clone()),
+            NfsArgOp4::Read(Read4Args {
+                stateid: Stateid4::ANONYMOUS,
+                offset: 0,
+                count: 100,
+            }),
+        ])
+        .await;
+    let NfsResOp4::Read(Ok(r)) = &res[2] else {
+        panic!("{res:?}")
+    };
+    assert_eq!(&r.data[..], b"hello v4");
+    assert!(r.eof);
+    // The closed stateid is gone.
+    let r = h
+        .run(vec![
+            NfsArgOp4::Putfh(fh),
+            NfsArgOp4::Read(Read4Args {
+                stateid: sid,
+                offset: 0,
+                count: 1,
+            }),
+        ])
+        .await;
+    assert_eq!(r.status, Nfsstat4::BadStateid);
+}
+
+#[tokio::test]
+async fn the_current_stateid_stands_for_the_one_open_just_returned() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            open_create(c, "g"),
+            NfsArgOp4::Write(Write4Args {
+                stateid: Stateid4::CURRENT,
+                offset: 0,
+                stable: StableHow4::Unstable,
+                data: Bytes::from_static(b"x"),
+            }),
+            NfsArgOp4::Close(Close4Args {
+                seqid: 0,
+                open_stateid: Stateid4::CURRENT,
+            }),
+        ])
+        .await;
+    assert_eq!(res.len(), 5);
+    assert_eq!(h.nfs4.lock().state_count(), 0);
+}
+
+#[tokio::test]
+async fn guarded_create_of_an_existing_file_gets_exist() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "f")]).await;
+    let mut op = open_create(c, "f");
+    if let NfsArgOp4::Open(a) = &mut op {
+        a.openhow = OpenFlag4(Some(CreateHow4::Guarded(mode_attrs(0o644))));
+    }
+    let r = h.run(vec![NfsArgOp4::Putrootfh, op]).await;
+    assert_eq!(r.status, Nfsstat4::Exist);
+}
+
+#[tokio::test]
+async fn exclusive4_1_create_retried_with_the_same_verifier_opens_the_same_file() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let mk = |v: u8| {
+        let mut op = open_create(c, "x");
+        if let NfsArgOp4::Open(a) = &mut op {
+            a.openhow = OpenFlag4(Some(CreateHow4::Exclusive41 {
+                verifier: [v; 8],
+                attrs: mode_attrs(0o600),
+            }));
+        }
+        op
+    };
+    let a = h
+        .ok(vec![NfsArgOp4::Putrootfh, mk(7), NfsArgOp4::Getfh])
+        .await;
+    let b = h
+        .ok(vec![NfsArgOp4::Putrootfh, mk(7), NfsArgOp4::Getfh])
+        .await;
+    assert_eq!(a[3], b[3]);
+    let r = h.run(vec![NfsArgOp4::Putrootfh, mk(8)]).await;
+    assert_eq!(r.status, Nfsstat4::Exist);
+}
+
+#[tokio::test]
+async fn a_deny_write_open_refuses_another_owners_write_open() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let mut op = open_create(c, "f");
+    if let NfsArgOp4::Open(a) = &mut op {
+        a.share_access = open4::SHARE_ACCESS_READ;
+        a.share_deny = open4::SHARE_DENY_WRITE;
+    }
+    h.ok(vec![NfsArgOp4::Putrootfh, op]).await;
+    let mut op = open_create(c, "f");
+    if let NfsArgOp4::Open(a) = &mut op {
+        a.owner = owner(c, b"o2");
+    }
+    let r = h.run(vec![NfsArgOp4::Putrootfh, op]).await;
+    assert_eq!(r.status, Nfsstat4::ShareDenied);
+}
+
+#[tokio::test]
+async fn writing_through_a_read_only_open_gets_openmode() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let mut op = open_create(c, "f");
+    if let NfsArgOp4::Open(a) = &mut op {
+        a.share_access = open4::SHARE_ACCESS_READ;
+    }
+    let res = h.ok(vec![NfsArgOp4::Putrootfh, op]).await;
+    let sid = open_stateid(&res);
+    let r = h
+        .run(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("f")),
+            NfsArgOp4::Write(Write4Args {
+                stateid: sid,
+                offset: 0,
+                stable: StableHow4::Unstable,
+                data: Bytes::from_static(b"x"),
+            }),
+        ])
+        .await;
+    assert_eq!(r.status, Nfsstat4::OpenMode);
+}
+
+#[tokio::test]
+async fn an_old_seqid_gets_old_stateid_and_a_stale_epoch_gets_stale_stateid() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let a = open_stateid(&h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "f")]).await);
+    let b = open_stateid(&h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "f")]).await);
+    assert_eq!(a.other, b.other);
+    assert_eq!(b.seqid, a.seqid + 1);
+    let res = h
+        .ok(vec![NfsArgOp4::TestStateid(TestStateid4Args {
+            stateids: vec![
+                a,
+                b,
+                Stateid4 {
+                    seqid: 1,
+                    other: [0xee; 12],
+                },
+            ],
+        })])
+        .await;
+    let NfsResOp4::TestStateid(Ok(l)) = &res[1] else {
+        panic!("{res:?}")
+    };
+    assert_eq!(
+        l.0,
+        vec![Nfsstat4::OldStateid, Nfsstat4::Ok, Nfsstat4::StaleStateid]
+    );
+}
+
+#[tokio::test]
+async fn readdir_lists_created_files_in_pages_with_their_attributes() {
+    let mut h = Harness::new().await;
+    for i in 0..50 {
+        let ops = vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Create(Create4Args {
+                objtype: CreateType4::Dir,
+                objname: name(&format!("d{i}")),
+                createattrs: Fattr4::default(),
+            }),
+        ];
+        h.ok(ops).await;
+    }
+    let (mut cookie, mut verf, mut names) = (0u64, [0u8; 8], Vec::new());
+    for _ in 0..100 {
+        let res = h
+            .ok(vec![
+                NfsArgOp4::Putrootfh,
+                NfsArgOp4::Readdir(Readdir4Args {
+                    cookie,
+                    cookieverf: verf,
+                    dircount: 512,
+                    maxcount: 1024,
+                    attr_request: Bitmap4::from_bits(&[
+                        attr4::TYPE,
+                        attr4::FILEID,
+                        attr4::FILEHANDLE,
+                    ]),
+                }),
+            ])
+            .await;
+        let NfsResOp4::Readdir(Ok(d)) = &res[2] else {
+            panic!("{res:?}")
+        };
+        assert!(!d.entries.is_empty());
+        for e in &d.entries {
+            assert!(e.attrs.attrmask.contains(attr4::FILEHANDLE));
+            names.push(String::from_utf8(e.name.0.to_vec()).unwrap());
+        }
+        cookie = d.entries.last().unwrap().cookie;
+        verf = d.cookieverf;
+        if d.eof {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 50);
+}
+
+#[tokio::test]
+async fn rename_link_remove_and_readlink_work_between_saved_and_current_filehandles() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "a")]).await);
+    h.ok(vec![
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Lookup(name("a")),
+        NfsArgOp4::Close(Close4Args {
+            seqid: 0,
+            open_stateid: sid,
+        }),
+    ])
+    .await;
+    h.ok(vec![
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Savefh,
+        NfsArgOp4::Rename(Rename4Args {
+            oldname: name("a"),
+            newname: name("b"),
+        }),
+    ])
+    .await;
+    h.ok(vec![
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Lookup(name("b")),
+        NfsArgOp4::Savefh,
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Link(name("c")),
+    ])
+    .await;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("c")),
+            getattr(&[attr4::NUMLINKS]),
+        ])
+        .await;
+    let NfsResOp4::Getattr(Ok(f)) = &res[3] else {
+        panic!()
+    };
+    assert_eq!(f.vals_reader().u32().unwrap(), 2);
+    h.ok(vec![
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Create(Create4Args {
+            objtype: CreateType4::Lnk(LinkText4::from(&b"b"[..])),
+            objname: name("l"),
+            createattrs: Fattr4::default(),
+        }),
+    ])
+    .await;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("l")),
+            NfsArgOp4::Readlink,
+        ])
+        .await;
+    assert_eq!(res[3], NfsResOp4::Readlink(Ok(LinkText4::from(&b"b"[..]))));
+    let res = h
+        .ok(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Remove(name("b"))])
+        .await;
+    let NfsResOp4::Remove(Ok(ci)) = &res[2] else {
+        panic!()
+    };
+    assert!(
+        ci.after > ci.before,
+        "the directory's change attribute grows"
+    );
+    let r = h
+        .run(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookup(name("b"))])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NoEnt);
+}
+
+#[tokio::test]
+async fn setattr_changes_size_and_mode() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "f")]).await);
+    let mut w = FattrWriter::new();
+    w.attr(attr4::SIZE, |w| w.u64(4096));
+    w.attr(attr4::MODE, |w| w.u32(0o600));
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("f")),
+            NfsArgOp4::Setattr(Setattr4Args {
+                stateid: sid,
+                obj_attributes: w.finish(),
+            }),
+            getattr(&[attr4::SIZE, attr4::MODE]),
+        ])
+        .await;
+    let NfsResOp4::Getattr(Ok(f)) = &res[4] else {
+        panic!("{res:?}")
+    };
+    let mut r = f.vals_reader();
+    assert_eq!(r.u64().unwrap(), 4096);
+    assert_eq!(r.u32().unwrap(), 0o600);
+}
+
+#[tokio::test]
+async fn a_write_lock_conflicts_with_another_owner_until_unlocked() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let open = open_stateid(&h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "f")]).await);
+    let lock = |owner_name: &'static [u8]| {
+        NfsArgOp4::Lock(Lock4Args {
+            locktype: NfsLockType4::Write,
+            reclaim: false,
+            offset: 0,
+            length: u64::MAX,
+            locker: Locker4::NewLockOwner(OpenToLockOwner4 {
+                open_seqid: 0,
+                open_stateid: open,
+                lock_seqid: 0,
+                lock_owner: owner(c, owner_name),
+            }),
+        })
+    };
+    let look = || vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookup(name("f"))];
+    let mut ops = look();
+    ops.push(lock(b"L1"));
+    let res = h.ok(ops).await;
+    let NfsResOp4::Lock(Lock4Res::Ok(lsid)) = &res[3] else {
+        panic!("{res:?}")
+    };
+    let lsid = *lsid;
+    let mut ops = look();
+    ops.push(lock(b"L2"));
+    let r = h.run(ops).await;
+    assert_eq!(r.status, Nfsstat4::Denied);
+    let mut ops = look();
+    ops.push(NfsArgOp4::Locku(Locku4Args {
+        locktype: NfsLockType4::Write,
+        seqid: 0,
+        lock_stateid: lsid,
+        offset: 0,
+        length: u64::MAX,
+    }));
+    h.ok(ops).await;
+    let mut ops = look();
+    ops.push(lock(b"L2"));
+    h.ok(ops).await;
+}
+
+#[tokio::test]
+async fn pnfs_and_directory_delegation_ops_get_notsupp() {
+    let mut h = Harness::new().await;
+    let r = h
+        .run(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::GetDirDelegation(GetDirDelegation4Args {
+                signal_deleg_avail: false,
+                notification_types: Bitmap4::new(),
+                child_attr_delay: Nfstime4::default(),
+                dir_attr_delay: Nfstime4::default(),
+                child_attributes: Bitmap4::new(),
+                dir_attributes: Bitmap4::new(),
+            }),
+        ])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NotSupp);
+    let r = h
+        .run(vec![NfsArgOp4::Getdevicelist(Getdevicelist4Args {
+            layout_type: 1,
+            maxdevices: 1,
+            cookie: 0,
+            cookieverf: [0; 8],
+        })])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NotSupp);
+}
+
+#[tokio::test]
+async fn a_read_larger_than_the_reply_budget_is_shortened_to_fit() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let sid = open_stateid(
+        &h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "big")])
+            .await,
+    );
+    let data = Bytes::from(vec![7u8; 1 << 20]);
+    h.ok(vec![
+        NfsArgOp4::Putrootfh,
+        NfsArgOp4::Lookup(name("big")),
+        NfsArgOp4::Write(Write4Args {
+            stateid: sid,
+            offset: 0,
+            stable: StableHow4::Unstable,
+            data,
+        }),
+    ])
+    .await;
+    let read = |count| {
+        NfsArgOp4::Read(Read4Args {
+            stateid: sid,
+            offset: 0,
+            count,
+        })
+    };
+    // Uncached: the whole megabyte fits the session's reply size.
+    let seq = h.sequence(0, false);
+    let res = h
+        .raw(vec![
+            seq,
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("big")),
+            read(1 << 20),
+        ])
+        .await;
+    let NfsResOp4::Read(Ok(r)) = &res.resarray[3] else {
+        panic!("{res:?}")
+    };
+    assert_eq!(r.data.len(), 1 << 20);
+    // To be cached: shortened to the cache's reply size.
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("big")),
+            read(1 << 20),
+        ])
+        .await;
+    let NfsResOp4::Read(Ok(r)) = &res[3] else {
+        panic!()
+    };
+    assert!(
+        r.data.len() < 7584 && r.data.len() > 7000,
+        "{}",
+        r.data.len()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_client_expires_after_two_leases() {
+    let h = Harness::new().await;
+    let later = h.now + Duration::from_secs(181);
+    let gone = h.nfs4.lock().expire(later);
+    assert_eq!(gone, vec![h.clientid]);
+}
