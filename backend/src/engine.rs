@@ -122,6 +122,18 @@ pub trait DataStore: Send + Sync + 'static {
     /// Fills `buf` from `offset`; returns how many bytes the backing area held (a short count at
     /// its physical end; a missing area reads as empty).
     fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// True when [`DataStore::read_async`] reads without blocking the calling thread, so the
+    /// engine serves READs on the async runtime instead of the blocking pool.
+    const ASYNC_READ: bool = false;
+    /// Like [`DataStore::read`], on the async runtime. Called only when `ASYNC_READ`.
+    fn read_async(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: usize,
+    ) -> impl std::future::Future<Output = Result<Bytes>> + Send {
+        std::future::ready(self.read(ino, offset, len))
+    }
     /// `len` bytes from `offset`, zeros past the backing area. Stores that read into their own
     /// buffers override this to hand those buffers out without a copy.
     fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
@@ -573,6 +585,22 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             return Err(Error::Invalid);
         }
         Ok((inode.target.clone(), inode.attr(id.ino)))
+    }
+
+    /// [`Inner::io_target`] from the inode cache alone: `None` when the inode is not cached
+    /// (the caller then asks the blocking path, which may read the metadata store).
+    fn io_target_cached(&self, cred: &Cred, id: FileId, want: u32) -> Option<Result<Inode>> {
+        let state = self.lock();
+        let inode = &state.cache.get(&id.ino)?.inode;
+        Some(if inode.generation != id.generation {
+            Err(Error::Stale)
+        } else {
+            match inode.file_type {
+                FileType::Regular => require(may_io(cred, inode, want)).map(|()| inode.clone()),
+                FileType::Directory => Err(Error::IsDir),
+                _ => Err(Error::Invalid),
+            }
+        })
     }
 
     /// The record of a regular file that `cred` may read or write.
@@ -1083,6 +1111,29 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     }
 
     async fn read(&self, cred: &Cred, id: FileId, offset: u64, count: u32) -> Result<ReadResult> {
+        if D::ASYNC_READ {
+            // No stripe lock: a READ racing a truncation may see the file before or after it,
+            // chunk by chunk, which is what a concurrent READ may see anyway.
+            let inode = match self.inner.io_target_cached(cred, id, MAY_READ) {
+                Some(checked) => checked?,
+                None => {
+                    let cred = cred.clone();
+                    self.run(move |s| s.io_target(&cred, id, MAY_READ)).await?
+                }
+            };
+            let available = inode.size.saturating_sub(offset);
+            let len = available.min(u64::from(count)).min(READ_BYTES_MAX);
+            let data = self
+                .inner
+                .data
+                .read_async(id.ino, offset, len as usize)
+                .await?;
+            return Ok(ReadResult {
+                data,
+                eof: offset.saturating_add(len) >= inode.size,
+                attr: inode.attr(id.ino),
+            });
+        }
         let cred = cred.clone();
         self.run(move |s| s.read(&cred, id, offset, count)).await
     }

@@ -44,7 +44,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use self::alloc::FreeMap;
 use self::buf::{AlignedBuf, BufPool};
 use self::chunk::{ChunkMap, Slot};
-use self::io::{EngineChoice, IoEngine, Op, Request};
+use self::io::{EngineChoice, IoEngine, Op, Request, Span};
 use crate::engine::{DataStore, Engine, MetaStore};
 use crate::group::GroupCommit;
 use crate::local::LocalMeta;
@@ -278,9 +278,11 @@ type Change = ((u64, u64), Option<Vec<u8>>, u16, Vec<u64>);
 
 /// The data half of [`NvmeStore`].
 pub struct NvmeData {
+    /// First, so it is dropped first: it finishes every queued request while the device
+    /// files they name are still open.
+    io: IoEngine,
     devices: Vec<Device>,
     free: Vec<Mutex<FreeMap>>,
-    io: IoEngine,
     pool: Arc<BufPool>,
     db: Database,
     cache: Mutex<BTreeMap<(u64, u64), ChunkRef>>,
@@ -335,9 +337,9 @@ impl NvmeData {
             "nvme data store ready"
         );
         Ok(NvmeData {
+            io,
             devices,
             free: free.into_iter().map(Mutex::new).collect(),
-            io,
             pool: BufPool::new(),
             db,
             cache: Mutex::new(BTreeMap::new()),
@@ -675,6 +677,126 @@ impl NvmeData {
         self.flush.sync(|| self.flush_once())
     }
 
+    /// Where the blocks of a read live: per piece of the range inside one chunk, the device and
+    /// a copy of the slots (taken under the chunk's read lock, which is not held during I/O).
+    fn read_plan(
+        &self,
+        ino: u64,
+        first_block: u64,
+        blocks: usize,
+    ) -> Result<Vec<(u16, Vec<Slot>)>> {
+        let mut plan = Vec::new();
+        let mut block = first_block;
+        let mut at = 0usize;
+        while at < blocks {
+            let index = block / CHUNK_BLOCKS as u64;
+            let in_chunk = (block % CHUNK_BLOCKS as u64) as usize;
+            let n = (CHUNK_BLOCKS - in_chunk).min(blocks - at);
+            let chunk = self.chunk((ino, index))?;
+            let state = chunk.read().unwrap_or_else(|e| e.into_inner());
+            let slots = match state.map.as_ref() {
+                Some(map) => map.slots[in_chunk..in_chunk + n].to_vec(),
+                None => vec![Slot::default(); n],
+            };
+            plan.push((state.device, slots));
+            at += n;
+            block += n as u64;
+        }
+        Ok(plan)
+    }
+
+    /// Reads without blocking the caller: the I/O completes on the engine's thread and wakes
+    /// the task. The slots are copied, not locked, during the I/O, so a block may be freed and
+    /// reused meanwhile (after a flush); its checksum then fails, the plan is taken again, and
+    /// the read retried. A checksum that fails against an unchanged plan is real corruption.
+    async fn read_without_blocking(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.checked_add(len as u64).ok_or(Error::Invalid)?;
+        let first_block = offset / BLOCK as u64;
+        let blocks = (end.div_ceil(BLOCK as u64) - first_block) as usize;
+        let mut plan = self.read_plan(ino, first_block, blocks)?;
+        for attempt in 0.. {
+            let mut buf = self.pool.get(blocks);
+            let mut spans = Vec::new();
+            let mut at = 0usize;
+            for (device, slots) in &plan {
+                let fd = self.devices[usize::from(*device)].file.as_raw_fd();
+                let mut i = 0;
+                while i < slots.len() {
+                    if slots[i].is_hole() {
+                        buf[(at + i) * BLOCK..(at + i + 1) * BLOCK].fill(0);
+                        i += 1;
+                        continue;
+                    }
+                    let start = i;
+                    while i + 1 < slots.len()
+                        && !slots[i + 1].is_hole()
+                        && slots[i + 1].physical == slots[i].physical + 1
+                    {
+                        i += 1;
+                    }
+                    i += 1;
+                    spans.push(Span {
+                        op: Op::Read,
+                        fd,
+                        offset: slots[start].physical * BLOCK as u64,
+                        at: (at + start) * BLOCK,
+                        len: (i - start) * BLOCK,
+                    });
+                }
+                at += slots.len();
+            }
+            let (buf, results) = self.io.run_owned(&spans, buf).await;
+            for (span, result) in spans.iter().zip(results) {
+                match result {
+                    Ok(n) if n == span.len => {}
+                    Ok(n) => {
+                        return Err(Error::Io(format!("short read ({n} of {} bytes)", span.len)))
+                    }
+                    Err(e) => return Err(Error::Io(format!("read inode {ino}: {e}"))),
+                }
+            }
+            let mut bad = None;
+            let mut at = 0usize;
+            'check: for (device, slots) in &plan {
+                for (i, slot) in slots.iter().enumerate() {
+                    if !slot.is_hole()
+                        && crc32c::crc32c(&buf[(at + i) * BLOCK..(at + i + 1) * BLOCK]) != slot.crc
+                    {
+                        bad = Some((*device, *slot, first_block + (at + i) as u64));
+                        break 'check;
+                    }
+                }
+                at += slots.len();
+            }
+            let Some((device, slot, block)) = bad else {
+                let head = (offset % BLOCK as u64) as usize;
+                return Ok(buf.into_bytes().slice(head..head + len));
+            };
+            let fresh = self.read_plan(ino, first_block, blocks)?;
+            if fresh != plan && attempt < 8 {
+                plan = fresh; // A block moved under the read: read it where it is now.
+                continue;
+            }
+            let dev = &self.devices[usize::from(device)];
+            tracing::error!(
+                device = %dev.path.display(),
+                physical = slot.physical,
+                ino,
+                block,
+                "checksum mismatch: the block on disk is not what was written"
+            );
+            return Err(Error::Io(format!(
+                "checksum mismatch in inode {ino} block {block} (device {} block {})",
+                dev.path.display(),
+                slot.physical
+            )));
+        }
+        unreachable!("the loop above returns")
+    }
+
     /// Flushes when too many chunk maps wait for one, or when a device is short of `want`
     /// free blocks while blocks freed since the last flush may wait to be released (before
     /// a file-backed device grows, or a block device reports no space).
@@ -927,6 +1049,16 @@ fn rebuild_free_space(db: &Database, devices: &[Device], meta: &LocalMeta) -> Re
 
 impl DataStore for NvmeData {
     const BLOCKING: bool = true;
+    const ASYNC_READ: bool = true;
+
+    fn read_async(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: usize,
+    ) -> impl std::future::Future<Output = Result<Bytes>> + Send {
+        self.read_without_blocking(ino, offset, len)
+    }
 
     fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let bytes = self.read(ino, offset, buf.len())?;

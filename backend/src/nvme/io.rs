@@ -14,8 +14,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
+
+use super::buf::AlignedBuf;
 
 /// What one request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,22 @@ unsafe impl Send for Request {}
 struct Batch {
     state: Mutex<BatchState>,
     done: Condvar,
+    /// Woken when the batch completes, for async callers.
+    task: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The buffer the requests point into, for async callers: kept alive here until the last
+    /// request completes, even if the caller stopped waiting.
+    owned: Mutex<Option<AlignedBuf>>,
+}
+
+/// One read or write of an async batch: `len` bytes at `offset` of `fd`, to or from bytes
+/// `at..at + len` of the batch's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    pub op: Op,
+    pub fd: RawFd,
+    pub offset: u64,
+    pub at: usize,
+    pub len: usize,
 }
 
 struct BatchState {
@@ -58,6 +77,8 @@ impl Batch {
                 results: (0..n).map(|_| Ok(0)).collect(),
             }),
             done: Condvar::new(),
+            task: Mutex::new(None),
+            owned: Mutex::new(None),
         })
     }
 
@@ -67,6 +88,10 @@ impl Batch {
         state.remaining -= 1;
         if state.remaining == 0 {
             self.done.notify_all();
+            drop(state);
+            if let Some(task) = lock(&self.task).take() {
+                let _ = task.send(()); // The caller may have stopped waiting: fine.
+            }
         }
     }
 
@@ -135,6 +160,75 @@ impl IoEngine {
         }
     }
 
+    /// Runs `spans` against `buf` without blocking the calling thread; returns the buffer and
+    /// each span's result once all have completed. If the returned future is dropped early,
+    /// the I/O still completes into `buf`, which is freed afterwards.
+    pub async fn run_owned(
+        &self,
+        spans: &[Span],
+        mut buf: AlignedBuf,
+    ) -> (AlignedBuf, Vec<io::Result<usize>>) {
+        if let Some(bad) = spans
+            .iter()
+            .find(|s| s.at.checked_add(s.len).is_none_or(|end| end > buf.len()))
+        {
+            let msg = format!("span {bad:?} outside a buffer of {} bytes", buf.len());
+            return (
+                buf,
+                spans
+                    .iter()
+                    .map(|_| Err(io::Error::other(msg.clone())))
+                    .collect(),
+            );
+        }
+        if spans.is_empty() {
+            return (buf, Vec::new());
+        }
+        let batch = Batch::new(spans.len());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let base = buf.as_mut_ptr();
+            *lock(&batch.task) = Some(tx);
+            *lock(&batch.owned) = Some(buf);
+            let jobs = spans.iter().enumerate().map(|(index, s)| Job {
+                req: Request {
+                    op: s.op,
+                    fd: s.fd,
+                    offset: s.offset,
+                    // SAFETY: `at + len <= buf.len()` (checked above), so the pointer stays in the
+                    // buffer, which the batch owns until every request has completed.
+                    ptr: unsafe { base.add(s.at) },
+                    len: s.len,
+                },
+                batch: Arc::clone(&batch),
+                index,
+            });
+            // A failed send completes the unsent jobs with an error, so the wait below ends.
+            let _ = match self {
+                IoEngine::Uring(ring) => ring.send(jobs),
+                IoEngine::Threads(pool) => pool.send(jobs),
+            };
+        }
+        let _ = rx.await;
+        // Every request has completed (or was dropped unrun): the buffer is ours again.
+        let results = {
+            let mut state = lock(&batch.state);
+            if state.remaining > 0 {
+                let msg = "the I/O engine stopped";
+                (0..spans.len())
+                    .map(|_| Err(io::Error::other(msg)))
+                    .collect()
+            } else {
+                std::mem::take(&mut state.results)
+            }
+        };
+        let buf = lock(&batch.owned).take();
+        match buf {
+            Some(buf) => (buf, results),
+            None => unreachable!("the batch holds the buffer until the caller takes it"),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             IoEngine::Uring(_) => "io_uring",
@@ -176,6 +270,9 @@ impl IoEngine {
 pub struct Uring {
     tx: Mutex<Sender<Job>>,
     wake: Arc<OwnedFd>,
+    /// The ring thread is (about to be) blocked in the kernel: senders must ring the eventfd.
+    /// While it is busy, new jobs are picked up on its next turn without a system call.
+    sleeping: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -208,12 +305,15 @@ impl Uring {
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
         let (tx, rx) = channel();
         let thread_wake = Arc::clone(&wake);
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let thread_sleeping = Arc::clone(&sleeping);
         let thread = std::thread::Builder::new()
             .name("sluice-uring".into())
-            .spawn(move || ring_loop(ring, rx, &thread_wake, depth as usize))?;
+            .spawn(move || ring_loop(ring, rx, &thread_wake, &thread_sleeping, depth as usize))?;
         Ok(Uring {
             tx: Mutex::new(tx),
             wake,
+            sleeping,
             thread: Some(thread),
         })
     }
@@ -221,10 +321,21 @@ impl Uring {
     fn send(&self, jobs: impl Iterator<Item = Job>) -> io::Result<()> {
         {
             let tx = lock(&self.tx);
-            for job in jobs {
-                tx.send(job)
-                    .map_err(|_| io::Error::other("the io_uring thread has stopped"))?;
+            let mut jobs = jobs;
+            while let Some(job) = jobs.next() {
+                if let Err(unsent) = tx.send(job) {
+                    fail_all(
+                        std::iter::once(unsent.0).chain(jobs),
+                        "the io_uring thread has stopped",
+                    );
+                    return Err(io::Error::other("the io_uring thread has stopped"));
+                }
             }
+        }
+        // Pairs with the thread's store-then-recheck (both SeqCst): either it sees our jobs
+        // before it sleeps, or we see that it sleeps and wake it.
+        if !self.sleeping.load(Ordering::SeqCst) {
+            return Ok(());
         }
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd.
@@ -262,7 +373,13 @@ impl Drop for Uring {
     }
 }
 
-fn ring_loop(mut ring: io_uring::IoUring, rx: Receiver<Job>, wake: &OwnedFd, depth: usize) {
+fn ring_loop(
+    mut ring: io_uring::IoUring,
+    rx: Receiver<Job>,
+    wake: &OwnedFd,
+    sleeping: &AtomicBool,
+    depth: usize,
+) {
     use io_uring::{opcode, types};
     let mut slots: Vec<Option<Job>> = (0..depth).map(|_| None).collect();
     let mut free: Vec<usize> = (0..depth).rev().collect();
@@ -335,7 +452,19 @@ fn ring_loop(mut ring: io_uring::IoUring, rx: Receiver<Job>, wake: &OwnedFd, dep
                 }
             }
         }
-        if let Err(e) = ring.submit_and_wait(1) {
+        // About to block: announce it, then look once more for jobs sent before the
+        // announcement was visible (their senders did not ring).
+        sleeping.store(true, Ordering::SeqCst);
+        if !closed {
+            if let Ok(job) = rx.try_recv() {
+                sleeping.store(false, Ordering::SeqCst);
+                backlog.push_back(job);
+                continue;
+            }
+        }
+        let waited = ring.submit_and_wait(1);
+        sleeping.store(false, Ordering::SeqCst);
+        if let Err(e) = waited {
             if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) {
                 continue;
             }
@@ -407,12 +536,19 @@ impl Threads {
 
     fn send(&self, jobs: impl Iterator<Item = Job>) -> io::Result<()> {
         let tx = lock(&self.tx);
-        let tx = tx
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the I/O threads have stopped"))?;
-        for job in jobs {
-            tx.send(job)
-                .map_err(|_| io::Error::other("the I/O threads have stopped"))?;
+        let Some(tx) = tx.as_ref() else {
+            fail_all(jobs, "the I/O threads have stopped");
+            return Err(io::Error::other("the I/O threads have stopped"));
+        };
+        let mut jobs = jobs;
+        while let Some(job) = jobs.next() {
+            if let Err(unsent) = tx.send(job) {
+                fail_all(
+                    std::iter::once(unsent.0).chain(jobs),
+                    "the I/O threads have stopped",
+                );
+                return Err(io::Error::other("the I/O threads have stopped"));
+            }
         }
         Ok(())
     }
@@ -424,6 +560,14 @@ impl Drop for Threads {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+    }
+}
+
+/// Completes jobs that never reached an engine, so their callers do not wait forever.
+fn fail_all(jobs: impl Iterator<Item = Job>, why: &str) {
+    for job in jobs {
+        job.batch
+            .complete(job.index, Err(io::Error::other(why.to_string())));
     }
 }
 
