@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# End-to-end test of Sluice's NFSv4.1 server with the real Linux kernel client (Debian 6.1
+# kernel in a QEMU VM, /work/shared/kclient). The server runs in network namespace "kc" (host
+# side 10.77.0.1); the VM mounts it with `vers=4.1` on port 2049 (no MOUNT protocol, no rpcbind).
+#
+#   tests/e2e/kclient-v41.sh [--nconnect N] [--bin PATH] [--size-mb N] [--scenarios "a b"]
+#                            [--keep] [--debug]
+#
+# Scenarios (one VM boot each): a write + read of SIZE MiB (default 64) with sha256 and MB/s,
+# b create/list/read/remove of 100 small files plus mkdir/rename/symlink/rmdir. Prints a
+# PASS/FAIL summary; exits 1 if anything failed, 2 on setup errors.
+#
+# Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir for
+# the build), SLUICE_LOG (server log level, default info).
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+# Everything runs inside main(), called on the script's last line (bash reads a script while it
+# runs it).
+main() {
+
+KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
+NC="" BIN="" SIZE_MB=64 SCENARIOS="a b" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nconnect) NC=$2; shift 2;;
+    --bin) BIN=$2; shift 2;;
+    --size-mb) SIZE_MB=$2; shift 2;;
+    --scenarios) SCENARIOS=$2; shift 2;;
+    --keep) KEEP=1; shift;;
+    --debug) LOGLEVEL=debug; shift;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0;;
+    *) die "unknown option $1";;
+  esac
+done
+[ "$NC" = 1 ] && NC=""
+[ "$(id -u)" = 0 ] || die "must run as root (network namespace, QEMU)"
+[ -x "$KCLIENT" ] || die "kclient not found at $KCLIENT (set KCLIENT=)"
+MODE="vers=4.1 nconnect=${NC:-1}"
+
+# --- one run at a time: the server needs ports 111/2049/20048 in the shared netns "kc" -------
+exec 9>/tmp/sluice-e2e-kc.lock
+if ! flock -n 9; then
+  log "another e2e run holds /tmp/sluice-e2e-kc.lock; waiting (max 30 min)"
+  flock -w 1800 9 || die "lock not acquired"
+fi
+
+"$KCLIENT" setup >&2 || die "kclient setup failed"
+"$KCLIENT" net up >/dev/null 2>&1 || die "kclient net up failed"
+[ -n "$BIN" ] || BIN=$(build_sluice)
+[ -x "$BIN" ] || die "no binary at $BIN"
+BIN=$(readlink -f "$BIN")
+
+for p in 111 2049 20048; do
+  if busy=$(ip netns exec kc ss -Hltnp "sport = :$p" | grep .); then
+    die "port $p in netns kc is already in use: $busy (ganesha? try: $KCLIENT ganesha stop)"
+  fi
+done
+
+WORK=$(mktemp -d /tmp/sluice-e2e-kc41.XXXXXX)
+DATA=$WORK/data SLOG=$WORK/server.log
+mkdir -p "$DATA"
+KPID="" FAILED=0 RESULTS=() SPID=""
+
+start_server() {
+  local i
+  echo "=== $(date +%T) start ===" >>"$SLOG"
+  ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
+    >>"$SLOG" 2>&1 </dev/null &
+  SPID=$!
+  for i in $(seq 200); do
+    alive "$SPID" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
+    ip netns exec kc ss -Hltn 'sport = :2049' | grep -q . && return 0
+    sleep 0.05
+  done
+  log "sluice did not listen on 2049 within 10 s"; return 1
+}
+
+stop_server() {
+  [ -n "$SPID" ] || return 0
+  stop_pid "$SPID" sluice
+  SPID=""
+}
+
+cleanup() {
+  [ -n "$KPID" ] && kill -0 "$KPID" 2>/dev/null && { kill "$KPID"; wait "$KPID" 2>/dev/null; }
+  stop_server
+  if [ "$KEEP" = 1 ] || [ "$FAILED" != 0 ]; then
+    rm -rf "$DATA"
+    log "logs kept in $WORK (server.log, *.out)"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'log interrupted; FAILED=interrupted; exit 130' INT TERM
+
+PRELUDE='
+ns() { /bin/date +%s%N; }
+fail() { echo "CHECK_FAIL: $*"; exit 1; }
+ok() { echo "ok: $*"; }
+dropc() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+'
+
+# kc NAME [kclient options] -- SCRIPT : run SCRIPT in a fresh VM with the share at /mnt.
+kc() {
+  local name=$1; shift
+  local opts=() script
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done; shift
+  script=$1
+  "$KCLIENT" run --vers 4.1 ${NC:+--nconnect "$NC"} "${opts[@]}" \
+    -- "$PRELUDE$script" >"$WORK/$name.out" 2>&1 &
+  KPID=$!
+  wait "$KPID"; local rc=$?
+  KPID=""
+  return $rc
+}
+
+val() { grep -o "$1=[^ ]*" "$WORK/$2.out" | tail -1 | cut -d= -f2; }
+
+record() {
+  local st=PASS
+  if [ "$3" != 0 ] || grep -q '^CHECK_FAIL' "$WORK/$1.out" 2>/dev/null; then
+    st=FAIL; FAILED=$((FAILED + 1))
+  fi
+  RESULTS+=("$(printf '%-4s %-3s %-42s %4ss  %s' "$st" "$1" "$2" "$4" "$5")")
+  log "$st $1 $2 (${4}s) $5"
+  if [ "$st" = FAIL ]; then
+    log "--- $1 output (rc=$3), last 40 lines:"
+    tail -40 "$WORK/$1.out" >&2
+    log "--- server log, last 20 lines:"
+    tail -20 "$SLOG" >&2
+  fi
+}
+
+scenario_a() {   # write + read, sha256, MB/s
+  local t rc
+  t=$(now_ns)
+  kc a --mem $((SIZE_MB + 1536)) --timeout 1500 -- "SIZE=$SIZE_MB"'
+grep -E " /mnt " /proc/mounts
+mkdir -p /mnt/a && cd /mnt/a || fail "mkdir"
+dd if=/dev/urandom of=/dev/shm/src bs=1M count=$SIZE 2>/dev/null || fail "generate source in /dev/shm"
+src=$(sha256sum /dev/shm/src | cut -d" " -f1)
+t0=$(ns); dd if=/dev/shm/src of=big bs=1M conv=fsync 2>/dev/null || fail "dd write"; t1=$(ns)
+echo WRITE_MS=$(( (t1 - t0) / 1000000 )) WRITE_MBPS=$(( SIZE * 1048576 * 1000 / (t1 - t0) ))
+rm -f /dev/shm/src
+sz=$(stat -c %s big); [ "$sz" = $((SIZE * 1048576)) ] || fail "size $sz"
+dropc
+t0=$(ns); dd if=big of=/dev/null bs=1M 2>/dev/null || fail "dd read"; t1=$(ns)
+echo READ_MS=$(( (t1 - t0) / 1000000 )) READ_MBPS=$(( SIZE * 1048576 * 1000 / (t1 - t0) ))
+dropc
+rd=$(sha256sum big | cut -d" " -f1)
+[ "$src" = "$rd" ] || fail "sha256 mismatch: source $src, read back $rd"
+ok "sha256 $rd"
+rm big || fail "rm big"
+cd /mnt && rmdir a || fail "rmdir"
+grep -E "^device .* /mnt |xprt:" /proc/self/mountstats
+echo SCENARIO_OK'
+  rc=$?
+  grep -q SCENARIO_OK "$WORK/a.out" || rc=${rc/#0/1}
+  W=$(val WRITE_MBPS a) R=$(val READ_MBPS a)
+  record a "write+read ${SIZE_MB} MiB, sha256" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "write ${W:-?} MB/s ($(val WRITE_MS a) ms), read ${R:-?} MB/s ($(val READ_MS a) ms)"
+}
+
+scenario_b() {   # 100 small files, and a few directory operations
+  local t rc
+  t=$(now_ns)
+  kc b -- '
+mkdir -p /mnt/b && cd /mnt/b || fail "mkdir"
+t0=$(ns); i=1; while [ $i -le 100 ]; do echo "content $i" > f$i || fail "create f$i"; i=$((i+1)); done; t1=$(ns)
+echo CREATE_MS=$(( (t1 - t0) / 1000000 ))
+dropc
+t0=$(ns); n=$(ls | wc -l); t1=$(ns)
+[ "$n" = 100 ] || fail "ls | wc -l = $n"
+echo LIST_MS=$(( (t1 - t0) / 1000000 ))
+n=$(ls -l | grep -c "^-"); [ "$n" = 100 ] || fail "ls -l regular files = $n"
+for i in 1 2 3 17 50 99 100; do
+  c=$(cat f$i); [ "$c" = "content $i" ] || fail "f$i contains [$c]"
+done
+ok "100 files listed, sample contents right"
+mkdir d && mv f1 d/g && [ "$(cat d/g)" = "content 1" ] || fail "mkdir + rename into it"
+ln -s d/g s && [ "$(cat s)" = "content 1" ] || fail "symlink"
+ln f2 h && [ "$(stat -c %h f2)" = 2 ] || fail "hard link"
+chmod 600 f3 && [ "$(stat -c %a f3)" = 600 ] || fail "chmod"
+rm d/g s h && rmdir d || fail "rm/rmdir"
+ok "mkdir, rename, symlink, link, chmod, rmdir"
+t0=$(ns); i=2; while [ $i -le 100 ]; do rm f$i || fail "rm f$i"; i=$((i+1)); done; t1=$(ns)
+echo REMOVE_MS=$(( (t1 - t0) / 1000000 ))
+dropc
+[ -z "$(ls -A)" ] || fail "directory not empty: $(ls -A | head)"
+cd /mnt && rmdir b || fail "rmdir b"
+[ ! -e /mnt/b ] || fail "b still exists"
+echo SCENARIO_OK'
+  rc=$?
+  grep -q SCENARIO_OK "$WORK/b.out" || rc=${rc/#0/1}
+  record b "100 small files create/list/read/remove" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "create $(val CREATE_MS b) ms, ls $(val LIST_MS b) ms, rm $(val REMOVE_MS b) ms"
+}
+
+T0=$(now_ns)
+log "sluice $BIN ($("$BIN" --version)), $MODE, size ${SIZE_MB} MiB, scenarios: $SCENARIOS, work dir $WORK"
+start_server || die "cannot start sluice"
+
+has() { case " $SCENARIOS " in *" $1 "*) return 0;; esac; return 1; }
+has a && scenario_a
+has b && scenario_b
+stop_server
+
+sed -i 's/\x1b\[[0-9;]*m//g' "$SLOG"
+touch "$WORK/health.out"
+if grep -n 'panicked' "$SLOG" >"$WORK/health.out"; then
+  record health "server log: no panics" 1 0 "$(wc -l <"$WORK/health.out") panic line(s)"
+else
+  record health "server log: no panics" 0 0 "$(grep -c ' WARN ' "$SLOG") WARN, $(grep -c ' ERROR ' "$SLOG") ERROR lines"
+fi
+
+TOTAL=$(( ($(now_ns) - T0) / 1000000000 ))
+echo
+echo "=== kclient NFSv4.1 e2e summary: $MODE, ${SIZE_MB} MiB, ${TOTAL}s total ==="
+printf '%s\n' "${RESULTS[@]}"
+[ -n "${W:-}" ] && echo "THROUGHPUT $MODE: write ${W} MB/s, read ${R} MB/s (${SIZE_MB} MiB, TCG VM, MB = 10^6 B)"
+if [ "$FAILED" = 0 ]; then echo "kclient-v41 $MODE: ALL PASS"; exit 0
+else echo "kclient-v41 $MODE: $FAILED FAILED (logs in $WORK)"; exit 1; fi
+}
+
+main "$@"; exit $?
