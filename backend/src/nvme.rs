@@ -705,6 +705,30 @@ impl NvmeData {
         Ok(plan)
     }
 
+    /// [`NvmeData::read_plan`] from an async task: when a chunk map must come from redb (a
+    /// cold cache), the worker thread hands its other tasks over first (`block_in_place`), so
+    /// one disk read does not stall every connection on that worker.
+    fn plan_off_runtime(
+        &self,
+        ino: u64,
+        first_block: u64,
+        blocks: usize,
+    ) -> Result<Vec<(u16, Vec<Slot>)>> {
+        let last = (first_block + blocks as u64 - 1) / CHUNK_BLOCKS as u64;
+        let first = first_block / CHUNK_BLOCKS as u64;
+        let cached = {
+            let cache = lock(&self.cache);
+            (first..=last).all(|index| cache.contains_key(&(ino, index)))
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if cached || !multi_thread {
+            self.read_plan(ino, first_block, blocks)
+        } else {
+            tokio::task::block_in_place(|| self.read_plan(ino, first_block, blocks))
+        }
+    }
+
     /// Reads without blocking the caller: the I/O completes on the engine's thread and wakes
     /// the task. The slots are copied, not locked, during the I/O, so a block may be freed and
     /// reused meanwhile (after a flush); its checksum then fails, the plan is taken again, and
@@ -716,7 +740,7 @@ impl NvmeData {
         let end = offset.checked_add(len as u64).ok_or(Error::Invalid)?;
         let first_block = offset / BLOCK as u64;
         let blocks = (end.div_ceil(BLOCK as u64) - first_block) as usize;
-        let mut plan = self.read_plan(ino, first_block, blocks)?;
+        let mut plan = self.plan_off_runtime(ino, first_block, blocks)?;
         for attempt in 0.. {
             let mut buf = self.pool.get(blocks);
             let mut spans = Vec::new();
@@ -775,7 +799,7 @@ impl NvmeData {
                 let head = (offset % BLOCK as u64) as usize;
                 return Ok(buf.into_bytes().slice(head..head + len));
             };
-            let fresh = self.read_plan(ino, first_block, blocks)?;
+            let fresh = self.plan_off_runtime(ino, first_block, blocks)?;
             if fresh != plan && attempt < 8 {
                 plan = fresh; // A block moved under the read: read it where it is now.
                 continue;
