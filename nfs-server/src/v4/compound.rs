@@ -193,7 +193,11 @@ pub async fn compound<S: Store>(
                 res
             }
         };
-        out.push(&NfsResOp4::Sequence(Ok(res)));
+        let seq = NfsResOp4::Sequence(Ok(res));
+        if !out.push_within(&seq, budget.min(cache_budget)) {
+            let s = too_big(out.encoded_len() + encoded_len(&seq), budget);
+            return finish(out, Some(NfsResOp4::Sequence(Err(s))), s);
+        }
         first = 1;
     }
     let mut status = Nfsstat4::Ok;
@@ -220,7 +224,7 @@ pub async fn compound<S: Store>(
         };
         status = res.status();
         if !out.push_within(&res, limit) {
-            let s = too_big(out.encoded_len() + 1, budget);
+            let s = too_big(out.encoded_len() + encoded_len(&res), budget);
             out.push(&NfsResOp4::error(op.opnum(), s));
             status = s;
         }
@@ -251,6 +255,13 @@ pub async fn compound<S: Store>(
         }
     }
     Ok((w, payloads))
+}
+
+/// Bytes `res` takes in a reply, payload included.
+fn encoded_len(res: &NfsResOp4) -> usize {
+    let mut w = Writer::new();
+    let payload = res.encode(&mut w);
+    w.len() + payload.map_or(0, |p| p.len() + nfs_proto::xdr::pad_len(p.len()))
 }
 
 /// NFS4ERR_REP_TOO_BIG when `len` exceeds the session's reply size, else the cache's limit

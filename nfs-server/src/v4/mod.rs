@@ -27,8 +27,18 @@ use nfs_proto::v4::{NfsImplId4, Opaque4, ServerOwner4, Utf8Str4};
 
 pub use compound::compound;
 
-/// Lease time (RFC 8881 §8.3): 90 s, as knfsd's default. Not configurable yet.
+/// Lease time (RFC 8881 §8.3): 90 s, as knfsd's default. Until the configuration file has a
+/// setting, the environment variable `SLUICE_V4_LEASE_SECONDS` (5 to 3600) overrides it, for
+/// conformance runs.
 pub const LEASE_TIME: Duration = Duration::from_secs(90);
+
+fn lease_time() -> Duration {
+    std::env::var("SLUICE_V4_LEASE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (5..=3600).contains(s))
+        .map_or(LEASE_TIME, Duration::from_secs)
+}
 /// Slots offered per session (fore channel).
 pub const SLOTS_MAX: u32 = 64;
 /// Largest reply kept in a slot's reply cache (ca_maxresponsesize_cached).
@@ -95,7 +105,7 @@ pub fn instance() -> &'static Nfs4 {
         let major = format!("sluice:{host}");
         Nfs4::new(
             major.as_bytes(),
-            LEASE_TIME,
+            lease_time(),
             Box::new(state::MemClientStore::default()),
         )
     })

@@ -173,14 +173,29 @@ impl Harness {
         let NfsResOp4::CreateSession(Ok(cs)) = &r.resarray[0] else {
             panic!("CREATE_SESSION failed: {r:?}")
         };
-        Harness {
+        let mut h = Harness {
             session: cs.sessionid,
             server,
             nfs4,
             now,
             clientid,
             seq: 0,
-        }
+        };
+        h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+        h
+    }
+
+    /// A second client with its own session on the same server.
+    async fn second_client(&self, owner: &'static [u8]) -> (SessionId4, Clientid4) {
+        let r = self.raw(vec![exchange_id_args(owner, 1)]).await;
+        let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
+            panic!("{r:?}")
+        };
+        let r = self.raw(vec![create_session_args(e.clientid, 1)]).await;
+        let NfsResOp4::CreateSession(Ok(cs)) = &r.resarray[0] else {
+            panic!("{r:?}")
+        };
+        (cs.sessionid, e.clientid)
     }
 
     fn sequence(&mut self, slot: u32, cachethis: bool) -> NfsArgOp4 {
@@ -977,4 +992,140 @@ async fn an_idle_client_expires_after_two_leases() {
     let later = h.now + Duration::from_secs(181);
     let gone = h.nfs4.lock().expire(later);
     assert_eq!(gone, vec![h.clientid]);
+}
+
+#[tokio::test]
+async fn an_open_before_reclaim_complete_gets_grace() {
+    let h = Harness::new().await;
+    let (sid, c2) = h.second_client(b"other").await;
+    let seq = NfsArgOp4::Sequence(Sequence4Args {
+        sessionid: sid,
+        sequenceid: 1,
+        slotid: 0,
+        highest_slotid: 0,
+        cachethis: false,
+    });
+    let r = h
+        .raw(vec![seq, NfsArgOp4::Putrootfh, open_create(c2, "f")])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Grace);
+    let seq = NfsArgOp4::Sequence(Sequence4Args {
+        sessionid: sid,
+        sequenceid: 2,
+        slotid: 0,
+        highest_slotid: 0,
+        cachethis: false,
+    });
+    let r = h
+        .raw(vec![seq.clone(), NfsArgOp4::ReclaimComplete(false)])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Ok);
+}
+
+#[tokio::test]
+async fn a_share_conflict_with_an_expired_client_revokes_its_open() {
+    let mut h = Harness::new().await;
+    let c = h.clientid;
+    let mut op = open_create(c, "f");
+    if let NfsArgOp4::Open(a) = &mut op {
+        a.share_deny = open4::SHARE_DENY_WRITE;
+    }
+    h.ok(vec![NfsArgOp4::Putrootfh, op]).await;
+    let (sid, c2) = h.second_client(b"other").await;
+    let mut seqid = 0;
+    let mut seq = || {
+        seqid += 1;
+        NfsArgOp4::Sequence(Sequence4Args {
+            sessionid: sid,
+            sequenceid: seqid,
+            slotid: 0,
+            highest_slotid: 0,
+            cachethis: false,
+        })
+    };
+    let mut open2 = open_create(c2, "f");
+    if let NfsArgOp4::Open(a) = &mut open2 {
+        a.owner = owner(c2, b"o2");
+    }
+    h.raw(vec![seq(), NfsArgOp4::ReclaimComplete(false)]).await;
+    let r = h
+        .raw(vec![seq(), NfsArgOp4::Putrootfh, open2.clone()])
+        .await;
+    assert_eq!(
+        r.status,
+        Nfsstat4::ShareDenied,
+        "the first client's lease still runs"
+    );
+    // The first client goes silent past its lease; the second keeps renewing.
+    h.now += Duration::from_secs(91);
+    let r = h.raw(vec![seq(), NfsArgOp4::Putrootfh, open2]).await;
+    assert_eq!(r.status, Nfsstat4::Ok, "{r:?}");
+    assert!(
+        h.nfs4.lock().client(c).is_none(),
+        "the expired client is gone"
+    );
+}
+
+#[tokio::test]
+async fn another_principal_cannot_confirm_or_update_a_client() {
+    let h = Harness::new().await;
+    let mut other = request();
+    other.credential = Credential::Sys(AuthSys {
+        stamp: 0,
+        machine_name: Bytes::from_static(b"x"),
+        uid: 1111,
+        gid: 37,
+        gids: vec![],
+    });
+    let r = h.raw(vec![exchange_id_args(b"p", 1)]).await;
+    let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    let args = encode_args(vec![create_session_args(e.clientid, 1)]);
+    let (w, _) = compound(&h.server, &h.nfs4, &other, args, Writer::new(), h.now)
+        .await
+        .unwrap();
+    let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
+    assert_eq!(r.status, Nfsstat4::ClidInUse);
+    let mut upd = exchange_id_args(b"c1", 1);
+    if let NfsArgOp4::ExchangeId(a) = &mut upd {
+        a.flags = exchgid4::FLAG_UPD_CONFIRMED_REC_A;
+    }
+    let (w, _) = compound(
+        &h.server,
+        &h.nfs4,
+        &other,
+        encode_args(vec![upd]),
+        Writer::new(),
+        h.now,
+    )
+    .await
+    .unwrap();
+    let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
+    assert_eq!(r.status, Nfsstat4::Perm);
+}
+
+#[tokio::test]
+async fn a_sequence_whose_reply_cannot_be_cached_gets_rep_too_big_to_cache() {
+    let h = Harness::new().await;
+    let r = h.raw(vec![exchange_id_args(b"small", 1)]).await;
+    let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    let mut cs = create_session_args(e.clientid, 1);
+    if let NfsArgOp4::CreateSession(a) = &mut cs {
+        a.fore_chan_attrs.ca_maxresponsesize_cached = 10;
+    }
+    let r = h.raw(vec![cs]).await;
+    let NfsResOp4::CreateSession(Ok(s)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    let seq = NfsArgOp4::Sequence(Sequence4Args {
+        sessionid: s.sessionid,
+        sequenceid: 1,
+        slotid: 0,
+        highest_slotid: 0,
+        cachethis: true,
+    });
+    assert_eq!(h.raw(vec![seq]).await.status, Nfsstat4::RepTooBigToCache);
 }

@@ -55,17 +55,21 @@ fn kind(t: NfsLockType4) -> LockKind {
     }
 }
 
+/// The NFSv4.1 client holding a lock, if it is one (not an NLM client).
+fn holder_client(holder: &Lock) -> Option<Clientid4> {
+    holder
+        .owner
+        .client
+        .strip_prefix("nfs4:")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+}
+
 fn denied(holder: &Lock) -> Lock4Denied {
     let length = match holder.range.end {
         u64::MAX => u64::MAX,
         end => end - holder.range.start,
     };
-    let clientid = holder
-        .owner
-        .client
-        .strip_prefix("nfs4:")
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or(0);
+    let clientid = holder_client(holder).unwrap_or(0);
     Lock4Denied {
         offset: holder.range.start,
         length,
@@ -155,13 +159,35 @@ fn lock_inner<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Result<Lock4Res, 
         kind: kind(a.locktype),
         range: r,
     };
-    let outcome = cx
+    let mut outcome = cx
         .server
         .nlm
         .locks
         .lock()
         .expect("lock manager poisoned")
-        .lock(file, l, false);
+        .lock(file, l.clone(), false);
+    // A conflicting lock of a client whose lease ran out is revoked, and the lock retried
+    // (courteous server, RFC 8881 §8.3). Bounded: each round revokes one client.
+    for _ in 0..8 {
+        let LockOutcome::Denied { holder } = &outcome else {
+            break;
+        };
+        let Some(c) = holder_client(holder) else {
+            break;
+        };
+        if c == clientid || !st.revoke_expired(c, cx.now) {
+            break;
+        }
+        let purged = st.take_purged();
+        release_clients(cx.server, &purged);
+        outcome = cx
+            .server
+            .nlm
+            .locks
+            .lock()
+            .expect("lock manager poisoned")
+            .lock(file, l.clone(), false);
+    }
     match outcome {
         LockOutcome::Granted => {
             let sid = st.bump(&other).expect("lock state exists");

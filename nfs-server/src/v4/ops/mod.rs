@@ -196,6 +196,15 @@ fn status(r: Result<(), Nfsstat4>) -> Nfsstat4 {
     }
 }
 
+/// The caller's principal as RFC 8881 §18.35.4 compares it: the flavor and, for AUTH_SYS,
+/// the uid.
+pub fn principal(req: &crate::server::Request) -> String {
+    match &req.credential {
+        nfs_proto::rpc::Credential::Sys(s) => format!("sys:{}", s.uid),
+        nfs_proto::rpc::Credential::None => "none".to_string(),
+    }
+}
+
 /// A store error as a status, logging media errors.
 pub fn store_err(e: backend::Error) -> Nfsstat4 {
     if let backend::Error::Io(msg) = &e {

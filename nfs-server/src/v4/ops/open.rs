@@ -38,6 +38,15 @@ pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResO
     if access == 0 || access > open4::SHARE_ACCESS_BOTH || a.share_deny > open4::SHARE_DENY_BOTH {
         return Err(Nfsstat4::Inval);
     }
+    // §18.51.3: no new state before the client says it has reclaimed what it had.
+    let reclaimed = cx
+        .nfs4
+        .lock()
+        .client(clientid)
+        .is_some_and(|c| c.reclaim_complete);
+    if !reclaimed && !matches!(a.claim, OpenClaim4::Previous(_)) {
+        return Err(Nfsstat4::Grace);
+    }
     let dir = cx.cur()?.clone();
     let (file, created_cinfo, attrset) = match &a.claim {
         OpenClaim4::Null(name) => open_by_name(cx, &dir, name, a, access).await?,
@@ -59,10 +68,20 @@ pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResO
     if access & open4::SHARE_ACCESS_WRITE != 0 && file.read_only {
         return Err(Nfsstat4::Rofs);
     }
-    let stateid = cx
-        .nfs4
-        .lock()
-        .open(clientid, &a.owner.owner.0, file.id, access, a.share_deny)?;
+    let (stateid, purged) = {
+        let mut st = cx.nfs4.lock();
+        let r = st.open(
+            clientid,
+            &a.owner.owner.0,
+            file.id,
+            access,
+            a.share_deny,
+            cx.now,
+        );
+        (r, st.take_purged())
+    };
+    super::lock::release_clients(cx.server, &purged);
+    let stateid = stateid?;
     cx.cur = Some(file);
     cx.cur_stateid = Some(stateid);
     let want = a.share_access & open4::SHARE_ACCESS_WANT_DELEG_MASK;

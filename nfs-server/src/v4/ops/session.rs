@@ -39,7 +39,13 @@ pub const SECINFO_FLAGS: OpFlags = SECINFO_NO_NAME_FLAGS;
 
 /// EXCHANGE_ID (§18.35). Only SP4_NONE state protection is offered.
 pub fn exchange_id<S>(cx: &mut Ctx<'_, S>, a: &ExchangeId4Args) -> Res<ExchangeId4ResOk> {
-    if a.flags & exchgid4::FLAG_CONFIRMED_R != 0 {
+    // The flags a client may send in NFSv4.1 (§18.35.3); anything else is NFS4ERR_INVAL.
+    const CLIENT_FLAGS: u32 = exchgid4::FLAG_SUPP_MOVED_REFER
+        | exchgid4::FLAG_SUPP_MOVED_MIGR
+        | exchgid4::FLAG_BIND_PRINC_STATEID
+        | exchgid4::FLAG_MASK_PNFS
+        | exchgid4::FLAG_UPD_CONFIRMED_REC_A;
+    if a.flags & !CLIENT_FLAGS != 0 {
         return Err(Nfsstat4::Inval);
     }
     match a.state_protect {
@@ -53,6 +59,7 @@ pub fn exchange_id<S>(cx: &mut Ctx<'_, S>, a: &ExchangeId4Args) -> Res<ExchangeI
         let r = st.exchange_id(
             &a.clientowner.co_ownerid.0,
             a.clientowner.co_verifier,
+            &super::principal(cx.req),
             update,
             cx.now,
         );
@@ -91,8 +98,19 @@ pub fn negotiate_fore(asked: &ChannelAttrs4) -> ChannelAttrs4 {
 /// CREATE_SESSION (§18.36). The back channel is accepted as offered but never used: this
 /// server makes no callbacks (it grants no delegations).
 pub fn create_session<S>(cx: &mut Ctx<'_, S>, a: &CreateSession4Args) -> Res<CreateSession4ResOk> {
+    const FLAGS: u32 = create_session4::FLAG_PERSIST
+        | create_session4::FLAG_CONN_BACK_CHAN
+        | create_session4::FLAG_CONN_RDMA;
+    if a.flags & !FLAGS != 0 {
+        return Err(Nfsstat4::Inval);
+    }
     let mut st = cx.nfs4.lock();
+    st.expire(cx.now);
     let c = st.check_client(a.clientid)?;
+    // §18.36.4: only the principal that created an unconfirmed record may confirm it.
+    if !c.confirmed && c.principal != super::principal(cx.req) {
+        return Err(Nfsstat4::ClidInUse);
+    }
     if let Some((seq, reply)) = &c.cs_reply {
         if *seq == a.sequence {
             return reply.clone();
@@ -102,7 +120,9 @@ pub fn create_session<S>(cx: &mut Ctx<'_, S>, a: &CreateSession4Args) -> Res<Cre
         return Err(Nfsstat4::SeqMisordered);
     }
     let fore = negotiate_fore(&a.fore_chan_attrs);
-    if fore.ca_maxrequestsize < 256 || fore.ca_maxresponsesize < 256 {
+    // A channel on which no request or reply could fit (§18.36.3, NFS4ERR_TOOSMALL).
+    let usable = |c: &ChannelAttrs4| c.ca_maxrequestsize >= 256 && c.ca_maxresponsesize >= 256;
+    if !usable(&fore) || !usable(&a.back_chan_attrs) {
         return Err(Nfsstat4::TooSmall);
     }
     let back = ChannelAttrs4 {
@@ -110,8 +130,6 @@ pub fn create_session<S>(cx: &mut Ctx<'_, S>, a: &CreateSession4Args) -> Res<Cre
         ..a.back_chan_attrs.clone()
     };
     st.confirm(a.clientid);
-    let purged = st.take_purged();
-    super::lock::release_clients(cx.server, &purged);
     let sessionid = st.create_session(a.clientid, fore.clone());
     let res = Ok(CreateSession4ResOk {
         sessionid,
@@ -120,6 +138,8 @@ pub fn create_session<S>(cx: &mut Ctx<'_, S>, a: &CreateSession4Args) -> Res<Cre
         fore_chan_attrs: fore,
         back_chan_attrs: back,
     });
+    let purged = st.take_purged();
+    super::lock::release_clients(cx.server, &purged);
     let c = st.client_mut(a.clientid).expect("checked above");
     c.next_cs_seq = a.sequence.wrapping_add(1);
     c.cs_reply = Some((a.sequence, res.clone()));

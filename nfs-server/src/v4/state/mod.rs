@@ -53,6 +53,8 @@ impl ClientStore for MemClientStore {
 #[derive(Debug)]
 pub struct Client {
     pub rec: ClientRecord,
+    /// Who created the record (for AUTH_SYS, "sys:<uid>"): RFC 8881 §18.35.4 compares it.
+    pub principal: String,
     pub confirmed: bool,
     /// The csa_sequence the next CREATE_SESSION must carry (§18.36.4).
     pub next_cs_seq: u32,
@@ -169,6 +171,7 @@ impl StateTable {
         &mut self,
         owner: &Bytes,
         verifier: Verifier4,
+        principal: &str,
         update: bool,
         now: Instant,
     ) -> Result<(Clientid4, u32, bool), Nfsstat4> {
@@ -177,7 +180,14 @@ impl StateTable {
             .clients
             .values()
             .find(|c| c.confirmed && c.rec.owner == *owner)
-            .map(|c| (c.rec.clientid, c.rec.verifier, c.next_cs_seq));
+            .map(|c| {
+                (
+                    c.rec.clientid,
+                    c.rec.verifier,
+                    c.next_cs_seq,
+                    c.principal.clone(),
+                )
+            });
         let unconfirmed = self
             .clients
             .values()
@@ -185,7 +195,9 @@ impl StateTable {
             .map(|c| c.rec.clientid);
         if update {
             return match confirmed {
-                Some((id, v, seq)) if v == verifier => {
+                // Case 9: another principal may not update the record.
+                Some((_, _, _, p)) if p != principal => Err(Nfsstat4::Perm),
+                Some((id, v, seq, _)) if v == verifier => {
                     self.renew(id, now);
                     Ok((id, seq, true))
                 }
@@ -193,8 +205,15 @@ impl StateTable {
                 None => Err(Nfsstat4::NoEnt),
             };
         }
-        if let Some((id, v, seq)) = confirmed {
-            if v == verifier {
+        if let Some((id, v, seq, p)) = confirmed {
+            if p != principal {
+                // Case 3, client collision: another principal uses this owner. Its record
+                // goes if it holds no state; otherwise the owner is in use.
+                if self.has_state(id) {
+                    return Err(Nfsstat4::ClidInUse);
+                }
+                self.purge_client(id);
+            } else if v == verifier {
                 // Case 2: the same incarnation asks again (e.g. over another connection).
                 self.renew(id, now);
                 return Ok((id, seq, true));
@@ -215,6 +234,7 @@ impl StateTable {
                     owner: owner.clone(),
                     verifier,
                 },
+                principal: principal.to_string(),
                 confirmed: false,
                 next_cs_seq: 1,
                 cs_reply: None,
@@ -224,6 +244,28 @@ impl StateTable {
             },
         );
         Ok((id, 1, false))
+    }
+
+    /// Whether the client holds opens or locks.
+    pub fn has_state(&self, id: Clientid4) -> bool {
+        self.states.values().any(|s| s.clientid == id)
+    }
+
+    /// Whether the client's lease ran out (it may still hold state: a courtesy client).
+    pub fn expired(&self, id: Clientid4, now: Instant) -> bool {
+        self.clients
+            .get(&id)
+            .is_some_and(|c| now.saturating_duration_since(c.renewed) > self.lease)
+    }
+
+    /// Drops a client whose lease ran out because another client's request conflicts with its
+    /// state (RFC 8881 §8.3: a courteous server keeps expired clients' state until then).
+    pub fn revoke_expired(&mut self, id: Clientid4, now: Instant) -> bool {
+        if self.expired(id, now) {
+            self.purge_client(id);
+            return true;
+        }
+        false
     }
 
     /// Status of a clientid named by the client: STALE_CLIENTID if this server never issued it
@@ -414,7 +456,25 @@ impl StateTable {
         file: FileId,
         access: u32,
         deny: u32,
+        now: Instant,
     ) -> Result<Stateid4, Nfsstat4> {
+        // Conflicting opens of clients whose lease ran out are revoked first.
+        let conflicting: Vec<Clientid4> = self
+            .opens_by_file
+            .get(&file)
+            .into_iter()
+            .flatten()
+            .map(|o| &self.states[o])
+            .filter(|e| e.clientid != clientid)
+            .filter(|e| {
+                matches!(&e.kind, StateKind::Open { access: ea, deny: ed, .. }
+                if access & ed != 0 || deny & ea != 0)
+            })
+            .map(|e| e.clientid)
+            .collect();
+        for c in conflicting {
+            self.revoke_expired(c, now);
+        }
         let mut mine = None;
         for o in self.opens_by_file.get(&file).into_iter().flatten() {
             let e = &self.states[o];
