@@ -134,6 +134,24 @@ pub trait DataStore: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Bytes>> + Send {
         std::future::ready(self.read(ino, offset, len))
     }
+    /// True when [`DataStore::write_staged`] can write without blocking the calling thread.
+    const ASYNC_WRITE: bool = false;
+    /// First half of a write on the async runtime: puts `data` on disk where the file does not
+    /// see it yet. `Ok(None)`: this write needs the blocking path ([`DataStore::write_at`]),
+    /// e.g. it is not block-aligned. Called only when `ASYNC_WRITE`.
+    fn write_staged(
+        &self,
+        _ino: u64,
+        _offset: u64,
+        _data: &Bytes,
+    ) -> impl std::future::Future<Output = Result<Option<Staged>>> + Send {
+        std::future::ready(Ok(None))
+    }
+    /// Second half: makes a staged write part of the file (durable at the next sync). Quick
+    /// and in memory: the engine calls it under the file's stripe lock.
+    fn install(&self, _staged: Staged) -> Result<()> {
+        Err(Error::Invalid)
+    }
     /// `len` bytes from `offset`, zeros past the backing area. Stores that read into their own
     /// buffers override this to hand those buffers out without a copy.
     fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
@@ -159,6 +177,10 @@ pub trait DataStore: Send + Sync + 'static {
     /// Where the bytes of `ino` (of logical size `size`) live.
     fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency>;
 }
+
+/// A write that a [`DataStore`] has put on disk but not yet into the file; only the store that
+/// made it knows what is inside.
+pub struct Staged(pub Box<dyn std::any::Any + Send>);
 
 /// A [`Store`] made of a metadata store and a data store.
 pub struct Engine<M: MetaStore, D: DataStore> {
@@ -585,6 +607,46 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             return Err(Error::Invalid);
         }
         Ok((inode.target.clone(), inode.attr(id.ino)))
+    }
+
+    /// Whether a WRITE may take the async path: the inode is cached, already trimmed in this
+    /// run, and `cred` may write it. `None`: take the blocking path (which reports errors).
+    fn async_write_allowed(&self, cred: &Cred, id: FileId) -> Option<()> {
+        let state = self.lock();
+        let cached = state.cache.get(&id.ino)?;
+        let inode = &cached.inode;
+        let ok = cached.trimmed
+            && inode.generation == id.generation
+            && inode.file_type == FileType::Regular
+            && require(may_io(cred, inode, MAY_WRITE)).is_ok();
+        ok.then_some(())
+    }
+
+    /// Second half of an async WRITE: installs the staged data and updates size and times,
+    /// under the stripe lock so that no COMMIT sees one without the other. `Err(staged)` back
+    /// when the stripe is busy (a COMMIT or truncation holds it): the caller retries off the
+    /// async runtime rather than block it.
+    fn install_write(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        end: u64,
+        staged: Staged,
+        wait: bool,
+    ) -> std::result::Result<Result<Wcc>, Staged> {
+        let _shared = if wait {
+            self.stripe_shared(id.ino)
+        } else {
+            match self.stripe(id.ino).try_read() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Err(staged),
+            }
+        };
+        if let Err(e) = self.data.install(staged) {
+            return Ok(Err(e));
+        }
+        Ok(self.finish_write(cred, id, end, Stability::Unstable))
     }
 
     /// [`Inner::io_target`] from the inode cache alone: `None` when the inode is not cached
@@ -1146,6 +1208,35 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         data: Bytes,
         stability: Stability,
     ) -> Result<WriteResult> {
+        let end = offset.checked_add(data.len() as u64);
+        let async_ok = D::ASYNC_WRITE
+            && stability == Stability::Unstable
+            && end.is_some_and(|end| end <= FILE_SIZE_MAX)
+            && self.inner.async_write_allowed(cred, id).is_some();
+        if let (true, Some(end), Ok(count)) = (async_ok, end, u32::try_from(data.len())) {
+            if let Some(staged) = self.inner.data.write_staged(id.ino, offset, &data).await? {
+                let wcc = match self.inner.install_write(cred, id, end, staged, false) {
+                    Ok(wcc) => wcc?,
+                    Err(staged) => {
+                        let cred = cred.clone();
+                        self.run(
+                            move |s| match s.install_write(&cred, id, end, staged, true) {
+                                Ok(wcc) => wcc,
+                                Err(_) => {
+                                    Err(Error::Io("stripe lock refused a blocking wait".into()))
+                                }
+                            },
+                        )
+                        .await?
+                    }
+                };
+                return Ok(WriteResult {
+                    count,
+                    committed: Stability::Unstable,
+                    wcc,
+                });
+            }
+        }
         let cred = cred.clone();
         self.run(move |s| s.write(&cred, id, offset, &data, stability))
             .await

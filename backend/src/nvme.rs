@@ -45,7 +45,7 @@ use self::alloc::FreeMap;
 use self::buf::{AlignedBuf, BufPool};
 use self::chunk::{ChunkMap, Slot};
 use self::io::{EngineChoice, IoEngine, Op, Request, Span};
-use crate::engine::{DataStore, Engine, MetaStore};
+use crate::engine::{DataStore, Engine, MetaStore, Staged};
 use crate::group::GroupCommit;
 use crate::local::LocalMeta;
 use crate::{Error, FsStat, Result};
@@ -273,6 +273,22 @@ struct ChunkState {
 
 type ChunkRef = Arc<RwLock<ChunkState>>;
 
+/// A block-aligned write put on disk by [`NvmeData::stage_write`], not yet in the file.
+struct StagedWrite {
+    ino: u64,
+    pieces: Vec<StagedPiece>,
+}
+
+struct StagedPiece {
+    /// Chunk index in the file, first block in the chunk, the chunk's device.
+    index: u64,
+    first: usize,
+    device: u16,
+    /// New physical block and checksum of each block.
+    physical: Vec<u64>,
+    crcs: Vec<u32>,
+}
+
 /// One chunk's part of a flush: key, encoded map (`None`: delete it), device, freed blocks.
 type Change = ((u64, u64), Option<Vec<u8>>, u16, Vec<u64>);
 
@@ -288,6 +304,8 @@ pub struct NvmeData {
     cache: Mutex<BTreeMap<(u64, u64), ChunkRef>>,
     dirty: Mutex<BTreeSet<(u64, u64)>>,
     flush: GroupCommit,
+    /// Writes that took the async path, for tests and diagnostics.
+    staged_writes: AtomicU64,
 }
 
 impl NvmeData {
@@ -345,6 +363,7 @@ impl NvmeData {
             cache: Mutex::new(BTreeMap::new()),
             dirty: Mutex::new(BTreeSet::new()),
             flush: GroupCommit::default(),
+            staged_writes: AtomicU64::new(0),
         })
     }
 
@@ -376,6 +395,11 @@ impl NvmeData {
     /// Size of all devices, in blocks.
     pub fn capacity_blocks(&self) -> u64 {
         self.devices.iter().map(Device::capacity).sum()
+    }
+
+    /// Writes that took the async (staged) path so far.
+    pub fn staged_writes(&self) -> u64 {
+        self.staged_writes.load(Ordering::Relaxed)
     }
 
     /// Free blocks over all devices.
@@ -821,6 +845,148 @@ impl NvmeData {
         unreachable!("the loop above returns")
     }
 
+    /// First half of a block-aligned write on the async runtime: allocates fresh blocks,
+    /// writes the data there and returns where it went, for [`NvmeData::install_staged`].
+    /// `None` when the blocking path must do it: not block-aligned (a partial block needs a
+    /// read-modify-write under the chunk lock), a chunk map not in memory, or a flush due.
+    ///
+    /// No lock is held during the I/O: the blocks are new, nothing else references them. If
+    /// the caller stops waiting after the I/O was queued, the blocks stay allocated until the
+    /// next restart (a leak, never a reuse of blocks a request may still be writing).
+    async fn stage_write(&self, ino: u64, offset: u64, data: &Bytes) -> Result<Option<Staged>> {
+        if data.is_empty()
+            || !offset.is_multiple_of(BLOCK as u64)
+            || !data.len().is_multiple_of(BLOCK)
+        {
+            return Ok(None);
+        }
+        let blocks = data.len() / BLOCK;
+        if lock(&self.dirty).len() >= DIRTY_CHUNKS_MAX {
+            return Ok(None);
+        }
+        // The pieces of the write, one per chunk: (chunk index, first block in it, blocks).
+        let mut pieces = Vec::new();
+        let mut block = offset / BLOCK as u64;
+        let mut left = blocks;
+        while left > 0 {
+            let index = block / CHUNK_BLOCKS as u64;
+            let first = (block % CHUNK_BLOCKS as u64) as usize;
+            let n = (CHUNK_BLOCKS - first).min(left);
+            let device = match lock(&self.cache).get(&(ino, index)) {
+                Some(chunk) => chunk.read().unwrap_or_else(|e| e.into_inner()).device,
+                None => return Ok(None),
+            };
+            pieces.push((index, first, n, device));
+            block += n as u64;
+            left -= n;
+        }
+        for &(_, _, n, device) in &pieces {
+            if lock(&self.free[usize::from(device)]).free_blocks() < n as u64 + 2 {
+                return Ok(None); // Let the blocking path flush or grow the device.
+            }
+        }
+        let mut buf = self.pool.get(blocks);
+        buf.copy_from_slice(data);
+        let crcs: Vec<u32> = buf.chunks(BLOCK).map(crc32c::crc32c).collect();
+        let mut staged = Vec::with_capacity(pieces.len());
+        let mut spans = Vec::new();
+        let mut allocated: Vec<(u16, u64, u64)> = Vec::new();
+        let mut at = 0usize;
+        for (index, first, n, device) in pieces {
+            let taken = match self.allocate(device, n as u64) {
+                Ok(taken) => taken,
+                Err(e) => {
+                    for (device, start, len) in allocated {
+                        lock(&self.free[usize::from(device)]).release(start, len);
+                    }
+                    return Err(e);
+                }
+            };
+            let fd = self.devices[usize::from(device)].file.as_raw_fd();
+            let mut physical = Vec::with_capacity(n);
+            let mut piece_at = at;
+            for &(start, len) in &taken {
+                spans.push(Span {
+                    op: Op::Write,
+                    fd,
+                    offset: start * BLOCK as u64,
+                    at: piece_at * BLOCK,
+                    len: len as usize * BLOCK,
+                });
+                physical.extend(start..start + len);
+                piece_at += len as usize;
+                allocated.push((device, start, len));
+            }
+            self.devices[usize::from(device)]
+                .written
+                .store(true, Ordering::SeqCst);
+            staged.push(StagedPiece {
+                index,
+                first,
+                device,
+                physical,
+                crcs: crcs[at..at + n].to_vec(),
+            });
+            at += n;
+        }
+        let (_buf, results) = self.io.run_owned(&spans, buf).await;
+        let failed = spans.iter().zip(results).find_map(|(span, r)| match r {
+            Ok(n) if n == span.len => None,
+            Ok(n) => Some(Error::Io(format!(
+                "short write ({n} of {} bytes)",
+                span.len
+            ))),
+            Err(e) => Some(io_error(&format!("write inode {ino}"), e)),
+        });
+        if let Some(e) = failed {
+            // Every request has completed: the blocks are nobody's, give them back.
+            for (device, start, len) in allocated {
+                lock(&self.free[usize::from(device)]).release(start, len);
+            }
+            return Err(e);
+        }
+        self.staged_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Staged(Box::new(StagedWrite {
+            ino,
+            pieces: staged,
+        }))))
+    }
+
+    /// Second half: points the chunk maps at the staged blocks (in memory, dirty).
+    fn install_staged(&self, staged: Staged) -> Result<()> {
+        let Ok(write) = staged.0.downcast::<StagedWrite>() else {
+            return Err(Error::Io("a staged write from another store".into()));
+        };
+        let ino = write.ino;
+        for piece in write.pieces {
+            let key = (ino, piece.index);
+            let chunk = self.chunk(key)?;
+            let mut state = chunk.write().unwrap_or_else(|e| e.into_inner());
+            let device = state.device;
+            if device != piece.device {
+                // Cannot happen (a chunk's device never changes), but never point a map at
+                // another device's blocks.
+                self.release(piece.device, piece.physical);
+                return Err(Error::Io(format!("chunk {key:?} moved to another device")));
+            }
+            let map = state.map.get_or_insert_with(|| ChunkMap::empty(device));
+            let mut replaced = Vec::new();
+            for (i, (&phys, &crc)) in piece.physical.iter().zip(&piece.crcs).enumerate() {
+                let slot = &mut map.slots[piece.first + i];
+                if !slot.is_hole() {
+                    replaced.push(slot.physical);
+                }
+                *slot = Slot {
+                    physical: phys,
+                    crc,
+                };
+            }
+            state.freed.extend(replaced);
+            self.mark_dirty(key, &mut state);
+        }
+        Ok(())
+    }
+
     /// Flushes when too many chunk maps wait for one, or when a device is short of `want`
     /// free blocks while blocks freed since the last flush may wait to be released (before
     /// a file-backed device grows, or a block device reports no space).
@@ -1074,6 +1240,20 @@ fn rebuild_free_space(db: &Database, devices: &[Device], meta: &LocalMeta) -> Re
 impl DataStore for NvmeData {
     const BLOCKING: bool = true;
     const ASYNC_READ: bool = true;
+    const ASYNC_WRITE: bool = true;
+
+    fn write_staged(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &Bytes,
+    ) -> impl std::future::Future<Output = Result<Option<Staged>>> + Send {
+        self.stage_write(ino, offset, data)
+    }
+
+    fn install(&self, staged: Staged) -> Result<()> {
+        self.install_staged(staged)
+    }
 
     fn read_async(
         &self,

@@ -244,3 +244,79 @@ async fn overwrites_without_commit_reuse_space_instead_of_growing_the_device() {
     assert_eq!(s.data().capacity_blocks(), capacity);
     assert_eq!(read(&s, &file, 0, 1 << 20).await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_aligned_writes_take_the_async_path_and_survive_commit_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = {
+        let s = std::sync::Arc::new(open(tmp.path()));
+        let file = create(&s, "f").await;
+        // The first write of a run takes the blocking path (it trims and caches the chunk).
+        write(&s, &file, 0, &pattern(2 << 20, 7), Stability::Unstable).await;
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let s = std::sync::Arc::clone(&s);
+                let id = file.id;
+                tokio::spawn(async move {
+                    let block = Bytes::from(vec![i as u8; 4096]);
+                    s.write(&root(), id, i * 8192, block, Stability::Unstable)
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            s.data().staged_writes() >= 64,
+            "{}",
+            s.data().staged_writes()
+        );
+        s.commit(file.id, 0, 0).await.unwrap();
+        file
+    };
+    let s = open(tmp.path());
+    let back = read(&s, &file, 0, 2 << 20).await.unwrap();
+    let old = pattern(2 << 20, 7);
+    for i in 0..64usize {
+        let at = i * 8192;
+        assert_eq!(back[at..at + 4096], vec![i as u8; 4096][..], "block {i}");
+        assert_eq!(back[at + 4096..at + 8192], old[at + 4096..at + 8192]);
+    }
+    assert_eq!(back[64 * 8192..], old[64 * 8192..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_aligned_writes_to_one_block_leave_one_of_them_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open(tmp.path()));
+    let file = create(&s, "f").await;
+    write(&s, &file, 0, &[0u8; 4096], Stability::Unstable).await;
+    let tasks: Vec<_> = (1..=32u8)
+        .map(|v| {
+            let s = std::sync::Arc::clone(&s);
+            let id = file.id;
+            tokio::spawn(async move {
+                s.write(
+                    &root(),
+                    id,
+                    0,
+                    Bytes::from(vec![v; 4096]),
+                    Stability::Unstable,
+                )
+                .await
+                .unwrap();
+                if v % 8 == 0 {
+                    s.commit(id, 0, 0).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let back = read(&s, &file, 0, 4096).await.unwrap();
+    assert!((1..=32).contains(&back[0]));
+    assert!(back.iter().all(|&b| b == back[0]), "a torn block");
+}
