@@ -25,13 +25,13 @@ fn unknown_program_is_prog_unavail() {
 }
 
 #[test]
-fn nfs_versions_2_and_4_are_prog_mismatch_offering_only_3() {
+fn nfs_versions_2_and_5_are_prog_mismatch_offering_3_to_4() {
     let s = Sluice::start_memory();
     let mut c = s.client();
-    for vers in [2, 4] {
+    for vers in [2, 5] {
         let (stat, mut r) = accepted_stat(c.call(v3::PROGRAM, vers, 0, &[]));
         assert_eq!(stat, accept::PROG_MISMATCH, "NFS v{vers}");
-        assert_eq!((r.u32().unwrap(), r.u32().unwrap()), (3, 3), "NFS v{vers}");
+        assert_eq!((r.u32().unwrap(), r.u32().unwrap()), (3, 4), "NFS v{vers}");
     }
 }
 
