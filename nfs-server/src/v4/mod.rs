@@ -64,7 +64,12 @@ impl Nfs4 {
             },
             server_scope: Opaque4(major),
             lease,
-            state: Mutex::new(state::StateTable::new(boot_epoch(), lease, store)),
+            state: Mutex::new(state::StateTable::new(
+                boot_epoch(),
+                lease,
+                store,
+                std::time::Instant::now(),
+            )),
         }
     }
 
@@ -94,19 +99,35 @@ fn boot_epoch() -> u32 {
     (s as u32).max(1)
 }
 
-/// The process's NFSv4.1 state, shared by every listening address. (A field of `Server` would
-/// be better; `run.rs`, which builds `Server`, is outside this module's files for now.)
+static NFS4: OnceLock<Nfs4> = OnceLock::new();
+
+fn server_major_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("sluice:{host}")
+}
+
+/// The process's NFSv4.1 state, shared by every listening address. Client records are kept
+/// in memory unless [`init`] ran first. (A field of `Server` would be better; `run.rs`, which
+/// builds `Server`, is outside this module's files for now.)
 pub fn instance() -> &'static Nfs4 {
-    static NFS4: OnceLock<Nfs4> = OnceLock::new();
     NFS4.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
-        let major = format!("sluice:{host}");
         Nfs4::new(
-            major.as_bytes(),
+            server_major_id().as_bytes(),
             lease_time(),
             Box::new(state::MemClientStore::default()),
         )
     })
+}
+
+/// Sets up the NFSv4.1 state with client records persisted in `data_dir`, so that after a
+/// restart known clients get a grace period to reclaim their opens and locks. Call it at
+/// startup, before the first request; later calls (or calls after [`instance`]) fail.
+pub fn init(data_dir: &std::path::Path) -> std::io::Result<&'static Nfs4> {
+    let store = state::FileClientStore::open(data_dir)?;
+    let nfs4 = Nfs4::new(server_major_id().as_bytes(), lease_time(), Box::new(store));
+    NFS4.set(nfs4)
+        .map_err(|_| std::io::Error::other("NFSv4 state already initialized"))?;
+    Ok(instance())
 }

@@ -145,12 +145,18 @@ async fn run_raw(
 impl Harness {
     /// A server with a confirmed client and a session.
     async fn new() -> Harness {
-        let server = server();
-        let nfs4 = Nfs4::new(
-            b"test-server",
-            Duration::from_secs(90),
-            Box::new(MemClientStore::default()),
-        );
+        let mut h = Harness::with(server(), Box::<MemClientStore>::default()).await;
+        h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+        h
+    }
+
+    /// A server whose client records are in `store`, with client "c1" connected but not
+    /// yet RECLAIM_COMPLETE.
+    async fn with(
+        server: Server<MemStore>,
+        store: Box<dyn crate::v4::state::ClientStore>,
+    ) -> Harness {
+        let nfs4 = Nfs4::new(b"test-server", Duration::from_secs(90), store);
         let now = Instant::now();
         let r = run_raw(
             &server,
@@ -173,16 +179,14 @@ impl Harness {
         let NfsResOp4::CreateSession(Ok(cs)) = &r.resarray[0] else {
             panic!("CREATE_SESSION failed: {r:?}")
         };
-        let mut h = Harness {
+        Harness {
             session: cs.sessionid,
             server,
             nfs4,
             now,
             clientid,
             seq: 0,
-        };
-        h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
-        h
+        }
     }
 
     /// A second client with its own session on the same server.
@@ -1128,4 +1132,189 @@ async fn a_sequence_whose_reply_cannot_be_cached_gets_rep_too_big_to_cache() {
         cachethis: true,
     });
     assert_eq!(h.raw(vec![seq]).await.status, Nfsstat4::RepTooBigToCache);
+}
+
+/// An RPC call record with AUTH_NONE.
+fn rpc_call(vers: u32, proc_: u32, args: &[u8]) -> Bytes {
+    let mut w = Writer::new();
+    for v in [7u32, 0, 2, 100003, vers, proc_, 0, 0, 0, 0] {
+        w.u32(v);
+    }
+    w.opaque_fixed(args);
+    w.into_bytes()
+}
+
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes(b[i * 4..i * 4 + 4].try_into().unwrap())
+}
+
+#[tokio::test]
+async fn version_4_null_succeeds_and_version_5_gets_prog_mismatch_3_to_4() {
+    let s = server();
+    let (peer, local) = (
+        "10.0.0.5:700".parse().unwrap(),
+        "10.0.0.1:2049".parse().unwrap(),
+    );
+    let r = s
+        .handle_record(rpc_call(4, 0, &[]), peer, local)
+        .await
+        .unwrap();
+    assert_eq!(r.head.len(), 24);
+    assert_eq!(word(&r.head, 5), 0, "SUCCESS");
+    let r = s
+        .handle_record(rpc_call(5, 0, &[]), peer, local)
+        .await
+        .unwrap();
+    assert_eq!(
+        (word(&r.head, 5), word(&r.head, 6), word(&r.head, 7)),
+        (2, 3, 4)
+    );
+    let r = s
+        .handle_record(rpc_call(4, 2, &[]), peer, local)
+        .await
+        .unwrap();
+    assert_eq!(word(&r.head, 5), 3, "PROC_UNAVAIL");
+}
+
+#[tokio::test]
+async fn a_compound_over_rpc_returns_its_status_and_minor_version_0_is_refused() {
+    let s = server();
+    let (peer, local) = (
+        "10.0.0.5:700".parse().unwrap(),
+        "10.0.0.1:2049".parse().unwrap(),
+    );
+    let mut w = Writer::new();
+    Compound4Args {
+        tag: Tag4::default(),
+        minorversion: 0,
+        argarray: vec![NfsArgOp4::Putrootfh],
+    }
+    .encode(&mut w);
+    let r = s
+        .handle_record(rpc_call(4, 1, w.as_slice()), peer, local)
+        .await
+        .unwrap();
+    assert_eq!(word(&r.head, 5), 0);
+    assert_eq!(word(&r.head, 6), Nfsstat4::MinorVersMismatch as u32);
+    let r = s
+        .handle_record(rpc_call(4, 1, &[0, 0, 0, 9]), peer, local)
+        .await
+        .unwrap();
+    assert_eq!(word(&r.head, 5), 4, "GARBAGE_ARGS");
+}
+
+#[tokio::test]
+async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wait() {
+    use crate::v4::state::{ClientRecord, ClientStore};
+    // The previous instance knew client "c1" (verifier [1; 8]) and gave out this file's handle.
+    let server = server();
+    let root = server.store.root();
+    let cred = backend::Cred::root();
+    let (f, _) = server
+        .store
+        .create(
+            &cred,
+            root,
+            b"f",
+            backend::NodeKind::Regular,
+            Default::default(),
+            backend::CreateMode::Guarded,
+        )
+        .await
+        .unwrap();
+    let fh = NfsFh4(server.fh(1, f.id).0);
+    let mut store = MemClientStore::default();
+    store.save(&ClientRecord {
+        clientid: 42,
+        owner: Bytes::from_static(b"c1"),
+        verifier: [1; 8],
+    });
+    let mut h = Harness::with(server, Box::new(store)).await;
+    assert!(h.nfs4.lock().in_grace(h.now));
+    // Another client may not open anything during the grace period.
+    let (sid2, c2) = h.second_client(b"other").await;
+    let seq2 = |n| {
+        NfsArgOp4::Sequence(Sequence4Args {
+            sessionid: sid2,
+            sequenceid: n,
+            slotid: 0,
+            highest_slotid: 0,
+            cachethis: false,
+        })
+    };
+    h.raw(vec![seq2(1), NfsArgOp4::ReclaimComplete(false)])
+        .await;
+    let r = h
+        .raw(vec![seq2(2), NfsArgOp4::Putrootfh, open_create(c2, "g")])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Grace);
+    // The known client reclaims its open of f, by filehandle.
+    let c = h.clientid;
+    let reclaim = NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(c, b"o1"),
+        openhow: OpenFlag4(None),
+        claim: OpenClaim4::Previous(OpenDelegationType4::None),
+    });
+    let res = h
+        .ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim.clone()])
+        .await;
+    let sid = open_stateid(&res);
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    // Every known client is done: the grace period ends early.
+    assert!(!h.nfs4.lock().in_grace(h.now));
+    let r = h
+        .raw(vec![seq2(3), NfsArgOp4::Putrootfh, open_create(c2, "g")])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Ok, "{r:?}");
+    let r = h.run(vec![NfsArgOp4::Putfh(fh.clone()), reclaim]).await;
+    assert_eq!(
+        r.status,
+        Nfsstat4::NoGrace,
+        "no reclaim after RECLAIM_COMPLETE"
+    );
+    h.ok(vec![
+        NfsArgOp4::Putfh(fh),
+        NfsArgOp4::Write(Write4Args {
+            stateid: sid,
+            offset: 0,
+            stable: StableHow4::FileSync,
+            data: Bytes::from_static(b"after restart"),
+        }),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn the_grace_period_ends_after_a_lease_even_if_a_client_never_returns() {
+    use crate::v4::state::{ClientRecord, ClientStore};
+    let mut store = MemClientStore::default();
+    store.save(&ClientRecord {
+        clientid: 42,
+        owner: Bytes::from_static(b"gone"),
+        verifier: [1; 8],
+    });
+    let h = Harness::with(server(), Box::new(store)).await;
+    assert!(h.nfs4.lock().in_grace(h.now));
+    let later = h.now + Duration::from_secs(91);
+    assert!(!h.nfs4.lock().in_grace(later));
+}
+
+#[test]
+fn client_records_survive_a_reopen_of_their_file() {
+    use crate::v4::state::{ClientRecord, ClientStore, FileClientStore};
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ClientRecord {
+        clientid: 0x1234_0000_0001,
+        owner: Bytes::from_static(b"Linux NFSv4.1 host\0x"),
+        verifier: [9, 8, 7, 6, 5, 4, 3, 2],
+    };
+    let mut s = FileClientStore::open(dir.path()).unwrap();
+    s.save(&rec);
+    let mut s = FileClientStore::open(dir.path()).unwrap();
+    assert_eq!(s.load(), vec![rec.clone()]);
+    s.remove(rec.clientid);
+    assert!(FileClientStore::open(dir.path()).unwrap().load().is_empty());
 }

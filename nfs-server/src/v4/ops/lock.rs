@@ -126,11 +126,13 @@ pub fn lock<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Lock4Res {
 fn lock_inner<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Result<Lock4Res, Nfsstat4> {
     let clientid = cx.clientid()?;
     let file: FileId = cx.cur()?.id;
-    if a.reclaim {
-        return Err(Nfsstat4::NoGrace);
-    }
     let r = range(a.offset, a.length)?;
     let mut st = cx.nfs4.lock();
+    if a.reclaim {
+        st.may_reclaim(clientid, cx.now)?;
+    } else if st.in_grace(cx.now) {
+        return Err(Nfsstat4::Grace);
+    }
     let (other, owner_bytes) = match &a.locker {
         Locker4::NewLockOwner(n) => {
             let open = cx.stateid(&n.open_stateid)?;

@@ -26,9 +26,9 @@ pub const FREE_STATEID_FLAGS: OpFlags = OpFlags {
 pub const DELEGRETURN_FLAGS: OpFlags = OpFlags::FH;
 pub const DELEGPURGE_FLAGS: OpFlags = OpFlags::PLAIN;
 
-/// OPEN (§18.16). Claims: CLAIM_NULL (by name, with or without create) and CLAIM_FH. There is
-/// no grace period, so CLAIM_PREVIOUS is NFS4ERR_NO_GRACE; no delegation is ever granted, so
-/// the delegation claims name a stateid this server never issued.
+/// OPEN (§18.16). Claims: CLAIM_NULL (by name, with or without create), CLAIM_FH, and
+/// CLAIM_PREVIOUS in the grace period after a restart. No delegation is ever granted, so the
+/// delegation claims name a stateid this server never issued.
 pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResOk> {
     let clientid = cx.clientid()?;
     let access = a.share_access
@@ -38,19 +38,28 @@ pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResO
     if access == 0 || access > open4::SHARE_ACCESS_BOTH || a.share_deny > open4::SHARE_DENY_BOTH {
         return Err(Nfsstat4::Inval);
     }
-    // §18.51.3: no new state before the client says it has reclaimed what it had.
-    let reclaimed = cx
-        .nfs4
-        .lock()
-        .client(clientid)
-        .is_some_and(|c| c.reclaim_complete);
-    if !reclaimed && !matches!(a.claim, OpenClaim4::Previous(_)) {
-        return Err(Nfsstat4::Grace);
+    {
+        let st = cx.nfs4.lock();
+        if let OpenClaim4::Previous(_) = a.claim {
+            st.may_reclaim(clientid, cx.now)?;
+        } else {
+            // §18.51.3: no new state before the client says it has reclaimed what it had,
+            // nor while other clients may still reclaim (§8.4.2).
+            let reclaimed = st.client(clientid).is_some_and(|c| c.reclaim_complete);
+            if !reclaimed || st.in_grace(cx.now) {
+                return Err(Nfsstat4::Grace);
+            }
+        }
     }
     let dir = cx.cur()?.clone();
     let (file, created_cinfo, attrset) = match &a.claim {
         OpenClaim4::Null(name) => open_by_name(cx, &dir, name, a, access).await?,
-        OpenClaim4::Fh => {
+        // A reclaim after a restart: the current filehandle is the file. This server never
+        // granted a delegation, so none can be reclaimed.
+        OpenClaim4::Previous(t) if *t != OpenDelegationType4::None => {
+            return Err(Nfsstat4::ReclaimBad)
+        }
+        OpenClaim4::Fh | OpenClaim4::Previous(_) => {
             if a.openhow.0.is_some() {
                 return Err(Nfsstat4::Inval);
             }
@@ -59,7 +68,6 @@ pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResO
             check_access(cx, &dir, access).await?;
             (dir.clone(), None, Bitmap4::new())
         }
-        OpenClaim4::Previous(_) => return Err(Nfsstat4::NoGrace),
         OpenClaim4::DelegateCur { .. } | OpenClaim4::DelegCurFh(_) => {
             return Err(Nfsstat4::BadStateid)
         }

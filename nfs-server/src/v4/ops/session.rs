@@ -197,20 +197,14 @@ pub fn bind_conn<S>(
     })
 }
 
-/// RECLAIM_COMPLETE (§18.51). There is no grace period yet (client records are not persisted
-/// across restarts), so this only records that the client finished.
+/// RECLAIM_COMPLETE (§18.51): the client reclaimed what it will; the grace period ends early
+/// once every client of the previous instance has said so.
 pub fn reclaim_complete<S>(cx: &mut Ctx<'_, S>, one_fs: bool) -> Result<(), Nfsstat4> {
     let id = cx.clientid()?;
     if one_fs {
         return Ok(());
     }
-    let mut st = cx.nfs4.lock();
-    let c = st.client_mut(id).ok_or(Nfsstat4::StaleClientid)?;
-    if c.reclaim_complete {
-        return Err(Nfsstat4::CompleteAlready);
-    }
-    c.reclaim_complete = true;
-    Ok(())
+    cx.nfs4.lock().reclaim_complete(id, cx.now)
 }
 
 fn flavors() -> SecinfoList4 {

@@ -48,6 +48,101 @@ impl ClientStore for MemClientStore {
     }
 }
 
+/// Client records in a file (`nfs4-clients` in the data directory), rewritten whole and
+/// renamed into place on each change: changes are rare (a client's first CREATE_SESSION, its
+/// removal). One line per client: clientid, verifier and owner in hex.
+pub struct FileClientStore {
+    path: std::path::PathBuf,
+    records: HashMap<Clientid4, ClientRecord>,
+}
+
+impl FileClientStore {
+    pub fn open(dir: &std::path::Path) -> std::io::Result<FileClientStore> {
+        let path = dir.join("nfs4-clients");
+        let mut records = HashMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    if let Some(r) = parse_record(line) {
+                        records.insert(r.clientid, r);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(FileClientStore { path, records })
+    }
+
+    fn write(&self) {
+        let mut text = String::new();
+        for r in self.records.values() {
+            text.push_str(&format!(
+                "{:016x} {} {}\n",
+                r.clientid,
+                hex(&r.verifier),
+                hex(&r.owner)
+            ));
+        }
+        let tmp = self.path.with_extension("tmp");
+        let res = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        if let Err(e) = res {
+            tracing::warn!(path = %self.path.display(), "cannot save NFSv4 client records: {e}");
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn parse_record(line: &str) -> Option<ClientRecord> {
+    let mut it = line.split_whitespace();
+    let clientid = u64::from_str_radix(it.next()?, 16).ok()?;
+    let verifier: Verifier4 = unhex(it.next()?)?.try_into().ok()?;
+    let owner = Bytes::from(unhex(it.next()?)?);
+    Some(ClientRecord {
+        clientid,
+        owner,
+        verifier,
+    })
+}
+
+impl ClientStore for FileClientStore {
+    fn save(&mut self, rec: &ClientRecord) {
+        self.records.insert(rec.clientid, rec.clone());
+        self.write();
+    }
+    fn remove(&mut self, clientid: Clientid4) {
+        if self.records.remove(&clientid).is_some() {
+            self.write();
+        }
+    }
+    fn load(&self) -> Vec<ClientRecord> {
+        self.records.values().cloned().collect()
+    }
+}
+
 /// One client (RFC 8881 §2.4): created unconfirmed by EXCHANGE_ID, confirmed by its first
 /// CREATE_SESSION.
 #[derive(Debug)]
@@ -130,11 +225,31 @@ pub struct StateTable {
     /// which live in the shared lock manager, must be released by the caller.
     purged: Vec<Clientid4>,
     store: Box<dyn ClientStore>,
+    /// Owners of the clients the previous instance knew (from the store), each with its old
+    /// clientid, until they reclaim (RECLAIM_COMPLETE) or the grace period ends.
+    reclaimable: HashMap<Bytes, Clientid4>,
+    grace_until: Option<Instant>,
 }
 
 impl StateTable {
-    pub fn new(epoch: u32, lease: Duration, store: Box<dyn ClientStore>) -> StateTable {
+    /// A table for a server starting at `now`. If `store` knows clients of an earlier
+    /// instance, a grace period of one lease begins (§8.4.2): they may reclaim their opens and
+    /// locks, and nobody gets new ones until they all sent RECLAIM_COMPLETE or it ends.
+    pub fn new(
+        epoch: u32,
+        lease: Duration,
+        store: Box<dyn ClientStore>,
+        now: Instant,
+    ) -> StateTable {
+        let reclaimable: HashMap<Bytes, Clientid4> = store
+            .load()
+            .into_iter()
+            .map(|r| (r.owner, r.clientid))
+            .collect();
+        let grace_until = (!reclaimable.is_empty()).then_some(now + lease);
         StateTable {
+            reclaimable,
+            grace_until,
             epoch,
             lease,
             next_client: 1,
@@ -151,6 +266,52 @@ impl StateTable {
 
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// Whether the grace period runs: it started with clients to reclaim, some have not
+    /// finished, and it has not timed out.
+    pub fn in_grace(&self, now: Instant) -> bool {
+        self.grace_until.is_some_and(|t| now < t) && !self.reclaimable.is_empty()
+    }
+
+    /// Ends a grace period that is over: the records of clients that never came back are
+    /// dropped from the store.
+    pub fn grace_tick(&mut self, now: Instant) {
+        if self.grace_until.is_some() && !self.in_grace(now) {
+            self.grace_until = None;
+            for (_, old) in std::mem::take(&mut self.reclaimable) {
+                self.store.remove(old);
+            }
+        }
+    }
+
+    /// Whether `id` may reclaim state now (§8.4.2.1): in grace, known to the previous
+    /// instance, and before its RECLAIM_COMPLETE. Otherwise NFS4ERR_NO_GRACE.
+    pub fn may_reclaim(&self, id: Clientid4, now: Instant) -> Result<(), Nfsstat4> {
+        let c = self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)?;
+        if self.in_grace(now) && !c.reclaim_complete && self.reclaimable.contains_key(&c.rec.owner)
+        {
+            Ok(())
+        } else {
+            Err(Nfsstat4::NoGrace)
+        }
+    }
+
+    /// RECLAIM_COMPLETE (§18.51): the client has reclaimed what it will.
+    pub fn reclaim_complete(&mut self, id: Clientid4, now: Instant) -> Result<(), Nfsstat4> {
+        let c = self.clients.get_mut(&id).ok_or(Nfsstat4::StaleClientid)?;
+        if c.reclaim_complete {
+            return Err(Nfsstat4::CompleteAlready);
+        }
+        c.reclaim_complete = true;
+        let owner = c.rec.owner.clone();
+        if let Some(old) = self.reclaimable.remove(&owner) {
+            if old != id {
+                self.store.remove(old);
+            }
+        }
+        self.grace_tick(now);
+        Ok(())
     }
 
     pub fn client(&self, id: Clientid4) -> Option<&Client> {
@@ -424,6 +585,7 @@ impl StateTable {
             return Err(Nfsstat4::SeqMisordered);
         };
         self.renew(clientid, now);
+        self.grace_tick(now);
         Ok(out)
     }
 
