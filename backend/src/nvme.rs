@@ -59,6 +59,12 @@ const CHUNK_BYTES: u64 = (BLOCK * CHUNK_BLOCKS) as u64;
 const GROW_BLOCKS: u64 = 65_536;
 /// Clean chunk maps kept in memory; past this, unused clean ones are dropped.
 const CACHED_CHUNKS_MAX: usize = 32_768;
+/// Files whose placement anchor is remembered (see `NvmeData::allocate`); past this the
+/// table starts over, which only costs layout quality.
+const ANCHORS_MAX: usize = 65_536;
+/// Chunks of room a newly placed file claims ahead of itself (64 MiB), so two files written
+/// at the same time do not take each other's places.
+const PLACEMENT_WINDOW: i128 = 64;
 /// Changed chunk maps allowed in memory before a write or cut flushes them itself (bounds
 /// memory, and returns freed blocks to use when clients remove files but never COMMIT).
 const DIRTY_CHUNKS_MAX: usize = 8_192;
@@ -306,6 +312,9 @@ pub struct NvmeData {
     flush: GroupCommit,
     /// Writes that took the async path, for tests and diagnostics.
     staged_writes: AtomicU64,
+    /// (inode, device) -> the physical block where the file's chunk 0 would start on that
+    /// device (may be below 0 or past the end: only a placement hint).
+    anchors: Mutex<std::collections::HashMap<(u64, u16), i128>>,
 }
 
 impl NvmeData {
@@ -364,6 +373,7 @@ impl NvmeData {
             dirty: Mutex::new(BTreeSet::new()),
             flush: GroupCommit::default(),
             staged_writes: AtomicU64::new(0),
+            anchors: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -468,9 +478,62 @@ impl NvmeData {
     }
 
     /// Allocates `n` blocks on `device`, growing a file-backed device when needed.
-    fn allocate(&self, device: u16, n: u64) -> Result<Vec<(u64, u64)>> {
+    ///
+    /// `place` (inode, chunk index, first block in the chunk) asks for the blocks where the
+    /// file's earlier allocations on this device say they belong: the first chunk allocated
+    /// anchors the file, and chunk k goes k chunks further. So a file written by many
+    /// concurrent 1 MiB writes, in any order, is laid out in file order and reads back
+    /// sequentially. When that spot is taken (an overwrite, another file), next fit decides.
+    fn allocate(
+        &self,
+        device: u16,
+        n: u64,
+        place: Option<(u64, u64, usize)>,
+    ) -> Result<Vec<(u64, u64)>> {
         let dev = &self.devices[usize::from(device)];
         let mut free = lock(&self.free[usize::from(device)]);
+        let stride = self.devices.len() as u64;
+        // Only whole-chunk writes are placed: small files and small writes pack by next fit.
+        if let Some((ino, index, first)) = place.filter(|_| n == CHUNK_BLOCKS as u64) {
+            // The block where this file's chunk 0 would start on this device; chunk k then
+            // starts k chunks (of this device's share) further.
+            let offset = i128::from(index / stride) * CHUNK_BLOCKS as i128 + first as i128;
+            let mut anchors = lock(&self.anchors);
+            let known = anchors.get(&(ino, device)).copied();
+            let base = known.or_else(|| {
+                // A new file starts past the windows other files have claimed.
+                // (Once past the device's end, the frontier starts over at next fit.)
+                let frontier = anchors
+                    .get(&(0, device))
+                    .copied()
+                    .filter(|&f| f < i128::from(dev.capacity()))
+                    .unwrap_or(1);
+                free.next_fit_start().map(|s| i128::from(s).max(frontier))
+            });
+            let goal = base
+                .map(|b| b + offset)
+                .and_then(|g| u64::try_from(g).ok())
+                .filter(|&g| g >= 1);
+            let pieces = match goal.and_then(|g| free.take_at(g, n)) {
+                Some(piece) => Some(vec![piece]),
+                None => free.take(n),
+            };
+            if let Some(pieces) = pieces {
+                if known.is_none() {
+                    if anchors.len() >= ANCHORS_MAX {
+                        anchors.clear();
+                    }
+                    let base = i128::from(pieces[0].0) - offset;
+                    anchors.insert((ino, device), base);
+                    // Key (0, device) (inode 0 does not exist) holds the frontier: this file
+                    // claims a window of PLACEMENT_WINDOW chunks from its base.
+                    let end = base + offset + PLACEMENT_WINDOW * CHUNK_BLOCKS as i128;
+                    let frontier = anchors.entry((0, device)).or_insert(1);
+                    *frontier = (*frontier).max(end);
+                }
+                return Ok(pieces);
+            }
+        }
         if let Some(pieces) = free.take(n) {
             return Ok(pieces);
         }
@@ -563,9 +626,14 @@ impl NvmeData {
 
     /// Writes `buf` (whole blocks) to freshly allocated blocks of `device`; returns the
     /// physical block of each buffer block.
-    fn write_new_blocks(&self, device: u16, buf: &mut [u8]) -> Result<Vec<u64>> {
+    fn write_new_blocks(
+        &self,
+        device: u16,
+        buf: &mut [u8],
+        place: Option<(u64, u64, usize)>,
+    ) -> Result<Vec<u64>> {
         let n = (buf.len() / BLOCK) as u64;
-        let pieces = self.allocate(device, n)?;
+        let pieces = self.allocate(device, n, place)?;
         let dev = &self.devices[usize::from(device)];
         let mut reqs = Vec::with_capacity(pieces.len());
         let mut physical = Vec::with_capacity(n as usize);
@@ -636,7 +704,7 @@ impl NvmeData {
         }
         buf[head..head + data.len()].copy_from_slice(data);
         let crcs: Vec<u32> = buf.chunks(BLOCK).map(crc32c::crc32c).collect();
-        let physical = self.write_new_blocks(device, &mut buf)?;
+        let physical = self.write_new_blocks(device, &mut buf, Some((ino, index, first)))?;
         let map = state.map.get_or_insert_with(|| ChunkMap::empty(device));
         let mut replaced = Vec::new();
         for (i, (&phys, &crc)) in physical.iter().zip(&crcs).enumerate() {
@@ -680,7 +748,7 @@ impl NvmeData {
             self.read_blocks(device, &[new_map.slots[b]], &mut buf, &what)?;
             buf[keep % BLOCK..].fill(0);
             let crc = crc32c::crc32c(&buf);
-            let phys = self.write_new_blocks(device, &mut buf)?;
+            let phys = self.write_new_blocks(device, &mut buf, None)?;
             dropped.push(new_map.slots[b].physical);
             new_map.slots[b] = Slot {
                 physical: phys[0],
@@ -893,7 +961,7 @@ impl NvmeData {
         let mut allocated: Vec<(u16, u64, u64)> = Vec::new();
         let mut at = 0usize;
         for (index, first, n, device) in pieces {
-            let taken = match self.allocate(device, n as u64) {
+            let taken = match self.allocate(device, n as u64, Some((ino, index, first))) {
                 Ok(taken) => taken,
                 Err(e) => {
                     for (device, start, len) in allocated {

@@ -320,3 +320,39 @@ async fn racing_aligned_writes_to_one_block_leave_one_of_them_whole() {
     assert!((1..=32).contains(&back[0]));
     assert!(back.iter().all(|&b| b == back[0]), "a torn block");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_written_out_of_order_are_laid_out_in_file_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let file = create(&s, "f").await;
+    let other = create(&s, "g").await;
+    for (n, k) in [3u64, 1, 0, 2, 5, 4, 7, 6].into_iter().enumerate() {
+        write(
+            &s,
+            &file,
+            k << 20,
+            &pattern(1 << 20, k as u8),
+            Stability::Unstable,
+        )
+        .await;
+        // Another file allocating in between must not break the layout.
+        write(
+            &s,
+            &other,
+            (n as u64) << 20,
+            &pattern(1 << 20, 9),
+            Stability::Unstable,
+        )
+        .await;
+    }
+    let at = |k: u64| s.data().locate(file.id.ino, k << 20).unwrap().unwrap().1;
+    let base = at(0);
+    for k in 1..8 {
+        assert_eq!(at(k), base + (k << 20), "chunk {k}");
+    }
+    assert_eq!(
+        read(&s, &file, 5 << 20, 1 << 20).await.unwrap(),
+        pattern(1 << 20, 5)
+    );
+}

@@ -72,6 +72,33 @@ impl FreeMap {
         Some(out)
     }
 
+    /// Where next fit would start: the first free block at or after the cursor (or the first
+    /// free block at all).
+    pub fn next_fit_start(&self) -> Option<u64> {
+        self.extents
+            .range(self.cursor..)
+            .next()
+            .or_else(|| self.extents.iter().next())
+            .map(|(&start, _)| start)
+    }
+
+    /// Takes exactly blocks `[goal, goal + want)` if they are all free.
+    pub fn take_at(&mut self, goal: u64, want: u64) -> Option<(u64, u64)> {
+        let (&start, &len) = self.extents.range(..=goal).next_back()?;
+        if want == 0 || goal.checked_add(want)? > start + len {
+            return None;
+        }
+        self.extents.remove(&start);
+        if goal > start {
+            self.extents.insert(start, goal - start);
+        }
+        if start + len > goal + want {
+            self.extents.insert(goal + want, start + len - goal - want);
+        }
+        self.free -= want;
+        Some((goal, want))
+    }
+
     /// Cuts `n` blocks from the front of the free extent at `start`.
     fn cut(&mut self, start: u64, n: u64) -> (u64, u64) {
         let len = self.extents.remove(&start).unwrap_or(0);
@@ -154,6 +181,19 @@ mod tests {
         }
         assert_eq!(map.free_blocks(), free);
         assert_eq!(map.extents.len(), 4, "released pieces merge back");
+    }
+
+    #[test]
+    fn a_goal_is_taken_exactly_when_free_and_refused_otherwise() {
+        let mut map = FreeMap::from_used(100, vec![(10, 5)]);
+        assert_eq!(map.take_at(20, 10), Some((20, 10)));
+        assert_eq!(map.free_blocks(), 99 - 5 - 10);
+        assert_eq!(map.take_at(25, 1), None, "taken already");
+        assert_eq!(map.take_at(12, 1), None, "used");
+        assert_eq!(map.take_at(95, 10), None, "past the end");
+        map.release(20, 10);
+        assert_eq!(map.free_blocks(), 99 - 5);
+        assert_eq!(map.extents.len(), 2);
     }
 
     #[test]
