@@ -7,8 +7,11 @@
 #                            [--keep] [--debug]
 #
 # Scenarios (one VM boot each): a write + read of SIZE MiB (default 64) with sha256 and MB/s,
-# b create/list/read/remove of 100 small files plus mkdir/rename/symlink/rmdir. Prints a
-# PASS/FAIL summary; exits 1 if anything failed, 2 on setup errors.
+# b create/list/read/remove of 100 small files plus mkdir/rename/symlink/rmdir; r (not run by
+# default) kill -9 and restart of the server while the client holds files open: the client
+# must reclaim them in the grace period, which needs client records persisted across the
+# restart (`v4::init(data_dir)` called at startup). Prints a PASS/FAIL summary; exits 1 if
+# anything failed, 2 on setup errors.
 #
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir for
 # the build), SLUICE_LOG (server log level, default info).
@@ -58,31 +61,44 @@ for p in 111 2049 20048; do
 done
 
 WORK=$(mktemp -d /tmp/sluice-e2e-kc41.XXXXXX)
-DATA=$WORK/data SLOG=$WORK/server.log
-mkdir -p "$DATA"
-KPID="" FAILED=0 RESULTS=() SPID=""
+DATA=$WORK/data CHAN=$WORK/chan SLOG=$WORK/server.log
+mkdir -p "$DATA" "$CHAN"
+KPID="" WPID="" FAILED=0 RESULTS=()
+
+server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
 
 start_server() {
-  local i
+  local i pid
   echo "=== $(date +%T) start ===" >>"$SLOG"
-  ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
-    >>"$SLOG" 2>&1 </dev/null &
-  SPID=$!
+  rm -f "$WORK/server.pid"
+  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
+      >>"$SLOG" 2>&1 </dev/null &
+    echo $! >"$WORK/server.pid.tmp"; mv "$WORK/server.pid.tmp" "$WORK/server.pid"; wait $! ) 2>>"$SLOG" &
+  for i in $(seq 100); do [ -s "$WORK/server.pid" ] && break; sleep 0.02; done
+  pid=$(server_pid)
   for i in $(seq 200); do
-    alive "$SPID" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
+    alive "$pid" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
     ip netns exec kc ss -Hltn 'sport = :2049' | grep -q . && return 0
     sleep 0.05
   done
   log "sluice did not listen on 2049 within 10 s"; return 1
 }
 
+# stop_server [KILL]: SIGTERM (or SIGKILL) the server and wait until it is gone
 stop_server() {
-  [ -n "$SPID" ] || return 0
-  stop_pid "$SPID" sluice
-  SPID=""
+  local pid sig=${1:-TERM} i
+  pid=$(server_pid); [ -n "$pid" ] || return 0
+  if alive "$pid"; then
+    echo "=== $(date +%T) stop SIG$sig pid $pid ===" >>"$SLOG"
+    kill -"$sig" "$pid" 2>/dev/null
+    for i in $(seq 150); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then log "sluice ignored SIG$sig for 15 s; SIGKILL"; kill -KILL "$pid"; sleep 0.5; fi
+  fi
+  rm -f "$WORK/server.pid"
 }
 
 cleanup() {
+  [ -n "$WPID" ] && kill "$WPID" 2>/dev/null
   [ -n "$KPID" ] && kill -0 "$KPID" 2>/dev/null && { kill "$KPID"; wait "$KPID" 2>/dev/null; }
   stop_server
   if [ "$KEEP" = 1 ] || [ "$FAILED" != 0 ]; then
@@ -198,6 +214,62 @@ echo SCENARIO_OK'
     "create $(val CREATE_MS b) ms, ls $(val LIST_MS b) ms, rm $(val REMOVE_MS b) ms"
 }
 
+# watcher for r: wait for the VM's request, kill -9 the server, start it again, tell the VM
+restart_watcher() {
+  local i t
+  for i in $(seq 6000); do [ -e "$CHAN/restart-request" ] && break; sleep 0.1; done
+  [ -e "$CHAN/restart-request" ] || { echo "watcher: no request" >"$CHAN/restart-done"; return; }
+  t=$(now_ns)
+  stop_server KILL
+  if start_server; then
+    echo "restarted after kill -9 in $(ms_since "$t") ms" >"$CHAN/restart-done"
+  else
+    echo "restart failed" >"$CHAN/restart-done"
+  fi
+}
+
+scenario_r() {   # kill -9 + restart with files open: reclaim in grace
+  local t rc
+  rm -f "$CHAN"/restart-*
+  t=$(now_ns)
+  restart_watcher 2>>"$SLOG" &
+  WPID=$!
+  kc r --hostdir "$CHAN" -- '
+mkdir -p /mnt/r && cd /mnt/r || fail "mkdir"
+echo before-restart > openfile
+dd if=/dev/urandom of=/dev/shm/d bs=1M count=8 2>/dev/null
+dsha=$(sha256sum /dev/shm/d | cut -d" " -f1)
+dd if=/dev/shm/d of=durable bs=1M conv=fsync 2>/dev/null || fail "write durable"
+exec 3< openfile
+exec 4>> appendfile; echo line1 >&4
+sync
+touch /host/restart-request
+i=0; while [ ! -e /host/restart-done ]; do sleep 0.2; i=$((i+1)); [ $i -lt 900 ] || fail "no restart-done after 180 s"; done
+echo "host: $(cat /host/restart-done)"
+grep -q "^restarted" /host/restart-done || fail "host could not restart the server"
+t0=$(ns)
+echo after-restart >&4; exec 4>&- || fail "close appendfile"
+t1=$(ns)
+echo RECOVER_MS=$(( (t1 - t0) / 1000000 ))
+dropc
+got=$(cat <&3) || fail "read through fd opened before the restart"
+[ "$got" = before-restart ] || fail "read through old fd: [$got]"
+exec 3<&-
+ok "fds opened before the restart still work"
+[ "$(cat appendfile | tr "\n" " ")" = "line1 after-restart " ] || fail "appendfile: $(cat appendfile)"
+[ "$(sha256sum durable | cut -d" " -f1)" = "$dsha" ] || fail "durable file differs after restart"
+echo new > post-restart && dropc && [ "$(cat post-restart)" = new ] || fail "create after restart"
+cd /mnt && rm -rf r || fail "rm -rf r"
+dmesg | grep -iE "nfs|reclaim" | tail -5
+echo SCENARIO_OK'
+  rc=$?
+  kill "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; WPID=""
+  grep -q SCENARIO_OK "$WORK/r.out" || rc=${rc/#0/1}
+  alive "$(server_pid)" || { log "no server after r; starting one"; start_server || return 1; }
+  record r "kill -9 + restart with files open (reclaim)" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "$(cat "$CHAN/restart-done" 2>/dev/null); first write after it took $(val RECOVER_MS r) ms"
+}
+
 T0=$(now_ns)
 log "sluice $BIN ($("$BIN" --version)), $MODE, size ${SIZE_MB} MiB, scenarios: $SCENARIOS, work dir $WORK"
 start_server || die "cannot start sluice"
@@ -205,6 +277,7 @@ start_server || die "cannot start sluice"
 has() { case " $SCENARIOS " in *" $1 "*) return 0;; esac; return 1; }
 has a && scenario_a
 has b && scenario_b
+has r && scenario_r
 stop_server
 
 sed -i 's/\x1b\[[0-9;]*m//g' "$SLOG"
