@@ -37,6 +37,8 @@ pub struct CurFh {
     pub id: FileId,
     pub cred: Cred,
     pub read_only: bool,
+    /// A directory of the pseudo file system (its path), not an object of the store.
+    pub pseudo: Option<String>,
 }
 
 /// The session and slot a COMPOUND runs in.
@@ -207,6 +209,15 @@ pub async fn compound<S: Store>(
         cx.reply_room = limit.saturating_sub(out.encoded_len() + 8);
         let early = position_error(&flags, i, ops.len(), cx.session.is_some())
             .or_else(|| (flags.needs_fh && cx.cur.is_none()).then_some(Nfsstat4::NoFileHandle))
+            .or_else(|| {
+                // The pseudo file system is read-only directories (§7.3).
+                let pseudo = cx.cur.as_ref().is_some_and(|c| c.pseudo.is_some());
+                (flags.needs_fh && pseudo && !flags.pseudo_ok).then_some(if flags.modifies {
+                    Nfsstat4::Rofs
+                } else {
+                    Nfsstat4::IsDir
+                })
+            })
             .or_else(|| {
                 (flags.modifies && out.encoded_len() + flags.reply_max > limit)
                     .then(|| too_big(out.encoded_len() + flags.reply_max, budget))

@@ -1318,3 +1318,125 @@ fn client_records_survive_a_reopen_of_their_file() {
     s.remove(rec.clientid);
     assert!(FileClientStore::open(dir.path()).unwrap().load().is_empty());
 }
+
+#[tokio::test]
+async fn without_an_export_at_the_root_a_pseudo_fs_joins_the_exports() {
+    let server = server();
+    let root = server.store.root();
+    let data = mkdir(&server.store, root, b"data").await;
+    let a = mkdir(&server.store, data, b"a").await;
+    let scratch = mkdir(&server.store, root, b"scratch").await;
+    let rule = ClientRule {
+        matcher: ClientMatch::Any,
+        read_only: false,
+        squash: Squash::None,
+        anonuid: 65534,
+        anongid: 65534,
+    };
+    let export = |id, path: &str, root| Export {
+        id,
+        path: path.into(),
+        root,
+        rules: vec![rule.clone()],
+    };
+    *server.exports.write().unwrap() = Arc::new(ExportTable::new(vec![
+        export(7, "/data/a", a),
+        export(8, "/scratch", scratch),
+    ]));
+    let mut h = Harness::with(server, Box::<MemClientStore>::default()).await;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    let names = |res: &NfsResOp4| match res {
+        NfsResOp4::Readdir(Ok(d)) => d
+            .entries
+            .iter()
+            .map(|e| String::from_utf8(e.name.0.to_vec()).unwrap())
+            .collect::<Vec<_>>(),
+        r => panic!("{r:?}"),
+    };
+    let readdir = || {
+        NfsArgOp4::Readdir(Readdir4Args {
+            cookie: 0,
+            cookieverf: [0; 8],
+            dircount: 1000,
+            maxcount: 8192,
+            attr_request: Bitmap4::from_bits(&[attr4::TYPE, attr4::FSID, attr4::FILEHANDLE]),
+        })
+    };
+    let res = h.ok(vec![NfsArgOp4::Putrootfh, readdir()]).await;
+    assert_eq!(names(&res[2]), vec!["data", "scratch"]);
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("data")),
+            readdir(),
+        ])
+        .await;
+    assert_eq!(names(&res[3]), vec!["a"]);
+    // Into the export, where files can be made, and back up into the pseudo-fs.
+    let c = h.clientid;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("data")),
+            NfsArgOp4::Lookup(name("a")),
+            getattr(&[attr4::FSID]),
+            open_create(c, "f"),
+        ])
+        .await;
+    let NfsResOp4::Getattr(Ok(inside)) = &res[4] else {
+        panic!()
+    };
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Lookup(name("data")),
+            NfsArgOp4::Lookup(name("a")),
+            NfsArgOp4::Lookupp,
+            getattr(&[attr4::FSID, attr4::MODE]),
+        ])
+        .await;
+    let NfsResOp4::Getattr(Ok(pseudo)) = &res[5] else {
+        panic!()
+    };
+    assert_eq!(inside.vals_reader().u64().unwrap(), 7, "the export's fsid");
+    let mut r = pseudo.vals_reader();
+    assert_eq!(
+        (r.u64().unwrap(), r.u64().unwrap(), r.u32().unwrap()),
+        (0, 0, 0o555)
+    );
+    // The pseudo-fs is read-only, and its handles survive a PUTFH.
+    let res = h.ok(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Getfh]).await;
+    let NfsResOp4::Getfh(Ok(root_fh)) = &res[2] else {
+        panic!()
+    };
+    let r = h
+        .run(vec![
+            NfsArgOp4::Putfh(root_fh.clone()),
+            NfsArgOp4::Create(Create4Args {
+                objtype: CreateType4::Dir,
+                objname: name("x"),
+                createattrs: Fattr4::default(),
+            }),
+        ])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Rofs);
+    let r = h
+        .run(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookup(name("nope"))])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NoEnt);
+}
+
+async fn mkdir(store: &MemStore, dir: backend::FileId, name: &[u8]) -> backend::FileId {
+    let (a, _) = store
+        .create(
+            &backend::Cred::root(),
+            dir,
+            name,
+            backend::NodeKind::Directory,
+            Default::default(),
+            backend::CreateMode::Guarded,
+        )
+        .await
+        .unwrap();
+    a.id
+}

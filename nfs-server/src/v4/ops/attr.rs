@@ -8,16 +8,23 @@ use super::{store_err, writable, OpFlags};
 use crate::v4::attrs;
 use crate::v4::compound::{Ctx, CurFh};
 
-pub const ACCESS_FLAGS: OpFlags = OpFlags::FH;
+pub const ACCESS_FLAGS: OpFlags = OpFlags {
+    pseudo_ok: true,
+    ..OpFlags::FH
+};
 pub const GETATTR_FLAGS: OpFlags = OpFlags {
     reply_max: 4096,
+    pseudo_ok: true,
     ..OpFlags::FH
 };
 pub const SETATTR_FLAGS: OpFlags = OpFlags {
     reply_max: 64,
     ..OpFlags::FH_MODIFY
 };
-pub const VERIFY_FLAGS: OpFlags = OpFlags::FH;
+pub const VERIFY_FLAGS: OpFlags = OpFlags {
+    pseudo_ok: true,
+    ..OpFlags::FH
+};
 
 /// Encodes the attributes in `req` of the object `id` (under the export of `c`).
 pub async fn fattr<S: Store>(
@@ -27,7 +34,7 @@ pub async fn fattr<S: Store>(
     fh: &[u8],
     req: &Bitmap4,
 ) -> Result<Fattr4, Nfsstat4> {
-    let fsstat = if attrs::needs_fsstat(req) {
+    let fsstat = if attrs::needs_fsstat(req) && c.pseudo.is_none() {
         Some(cx.server.store.fsstat(a.id).await.map_err(store_err)?)
     } else {
         None
@@ -48,7 +55,11 @@ pub async fn fattr<S: Store>(
 
 pub async fn getattr<S: Store>(cx: &mut Ctx<'_, S>, req: &Bitmap4) -> Res<Fattr4> {
     let c = cx.cur()?.clone();
-    let a = cx.server.store.getattr(c.id).await.map_err(store_err)?;
+    let a = if c.pseudo.is_some() {
+        super::pseudo::attr(&c)
+    } else {
+        cx.server.store.getattr(c.id).await.map_err(store_err)?
+    };
     fattr(cx, &c, &a, &c.fh.0, req).await
 }
 
@@ -118,6 +129,12 @@ pub async fn verify<S: Store>(cx: &mut Ctx<'_, S>, f: &Fattr4, same: bool) -> Re
 /// export.
 pub async fn access<S: Store>(cx: &mut Ctx<'_, S>, asked: u32) -> Res<Access4ResOk> {
     let c = cx.cur()?.clone();
+    if c.pseudo.is_some() {
+        return Ok(Access4ResOk {
+            supported: asked & 0x3f,
+            access: asked & (AccessMask::READ | AccessMask::LOOKUP | AccessMask::EXECUTE),
+        });
+    }
     let mut mask = asked & 0x3f;
     if c.read_only {
         mask &= !(AccessMask::MODIFY | AccessMask::EXTEND | AccessMask::DELETE);

@@ -9,7 +9,10 @@ use super::{change_of, check_name, cinfo, set_cur, store_err, writable, OpFlags}
 use crate::v4::attrs;
 use crate::v4::compound::Ctx;
 
-pub const READDIR_FLAGS: OpFlags = OpFlags::FH;
+pub const READDIR_FLAGS: OpFlags = OpFlags {
+    pseudo_ok: true,
+    ..OpFlags::FH
+};
 pub const READLINK_FLAGS: OpFlags = OpFlags {
     reply_max: 8 + backend::PATH_LEN_MAX,
     ..OpFlags::FH
@@ -29,6 +32,9 @@ pub async fn readdir<S: Store>(cx: &mut Ctx<'_, S>, a: &Readdir4Args) -> Res<Rea
     let c = cx.cur()?.clone();
     if a.cookie == 1 || a.cookie == 2 {
         return Err(Nfsstat4::BadCookie);
+    }
+    if c.pseudo.is_some() {
+        return super::pseudo::readdir(cx, &c, a).await;
     }
     if a.cookie != 0 && a.cookieverf != crate::v3::COOKIE_VERIFIER && a.cookieverf != [0; 8] {
         return Err(Nfsstat4::NotSame);

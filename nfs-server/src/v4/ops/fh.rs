@@ -19,19 +19,27 @@ pub const PUTFH_FLAGS: OpFlags = SETS_FH;
 pub const PUTROOTFH_FLAGS: OpFlags = SETS_FH;
 pub const GETFH_FLAGS: OpFlags = OpFlags {
     reply_max: 8 + nfs_proto::limits::FH4_LEN_MAX as usize,
+    pseudo_ok: true,
     ..OpFlags::FH
 };
-pub const SAVEFH_FLAGS: OpFlags = OpFlags::FH;
+pub const SAVEFH_FLAGS: OpFlags = OpFlags {
+    pseudo_ok: true,
+    ..OpFlags::FH
+};
 /// RESTOREFH restores the saved stateid with the saved filehandle itself.
 pub const RESTOREFH_FLAGS: OpFlags = OpFlags::PLAIN;
 pub const LOOKUP_FLAGS: OpFlags = OpFlags {
     sets_fh: true,
+    pseudo_ok: true,
     ..OpFlags::FH
 };
 pub const LOOKUPP_FLAGS: OpFlags = LOOKUP_FLAGS;
 
 /// Checks a handle and the client's right to use it, as v3 does.
 pub fn resolve<S: Store>(cx: &Ctx<'_, S>, fh: &NfsFh4) -> Result<CurFh, Nfsstat4> {
+    if let Some(p) = super::pseudo::decode(cx, fh) {
+        return p;
+    }
     let r = cx
         .server
         .resolve(&NfsFh3(fh.0.clone()), cx.req)
@@ -47,6 +55,7 @@ pub fn resolve<S: Store>(cx: &Ctx<'_, S>, fh: &NfsFh4) -> Result<CurFh, Nfsstat4
         export: r.export,
         id: r.id,
         cred: r.cred,
+        pseudo: None,
     })
 }
 
@@ -55,13 +64,9 @@ pub fn putfh<S: Store>(cx: &mut Ctx<'_, S>, fh: &NfsFh4) -> Result<(), Nfsstat4>
     Ok(())
 }
 
-/// PUTROOTFH (and PUTPUBFH): the root of the export at "/". There is no pseudo-fs over several
-/// exports yet.
+/// PUTROOTFH (and PUTPUBFH): the export at "/", or the pseudo-fs root above the exports.
 pub fn putrootfh<S: Store>(cx: &mut Ctx<'_, S>) -> Result<(), Nfsstat4> {
-    let exports = cx.server.exports();
-    let e = exports.by_path("/").ok_or(Nfsstat4::NoEnt)?;
-    let fh = cx.server.fh(e.id, e.root);
-    cx.cur = Some(resolve(cx, &NfsFh4(fh.0))?);
+    cx.cur = Some(super::pseudo::root(cx)?);
     Ok(())
 }
 
@@ -88,6 +93,11 @@ pub fn not_dir(t: FileType) -> Nfsstat4 {
 pub async fn lookup<S: Store>(cx: &mut Ctx<'_, S>, name: &Component4) -> Result<(), Nfsstat4> {
     let c = cx.cur()?.clone();
     let name = check_name(name)?;
+    if let Some(dir) = &c.pseudo {
+        let name = std::str::from_utf8(name).map_err(|_| Nfsstat4::Inval)?;
+        cx.cur = Some(super::pseudo::lookup(cx, dir, name)?);
+        return Ok(());
+    }
     match cx.server.store.lookup(&c.cred, c.id, name).await {
         Ok(a) => {
             set_cur(cx, &c, a.id);
@@ -101,15 +111,21 @@ pub async fn lookup<S: Store>(cx: &mut Ctx<'_, S>, name: &Component4) -> Result<
     }
 }
 
-/// LOOKUPP: at an export's root there is no parent to climb to (NFS4ERR_NOENT).
+/// LOOKUPP: from an export's root to the pseudo-fs directory above it, if there is one
+/// (NFS4ERR_NOENT at the top).
 pub async fn lookupp<S: Store>(cx: &mut Ctx<'_, S>) -> Result<(), Nfsstat4> {
     let c = cx.cur()?.clone();
+    if let Some(dir) = &c.pseudo {
+        cx.cur = Some(super::pseudo::lookupp(cx, dir)?);
+        return Ok(());
+    }
     let a = cx.server.store.getattr(c.id).await.map_err(store_err)?;
     if a.file_type != FileType::Directory {
         return Err(not_dir(a.file_type));
     }
     if c.id == c.export.root {
-        return Err(Nfsstat4::NoEnt);
+        cx.cur = Some(super::pseudo::lookupp(cx, &c.export.path)?);
+        return Ok(());
     }
     let p = cx
         .server

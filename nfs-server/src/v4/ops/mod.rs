@@ -7,6 +7,7 @@ pub mod fh;
 pub mod io;
 pub mod lock;
 pub mod open;
+pub mod pseudo;
 pub mod session;
 
 use backend::Store;
@@ -39,6 +40,9 @@ pub struct OpFlags {
     /// (`reply_max` bytes) fits the reply budget.
     pub modifies: bool,
     pub reply_max: usize,
+    /// It works on a pseudo-fs directory too; otherwise it gets NFS4ERR_ROFS (if it modifies
+    /// something) or NFS4ERR_ISDIR there.
+    pub pseudo_ok: bool,
 }
 
 impl OpFlags {
@@ -50,6 +54,7 @@ impl OpFlags {
         sets_fh: false,
         modifies: false,
         reply_max: 64,
+        pseudo_ok: false,
     };
     /// Works on the current filehandle.
     pub const FH: OpFlags = OpFlags {
@@ -273,5 +278,6 @@ pub fn set_cur<S: Store>(cx: &mut Ctx<'_, S>, like: &CurFh, id: backend::FileId)
         id,
         cred: like.cred.clone(),
         read_only: like.read_only,
+        pseudo: None,
     });
 }

@@ -33,6 +33,7 @@ pub const RECLAIM_COMPLETE_FLAGS: OpFlags = OpFlags {
 /// SECINFO and SECINFO_NO_NAME consume the current filehandle (§2.6.3.1.1.8).
 pub const SECINFO_NO_NAME_FLAGS: OpFlags = OpFlags {
     sets_fh: true,
+    pseudo_ok: true,
     ..OpFlags::FH
 };
 pub const SECINFO_FLAGS: OpFlags = SECINFO_NO_NAME_FLAGS;
@@ -225,6 +226,12 @@ pub fn secinfo_no_name<S>(cx: &mut Ctx<'_, S>, style: SecinfoStyle4) -> Res<Seci
 pub async fn secinfo<S: Store>(cx: &mut Ctx<'_, S>, name: &Component4) -> Res<SecinfoList4> {
     let c = cx.cur()?.clone();
     let name = check_name(name)?;
+    if let Some(dir) = &c.pseudo {
+        let name = std::str::from_utf8(name).map_err(|_| Nfsstat4::Inval)?;
+        super::pseudo::lookup(cx, dir, name)?;
+        cx.cur = None;
+        return Ok(flavors());
+    }
     cx.server
         .store
         .lookup(&c.cred, c.id, name)
