@@ -4,7 +4,8 @@
 //! COMMIT acknowledged must read back as committed, or as a value written after that COMMIT;
 //! nothing else. The store must also open cleanly every time.
 //!
-//! Runs against the nvme store and the local store. 4 rounds each by default; set
+//! Half the writes are block-aligned (the nvme store's async path), half are not (its
+//! read-modify-write path). Runs against the nvme store and the local store. 4 rounds each by default; set
 //! SLUICE_CRASH_ITERATIONS for more (the long run uses 100 or more; bounded to 1000).
 //! Deterministic choice of writes and delays: SLUICE_CRASH_SEED.
 
@@ -122,8 +123,14 @@ fn crash_at_random_moments(config: &str) {
             loop {
                 for _ in 0..WRITES_PER_COMMIT {
                     let f = rng.below(FILES as u64) as usize;
-                    let off = rng.below(FILE_SPAN) as usize;
-                    let mut buf = vec![0u8; 1 + rng.below(300 * 1024) as usize];
+                    let mut off = rng.below(FILE_SPAN) as usize;
+                    let mut len = 1 + rng.below(300 * 1024) as usize;
+                    if rng.below(2) == 0 {
+                        // Block-aligned, as the kernel client writes: the stores' fast path.
+                        off &= !4095;
+                        len = len.div_ceil(4096) * 4096;
+                    }
+                    let mut buf = vec![0u8; len];
                     rng.fill(&mut buf);
                     model.lock().unwrap()[f].sent(off, &buf);
                     // A dead server makes the client panic or fail: either ends the worker.
