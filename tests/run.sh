@@ -50,4 +50,8 @@ tests/e2e/tiers-kclient.sh
 step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim"
 tests/e2e/nlm-kclient.sh
 
+step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; then nconnect=4"
+tests/e2e/kclient-v41.sh
+tests/e2e/kclient-v41.sh --nconnect 4 --size-mb 256 --scenarios a
+
 echo "all tests: OK"

@@ -29,6 +29,7 @@ pub struct Config {
     pub nvme: NvmeSettings,
     pub server: ServerConfig,
     pub nlm: NlmConfig,
+    pub nfs4: Nfs4Config,
     /// Mount targets: named addresses with a bandwidth tier. Connections to no target's
     /// address belong to the unlimited "default" target.
     #[serde(rename = "target")]
@@ -180,6 +181,22 @@ pub struct NlmConfig {
     pub grace_seconds: u64,
 }
 
+/// NFSv4.1.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nfs4Config {
+    /// Lease time: a client that sends nothing for this long loses its opens and locks once
+    /// another client needs them; after a restart, clients have this long to reclaim.
+    /// 5 to 3600; default 90.
+    pub lease_seconds: u64,
+}
+
+impl Default for Nfs4Config {
+    fn default() -> Nfs4Config {
+        Nfs4Config { lease_seconds: 90 }
+    }
+}
+
 impl Default for NlmConfig {
     fn default() -> NlmConfig {
         NlmConfig { grace_seconds: 45 }
@@ -216,6 +233,7 @@ impl Default for Config {
             nvme: NvmeSettings::default(),
             server: ServerConfig::default(),
             nlm: NlmConfig::default(),
+            nfs4: Nfs4Config::default(),
             targets: Vec::new(),
             source: None,
             exports: Vec::new(),
@@ -283,6 +301,12 @@ impl Config {
     fn finish(&mut self) -> Result<(), ConfigError> {
         if self.exports.is_empty() {
             self.exports.push(ExportConfig::builtin_default());
+        }
+        if !(5..=3600).contains(&self.nfs4.lease_seconds) {
+            return Err(ConfigError(format!(
+                "nfs4.lease_seconds: {} is out of range; give 5 to 3600 (default 90)",
+                self.nfs4.lease_seconds
+            )));
         }
         if self.server.listen.is_empty() {
             return Err(ConfigError(
@@ -427,6 +451,16 @@ mod tests {
         assert_eq!(c.exports[0].export_id(), 7);
         assert!(c.exports[0].clients[0].read_only);
         assert_eq!(c.exports[0].clients[1].squash, Squash::None);
+    }
+
+    #[test]
+    fn an_nfs4_lease_out_of_range_is_refused_with_the_range() {
+        let e = Config::from_toml("[nfs4]\nlease_seconds = 2\n").unwrap_err();
+        assert!(
+            e.0.contains("nfs4.lease_seconds") && e.0.contains("5 to 3600"),
+            "{e}"
+        );
+        assert_eq!(Config::from_toml("").unwrap().nfs4.lease_seconds, 90);
     }
 
     #[test]

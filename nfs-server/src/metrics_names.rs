@@ -3,11 +3,12 @@
 
 use nfs_proto::{mount, nlm, portmap, v3};
 
-pub fn names(prog: u32, proc_: u32) -> (&'static str, &'static str) {
+pub fn names(prog: u32, vers: u32, proc_: u32) -> (&'static str, &'static str) {
     fn pick(table: &[&'static str], proc_: u32) -> &'static str {
         table.get(proc_ as usize).copied().unwrap_or("UNKNOWN")
     }
     match prog {
+        v3::PROGRAM if vers == 4 => ("nfs4", pick(&["NULL", "COMPOUND"], proc_)),
         v3::PROGRAM => ("nfs3", v3::proc3::name(proc_)),
         mount::PROGRAM => (
             "mount3",

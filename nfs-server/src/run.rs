@@ -270,6 +270,19 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         }
         StoreKind::Memory => Box::new(crate::nlm::MemNsmStore::default()),
     };
+    // NFSv4.1 state: client records persisted beside the data (so clients reclaim after a
+    // restart), in memory for the memory store.
+    let durable = config.store != StoreKind::Memory;
+    crate::v4::init(
+        durable.then_some(config.data_dir.as_path()),
+        std::time::Duration::from_secs(config.nfs4.lease_seconds),
+    )
+    .map_err(|e| {
+        StartError(format!(
+            "cannot load NFSv4 client records in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let grace = std::time::Duration::from_secs(config.nlm.grace_seconds);
     let nlm = crate::nlm::Nlm::open(nsm_store, grace).map_err(|e| {
         StartError(format!(

@@ -158,9 +158,13 @@ impl<S: Store> Server<S> {
                 .get(i..i + 4)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         };
-        let (prog, proc_) = (word(12).unwrap_or(0), word(20).unwrap_or(u32::MAX));
+        let (prog, vers, proc_) = (
+            word(12).unwrap_or(0),
+            word(16).unwrap_or(0),
+            word(20).unwrap_or(u32::MAX),
+        );
         let mut status: &'static str = "OK";
-        let (program, procedure) = crate::metrics_names::names(prog, proc_);
+        let (program, procedure) = crate::metrics_names::names(prog, vers, proc_);
         // Costs one level check when debug logging is off.
         let span = tracing::debug_span!("rpc", xid = word(0).unwrap_or(0), program, procedure);
         let reply = {

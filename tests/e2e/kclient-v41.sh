@@ -7,10 +7,9 @@
 #                            [--keep] [--debug]
 #
 # Scenarios (one VM boot each): a write + read of SIZE MiB (default 64) with sha256 and MB/s,
-# b create/list/read/remove of 100 small files plus mkdir/rename/symlink/rmdir; r (not run by
-# default) kill -9 and restart of the server while the client holds files open: the client
-# must reclaim them in the grace period, which needs client records persisted across the
-# restart (`v4::init(data_dir)` called at startup). Prints a PASS/FAIL summary; exits 1 if
+# b create/list/read/remove of 100 small files plus mkdir/rename/symlink/rmdir; r kill -9 and
+# restart of the server while the client holds files open: the client must reclaim them in the
+# grace period (checked in the server log), from client records persisted across the restart. Prints a PASS/FAIL summary; exits 1 if
 # anything failed, 2 on setup errors.
 #
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir for
@@ -23,7 +22,7 @@ set -uo pipefail
 main() {
 
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-NC="" BIN="" SIZE_MB=64 SCENARIOS="a b" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
+NC="" BIN="" SIZE_MB=64 SCENARIOS="a b r" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
 while [ $# -gt 0 ]; do
   case "$1" in
     --nconnect) NC=$2; shift 2;;
@@ -266,8 +265,15 @@ echo SCENARIO_OK'
   kill "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; WPID=""
   grep -q SCENARIO_OK "$WORK/r.out" || rc=${rc/#0/1}
   alive "$(server_pid)" || { log "no server after r; starting one"; start_server || return 1; }
+  # The client must have reclaimed in grace, not fallen back to new opens after NO_GRACE.
+  local reclaimed
+  reclaimed=$(grep -o "grace period over reclaimed=[0-9]*" "$SLOG" | tail -1 | sed 's/.*=//')
+  if [ "${reclaimed:-0}" -lt 1 ]; then
+    log "r: no reclaim in the server log (grace line: $(grep -o 'grace period.*' "$SLOG" | tail -2 | tr '\n' ' '))"
+    rc=1
+  fi
   record r "kill -9 + restart with files open (reclaim)" $rc $(( ($(now_ns) - t) / 1000000000 )) \
-    "$(cat "$CHAN/restart-done" 2>/dev/null); first write after it took $(val RECOVER_MS r) ms"
+    "$(cat "$CHAN/restart-done" 2>/dev/null); first write after it took $(val RECOVER_MS r) ms; ${reclaimed:-0} reclaims"
 }
 
 T0=$(now_ns)

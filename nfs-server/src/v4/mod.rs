@@ -27,17 +27,17 @@ use nfs_proto::v4::{NfsImplId4, Opaque4, ServerOwner4, Utf8Str4};
 
 pub use compound::compound;
 
-/// Lease time (RFC 8881 §8.3): 90 s, as knfsd's default. Until the configuration file has a
-/// setting, the environment variable `SLUICE_V4_LEASE_SECONDS` (5 to 3600) overrides it, for
+/// Lease time (RFC 8881 §8.3) by default: 90 s, as knfsd's. `[nfs4] lease_seconds` sets it;
+/// the environment variable `SLUICE_V4_LEASE_SECONDS` (5 to 3600) overrides both, for
 /// conformance runs.
 pub const LEASE_TIME: Duration = Duration::from_secs(90);
 
-fn lease_time() -> Duration {
+fn lease_time(configured: Duration) -> Duration {
     std::env::var("SLUICE_V4_LEASE_SECONDS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|s| (5..=3600).contains(s))
-        .map_or(LEASE_TIME, Duration::from_secs)
+        .map_or(configured, Duration::from_secs)
 }
 /// Slots offered per session (fore channel).
 pub const SLOTS_MAX: u32 = 64;
@@ -115,18 +115,22 @@ pub fn instance() -> &'static Nfs4 {
     NFS4.get_or_init(|| {
         Nfs4::new(
             server_major_id().as_bytes(),
-            lease_time(),
+            lease_time(LEASE_TIME),
             Box::new(state::MemClientStore::default()),
         )
     })
 }
 
-/// Sets up the NFSv4.1 state with client records persisted in `data_dir`, so that after a
-/// restart known clients get a grace period to reclaim their opens and locks. Call it at
-/// startup, before the first request; later calls (or calls after [`instance`]) fail.
-pub fn init(data_dir: &std::path::Path) -> std::io::Result<&'static Nfs4> {
-    let store = state::FileClientStore::open(data_dir)?;
-    let nfs4 = Nfs4::new(server_major_id().as_bytes(), lease_time(), Box::new(store));
+/// Sets up the NFSv4.1 state with leases of `lease` and client records persisted in
+/// `data_dir` (in memory when `None`), so that after a restart known clients get a grace
+/// period to reclaim their opens and locks. Call it at startup, before the first request;
+/// later calls (or calls after [`instance`]) fail.
+pub fn init(data_dir: Option<&std::path::Path>, lease: Duration) -> std::io::Result<&'static Nfs4> {
+    let store: Box<dyn state::ClientStore> = match data_dir {
+        Some(dir) => Box::new(state::FileClientStore::open(dir)?),
+        None => Box::new(state::MemClientStore::default()),
+    };
+    let nfs4 = Nfs4::new(server_major_id().as_bytes(), lease_time(lease), store);
     NFS4.set(nfs4)
         .map_err(|_| std::io::Error::other("NFSv4 state already initialized"))?;
     Ok(instance())

@@ -229,6 +229,8 @@ pub struct StateTable {
     /// clientid, until they reclaim (RECLAIM_COMPLETE) or the grace period ends.
     reclaimable: HashMap<Bytes, Clientid4>,
     grace_until: Option<Instant>,
+    /// Reclaims allowed in this grace period, for the log line at its end.
+    reclaimed: std::sync::atomic::AtomicU64,
 }
 
 impl StateTable {
@@ -247,7 +249,15 @@ impl StateTable {
             .map(|r| (r.owner, r.clientid))
             .collect();
         let grace_until = (!reclaimable.is_empty()).then_some(now + lease);
+        if grace_until.is_some() {
+            tracing::info!(
+                clients = reclaimable.len(),
+                seconds = lease.as_secs(),
+                "NFSv4 grace period: clients of the previous run may reclaim their opens and locks"
+            );
+        }
         StateTable {
+            reclaimed: std::sync::atomic::AtomicU64::new(0),
             reclaimable,
             grace_until,
             epoch,
@@ -279,6 +289,11 @@ impl StateTable {
     pub fn grace_tick(&mut self, now: Instant) {
         if self.grace_until.is_some() && !self.in_grace(now) {
             self.grace_until = None;
+            tracing::info!(
+                reclaimed = self.reclaimed.load(std::sync::atomic::Ordering::Relaxed),
+                clients_gone = self.reclaimable.len(),
+                "NFSv4 grace period over"
+            );
             for (_, old) in std::mem::take(&mut self.reclaimable) {
                 self.store.remove(old);
             }
@@ -291,6 +306,8 @@ impl StateTable {
         let c = self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)?;
         if self.in_grace(now) && !c.reclaim_complete && self.reclaimable.contains_key(&c.rec.owner)
         {
+            self.reclaimed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         } else {
             Err(Nfsstat4::NoGrace)
