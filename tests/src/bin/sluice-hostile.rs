@@ -1762,8 +1762,8 @@ fn attack_garbage(cx: &mut Ctx) -> Outcome {
             "prog_unavail",
         ),
         (
-            "NFS v4",
-            call_body(0x8800_0009, v3::PROGRAM, 4, 0, root_cred(), &[]),
+            "NFS v5",
+            call_body(0x8800_0009, v3::PROGRAM, 5, 0, root_cred(), &[]),
             "prog_mismatch",
         ),
         (
