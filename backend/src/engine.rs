@@ -609,6 +609,17 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         Ok((inode.target.clone(), inode.attr(id.ino)))
     }
 
+    /// [`Inner::getattr`] from the inode cache alone; `None` when the inode is not cached.
+    fn getattr_cached(&self, id: FileId) -> Option<Result<Attr>> {
+        let state = self.lock();
+        let inode = &state.cache.get(&id.ino)?.inode;
+        Some(if inode.generation == id.generation {
+            Ok(inode.attr(id.ino))
+        } else {
+            Err(Error::Stale)
+        })
+    }
+
     /// Whether a WRITE may take the async path: the inode is cached, already trimmed in this
     /// run, and `cred` may write it. `None`: take the blocking path (which reports errors).
     fn async_write_allowed(&self, cred: &Cred, id: FileId) -> Option<()> {
@@ -1134,6 +1145,11 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     }
 
     async fn getattr(&self, id: FileId) -> Result<Attr> {
+        // A cached inode answers on the async runtime: no blocking-pool hop for the most
+        // frequent call of all.
+        if let Some(attr) = self.inner.getattr_cached(id) {
+            return attr;
+        }
         self.run(move |s| s.getattr(id)).await
     }
 
