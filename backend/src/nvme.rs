@@ -295,6 +295,9 @@ struct StagedPiece {
     crcs: Vec<u32>,
 }
 
+/// Per piece of a read inside one chunk: the chunk's device and a copy of its slots.
+type ReadPlan = Vec<(u16, Vec<Slot>)>;
+
 /// One chunk's part of a flush: key, encoded map (`None`: delete it), device, freed blocks.
 type Change = ((u64, u64), Option<Vec<u8>>, u16, Vec<u64>);
 
@@ -561,30 +564,17 @@ impl NvmeData {
         what: &dyn Fn(usize) -> String,
     ) -> Result<()> {
         let dev = &self.devices[usize::from(device)];
-        let mut reqs = Vec::new();
-        let mut i = 0;
-        while i < slots.len() {
-            if slots[i].is_hole() {
-                buf[i * BLOCK..(i + 1) * BLOCK].fill(0);
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i + 1 < slots.len()
-                && !slots[i + 1].is_hole()
-                && slots[i + 1].physical == slots[i].physical + 1
-            {
-                i += 1;
-            }
-            i += 1;
-            reqs.push(Request {
+        chunk::zero_holes(slots, buf);
+        let reqs: Vec<Request> = chunk::runs(slots)
+            .into_iter()
+            .map(|(start, len, physical)| Request {
                 op: Op::Read,
                 fd: dev.file.as_raw_fd(),
-                offset: slots[start].physical * BLOCK as u64,
+                offset: physical * BLOCK as u64,
                 ptr: buf[start * BLOCK..].as_mut_ptr(),
-                len: (i - start) * BLOCK,
-            });
-        }
+                len: len * BLOCK,
+            })
+            .collect();
         // SAFETY: each request points into `buf`, disjoint from the others, which this function
         // borrows mutably until `run` returns; the device file stays open (self is borrowed).
         let results = unsafe { self.io.run(&reqs) };
@@ -601,25 +591,20 @@ impl NvmeData {
                 Err(e) => return Err(Error::Io(format!("read {}: {e}", dev.path.display()))),
             }
         }
-        for (i, slot) in slots.iter().enumerate() {
-            if slot.is_hole() {
-                continue;
-            }
-            let got = crc32c::crc32c(&buf[i * BLOCK..(i + 1) * BLOCK]);
-            if got != slot.crc {
-                tracing::error!(
-                    device = %dev.path.display(),
-                    physical = slot.physical,
-                    block = %what(i),
-                    "checksum mismatch: the block on disk is not what was written"
-                );
-                return Err(Error::Io(format!(
-                    "checksum mismatch in {} (device {} block {})",
-                    what(i),
-                    dev.path.display(),
-                    slot.physical
-                )));
-            }
+        if let Some(i) = chunk::first_bad_block(slots, buf) {
+            let slot = slots[i];
+            tracing::error!(
+                device = %dev.path.display(),
+                physical = slot.physical,
+                block = %what(i),
+                "checksum mismatch: the block on disk is not what was written"
+            );
+            return Err(Error::Io(format!(
+                "checksum mismatch in {} (device {} block {})",
+                what(i),
+                dev.path.display(),
+                slot.physical
+            )));
         }
         Ok(())
     }
@@ -771,12 +756,14 @@ impl NvmeData {
 
     /// Where the blocks of a read live: per piece of the range inside one chunk, the device and
     /// a copy of the slots (taken under the chunk's read lock, which is not held during I/O).
+    /// With `cached_only`, `Ok(None)` as soon as a chunk map is not in memory.
     fn read_plan(
         &self,
         ino: u64,
         first_block: u64,
         blocks: usize,
-    ) -> Result<Vec<(u16, Vec<Slot>)>> {
+        cached_only: bool,
+    ) -> Result<Option<ReadPlan>> {
         let mut plan = Vec::new();
         let mut block = first_block;
         let mut at = 0usize;
@@ -784,7 +771,14 @@ impl NvmeData {
             let index = block / CHUNK_BLOCKS as u64;
             let in_chunk = (block % CHUNK_BLOCKS as u64) as usize;
             let n = (CHUNK_BLOCKS - in_chunk).min(blocks - at);
-            let chunk = self.chunk((ino, index))?;
+            let chunk = if cached_only {
+                match lock(&self.cache).get(&(ino, index)) {
+                    Some(chunk) => Arc::clone(chunk),
+                    None => return Ok(None),
+                }
+            } else {
+                self.chunk((ino, index))?
+            };
             let state = chunk.read().unwrap_or_else(|e| e.into_inner());
             let slots = match state.map.as_ref() {
                 Some(map) => map.slots[in_chunk..in_chunk + n].to_vec(),
@@ -794,30 +788,28 @@ impl NvmeData {
             at += n;
             block += n as u64;
         }
-        Ok(plan)
+        Ok(Some(plan))
     }
 
     /// [`NvmeData::read_plan`] from an async task: when a chunk map must come from redb (a
     /// cold cache), the worker thread hands its other tasks over first (`block_in_place`), so
     /// one disk read does not stall every connection on that worker.
-    fn plan_off_runtime(
-        &self,
-        ino: u64,
-        first_block: u64,
-        blocks: usize,
-    ) -> Result<Vec<(u16, Vec<Slot>)>> {
-        let last = (first_block + blocks as u64 - 1) / CHUNK_BLOCKS as u64;
-        let first = first_block / CHUNK_BLOCKS as u64;
-        let cached = {
-            let cache = lock(&self.cache);
-            (first..=last).all(|index| cache.contains_key(&(ino, index)))
+    fn plan_off_runtime(&self, ino: u64, first_block: u64, blocks: usize) -> Result<ReadPlan> {
+        if let Some(plan) = self.read_plan(ino, first_block, blocks, true)? {
+            return Ok(plan);
+        }
+        let load = || {
+            self.read_plan(ino, first_block, blocks, false)?
+                .ok_or_else(|| {
+                    Error::Io("a read plan that loads chunk maps came back empty".into())
+                })
         };
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if cached || !multi_thread {
-            self.read_plan(ino, first_block, blocks)
+        if multi_thread {
+            tokio::task::block_in_place(load)
         } else {
-            tokio::task::block_in_place(|| self.read_plan(ino, first_block, blocks))
+            load()
         }
     }
 
@@ -839,29 +831,18 @@ impl NvmeData {
             let mut at = 0usize;
             for (device, slots) in &plan {
                 let fd = self.devices[usize::from(*device)].file.as_raw_fd();
-                let mut i = 0;
-                while i < slots.len() {
-                    if slots[i].is_hole() {
-                        buf[(at + i) * BLOCK..(at + i + 1) * BLOCK].fill(0);
-                        i += 1;
-                        continue;
-                    }
-                    let start = i;
-                    while i + 1 < slots.len()
-                        && !slots[i + 1].is_hole()
-                        && slots[i + 1].physical == slots[i].physical + 1
-                    {
-                        i += 1;
-                    }
-                    i += 1;
-                    spans.push(Span {
-                        op: Op::Read,
-                        fd,
-                        offset: slots[start].physical * BLOCK as u64,
-                        at: (at + start) * BLOCK,
-                        len: (i - start) * BLOCK,
-                    });
-                }
+                chunk::zero_holes(slots, &mut buf[at * BLOCK..(at + slots.len()) * BLOCK]);
+                spans.extend(
+                    chunk::runs(slots)
+                        .into_iter()
+                        .map(|(start, len, physical)| Span {
+                            op: Op::Read,
+                            fd,
+                            offset: physical * BLOCK as u64,
+                            at: (at + start) * BLOCK,
+                            len: len * BLOCK,
+                        }),
+                );
                 at += slots.len();
             }
             let (buf, results) = self.io.run_owned(&spans, buf).await;
@@ -876,14 +857,11 @@ impl NvmeData {
             }
             let mut bad = None;
             let mut at = 0usize;
-            'check: for (device, slots) in &plan {
-                for (i, slot) in slots.iter().enumerate() {
-                    if !slot.is_hole()
-                        && crc32c::crc32c(&buf[(at + i) * BLOCK..(at + i + 1) * BLOCK]) != slot.crc
-                    {
-                        bad = Some((*device, *slot, first_block + (at + i) as u64));
-                        break 'check;
-                    }
+            for (device, slots) in &plan {
+                let piece = &buf[at * BLOCK..(at + slots.len()) * BLOCK];
+                if let Some(i) = chunk::first_bad_block(slots, piece) {
+                    bad = Some((*device, slots[i], first_block + (at + i) as u64));
+                    break;
                 }
                 at += slots.len();
             }

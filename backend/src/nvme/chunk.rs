@@ -9,7 +9,7 @@
 //! blocks that are consecutive both in the file and on the device: `first: u16` (block index in
 //! the chunk), `len: u16`, `physical: u64`, then `len` crc32c values as u32.
 
-use super::CHUNK_BLOCKS;
+use super::{BLOCK, CHUNK_BLOCKS};
 use crate::{Error, Result};
 
 const VERSION: u8 = 1;
@@ -24,6 +24,42 @@ pub struct Slot {
 impl Slot {
     pub fn is_hole(&self) -> bool {
         self.physical == 0
+    }
+}
+
+/// Runs of mapped slots that are consecutive both in `slots` and on the device:
+/// (first index, length, first physical block), in index order. One run is one I/O.
+pub fn runs(slots: &[Slot]) -> Vec<(usize, usize, u64)> {
+    let mut runs: Vec<(usize, usize, u64)> = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.is_hole() {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((first, len, phys))
+                if *first + *len == i && *phys + *len as u64 == slot.physical =>
+            {
+                *len += 1
+            }
+            _ => runs.push((i, 1, slot.physical)),
+        }
+    }
+    runs
+}
+
+/// The first mapped slot whose block in `buf` (block `i` at `i * BLOCK`) fails its checksum.
+pub fn first_bad_block(slots: &[Slot], buf: &[u8]) -> Option<usize> {
+    slots.iter().enumerate().position(|(i, slot)| {
+        !slot.is_hole() && crc32c::crc32c(&buf[i * BLOCK..(i + 1) * BLOCK]) != slot.crc
+    })
+}
+
+/// Zeroes the blocks of `buf` that `slots` maps to holes.
+pub fn zero_holes(slots: &[Slot], buf: &mut [u8]) {
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.is_hole() {
+            buf[i * BLOCK..(i + 1) * BLOCK].fill(0);
+        }
     }
 }
 
@@ -48,21 +84,7 @@ impl ChunkMap {
 
     /// Runs of mapped blocks: (first index, length, first physical block), in index order.
     pub fn runs(&self) -> Vec<(usize, usize, u64)> {
-        let mut runs: Vec<(usize, usize, u64)> = Vec::new();
-        for (i, slot) in self.slots.iter().enumerate() {
-            if slot.is_hole() {
-                continue;
-            }
-            match runs.last_mut() {
-                Some((first, len, phys))
-                    if *first + *len == i && *phys + *len as u64 == slot.physical =>
-                {
-                    *len += 1
-                }
-                _ => runs.push((i, 1, slot.physical)),
-            }
-        }
-        runs
+        runs(&self.slots[..])
     }
 
     pub fn encode(&self) -> Vec<u8> {
