@@ -7,6 +7,7 @@
 //! * [`mount`]: MOUNT v3 (RFC 1813 Appendix I).
 //! * [`nlm`]: NLM v4 and NSM v1, NFSv3 locking.
 //! * [`portmap`]: portmap v2 (RFC 1833 §3) and rpcbind v3/v4 (RFC 1833 §2).
+//! * [`rpcrdma`]: RPC-over-RDMA v1 (RFC 8166) headers, chunk planning, RFC 8797 private data.
 //!
 //! This crate depends on nothing but `bytes`: no tokio, no libc, no clock. The NFS server,
 //! the RDMA transport and the fuzz targets all use it.
@@ -22,6 +23,7 @@ pub mod mount;
 pub mod nlm;
 pub mod portmap;
 pub mod rpc;
+pub mod rpcrdma;
 pub mod v3;
 pub mod v4;
 pub mod xdr;

@@ -48,20 +48,22 @@ impl Resolved {
     }
 }
 
-/// An encoded reply: `head` (RPC header and results) then an optional bulk `payload` (READ
-/// data) that must be followed by `xdr::pad_len(payload.len())` zero bytes. The transport adds
-/// its framing.
+/// An encoded reply: `head` (RPC header and results), then an optional bulk `payload` (READ
+/// data) that must be followed by `xdr::pad_len(payload.len())` zero bytes, then `tail` (what
+/// a COMPOUND encodes after its READ). The transport adds its framing; over RDMA the payload
+/// goes into the client's write chunk instead.
 #[derive(Clone, Debug, Default)]
 pub struct Reply {
     pub head: Bytes,
     pub payload: Bytes,
+    pub tail: Bytes,
     /// When the reply was ready to send (the transport measures the wire phase from it).
     pub ready_at: Option<std::time::Instant>,
 }
 
 impl Reply {
     pub fn len(&self) -> usize {
-        self.head.len() + self.payload.len() + xdr::pad_len(self.payload.len())
+        self.head.len() + self.payload.len() + xdr::pad_len(self.payload.len()) + self.tail.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,8 +206,7 @@ impl<S: Store> Server<S> {
                 rpc::encode_denied(&mut w, &e);
                 return Some(Reply {
                     head: w.into_bytes(),
-                    payload: Bytes::new(),
-                    ready_at: None,
+                    ..Reply::default()
                 });
             }
         };
@@ -358,8 +359,7 @@ impl<S: Store> Server<S> {
                 tracing::debug!(peer = %req.peer, xid = req.xid, "replaying cached reply");
                 return Some(Reply {
                     head: b,
-                    payload: Bytes::new(),
-                    ready_at: None,
+                    ..Reply::default()
                 });
             }
             Lookup::New => {}
@@ -491,10 +491,20 @@ fn reply_with_payloads(head: Writer, payloads: Vec<nfs_proto::v4::ReplyPayload>)
     match payloads.as_slice() {
         [] => reply(head, None),
         [p] if p.offset == head.len() => reply(head, Some(p.data.clone())),
+        [p] if p.offset < head.len() => {
+            // A READ followed by more ops: its data sits between head and tail, uncopied.
+            let mut head = head.into_bytes();
+            let tail = head.split_off(p.offset);
+            Reply {
+                head,
+                payload: p.data.clone(),
+                tail,
+                ready_at: None,
+            }
+        }
         _ => Reply {
             head: nfs_proto::v4::splice_payloads(head.as_slice(), &payloads),
-            payload: Bytes::new(),
-            ready_at: None,
+            ..Reply::default()
         },
     }
 }
@@ -512,7 +522,7 @@ fn reply(w: Writer, payload: Option<Bytes>) -> Reply {
     Reply {
         head: w.into_bytes(),
         payload: payload.unwrap_or_default(),
-        ready_at: None,
+        ..Reply::default()
     }
 }
 

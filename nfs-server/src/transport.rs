@@ -358,7 +358,7 @@ async fn write_batch(
     batch: &[Reply],
 ) -> std::io::Result<()> {
     let marks: Vec<[u8; 4]> = batch.iter().map(|r| record_mark(r.len())).collect();
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 4);
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 5);
     for (r, mark) in batch.iter().zip(&marks) {
         slices.push(IoSlice::new(mark));
         slices.push(IoSlice::new(&r.head));
@@ -368,6 +368,9 @@ async fn write_batch(
             if pad > 0 {
                 slices.push(IoSlice::new(&ZERO_PAD[..pad]));
             }
+        }
+        if !r.tail.is_empty() {
+            slices.push(IoSlice::new(&r.tail));
         }
     }
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
@@ -414,6 +417,8 @@ pub async fn serve_udp<S: Store>(server: Arc<Server<S>>, socket: UdpSocket) {
             let mut out = Vec::with_capacity(reply.len());
             out.extend_from_slice(&reply.head);
             out.extend_from_slice(&reply.payload);
+            out.extend_from_slice(&ZERO_PAD[..xdr::pad_len(reply.payload.len())]);
+            out.extend_from_slice(&reply.tail);
             let _ = socket.send_to(&out, peer).await;
         }
     }
