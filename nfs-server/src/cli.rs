@@ -113,6 +113,9 @@ pub struct ServeArgs {
     /// MOUNT listener (repeatable); replaces server.mount_listen.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
     pub mount_listen: Vec<SocketAddr>,
+    /// NFS over RDMA listener (repeatable; the standard port is 20049); replaces rdma.listen.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_socket_addr)]
+    pub rdma_listen: Vec<SocketAddr>,
     /// Portmap/rpcbind handling.
     #[arg(long, value_enum, value_name = "MODE")]
     pub portmap: Option<PortmapArg>,

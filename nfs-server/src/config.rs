@@ -30,6 +30,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub nlm: NlmConfig,
     pub nfs4: Nfs4Config,
+    pub rdma: RdmaConfig,
     /// Mount targets: named addresses with a bandwidth tier. Connections to no target's
     /// address belong to the unlimited "default" target.
     #[serde(rename = "target")]
@@ -191,6 +192,16 @@ pub struct Nfs4Config {
     pub lease_seconds: u64,
 }
 
+/// NFS over RDMA (RPC-over-RDMA version 1).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RdmaConfig {
+    /// RDMA-CM listen addresses (the standard port is 20049). Empty (the default): no RDMA.
+    /// Needs an RDMA device and the rdma-core libraries (libibverbs, librdmacm), which are
+    /// loaded only when this is set.
+    pub listen: Vec<SocketAddr>,
+}
+
 impl Default for Nfs4Config {
     fn default() -> Nfs4Config {
         Nfs4Config { lease_seconds: 90 }
@@ -234,6 +245,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             nlm: NlmConfig::default(),
             nfs4: Nfs4Config::default(),
+            rdma: RdmaConfig::default(),
             targets: Vec::new(),
             source: None,
             exports: Vec::new(),

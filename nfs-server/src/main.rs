@@ -90,6 +90,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if !args.mount_listen.is_empty() {
         config.server.mount_listen = args.mount_listen.clone();
     }
+    if !args.rdma_listen.is_empty() {
+        config.rdma.listen = args.rdma_listen.clone();
+    }
     if let Some(p) = args.portmap {
         config.server.portmap = p.into();
     }

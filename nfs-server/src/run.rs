@@ -368,6 +368,16 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         ));
         tokio::spawn(transport::serve_udp(server.clone(), u));
     }
+    for &a in &config.rdma.listen {
+        let l = rdma::transport::Listener::bind(a)
+            .map_err(|e| StartError(format!("rdma.listen {a}: {e}")))?;
+        let handler = Arc::new(RdmaHandler(server.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = l.serve(handler).await {
+                tracing::error!("NFS over RDMA on {a} stopped: {e}");
+            }
+        });
+    }
     {
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });
@@ -568,5 +578,24 @@ async fn next_signal() -> Signal {
         _ = tokio::signal::ctrl_c() => Signal::Stop,
         _ = term.recv() => Signal::Stop,
         _ = hup.recv() => Signal::Reload,
+    }
+}
+
+/// Hands records from the RDMA transport to the same dispatcher as TCP.
+struct RdmaHandler<S: Store>(Arc<Server<S>>);
+
+impl<S: Store> rdma::transport::Handler for RdmaHandler<S> {
+    async fn handle(
+        &self,
+        record: bytes::Bytes,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<rdma::transport::Reply> {
+        let r = self.0.handle_record(record, peer, local).await?;
+        Some(rdma::transport::Reply {
+            head: r.head,
+            payload: r.payload,
+            tail: r.tail,
+        })
     }
 }

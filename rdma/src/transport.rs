@@ -1,0 +1,697 @@
+//! The RPC-over-RDMA server transport: RDMA-CM listener, one task per connection.
+//!
+//! Per connection the server owns three registered regions:
+//!
+//! * receive buffers (`RECV_BUFFERS` × [`INLINE_SIZE`]): one per credit, posted at accept and
+//!   reposted as soon as a message has been copied out of it (an inline message is at most
+//!   4 KiB, so that copy is small);
+//! * send buffers (`SEND_BUFFERS` × [`INLINE_SIZE`]): the transport header and the inline part
+//!   of a reply;
+//! * bulk slots (`BULK_SLOTS` × a record): a call with read chunks is assembled in one, the
+//!   chunks pulled by RDMA Read straight to their place, and the slot is handed to the RPC layer
+//!   as the record's `Bytes` (no copy; it returns to the pool when the last slice drops). A
+//!   reply's payload and reply-chunk message are staged in one for RDMA Write.
+//!
+//! What the NFS layer sees is the same as over TCP: a record in, a reply of head, payload and
+//! tail out ([`Handler`]). Where bytes go is decided by `nfs_proto::rpcrdma`, which is tested
+//! without verbs.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use nfs_proto::limits::RECORD_LEN_MAX;
+use nfs_proto::rpcrdma::{
+    self, decode_header, encode_error, CallPlan, ConnectPrivate, Credits, Header, Piece, ReplyPlan,
+    Write,
+};
+use nfs_proto::xdr::pad_len;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, Notify};
+
+use crate::verbs::{Access, CmEventKind, CmId, Cq, EventChannel, Pd, Region, WorkCompletion};
+
+/// Largest inline message either way. The Linux client's default (and its maximum unless
+/// `rdma_max_inline_*` is raised) is 4 KiB; RFC 8797 private data tells the client ours.
+pub const INLINE_SIZE: usize = 4096;
+/// Receive buffers per connection, which is also the most credits we grant.
+const RECV_BUFFERS: usize = 64;
+const SEND_BUFFERS: usize = 64;
+/// Calls being assembled or replies with bulk data in flight, per connection.
+const BULK_SLOTS: usize = 16;
+const BULK_SLOT_SIZE: usize = (RECORD_LEN_MAX + 4095) & !4095;
+/// Work requests on the send queue: sends, RDMA Reads and RDMA Writes.
+const SEND_QUEUE_DEPTH: usize = 1024;
+/// RDMA Reads in flight at once that we ask the client to serve (IB "initiator depth").
+const READS_IN_FLIGHT: u8 = 16;
+
+/// A reply: `head`, then `payload` (the DDP-eligible data of a READ, followed on the wire by
+/// its XDR roundup), then `tail`.
+#[derive(Clone, Debug, Default)]
+pub struct Reply {
+    pub head: Bytes,
+    pub payload: Bytes,
+    pub tail: Bytes,
+}
+
+/// What the transport hands complete RPC records to.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        record: Bytes,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> impl Future<Output = Option<Reply>> + Send;
+}
+
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// An RDMA-CM listener.
+pub struct Listener {
+    // Drop order: the listening id before its event channel.
+    id: CmId,
+    channel: EventChannel,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Loads rdma-core and listens on `addr`. Fails with a message that says what is missing
+    /// (the libraries, the rdma_ucm module, an RDMA device on that address).
+    pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        crate::sys::lib().map_err(|e| io::Error::other(e.to_string()))?;
+        let channel = EventChannel::new()?;
+        let id = channel.listen(addr, 128).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen for RDMA on {addr}: {e} (is there an RDMA device on that address? `rdma link` lists them)"),
+            )
+        })?;
+        Ok(Listener { id, channel, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves every connection until the process ends.
+    pub async fn serve<H: Handler>(self, handler: Arc<H>) -> io::Result<()> {
+        let Listener {
+            id: listener,
+            channel,
+            addr,
+        } = self;
+        tracing::info!(%addr, "listening on {addr} (rdma)");
+        // SAFETY: the fd is the event channel's, which is declared before `afd` and so
+        // outlives it.
+        let afd = unsafe { AsyncFd::register_with_interest(Fd(channel.fd()), Interest::READABLE) }?;
+        // Connections by cm_id, to hand them their disconnect.
+        let mut conns: HashMap<usize, Arc<Notify>> = HashMap::new();
+        loop {
+            let mut guard = afd.readable().await?;
+            loop {
+                let ev = match channel.next_event() {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("RDMA CM event channel: {e}");
+                        break;
+                    }
+                };
+                let key = ev.id as usize;
+                match ev.kind {
+                    CmEventKind::ConnectRequest => {
+                        // SAFETY: a CONNECT_REQUEST event hands us a new id that nothing else owns.
+                        let id = unsafe { CmId::from_raw(ev.id) };
+                        match Conn::accept(id, &ev.private_data) {
+                            Ok(conn) => {
+                                let closed = Arc::new(Notify::new());
+                                conns.insert(key, closed.clone());
+                                let handler = handler.clone();
+                                tokio::spawn(conn.run(handler, closed));
+                            }
+                            Err(e) => tracing::warn!("RDMA connection refused: {e}"),
+                        }
+                    }
+                    CmEventKind::Established => {}
+                    CmEventKind::Disconnected
+                    | CmEventKind::TimewaitExit
+                    | CmEventKind::Rejected
+                    | CmEventKind::Unreachable
+                    | CmEventKind::ConnectError => {
+                        if let Some(n) = conns.remove(&key) {
+                            n.notify_one();
+                        }
+                    }
+                    CmEventKind::DeviceRemoval => {
+                        if key == listener.as_ptr() as usize {
+                            return Err(io::Error::other("RDMA device removed under the listener"));
+                        }
+                        if let Some(n) = conns.remove(&key) {
+                            n.notify_one();
+                        }
+                    }
+                    other => tracing::debug!(?other, "RDMA CM event"),
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+/// Free-list of equal slots in one region.
+struct Slots {
+    free: Mutex<Vec<usize>>,
+    freed: Notify,
+}
+
+impl Slots {
+    fn new(n: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            free: Mutex::new((0..n).rev().collect()),
+            freed: Notify::new(),
+        })
+    }
+
+    fn take(&self) -> Option<usize> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put(&self, i: usize) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+        self.freed.notify_one();
+    }
+}
+
+/// A bulk slot lent out as a record's bytes; back in the pool when dropped.
+struct BulkLease {
+    region: Arc<Region>,
+    slots: Arc<Slots>,
+    index: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for BulkLease {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the slot is ours alone from `take` until this lease drops, every RDMA Read into
+        // it has completed before the lease was made, and nothing writes it meanwhile.
+        unsafe { self.region.slice(self.index * BULK_SLOT_SIZE, self.len) }
+    }
+}
+
+impl Drop for BulkLease {
+    fn drop(&mut self) {
+        self.slots.put(self.index);
+    }
+}
+
+/// A call being pulled in with RDMA Reads.
+struct Pending {
+    hdr: Header,
+    slot: usize,
+    len: usize,
+    reads_left: usize,
+}
+
+/// What a completed send-queue work request releases.
+#[derive(Clone, Copy, Debug)]
+enum SendWr {
+    /// A Send from `send_buf`, with the bulk slot its RDMA Writes read from, if any.
+    Reply {
+        send_buf: usize,
+        bulk: Option<usize>,
+    },
+    /// An RDMA Write (completion only counted).
+    Write,
+    /// An RDMA Read for pending call `call`.
+    Read { call: u64 },
+}
+
+/// Something to send on the connection, in arrival order.
+enum Outgoing {
+    /// The RPC layer's answer to a call (`None`: it sends nothing, e.g. a retransmission of a
+    /// call still in progress).
+    Reply(Header, Option<Reply>),
+    /// An RDMA_ERROR for a call that could not be taken.
+    Error(Bytes),
+}
+
+/// The send side of a connection: send buffers, send-queue room, work-request ids.
+struct SendQueue {
+    free: Vec<usize>,
+    used: usize,
+    next_wr: u64,
+    wrs: HashMap<u64, SendWr>,
+}
+
+impl SendQueue {
+    fn wr_id(&mut self, what: SendWr) -> u64 {
+        let wr = self.next_wr;
+        self.next_wr += 1;
+        self.used += 1;
+        self.wrs.insert(wr, what);
+        wr
+    }
+
+    fn room(&self, wrs: usize) -> bool {
+        self.used + wrs <= SEND_QUEUE_DEPTH
+    }
+}
+
+struct Conn {
+    // Field order is drop order: the QP (in `id`) goes before the CQ, regions, and PD.
+    id: CmId,
+    cq: Cq,
+    recv: Region,
+    send: Region,
+    bulk: Arc<Region>,
+    _pd: Arc<Pd>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Largest inline message the client receives.
+    inline_max: usize,
+}
+
+impl Conn {
+    fn accept(mut id: CmId, private: &[u8]) -> io::Result<Conn> {
+        let theirs = ConnectPrivate::decode(private);
+        let inline_max = theirs.map_or(rpcrdma::INLINE_SIZE_DEFAULT, |p| p.recv_size);
+        let inline_max = inline_max.min(INLINE_SIZE);
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let peer = id.peer_addr().unwrap_or(unspecified);
+        let local = id.local_addr().unwrap_or(unspecified);
+        let pd = id.alloc_pd()?;
+        let cq = id.create_cq((RECV_BUFFERS + SEND_QUEUE_DEPTH) as i32)?;
+        id.create_qp(&pd, &cq, SEND_QUEUE_DEPTH as u32, RECV_BUFFERS as u32, 1, 1)?;
+        let local_write = Access {
+            local_write: true,
+            remote_read: false,
+            remote_write: false,
+        };
+        let recv = pd.register(RECV_BUFFERS * INLINE_SIZE, local_write)?;
+        let send = pd.register(SEND_BUFFERS * INLINE_SIZE, local_write)?;
+        let bulk = Arc::new(pd.register(BULK_SLOTS * BULK_SLOT_SIZE, local_write)?);
+        for i in 0..RECV_BUFFERS {
+            // SAFETY: the receive buffer lives in `recv`, which outlives the QP (field order).
+            unsafe { id.post_recv(i as u64, &[recv.sge(i * INLINE_SIZE, INLINE_SIZE as u32)])? };
+        }
+        let ours = ConnectPrivate {
+            version: 1,
+            remote_invalidate: false,
+            send_size: inline_max,
+            recv_size: INLINE_SIZE,
+        };
+        id.accept(READS_IN_FLIGHT, READS_IN_FLIGHT, &ours.encode())?;
+        tracing::info!(
+            %peer, device = %id.device_name(), inline_max,
+            client_private = ?theirs, "NFS over RDMA connection accepted"
+        );
+        Ok(Conn {
+            id,
+            cq,
+            recv,
+            send,
+            bulk,
+            _pd: pd,
+            peer,
+            local,
+            inline_max,
+        })
+    }
+
+    async fn run<H: Handler>(self, handler: Arc<H>, closed: Arc<Notify>) {
+        let peer = self.peer;
+        match self.serve(handler, closed).await {
+            Ok(()) => tracing::info!(%peer, "NFS over RDMA connection closed"),
+            Err(e) => tracing::warn!(%peer, "NFS over RDMA connection failed: {e}"),
+        }
+    }
+
+    async fn serve<H: Handler>(self, handler: Arc<H>, closed: Arc<Notify>) -> io::Result<()> {
+        // SAFETY: the fd is the CQ's completion channel; `self` (and its `cq`) is a parameter,
+        // dropped after this local.
+        let afd = unsafe {
+            AsyncFd::register_with_interest(Fd(self.cq.channel_fd()), Interest::READABLE)
+        }?;
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let bulk_slots = Slots::new(BULK_SLOTS);
+        let mut sq = SendQueue {
+            free: (0..SEND_BUFFERS).rev().collect(),
+            used: 0,
+            next_wr: 1 << 32, // receive wr_ids are buffer indexes below this
+            wrs: HashMap::new(),
+        };
+        let mut credits = Credits::new(RECV_BUFFERS as u32);
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        // Work waiting for a bulk slot, a send buffer or send-queue room, in order.
+        let mut calls_waiting: VecDeque<(Header, Bytes)> = VecDeque::new();
+        let mut out_waiting: VecDeque<Outgoing> = VecDeque::new();
+        let mut wcs: Vec<WorkCompletion> = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                _ = closed.notified() => {
+                    let _ = self.id.disconnect();
+                    return Ok(());
+                }
+                r = afd.readable() => {
+                    let mut guard = r?;
+                    while self.cq.take_event()? {}
+                    guard.clear_ready();
+                }
+                Some(o) = reply_rx.recv() => out_waiting.push_back(o),
+                _ = bulk_slots.freed.notified() => {}
+            }
+            // Reap completions (the CQ was re-armed first, so none is missed).
+            loop {
+                wcs.clear();
+                if self.cq.poll(&mut wcs, 64)? == 0 {
+                    break;
+                }
+                for wc in &wcs {
+                    if !wc.ok {
+                        return Err(io::Error::other(format!(
+                            "work request {:#x} failed: {}",
+                            wc.wr_id,
+                            wc.status_str()
+                        )));
+                    }
+                    if wc.wr_id < (1 << 32) {
+                        let msg = self.received(wc)?;
+                        match decode_header(&msg) {
+                            Ok(hdr) => {
+                                if !credits.call_arrived() {
+                                    return Err(io::Error::other("client exceeded its credits"));
+                                }
+                                calls_waiting.push_back((hdr, msg));
+                            }
+                            Err(e) => {
+                                tracing::debug!(peer = %self.peer, "{e}");
+                                if let Some(h) = encode_error(&e, credits.grant(1)) {
+                                    out_waiting.push_back(Outgoing::Error(h));
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    sq.used -= 1;
+                    match sq.wrs.remove(&wc.wr_id) {
+                        Some(SendWr::Reply { send_buf, bulk }) => {
+                            sq.free.push(send_buf);
+                            if let Some(b) = bulk {
+                                bulk_slots.put(b);
+                            }
+                        }
+                        Some(SendWr::Write) | None => {}
+                        Some(SendWr::Read { call }) => {
+                            let done = pending.get_mut(&call).is_some_and(|p| {
+                                p.reads_left -= 1;
+                                p.reads_left == 0
+                            });
+                            if let Some(p) = done.then(|| pending.remove(&call)).flatten() {
+                                let record = Bytes::from_owner(BulkLease {
+                                    region: self.bulk.clone(),
+                                    slots: bulk_slots.clone(),
+                                    index: p.slot,
+                                    len: p.len,
+                                });
+                                self.dispatch(&handler, &reply_tx, p.hdr, record);
+                            }
+                        }
+                    }
+                }
+            }
+            // Start calls, in order.
+            while let Some((hdr, msg)) = calls_waiting.pop_front() {
+                let inline = msg.slice(hdr.len..);
+                let plan = match CallPlan::new(&hdr, inline.len()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, "{e}");
+                        credits.reply_sent();
+                        if let Some(h) = encode_error(&e, credits.grant(hdr.credits)) {
+                            out_waiting.push_back(Outgoing::Error(h));
+                        }
+                        continue;
+                    }
+                };
+                let reads = plan
+                    .pieces
+                    .iter()
+                    .filter(|p| matches!(p, Piece::Read { .. }))
+                    .count();
+                if reads == 0 {
+                    self.dispatch(&handler, &reply_tx, hdr, inline);
+                    continue;
+                }
+                let slot = match sq.room(reads).then(|| bulk_slots.take()).flatten() {
+                    Some(s) => s,
+                    None => {
+                        calls_waiting.push_front((hdr, msg));
+                        break;
+                    }
+                };
+                let call = self.start_reads(slot, &plan, &inline, &mut sq)?;
+                let reads_left = reads;
+                let len = plan.len;
+                pending.insert(
+                    call,
+                    Pending {
+                        hdr,
+                        slot,
+                        len,
+                        reads_left,
+                    },
+                );
+            }
+            // Send, in order.
+            while let Some(o) = out_waiting.pop_front() {
+                let sent = match &o {
+                    Outgoing::Error(h) => self.post_send(&[h], None, &mut sq)?,
+                    Outgoing::Reply(_, None) => {
+                        credits.reply_sent();
+                        true
+                    }
+                    Outgoing::Reply(hdr, Some(reply)) => {
+                        let grant = credits.grant(hdr.credits);
+                        let sent = self.send_reply(hdr, reply, grant, &bulk_slots, &mut sq)?;
+                        if sent {
+                            credits.reply_sent();
+                        }
+                        sent
+                    }
+                };
+                if !sent {
+                    out_waiting.push_front(o);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Copies a received message out of its buffer and posts the buffer again.
+    fn received(&self, wc: &WorkCompletion) -> io::Result<Bytes> {
+        let i = wc.wr_id as usize;
+        let len = (wc.byte_len as usize).min(INLINE_SIZE);
+        // SAFETY: the receive into buffer i completed; nothing else touches the buffer until it
+        // is posted again below.
+        let msg = Bytes::copy_from_slice(unsafe { self.recv.slice(i * INLINE_SIZE, len) });
+        let sge = self.recv.sge(i * INLINE_SIZE, INLINE_SIZE as u32);
+        // SAFETY: as at accept; `recv` outlives the QP.
+        unsafe { self.id.post_recv(i as u64, &[sge])? };
+        Ok(msg)
+    }
+
+    /// Lays the inline pieces of a call out in bulk slot `slot` and posts the RDMA Reads of
+    /// its chunks; returns the id their completions carry.
+    fn start_reads(
+        &self,
+        slot: usize,
+        plan: &CallPlan,
+        inline: &[u8],
+        sq: &mut SendQueue,
+    ) -> io::Result<u64> {
+        let base = slot * BULK_SLOT_SIZE;
+        // SAFETY: the slot is ours until its lease drops, and no RDMA targets it yet.
+        let dst = unsafe { self.bulk.slice_mut(base, plan.len) };
+        dst.fill(0); // the roundup after a read chunk
+        let call = sq.next_wr;
+        sq.next_wr += 1;
+        for p in &plan.pieces {
+            match p {
+                Piece::Inline { from, to } => {
+                    dst[*to..*to + from.len()].copy_from_slice(&inline[from.clone()])
+                }
+                Piece::Read { segment, to } => {
+                    let wr = sq.wr_id(SendWr::Read { call });
+                    let sge = self.bulk.sge(base + to, segment.length);
+                    // SAFETY: the destination is in the bulk slot, which stays ours (and
+                    // registered) until the read completes and beyond.
+                    unsafe {
+                        self.id
+                            .post_rdma_read(wr, &[sge], segment.offset, segment.handle, true)?
+                    };
+                }
+            }
+        }
+        Ok(call)
+    }
+
+    fn dispatch<H: Handler>(
+        &self,
+        handler: &Arc<H>,
+        tx: &mpsc::UnboundedSender<Outgoing>,
+        hdr: Header,
+        record: Bytes,
+    ) {
+        let (handler, tx, peer, local) = (handler.clone(), tx.clone(), self.peer, self.local);
+        tokio::spawn(async move {
+            let reply = handler.handle(record, peer, local).await;
+            let _ = tx.send(Outgoing::Reply(hdr, reply));
+        });
+    }
+
+    /// Posts the RDMA Writes and the Send of one reply. `Ok(false)`: not now (no send buffer,
+    /// bulk slot or send-queue room); it is tried again after the next completion.
+    fn send_reply(
+        &self,
+        hdr: &Header,
+        reply: &Reply,
+        grant: u32,
+        bulk_slots: &Slots,
+        sq: &mut SendQueue,
+    ) -> io::Result<bool> {
+        let (head, payload, tail) = (&reply.head[..], &reply.payload[..], &reply.tail[..]);
+        let plan = ReplyPlan::new(
+            hdr,
+            grant,
+            head.len(),
+            payload.len(),
+            tail.len(),
+            self.inline_max,
+        );
+        let pad = &[0u8; 4][..pad_len(payload.len())];
+        // What goes inline after the header, what is staged for RDMA Write, and the writes
+        // (offsets into the staged bytes).
+        type Parts<'a> = Vec<&'a [u8]>;
+        let (header, inline, staged, writes): (Bytes, Parts, Parts, Vec<Write>) = match plan {
+            ReplyPlan::Error { header } => {
+                tracing::warn!(
+                    peer = %self.peer, xid = hdr.xid,
+                    "reply larger than the chunks the client offered"
+                );
+                (header, vec![], vec![], vec![])
+            }
+            ReplyPlan::Inline {
+                header,
+                payload_inline: true,
+                ..
+            } => (header, vec![head, payload, pad, tail], vec![], vec![]),
+            ReplyPlan::Inline {
+                header,
+                payload_writes,
+                ..
+            } => (header, vec![head, tail], vec![payload], payload_writes),
+            ReplyPlan::ReplyChunk {
+                header,
+                payload_writes,
+                message_writes,
+            } => {
+                // The message first, then the payload if a write chunk takes it.
+                let mut staged = if payload_writes.is_empty() {
+                    vec![head, payload, pad, tail]
+                } else {
+                    vec![head, tail]
+                };
+                let msg_len: usize = staged.iter().map(|p| p.len()).sum();
+                let mut writes = message_writes;
+                if !payload_writes.is_empty() {
+                    staged.push(payload);
+                    writes.extend(payload_writes.iter().map(|w| Write {
+                        src: w.src + msg_len,
+                        ..*w
+                    }));
+                }
+                (header, vec![], staged, writes)
+            }
+        };
+        if sq.free.is_empty() || !sq.room(writes.len() + 1) {
+            return Ok(false);
+        }
+        let slot = if writes.is_empty() {
+            None
+        } else {
+            let Some(slot) = bulk_slots.take() else {
+                return Ok(false);
+            };
+            let len: usize = staged.iter().map(|p| p.len()).sum();
+            if len > BULK_SLOT_SIZE {
+                bulk_slots.put(slot);
+                return Err(io::Error::other("reply larger than a bulk slot"));
+            }
+            // SAFETY: the slot was just taken from the free list; nothing reads or writes it.
+            let dst = unsafe { self.bulk.slice_mut(slot * BULK_SLOT_SIZE, len) };
+            copy_parts(dst, &staged);
+            for w in &writes {
+                let wr = sq.wr_id(SendWr::Write);
+                let sge = self.bulk.sge(slot * BULK_SLOT_SIZE + w.src, w.len);
+                // SAFETY: the source stays in the bulk slot, released only when the Send posted
+                // after these Writes completes (an RC queue completes work in order).
+                unsafe {
+                    self.id
+                        .post_rdma_write(wr, &[sge], w.remote_offset, w.handle, true)?
+                };
+            }
+            Some(slot)
+        };
+        let mut parts = vec![&header[..]];
+        parts.extend(inline);
+        self.post_send(&parts, slot, sq)
+    }
+
+    /// Copies `parts` into a send buffer and posts the Send; `Ok(false)` if no buffer or room.
+    fn post_send(
+        &self,
+        parts: &[&[u8]],
+        bulk: Option<usize>,
+        sq: &mut SendQueue,
+    ) -> io::Result<bool> {
+        if !sq.room(1) {
+            return Ok(false);
+        }
+        let Some(send_buf) = sq.free.pop() else {
+            return Ok(false);
+        };
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > INLINE_SIZE {
+            return Err(io::Error::other("inline reply over the send buffer size"));
+        }
+        let base = send_buf * INLINE_SIZE;
+        // SAFETY: the send buffer was taken from the free list; no Send uses it.
+        copy_parts(unsafe { self.send.slice_mut(base, len) }, parts);
+        let wr = sq.wr_id(SendWr::Reply { send_buf, bulk });
+        // SAFETY: the send buffer returns to the free list only at this Send's completion.
+        unsafe {
+            self.id
+                .post_send(wr, &[self.send.sge(base, len as u32)], true)?
+        };
+        Ok(true)
+    }
+}
+
+fn copy_parts(dst: &mut [u8], parts: &[&[u8]]) {
+    let mut at = 0;
+    for p in parts {
+        dst[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+}
