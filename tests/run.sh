@@ -54,4 +54,7 @@ step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim
 tests/e2e/kclient-v41.sh
 tests/e2e/kclient-v41.sh --nconnect 4 --size-mb 256 --scenarios a
 
+step "NFS over RDMA (soft-RoCE in a VM, server inside it): v3 and v4.1 round trips"
+tests/e2e/kclient-rdma.sh
+
 echo "all tests: OK"

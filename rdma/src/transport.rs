@@ -21,6 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -280,6 +281,39 @@ struct Conn {
     local: SocketAddr,
     /// Largest inline message the client receives.
     inline_max: usize,
+    stats: Stats,
+}
+
+/// What a connection did, logged when it closes.
+#[derive(Default, Debug)]
+struct Stats {
+    calls: AtomicU64,
+    /// Call bytes pulled with RDMA Read (WRITE payloads, position-zero calls).
+    read_chunk_bytes: AtomicU64,
+    /// READ payload bytes pushed with RDMA Write into write chunks.
+    write_chunk_bytes: AtomicU64,
+    /// Replies sent through the reply chunk (RDMA_NOMSG).
+    reply_chunk_replies: AtomicU64,
+    /// RDMA_ERROR messages sent.
+    errors: AtomicU64,
+}
+
+impl Stats {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "calls={} read_chunk_bytes={} write_chunk_bytes={} reply_chunk_replies={} rdma_errors={}",
+            g(&self.calls),
+            g(&self.read_chunk_bytes),
+            g(&self.write_chunk_bytes),
+            g(&self.reply_chunk_replies),
+            g(&self.errors)
+        )
+    }
 }
 
 impl Conn {
@@ -326,18 +360,21 @@ impl Conn {
             peer,
             local,
             inline_max,
+            stats: Stats::default(),
         })
     }
 
     async fn run<H: Handler>(self, handler: Arc<H>, closed: Arc<Notify>) {
         let peer = self.peer;
-        match self.serve(handler, closed).await {
-            Ok(()) => tracing::info!(%peer, "NFS over RDMA connection closed"),
-            Err(e) => tracing::warn!(%peer, "NFS over RDMA connection failed: {e}"),
+        let r = self.serve(handler, closed).await;
+        let s = self.stats.summary();
+        match r {
+            Ok(()) => tracing::info!(%peer, "NFS over RDMA connection closed: {s}"),
+            Err(e) => tracing::warn!(%peer, "NFS over RDMA connection failed: {e}; {s}"),
         }
     }
 
-    async fn serve<H: Handler>(self, handler: Arc<H>, closed: Arc<Notify>) -> io::Result<()> {
+    async fn serve<H: Handler>(&self, handler: Arc<H>, closed: Arc<Notify>) -> io::Result<()> {
         // SAFETY: the fd is the CQ's completion channel; `self` (and its `cq`) is a parameter,
         // dropped after this local.
         let afd = unsafe {
@@ -392,6 +429,7 @@ impl Conn {
                                 if !credits.call_arrived() {
                                     return Err(io::Error::other("client exceeded its credits"));
                                 }
+                                Stats::add(&self.stats.calls, 1);
                                 calls_waiting.push_back((hdr, msg));
                             }
                             Err(e) => {
@@ -476,7 +514,10 @@ impl Conn {
             // Send, in order.
             while let Some(o) = out_waiting.pop_front() {
                 let sent = match &o {
-                    Outgoing::Error(h) => self.post_send(&[h], None, &mut sq)?,
+                    Outgoing::Error(h) => {
+                        Stats::add(&self.stats.errors, 1);
+                        self.post_send(&[h], None, &mut sq)?
+                    }
                     Outgoing::Reply(_, None) => {
                         credits.reply_sent();
                         true
@@ -520,6 +561,7 @@ impl Conn {
         inline: &[u8],
         sq: &mut SendQueue,
     ) -> io::Result<u64> {
+        Stats::add(&self.stats.read_chunk_bytes, plan.read_len() as u64);
         let base = slot * BULK_SLOT_SIZE;
         // SAFETY: the slot is ours until its lease drops, and no RDMA targets it yet.
         let dst = unsafe { self.bulk.slice_mut(base, plan.len) };
@@ -585,6 +627,7 @@ impl Conn {
         type Parts<'a> = Vec<&'a [u8]>;
         let (header, inline, staged, writes): (Bytes, Parts, Parts, Vec<Write>) = match plan {
             ReplyPlan::Error { header } => {
+                Stats::add(&self.stats.errors, 1);
                 tracing::warn!(
                     peer = %self.peer, xid = hdr.xid,
                     "reply larger than the chunks the client offered"
@@ -600,12 +643,16 @@ impl Conn {
                 header,
                 payload_writes,
                 ..
-            } => (header, vec![head, tail], vec![payload], payload_writes),
+            } => {
+                Stats::add(&self.stats.write_chunk_bytes, payload.len() as u64);
+                (header, vec![head, tail], vec![payload], payload_writes)
+            }
             ReplyPlan::ReplyChunk {
                 header,
                 payload_writes,
                 message_writes,
             } => {
+                Stats::add(&self.stats.reply_chunk_replies, 1);
                 // The message first, then the payload if a write chunk takes it.
                 let mut staged = if payload_writes.is_empty() {
                     vec![head, payload, pad, tail]
@@ -615,6 +662,7 @@ impl Conn {
                 let msg_len: usize = staged.iter().map(|p| p.len()).sum();
                 let mut writes = message_writes;
                 if !payload_writes.is_empty() {
+                    Stats::add(&self.stats.write_chunk_bytes, payload.len() as u64);
                     staged.push(payload);
                     writes.extend(payload_writes.iter().map(|w| Write {
                         src: w.src + msg_len,

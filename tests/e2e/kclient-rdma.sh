@@ -7,18 +7,19 @@
 #
 #   tests/e2e/kclient-rdma.sh [--vers "3 4.1"] [--size-mb N] [--bin PATH] [--keep]
 #
-# Per version (one VM boot each): write SIZE MiB (default 32) of random data with dd, sha256 it,
+# Per version (one VM boot each): write SIZE MiB (default 128) of random data with dd, sha256 it,
 # drop the client's caches, read it back and compare (READ payloads arrive by RDMA Write into
 # the client's write chunk, WRITE payloads are pulled by RDMA Read from its read chunks); then
 # 50 small files and a directory listing large enough to need a reply chunk. Under TCG
-# emulation rxe moves tens of MB/s, so sizes stay small. Exits 1 if anything failed, 2 on
-# setup errors.
+# emulation rxe moves tens of MB/s, so sizes stay small. The server's per-connection summary
+# must show that WRITE data came by RDMA Read, READ data went by RDMA Write, some reply used a
+# reply chunk, and no RDMA_ERROR was sent. Exits 1 if anything failed, 2 on setup errors.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 main() {
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-VERS="3 4.1" SIZE_MB=32 BIN="" KEEP=()
+VERS="3 4.1" SIZE_MB=128 BIN="" KEEP=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --vers) VERS=$2; shift 2;;
@@ -73,13 +74,26 @@ grep -A3 "xprt:.*rdma" /proc/self/mountstats | head -4 || true'
 FAILED=0
 for v in $VERS; do
   log "NFS over RDMA, vers=$v, $SIZE_MB MiB"
-  out=$("$KCLIENT" run --rdma --vers "$v" --timeout 900 "${KEEP[@]}" --add "$BIN" \
+  out=$("$KCLIENT" run --rdma --vers "$v" --timeout 900 --keep --add "$BIN" \
       --vm-server "mkdir -p /tmp/sluice && SLUICE_LOG=info NO_COLOR=1 exec $BIN serve --data-dir /tmp/sluice --portmap serve --rdma-listen 0.0.0.0:20049" \
       -- "$CMD" 2>&1)
   rc=$?
   echo "$out" | grep -E "rdma-e2e|vmserver|ERROR|error" | sed "s/^/  [v$v] /" >&2
-  if [ $rc = 0 ] && echo "$out" | grep -q "rdma-e2e: small files and listing ok"; then
+  # The server's own account of the connection: the chunks must really have been used.
+  runid=$(echo "$out" | sed -n 's/^kclient: run \([0-9-]*\) slot.*/\1/p' | tail -1)
+  rundir=${KC_HOME:-$HOME/.cache/kclient}/runs/$runid
+  stats=$(grep -ho "NFS over RDMA connection closed: .*" "$rundir/server.log" 2>/dev/null | tail -1)
+  echo "  [v$v] server: ${stats:-no connection summary}" >&2
+  num() { echo "$stats" | grep -o "$1=[0-9]*" | cut -d= -f2; }
+  size=$((SIZE_MB << 20))
+  chunks_ok=1
+  [ "$(num read_chunk_bytes)" -ge "$size" ] 2>/dev/null || { log "WRITE data did not come by RDMA Read"; chunks_ok=0; }
+  [ "$(num write_chunk_bytes)" -ge "$size" ] 2>/dev/null || { log "READ data did not go by RDMA Write"; chunks_ok=0; }
+  [ "$(num reply_chunk_replies)" -gt 0 ] 2>/dev/null || { log "no reply went through a reply chunk"; chunks_ok=0; }
+  [ "$(num rdma_errors)" = 0 ] || { log "the server sent RDMA_ERRORs"; chunks_ok=0; }
+  if [ $rc = 0 ] && [ $chunks_ok = 1 ] && echo "$out" | grep -q "rdma-e2e: small files and listing ok"; then
     echo "PASS rdma vers=$v"
+    [ ${#KEEP[@]} -gt 0 ] || rm -rf "$rundir"
   else
     echo "$out" | tail -40 >&2
     echo "FAIL rdma vers=$v (exit $rc)"
