@@ -24,7 +24,6 @@
 //! was reordered or belongs to another store is refused at open.
 
 mod alloc;
-mod buf;
 /// Public for the fuzz target of its decoder; not a stable interface.
 #[doc(hidden)]
 pub mod chunk;
@@ -42,16 +41,16 @@ use bytes::Bytes;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use self::alloc::FreeMap;
-use self::buf::{AlignedBuf, BufPool};
 use self::chunk::{ChunkMap, Slot};
 use self::io::{EngineChoice, IoEngine, Op, Request, Span};
 use crate::engine::{DataStore, Engine, MetaStore, Staged};
 use crate::group::GroupCommit;
 use crate::local::LocalMeta;
 use crate::{Error, FsStat, Result};
+use iobuf::{AlignedBuf, BufPool};
 
 /// Bytes per block: the unit of allocation, checksums and O_DIRECT alignment.
-pub const BLOCK: usize = 4096;
+pub const BLOCK: usize = iobuf::BLOCK;
 /// Blocks per chunk.
 pub const CHUNK_BLOCKS: usize = 256;
 const CHUNK_BYTES: u64 = (BLOCK * CHUNK_BLOCKS) as u64;

@@ -35,7 +35,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, Notify};
 
-use crate::verbs::{Access, CmEventKind, CmId, Cq, EventChannel, Pd, Region, WorkCompletion};
+use crate::verbs::{
+    Access, CmEventKind, CmId, Cq, EventChannel, Mr, Pd, Region, Sge, WorkCompletion,
+};
 
 /// Largest inline message either way. The Linux client's default (and its maximum unless
 /// `rdma_max_inline_*` is raised) is 4 KiB; RFC 8797 private data tells the client ours.
@@ -118,6 +120,7 @@ impl Listener {
         let afd = unsafe { AsyncFd::register_with_interest(Fd(channel.fd()), Interest::READABLE) }?;
         // Connections by cm_id, to hand them their disconnect.
         let mut conns: HashMap<usize, Arc<Notify>> = HashMap::new();
+        let mut devices: HashMap<usize, Arc<Device>> = HashMap::new();
         loop {
             let mut guard = afd.readable().await?;
             loop {
@@ -134,7 +137,7 @@ impl Listener {
                     CmEventKind::ConnectRequest => {
                         // SAFETY: a CONNECT_REQUEST event hands us a new id that nothing else owns.
                         let id = unsafe { CmId::from_raw(ev.id) };
-                        match Conn::accept(id, &ev.private_data) {
+                        match Conn::accept(id, &ev.private_data, &mut devices) {
                             Ok(conn) => {
                                 let closed = Arc::new(Notify::new());
                                 conns.insert(key, closed.clone());
@@ -225,12 +228,14 @@ struct Pending {
 }
 
 /// What a completed send-queue work request releases.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 enum SendWr {
-    /// A Send from `send_buf`, with the bulk slot its RDMA Writes read from, if any.
+    /// A Send from `send_buf`, with the bulk slot its RDMA Writes read from, if any, and the
+    /// payload they read in place.
     Reply {
         send_buf: usize,
         bulk: Option<usize>,
+        _keep: Option<Bytes>,
     },
     /// An RDMA Write (completion only counted).
     Write,
@@ -269,6 +274,52 @@ impl SendQueue {
     }
 }
 
+/// What every connection on one RDMA device shares: a protection domain, and the store's I/O
+/// arenas registered in it (once each, on first use), so READ payloads go out uncopied.
+struct Device {
+    pd: Arc<Pd>,
+    /// By arena index; `None` when registering failed (not retried: those payloads are copied).
+    arenas: Mutex<HashMap<usize, Option<Mr>>>,
+}
+
+impl Device {
+    fn new(pd: Arc<Pd>) -> Arc<Device> {
+        Arc::new(Device {
+            pd,
+            arenas: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The lkey that covers `payload`, if it lies in an arena this device can register.
+    fn lkey_for(&self, payload: &[u8]) -> Option<u32> {
+        let arena = iobuf::arena_of(payload.as_ptr(), payload.len())?;
+        let mut arenas = self.arenas.lock().unwrap_or_else(|p| p.into_inner());
+        let mr = arenas.entry(arena.index).or_insert_with(|| {
+            let read_only = Access {
+                local_write: false,
+                remote_read: false,
+                remote_write: false,
+            };
+            // SAFETY: iobuf never frees or remaps an arena.
+            let r = unsafe {
+                self.pd
+                    .register_external(arena.base as *mut u8, arena.len, read_only)
+            };
+            match r {
+                Ok(mr) => {
+                    tracing::info!(arena = arena.index, bytes = arena.len, "registered an I/O arena for RDMA");
+                    Some(mr)
+                }
+                Err(e) => {
+                    tracing::warn!(arena = arena.index, "cannot register an I/O arena for RDMA (READ payloads from it are copied): {e}");
+                    None
+                }
+            }
+        });
+        mr.as_ref().map(Mr::lkey)
+    }
+}
+
 struct Conn {
     // Field order is drop order: the QP (in `id`) goes before the CQ, regions, and PD.
     id: CmId,
@@ -276,7 +327,7 @@ struct Conn {
     recv: Region,
     send: Region,
     bulk: Arc<Region>,
-    _pd: Arc<Pd>,
+    device: Arc<Device>,
     peer: SocketAddr,
     local: SocketAddr,
     /// Largest inline message the client receives.
@@ -294,6 +345,8 @@ struct Stats {
     write_chunk_bytes: AtomicU64,
     /// Replies sent through the reply chunk (RDMA_NOMSG).
     reply_chunk_replies: AtomicU64,
+    /// Of those, bytes written straight from the store's registered buffers.
+    zero_copy_bytes: AtomicU64,
     /// RDMA_ERROR messages sent.
     errors: AtomicU64,
 }
@@ -306,10 +359,11 @@ impl Stats {
     fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "calls={} read_chunk_bytes={} write_chunk_bytes={} reply_chunk_replies={} rdma_errors={}",
+            "calls={} read_chunk_bytes={} write_chunk_bytes={} zero_copy_bytes={} reply_chunk_replies={} rdma_errors={}",
             g(&self.calls),
             g(&self.read_chunk_bytes),
             g(&self.write_chunk_bytes),
+            g(&self.zero_copy_bytes),
             g(&self.reply_chunk_replies),
             g(&self.errors)
         )
@@ -317,14 +371,26 @@ impl Stats {
 }
 
 impl Conn {
-    fn accept(mut id: CmId, private: &[u8]) -> io::Result<Conn> {
+    fn accept(
+        mut id: CmId,
+        private: &[u8],
+        devices: &mut HashMap<usize, Arc<Device>>,
+    ) -> io::Result<Conn> {
         let theirs = ConnectPrivate::decode(private);
         let inline_max = theirs.map_or(rpcrdma::INLINE_SIZE_DEFAULT, |p| p.recv_size);
         let inline_max = inline_max.min(INLINE_SIZE);
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         let peer = id.peer_addr().unwrap_or(unspecified);
         let local = id.local_addr().unwrap_or(unspecified);
-        let pd = id.alloc_pd()?;
+        let device = match devices.get(&id.device_key()) {
+            Some(d) => d.clone(),
+            None => {
+                let d = Device::new(id.alloc_pd()?);
+                devices.insert(id.device_key(), d.clone());
+                d
+            }
+        };
+        let pd = device.pd.clone();
         let cq = id.create_cq((RECV_BUFFERS + SEND_QUEUE_DEPTH) as i32)?;
         id.create_qp(&pd, &cq, SEND_QUEUE_DEPTH as u32, RECV_BUFFERS as u32, 1, 1)?;
         let local_write = Access {
@@ -356,7 +422,7 @@ impl Conn {
             recv,
             send,
             bulk,
-            _pd: pd,
+            device,
             peer,
             local,
             inline_max,
@@ -443,7 +509,7 @@ impl Conn {
                     }
                     sq.used -= 1;
                     match sq.wrs.remove(&wc.wr_id) {
-                        Some(SendWr::Reply { send_buf, bulk }) => {
+                        Some(SendWr::Reply { send_buf, bulk, .. }) => {
                             sq.free.push(send_buf);
                             if let Some(b) = bulk {
                                 bulk_slots.put(b);
@@ -516,7 +582,7 @@ impl Conn {
                 let sent = match &o {
                     Outgoing::Error(h) => {
                         Stats::add(&self.stats.errors, 1);
-                        self.post_send(&[h], None, &mut sq)?
+                        self.post_send(&[h], None, None, &mut sq)?
                     }
                     Outgoing::Reply(_, None) => {
                         credits.reply_sent();
@@ -604,6 +670,9 @@ impl Conn {
 
     /// Posts the RDMA Writes and the Send of one reply. `Ok(false)`: not now (no send buffer,
     /// bulk slot or send-queue room); it is tried again after the next completion.
+    ///
+    /// A payload in a registered arena (an nvme store READ) is written from where the store
+    /// read it; any other payload, and a reply-chunk message, is first copied into a bulk slot.
     fn send_reply(
         &self,
         hdr: &Header,
@@ -622,95 +691,127 @@ impl Conn {
             self.inline_max,
         );
         let pad = &[0u8; 4][..pad_len(payload.len())];
-        // What goes inline after the header, what is staged for RDMA Write, and the writes
-        // (offsets into the staged bytes).
+        // What goes inline after the header, the message for the reply chunk (with its
+        // writes), and the payload's writes.
         type Parts<'a> = Vec<&'a [u8]>;
-        let (header, inline, staged, writes): (Bytes, Parts, Parts, Vec<Write>) = match plan {
+        let (header, inline, message, message_writes, payload_writes): (
+            Bytes,
+            Parts,
+            Parts,
+            Vec<Write>,
+            Vec<Write>,
+        ) = match plan {
             ReplyPlan::Error { header } => {
                 Stats::add(&self.stats.errors, 1);
                 tracing::warn!(
                     peer = %self.peer, xid = hdr.xid,
                     "reply larger than the chunks the client offered"
                 );
-                (header, vec![], vec![], vec![])
+                (header, vec![], vec![], vec![], vec![])
             }
             ReplyPlan::Inline {
                 header,
                 payload_inline: true,
                 ..
-            } => (header, vec![head, payload, pad, tail], vec![], vec![]),
+            } => (
+                header,
+                vec![head, payload, pad, tail],
+                vec![],
+                vec![],
+                vec![],
+            ),
             ReplyPlan::Inline {
                 header,
                 payload_writes,
                 ..
-            } => {
-                Stats::add(&self.stats.write_chunk_bytes, payload.len() as u64);
-                (header, vec![head, tail], vec![payload], payload_writes)
-            }
+            } => (header, vec![head, tail], vec![], vec![], payload_writes),
             ReplyPlan::ReplyChunk {
                 header,
                 payload_writes,
                 message_writes,
             } => {
                 Stats::add(&self.stats.reply_chunk_replies, 1);
-                // The message first, then the payload if a write chunk takes it.
-                let mut staged = if payload_writes.is_empty() {
+                let message = if payload_writes.is_empty() {
                     vec![head, payload, pad, tail]
                 } else {
                     vec![head, tail]
                 };
-                let msg_len: usize = staged.iter().map(|p| p.len()).sum();
-                let mut writes = message_writes;
-                if !payload_writes.is_empty() {
-                    Stats::add(&self.stats.write_chunk_bytes, payload.len() as u64);
-                    staged.push(payload);
-                    writes.extend(payload_writes.iter().map(|w| Write {
-                        src: w.src + msg_len,
-                        ..*w
-                    }));
-                }
-                (header, vec![], staged, writes)
+                (header, vec![], message, message_writes, payload_writes)
             }
         };
-        if sq.free.is_empty() || !sq.room(writes.len() + 1) {
+        let writes = message_writes.len() + payload_writes.len();
+        if sq.free.is_empty() || !sq.room(writes + 1) {
             return Ok(false);
         }
-        let slot = if writes.is_empty() {
+        // The payload straight from its arena, if this device has it registered.
+        let payload_lkey = (!payload_writes.is_empty())
+            .then(|| self.device.lkey_for(payload))
+            .flatten();
+        let message_len: usize = message.iter().map(|p| p.len()).sum();
+        let copied_payload = !payload_writes.is_empty() && payload_lkey.is_none();
+        let staged_len = message_len + if copied_payload { payload.len() } else { 0 };
+        let slot = if staged_len == 0 {
             None
         } else {
+            if staged_len > BULK_SLOT_SIZE {
+                return Err(io::Error::other("reply larger than a bulk slot"));
+            }
             let Some(slot) = bulk_slots.take() else {
                 return Ok(false);
             };
-            let len: usize = staged.iter().map(|p| p.len()).sum();
-            if len > BULK_SLOT_SIZE {
-                bulk_slots.put(slot);
-                return Err(io::Error::other("reply larger than a bulk slot"));
-            }
             // SAFETY: the slot was just taken from the free list; nothing reads or writes it.
-            let dst = unsafe { self.bulk.slice_mut(slot * BULK_SLOT_SIZE, len) };
-            copy_parts(dst, &staged);
-            for w in &writes {
-                let wr = sq.wr_id(SendWr::Write);
-                let sge = self.bulk.sge(slot * BULK_SLOT_SIZE + w.src, w.len);
-                // SAFETY: the source stays in the bulk slot, released only when the Send posted
-                // after these Writes completes (an RC queue completes work in order).
-                unsafe {
-                    self.id
-                        .post_rdma_write(wr, &[sge], w.remote_offset, w.handle, true)?
-                };
+            let dst = unsafe { self.bulk.slice_mut(slot * BULK_SLOT_SIZE, staged_len) };
+            copy_parts(&mut dst[..message_len], &message);
+            if copied_payload {
+                dst[message_len..].copy_from_slice(payload);
             }
             Some(slot)
         };
+        let base = slot.map_or(0, |s| s * BULK_SLOT_SIZE);
+        for w in &message_writes {
+            self.post_write(w, self.bulk.sge(base + w.src, w.len), sq)?;
+        }
+        if !payload_writes.is_empty() {
+            Stats::add(&self.stats.write_chunk_bytes, payload.len() as u64);
+        }
+        for w in &payload_writes {
+            let sge = match payload_lkey {
+                Some(lkey) => {
+                    Stats::add(&self.stats.zero_copy_bytes, w.len as u64);
+                    Sge {
+                        addr: payload.as_ptr() as u64 + w.src as u64,
+                        length: w.len,
+                        lkey,
+                    }
+                }
+                None => self.bulk.sge(base + message_len + w.src, w.len),
+            };
+            self.post_write(w, sge, sq)?;
+        }
         let mut parts = vec![&header[..]];
         parts.extend(inline);
-        self.post_send(&parts, slot, sq)
+        // The payload's Bytes ride with the Send, so its memory outlives the Writes.
+        let keep = payload_lkey.map(|_| reply.payload.clone());
+        self.post_send(&parts, slot, keep, sq)
+    }
+
+    fn post_write(&self, w: &Write, sge: Sge, sq: &mut SendQueue) -> io::Result<()> {
+        let wr = sq.wr_id(SendWr::Write);
+        // SAFETY: the source (a bulk slot, or a payload in a registered arena) is released only
+        // when the Send posted after this Write completes (an RC queue completes in order).
+        unsafe {
+            self.id
+                .post_rdma_write(wr, &[sge], w.remote_offset, w.handle, true)
+        }
     }
 
     /// Copies `parts` into a send buffer and posts the Send; `Ok(false)` if no buffer or room.
+    /// `bulk` and `keep` are released when the Send completes.
     fn post_send(
         &self,
         parts: &[&[u8]],
         bulk: Option<usize>,
+        keep: Option<Bytes>,
         sq: &mut SendQueue,
     ) -> io::Result<bool> {
         if !sq.room(1) {
@@ -726,7 +827,11 @@ impl Conn {
         let base = send_buf * INLINE_SIZE;
         // SAFETY: the send buffer was taken from the free list; no Send uses it.
         copy_parts(unsafe { self.send.slice_mut(base, len) }, parts);
-        let wr = sq.wr_id(SendWr::Reply { send_buf, bulk });
+        let wr = sq.wr_id(SendWr::Reply {
+            send_buf,
+            bulk,
+            _keep: keep,
+        });
         // SAFETY: the send buffer returns to the free list only at this Send's completion.
         unsafe {
             self.id

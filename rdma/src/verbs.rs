@@ -316,6 +316,13 @@ impl CmId {
         }
     }
 
+    /// Identifies the device context the id is bound to (connections on one device share a
+    /// protection domain).
+    pub fn device_key(&self) -> usize {
+        // SAFETY: a live id; `verbs` is set once the id is bound to a device.
+        unsafe { (*self.id).verbs as usize }
+    }
+
     /// The raw id (still owned by `self`).
     pub fn as_ptr(&self) -> *mut sys::rdma_cm_id {
         self.id
@@ -718,6 +725,35 @@ impl Pd {
         self.pd
     }
 
+    /// Registers memory we do not own (the store's I/O arenas).
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must stay allocated, and never be freed or remapped, for as long as
+    /// the returned [`Mr`] lives.
+    pub unsafe fn register_external(
+        self: &Arc<Pd>,
+        ptr: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> io::Result<Mr> {
+        // SAFETY: live PD; the caller keeps the memory valid for the MR's life.
+        let mr =
+            unsafe { (self.lib.ibv_reg_mr)(self.pd, ptr.cast::<c_void>(), len, access.bits()) };
+        if mr.is_null() {
+            return Err(last_error(format_args!(
+                "ibv_reg_mr({len} bytes, {access:?})"
+            )));
+        }
+        // SAFETY: a live MR returned by ibv_reg_mr; lkey/rkey never change afterwards.
+        let (lkey, rkey) = unsafe { ((*mr).lkey, (*mr).rkey) };
+        Ok(Mr {
+            mr,
+            lkey,
+            rkey,
+            pd: Arc::clone(self),
+        })
+    }
+
     /// Allocates `len` zeroed bytes, 4096-aligned, and registers them with `access`.
     /// (`remote_write` requires `local_write`; the verbs return `EINVAL` otherwise.)
     pub fn register(self: &Arc<Pd>, len: usize, access: Access) -> io::Result<Region> {
@@ -910,6 +946,39 @@ impl Drop for Region {
         }
         // SAFETY: allocated in `Pd::register` with this layout; no longer registered.
         unsafe { alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// A registration of memory owned elsewhere ([`Pd::register_external`]); `Drop` deregisters.
+pub struct Mr {
+    mr: *mut sys::ibv_mr,
+    lkey: u32,
+    rkey: u32,
+    pd: Arc<Pd>,
+}
+
+// SAFETY: an ibv_mr is a handle usable from any thread; we only read its keys.
+unsafe impl Send for Mr {}
+// SAFETY: as above; no `&self` method mutates anything.
+unsafe impl Sync for Mr {}
+
+impl Mr {
+    pub fn lkey(&self) -> u32 {
+        self.lkey
+    }
+
+    pub fn rkey(&self) -> u32 {
+        self.rkey
+    }
+}
+
+impl Drop for Mr {
+    fn drop(&mut self) {
+        // SAFETY: we own the MR.
+        let rc = unsafe { (self.pd.lib.ibv_dereg_mr)(self.mr) };
+        if rc != 0 {
+            tracing::warn!(error = %io::Error::from_raw_os_error(rc), "ibv_dereg_mr failed");
+        }
     }
 }
 

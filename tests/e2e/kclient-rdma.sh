@@ -12,7 +12,8 @@
 # the client's write chunk, WRITE payloads are pulled by RDMA Read from its read chunks); then
 # 50 small files and a directory listing large enough to need a reply chunk. Under TCG
 # emulation rxe moves tens of MB/s, so sizes stay small. The server's per-connection summary
-# must show that WRITE data came by RDMA Read, READ data went by RDMA Write, some reply used a
+# must show that WRITE data came by RDMA Read, READ data went by RDMA Write straight from the
+# store's registered buffers (zero_copy_bytes), some reply used a
 # reply chunk, and no RDMA_ERROR was sent. Exits 1 if anything failed, 2 on setup errors.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -89,6 +90,7 @@ for v in $VERS; do
   chunks_ok=1
   [ "$(num read_chunk_bytes)" -ge "$size" ] 2>/dev/null || { log "WRITE data did not come by RDMA Read"; chunks_ok=0; }
   [ "$(num write_chunk_bytes)" -ge "$size" ] 2>/dev/null || { log "READ data did not go by RDMA Write"; chunks_ok=0; }
+  [ "$(num zero_copy_bytes)" -ge "$size" ] 2>/dev/null || { log "READ data was copied, not written from the store's registered buffers"; chunks_ok=0; }
   [ "$(num reply_chunk_replies)" -gt 0 ] 2>/dev/null || { log "no reply went through a reply chunk"; chunks_ok=0; }
   [ "$(num rdma_errors)" = 0 ] || { log "the server sent RDMA_ERRORs"; chunks_ok=0; }
   if [ $rc = 0 ] && [ $chunks_ok = 1 ] && echo "$out" | grep -q "rdma-e2e: small files and listing ok"; then

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::buf::AlignedBuf;
+use iobuf::AlignedBuf;
 
 /// What one request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
