@@ -26,7 +26,7 @@ pub const BLOCK: usize = 4096;
 /// Size of one arena.
 pub const ARENA_BYTES: usize = 32 << 20;
 /// Arena memory at most, process-wide.
-pub const ARENA_BYTES_MAX: usize = 1 << 30;
+pub const ARENA_BYTES_MAX: usize = 256 << 20;
 /// Heap buffers kept per size class; the rest are freed. Arena buffers are always kept.
 const HEAP_POOLED_PER_CLASS: usize = 64;
 /// Size classes in blocks: 1 (4 KiB), 16 (64 KiB), 256 (1 MiB), 512 (2 MiB).

@@ -48,6 +48,8 @@ const SEND_BUFFERS: usize = 64;
 /// Calls being assembled or replies with bulk data in flight, per connection.
 const BULK_SLOTS: usize = 16;
 const BULK_SLOT_SIZE: usize = (RECORD_LEN_MAX + 4095) & !4095;
+/// RDMA connections at once; more are rejected.
+const CONNECTIONS_MAX: usize = 64;
 /// Work requests on the send queue: sends, RDMA Reads and RDMA Writes.
 const SEND_QUEUE_DEPTH: usize = 1024;
 /// RDMA Reads in flight at once that we ask the client to serve (IB "initiator depth").
@@ -121,6 +123,7 @@ impl Listener {
         // Connections by cm_id, to hand them their disconnect.
         let mut conns: HashMap<usize, Arc<Notify>> = HashMap::new();
         let mut devices: HashMap<usize, Arc<Device>> = HashMap::new();
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
             let mut guard = afd.readable().await?;
             loop {
@@ -137,12 +140,25 @@ impl Listener {
                     CmEventKind::ConnectRequest => {
                         // SAFETY: a CONNECT_REQUEST event hands us a new id that nothing else owns.
                         let id = unsafe { CmId::from_raw(ev.id) };
+                        if live.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
+                            // Each connection pins ~20 MiB of registered memory.
+                            tracing::warn!(
+                                peer = ?id.peer_addr(),
+                                "refusing an RDMA connection: {CONNECTIONS_MAX} are open"
+                            );
+                            let _ = id.reject(&[]);
+                            continue;
+                        }
                         match Conn::accept(id, &ev.private_data, &mut devices) {
                             Ok(conn) => {
                                 let closed = Arc::new(Notify::new());
                                 conns.insert(key, closed.clone());
-                                let handler = handler.clone();
-                                tokio::spawn(conn.run(handler, closed));
+                                let (handler, live) = (handler.clone(), live.clone());
+                                live.fetch_add(1, Ordering::Relaxed);
+                                tokio::spawn(async move {
+                                    conn.run(handler, closed).await;
+                                    live.fetch_sub(1, Ordering::Relaxed);
+                                });
                             }
                             Err(e) => tracing::warn!("RDMA connection refused: {e}"),
                         }
