@@ -23,6 +23,9 @@ need_pkg() {
   fi
 }
 
+# The RDMA layout test compiles a C program against the rdma-core headers.
+need_pkg gcc libibverbs-dev librdmacm-dev
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
