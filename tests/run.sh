@@ -53,9 +53,10 @@ tests/e2e/tiers-kclient.sh
 step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim"
 tests/e2e/nlm-kclient.sh
 
-step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; then nconnect=4"
+step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; nconnect=4; locks across two VMs"
 tests/e2e/kclient-v41.sh
 tests/e2e/kclient-v41.sh --nconnect 4 --size-mb 256 --scenarios a
+tests/e2e/nlm-kclient.sh --vers 4.1 --scenarios "a b"
 
 step "NFS over RDMA (soft-RoCE in a VM, server inside it): v3 and v4.1 round trips"
 tests/e2e/kclient-rdma.sh

@@ -5,6 +5,13 @@
 # lockd and NSM are really used: rpcbind and rpc.statd run in each VM (see nlm-README.md).
 #
 #   tests/e2e/nlm-kclient.sh [--bin PATH] [--scenarios "a b c"] [--grace S] [--keep] [--pcap]
+#                            [--vers 3|4.1]
+#
+# With --vers 4.1 the same lock scenarios a and b run over NFSv4.1 (LOCK/LOCKT/LOCKU with open
+# and lock stateids, no NLM, no rpcbind or statd). Sluice sends no CB_NOTIFY_LOCK (no
+# backchannel), so a blocked v4.1 waiter is granted when the client's own re-poll (1, 2, 4 ...
+# up to 30 s apart) finds the lock free: the grant bound is 35 s there. Scenario c is NLM's
+# SM_NOTIFY path; v4.1 reclaim after a restart is kclient-v41.sh's scenario r.
 #
 #   a  one VM: default-options mount, flock -x, fcntl range locks, two processes contend
 #      (non-blocking DENIED, shared readers, blocking waiter granted after release)
@@ -24,7 +31,7 @@ set -uo pipefail
 main() {
 
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-BIN="" SCENARIOS="a b c" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug}
+BIN="" SCENARIOS="a b c" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug} VERS=3
 # how fast a blocked waiter must be granted after the holder's release (GRANTED callback path);
 # without the callback the kernel client only re-polls its blocked LOCK every 30 s
 GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-5000}
@@ -35,10 +42,12 @@ while [ $# -gt 0 ]; do
     --grace) GRACE=$2; shift 2;;
     --keep) KEEP=1; shift;;
     --pcap) PCAP=1; shift;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0;;
+    --vers) VERS=$2; shift 2;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
+case "$VERS" in 3) ;; 4.1) GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-35000};; *) die "--vers: 3 or 4.1";; esac
 [ "$(id -u)" = 0 ] || die "must run as root (network namespace, QEMU)"
 [ -x "$KCLIENT" ] || die "kclient not found at $KCLIENT (set KCLIENT=)"
 for f in /usr/sbin/rpc.statd /usr/sbin/sm-notify /usr/bin/flock; do
@@ -148,7 +157,7 @@ trap 'log interrupted; FAILED=interrupted; exit 130' INT TERM
 # nlm_up: what a real client node has running before `mount`: rpcbind (the kernel's lockd
 # registers with it at mount time, and the server finds lockd and statd through it) and rpc.statd
 # (the kernel's lockd asks it to SM_MON the server). Then the default-options mount.
-PRELUDE="LT=$LT
+PRELUDE="LT=$LT VERS=$VERS
 "'
 ns() { /bin/date +%s%N; }
 fail() { echo "CHECK_FAIL: $*"; echo "$(hostname): $*" >>/host/abort; exit 1; }
@@ -163,6 +172,13 @@ diag() {
 }
 trap diag EXIT
 nlm_up() {
+  if [ "$VERS" != 3 ]; then
+    mount.nfs 10.77.0.1:/ /mnt -v -o vers=$VERS >/tmp/mount.log 2>&1 || { cat /tmp/mount.log; fail "vers=$VERS mount failed"; }
+    m=$(grep " /mnt nfs" /proc/mounts) || fail "not mounted"
+    case "$m" in *local_lock=all*|*local_lock=posix*|*local_lock=flock*) fail "locks are local: $m";; esac
+    ok "mounted: $m"
+    return
+  fi
   mkdir -p /run/rpcbind /var/lib/nfs/sm /var/lib/nfs/sm.bak && chown _rpc /run/rpcbind || fail "dirs"
   rpcbind -w || fail "rpcbind did not start"
   i=0; until rpcinfo -p 127.0.0.1 >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || fail "rpcbind does not answer"; done
@@ -184,7 +200,7 @@ nlm_up() {
 }
 nlm_down() {
   if dmesg | grep -qE "VFS is out of sync|spurious grace"; then fail "lockd: $(dmesg | grep -E "VFS is out of sync|spurious grace" | head -1)"; fi
-  cd /; umount /mnt || echo "umount failed"; kill $STATD 2>/dev/null
+  cd /; umount /mnt || echo "umount failed"; [ -z "${STATD:-}" ] || kill $STATD 2>/dev/null
 }
 '
 
@@ -278,7 +294,7 @@ nlm_down
 echo SCENARIO_OK'
   vm_wait a "$VPID"
   grep -q SCENARIO_OK "$WORK/a.out" && [ "$(vm_rc a)" = 0 ] || { rc=1; why="$(grep -m1 CHECK_FAIL "$WORK/a.out")"; show a; }
-  record a "1 VM: mount w/o nolock, flock, fcntl, 2 procs contend" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+  record a "v$VERS 1 VM: mount w/o nolock, flock, fcntl, 2 procs contend" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "${why:-mount $(val MOUNT_MS a) ms; local waiter granted $(val LOCAL_GRANT_MS a) ms after release (incl. 1 RTT)}"
 }
 
@@ -348,7 +364,7 @@ echo SCENARIO_OK'
   local cb_ok cb_fail
   cb_ok=$(grep -c 'GRANTED callback delivered' "$SLOG"); cb_fail=$(grep -c 'GRANTED callback failed' "$SLOG")
   [ "$cb_fail" = 0 ] || { [ "$rc" = 0 ] && why="note: $cb_fail GRANTED callback(s) failed"; grep 'GRANTED callback failed' "$SLOG" | head -3 >&2; }
-  record b "2 VMs: DENIED while held, blocking GRANTED on release" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+  record b "v$VERS 2 VMs: DENIED while held, blocking GRANTED on release" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "${why:+$why; }grant after release: fcntl ${g_fcntl:-?} ms, flock ${g_flock:-?} ms (host clock); VM2 blocked fcntl $(val FCNTL_WAITED_MS b2) ms; callbacks ok=$cb_ok failed=$cb_fail"
 }
 
@@ -446,7 +462,11 @@ start_server || die "cannot start sluice"
 has() { case " $SCENARIOS " in *" $1 "*) return 0;; esac; return 1; }
 has a && scenario_a
 has b && scenario_b
-has c && scenario_c
+if has c && [ "$VERS" != 3 ]; then
+  log "scenario c (SM_NOTIFY + NLM reclaim) is NFSv3 only; skipped for vers=$VERS"
+else
+  has c && scenario_c
+fi
 stop_server TERM
 
 sed -i 's/\x1b\[[0-9;]*m//g' "$SLOG"
@@ -461,7 +481,7 @@ notable=$(grep -E ' (WARN|ERROR) ' "$SLOG" | grep -v 'read-write to EVERY client
 
 TOTAL=$(( ($(now_ns) - T0) / 1000000000 ))
 echo
-echo "=== kclient NLM (NFSv3 locking) e2e summary: grace ${GRACE}s, ${TOTAL}s total ==="
+echo "=== kclient locking e2e summary (vers=$VERS): grace ${GRACE}s, ${TOTAL}s total ==="
 printf '%s\n' "${RESULTS[@]}"
 if [ "$FAILED" = 0 ]; then echo "nlm-kclient: ALL PASS"; exit 0
 else echo "nlm-kclient: $FAILED FAILED (logs in $WORK)"; exit 1; fi
