@@ -55,7 +55,7 @@ tests/e2e/nlm-kclient.sh
 
 step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; nconnect=4; locks across two VMs"
 tests/e2e/kclient-v41.sh
-tests/e2e/kclient-v41.sh --nconnect 4 --size-mb 256 --scenarios a
+tests/e2e/kclient-v41.sh --nconnect 4 --size-mb 1024 --scenarios a
 tests/e2e/nlm-kclient.sh --vers 4.1 --scenarios "a b"
 
 step "NFS over RDMA (soft-RoCE in a VM, server inside it): v3 and v4.1 round trips"

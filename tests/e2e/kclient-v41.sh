@@ -4,10 +4,11 @@
 # side 10.77.0.1); the VM mounts it with `vers=4.1` on port 2049 (no MOUNT protocol, no rpcbind).
 #
 #   tests/e2e/kclient-v41.sh [--nconnect N] [--bin PATH] [--size-mb N] [--scenarios "a b"]
-#                            [--keep] [--debug]
+#                            [--files N] [--keep] [--debug]
 #
 # Scenarios (one VM boot each): a write + read of SIZE MiB (default 64) with sha256 and MB/s,
-# b create/list/read/remove of 100 small files plus mkdir/rename/symlink/rmdir; r kill -9 and
+# b create/list/read/remove of FILES (--files, default 1000) small files plus mkdir/rename/
+# symlink/rmdir and a rename over a file that is held open; r kill -9 and
 # restart of the server while the client holds files open: the client must reclaim them in the
 # grace period (checked in the server log), from client records persisted across the restart. Prints a PASS/FAIL summary; exits 1 if
 # anything failed, 2 on setup errors.
@@ -22,12 +23,13 @@ set -uo pipefail
 main() {
 
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-NC="" BIN="" SIZE_MB=64 SCENARIOS="a b r" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
+NC="" BIN="" SIZE_MB=64 FILES=1000 SCENARIOS="a b r" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
 while [ $# -gt 0 ]; do
   case "$1" in
     --nconnect) NC=$2; shift 2;;
     --bin) BIN=$2; shift 2;;
     --size-mb) SIZE_MB=$2; shift 2;;
+    --files) FILES=$2; shift 2;;
     --scenarios) SCENARIOS=$2; shift 2;;
     --keep) KEEP=1; shift;;
     --debug) LOGLEVEL=debug; shift;;
@@ -178,29 +180,41 @@ echo SCENARIO_OK'
     "write ${W:-?} MB/s ($(val WRITE_MS a) ms), read ${R:-?} MB/s ($(val READ_MS a) ms)"
 }
 
-scenario_b() {   # 100 small files, and a few directory operations
+scenario_b() {   # FILES small files, a few directory operations, rename over an open file
   local t rc
   t=$(now_ns)
-  kc b -- '
+  kc b -- "N=$FILES"'
 mkdir -p /mnt/b && cd /mnt/b || fail "mkdir"
-t0=$(ns); i=1; while [ $i -le 100 ]; do echo "content $i" > f$i || fail "create f$i"; i=$((i+1)); done; t1=$(ns)
+t0=$(ns); i=1; while [ $i -le $N ]; do echo "content $i" > f$i || fail "create f$i"; i=$((i+1)); done; t1=$(ns)
 echo CREATE_MS=$(( (t1 - t0) / 1000000 ))
 dropc
 t0=$(ns); n=$(ls | wc -l); t1=$(ns)
-[ "$n" = 100 ] || fail "ls | wc -l = $n"
+[ "$n" = $N ] || fail "ls | wc -l = $n"
 echo LIST_MS=$(( (t1 - t0) / 1000000 ))
-n=$(ls -l | grep -c "^-"); [ "$n" = 100 ] || fail "ls -l regular files = $n"
-for i in 1 2 3 17 50 99 100; do
+n=$(ls -l | grep -c "^-"); [ "$n" = $N ] || fail "ls -l regular files = $n"
+for i in 1 2 3 17 50 99 $N; do
   c=$(cat f$i); [ "$c" = "content $i" ] || fail "f$i contains [$c]"
 done
-ok "100 files listed, sample contents right"
+ok "$N files listed, sample contents right"
+# rename over a file another descriptor holds open: the open file keeps its data
+echo old > victim; echo new > incoming
+exec 3<victim
+mv incoming victim || fail "rename over an open file"
+[ "$(cat victim)" = new ] || fail "the renamed file reads [$(cat victim)]"
+dropc
+[ "$(cat <&3)" = old ] || fail "the open file lost its data when renamed over"
+exec 3<&-
+i=0; while ls -A | grep -q "^\.nfs" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+! ls -A | grep -q "^\.nfs" || fail "silly-rename file left after close: $(ls -A | grep "^\.nfs")"
+rm victim
+ok "rename over an open file: old data readable through the open descriptor, nothing left after close"
 mkdir d && mv f1 d/g && [ "$(cat d/g)" = "content 1" ] || fail "mkdir + rename into it"
 ln -s d/g s && [ "$(cat s)" = "content 1" ] || fail "symlink"
 ln f2 h && [ "$(stat -c %h f2)" = 2 ] || fail "hard link"
 chmod 600 f3 && [ "$(stat -c %a f3)" = 600 ] || fail "chmod"
 rm d/g s h && rmdir d || fail "rm/rmdir"
 ok "mkdir, rename, symlink, link, chmod, rmdir"
-t0=$(ns); i=2; while [ $i -le 100 ]; do rm f$i || fail "rm f$i"; i=$((i+1)); done; t1=$(ns)
+t0=$(ns); i=2; while [ $i -le $N ]; do rm f$i || fail "rm f$i"; i=$((i+1)); done; t1=$(ns)
 echo REMOVE_MS=$(( (t1 - t0) / 1000000 ))
 dropc
 [ -z "$(ls -A)" ] || fail "directory not empty: $(ls -A | head)"
@@ -209,7 +223,7 @@ cd /mnt && rmdir b || fail "rmdir b"
 echo SCENARIO_OK'
   rc=$?
   grep -q SCENARIO_OK "$WORK/b.out" || rc=${rc/#0/1}
-  record b "100 small files create/list/read/remove" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+  record b "$FILES small files, rename over open file" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "create $(val CREATE_MS b) ms, ls $(val LIST_MS b) ms, rm $(val REMOVE_MS b) ms"
 }
 
