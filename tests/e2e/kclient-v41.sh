@@ -10,8 +10,11 @@
 # b create/list/read/remove of FILES (--files, default 1000) small files plus mkdir/rename/
 # symlink/rmdir and a rename over a file that is held open; r kill -9 and
 # restart of the server while the client holds files open: the client must reclaim them in the
-# grace period (checked in the server log), from client records persisted across the restart. Prints a PASS/FAIL summary; exits 1 if
-# anything failed, 2 on setup errors.
+# grace period (checked in the server log), from client records persisted across the restart;
+# t session trunking: a second address is added to the netns bridge, both addresses form one
+# mount target, and a second mount through it with max_connect=2 must join the first mount's
+# session (one superblock, two transports that both carry requests, server connections on both
+# addresses). Prints a PASS/FAIL summary; exits 1 if anything failed, 2 on setup errors.
 #
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir for
 # the build), SLUICE_LOG (server log level, default info).
@@ -23,7 +26,7 @@ set -uo pipefail
 main() {
 
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-NC="" BIN="" SIZE_MB=64 FILES=1000 SCENARIOS="a b r" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
+NC="" BIN="" SIZE_MB=64 FILES=1000 SCENARIOS="a b r t" KEEP=0 LOGLEVEL=${SLUICE_LOG:-info}
 while [ $# -gt 0 ]; do
   case "$1" in
     --nconnect) NC=$2; shift 2;;
@@ -72,7 +75,7 @@ start_server() {
   local i pid
   echo "=== $(date +%T) start ===" >>"$SLOG"
   rm -f "$WORK/server.pid"
-  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
+  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --config "$WORK/sluice.toml" --data-dir "$DATA" --portmap serve \
       >>"$SLOG" 2>&1 </dev/null &
     echo $! >"$WORK/server.pid.tmp"; mv "$WORK/server.pid.tmp" "$WORK/server.pid"; wait $! ) 2>>"$SLOG" &
   for i in $(seq 100); do [ -s "$WORK/server.pid" ] && break; sleep 0.02; done
@@ -290,6 +293,61 @@ echo SCENARIO_OK'
     "$(cat "$CHAN/restart-done" 2>/dev/null); first write after it took $(val RECOVER_MS r) ms; ${reclaimed:-0} reclaims"
 }
 
+# Scenario t's second address; both addresses form one mount target.
+TRUNK_ADDR=10.77.0.3
+cat >"$WORK/sluice.toml" <<EOF2
+[[target]]
+name = "trunked"
+listen = ["10.77.0.1:2049", "$TRUNK_ADDR:2049"]
+tier = "unlimited"
+EOF2
+
+# watcher for t: when the VM has traffic on both addresses, list the server's connections
+trunk_watcher() {
+  local i
+  for i in $(seq 1800); do [ -e "$CHAN/trunk-ready" ] && break; sleep 0.1; done
+  ip netns exec kc ss -Htn state established '( sport = :2049 )' >"$CHAN/trunk-conns.tmp" 2>&1
+  mv "$CHAN/trunk-conns.tmp" "$CHAN/trunk-conns"
+}
+
+scenario_t() {   # session trunking: a second mount through another address of the target
+  local t rc conns
+  rm -f "$CHAN"/trunk-*
+  t=$(now_ns)
+  ip netns exec kc ip addr add "$TRUNK_ADDR/24" dev kcbr0 2>/dev/null
+  trunk_watcher 2>>"$SLOG" &
+  WPID=$!
+  kc t --hostdir "$CHAN" --mount-opts max_connect=2 -- "TRUNK=$TRUNK_ADDR"'
+mkdir -p /mnt2 /mnt/t
+mount.nfs $TRUNK:/ /mnt2 -o vers=4.1,max_connect=2 || fail "mount through $TRUNK"
+grep " /mnt2 " /proc/mounts
+dd if=/dev/urandom of=/dev/shm/t bs=1M count=32 2>/dev/null
+cp /dev/shm/t /mnt2/t/data || fail "write through the second mount"
+dropc
+cmp /dev/shm/t /mnt/t/data || fail "read through the first mount differs"
+n=$(awk "/ mounted on \/mnt with/{m=1;next} /^device/{m=0} m && /xprt:/" /proc/self/mountstats | wc -l)
+echo XPRTS=$n
+awk "/ mounted on \/mnt with/{m=1;next} /^device/{m=0} m && /xprt:/" /proc/self/mountstats
+[ "$n" -ge 2 ] || fail "the client did not add a transport for $TRUNK (xprts=$n)"
+busy=$(awk "/ mounted on \/mnt with/{m=1;next} /^device/{m=0} m && /xprt:/ && \$8 > 0" /proc/self/mountstats | wc -l)
+[ "$busy" -ge 2 ] || fail "only $busy transports carried requests"
+touch /host/trunk-ready
+i=0; while [ ! -e /host/trunk-conns ]; do sleep 0.1; i=$((i+1)); [ $i -lt 300 ] || fail "host never listed connections"; done
+umount /mnt2 || fail "umount /mnt2"
+rm -rf /mnt/t
+ok "one client, two addresses, one session: both transports carried requests"
+echo SCENARIO_OK'
+  rc=$?
+  kill "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; WPID=""
+  ip netns exec kc ip addr del "$TRUNK_ADDR/24" dev kcbr0 2>/dev/null
+  grep -q SCENARIO_OK "$WORK/t.out" || rc=${rc/#0/1}
+  conns=$(awk '{print $3}' "$CHAN/trunk-conns" 2>/dev/null | sort -u | tr '\n' ' ')
+  case "$conns" in *"10.77.0.1:2049"*"$TRUNK_ADDR:2049"*|*"$TRUNK_ADDR:2049"*"10.77.0.1:2049"*) ;;
+    *) log "t: server connections were on: ${conns:-none}"; rc=1;; esac
+  record t "session trunking over 2 addresses of a target" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "client transports $(val XPRTS t); server local addresses: $conns"
+}
+
 T0=$(now_ns)
 log "sluice $BIN ($("$BIN" --version)), $MODE, size ${SIZE_MB} MiB, scenarios: $SCENARIOS, work dir $WORK"
 start_server || die "cannot start sluice"
@@ -298,6 +356,7 @@ has() { case " $SCENARIOS " in *" $1 "*) return 0;; esac; return 1; }
 has a && scenario_a
 has b && scenario_b
 has r && scenario_r
+has t && scenario_t
 stop_server
 
 sed -i 's/\x1b\[[0-9;]*m//g' "$SLOG"
