@@ -190,6 +190,22 @@ pub struct Nfs4Config {
     /// another client needs them; after a restart, clients have this long to reclaim.
     /// 5 to 3600; default 90.
     pub lease_seconds: u64,
+    /// How uids and gids appear in owner strings: "numeric" (the default: "1000", what the
+    /// Linux client uses with AUTH_SYS) or "names" ("alice@<id_domain>" from `passwd_file`
+    /// and `group_file`; ids without a name stay numeric).
+    pub id_mapping: IdMapping,
+    /// The NFSv4 domain for "names" (the clients' idmapd.conf `Domain`).
+    pub id_domain: Option<String>,
+    pub passwd_file: PathBuf,
+    pub group_file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdMapping {
+    #[default]
+    Numeric,
+    Names,
 }
 
 /// NFS over RDMA (RPC-over-RDMA version 1).
@@ -204,7 +220,13 @@ pub struct RdmaConfig {
 
 impl Default for Nfs4Config {
     fn default() -> Nfs4Config {
-        Nfs4Config { lease_seconds: 90 }
+        Nfs4Config {
+            lease_seconds: 90,
+            id_mapping: IdMapping::Numeric,
+            id_domain: None,
+            passwd_file: PathBuf::from("/etc/passwd"),
+            group_file: PathBuf::from("/etc/group"),
+        }
     }
 }
 
@@ -313,6 +335,15 @@ impl Config {
     fn finish(&mut self) -> Result<(), ConfigError> {
         if self.exports.is_empty() {
             self.exports.push(ExportConfig::builtin_default());
+        }
+        if self.nfs4.id_mapping == IdMapping::Names
+            && self.nfs4.id_domain.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError(
+                "nfs4.id_mapping = \"names\" needs nfs4.id_domain, the domain your clients' \
+                 idmapd.conf names (e.g. id_domain = \"example.com\")"
+                    .into(),
+            ));
         }
         if !(5..=3600).contains(&self.nfs4.lease_seconds) {
             return Err(ConfigError(format!(
@@ -473,6 +504,15 @@ mod tests {
             "{e}"
         );
         assert_eq!(Config::from_toml("").unwrap().nfs4.lease_seconds, 90);
+    }
+
+    #[test]
+    fn name_mapping_without_a_domain_is_refused_with_what_to_add() {
+        let e = Config::from_toml("[nfs4]\nid_mapping = \"names\"\n").unwrap_err();
+        assert!(e.0.contains("nfs4.id_domain"), "{}", e.0);
+        let c = Config::from_toml("[nfs4]\nid_mapping = \"names\"\nid_domain = \"example.com\"\n")
+            .unwrap();
+        assert_eq!(c.nfs4.id_mapping, IdMapping::Names);
     }
 
     #[test]

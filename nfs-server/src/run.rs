@@ -270,6 +270,16 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         }
         StoreKind::Memory => Box::new(crate::nlm::MemNsmStore::default()),
     };
+    if config.nfs4.id_mapping == crate::config::IdMapping::Names {
+        let n = &config.nfs4;
+        let domain = n.id_domain.as_deref().unwrap_or_default();
+        let map = crate::v4::idmap::IdMap::names(domain, &n.passwd_file, &n.group_file)
+            .map_err(|e| StartError(format!("nfs4.id_mapping = \"names\": {e}")))?;
+        if !crate::v4::idmap::set(map) {
+            tracing::warn!("NFSv4 owner mapping already set; keeping the first");
+        }
+        tracing::info!(domain, "NFSv4 owners are names at {domain}");
+    }
     // NFSv4.1 state: client records persisted beside the data (so clients reclaim after a
     // restart), in memory for the memory store.
     let durable = config.store != StoreKind::Memory;

@@ -160,8 +160,8 @@ pub fn encode(a: &Attr, req: &Bitmap4, cx: &Context) -> Fattr4 {
             MAXREAD | MAXWRITE => w.u64(u64::from(IO_SIZE_MAX)),
             MODE => w.u32(a.mode & 0o7777),
             NUMLINKS => w.u32(a.nlink),
-            OWNER => w.opaque(a.uid.to_string().as_bytes()),
-            OWNER_GROUP => w.opaque(a.gid.to_string().as_bytes()),
+            OWNER => w.opaque(super::idmap::get().owner(a.uid).as_bytes()),
+            OWNER_GROUP => w.opaque(super::idmap::get().owner_group(a.gid).as_bytes()),
             RAWDEV => {
                 w.u32(a.rdev.0);
                 w.u32(a.rdev.1);
@@ -202,14 +202,6 @@ impl EncodeTo for Bitmap4 {
     }
 }
 
-/// Parses an owner or group string: a number, or "number@domain" (numeric ids are what the
-/// Linux client sends without idmapd).
-fn parse_id(b: &[u8]) -> Result<u32, Nfsstat4> {
-    let s = std::str::from_utf8(b).map_err(|_| Nfsstat4::BadOwner)?;
-    let s = s.split_once('@').map_or(s, |(n, _)| n);
-    s.parse().map_err(|_| Nfsstat4::BadOwner)
-}
-
 /// Decodes settable attributes (SETATTR, OPEN's and CREATE's createattrs). Returns what to
 /// set and the mask of what was given. Unsupported attributes are NFS4ERR_ATTRNOTSUPP,
 /// supported read-only ones NFS4ERR_INVAL (§18.30.3).
@@ -224,8 +216,11 @@ pub fn decode_settable(f: &Fattr4) -> Result<(SetAttr, Bitmap4), Nfsstat4> {
         match bit {
             SIZE => sa.size = Some(r.u64().map_err(bad)?),
             MODE => sa.mode = Some(r.u32().map_err(bad)? & 0o7777),
-            OWNER => sa.uid = Some(parse_id(&r.opaque(1024).map_err(bad)?)?),
-            OWNER_GROUP => sa.gid = Some(parse_id(&r.opaque(1024).map_err(bad)?)?),
+            OWNER => sa.uid = Some(super::idmap::get().parse_owner(&r.opaque(1024).map_err(bad)?)?),
+            OWNER_GROUP => {
+                let s = r.opaque(1024).map_err(bad)?;
+                sa.gid = Some(super::idmap::get().parse_owner_group(&s)?)
+            }
             TIME_ACCESS_SET | TIME_MODIFY_SET => {
                 let t = match Settime4::decode(&mut r).map_err(bad)? {
                     Settime4::ServerTime => SetTime::ServerNow,

@@ -14,6 +14,7 @@
 
 pub mod attrs;
 pub mod compound;
+pub mod idmap;
 pub mod ops;
 pub mod state;
 
