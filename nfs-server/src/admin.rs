@@ -480,6 +480,7 @@ impl<S: Store> Admin<S> {
             "targets": targets.iter().map(|t| self.target_json(t)).collect::<Vec<_>>(),
             "exports": self.server.exports().iter().count(),
             "nlm": { "grace": nlm.in_grace(), "state": nlm.state, "locks": locks },
+            "nfs4": nfs4_status(),
             "throughput_bytes": {
                 "read": self.server.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                 "write": self.server.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
@@ -747,6 +748,22 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// NFSv4.1 clients, sessions and grace for `status`.
+fn nfs4_status() -> Value {
+    let nfs4 = crate::v4::instance();
+    let now = std::time::Instant::now();
+    let t = nfs4.lock();
+    let (clients, sessions, reclaiming) = t.summary();
+    json!({
+        "clients": clients,
+        "sessions": sessions,
+        "grace": t.in_grace(now),
+        "clients_to_reclaim": reclaiming,
+        "state_ids": t.state_count(),
+        "lease_seconds": nfs4.lease.as_secs(),
+    })
 }
 
 #[cfg(test)]

@@ -1180,6 +1180,22 @@ pub fn render_status(s: &Value) -> String {
             ),
         ),
         (
+            "nfsv4.1",
+            format!(
+                "{} clients, {} sessions{}",
+                text(&s["nfs4"]["clients"]),
+                text(&s["nfs4"]["sessions"]),
+                if s["nfs4"]["grace"].as_bool() == Some(true) {
+                    format!(
+                        ", in grace period ({} clients to reclaim)",
+                        text(&s["nfs4"]["clients_to_reclaim"])
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+        (
             "moved",
             format!("read {}, written {}", moved("read"), moved("write")),
         ),
@@ -1434,11 +1450,16 @@ mod tests {
             "data_dir": "/var/lib/sluice", "store": "local", "connections": 5, "clients": 2,
             "targets": sample_targets(), "exports": 1,
             "nlm": {"grace": false, "state": 7, "locks": 3},
+            "nfs4": {"clients": 2, "sessions": 3, "grace": true, "clients_to_reclaim": 1, "state_ids": 9, "lease_seconds": 90},
             "throughput_bytes": {"read": 123, "write": 4_560_000}});
         let out = render_status(&s);
         assert!(out.contains("n1 (sluice 0.1.0), up 1h 2m"), "{out}");
         assert!(out.contains("2 (5 connections)"), "{out}");
         assert!(out.contains("read 123 B, written 4.6 MB"), "{out}");
+        assert!(
+            out.contains("2 clients, 3 sessions, in grace period (1 clients to reclaim)"),
+            "{out}"
+        );
         assert!(out.contains("\nNAME "), "{out}");
     }
 

@@ -889,6 +889,12 @@ impl StateTable {
     }
 
     /// Number of stateids held (tests, metrics).
+    /// Confirmed clients, sessions, and clients of the previous instance still to reclaim.
+    pub fn summary(&self) -> (usize, usize, usize) {
+        let confirmed = self.clients.values().filter(|c| c.confirmed).count();
+        (confirmed, self.sessions.len(), self.reclaimable.len())
+    }
+
     pub fn state_count(&self) -> usize {
         self.states.len()
     }
