@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use backend::{Cred, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::export::{ClientMatch, ClientRule, ExportConfig, Squash};
 use crate::qos::{Source, Target, TargetConfig, TargetTable, TierConfig};
@@ -254,22 +254,35 @@ fn error(status: u16, msg: impl Into<String>) -> Response {
 }
 
 /// Serves the admin API on `listener` until the task is dropped.
-pub async fn serve<S: Store>(admin: Arc<Admin<S>>, listener: TcpListener) {
+pub async fn serve<S: Store>(
+    admin: Arc<Admin<S>>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let admin = admin.clone();
+        let (admin, tls) = (admin.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, one(admin, stream)).await {
+            let served = tokio::time::timeout(REQUEST_TIMEOUT, async move {
+                match tls {
+                    None => one(admin, stream).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => one(admin, s).await,
+                        Err(e) => tracing::debug!(%peer, "admin TLS handshake failed: {e}"),
+                    },
+                }
+            });
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, "admin request timed out: {e}");
             }
         });
     }
 }
 
-async fn one<S: Store>(admin: Arc<Admin<S>>, mut stream: TcpStream) {
+async fn one<S: Store, T: AsyncRead + AsyncWrite + Unpin>(admin: Arc<Admin<S>>, mut stream: T) {
     let (response, allow) = match read_request(&mut stream).await {
         Ok(req) => {
             let allow = allowed_methods(&req.path).join(", ");
@@ -311,7 +324,7 @@ async fn one<S: Store>(admin: Arc<Admin<S>>, mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-async fn read_request(stream: &mut TcpStream) -> Result<Request, Response> {
+async fn read_request<T: AsyncRead + Unpin>(stream: &mut T) -> Result<Request, Response> {
     let mut buf = Vec::with_capacity(1024);
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

@@ -51,9 +51,13 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Admin API options")]
 pub struct ClientOpts {
-    /// Admin API base URL (http:// only).
+    /// Admin API base URL: http://HOST:PORT, or https://HOST:PORT when the server has
+    /// server.admin_tls_cert (then give --ca).
     #[arg(long, global = true, value_name = "URL", env = "SLUICE_API", default_value = DEFAULT_API)]
     pub api: String,
+    /// PEM file with the certificate (or its CA) that an https:// admin API must present.
+    #[arg(long, global = true, value_name = "PATH", env = "SLUICE_CA")]
+    pub ca: Option<PathBuf>,
     /// Admin token (else $SLUICE_TOKEN, else the token file).
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
@@ -312,11 +316,15 @@ fn other(m: impl Into<String>) -> CliError {
 // HTTP client
 // ---------------------------------------------------------------------------------------------
 
-/// An `http://host[:port][/prefix]` base URL.
+/// An `http(s)://host[:port][/prefix]` base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiUrl {
     /// As given, for messages.
     pub original: String,
+    /// https: the connection is TLS, verified against `--ca`.
+    pub https: bool,
+    /// The host, without brackets or port (the name the certificate must carry).
+    pub host: String,
     /// `host:port` (IPv6 hosts in brackets), for connecting and the Host header.
     pub authority: String,
     /// Path prefix without a trailing slash ("" for none).
@@ -326,17 +334,16 @@ pub struct ApiUrl {
 impl ApiUrl {
     pub fn parse(url: &str) -> Result<ApiUrl, CliError> {
         let u = url.trim();
-        if u.starts_with("https://") {
-            return Err(other(format!(
-                "--api {url}: https is not supported yet; the admin API is plain HTTP on \
-                 loopback: use http://"
-            )));
-        }
-        let rest = u.strip_prefix("http://").ok_or_else(|| {
-            other(format!(
-                "--api {url:?}: expected http://HOST[:PORT], e.g. {DEFAULT_API}"
-            ))
-        })?;
+        let (https, rest) = match (u.strip_prefix("https://"), u.strip_prefix("http://")) {
+            (Some(r), _) => (true, r),
+            (None, Some(r)) => (false, r),
+            (None, None) => {
+                return Err(other(format!(
+                    "--api {url:?}: expected http://HOST[:PORT] or https://HOST[:PORT], e.g. \
+                     {DEFAULT_API}"
+                )))
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -350,13 +357,19 @@ impl ApiUrl {
             Some(b) => authority[b..].contains(':'),
             None => authority.contains(':'),
         };
+        let host = match authority.rfind(']') {
+            Some(b) => authority[1..b].to_string(),
+            None => authority.split(':').next().unwrap_or_default().to_string(),
+        };
         let authority = if has_port {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if https { 443 } else { 80 })
         };
         Ok(ApiUrl {
             original: u.trim_end_matches('/').to_string(),
+            https,
+            host,
             authority,
             prefix: path.trim_end_matches('/').to_string(),
         })
@@ -480,6 +493,7 @@ fn segment_escape(s: &str) -> String {
 /// Sends one request and reads the whole response (Connection: close).
 pub fn http_request(
     url: &ApiUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -508,7 +522,7 @@ pub fn http_request(
             Err(e) => last_err = Some(e),
         }
     }
-    let mut stream = match stream {
+    let stream = match stream {
         Some(s) => s,
         None => {
             return Err(match last_err {
@@ -533,6 +547,23 @@ pub fn http_request(
     };
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    let mut stream: Box<dyn ReadWrite> = match (url.https, tls) {
+        (false, _) => Box::new(stream),
+        (true, None) => {
+            return Err(other(format!(
+                "{} is https: give --ca FILE (or SLUICE_CA) with the server's certificate or \
+                 its CA",
+                url.original
+            )))
+        }
+        (true, Some(config)) => {
+            let name = rustls_pki_types::ServerName::try_from(url.host.clone())
+                .map_err(|e| other(format!("{}: {e}", url.original)))?;
+            let conn = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(|e| other(format!("TLS to {}: {e}", url.original)))?;
+            Box::new(rustls::StreamOwned::new(conn, stream))
+        }
+    };
     let body_bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     let mut req = format!(
         "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice/{}\r\n\
@@ -556,9 +587,17 @@ pub fn http_request(
     stream.write_all(&out).map_err(io)?;
     stream.flush().map_err(io)?;
     let mut raw = Vec::new();
-    stream
+    (&mut stream)
         .take(RESPONSE_MAX + 1)
         .read_to_end(&mut raw)
+        .or_else(|e| {
+            // A server that closes without close_notify still sent a whole response.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })
         .map_err(io)?;
     if raw.len() as u64 > RESPONSE_MAX {
         return Err(other(format!(
@@ -574,6 +613,10 @@ pub fn http_request(
         ))
     })
 }
+
+/// A plain or TLS connection.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// The message of an error response: its JSON `error`, else the body itself.
 fn api_error(resp: &Response) -> CliError {
@@ -671,6 +714,7 @@ pub fn default_token_file() -> PathBuf {
 pub struct Client {
     url: ApiUrl,
     token: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -678,6 +722,12 @@ impl Client {
     /// else the default token file.
     pub fn new(opts: &ClientOpts) -> Result<Client, CliError> {
         let url = ApiUrl::parse(&opts.api)?;
+        let tls = match &opts.ca {
+            Some(ca) => {
+                Some(crate::tls::client_config(ca).map_err(|e| other(format!("--ca: {e}")))?)
+            }
+            None => None,
+        };
         let env_token = std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty());
         let token = match (&opts.token, &opts.token_file, env_token) {
             (Some(t), _, _) => t.trim().to_string(),
@@ -685,7 +735,7 @@ impl Client {
             (None, None, Some(t)) => t.trim().to_string(),
             (None, None, None) => read_token_file(&default_token_file())?,
         };
-        Ok(Client { url, token })
+        Ok(Client { url, token, tls })
     }
 
     /// A client with a known token (tests, embedding).
@@ -693,7 +743,14 @@ impl Client {
         Ok(Client {
             url: ApiUrl::parse(api)?,
             token: token.to_string(),
+            tls: None,
         })
+    }
+
+    /// Trusts the certificates in `ca` for an https:// API.
+    pub fn with_ca(mut self, ca: &std::path::Path) -> Result<Client, CliError> {
+        self.tls = Some(crate::tls::client_config(ca).map_err(|e| other(format!("--ca: {e}")))?);
+        Ok(self)
     }
 
     /// Sends a request; a 2xx answer gives its JSON body (`Null` when empty).
@@ -713,7 +770,14 @@ impl Client {
             "waiting for the admin API at {}",
             self.url.original
         ));
-        let resp = http_request(&self.url, method, path, Some(&self.token), body);
+        let resp = http_request(
+            &self.url,
+            self.tls.as_ref(),
+            method,
+            path,
+            Some(&self.token),
+            body,
+        );
         drop(progress);
         let resp = resp?;
         if !(200..300).contains(&resp.status) {
@@ -1530,12 +1594,18 @@ mod tests {
     }
 
     #[test]
-    fn https_urls_are_refused_clearly_and_http_urls_get_a_default_port() {
-        let e = ApiUrl::parse("https://127.0.0.1:9050")
+    fn urls_get_a_default_port_and_https_a_host_to_verify() {
+        let e = ApiUrl::parse("ftp://127.0.0.1:9050")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("https is not supported yet"), "{e}");
+        assert!(e.contains("expected http://HOST[:PORT] or https://"), "{e}");
+        let u = ApiUrl::parse("https://admin.example.com").unwrap();
+        assert!(u.https);
+        assert_eq!(u.authority, "admin.example.com:443");
+        assert_eq!(u.host, "admin.example.com");
+        assert_eq!(ApiUrl::parse("https://[::1]:9050").unwrap().host, "::1");
         let u = ApiUrl::parse("http://localhost/admin/").unwrap();
+        assert!(!u.https);
         assert_eq!(u.authority, "localhost:80");
         assert_eq!(u.prefix, "/admin");
         assert_eq!(

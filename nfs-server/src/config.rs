@@ -167,6 +167,11 @@ pub struct ServerConfig {
     /// The admin API's bearer token. Default `<data_dir>/admin.token`, created (mode 0600) on
     /// first start.
     pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin API over TLS with this PEM certificate chain (and `admin_tls_key`).
+    /// Default: plain HTTP, which is fine on loopback.
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of `admin_tls_cert`.
+    pub admin_tls_key: Option<PathBuf>,
     /// Replies kept for retransmitted non-idempotent calls. Each holds a small reply
     /// (well under 1 KiB). Default 16384.
     pub drc_entries: usize,
@@ -252,6 +257,8 @@ impl Default for ServerConfig {
             metrics_listen: Some("127.0.0.1:9049".parse().expect("literal")),
             admin_listen: Some("127.0.0.1:9050".parse().expect("literal")),
             admin_token_file: None,
+            admin_tls_cert: None,
+            admin_tls_key: None,
             drc_entries: 16384,
         }
     }
@@ -342,6 +349,13 @@ impl Config {
             return Err(ConfigError(
                 "nfs4.id_mapping = \"names\" needs nfs4.id_domain, the domain your clients' \
                  idmapd.conf names (e.g. id_domain = \"example.com\")"
+                    .into(),
+            ));
+        }
+        if self.server.admin_tls_cert.is_some() != self.server.admin_tls_key.is_some() {
+            return Err(ConfigError(
+                "server.admin_tls_cert and server.admin_tls_key go together: give both (PEM \
+                 files) for TLS, or neither for plain HTTP"
                     .into(),
             ));
         }

@@ -26,6 +26,7 @@ pub mod qos;
 pub mod rpc_client;
 pub mod run;
 pub mod server;
+pub mod tls;
 pub mod transport;
 pub mod v3;
 pub mod v4;

@@ -542,14 +542,22 @@ async fn start_admin<S: Store>(
         }
         *w = Arc::new(w.with(export));
     }
+    let tls = match (&config.server.admin_tls_cert, &config.server.admin_tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(cert, key)
+                .map_err(|e| StartError(format!("server.admin_tls_cert/key: {e}")))?,
+        )),
+        _ => None,
+    };
     if let Some(a) = config.server.admin_listen {
         match TcpListener::bind(a).await {
             Ok(l) => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
                 tracing::info!(
-                    "admin API on http://{a}/v1 (token in {})",
+                    "admin API on {scheme}://{a}/v1 (token in {})",
                     token_path.display()
                 );
-                tokio::spawn(crate::admin::serve(admin, l));
+                tokio::spawn(crate::admin::serve(admin, l, tls));
             }
             Err(e) => {
                 tracing::warn!("no admin API: cannot listen on {a}: {e}; set server.admin_listen")

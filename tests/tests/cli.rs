@@ -117,3 +117,59 @@ fn residency_of_a_written_file_shows_its_extents() {
     assert_eq!(json["store"], "nvme");
     assert_eq!(json["extents"][0]["offset"], 0);
 }
+
+/// A self-signed certificate for 127.0.0.1 (and another one, to play the wrong CA).
+fn self_signed(dir: &std::path::Path, name: &str) -> (String, String) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=sluice-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // An end-entity certificate (webpki refuses a CA certificate as a server's).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian: openssl) makes the test certificate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn the_admin_api_over_tls_answers_the_cli_with_the_right_ca_only() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), "server");
+    let (other, _) = self_signed(certs.path(), "other");
+    let admin = free_port();
+    let s = Sluice::start_config(&format!(
+        "[server]\nadmin_listen = \"127.0.0.1:{admin}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\
+         admin_tls_cert = \"{cert}\"\nadmin_tls_key = \"{key}\"\n",
+        free_port()
+    ));
+    let https = Cli {
+        api: format!("https://127.0.0.1:{admin}"),
+        token_file: s.data_dir().join("admin.token").display().to_string(),
+    };
+    let status = https.ok(&["--ca", &cert, "status"]);
+    assert!(status.contains("node"), "{status}");
+    let (ok, _, err) = https.run(&["status"]);
+    assert!(!ok && err.contains("--ca"), "no CA given: {err}");
+    let (ok, _, err) = https.run(&["--ca", &other, "status"]);
+    assert!(!ok && err.to_lowercase().contains("certificate"), "wrong CA: {err}");
+    let plain = Cli::new(&s, admin);
+    let (ok, _, err) = plain.run(&["status"]);
+    assert!(!ok, "plain HTTP to the TLS port must fail: {err}");
+}
+
+#[test]
+fn a_tls_certificate_without_its_key_is_refused_at_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "[server]\nadmin_tls_cert = \"/etc/ssl/x.pem\"\n").unwrap();
+    let (ok, out, err) = run_sluice(&["config", "check", f.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("admin_tls_key"), "{err}");
+}
