@@ -120,9 +120,19 @@ fn residency_of_a_written_file_shows_its_extents() {
 
 /// A self-signed certificate for 127.0.0.1 (and another one, to play the wrong CA).
 fn self_signed(dir: &std::path::Path, name: &str) -> (String, String) {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=sluice-test"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
         // An end-entity certificate (webpki refuses a CA certificate as a server's).
@@ -134,7 +144,11 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (String, String) {
         .arg(&cert)
         .output()
         .expect("openssl (Debian: openssl) makes the test certificate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert.display().to_string(), key.display().to_string())
 }
 
@@ -158,7 +172,10 @@ fn the_admin_api_over_tls_answers_the_cli_with_the_right_ca_only() {
     let (ok, _, err) = https.run(&["status"]);
     assert!(!ok && err.contains("--ca"), "no CA given: {err}");
     let (ok, _, err) = https.run(&["--ca", &other, "status"]);
-    assert!(!ok && err.to_lowercase().contains("certificate"), "wrong CA: {err}");
+    assert!(
+        !ok && err.to_lowercase().contains("certificate"),
+        "wrong CA: {err}"
+    );
     let plain = Cli::new(&s, admin);
     let (ok, _, err) = plain.run(&["status"]);
     assert!(!ok, "plain HTTP to the TLS port must fail: {err}");
