@@ -137,6 +137,8 @@ pub struct Metrics {
     pub task_monitor: tokio_metrics::TaskMonitor,
     /// Read from `task_monitor` and the runtime at each scrape.
     runtime: Family<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// NFSv4.1 clients, sessions, stateids and grace, read at scrape time.
+    nfs4: Family<RuntimeLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,6 +174,7 @@ impl Metrics {
             Family::new_with_constructor(throttle_histogram);
         let target_rate = Family::<TargetDirLabels, Gauge>::default();
         let runtime = Family::<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let nfs4 = Family::<RuntimeLabels, Gauge>::default();
 
         // Names are given without the `_total` suffix: prometheus-client appends it to
         // counter samples (and OpenMetrics names the counter family without it).
@@ -238,9 +241,18 @@ impl Metrics {
             runtime.clone(),
         );
 
+        registry.register(
+            "sluice_nfs4",
+            "NFSv4.1 state, read at scrape time: clients (confirmed), sessions, state_ids (open \
+             and lock stateids), grace (1 during the grace period after a restart), \
+             clients_to_reclaim",
+            nfs4.clone(),
+        );
+
         Metrics {
             task_monitor: tokio_metrics::TaskMonitor::new(),
             runtime,
+            nfs4,
             registry,
             rpc_calls,
             rpc_latency,
@@ -361,8 +373,23 @@ impl Metrics {
         }
     }
 
+    fn refresh_nfs4(&self) {
+        let now = std::time::Instant::now();
+        let t = crate::v4::instance().lock();
+        let (clients, sessions, reclaiming) = t.summary();
+        let set = |metric: &'static str, v: usize| {
+            self.nfs4.get_or_create(&RuntimeLabels { metric }).set(v as i64);
+        };
+        set("clients", clients);
+        set("sessions", sessions);
+        set("state_ids", t.state_count());
+        set("grace", usize::from(t.in_grace(now)));
+        set("clients_to_reclaim", reclaiming);
+    }
+
     pub fn encode(&self) -> String {
         self.refresh_runtime();
+        self.refresh_nfs4();
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail and none of our label types returns an error, so an
         // error here is a library bug: report it and serve what was written rather than

@@ -133,6 +133,7 @@ fn metrics_endpoint_counts_the_nfs_calls_a_client_made() {
         "sluice_rpc_phase_seconds",
         "sluice_runtime",
         "sluice_connections_open",
+        "sluice_nfs4",
     ] {
         // A histogram's samples are <family>_bucket/_sum/_count.
         assert!(
