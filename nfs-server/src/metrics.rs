@@ -378,7 +378,9 @@ impl Metrics {
         let t = crate::v4::instance().lock();
         let (clients, sessions, reclaiming) = t.summary();
         let set = |metric: &'static str, v: usize| {
-            self.nfs4.get_or_create(&RuntimeLabels { metric }).set(v as i64);
+            self.nfs4
+                .get_or_create(&RuntimeLabels { metric })
+                .set(v as i64);
         };
         set("clients", clients);
         set("sessions", sessions);

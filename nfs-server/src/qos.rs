@@ -395,6 +395,8 @@ impl Inner {
 #[derive(Debug)]
 pub struct Pacer {
     inner: Mutex<Inner>,
+    /// Per client host: how long its requests have been waiting lately (see [`Pacer::pressure`]).
+    pressure: Mutex<HashMap<IpAddr, Ewma>>,
     wake: Arc<Notify>,
     /// Whether the tier limits anything: lets the connection skip pacing work entirely on
     /// unlimited targets (the common case) without taking the lock.
@@ -412,6 +414,7 @@ impl Pacer {
                 clients: HashMap::new(),
                 ring: VecDeque::new(),
             }),
+            pressure: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             limited: std::sync::atomic::AtomicBool::new(!tier.is_unlimited()),
         });
@@ -506,7 +509,63 @@ impl Pacer {
         };
         self.wake.notify_one();
         let _ = rx.await;
-        start.elapsed()
+        let waited = start.elapsed();
+        self.record_wait(client, waited, Instant::now());
+        waited
+    }
+
+    pub(crate) fn record_wait(&self, client: IpAddr, waited: Duration, now: Instant) {
+        let mut p = self.pressure.lock().expect("pressure lock poisoned");
+        if p.len() >= PRESSURE_CLIENTS_MAX && !p.contains_key(&client) {
+            p.retain(|_, e| e.value(now) >= PRESSURE_FORGET);
+            if p.len() >= PRESSURE_CLIENTS_MAX {
+                return;
+            }
+        }
+        p.entry(client).or_default().add(waited, now);
+    }
+
+    /// How long `client`'s requests have waited for tokens lately: an average over the last
+    /// few seconds (half-life [`PRESSURE_HALF_LIFE`]) that decays when it stops waiting.
+    /// NFSv4.1 uses it to ask a chronically throttled client for fewer slots.
+    pub fn pressure(&self, client: IpAddr, now: Instant) -> Duration {
+        self.pressure
+            .lock()
+            .expect("pressure lock poisoned")
+            .get(&client)
+            .map_or(Duration::ZERO, |e| e.value(now))
+    }
+}
+
+/// Half-life of [`Pacer::pressure`].
+pub const PRESSURE_HALF_LIFE: Duration = Duration::from_secs(2);
+/// Client hosts whose pressure is tracked per target; quiet ones are forgotten first.
+const PRESSURE_CLIENTS_MAX: usize = 4096;
+const PRESSURE_FORGET: Duration = Duration::from_millis(1);
+
+/// An exponentially weighted average of waits that decays with time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ewma {
+    seconds: f64,
+    at: Option<Instant>,
+}
+
+impl Ewma {
+    fn decayed(&self, now: Instant) -> f64 {
+        let Some(at) = self.at else { return 0.0 };
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        self.seconds * 0.5f64.powf(dt / PRESSURE_HALF_LIFE.as_secs_f64())
+    }
+
+    fn add(&mut self, waited: Duration, now: Instant) {
+        // Each sample moves the average an eighth of the way.
+        let v = self.decayed(now);
+        self.seconds = v + (waited.as_secs_f64() - v) / 8.0;
+        self.at = Some(now);
+    }
+
+    fn value(&self, now: Instant) -> Duration {
+        Duration::from_secs_f64(self.decayed(now).max(0.0))
     }
 }
 
@@ -878,5 +937,29 @@ mod tests {
             (1.9..2.2).contains(&secs),
             "{secs} s for 210 ops at 100/s with a 10-op burst"
         );
+    }
+}
+
+#[cfg(test)]
+mod pressure_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pressure_follows_a_clients_waits_and_fades_when_they_stop() {
+        let (pacer, task) = Pacer::new(TierConfig::Named("1g".into()).resolve().unwrap());
+        tokio::spawn(task);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..30 {
+            pacer.record_wait(a, Duration::from_millis(100), t0);
+        }
+        let p = pacer.pressure(a, t0);
+        assert!(
+            p > Duration::from_millis(90) && p <= Duration::from_millis(100),
+            "{p:?}"
+        );
+        assert_eq!(pacer.pressure(b, t0), Duration::ZERO, "per client host");
+        let later = pacer.pressure(a, t0 + PRESSURE_HALF_LIFE * 4);
+        assert!(later < Duration::from_millis(7), "fades: {later:?}");
     }
 }

@@ -316,6 +316,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
             PortmapTable::new(port, &programs)
         }),
         ports,
+        targets: Default::default(),
     });
     let sc = &config.server;
     let limits = ConnLimits {
@@ -329,6 +330,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         connections_max: sc.connections_max,
     };
     let targets = Arc::new(crate::qos::TargetTable::new(&config.targets).map_err(StartError)?);
+    let _ = server.targets.set(targets.clone());
     for t in targets.list() {
         tracing::info!(target = %t.name, tier = ?t.pacer.tier(), "mount target");
         publish_rates(&metrics, &t);

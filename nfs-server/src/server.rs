@@ -71,6 +71,9 @@ impl Reply {
     }
 }
 
+/// Average pacing wait above which a v4.1 client is asked for fewer slots.
+pub const CHRONIC_PACING: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Ports we serve, as advertised through portmap.
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
@@ -95,9 +98,23 @@ pub struct Server<S> {
     pub bytes_read: std::sync::atomic::AtomicU64,
     pub bytes_written: std::sync::atomic::AtomicU64,
     pub ports: Ports,
+    /// Mount targets, set once at startup (NFSv4.1 asks clients their pacer holds back for a
+    /// while to use fewer slots).
+    pub targets: std::sync::OnceLock<Arc<crate::qos::TargetTable>>,
 }
 
 impl<S: Store> Server<S> {
+    /// Whether the mount target this call came through has kept its client waiting for
+    /// tokens for longer than [`CHRONIC_PACING`] on average lately.
+    pub fn chronically_throttled(&self, req: &Request) -> bool {
+        let Some(targets) = self.targets.get() else {
+            return false;
+        };
+        let t = targets.classify(req.local);
+        t.pacer.is_limited()
+            && t.pacer.pressure(req.peer.ip(), tokio::time::Instant::now()) > CHRONIC_PACING
+    }
+
     pub fn fh(&self, export_id: u32, id: FileId) -> NfsFh3 {
         let b = self.fh_key.encode(&FileHandle { export_id, id });
         NfsFh3(Bytes::copy_from_slice(&b))

@@ -161,7 +161,8 @@ pub async fn compound<S: Store>(
     let (mut budget, mut cache_budget) = (nfs_proto::limits::RECORD_LEN_MAX, usize::MAX);
     let mut first = 0;
     if let Some(NfsArgOp4::Sequence(sa)) = ops.first() {
-        let seq = sequence(nfs4, sa, ops.len(), request_len, now);
+        let throttled = server.chronically_throttled(req);
+        let seq = sequence(nfs4, sa, ops.len(), request_len, throttled, now);
         let res = match seq {
             Err(s) => return finish(out, Some(NfsResOp4::Sequence(Err(s))), s),
             Ok(Sequenced::Replay(bytes)) => {
@@ -300,6 +301,12 @@ fn position_error(f: &OpFlags, i: usize, n: usize, in_session: bool) -> Option<N
     }
 }
 
+/// The highest slot a chronically throttled client is asked to use: a quarter of its table,
+/// at least 4 slots.
+pub fn throttled_target_slotid(slots: u32) -> u32 {
+    (slots / 4).max(4).min(slots) - 1
+}
+
 enum Sequenced {
     New {
         res: Sequence4ResOk,
@@ -309,12 +316,16 @@ enum Sequenced {
     Replay(Bytes),
 }
 
-/// SEQUENCE (§18.46): the session's limits, then the slot.
+/// SEQUENCE (§18.46): the session's limits, then the slot. A client whose mount target has
+/// been holding its requests back for a while (`throttled`) is asked to use fewer slots
+/// (sr_target_highest_slotid, §2.10.6.1): pacing still sets its rate, but it keeps fewer
+/// requests queued in the server.
 fn sequence(
     nfs4: &Nfs4,
     sa: &Sequence4Args,
     op_count: usize,
     request_len: usize,
+    throttled: bool,
     now: Instant,
 ) -> Result<Sequenced, Nfsstat4> {
     let mut st = nfs4.lock();
@@ -334,7 +345,11 @@ fn sequence(
                 sequenceid: sa.sequenceid,
                 slotid: sa.slotid,
                 highest_slotid: slots - 1,
-                target_highest_slotid: slots - 1,
+                target_highest_slotid: if throttled {
+                    throttled_target_slotid(slots)
+                } else {
+                    slots - 1
+                },
                 status_flags: 0,
             },
             fore,

@@ -63,6 +63,7 @@ fn server() -> Server<MemStore> {
             nfs: 2049,
             mount: 20048,
         },
+        targets: Default::default(),
     }
 }
 
@@ -1439,4 +1440,44 @@ async fn mkdir(store: &MemStore, dir: backend::FileId, name: &[u8]) -> backend::
         .await
         .unwrap();
     a.id
+}
+
+#[tokio::test]
+async fn a_client_its_target_keeps_waiting_is_asked_for_fewer_slots() {
+    let mut h = Harness::new().await;
+    let r = h.run(vec![]).await;
+    let NfsResOp4::Sequence(Ok(before)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(before.target_highest_slotid, before.highest_slotid);
+    // The connection's local address belongs to a paced target that has kept this client
+    // waiting 200 ms per request lately.
+    let target = crate::qos::TargetConfig {
+        name: "paced".into(),
+        listen: vec![request().local],
+        tier: crate::qos::TierConfig::Named("1g".into()),
+    };
+    let table = Arc::new(crate::qos::TargetTable::new(&[target]).unwrap());
+    let t = table.classify(request().local);
+    for _ in 0..20 {
+        t.pacer.record_wait(
+            request().peer.ip(),
+            Duration::from_millis(200),
+            tokio::time::Instant::now(),
+        );
+    }
+    assert!(h.server.targets.set(table).is_ok());
+    let r = h.run(vec![]).await;
+    let NfsResOp4::Sequence(Ok(after)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        after.highest_slotid, before.highest_slotid,
+        "the table stays"
+    );
+    assert_eq!(
+        after.target_highest_slotid,
+        crate::v4::compound::throttled_target_slotid(before.highest_slotid + 1)
+    );
+    assert!(after.target_highest_slotid < before.target_highest_slotid);
 }
