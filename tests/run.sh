@@ -47,8 +47,9 @@ tests/e2e/schemathesis.sh
 step "libnfs userspace clients, kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 
-step "bandwidth tiers with the kernel client (a 20 MB/s mount target)"
+step "bandwidth tiers: the kernel client (a 20 MB/s mount target), then fio-nfs from two hosts (cap, fairness, live change)"
 tests/e2e/tiers-kclient.sh
+tests/e2e/tiers-fio.sh
 
 step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim"
 tests/e2e/nlm-kclient.sh
