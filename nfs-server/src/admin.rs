@@ -459,6 +459,7 @@ impl<S: Store> Admin<S> {
         json!({
             "name": t.name,
             "listen": t.listen,
+            "exports": t.exports,
             "tier": *t.tier_config.lock().expect("tier lock poisoned"),
             "source": t.source,
             "connections": t.connections.load(std::sync::atomic::Ordering::Relaxed),

@@ -318,6 +318,13 @@ impl ExportTable {
         }
     }
 
+    /// A table with only the exports `keep` accepts.
+    pub fn filtered(&self, keep: impl Fn(&Export) -> bool) -> ExportTable {
+        ExportTable {
+            exports: self.exports.iter().filter(|e| keep(e)).cloned().collect(),
+        }
+    }
+
     pub fn by_id(&self, id: u32) -> Option<&std::sync::Arc<Export>> {
         self.exports.iter().find(|e| e.id == id)
     }

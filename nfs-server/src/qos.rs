@@ -581,6 +581,11 @@ pub struct TargetConfig {
     pub listen: Vec<std::net::SocketAddr>,
     /// "1g", "20g", "40g", "80g", "unlimited", or a table `{ read, write, total, iops, burst }`.
     pub tier: TierConfig,
+    /// Paths of the exports served through this target; empty (the default): every export.
+    /// Through the target, other exports cannot be mounted, their handles are stale, and the
+    /// NFSv4.1 pseudo file system does not show them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
 }
 
 /// Where a target or export was defined: the config file (the API may not delete it) or the
@@ -617,6 +622,8 @@ pub fn check_target_name(name: &str) -> Result<(), String> {
 pub struct Target {
     pub name: String,
     pub listen: Vec<std::net::SocketAddr>,
+    /// Export paths served through it; empty: all.
+    pub exports: Vec<String>,
     pub pacer: Arc<Pacer>,
     pub tier_config: Mutex<TierConfig>,
     pub source: Source,
@@ -634,12 +641,18 @@ impl Target {
         Ok(Arc::new(Target {
             name: config.name.clone(),
             listen: config.listen.clone(),
+            exports: config.exports.clone(),
             pacer,
             tier_config: Mutex::new(config.tier.clone()),
             source,
             connections: std::sync::atomic::AtomicUsize::new(0),
             listeners: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Whether the export at `path` is served through this target.
+    pub fn serves(&self, path: &str) -> bool {
+        self.exports.is_empty() || self.exports.iter().any(|p| p == path)
     }
 
     /// Applies a new tier in place (connections stay).
@@ -672,6 +685,7 @@ impl TargetTable {
             name: "default".into(),
             listen: Vec::new(),
             tier: TierConfig::Named("unlimited".into()),
+            exports: Vec::new(),
         };
         Ok(TargetTable {
             targets: std::sync::RwLock::new(targets),
@@ -886,6 +900,7 @@ mod tests {
             name: name.into(),
             listen: vec![addr.parse().unwrap()],
             tier: TierConfig::Named("1g".into()),
+            exports: Vec::new(),
         };
         let t =
             TargetTable::new(&[cfg("a", "127.0.0.2:2049"), cfg("b", "127.0.0.3:2049")]).unwrap();

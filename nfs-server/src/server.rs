@@ -125,6 +125,25 @@ impl<S: Store> Server<S> {
         self.exports.read().expect("exports lock poisoned").clone()
     }
 
+    /// The mount target a call arrived through, if targets are set up.
+    fn target_of(&self, req: &Request) -> Option<Arc<crate::qos::Target>> {
+        Some(self.targets.get()?.classify(req.local))
+    }
+
+    /// Whether the export at `path` is served through the target `req` came through.
+    pub fn target_serves(&self, req: &Request, path: &str) -> bool {
+        self.target_of(req).is_none_or(|t| t.serves(path))
+    }
+
+    /// The exports visible through the target `req` came through (all, for most targets).
+    pub fn exports_for(&self, req: &Request) -> Arc<ExportTable> {
+        let all = self.exports();
+        match self.target_of(req) {
+            Some(t) if !t.exports.is_empty() => Arc::new(all.filtered(|e| t.serves(&e.path))),
+            _ => all,
+        }
+    }
+
     /// Checks a handle and the client's right to use it; returns the squashed credentials.
     pub fn resolve(&self, fh: &NfsFh3, req: &Request) -> Result<Resolved, Failure> {
         let h = self
@@ -137,6 +156,10 @@ impl<S: Store> Server<S> {
             .by_id(h.export_id)
             .cloned()
             .ok_or(Failure::Status(Nfsstat3::Stale))?;
+        // Through a target that does not serve this export, its handles are stale too.
+        if !self.target_serves(req, &export.path) {
+            return Err(Failure::Status(Nfsstat3::Stale));
+        }
         let peer = req.peer.ip();
         let rule_index = export.rules.iter().position(|r| r.matcher.matches(peer));
         let rule = rule_index.map(|i| &export.rules[i]).ok_or_else(|| {
@@ -430,7 +453,7 @@ impl<S: Store> Server<S> {
                 MountReply::Umntall
             }
             MountCall::Export => MountReply::Export(
-                self.exports()
+                self.exports_for(req)
                     .iter()
                     .map(|e| ExportNode {
                         dir: Bytes::from(e.path.clone()),
@@ -443,7 +466,7 @@ impl<S: Store> Server<S> {
 
     async fn mnt(&self, req: &Request, path: &[u8]) -> Result<(Bytes, Vec<u32>), MountStat3> {
         let path = std::str::from_utf8(path).map_err(|_| MountStat3::Inval)?;
-        let exports = self.exports();
+        let exports = self.exports_for(req);
         let Some(export) = exports.by_path(path) else {
             tracing::info!(client = %req.peer.ip(), path, "MNT of a path that is not exported");
             return Err(MountStat3::NoEnt);

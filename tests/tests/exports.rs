@@ -273,3 +273,39 @@ fn lookup_of_dotdot_at_an_export_root_stays_inside_the_export() {
         .unwrap();
     assert_eq!(dotdot.fileid, c.getattr(&a).unwrap().fileid);
 }
+
+#[test]
+fn a_mount_target_serves_only_its_exports() {
+    let target = std::net::SocketAddr::from(([127, 0, 0, 2], sluice_tests::free_port()));
+    let s = Sluice::start_config(&format!(
+        r#"
+        [[export]]
+        path = "/a"
+        [[export.clients]]
+        match = "*"
+        [[export]]
+        path = "/b"
+        [[export.clients]]
+        match = "*"
+        [[target]]
+        name = "only-b"
+        listen = ["{target}"]
+        tier = "unlimited"
+        exports = ["/b"]
+        "#
+    ));
+    // Through the server's own address every export is there.
+    let mut c = s.client();
+    let a = c.mnt("/a").expect("/a through the default target");
+    assert!(c.mnt("/b").is_ok());
+    // Through the target: /b mounts, /a is as if not exported, and /a's handle is stale.
+    let mut t = RpcClient::connect(target).unwrap();
+    assert_eq!(t.mnt("/a"), Err(MNT3ERR_NOENT));
+    let b = t.mnt("/b").expect("/b through its target");
+    assert!(t.getattr(&b).is_ok());
+    assert_eq!(t.getattr(&a).map(|_| ()), Err(nfsstat::STALE));
+    assert!(
+        c.getattr(&a).is_ok(),
+        "still fine through the default target"
+    );
+}

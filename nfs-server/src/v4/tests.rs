@@ -1456,6 +1456,7 @@ async fn a_client_its_target_keeps_waiting_is_asked_for_fewer_slots() {
         name: "paced".into(),
         listen: vec![request().local],
         tier: crate::qos::TierConfig::Named("1g".into()),
+        exports: Vec::new(),
     };
     let table = Arc::new(crate::qos::TargetTable::new(&[target]).unwrap());
     let t = table.classify(request().local);
@@ -1480,4 +1481,65 @@ async fn a_client_its_target_keeps_waiting_is_asked_for_fewer_slots() {
         crate::v4::compound::throttled_target_slotid(before.highest_slotid + 1)
     );
     assert!(after.target_highest_slotid < before.target_highest_slotid);
+}
+
+#[tokio::test]
+async fn through_a_target_with_its_own_exports_the_pseudo_fs_shows_only_those() {
+    let server = server();
+    let root = server.store.root();
+    let a = mkdir(&server.store, root, b"a").await;
+    let b = mkdir(&server.store, root, b"b").await;
+    let rule = ClientRule {
+        matcher: ClientMatch::Any,
+        read_only: false,
+        squash: Squash::None,
+        anonuid: 65534,
+        anongid: 65534,
+    };
+    let export = |id, path: &str, root| Export {
+        id,
+        path: path.into(),
+        root,
+        rules: vec![rule.clone()],
+    };
+    *server.exports.write().unwrap() = Arc::new(ExportTable::new(vec![
+        export(7, "/a", a),
+        export(8, "/b", b),
+    ]));
+    let target = crate::qos::TargetConfig {
+        name: "only-b".into(),
+        listen: vec![request().local],
+        tier: crate::qos::TierConfig::Named("unlimited".into()),
+        exports: vec!["/b".into()],
+    };
+    assert!(server
+        .targets
+        .set(Arc::new(crate::qos::TargetTable::new(&[target]).unwrap()))
+        .is_ok());
+    let a_fh = server.fh(7, a);
+    let mut h = Harness::with(server, Box::<MemClientStore>::default()).await;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    let res = h
+        .ok(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Readdir(Readdir4Args {
+                cookie: 0,
+                cookieverf: [0; 8],
+                dircount: 1000,
+                maxcount: 8192,
+                attr_request: Bitmap4::from_bits(&[attr4::TYPE]),
+            }),
+        ])
+        .await;
+    let NfsResOp4::Readdir(Ok(d)) = &res[2] else {
+        panic!("{res:?}")
+    };
+    let names: Vec<_> = d.entries.iter().map(|e| e.name.0.to_vec()).collect();
+    assert_eq!(names, vec![b"b".to_vec()]);
+    let r = h
+        .run(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Lookup(name("a"))])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NoEnt);
+    let r = h.run(vec![NfsArgOp4::Putfh(NfsFh4(a_fh.0))]).await;
+    assert_eq!(r.status, Nfsstat4::Stale);
 }

@@ -110,7 +110,7 @@ pub fn decode<S: Store>(cx: &Ctx<'_, S>, fh: &NfsFh4) -> Option<Result<CurFh, Nf
     if h.export_id != PSEUDO_EXPORT_ID {
         return None;
     }
-    let nodes = nodes(&cx.server.exports());
+    let nodes = nodes(&cx.server.exports_for(cx.req));
     Some(
         nodes
             .iter()
@@ -122,7 +122,7 @@ pub fn decode<S: Store>(cx: &Ctx<'_, S>, fh: &NfsFh4) -> Option<Result<CurFh, Nf
 
 /// PUTROOTFH: the export at "/", or the pseudo root above the exports.
 pub fn root<S: Store>(cx: &Ctx<'_, S>) -> Result<CurFh, Nfsstat4> {
-    let exports = cx.server.exports();
+    let exports = cx.server.exports_for(cx.req);
     if let Some(e) = exports.by_path("/") {
         let fh = cx.server.fh(e.id, e.root);
         return super::fh::resolve(cx, &NfsFh4(fh.0));
@@ -142,7 +142,7 @@ fn export_root<S: Store>(cx: &Ctx<'_, S>, e: &Export) -> Result<CurFh, Nfsstat4>
 /// LOOKUP in pseudo directory `dir`.
 pub fn lookup<S: Store>(cx: &Ctx<'_, S>, dir: &str, name: &str) -> Result<CurFh, Nfsstat4> {
     let path = join(dir, name);
-    let exports = cx.server.exports();
+    let exports = cx.server.exports_for(cx.req);
     if let Some(e) = exports.iter().find(|e| canonical(&e.path) == path) {
         return export_root(cx, e);
     }
@@ -155,7 +155,7 @@ pub fn lookup<S: Store>(cx: &Ctx<'_, S>, dir: &str, name: &str) -> Result<CurFh,
 /// LOOKUPP from pseudo directory `dir`, or from the root of an export at `path`.
 pub fn lookupp<S: Store>(cx: &Ctx<'_, S>, path: &str) -> Result<CurFh, Nfsstat4> {
     let p = parent(&canonical(path)).ok_or(Nfsstat4::NoEnt)?;
-    if nodes(&cx.server.exports()).contains(&p) {
+    if nodes(&cx.server.exports_for(cx.req)).contains(&p) {
         Ok(cur_for(cx, &p))
     } else {
         Err(Nfsstat4::NoEnt)
@@ -194,7 +194,7 @@ pub enum Child {
 /// The entries of pseudo directory `dir`, in name order, with their handles. Exports this
 /// client may not use are left out.
 pub fn children<S: Store>(cx: &Ctx<'_, S>, dir: &str) -> Vec<(String, Child)> {
-    let exports = cx.server.exports();
+    let exports = cx.server.exports_for(cx.req);
     let mut names: BTreeSet<String> = BTreeSet::new();
     let below = |p: &str| parent(p).as_deref() == Some(dir);
     for p in nodes(&exports).iter().filter(|p| below(p)) {
