@@ -762,7 +762,8 @@ mod tests {
             [
                 "sluice_drc_hits",
                 "sluice_connections_refused",
-                "sluice_runtime"
+                "sluice_runtime",
+                "sluice_nfs4"
             ],
             "{text}"
         );
@@ -783,6 +784,7 @@ mod tests {
         got.sort_unstable();
         let mut want = [
             "sluice_runtime",
+            "sluice_nfs4",
             "sluice_rpc_calls",
             "sluice_rpc_latency_seconds",
             "sluice_drc_hits",

@@ -133,6 +133,10 @@ pub async fn compound<S: Store>(
         }
         Ok(out.finish(status))
     };
+    // §14.4 (and pynfs COMP3): a tag that is not UTF-8 is NFS4ERR_INVAL, before any op runs.
+    if std::str::from_utf8(&decoded.args.tag.0).is_err() {
+        return finish(out, None, Nfsstat4::Inval);
+    }
     match &decoded.stop {
         Some(DecodeStop::MinorVersMismatch) => {
             return finish(out, None, Nfsstat4::MinorVersMismatch)
@@ -162,7 +166,8 @@ pub async fn compound<S: Store>(
     let mut first = 0;
     if let Some(NfsArgOp4::Sequence(sa)) = ops.first() {
         let throttled = server.chronically_throttled(req);
-        let seq = sequence(nfs4, sa, ops.len(), request_len, throttled, now);
+        let conn = (req.peer, req.local);
+        let seq = sequence(nfs4, sa, ops.len(), request_len, throttled, conn, now);
         let res = match seq {
             Err(s) => return finish(out, Some(NfsResOp4::Sequence(Err(s))), s),
             Ok(Sequenced::Replay(bytes)) => {
@@ -209,6 +214,12 @@ pub async fn compound<S: Store>(
         let limit = budget.min(cache_budget);
         cx.reply_room = limit.saturating_sub(out.encoded_len() + 8);
         let early = position_error(&flags, i, ops.len(), cx.session.is_some())
+            .or_else(|| {
+                // §18.37.3: DESTROY_SESSION of the session this COMPOUND runs in must be last.
+                let own = matches!(op, NfsArgOp4::DestroySession(id)
+                    if cx.session.as_ref().is_some_and(|s| s.id == *id));
+                (own && i + 1 != ops.len()).then_some(Nfsstat4::NotOnlyOp)
+            })
             .or_else(|| (flags.needs_fh && cx.cur.is_none()).then_some(Nfsstat4::NoFileHandle))
             .or_else(|| {
                 // The pseudo file system is read-only directories (§7.3).
@@ -326,6 +337,7 @@ fn sequence(
     op_count: usize,
     request_len: usize,
     throttled: bool,
+    conn: crate::v4::state::ConnId,
     now: Instant,
 ) -> Result<Sequenced, Nfsstat4> {
     let mut st = nfs4.lock();
@@ -337,7 +349,7 @@ fn sequence(
     if request_len > fore.ca_maxrequestsize as usize {
         return Err(Nfsstat4::ReqTooBig);
     }
-    match st.sequence(&sa.sessionid, sa.slotid, sa.sequenceid, now)? {
+    match st.sequence(&sa.sessionid, sa.slotid, sa.sequenceid, conn, now)? {
         SeqOutcome::Replay(b) => Ok(Sequenced::Replay(b)),
         SeqOutcome::New { clientid, slots } => Ok(Sequenced::New {
             res: Sequence4ResOk {

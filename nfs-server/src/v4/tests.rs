@@ -1543,3 +1543,80 @@ async fn through_a_target_with_its_own_exports_the_pseudo_fs_shows_only_those() 
     let r = h.run(vec![NfsArgOp4::Putfh(NfsFh4(a_fh.0))]).await;
     assert_eq!(r.status, Nfsstat4::Stale);
 }
+
+#[tokio::test]
+async fn destroy_session_counts_only_on_a_connection_of_the_session() {
+    let h = Harness::new().await;
+    let mut other = request();
+    other.peer = "10.0.0.5:701".parse().unwrap();
+    let args = encode_args(vec![NfsArgOp4::DestroySession(h.session)]);
+    let (w, _) = compound(&h.server, &h.nfs4, &other, args, Writer::new(), h.now)
+        .await
+        .unwrap();
+    let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
+    assert_eq!(r.status, Nfsstat4::ConnNotBoundToSession);
+    // The connection that created it may.
+    let r = h.raw(vec![NfsArgOp4::DestroySession(h.session)]).await;
+    assert_eq!(r.status, Nfsstat4::Ok);
+}
+
+#[tokio::test]
+async fn destroying_the_session_a_compound_runs_in_must_be_its_last_op() {
+    let mut h = Harness::new().await;
+    let r = h
+        .run(vec![
+            NfsArgOp4::DestroySession(h.session),
+            NfsArgOp4::Putrootfh,
+        ])
+        .await;
+    assert_eq!(r.status, Nfsstat4::NotOnlyOp);
+    assert_eq!(
+        r.resarray.len(),
+        2,
+        "SEQUENCE, then the refused DESTROY_SESSION"
+    );
+    let r = h.run(vec![NfsArgOp4::DestroySession(h.session)]).await;
+    assert_eq!(r.status, Nfsstat4::Ok);
+}
+
+#[tokio::test]
+async fn a_compound_tag_that_is_not_utf8_is_inval() {
+    let h = Harness::new().await;
+    let mut w = Writer::new();
+    Compound4Args {
+        tag: Tag4(Bytes::from_static(b"\xff\xfe")),
+        minorversion: 1,
+        argarray: vec![NfsArgOp4::Putrootfh],
+    }
+    .encode(&mut w);
+    let r = run_raw(&h.server, &h.nfs4, w.into_bytes(), h.now).await;
+    assert_eq!(r.status, Nfsstat4::Inval);
+    assert!(r.resarray.is_empty());
+}
+
+#[tokio::test]
+async fn reclaims_stretch_the_grace_period_up_to_twice_the_lease() {
+    use crate::v4::state::{ClientRecord, ClientStore};
+    let mut store = MemClientStore::default();
+    for (id, owner) in [(42, &b"c1"[..]), (43, &b"slow"[..])] {
+        store.save(&ClientRecord {
+            clientid: id,
+            owner: Bytes::copy_from_slice(owner),
+            verifier: [1; 8],
+        });
+    }
+    let h = Harness::with(server(), Box::new(store)).await;
+    let s = |secs| h.now + Duration::from_secs(secs);
+    let mut st = h.nfs4.lock();
+    // Nobody reclaims for 80 s of the 90 s lease; then one reclaim keeps grace open for
+    // another half lease.
+    assert!(st.may_reclaim(h.clientid, s(80)).is_ok());
+    assert!(st.in_grace(s(120)), "stretched past one lease");
+    assert!(!st.in_grace(s(126)), "by half a lease only");
+    // However long reclaims go on, grace ends at twice the lease.
+    assert!(st.may_reclaim(h.clientid, s(124)).is_ok());
+    assert!(st.may_reclaim(h.clientid, s(168)).is_ok());
+    assert!(st.in_grace(s(179)));
+    assert!(!st.in_grace(s(180)));
+    assert_eq!(st.may_reclaim(h.clientid, s(181)), Err(Nfsstat4::NoGrace));
+}

@@ -39,7 +39,7 @@ pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResO
         return Err(Nfsstat4::Inval);
     }
     {
-        let st = cx.nfs4.lock();
+        let mut st = cx.nfs4.lock();
         if let OpenClaim4::Previous(_) = a.claim {
             st.may_reclaim(clientid, cx.now)?;
         } else {

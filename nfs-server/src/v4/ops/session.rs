@@ -131,7 +131,7 @@ pub fn create_session<S>(cx: &mut Ctx<'_, S>, a: &CreateSession4Args) -> Res<Cre
         ..a.back_chan_attrs.clone()
     };
     st.confirm(a.clientid);
-    let sessionid = st.create_session(a.clientid, fore.clone());
+    let sessionid = st.create_session(a.clientid, fore.clone(), (cx.req.peer, cx.req.local));
     let res = Ok(CreateSession4ResOk {
         sessionid,
         sequence: a.sequence,
@@ -149,7 +149,9 @@ pub fn create_session<S>(cx: &mut Ctx<'_, S>, a: &CreateSession4Args) -> Res<Cre
 }
 
 pub fn destroy_session<S>(cx: &mut Ctx<'_, S>, id: &SessionId4) -> Result<(), Nfsstat4> {
-    cx.nfs4.lock().destroy_session(id)
+    cx.nfs4
+        .lock()
+        .destroy_session(id, (cx.req.peer, cx.req.local))
 }
 
 pub fn destroy_clientid<S>(cx: &mut Ctx<'_, S>, id: Clientid4) -> Result<(), Nfsstat4> {
@@ -182,15 +184,15 @@ pub fn bind_conn<S>(
     cx: &mut Ctx<'_, S>,
     a: &BindConnToSession4Args,
 ) -> Res<BindConnToSession4ResOk> {
-    if cx.nfs4.lock().session(&a.sessid).is_none() {
-        return Err(Nfsstat4::BadSession);
-    }
     let dir = match a.dir {
         cdfc4::FORE => cdfs4::FORE,
         cdfc4::BACK => cdfs4::BACK,
         cdfc4::FORE_OR_BOTH | cdfc4::BACK_OR_BOTH => cdfs4::BOTH,
         _ => return Err(Nfsstat4::Inval),
     };
+    cx.nfs4
+        .lock()
+        .bind_conn(&a.sessid, (cx.req.peer, cx.req.local))?;
     Ok(BindConnToSession4ResOk {
         sessid: a.sessid,
         dir,

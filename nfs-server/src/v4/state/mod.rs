@@ -175,6 +175,28 @@ pub struct Session {
     pub clientid: Clientid4,
     pub fore: nfs_proto::v4::ChannelAttrs4,
     pub slots: Vec<Slot>,
+    /// Connections associated with the session (§2.10.3.1), newest last, at most
+    /// [`BOUND_CONNS_MAX`]: the one CREATE_SESSION came on, those named by
+    /// BIND_CONN_TO_SESSION, and (SP4_NONE) every one a SEQUENCE came on.
+    pub conns: std::collections::VecDeque<ConnId>,
+}
+
+/// A connection, by its two ends (unique while it is open, over TCP and RDMA alike).
+pub type ConnId = (std::net::SocketAddr, std::net::SocketAddr);
+/// Connections remembered per session; the oldest is forgotten first (closed connections are
+/// not reported to the state, so the list must not grow without bound).
+pub const BOUND_CONNS_MAX: usize = 64;
+
+impl Session {
+    /// Associates `conn` with the session.
+    pub fn bind(&mut self, conn: ConnId) {
+        if let Some(i) = self.conns.iter().position(|c| *c == conn) {
+            self.conns.remove(i);
+        } else if self.conns.len() == BOUND_CONNS_MAX {
+            self.conns.pop_front();
+        }
+        self.conns.push_back(conn);
+    }
 }
 
 /// What SEQUENCE decided about a request.
@@ -229,6 +251,8 @@ pub struct StateTable {
     /// clientid, until they reclaim (RECLAIM_COMPLETE) or the grace period ends.
     reclaimable: HashMap<Bytes, Clientid4>,
     grace_until: Option<Instant>,
+    /// The grace period never runs past this (twice the lease from the start).
+    grace_limit: Option<Instant>,
     /// Reclaims allowed in this grace period, for the log line at its end.
     reclaimed: std::sync::atomic::AtomicU64,
 }
@@ -249,6 +273,7 @@ impl StateTable {
             .map(|r| (r.owner, r.clientid))
             .collect();
         let grace_until = (!reclaimable.is_empty()).then_some(now + lease);
+        let grace_limit = grace_until.map(|_| now + 2 * lease);
         if grace_until.is_some() {
             tracing::info!(
                 clients = reclaimable.len(),
@@ -260,6 +285,7 @@ impl StateTable {
             reclaimed: std::sync::atomic::AtomicU64::new(0),
             reclaimable,
             grace_until,
+            grace_limit,
             epoch,
             lease,
             next_client: 1,
@@ -302,12 +328,20 @@ impl StateTable {
 
     /// Whether `id` may reclaim state now (§8.4.2.1): in grace, known to the previous
     /// instance, and before its RECLAIM_COMPLETE. Otherwise NFS4ERR_NO_GRACE.
-    pub fn may_reclaim(&self, id: Clientid4, now: Instant) -> Result<(), Nfsstat4> {
+    ///
+    /// While reclaims keep coming the grace period stretches (§8.4.2.1 lets a server give
+    /// more time; knfsd does the same): each one keeps it open for at least half a lease more,
+    /// up to twice the lease from the start. Clients with many files to reclaim are not cut
+    /// off halfway, and a grace period with nobody reclaiming still ends on time.
+    pub fn may_reclaim(&mut self, id: Clientid4, now: Instant) -> Result<(), Nfsstat4> {
         let c = self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)?;
         if self.in_grace(now) && !c.reclaim_complete && self.reclaimable.contains_key(&c.rec.owner)
         {
             self.reclaimed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let (Some(until), Some(limit)) = (self.grace_until, self.grace_limit) {
+                self.grace_until = Some(until.max((now + self.lease / 2).min(limit)));
+            }
             Ok(())
         } else {
             Err(Nfsstat4::NoGrace)
@@ -479,6 +513,7 @@ impl StateTable {
         &mut self,
         clientid: Clientid4,
         fore: nfs_proto::v4::ChannelAttrs4,
+        conn: ConnId,
     ) -> SessionId4 {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&clientid.to_be_bytes());
@@ -493,6 +528,7 @@ impl StateTable {
                 clientid,
                 fore,
                 slots,
+                conns: std::collections::VecDeque::from([conn]),
             },
         );
         if let Some(c) = self.clients.get_mut(&clientid) {
@@ -501,7 +537,12 @@ impl StateTable {
         SessionId4(id)
     }
 
-    pub fn destroy_session(&mut self, id: &SessionId4) -> Result<(), Nfsstat4> {
+    /// DESTROY_SESSION (§18.37.3): only over a connection associated with the session.
+    pub fn destroy_session(&mut self, id: &SessionId4, conn: ConnId) -> Result<(), Nfsstat4> {
+        let s = self.sessions.get(&id.0).ok_or(Nfsstat4::BadSession)?;
+        if !s.conns.contains(&conn) {
+            return Err(Nfsstat4::ConnNotBoundToSession);
+        }
         let s = self.sessions.remove(&id.0).ok_or(Nfsstat4::BadSession)?;
         if let Some(c) = self.clients.get_mut(&s.clientid) {
             c.sessions.remove(&id.0);
@@ -571,14 +612,28 @@ impl StateTable {
     }
 
     /// SEQUENCE (§18.46.3): checks the session, slot and seqid, and renews the lease.
+    /// Associates `conn` with session `sid` (BIND_CONN_TO_SESSION).
+    pub fn bind_conn(&mut self, sid: &SessionId4, conn: ConnId) -> Result<(), Nfsstat4> {
+        self.sessions
+            .get_mut(&sid.0)
+            .ok_or(Nfsstat4::BadSession)?
+            .bind(conn);
+        Ok(())
+    }
+
+    /// SEQUENCE on `conn`, which it associates with the session (SP4_NONE, §2.10.3.1).
     pub fn sequence(
         &mut self,
         sid: &SessionId4,
         slotid: u32,
         seqid: u32,
+        conn: ConnId,
         now: Instant,
     ) -> Result<SeqOutcome, Nfsstat4> {
         let s = self.sessions.get_mut(&sid.0).ok_or(Nfsstat4::BadSession)?;
+        if s.conns.back() != Some(&conn) {
+            s.bind(conn);
+        }
         let nslots = s.slots.len() as u32;
         let clientid = s.clientid;
         let slot = s.slots.get_mut(slotid as usize).ok_or(Nfsstat4::BadSlot)?;
