@@ -49,6 +49,7 @@ tests/e2e/run-all.sh
 
 step "bandwidth tiers: the kernel client (a 20 MB/s mount target), then fio-nfs from two hosts (cap, fairness, live change)"
 tests/e2e/tiers-kclient.sh
+tests/e2e/tiers-kclient.sh --vers 4.1
 tests/e2e/tiers-fio.sh
 
 step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim"

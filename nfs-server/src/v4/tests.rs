@@ -1620,3 +1620,47 @@ async fn reclaims_stretch_the_grace_period_up_to_twice_the_lease() {
     assert!(!st.in_grace(s(180)));
     assert_eq!(st.may_reclaim(h.clientid, s(181)), Err(Nfsstat4::NoGrace));
 }
+
+#[test]
+fn compounds_are_charged_to_the_pacer_by_their_reads_and_writes() {
+    use crate::qos::{cost_of, Direction};
+    let stateid = Stateid4::default();
+    let read = |count| {
+        NfsArgOp4::Read(Read4Args {
+            stateid,
+            offset: 0,
+            count,
+        })
+    };
+    let rec = rpc_call(
+        4,
+        1,
+        &encode_args(vec![NfsArgOp4::Putrootfh, read(1 << 20), read(4096)]),
+    );
+    assert_eq!(cost_of(&rec), Some((Direction::Read, (1 << 20) + 4096, 1)));
+    let rec = rpc_call(
+        4,
+        1,
+        &encode_args(vec![
+            NfsArgOp4::Putrootfh,
+            NfsArgOp4::Write(Write4Args {
+                stateid,
+                offset: 0,
+                stable: StableHow4::Unstable,
+                data: Bytes::from(vec![1u8; 65536]),
+            }),
+        ]),
+    );
+    assert_eq!(cost_of(&rec), Some((Direction::Write, rec.len() as u64, 1)));
+    let rec = rpc_call(
+        4,
+        1,
+        &encode_args(vec![NfsArgOp4::Putrootfh, NfsArgOp4::Getfh]),
+    );
+    assert_eq!(
+        cost_of(&rec),
+        Some((Direction::Read, 0, 1)),
+        "one operation, no bytes"
+    );
+    assert_eq!(cost_of(&rpc_call(4, 0, &[])), Some((Direction::Read, 0, 1)));
+}
