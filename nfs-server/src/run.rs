@@ -611,6 +611,22 @@ impl<S: Store> rdma::transport::Handler for RdmaHandler<S> {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Option<rdma::transport::Reply> {
+        // The mount target of the address the connection came to (by IP: RDMA listens on
+        // its own port) paces this call as it would over TCP.
+        if let Some(targets) = self.0.targets.get() {
+            let target = targets.classify(local);
+            if target.pacer.is_limited() {
+                if let Some((direction, bytes, ops)) = crate::qos::cost_of(&record) {
+                    let delay = target
+                        .pacer
+                        .acquire(direction, peer.ip(), bytes, ops)
+                        .await;
+                    let m = &self.0.metrics;
+                    m.target_bytes(&target.name, direction.label(), bytes);
+                    m.throttle_delay(&target.name, direction.label(), delay);
+                }
+            }
+        }
         let r = self.0.handle_record(record, peer, local).await?;
         Some(rdma::transport::Reply {
             head: r.head,

@@ -5,7 +5,7 @@
 # with `--rdma-listen 0.0.0.0:20049`, and the kernel client mounting it with
 # `proto=rdma,port=20049` over rxe loopback (v3 MOUNT still goes over TCP).
 #
-#   tests/e2e/kclient-rdma.sh [--vers "3 4.1"] [--size-mb N] [--bin PATH] [--keep]
+#   tests/e2e/kclient-rdma.sh [--vers "3 4.1"] [--size-mb N] [--tier-mb N] [--bin PATH] [--keep]
 #
 # Per version (one VM boot each): write SIZE MiB (default 128) of random data with dd, sha256 it,
 # drop the client's caches, read it back and compare (READ payloads arrive by RDMA Write into
@@ -14,19 +14,22 @@
 # emulation rxe moves tens of MB/s, so sizes stay small. The server's per-connection summary
 # must show that WRITE data came by RDMA Read, READ data went by RDMA Write straight from the
 # store's registered buffers (zero_copy_bytes), some reply used a
-# reply chunk, and no RDMA_ERROR was sent. Exits 1 if anything failed, 2 on setup errors.
+# reply chunk, and no RDMA_ERROR was sent. Then (--tier-mb, default 20; 0 skips) a v4.1 run
+# through a mount target with that tier on the VM's address: RDMA connections are paced like
+# TCP ones. Exits 1 if anything failed, 2 on setup errors.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 main() {
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-VERS="3 4.1" SIZE_MB=128 BIN="" KEEP=()
+VERS="3 4.1" SIZE_MB=128 BIN="" KEEP=() TIER_MB=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --vers) VERS=$2; shift 2;;
     --size-mb) SIZE_MB=$2; shift 2;;
     --bin) BIN=$2; shift 2;;
     --keep) KEEP=(--keep); shift;;
+    --tier-mb) TIER_MB=$2; shift 2;;
     -h|--help) sed -n '2,15p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
@@ -102,6 +105,31 @@ for v in $VERS; do
     FAILED=1
   fi
 done
+# A mount target with a tier on the VM's address paces RDMA connections too (matched by IP:
+# RDMA has its own port). v4.1, dd of 48 MiB each way against a TIER_MB MB/s tier.
+if [ "$TIER_MB" -gt 0 ]; then
+  log "NFS over RDMA through a ${TIER_MB} MB/s mount target, vers=4.1"
+  # shellcheck disable=SC2016
+  TCMD='set -e
+up() { cut -d" " -f1 /proc/uptime; }
+t0=$(up); dd if=/dev/zero of=tiered bs=1M count=48 conv=fsync 2>/dev/null; t1=$(up)
+echo 3 > /proc/sys/vm/drop_caches
+dd if=tiered of=/dev/null bs=1M 2>/dev/null; t2=$(up)
+rm tiered
+awk -v a="$t0" -v b="$t1" -v c="$t2" "BEGIN { printf \"rdma-tier: write %.1f read %.1f\\n\", 48 * 1.048576 / (b - a), 48 * 1.048576 / (c - b) }"'
+  SRV='mkdir -p /tmp/sluice && ip=$(ip -4 -o addr show eth0 | awk "{print \$4}" | cut -d/ -f1) && printf "[[target]]\nname = \"rdma\"\nlisten = [\"%s:2049\"]\ntier = { read = \"%sMB/s\", write = \"%sMB/s\" }\n" "$ip" '"$TIER_MB $TIER_MB"' > /tmp/tier.toml && SLUICE_LOG=info NO_COLOR=1 exec '"$BIN"' serve --config /tmp/tier.toml --data-dir /tmp/sluice --portmap serve --rdma-listen 0.0.0.0:20049'
+  out=$("$KCLIENT" run --rdma --vers 4.1 --timeout 600 "${KEEP[@]}" --add "$BIN" --vm-server "$SRV" -- "$TCMD" 2>&1)
+  rates=$(echo "$out" | grep -o "rdma-tier: .*")
+  echo "  [tier] ${rates:-no measurement}" >&2
+  w=$(echo "$rates" | awk '{print $3}') r=$(echo "$rates" | awk '{print $5}')
+  if [ -n "$w" ] && python3 -c "import sys; w,r,t=$w,$r,$TIER_MB; sys.exit(0 if 0.7*t <= w <= 1.1*t and 0.7*t <= r <= 1.1*t else 1)"; then
+    echo "PASS rdma tier ${TIER_MB} MB/s: write $w, read $r MB/s"
+  else
+    echo "$out" | tail -30 >&2
+    echo "FAIL rdma tier ${TIER_MB} MB/s: write ${w:-?}, read ${r:-?} MB/s (allowed 70-110 %)"
+    FAILED=1
+  fi
+fi
 [ $FAILED = 0 ] && echo "ALL PASS" || echo "SOME FAILED"
 return $FAILED
 }
