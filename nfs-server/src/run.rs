@@ -617,10 +617,7 @@ impl<S: Store> rdma::transport::Handler for RdmaHandler<S> {
             let target = targets.classify(local);
             if target.pacer.is_limited() {
                 if let Some((direction, bytes, ops)) = crate::qos::cost_of(&record) {
-                    let delay = target
-                        .pacer
-                        .acquire(direction, peer.ip(), bytes, ops)
-                        .await;
+                    let delay = target.pacer.acquire(direction, peer.ip(), bytes, ops).await;
                     let m = &self.0.metrics;
                     m.target_bytes(&target.name, direction.label(), bytes);
                     m.throttle_delay(&target.name, direction.label(), delay);
