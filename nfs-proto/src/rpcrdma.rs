@@ -91,6 +91,9 @@ pub struct Header {
 pub enum HeaderError {
     /// Shorter than the fixed header: no xid to answer.
     Runt(usize),
+    /// An RDMA_ERROR from the peer (it is not a call, and answering errors with errors could
+    /// loop): dropped.
+    NotACall { xid: u32 },
     /// Not version 1: answer ERR_VERS (RFC 8166 §5.3.2).
     Version { xid: u32, vers: u32 },
     /// A malformed or unsupported header (bad proc, list over its limit, truncated, chunks
@@ -102,7 +105,7 @@ impl HeaderError {
     /// The xid to answer with RDMA_ERROR, if any.
     pub fn xid(&self) -> Option<u32> {
         match self {
-            HeaderError::Runt(_) => None,
+            HeaderError::Runt(_) | HeaderError::NotACall { .. } => None,
             HeaderError::Version { xid, .. } | HeaderError::Chunk { xid, .. } => Some(*xid),
         }
     }
@@ -112,6 +115,7 @@ impl std::fmt::Display for HeaderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HeaderError::Runt(n) => write!(f, "runt RPC-over-RDMA message of {n} bytes"),
+            HeaderError::NotACall { .. } => write!(f, "RDMA_ERROR from the peer"),
             HeaderError::Version { vers, .. } => write!(f, "RPC-over-RDMA version {vers}"),
             HeaderError::Chunk { why, .. } => write!(f, "bad RPC-over-RDMA header: {why}"),
         }
@@ -147,6 +151,7 @@ pub fn decode_header(msg: &Bytes) -> Result<Header, HeaderError> {
     match proc_ {
         proc_::RDMA_MSG | proc_::RDMA_NOMSG => {}
         proc_::RDMA_MSGP | proc_::RDMA_DONE => return Err(chunk("deprecated procedure")),
+        proc_::RDMA_ERROR => return Err(HeaderError::NotACall { xid }),
         _ => return Err(chunk("not a call")),
     }
     let mut r = Reader::new(msg.slice(HEADER_FIXED_LEN..));
@@ -404,7 +409,11 @@ impl ReplyPlan {
             };
         }
         match &hdr.reply {
-            Some(chunk) if chunk_cap(chunk) >= message_len as u64 => {
+            // The RDMA_NOMSG header itself (the write list and reply chunk echoed) must fit.
+            Some(chunk)
+                if chunk_cap(chunk) >= message_len as u64
+                    && w.len() + 8 + 16 * chunk.len() <= inline_max =>
+            {
                 w.patch_u32(proc_at, proc_::RDMA_NOMSG);
                 w.bool(true);
                 encode_used(&mut w, chunk, message_len as u64);

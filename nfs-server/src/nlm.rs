@@ -272,7 +272,8 @@ fn owner_of(l: &Nlm4Lock) -> LockOwner {
     LockOwner {
         client: String::from_utf8_lossy(&l.caller_name).into_owned(),
         svid: l.svid,
-        oh: l.oh.clone(),
+        // Copied: held locks must not pin the received record.
+        oh: bytes::Bytes::copy_from_slice(&l.oh),
     }
 }
 

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use nfs_proto::limits::RECORD_LEN_MAX;
 use nfs_proto::rpcrdma::{
-    self, decode_header, encode_error, CallPlan, ConnectPrivate, Credits, Header, Piece, ReplyPlan,
-    Write,
+    self, decode_header, encode_error, CallPlan, ConnectPrivate, Credits, Header, HeaderError,
+    Piece, ReplyPlan, Write,
 };
 use nfs_proto::xdr::pad_len;
 use tokio::io::unix::AsyncFd;
@@ -52,8 +52,16 @@ const BULK_SLOT_SIZE: usize = (RECORD_LEN_MAX + 4095) & !4095;
 const CONNECTIONS_MAX: usize = 64;
 /// Work requests on the send queue: sends, RDMA Reads and RDMA Writes.
 const SEND_QUEUE_DEPTH: usize = 1024;
-/// RDMA Reads in flight at once that we ask the client to serve (IB "initiator depth").
-const READS_IN_FLIGHT: u8 = 16;
+/// "As many as the peer and the device allow" for the RDMA Read depths at accept.
+const MAX_DEPTH: u8 = 0xff;
+/// A connection with nothing in flight and no call for this long is closed (a client that
+/// died without disconnecting must not hold its registered memory forever); clients
+/// reconnect on their next call.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(360);
+/// Records up to this size are copied out of their bulk slot at once, so a slot is held only
+/// by big WRITE payloads while the store takes them (small records' slices may be kept in
+/// protocol state, e.g. open-owner names).
+const RECORD_COPY_MAX: usize = 64 * 1024;
 
 /// A reply: `head`, then `payload` (the DDP-eligible data of a READ, followed on the wire by
 /// its XDR roundup), then `tail`.
@@ -125,7 +133,15 @@ impl Listener {
         let mut devices: HashMap<usize, Arc<Device>> = HashMap::new();
         let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
-            let mut guard = afd.readable().await?;
+            let mut guard = match afd.readable().await {
+                Ok(g) => g,
+                Err(e) => {
+                    for n in conns.values() {
+                        n.notify_one();
+                    }
+                    return Err(e);
+                }
+            };
             loop {
                 let ev = match channel.next_event() {
                     Ok(Some(ev)) => ev,
@@ -138,8 +154,9 @@ impl Listener {
                 let key = ev.id as usize;
                 match ev.kind {
                     CmEventKind::ConnectRequest => {
-                        // SAFETY: a CONNECT_REQUEST event hands us a new id that nothing else owns.
-                        let id = unsafe { CmId::from_raw(ev.id) };
+                        // SAFETY: a CONNECT_REQUEST event of this channel hands us a new id that
+                        // nothing else owns.
+                        let id = unsafe { channel.adopt(ev.id) };
                         if live.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
                             // Each connection pins ~20 MiB of registered memory.
                             tracing::warn!(
@@ -175,6 +192,9 @@ impl Listener {
                     }
                     CmEventKind::DeviceRemoval => {
                         if key == listener.as_ptr() as usize {
+                            for n in conns.values() {
+                                n.notify_one();
+                            }
                             return Err(io::Error::other("RDMA device removed under the listener"));
                         }
                         if let Some(n) = conns.remove(&key) {
@@ -388,7 +408,7 @@ impl Stats {
 
 impl Conn {
     fn accept(
-        mut id: CmId,
+        id: CmId,
         private: &[u8],
         devices: &mut HashMap<usize, Arc<Device>>,
     ) -> io::Result<Conn> {
@@ -408,7 +428,6 @@ impl Conn {
         };
         let pd = device.pd.clone();
         let cq = id.create_cq((RECV_BUFFERS + SEND_QUEUE_DEPTH) as i32)?;
-        id.create_qp(&pd, &cq, SEND_QUEUE_DEPTH as u32, RECV_BUFFERS as u32, 1, 1)?;
         let local_write = Access {
             local_write: true,
             remote_read: false,
@@ -417,6 +436,11 @@ impl Conn {
         let recv = pd.register(RECV_BUFFERS * INLINE_SIZE, local_write)?;
         let send = pd.register(SEND_BUFFERS * INLINE_SIZE, local_write)?;
         let bulk = Arc::new(pd.register(BULK_SLOTS * BULK_SLOT_SIZE, local_write)?);
+        // Declared after the CQ and the regions, so on an early return below the id (and its
+        // QP) is destroyed first: the QP must go before the CQ it uses and the buffers its
+        // posted receives point into.
+        let mut id = id;
+        id.create_qp(&pd, &cq, SEND_QUEUE_DEPTH as u32, RECV_BUFFERS as u32, 1, 1)?;
         for i in 0..RECV_BUFFERS {
             // SAFETY: the receive buffer lives in `recv`, which outlives the QP (field order).
             unsafe { id.post_recv(i as u64, &[recv.sge(i * INLINE_SIZE, INLINE_SIZE as u32)])? };
@@ -427,7 +451,9 @@ impl Conn {
             send_size: inline_max,
             recv_size: INLINE_SIZE,
         };
-        id.accept(READS_IN_FLIGHT, READS_IN_FLIGHT, &ours.encode())?;
+        // RDMA_MAX_INIT_DEPTH / RDMA_MAX_RESP_RES: librdmacm takes the smaller of what the
+        // client offered and what the device allows.
+        id.accept(MAX_DEPTH, MAX_DEPTH, &ours.encode())?;
         tracing::info!(
             %peer, device = %id.device_name(), inline_max,
             client_private = ?theirs, "NFS over RDMA connection accepted"
@@ -448,34 +474,45 @@ impl Conn {
 
     async fn run<H: Handler>(self, handler: Arc<H>, closed: Arc<Notify>) {
         let peer = self.peer;
-        let r = self.serve(handler, closed).await;
-        let s = self.stats.summary();
-        match r {
-            Ok(()) => tracing::info!(%peer, "NFS over RDMA connection closed: {s}"),
-            Err(e) => tracing::warn!(%peer, "NFS over RDMA connection failed: {e}; {s}"),
-        }
-    }
-
-    async fn serve<H: Handler>(&self, handler: Arc<H>, closed: Arc<Notify>) -> io::Result<()> {
-        // SAFETY: the fd is the CQ's completion channel; `self` (and its `cq`) is a parameter,
-        // dropped after this local.
-        let afd = unsafe {
-            AsyncFd::register_with_interest(Fd(self.cq.channel_fd()), Interest::READABLE)
-        }?;
-        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Outgoing>();
-        let bulk_slots = Slots::new(BULK_SLOTS);
+        // The send queue's bookkeeping holds what posted work requests read from (READ
+        // payloads in the store's arenas): it must outlive the QP, which `drop(self)` destroys.
         let mut sq = SendQueue {
             free: (0..SEND_BUFFERS).rev().collect(),
             used: 0,
             next_wr: 1 << 32, // receive wr_ids are buffer indexes below this
             wrs: HashMap::new(),
         };
+        let r = self.serve(handler, closed, &mut sq).await;
+        let s = self.stats.summary();
+        drop(self);
+        drop(sq);
+        match r {
+            Ok(()) => tracing::info!(%peer, "NFS over RDMA connection closed: {s}"),
+            Err(e) => tracing::warn!(%peer, "NFS over RDMA connection failed: {e}; {s}"),
+        }
+    }
+
+    async fn serve<H: Handler>(
+        &self,
+        handler: Arc<H>,
+        closed: Arc<Notify>,
+        sq: &mut SendQueue,
+    ) -> io::Result<()> {
+        // SAFETY: the fd is the CQ's completion channel; `self` (and its `cq`) outlives this
+        // function and so this local.
+        let afd = unsafe {
+            AsyncFd::register_with_interest(Fd(self.cq.channel_fd()), Interest::READABLE)
+        }?;
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let bulk_slots = Slots::new(BULK_SLOTS);
         let mut credits = Credits::new(RECV_BUFFERS as u32);
         let mut pending: HashMap<u64, Pending> = HashMap::new();
-        // Work waiting for a bulk slot, a send buffer or send-queue room, in order.
+        // Calls waiting for a bulk slot or send-queue room, and what waits to be sent.
         let mut calls_waiting: VecDeque<(Header, Bytes)> = VecDeque::new();
         let mut out_waiting: VecDeque<Outgoing> = VecDeque::new();
         let mut wcs: Vec<WorkCompletion> = Vec::with_capacity(64);
+        let mut idle_check = tokio::time::interval(IDLE_TIMEOUT / 6);
+        let mut last_active = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = closed.notified() => {
@@ -489,6 +526,14 @@ impl Conn {
                 }
                 Some(o) = reply_rx.recv() => out_waiting.push_back(o),
                 _ = bulk_slots.freed.notified() => {}
+                _ = idle_check.tick() => {
+                    let quiet = credits.outstanding() == 0 && pending.is_empty() && sq.used == 0;
+                    if quiet && last_active.elapsed() >= IDLE_TIMEOUT {
+                        tracing::info!(peer = %self.peer, "closing an idle NFS over RDMA connection");
+                        let _ = self.id.disconnect();
+                        return Ok(());
+                    }
+                }
             }
             // Reap completions (the CQ was re-armed first, so none is missed).
             loop {
@@ -496,6 +541,7 @@ impl Conn {
                 if self.cq.poll(&mut wcs, 64)? == 0 {
                     break;
                 }
+                last_active = std::time::Instant::now();
                 for wc in &wcs {
                     if !wc.ok {
                         return Err(io::Error::other(format!(
@@ -506,18 +552,30 @@ impl Conn {
                     }
                     if wc.wr_id < (1 << 32) {
                         let msg = self.received(wc)?;
+                        // Every message but a runt or a stray RDMA_ERROR takes a credit until
+                        // its reply (or RDMA_ERROR) is sent: a client cannot queue unbounded
+                        // answers by sending garbage.
                         match decode_header(&msg) {
-                            Ok(hdr) => {
+                            Err(HeaderError::Runt(_) | HeaderError::NotACall { .. }) => {}
+                            r => {
                                 if !credits.call_arrived() {
                                     return Err(io::Error::other("client exceeded its credits"));
                                 }
-                                Stats::add(&self.stats.calls, 1);
-                                calls_waiting.push_back((hdr, msg));
-                            }
-                            Err(e) => {
-                                tracing::debug!(peer = %self.peer, "{e}");
-                                if let Some(h) = encode_error(&e, credits.grant(1)) {
-                                    out_waiting.push_back(Outgoing::Error(h));
+                                match r {
+                                    Ok(hdr) => {
+                                        Stats::add(&self.stats.calls, 1);
+                                        calls_waiting.push_back((hdr, msg));
+                                    }
+                                    Err(e) => {
+                                        tracing::debug!(peer = %self.peer, "{e}");
+                                        let asked = msg.get(8..12).map_or(1, |b| {
+                                            u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+                                        });
+                                        match encode_error(&e, credits.grant(asked)) {
+                                            Some(h) => out_waiting.push_back(Outgoing::Error(h)),
+                                            None => credits.reply_sent(),
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -538,28 +596,25 @@ impl Conn {
                                 p.reads_left == 0
                             });
                             if let Some(p) = done.then(|| pending.remove(&call)).flatten() {
-                                let record = Bytes::from_owner(BulkLease {
-                                    region: self.bulk.clone(),
-                                    slots: bulk_slots.clone(),
-                                    index: p.slot,
-                                    len: p.len,
-                                });
+                                let record = self.record(&bulk_slots, p.slot, p.len);
                                 self.dispatch(&handler, &reply_tx, p.hdr, record);
                             }
                         }
                     }
                 }
             }
-            // Start calls, in order.
+            // Start calls. One waiting for a bulk slot does not hold up those that need none.
+            let mut blocked = VecDeque::new();
             while let Some((hdr, msg)) = calls_waiting.pop_front() {
                 let inline = msg.slice(hdr.len..);
                 let plan = match CallPlan::new(&hdr, inline.len()) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, "{e}");
-                        credits.reply_sent();
-                        if let Some(h) = encode_error(&e, credits.grant(hdr.credits)) {
-                            out_waiting.push_back(Outgoing::Error(h));
+                        // Its credit is returned when the RDMA_ERROR is sent.
+                        match encode_error(&e, credits.grant(hdr.credits)) {
+                            Some(h) => out_waiting.push_back(Outgoing::Error(h)),
+                            None => credits.reply_sent(),
                         }
                         continue;
                     }
@@ -576,11 +631,11 @@ impl Conn {
                 let slot = match sq.room(reads).then(|| bulk_slots.take()).flatten() {
                     Some(s) => s,
                     None => {
-                        calls_waiting.push_front((hdr, msg));
-                        break;
+                        blocked.push_back((hdr, msg));
+                        continue;
                     }
                 };
-                let call = self.start_reads(slot, &plan, &inline, &mut sq)?;
+                let call = self.start_reads(slot, &plan, &inline, sq)?;
                 let reads_left = reads;
                 let len = plan.len;
                 pending.insert(
@@ -593,12 +648,17 @@ impl Conn {
                     },
                 );
             }
+            calls_waiting = blocked;
             // Send, in order.
             while let Some(o) = out_waiting.pop_front() {
                 let sent = match &o {
                     Outgoing::Error(h) => {
-                        Stats::add(&self.stats.errors, 1);
-                        self.post_send(&[h], None, None, &mut sq)?
+                        let sent = self.post_send(&[h], None, None, sq)?;
+                        if sent {
+                            Stats::add(&self.stats.errors, 1);
+                            credits.reply_sent();
+                        }
+                        sent
                     }
                     Outgoing::Reply(_, None) => {
                         credits.reply_sent();
@@ -606,7 +666,7 @@ impl Conn {
                     }
                     Outgoing::Reply(hdr, Some(reply)) => {
                         let grant = credits.grant(hdr.credits);
-                        let sent = self.send_reply(hdr, reply, grant, &bulk_slots, &mut sq)?;
+                        let sent = self.send_reply(hdr, reply, grant, &bulk_slots, sq)?;
                         if sent {
                             credits.reply_sent();
                         }
@@ -619,6 +679,23 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// The record assembled in bulk slot `slot`: copied out (and the slot freed at once) when
+    /// small, else the slot itself, lent until the last slice of the record drops.
+    fn record(&self, slots: &Arc<Slots>, slot: usize, len: usize) -> Bytes {
+        if len <= RECORD_COPY_MAX {
+            // SAFETY: every RDMA Read into the slot has completed and the slot is still ours.
+            let b = Bytes::copy_from_slice(unsafe { self.bulk.slice(slot * BULK_SLOT_SIZE, len) });
+            slots.put(slot);
+            return b;
+        }
+        Bytes::from_owner(BulkLease {
+            region: self.bulk.clone(),
+            slots: slots.clone(),
+            index: slot,
+            len,
+        })
     }
 
     /// Copies a received message out of its buffer and posts the buffer again.
@@ -645,26 +722,38 @@ impl Conn {
     ) -> io::Result<u64> {
         Stats::add(&self.stats.read_chunk_bytes, plan.read_len() as u64);
         let base = slot * BULK_SLOT_SIZE;
-        // SAFETY: the slot is ours until its lease drops, and no RDMA targets it yet.
-        let dst = unsafe { self.bulk.slice_mut(base, plan.len) };
-        dst.fill(0); // the roundup after a read chunk
+        {
+            // SAFETY: the slot is ours until its lease drops, and no RDMA targets it yet; the
+            // slice is gone before the Reads are posted.
+            let dst = unsafe { self.bulk.slice_mut(base, plan.len) };
+            // The inline pieces, and zeros in the gaps between pieces (the XDR roundup after a
+            // read chunk). Pieces are laid out in ascending order.
+            let mut at = 0;
+            for p in &plan.pieces {
+                let (to, len) = match p {
+                    Piece::Inline { from, to } => (*to, from.len()),
+                    Piece::Read { segment, to } => (*to, segment.length as usize),
+                };
+                dst[at.min(to)..to].fill(0);
+                if let Piece::Inline { from, .. } = p {
+                    dst[to..to + len].copy_from_slice(&inline[from.clone()]);
+                }
+                at = at.max(to + len);
+            }
+            dst[at.min(plan.len)..].fill(0);
+        }
         let call = sq.next_wr;
         sq.next_wr += 1;
         for p in &plan.pieces {
-            match p {
-                Piece::Inline { from, to } => {
-                    dst[*to..*to + from.len()].copy_from_slice(&inline[from.clone()])
-                }
-                Piece::Read { segment, to } => {
-                    let wr = sq.wr_id(SendWr::Read { call });
-                    let sge = self.bulk.sge(base + to, segment.length);
-                    // SAFETY: the destination is in the bulk slot, which stays ours (and
-                    // registered) until the read completes and beyond.
-                    unsafe {
-                        self.id
-                            .post_rdma_read(wr, &[sge], segment.offset, segment.handle, true)?
-                    };
-                }
+            if let Piece::Read { segment, to } = p {
+                let wr = sq.wr_id(SendWr::Read { call });
+                let sge = self.bulk.sge(base + to, segment.length);
+                // SAFETY: the destination is in the bulk slot, which stays ours (and
+                // registered) until the read completes and beyond.
+                unsafe {
+                    self.id
+                        .post_rdma_read(wr, &[sge], segment.offset, segment.handle, true)?
+                };
             }
         }
         Ok(call)

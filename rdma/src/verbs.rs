@@ -131,6 +131,20 @@ impl EventChannel {
 
     /// Creates an id on this channel (`RDMA_PS_TCP`), binds it to `addr` (IPv4 or IPv6; an
     /// unspecified address listens on every RDMA device) and listens with `backlog`.
+    /// Takes ownership of the new id of a [`CmEventKind::ConnectRequest`] from this channel;
+    /// the id keeps the channel alive (librdmacm writes to it when the id is destroyed).
+    ///
+    /// # Safety
+    /// `id` must be the new id of a connect request read from this channel, owned by nothing
+    /// else (it is destroyed on drop).
+    pub unsafe fn adopt(&self, id: *mut sys::rdma_cm_id) -> CmId {
+        CmId {
+            id,
+            lib: self.inner.lib,
+            _channel: Some(Arc::clone(&self.inner)),
+        }
+    }
+
     pub fn listen(&self, addr: SocketAddr, backlog: i32) -> io::Result<CmId> {
         let lib = self.inner.lib;
         let mut raw: *mut sys::rdma_cm_id = ptr::null_mut();

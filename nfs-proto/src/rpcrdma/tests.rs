@@ -358,6 +358,20 @@ fn a_small_reply_to_a_call_with_a_reply_chunk_goes_inline() {
 }
 
 #[test]
+fn a_reply_chunk_whose_echo_would_not_fit_inline_is_an_err_chunk() {
+    // 64 tiny segments: the RDMA_NOMSG header echoing them is over a 1 KiB inline limit.
+    let mut peer = Peer::default();
+    let reply_chunk = peer.register_split(&vec![0; 64 * 256], 256);
+    let msg = call(14, proc_::RDMA_MSG, &[], &[], Some(&reply_chunk), &[]);
+    let hdr = decode_header(&msg).unwrap();
+    let plan = ReplyPlan::new(&hdr, 4, 8000, 0, 0, 1024);
+    assert!(matches!(plan, ReplyPlan::Error { .. }), "{plan:?}");
+    // With room for the echo it is a reply-chunk reply.
+    let plan = ReplyPlan::new(&hdr, 4, 8000, 0, 0, 4096);
+    assert!(matches!(plan, ReplyPlan::ReplyChunk { .. }), "{plan:?}");
+}
+
+#[test]
 fn a_reply_that_fits_nothing_offered_is_an_err_chunk() {
     let msg = call(10, proc_::RDMA_MSG, &[], &[], None, &[]);
     let hdr = decode_header(&msg).unwrap();
@@ -408,7 +422,7 @@ fn malformed_headers_are_err_chunk_and_runts_get_no_answer() {
         }
     }
     assert!(encode_error(&HeaderError::Runt(3), 1).is_none());
-    for p in [proc_::RDMA_MSGP, proc_::RDMA_DONE, proc_::RDMA_ERROR, 99] {
+    for p in [proc_::RDMA_MSGP, proc_::RDMA_DONE, 99] {
         let mut m = good.to_vec();
         m[12..16].copy_from_slice(&p.to_be_bytes());
         let err = decode_header(&Bytes::from(m)).unwrap_err();
@@ -417,6 +431,12 @@ fn malformed_headers_are_err_chunk_and_runts_get_no_answer() {
             "proc {p}"
         );
     }
+    // An RDMA_ERROR from the peer is dropped, not answered.
+    let mut m = good.to_vec();
+    m[12..16].copy_from_slice(&proc_::RDMA_ERROR.to_be_bytes());
+    let err = decode_header(&Bytes::from(m)).unwrap_err();
+    assert_eq!(err, HeaderError::NotACall { xid: 12 });
+    assert!(encode_error(&err, 1).is_none());
 }
 
 #[test]

@@ -27,7 +27,8 @@ pub fn owner(clientid: Clientid4, owner: &Bytes) -> LockOwner {
     LockOwner {
         client: format!("nfs4:{clientid:016x}"),
         svid: 0,
-        oh: owner.clone(),
+        // Copied: held locks must not pin the received record.
+        oh: Bytes::copy_from_slice(owner),
     }
 }
 

@@ -443,7 +443,9 @@ impl StateTable {
             Client {
                 rec: ClientRecord {
                     clientid: id,
-                    owner: owner.clone(),
+                    // Copied: a slice would pin the whole received record (over RDMA, a
+                    // registered buffer) for as long as the client lives.
+                    owner: Bytes::copy_from_slice(owner),
                     verifier,
                 },
                 principal: principal.to_string(),
@@ -753,7 +755,7 @@ impl StateTable {
                 file,
                 seqid: 1,
                 kind: StateKind::Open {
-                    owner: owner.clone(),
+                    owner: Bytes::copy_from_slice(owner),
                     access,
                     deny,
                 },
@@ -892,7 +894,7 @@ impl StateTable {
                 file,
                 seqid: 0,
                 kind: StateKind::Lock {
-                    owner: owner.clone(),
+                    owner: Bytes::copy_from_slice(owner),
                     open: *open,
                 },
             },
