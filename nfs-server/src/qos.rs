@@ -672,6 +672,9 @@ pub struct TargetTable {
     pub default: Arc<Target>,
     /// Open connections per client address (for status: how many clients are connected).
     clients: Mutex<HashMap<IpAddr, usize>>,
+    /// Whether some target serves only chosen exports: without one, handle checks need not
+    /// classify the connection on every call.
+    restricts_exports: std::sync::atomic::AtomicBool,
 }
 
 impl TargetTable {
@@ -687,11 +690,25 @@ impl TargetTable {
             tier: TierConfig::Named("unlimited".into()),
             exports: Vec::new(),
         };
+        let restricts = targets.iter().any(|t| !t.exports.is_empty());
         Ok(TargetTable {
             targets: std::sync::RwLock::new(targets),
             default: Target::new(&default, Source::Config)?,
             clients: Mutex::new(HashMap::new()),
+            restricts_exports: std::sync::atomic::AtomicBool::new(restricts),
         })
+    }
+
+    /// Whether some target serves only chosen exports.
+    pub fn restricts_exports(&self) -> bool {
+        self.restricts_exports
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_exports(&self, targets: &[Arc<Target>]) {
+        let r = targets.iter().any(|t| !t.exports.is_empty());
+        self.restricts_exports
+            .store(r, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn list(&self) -> Vec<Arc<Target>> {
@@ -705,6 +722,7 @@ impl TargetTable {
             return Err(format!("a target named {:?} exists", t.name));
         }
         g.push(t);
+        self.note_exports(&g);
         Ok(())
     }
 
@@ -714,6 +732,7 @@ impl TargetTable {
         let mut g = self.targets.write().expect("targets lock poisoned");
         let i = g.iter().position(|t| t.name == name)?;
         let t = g.remove(i);
+        self.note_exports(&g);
         for l in t
             .listeners
             .lock()

@@ -125,9 +125,13 @@ impl<S: Store> Server<S> {
         self.exports.read().expect("exports lock poisoned").clone()
     }
 
-    /// The mount target a call arrived through, if targets are set up.
+    /// The mount target a call arrived through, if some target serves only chosen exports
+    /// (otherwise every target serves every export, and no call needs classifying).
     fn target_of(&self, req: &Request) -> Option<Arc<crate::qos::Target>> {
-        Some(self.targets.get()?.classify(req.local))
+        let targets = self.targets.get()?;
+        targets
+            .restricts_exports()
+            .then(|| targets.classify(req.local))
     }
 
     /// Whether the export at `path` is served through the target `req` came through.
@@ -525,8 +529,9 @@ fn compound_status(head: &[u8]) -> &'static str {
         .map_or("OK", |s| s.name())
 }
 
-/// A reply whose READ payloads sit inside the head: sent without a copy when the only payload
-/// ends the reply (READ as the last op, the usual case), spliced into one buffer otherwise.
+/// A reply whose READ payloads sit inside the head: one payload is sent without a copy, as the
+/// reply's `payload` between `head` and `tail`; several (two READs in one COMPOUND, rare) are
+/// spliced into one buffer.
 fn reply_with_payloads(head: Writer, payloads: Vec<nfs_proto::v4::ReplyPayload>) -> Reply {
     match payloads.as_slice() {
         [] => reply(head, None),

@@ -791,26 +791,20 @@ impl Pd {
                 format!("allocating a {len}-byte region"),
             ));
         }
-        // SAFETY: live PD; `ptr..ptr+len` is our allocation, which outlives the MR (Region's
-        // Drop deregisters before freeing).
-        let mr =
-            unsafe { (self.lib.ibv_reg_mr)(self.pd, ptr.cast::<c_void>(), len, access.bits()) };
-        if mr.is_null() {
-            let err = last_error(format_args!("ibv_reg_mr({len} bytes, {access:?})"));
-            // SAFETY: allocated above with `layout` and not registered.
-            unsafe { alloc::dealloc(ptr, layout) };
-            return Err(err);
+        // SAFETY: `ptr..ptr+len` is our allocation, which outlives the MR: Region's Drop
+        // deregisters before it frees.
+        match unsafe { self.register_external(ptr, len, access) } {
+            Ok(mr) => Ok(Region {
+                mr: Some(mr),
+                ptr,
+                layout,
+            }),
+            Err(e) => {
+                // SAFETY: allocated above with `layout` and not registered.
+                unsafe { alloc::dealloc(ptr, layout) };
+                Err(e)
+            }
         }
-        // SAFETY: a live MR returned by ibv_reg_mr; lkey/rkey never change afterwards.
-        let (lkey, rkey) = unsafe { ((*mr).lkey, (*mr).rkey) };
-        Ok(Region {
-            mr,
-            ptr,
-            layout,
-            lkey,
-            rkey,
-            pd: Arc::clone(self),
-        })
     }
 }
 
@@ -858,12 +852,10 @@ impl Access {
 /// Dropping a region while a posted work request still uses it is prevented only by the
 /// `unsafe` contract of the post calls.
 pub struct Region {
-    mr: *mut sys::ibv_mr,
+    /// `None` only while dropping.
+    mr: Option<Mr>,
     ptr: *mut u8,
     layout: Layout,
-    lkey: u32,
-    rkey: u32,
-    pd: Arc<Pd>,
 }
 
 // SAFETY: the MR and the memory are owned by the Region and not tied to a thread.
@@ -888,17 +880,23 @@ impl Region {
         self.len() == 0
     }
 
+    fn mr(&self) -> &Mr {
+        self.mr
+            .as_ref()
+            .expect("a Region has its MR until it drops")
+    }
+
     pub fn lkey(&self) -> u32 {
-        self.lkey
+        self.mr().lkey
     }
 
     pub fn rkey(&self) -> u32 {
-        self.rkey
+        self.mr().rkey
     }
 
     /// The protection domain it is registered in.
     pub fn pd(&self) -> &Arc<Pd> {
-        &self.pd
+        &self.mr().pd
     }
 
     fn check_range(&self, offset: usize, len: usize) {
@@ -915,7 +913,7 @@ impl Region {
         Sge {
             addr: self.ptr as u64 + offset as u64,
             length: len,
-            lkey: self.lkey,
+            lkey: self.lkey(),
         }
     }
 
@@ -947,14 +945,12 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        let lib = self.pd.lib;
-        // SAFETY: we own the MR.
-        let rc = unsafe { (lib.ibv_dereg_mr)(self.mr) };
-        if rc != 0 {
+        let Some(mr) = self.mr.take() else { return };
+        if mr.deregister().is_err() {
+            // The device may still reach the memory: never hand it back to the allocator.
             tracing::warn!(
-                error = %io::Error::from_raw_os_error(rc),
                 len = self.len(),
-                "ibv_dereg_mr failed; leaking the region's memory"
+                "leaking an RDMA region that would not deregister"
             );
             return;
         }
@@ -986,13 +982,33 @@ impl Mr {
     }
 }
 
-impl Drop for Mr {
-    fn drop(&mut self) {
-        // SAFETY: we own the MR.
+impl Mr {
+    /// Deregisters now, telling whether it worked (memory the device may still reach must not
+    /// be freed).
+    fn deregister(mut self) -> io::Result<()> {
+        let r = self.dereg();
+        self.mr = std::ptr::null_mut(); // Drop: nothing left to do
+        r
+    }
+
+    fn dereg(&self) -> io::Result<()> {
+        if self.mr.is_null() {
+            return Ok(());
+        }
+        // SAFETY: we own the MR and deregister it once (`deregister` nulls it).
         let rc = unsafe { (self.pd.lib.ibv_dereg_mr)(self.mr) };
         if rc != 0 {
-            tracing::warn!(error = %io::Error::from_raw_os_error(rc), "ibv_dereg_mr failed");
+            let e = io::Error::from_raw_os_error(rc);
+            tracing::warn!(error = %e, "ibv_dereg_mr failed");
+            return Err(e);
         }
+        Ok(())
+    }
+}
+
+impl Drop for Mr {
+    fn drop(&mut self) {
+        let _ = self.dereg();
     }
 }
 

@@ -1320,6 +1320,22 @@ fn client_records_survive_a_reopen_of_their_file() {
     assert!(FileClientStore::open(dir.path()).unwrap().load().is_empty());
 }
 
+/// An export of `root` at `path` to every client, unsquashed.
+fn export(id: u32, path: &str, root: backend::FileId) -> Export {
+    Export {
+        id,
+        path: path.into(),
+        root,
+        rules: vec![ClientRule {
+            matcher: ClientMatch::Any,
+            read_only: false,
+            squash: Squash::None,
+            anonuid: 65534,
+            anongid: 65534,
+        }],
+    }
+}
+
 #[tokio::test]
 async fn without_an_export_at_the_root_a_pseudo_fs_joins_the_exports() {
     let server = server();
@@ -1327,19 +1343,6 @@ async fn without_an_export_at_the_root_a_pseudo_fs_joins_the_exports() {
     let data = mkdir(&server.store, root, b"data").await;
     let a = mkdir(&server.store, data, b"a").await;
     let scratch = mkdir(&server.store, root, b"scratch").await;
-    let rule = ClientRule {
-        matcher: ClientMatch::Any,
-        read_only: false,
-        squash: Squash::None,
-        anonuid: 65534,
-        anongid: 65534,
-    };
-    let export = |id, path: &str, root| Export {
-        id,
-        path: path.into(),
-        root,
-        rules: vec![rule.clone()],
-    };
     *server.exports.write().unwrap() = Arc::new(ExportTable::new(vec![
         export(7, "/data/a", a),
         export(8, "/scratch", scratch),
@@ -1489,19 +1492,6 @@ async fn through_a_target_with_its_own_exports_the_pseudo_fs_shows_only_those() 
     let root = server.store.root();
     let a = mkdir(&server.store, root, b"a").await;
     let b = mkdir(&server.store, root, b"b").await;
-    let rule = ClientRule {
-        matcher: ClientMatch::Any,
-        read_only: false,
-        squash: Squash::None,
-        anonuid: 65534,
-        anongid: 65534,
-    };
-    let export = |id, path: &str, root| Export {
-        id,
-        path: path.into(),
-        root,
-        rules: vec![rule.clone()],
-    };
     *server.exports.write().unwrap() = Arc::new(ExportTable::new(vec![
         export(7, "/a", a),
         export(8, "/b", b),
