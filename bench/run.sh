@@ -10,7 +10,7 @@
 # Env: SLUICE_BIN=path        use this sluice binary instead of building the workspace
 #      SLUICE_REV=text        how the report names that binary's source (e.g. a commit)
 #      BENCH_WORK=/var/tmp/sluice-bench   data dirs and state (must be on a real disk, not tmpfs)
-#      NFSSERVE_DIR=/tmp/sluice-bench-nfsserve   scratch Cargo project for the nfsserve demo
+#      NFSSERVE_BIN=path      use this nfsserve directory server instead of building bench/nfsserve-dir
 #      PEERS=<repo>/../shared/peers   REPS=, JOBS=, SEQ_MB=, RUNTIME=, META_N= override the mode
 #      SERVERS="sluice ganesha nfsserve"   a subset, for debugging
 set -euo pipefail
@@ -75,19 +75,22 @@ else
 fi
 [ -x "$SLUICE" ] || die "no sluice binary at $SLUICE"
 
-# The nfsserve crate (crates.io, BSD-3-Clause) ships no server binary: its demo server is the
-# repository's examples/mirrorfs.rs, which the published crate does not include. We do not keep
-# a copy of it here. Build it yourself from the nfsserve repository (`cargo build --release
-# --example mirrorfs --features demo`) and pass the binary as NFSSERVE_BIN; it is run as
-# `$NFSSERVE_BIN <dir> 127.0.0.1:2049`. Without it, nfsserve is left out of the comparison.
+# The nfsserve crate (crates.io, BSD-3-Clause) publishes no server binary, so the nfsserve column
+# is bench/nfsserve-dir: a small program of ours that serves a directory through the crate, as its
+# upstream directory-mirror demo does. NFSSERVE_BIN=path runs another build instead; it is run as
+# `$NFSSERVE_BIN <dir> 127.0.0.1:2049`.
 case " $SERVERS " in *" nfsserve "*)
-  if [ -n "${NFSSERVE_BIN:-}" ] && [ -x "$NFSSERVE_BIN" ]; then
+  if [ -n "${NFSSERVE_BIN:-}" ]; then
     NFSSERVE=$NFSSERVE_BIN
-    NFSSERVE_VER=${NFSSERVE_VER:-nfsserve (mirrorfs demo)}
   else
-    say "nfsserve left out: set NFSSERVE_BIN to its mirrorfs demo server (see the comment in bench/run.sh)"
-    SERVERS=$(echo " $SERVERS " | sed 's/ nfsserve / /; s/^ *//; s/ *$//')
-  fi;;
+    say "building the nfsserve peer (bench/nfsserve-dir, release)"
+    NFSSERVE_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/nfsserve-dir
+    CARGO_TARGET_DIR=$NFSSERVE_TARGET cargo build --release -q --locked \
+      --manifest-path "$HERE/nfsserve-dir/Cargo.toml" || die "building bench/nfsserve-dir failed"
+    NFSSERVE=$NFSSERVE_TARGET/release/nfsserve-dir
+  fi
+  [ -x "$NFSSERVE" ] || die "no nfsserve server at $NFSSERVE"
+  NFSSERVE_VER=${NFSSERVE_VER:-nfsserve $(sed -n 's/^nfsserve = "=\(.*\)"/\1/p' "$HERE/nfsserve-dir/Cargo.toml")};;
 esac
 TBUILD=$(date +%s)
 
