@@ -200,7 +200,59 @@ struct Inner<M, D> {
 
 struct State {
     cache: HashMap<u64, Cached>,
+    names: NameCache,
     next_ino: u64,
+}
+
+/// Directory entries seen or made in this run: `(dir, name) -> child`, so that a LOOKUP of a
+/// cached name answers on the async runtime instead of hopping to the blocking pool.
+///
+/// It is kept exact under the state lock: every entry change goes through [`Tx::commit`], which
+/// updates it after the batch is applied, and a miss falls back to the store. Only names that
+/// exist are cached. Bounded by [`CACHE_NAMES_MAX`]: when full it is simply emptied.
+#[derive(Default)]
+struct NameCache {
+    dirs: HashMap<u64, HashMap<Box<[u8]>, u64>>,
+    len: usize,
+}
+
+impl NameCache {
+    fn get(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        self.dirs.get(&dir)?.get(name).copied()
+    }
+
+    fn insert(&mut self, dir: u64, name: &[u8], child: u64) {
+        if self.len >= CACHE_NAMES_MAX {
+            self.dirs.clear();
+            self.len = 0;
+        }
+        if self
+            .dirs
+            .entry(dir)
+            .or_default()
+            .insert(name.into(), child)
+            .is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, dir: u64, name: &[u8]) {
+        if let Some(names) = self.dirs.get_mut(&dir) {
+            if names.remove(name).is_some() {
+                self.len -= 1;
+            }
+            if names.is_empty() {
+                self.dirs.remove(&dir);
+            }
+        }
+    }
+
+    fn forget_dir(&mut self, dir: u64) {
+        if let Some(names) = self.dirs.remove(&dir) {
+            self.len -= names.len();
+        }
+    }
 }
 
 struct Cached {
@@ -223,6 +275,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
             data,
             state: Mutex::new(State {
                 cache: HashMap::new(),
+                names: NameCache::default(),
                 next_ino,
             }),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
@@ -457,6 +510,16 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         // On failure, inode numbers handed out by this batch are skipped: never reused.
         self.meta.apply(&ops)?;
         APPLIED.with(|a| a.set(true));
+        for op in &ops {
+            match op {
+                MetaOp::PutEntry {
+                    dir, name, child, ..
+                } => self.state.names.insert(*dir, name, *child),
+                MetaOp::DeleteEntry { dir, name, .. } => self.state.names.remove(*dir, name),
+                MetaOp::DeleteInode(ino) => self.state.names.forget_dir(*ino),
+                MetaOp::PutInode(..) | MetaOp::SetCounter(..) => {}
+            }
+        }
         for (ino, change) in std::mem::take(&mut self.changed) {
             match change {
                 Some(inode) => {
@@ -479,6 +542,8 @@ impl<'a, M: MetaStore> Tx<'a, M> {
 
 /// Evicts clean records once the cache holds this many; dirty ones stay until persisted.
 const CACHE_INODES_MAX: usize = 1 << 20;
+/// Directory entries the name cache holds at most.
+const CACHE_NAMES_MAX: usize = 1 << 20;
 const CACHE_EVICT_BATCH: usize = 1024;
 
 fn evict_clean(state: &mut State) {
@@ -512,6 +577,25 @@ fn cached<'s, M: MetaStore>(
             })
         })),
     }
+}
+
+/// ACCESS (RFC 1813 §3.3.4): the bits of `mask` that `cred` is granted on `inode`.
+fn access_of(cred: &Cred, inode: &Inode, ino: u64, mask: AccessMask) -> (AccessMask, Attr) {
+    let mut granted = 0;
+    let mut grant = |bits: u32, want: u32| {
+        if may(cred, inode, want) {
+            granted |= bits;
+        }
+    };
+    grant(AccessMask::READ, MAY_READ);
+    grant(AccessMask::MODIFY | AccessMask::EXTEND, MAY_WRITE);
+    if inode.is_dir() {
+        grant(AccessMask::LOOKUP, MAY_EXEC);
+        grant(AccessMask::DELETE, MAY_WRITE | MAY_EXEC);
+    } else {
+        grant(AccessMask::EXECUTE, MAY_EXEC);
+    }
+    (AccessMask(granted & mask.0), inode.attr(ino))
 }
 
 fn wcc(before: &Inode, after: &Inode, ino: u64) -> Wcc {
@@ -572,8 +656,33 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             b".." => return Ok(tx.child(dir.parent)?.attr(dir.parent)),
             _ => validate_name(name)?,
         }
-        let (child, _) = self.meta.entry(dir_id.ino, name)?.ok_or(Error::NotFound)?;
+        let child = match tx.state.names.get(dir_id.ino, name) {
+            Some(child) => child,
+            None => {
+                let (child, _) = self.meta.entry(dir_id.ino, name)?.ok_or(Error::NotFound)?;
+                tx.state.names.insert(dir_id.ino, name, child);
+                child
+            }
+        };
         Ok(tx.child(child)?.attr(child))
+    }
+
+    /// [`Inner::lookup`] from the caches alone; `None` when anything it needs is not cached
+    /// (then the blocking path answers, errors included).
+    fn lookup_cached(&self, cred: &Cred, dir_id: FileId, name: &[u8]) -> Option<Result<Attr>> {
+        if matches!(name, b"." | b"..") || validate_name(name).is_err() {
+            return None;
+        }
+        let state = self.lock();
+        let dir = &state.cache.get(&dir_id.ino)?.inode;
+        if dir.generation != dir_id.generation || !dir.is_dir() {
+            return None;
+        }
+        if let Err(e) = require(may(cred, dir, MAY_EXEC)) {
+            return Some(Err(e));
+        }
+        let child = state.names.get(dir_id.ino, name)?;
+        Some(Ok(state.cache.get(&child)?.inode.attr(child)))
     }
 
     fn parent(&self, cred: &Cred, dir_id: FileId) -> Result<Attr> {
@@ -583,21 +692,23 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     fn access(&self, cred: &Cred, id: FileId, mask: AccessMask) -> Result<(AccessMask, Attr)> {
         let mut state = self.lock();
         let inode = Tx::new(&self.meta, &mut state).checked(id)?;
-        let mut granted = 0;
-        let mut grant = |bits: u32, want: u32| {
-            if may(cred, &inode, want) {
-                granted |= bits;
-            }
-        };
-        grant(AccessMask::READ, MAY_READ);
-        grant(AccessMask::MODIFY | AccessMask::EXTEND, MAY_WRITE);
-        if inode.is_dir() {
-            grant(AccessMask::LOOKUP, MAY_EXEC);
-            grant(AccessMask::DELETE, MAY_WRITE | MAY_EXEC);
+        Ok(access_of(cred, &inode, id.ino, mask))
+    }
+
+    /// [`Inner::access`] from the inode cache alone; `None` when the inode is not cached.
+    fn access_cached(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        mask: AccessMask,
+    ) -> Option<Result<(AccessMask, Attr)>> {
+        let state = self.lock();
+        let inode = &state.cache.get(&id.ino)?.inode;
+        Some(if inode.generation == id.generation {
+            Ok(access_of(cred, inode, id.ino, mask))
         } else {
-            grant(AccessMask::EXECUTE, MAY_EXEC);
-        }
-        Ok((AccessMask(granted & mask.0), inode.attr(id.ino)))
+            Err(Error::Stale)
+        })
     }
 
     fn readlink(&self, id: FileId) -> Result<(Vec<u8>, Attr)> {
@@ -1165,6 +1276,9 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     }
 
     async fn lookup(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Attr> {
+        if let Some(attr) = self.inner.lookup_cached(cred, dir, name) {
+            return attr;
+        }
         let (cred, name) = (cred.clone(), name.to_vec());
         self.run(move |s| s.lookup(&cred, dir, &name)).await
     }
@@ -1180,6 +1294,9 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         id: FileId,
         mask: AccessMask,
     ) -> Result<(AccessMask, Attr)> {
+        if let Some(result) = self.inner.access_cached(cred, id, mask) {
+            return result;
+        }
         let cred = cred.clone();
         self.run(move |s| s.access(&cred, id, mask)).await
     }

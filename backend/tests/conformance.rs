@@ -110,6 +110,47 @@ async fn lookup_of_dot_and_dot_dot_return_the_directory_and_its_parent<S: Store>
     assert_eq!(s.parent(&root(), s.root()).await.unwrap().id, s.root());
 }
 
+// Lookups may be answered from a cache of names; these make sure it never answers stale.
+
+async fn a_looked_up_name_is_not_found_after_remove_and_a_recreated_one_is_the_new_file<
+    S: Store,
+>(
+    s: &S,
+) {
+    let r = s.root();
+    let old = create_file(s, &root(), r, "f").await;
+    assert_eq!(s.lookup(&root(), r, b"f").await.unwrap().id, old.id);
+    s.remove(&root(), r, b"f").await.unwrap();
+    assert_eq!(s.lookup(&root(), r, b"f").await, Err(Error::NotFound));
+    let new = create_file(s, &root(), r, "f").await;
+    assert_ne!(new.id, old.id);
+    assert_eq!(s.lookup(&root(), r, b"f").await.unwrap().id, new.id);
+}
+
+async fn a_looked_up_name_follows_rename_including_over_an_existing_target<S: Store>(s: &S) {
+    let r = s.root();
+    let d = create_dir(s, &root(), r, "d", 0o755).await.id;
+    let a = create_file(s, &root(), r, "a").await;
+    let b = create_file(s, &root(), d, "b").await;
+    assert_eq!(s.lookup(&root(), r, b"a").await.unwrap().id, a.id);
+    assert_eq!(s.lookup(&root(), d, b"b").await.unwrap().id, b.id);
+    s.rename(&root(), r, b"a", d, b"b").await.unwrap();
+    assert_eq!(s.lookup(&root(), r, b"a").await, Err(Error::NotFound));
+    assert_eq!(s.lookup(&root(), d, b"b").await.unwrap().id, a.id);
+    assert_eq!(s.getattr(b.id).await, Err(Error::Stale));
+}
+
+async fn a_cached_lookup_still_checks_search_permission_on_the_directory<S: Store>(s: &S) {
+    let d = create_dir(s, &root(), s.root(), "private", 0o700).await.id;
+    let f = create_file(s, &root(), d, "f").await;
+    assert_eq!(s.lookup(&root(), d, b"f").await.unwrap().id, f.id);
+    assert_eq!(s.lookup(&user(5), d, b"f").await, Err(Error::Access));
+    s.setattr(&root(), d, mode(0o711), None).await.unwrap();
+    assert_eq!(s.lookup(&user(5), d, b"f").await.unwrap().id, f.id);
+    s.setattr(&root(), d, mode(0o700), None).await.unwrap();
+    assert_eq!(s.lookup(&user(5), d, b"f").await, Err(Error::Access));
+}
+
 async fn every_node_kind_is_created_with_its_type_and_attributes<S: Store>(s: &S) {
     let r = s.root();
     let kinds = [
@@ -1175,6 +1216,9 @@ macro_rules! conformance {
 
 conformance!(
     created_file_is_found_by_lookup_and_getattr,
+    a_looked_up_name_is_not_found_after_remove_and_a_recreated_one_is_the_new_file,
+    a_looked_up_name_follows_rename_including_over_an_existing_target,
+    a_cached_lookup_still_checks_search_permission_on_the_directory,
     lookup_of_missing_name_fails_with_not_found,
     lookup_of_dot_and_dot_dot_return_the_directory_and_its_parent,
     every_node_kind_is_created_with_its_type_and_attributes,
