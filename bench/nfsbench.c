@@ -1,8 +1,16 @@
 /* nfsbench: the small libnfs (userspace NFSv3) helpers that fio's nfs engine cannot do.
  * Built by bench/run.sh with: gcc -O2 -o nfsbench nfsbench.c -lnfs
  *
- *   nfsbench meta   URL N       create N empty files in a fresh directory, stat each, remove each;
- *                               one synchronous call at a time (latency-bound). Prints JSON.
+ *   nfsbench meta   URL N [P]   P clients (processes, default 1), each with its own connection and
+ *                               directory: create N empty files, stat each, remove each, one
+ *                               synchronous call at a time per client. The phases start together
+ *                               (a barrier), and each is timed until its slowest client is done.
+ *                               Prints JSON; n is the total, N x P.
+ *   nfsbench rtt    URL N       N GETATTRs of the export root, one at a time: the round trip of a
+ *                               call that does no work, the floor under every metadata figure.
+ *   nfsbench list   URL N       make a directory of N empty files (timed as "fill"), then list it
+ *                               with attributes as `ls -l` does (READDIRPLUS, timed as "list"),
+ *                               three times. Prints JSON.
  *   nfsbench commit URL FILE... open each file and send COMMIT (nfs_fsync). Prints JSON.
  *   nfsbench memcpy MIB         memcpy of a 64 MiB buffer until MIB MiB were copied. Prints JSON.
  *
@@ -20,6 +28,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <nfsc/libnfs.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 
 static double now(void) {
   struct timespec t;
@@ -41,18 +53,21 @@ static struct nfs_context *connect_url(const char *url) {
   return nfs;
 }
 
-static int meta(const char *url, int n) {
+/* Creates, stats and removes n files in its own directory. With a barrier (several clients),
+ * waits on it before each phase and after the last, even after an error, so that the parent's
+ * timing never hangs. Returns 0, or 1 after errors. */
+static int meta_client(const char *url, int n, pthread_barrier_t *bar, long errs[3]) {
   struct nfs_context *nfs = connect_url(url);
   char dir[64], path[128];
+  int ok = 1;
   snprintf(dir, sizeof dir, "/meta.%d", (int)getpid());
   if (nfs_mkdir(nfs, dir) != 0) {
     fprintf(stderr, "nfsbench: mkdir %s: %s\n", dir, nfs_get_error(nfs));
-    return 2;
+    ok = 0;
+    errs[0] = errs[1] = errs[2] = n;
   }
-  long errs[3] = {0, 0, 0};
-  double t[4];
-  t[0] = now();
-  for (int i = 0; i < n; i++) {
+  pthread_barrier_wait(bar);
+  for (int i = 0; ok && i < n; i++) {
     struct nfsfh *fh;
     snprintf(path, sizeof path, "%s/f%06d", dir, i);
     if (nfs_creat(nfs, path, 0644, &fh) != 0) {
@@ -61,27 +76,136 @@ static int meta(const char *url, int n) {
     }
     nfs_close(nfs, fh);
   }
-  t[1] = now();
-  for (int i = 0; i < n; i++) {
+  pthread_barrier_wait(bar);
+  for (int i = 0; ok && i < n; i++) {
     struct nfs_stat_64 st;
     snprintf(path, sizeof path, "%s/f%06d", dir, i);
     if (nfs_stat64(nfs, path, &st) != 0 && errs[1]++ < 3)
       fprintf(stderr, "nfsbench: stat %s: %s\n", path, nfs_get_error(nfs));
   }
-  t[2] = now();
-  for (int i = 0; i < n; i++) {
+  pthread_barrier_wait(bar);
+  for (int i = 0; ok && i < n; i++) {
     snprintf(path, sizeof path, "%s/f%06d", dir, i);
     if (nfs_unlink(nfs, path) != 0 && errs[2]++ < 3)
       fprintf(stderr, "nfsbench: remove %s: %s\n", path, nfs_get_error(nfs));
   }
-  t[3] = now();
-  if (nfs_rmdir(nfs, dir) != 0)
+  pthread_barrier_wait(bar);
+  if (ok && nfs_rmdir(nfs, dir) != 0)
     fprintf(stderr, "nfsbench: rmdir %s: %s\n", dir, nfs_get_error(nfs));
-  printf("{\"n\":%d,\"create_s\":%.6f,\"stat_s\":%.6f,\"remove_s\":%.6f,"
-         "\"create_err\":%ld,\"stat_err\":%ld,\"remove_err\":%ld}\n",
-         n, t[1] - t[0], t[2] - t[1], t[3] - t[2], errs[0], errs[1], errs[2]);
   nfs_destroy_context(nfs); /* no nfs_umount(): libnfs 4.0 can hang in it (see README) */
   return (errs[0] || errs[1] || errs[2]) ? 1 : 0;
+}
+
+static int meta(const char *url, int n, int clients) {
+  if (n < 1 || clients < 1 || clients > 64) {
+    fprintf(stderr, "nfsbench: meta needs N >= 1 and 1 <= P <= 64\n");
+    return 2;
+  }
+  /* Shared with the children: the barrier and each client's error counts. */
+  struct shared {
+    pthread_barrier_t bar;
+    long errs[64][3];
+  } *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED) return 2;
+  memset(sh, 0, sizeof *sh);
+  pthread_barrierattr_t attr;
+  pthread_barrierattr_init(&attr);
+  pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_barrier_init(&sh->bar, &attr, clients + 1);
+  alarm(3600); /* a client that dies leaves the others at a barrier: end rather than hang */
+  for (int c = 0; c < clients; c++) {
+    pid_t pid = fork();
+    if (pid < 0) { perror("nfsbench: fork"); return 2; }
+    if (pid == 0) { alarm(3600); _exit(meta_client(url, n, &sh->bar, sh->errs[c])); }
+  }
+  double t[4];
+  pthread_barrier_wait(&sh->bar);
+  t[0] = now();
+  pthread_barrier_wait(&sh->bar);
+  t[1] = now();
+  pthread_barrier_wait(&sh->bar);
+  t[2] = now();
+  pthread_barrier_wait(&sh->bar);
+  t[3] = now();
+  int failed = 0;
+  for (int c = 0; c < clients; c++) {
+    int st;
+    if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) failed = 1;
+  }
+  long errs[3] = {0, 0, 0};
+  for (int c = 0; c < clients; c++)
+    for (int k = 0; k < 3; k++) errs[k] += sh->errs[c][k];
+  printf("{\"n\":%d,\"clients\":%d,\"create_s\":%.6f,\"stat_s\":%.6f,\"remove_s\":%.6f,"
+         "\"create_err\":%ld,\"stat_err\":%ld,\"remove_err\":%ld}\n",
+         n * clients, clients, t[1] - t[0], t[2] - t[1], t[3] - t[2], errs[0], errs[1], errs[2]);
+  return failed || errs[0] || errs[1] || errs[2] ? 1 : 0;
+}
+
+static int rtt(const char *url, int n) {
+  struct nfs_context *nfs = connect_url(url);
+  struct nfs_stat_64 st;
+  int errs = 0;
+  double t0 = now();
+  for (int i = 0; i < n; i++)
+    if (nfs_stat64(nfs, "/", &st) != 0 && errs++ < 3)
+      fprintf(stderr, "nfsbench: getattr /: %s\n", nfs_get_error(nfs));
+  double s = now() - t0;
+  printf("{\"n\":%d,\"seconds\":%.6f,\"ops_per_s\":%.1f,\"errors\":%d}\n", n, s, n / s, errs);
+  nfs_destroy_context(nfs);
+  return errs ? 1 : 0;
+}
+
+static int list(const char *url, int n) {
+  struct nfs_context *nfs = connect_url(url);
+  char dir[64], path[128];
+  snprintf(dir, sizeof dir, "/list.%d", (int)getpid());
+  if (nfs_mkdir(nfs, dir) != 0) {
+    fprintf(stderr, "nfsbench: mkdir %s: %s\n", dir, nfs_get_error(nfs));
+    return 2;
+  }
+  int errs = 0;
+  double t0 = now();
+  for (int i = 0; i < n; i++) {
+    struct nfsfh *fh;
+    snprintf(path, sizeof path, "%s/f%06d", dir, i);
+    if (nfs_creat(nfs, path, 0644, &fh) != 0) {
+      if (errs++ < 3) fprintf(stderr, "nfsbench: create %s: %s\n", path, nfs_get_error(nfs));
+      continue;
+    }
+    nfs_close(nfs, fh);
+  }
+  double fill = now() - t0, best = 0, total = 0;
+  long seen = 0;
+  for (int round = 0; round < 3; round++) {
+    struct nfsdir *d;
+    double t = now();
+    if (nfs_opendir(nfs, dir, &d) != 0) {
+      fprintf(stderr, "nfsbench: opendir %s: %s\n", dir, nfs_get_error(nfs));
+      errs++;
+      break;
+    }
+    long entries = 0;
+    struct nfsdirent *e;
+    while ((e = nfs_readdir(nfs, d)) != NULL)
+      if (strcmp(e->name, ".") && strcmp(e->name, "..")) entries++;
+    nfs_closedir(nfs, d);
+    t = now() - t;
+    total += t;
+    if (best == 0 || t < best) best = t;
+    if (entries != n - errs && errs++ < 3)
+      fprintf(stderr, "nfsbench: listed %ld entries of %d\n", entries, n);
+    seen = entries;
+  }
+  /* Clean up untimed, so that the next workload starts from an empty export. */
+  for (int i = 0; i < n; i++) {
+    snprintf(path, sizeof path, "%s/f%06d", dir, i);
+    nfs_unlink(nfs, path);
+  }
+  nfs_rmdir(nfs, dir);
+  printf("{\"n\":%d,\"fill_s\":%.6f,\"list_best_s\":%.6f,\"list_mean_s\":%.6f,"
+         "\"entries\":%ld,\"errors\":%d}\n", n, fill, best, total / 3, seen, errs);
+  nfs_destroy_context(nfs);
+  return errs ? 1 : 0;
 }
 
 static int commit(const char *url, int nfiles, char **files) {
@@ -127,9 +251,12 @@ static int mcopy(long mib) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 4 && !strcmp(argv[1], "meta")) return meta(argv[2], atoi(argv[3]));
+  if (argc >= 4 && !strcmp(argv[1], "meta"))
+    return meta(argv[2], atoi(argv[3]), argc >= 5 ? atoi(argv[4]) : 1);
+  if (argc >= 4 && !strcmp(argv[1], "rtt")) return rtt(argv[2], atoi(argv[3]));
+  if (argc >= 4 && !strcmp(argv[1], "list")) return list(argv[2], atoi(argv[3]));
   if (argc >= 4 && !strcmp(argv[1], "commit")) return commit(argv[2], argc - 3, argv + 3);
   if (argc >= 3 && !strcmp(argv[1], "memcpy")) return mcopy(atol(argv[2]));
-  fprintf(stderr, "usage: nfsbench meta URL N | commit URL FILE... | memcpy MIB\n");
+  fprintf(stderr, "usage: nfsbench meta URL N [P] | rtt URL N | list URL N | commit URL FILE... | memcpy MIB\n");
   return 2;
 }

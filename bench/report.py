@@ -12,7 +12,8 @@ import time
 ap = argparse.ArgumentParser()
 ap.add_argument("raw")
 ap.add_argument("out")
-for a in ("mode", "command", "reps", "jobs", "seq-mb", "runtime", "meta-n", "sluice", "sluice-rev",
+for a in ("mode", "command", "reps", "jobs", "seq-mb", "runtime", "meta-n", "meta-p", "list-n", "rtt-n",
+          "sluice", "sluice-rev",
           "nfsserve", "ganesha", "fio", "libnfs", "load-start", "build-s", "bench-s", "logs"):
     ap.add_argument("--" + a, default="?")
 o = ap.parse_args()
@@ -20,7 +21,8 @@ o = ap.parse_args()
 rows = [json.loads(l) for l in open(o.raw) if l.strip()]
 SERVERS = ["sluice", "ganesha", "nfsserve"]
 NAMES = {"sluice": "Sluice", "ganesha": "Ganesha", "nfsserve": "nfsserve"}
-ceil = {r["what"]: r["MBps"] for r in rows if r["kind"] == "ceiling"}
+ceil = {r["what"]: r["MBps"] for r in rows if r["kind"] == "ceiling" and not r["what"].startswith("disk-rand")}
+ceil_iops = {r["what"]: r.get("IOPS") for r in rows if r["kind"] == "ceiling" and r["what"].startswith("disk-rand")}
 GiB = 1 << 30
 
 
@@ -33,8 +35,15 @@ def runs(server, workload):
     return [r for r in rows if r["kind"] == "run" and r["server"] == server and r["workload"] == workload]
 
 
-def metas(server):
-    return [r for r in rows if r["kind"] == "meta" and r["server"] == server]
+def metas(server, kind="meta"):
+    return [r for r in rows if r["kind"] == kind and r["server"] == server]
+
+
+def nfsbench_rate(r, seconds_key, err_key="errors"):
+    res = r["res"]
+    if not res.get("n") or res.get(err_key) or r.get("rc") or not res.get(seconds_key):
+        return None
+    return res["n"] / res[seconds_key]
 
 
 def ok_run(r):
@@ -59,6 +68,7 @@ def meta_rate(r, phase):
 WL = [
     ("seqwrite", "MB/s", f"Checkpoint save: 1 MiB seq. write + COMMIT, {o.jobs} jobs x QD1"),
     ("seqread", "MB/s", f"Restore: 1 MiB seq. read, {o.jobs} jobs x QD4"),
+    ("seqread_cold", "MB/s", f"Restore, cold: the same after dropping the page cache"),
     ("randread", "IOPS", f"4 KiB random read, {o.jobs} jobs x QD32"),
     ("randwrite", "IOPS", f"4 KiB random write + COMMIT, {o.jobs} jobs x QD32"),
 ]
@@ -66,12 +76,20 @@ table = {}  # (row, server) -> value
 for w, unit, label in WL:
     for s in SERVERS:
         table[(label, s)] = med([eff(r, unit) for r in runs(s, w)])
-for phase in ("create", "stat", "remove"):
-    label = f"Metadata: {phase} ({o.meta_n} files, 1 client, sync)"
-    for s in SERVERS:
-        table[(label, s)] = med([meta_rate(r, phase) for r in metas(s)])
-labels = [(l, u) for _, u, l in WL] + [(f"Metadata: {p} ({o.meta_n} files, 1 client, sync)", "ops/s")
-                                       for p in ("create", "stat", "remove")]
+META_LABEL = {"meta": "1 client", "metap": f"{o.meta_p} clients"}
+meta_labels = []
+for kind in ("meta", "metap"):
+    for phase in ("create", "stat", "remove"):
+        label = f"Metadata: {phase} ({o.meta_n} files, {META_LABEL[kind]}, sync)"
+        meta_labels.append((label, "ops/s"))
+        for s in SERVERS:
+            table[(label, s)] = med([meta_rate(r, phase) for r in metas(s, kind)])
+RTT_LABEL = "GETATTR round trip, 1 client, sync (the floor of every metadata call)"
+LIST_LABEL = f"`ls -l` of a {o.list_n}-entry directory (READDIRPLUS, 1 client)"
+for s in SERVERS:
+    table[(RTT_LABEL, s)] = med([nfsbench_rate(r, "seconds") for r in metas(s, "rtt")])
+    table[(LIST_LABEL, s)] = med([nfsbench_rate(r, "list_mean_s") for r in metas(s, "list")])
+labels = [(l, u) for _, u, l in WL] + meta_labels + [(RTT_LABEL, "ops/s"), (LIST_LABEL, "entries/s")]
 
 
 def fmt(v, unit=""):
@@ -98,20 +116,42 @@ L.append(f"Machine: {os.cpu_count()} CPUs ({cpu}), {round(os.sysconf('SC_PAGE_SI
          f"kernel {uname.release}. Load average (1, 5, 15 min) at the start: {o.load_start}; at the end: {' '.join(load)}. "
          f"Every server and its client ran in its own network namespace over loopback; data on the real disk.\n")
 L.append(f"Versions: sluice {o.sluice_rev} ({o.sluice}); NFS-Ganesha {o.ganesha} (FSAL VFS); {o.nfsserve} "
-         f"(mirrorfs demo logic); {o.fio} with the libnfs {o.libnfs} engine.\n")
+         f"(bench/nfsserve-dir); {o.fio} with the libnfs {o.libnfs} engine.\n")
 L.append(f"Time: builds {o.build_s} s, benchmark {o.bench_s} s.\n")
 L.append("## Throughput (median)\n")
-L.append("| Workload | Unit | Sluice | Ganesha | nfsserve | Sluice/Ganesha | Sluice/nfsserve | Ceiling | Sluice/ceiling |")
-L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+L.append("| Workload | Unit | Sluice | Ganesha | nfsserve | Sluice/Ganesha | Sluice/nfsserve | TCP ceiling | Sluice/TCP | Disk ceiling | Sluice/disk |")
+L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+DISK = {"Checkpoint": "disk-write", "Restore": "disk-read", "4 KiB random read": "disk-randread",
+        "4 KiB random write": "disk-randwrite"}
 for label, unit in labels:
     v = {s: table[(label, s)] for s in SERVERS}
     c = ceil.get("tcp") if unit == "MB/s" else None
+    key = DISK.get(label.split()[0].rstrip(":,")) or DISK.get(" ".join(label.split()[:4]).rstrip(","))
+    d = ceil.get(key) if unit == "MB/s" else ceil_iops.get(key) if unit == "IOPS" else None
     L.append(f"| {label} | {unit} | {fmt(v['sluice'])} | {fmt(v['ganesha'])} | {fmt(v['nfsserve'])} | "
              f"{fmt(ratio(v['sluice'], v['ganesha']), 'ratio')} | {fmt(ratio(v['sluice'], v['nfsserve']), 'ratio')} | "
-             f"{fmt(c) + ' (TCP)' if c else '-'} | {fmt(ratio(v['sluice'], c), 'ratio') if c else '-'} |")
+             f"{fmt(c) if c else '-'} | {fmt(ratio(v['sluice'], c), 'ratio') if c else '-'} | "
+             f"{fmt(d) if d else '-'} | {fmt(ratio(v['sluice'], d), 'ratio') if d else '-'} |")
 L.append("")
 L.append("Ceilings: " + ", ".join(f"{k} {fmt(v)} MB/s" for k, v in sorted(ceil.items()))
-         + " (tcp: iperf3, 1 stream, loopback in a namespace; memcpy: 64 MiB buffers; dd: /dev/zero to /dev/null, 1 MiB blocks).\n")
+         + ", " + ", ".join(f"{k} {fmt(v)} IOPS" for k, v in sorted(ceil_iops.items()))
+         + f" (tcp: iperf3, 1 stream, loopback in a namespace; memcpy: 64 MiB buffers; dd: /dev/zero to /dev/null, 1 MiB blocks; "
+         f"disk: fio, {o.jobs} jobs x 1 MiB psync O_DIRECT on the disk that holds the servers' data, the write with an fsync at its end, "
+         f"the read after dropping the page cache; the random ones 4 KiB libaio O_DIRECT, {o.jobs} jobs x QD32).\n")
+L.append("## Where the CPU goes (median cores busy while the workload ran)\n")
+L.append("Server: its process's CPU time; client: fio and its job processes (bash `times`), each divided by the "
+         "run's duration. Client and server share the machine's " + str(os.cpu_count()) + " CPUs.\n")
+L.append("| Workload | " + " | ".join(f"{NAMES[s]} server | {NAMES[s]} client" for s in SERVERS) + " |")
+L.append("|---|" + "---:|" * (2 * len(SERVERS)))
+for w, unit, label in WL:
+    cells = []
+    for s in SERVERS:
+        rs = [r for r in runs(s, w) if ok_run(r)]
+        sv = med([r["cpu_s"] / r["runtime_s"] for r in rs])
+        cv = med([r["client_cpu_s"] / r["runtime_s"] for r in rs if r.get("client_cpu_s") is not None])
+        cells += [f"{sv:.2f}" if sv is not None else "-", f"{cv:.2f}" if cv is not None else "-"]
+    L.append(f"| {label} | " + " | ".join(cells) + " |")
+L.append("")
 
 L.append("## Server cost (median)\n")
 L.append("Server process CPU (utime+stime from /proc/PID/stat, before/after each workload) per GiB moved "
@@ -123,10 +163,12 @@ for w, unit, label in WL:
     rss = {s: med([r["hwm_kb"] / 1024 for r in runs(s, w) if r.get("hwm_kb")]) for s in SERVERS}
     L.append(f"| {label} | " + " | ".join(f"{cpu_[s]:.2f} s/GiB" if cpu_[s] is not None else "FAIL" for s in SERVERS)
              + " | " + " | ".join(f"{rss[s]:.0f}" if rss[s] is not None else "-" for s in SERVERS) + " |")
-cpu_ = {s: med([r["cpu_s"] / (3 * r["res"]["n"]) * 1000 for r in metas(s) if r["res"].get("n")]) for s in SERVERS}
-rss = {s: med([r["hwm_kb"] / 1024 for r in metas(s) if r.get("hwm_kb")]) for s in SERVERS}
-L.append(f"| Metadata create+stat+remove | " + " | ".join(f"{cpu_[s]:.3f} s/1000 ops" if cpu_[s] is not None else "FAIL" for s in SERVERS)
-         + " | " + " | ".join(f"{rss[s]:.0f}" if rss[s] is not None else "-" for s in SERVERS) + " |")
+for kind in ("meta", "metap"):
+    cpu_ = {s: med([r["cpu_s"] / (3 * r["res"]["n"]) * 1000 for r in metas(s, kind) if r["res"].get("n")]) for s in SERVERS}
+    rss = {s: med([r["hwm_kb"] / 1024 for r in metas(s, kind) if r.get("hwm_kb")]) for s in SERVERS}
+    L.append(f"| Metadata create+stat+remove, {META_LABEL[kind]} | "
+             + " | ".join(f"{cpu_[s]:.3f} s/1000 ops" if cpu_[s] is not None else "FAIL" for s in SERVERS)
+             + " | " + " | ".join(f"{rss[s]:.0f}" if rss[s] is not None else "-" for s in SERVERS) + " |")
 L.append("")
 
 L.append("## COMMIT after the writes (median seconds, all files)\n")
@@ -165,11 +207,11 @@ for r in rows:
         if r["commit"].get("errors") and not unavail:
             probs.append(f"- {NAMES[r['server']]}, rep {r['rep']}, {r['workload']}: COMMIT failed "
                          f"(see {o.logs}/{r['server']}.{r['rep']}.{r['workload']}.err)")
-    elif r["kind"] == "meta":
+    elif r["kind"] in ("meta", "metap", "rtt", "list"):
         res = r["res"]
         if r.get("rc") or not res.get("n"):
-            probs.append(f"- {NAMES[r['server']]}, rep {r['rep']}, metadata: exit {r.get('rc')}, {json.dumps(res)} "
-                         f"(see {o.logs}/{r['server']}.{r['rep']}.meta.err)")
+            probs.append(f"- {NAMES[r['server']]}, rep {r['rep']}, {r['kind']}: exit {r.get('rc')}, {json.dumps(res)} "
+                         f"(see {o.logs}/{r['server']}.{r['rep']}.{r['kind']}.err)")
 seen = set()
 probs = [p for p in probs if not (p in seen or seen.add(p))]
 L.extend(probs or ["- none"])

@@ -11,7 +11,8 @@
 #      SLUICE_REV=text        how the report names that binary's source (e.g. a commit)
 #      BENCH_WORK=/var/tmp/sluice-bench   data dirs and state (must be on a real disk, not tmpfs)
 #      NFSSERVE_BIN=path      use this nfsserve directory server instead of building bench/nfsserve-dir
-#      PEERS=<repo>/../shared/peers   REPS=, JOBS=, SEQ_MB=, RUNTIME=, META_N= override the mode
+#      PEERS=<repo>/../shared/peers   REPS=, JOBS=, SEQ_MB=, RUNTIME=, META_N=, META_P=, LIST_N=,
+#      RTT_N= override the mode
 #      SERVERS="sluice ganesha nfsserve"   a subset, for debugging
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,12 +22,16 @@ MODE=full
 [ "${1:-}" = --quick ] && MODE=quick
 if [ $MODE = quick ]; then
   REPS=${REPS:-1}; JOBS=${JOBS:-4}; SEQ_MB=${SEQ_MB:-32}; RUNTIME=${RUNTIME:-4}; META_N=${META_N:-2000}
+  LIST_N=${LIST_N:-5000}
   TCP_T=3; MEM_MB=4096; CAP=${CAP:-60}
 else
   REPS=${REPS:-3}; JOBS=${JOBS:-4}; SEQ_MB=${SEQ_MB:-256}; RUNTIME=${RUNTIME:-15}; META_N=${META_N:-10000}
+  LIST_N=${LIST_N:-50000}
   TCP_T=10; MEM_MB=20000; CAP=${CAP:-180}
 fi
 SERVERS=${SERVERS:-"sluice ganesha nfsserve"}
+META_P=${META_P:-8}              # clients of the parallel metadata run (processes, one connection each)
+RTT_N=${RTT_N:-20000}            # GETATTRs of the round-trip floor
 WORK=${BENCH_WORK:-/var/tmp/sluice-bench}
 NSP=sbench                       # namespaces: sbench-sluice, sbench-ganesha, sbench-nfsserve, sbench-ceil
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
@@ -63,7 +68,7 @@ fi
 say "fio with the libnfs engine (first call builds it)"
 "$FIO" --build-only
 FIOBIN=${FIO_NFS_HOME:-$HOME/.cache/fio-nfs}/fio
-gcc -O2 -Wall -o "$WORK/bin/nfsbench" "$HERE/nfsbench.c" -lnfs || die "building nfsbench (needs libnfs-dev)"
+gcc -O2 -Wall -o "$WORK/bin/nfsbench" "$HERE/nfsbench.c" -lnfs -lpthread || die "building nfsbench (needs libnfs-dev)"
 NFSBENCH=$WORK/bin/nfsbench
 
 if [ -n "${SLUICE_BIN:-}" ]; then
@@ -109,10 +114,34 @@ rec() { echo "$1" >>"$RAW"; }   # one JSON object per line
 
 # ----------------------------------------------------------------------------- ceilings
 ceilings() {
-  say "ceilings: memcpy, dd, loopback TCP"
+  say "ceilings: memcpy, dd, disk (O_DIRECT), loopback TCP"
   local m dd tcp
   m=$("$NFSBENCH" memcpy $MEM_MB)
   rec "{\"kind\":\"ceiling\",\"what\":\"memcpy\",\"MBps\":$(echo "$m" | python3 -c 'import json,sys;print(json.load(sys.stdin)["MBps"])')}"
+  # The disk under every server's data, with the workload's shape (JOBS x 1 MiB, O_DIRECT,
+  # an fsync at the end of the write): the ceiling for a save and a cold restore.
+  local dj=$WORK/disk-ceiling w
+  mkdir -p "$WORK/disk"
+  # Then 4 KiB random reads and writes at the NFS runs' total depth (JOBS x 32, libaio): the
+  # ceiling for the random rows.
+  for w in write read randread randwrite; do
+    local args=(--rw=$w --bs=1M --ioengine=psync --end_fsync=1)
+    case $w in rand*) args=(--rw=$w --bs=4k --ioengine=libaio --iodepth=32 --norandommap --time_based --runtime=$RUNTIME);; esac
+    [ $w = read ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
+    "$FIOBIN" --name=disk --directory="$WORK/disk" --direct=1 --numjobs=$JOBS --size=${SEQ_MB}M \
+      "${args[@]}" --group_reporting --output-format=json >"$dj.$w.json" 2>"$dj.$w.err" || true
+    rec "$(python3 - "$dj.$w.json" $w <<'PY'
+import json,sys
+w=sys.argv[2]; d="write" if w.endswith("write") else "read"
+try:
+    x=json.load(open(sys.argv[1]))["jobs"][0][d]; t=x["runtime"]/1000.0
+    out={"MBps":x["io_bytes"]/t/1e6,"IOPS":x["total_ios"]/t}
+except Exception: out={"MBps":None,"IOPS":None}
+print(json.dumps(dict(kind="ceiling",what="disk-"+w,**out)))
+PY
+)"
+  done
+  rm -rf "$WORK/disk"
   dd=$(dd if=/dev/zero of=/dev/null bs=1M count=$MEM_MB 2>&1 | tail -1)
   rec "$(echo "$dd" | python3 -c '
 import sys,json,re
@@ -216,8 +245,10 @@ run_fio() {
   local s=$1 r=$2 w=$3; shift 3
   local ns=$NSP-$s c0 c1 commit='{"commit_s":0,"errors":0}' rc=0 fjson=$LOG/$s.$r.$w.json ferr=$LOG/$s.$r.$w.err
   hwm_reset; c0=$(cpu_ticks)
-  ip netns exec $ns "$FIOBIN" --ioengine=nfs --nfs_url="$URL" --name=ckpt$r --numjobs=$JOBS \
-    --size=${SEQ_MB}M --group_reporting --output-format=json "$@" >"$fjson" 2>"$ferr" &
+  # The subshell's `times` gives the CPU of fio and its job processes: the client's cost.
+  ( ip netns exec $ns "$FIOBIN" --ioengine=nfs --nfs_url="$URL" --name=ckpt$r --numjobs=$JOBS \
+      --size=${SEQ_MB}M --group_reporting --output-format=json "$@" >"$fjson" 2>"$ferr" && st=0 || st=$?
+    times >"$fjson.times"; exit $st ) &
   local fp=$! killed
   killed=$(fio_watch $fp)
   wait $fp || rc=$?
@@ -235,7 +266,15 @@ except Exception as e: j=None
 err=open(sys.argv[2]).read().splitlines()
 cancel=sum(1 for l in err if "Failed NFS operation(code:-14): (null)" in l)
 other=[l for l in err if l.strip() and "Failed NFS operation(code:-14): (null)" not in l]
+def cpu_of_times(path):
+    # bash times: the shell's user/sys, then its children's ("0m1.234s 0m0.567s").
+    try:
+        line = open(path).read().splitlines()[1]
+        return sum(int(t.split("m")[0]) * 60 + float(t.split("m")[1].rstrip("s")) for t in line.split())
+    except Exception:
+        return None
 out={"kind":"run","server":"$s","rep":$r,"workload":"$w","fio_rc":$rc,"cpu_s":($c1-$c0)/$CLK,
+     "client_cpu_s":cpu_of_times("$fjson.times"),
      "hwm_kb":int("$(hwm_kb)" or 0),"commit":json.loads('''$commit'''),"tail_cancelled":cancel,"jobs_killed":$killed,"stderr":other[:5]}
 if j:
     dd="write" if "$w".endswith("write") else "read"
@@ -245,13 +284,14 @@ PY
 )"
 }
 
-run_meta() {
-  local s=$1 r=$2 c0 c1 m rc=0
+# run_nfsbench SERVER REP KIND ARGS...: one nfsbench run, recorded with the server's CPU and RSS.
+run_nfsbench() {
+  local s=$1 r=$2 kind=$3 c0 c1 m rc=0; shift 3
   hwm_reset; c0=$(cpu_ticks)
-  m=$(ip netns exec $NSP-$s "$NFSBENCH" meta "$URL" $META_N 2>"$LOG/$s.$r.meta.err") || rc=$?
+  m=$(ip netns exec $NSP-$s "$NFSBENCH" "$@" 2>"$LOG/$s.$r.$kind.err") || rc=$?
   c1=$(cpu_ticks)
   [ -n "$m" ] || m='{"n":0}'
-  rec "{\"kind\":\"meta\",\"server\":\"$s\",\"rep\":$r,\"rc\":$rc,\"cpu_s\":$(python3 -c "print(($c1-$c0)/$CLK)"),\"hwm_kb\":$(hwm_kb),\"res\":$m}"
+  rec "{\"kind\":\"$kind\",\"server\":\"$s\",\"rep\":$r,\"rc\":$rc,\"cpu_s\":$(python3 -c "print(($c1-$c0)/$CLK)"),\"hwm_kb\":$(hwm_kb),\"res\":$m}"
 }
 
 bench_server() {
@@ -263,16 +303,21 @@ bench_server() {
   fi
   rec "{\"kind\":\"start\",\"server\":\"$s\",\"rep\":$r,\"pid\":$SPID}"
   local w
-  for w in seqwrite seqread randread randwrite meta; do
+  for w in seqwrite seqread seqread_cold randread randwrite rtt meta metap list; do
     if ! kill -0 "$SPID" 2>/dev/null; then
       rec "{\"kind\":\"fail\",\"server\":\"$s\",\"rep\":$r,\"what\":\"died before $w\"}"; break
     fi
     case $w in
       seqwrite)  run_fio "$s" "$r" $w --rw=write --bs=1M --iodepth=1 ;;
       seqread)   run_fio "$s" "$r" $w --rw=read --bs=1M --iodepth=4 ;;
+      seqread_cold) sync; echo 3 >/proc/sys/vm/drop_caches
+                 run_fio "$s" "$r" $w --rw=read --bs=1M --iodepth=4 ;;
       randread)  run_fio "$s" "$r" $w --rw=randread --bs=4k --iodepth=32 --norandommap --time_based --runtime=$RUNTIME ;;
       randwrite) run_fio "$s" "$r" $w --rw=randwrite --bs=4k --iodepth=32 --norandommap --time_based --runtime=$RUNTIME ;;
-      meta)      run_meta "$s" "$r" ;;
+      rtt)       run_nfsbench "$s" "$r" rtt rtt "$URL" "$RTT_N" ;;
+      meta)      run_nfsbench "$s" "$r" meta meta "$URL" "$META_N" 1 ;;
+      metap)     run_nfsbench "$s" "$r" metap meta "$URL" $((META_N / META_P)) "$META_P" ;;
+      list)      run_nfsbench "$s" "$r" list list "$URL" "$LIST_N" ;;
     esac
   done
   kill -0 "$SPID" 2>/dev/null || rec "{\"kind\":\"fail\",\"server\":\"$s\",\"rep\":$r,\"what\":\"died\"}"
@@ -280,7 +325,7 @@ bench_server() {
 }
 
 # ----------------------------------------------------------------------------- run
-say "mode=$MODE reps=$REPS jobs=$JOBS seq=${SEQ_MB}MiB/job runtime=${RUNTIME}s meta=$META_N servers: $SERVERS"
+say "mode=$MODE reps=$REPS jobs=$JOBS seq=${SEQ_MB}MiB/job runtime=${RUNTIME}s meta=$META_N (x1, /$META_P x$META_P) list=$LIST_N servers: $SERVERS"
 ceilings
 for r in $(seq 1 "$REPS"); do
   for s in $SERVERS; do bench_server "$s" "$r"; done
@@ -289,7 +334,7 @@ T1=$(date +%s)
 
 python3 "$HERE/report.py" "$RAW" "$OUTDIR/$NAME.md" \
   --mode "$MODE" --command "bench/run.sh$([ $MODE = quick ] && echo ' --quick' || true)" \
-  --reps "$REPS" --jobs "$JOBS" --seq-mb "$SEQ_MB" --runtime "$RUNTIME" --meta-n "$META_N" \
+  --reps "$REPS" --jobs "$JOBS" --seq-mb "$SEQ_MB" --runtime "$RUNTIME" --meta-n "$META_N" --meta-p "$META_P" --list-n "$LIST_N" --rtt-n "$RTT_N" \
   --sluice "$SLUICE" --sluice-rev "${SLUICE_REV:-$([ -n "${SLUICE_BIN:-}" ] && echo 'given by SLUICE_BIN' || git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')}" \
   --nfsserve "${NFSSERVE_VER:-nfsserve}" --ganesha "$(dpkg-query -W -f '${Version}' nfs-ganesha 2>/dev/null || echo '?')" \
   --fio "$("$FIOBIN" --version)" --libnfs "$(dpkg-query -W -f '${Version}' libnfs-dev 2>/dev/null || echo '?')" \
