@@ -113,6 +113,46 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Makes every batch applied so far durable. Concurrent callers may share one flush
     /// (group commit), which is why `apply` does not flush by itself.
     fn sync(&self) -> Result<()>;
+    /// Announces a caller that may apply a batch and then sync: a flush about to start waits
+    /// briefly for it, so that concurrent callers share one. Each announcement ends with
+    /// exactly one [`MetaStore::sync_announced`] or [`MetaStore::withdraw`].
+    fn announce(&self) {}
+    /// Ends an announcement without a sync.
+    fn withdraw(&self) {}
+    /// [`MetaStore::sync`] for an announced caller; ends its announcement.
+    fn sync_announced(&self) -> Result<()> {
+        self.sync()
+    }
+}
+
+/// An announcement to the metadata store's group commit that is withdrawn when dropped (also
+/// on a panic), unless the caller went on to sync.
+struct Announced<'a, M: MetaStore> {
+    meta: &'a M,
+    pending: bool,
+}
+
+impl<'a, M: MetaStore> Announced<'a, M> {
+    fn new(meta: &'a M) -> Self {
+        meta.announce();
+        Announced {
+            meta,
+            pending: true,
+        }
+    }
+
+    fn sync(mut self) -> Result<()> {
+        self.pending = false;
+        self.meta.sync_announced()
+    }
+}
+
+impl<M: MetaStore> Drop for Announced<'_, M> {
+    fn drop(&mut self) {
+        if self.pending {
+            self.meta.withdraw();
+        }
+    }
 }
 
 /// Byte storage of regular files, addressed by inode number.
@@ -312,10 +352,11 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
     {
         let durable = move |inner: &Inner<M, D>| {
+            let announced = Announced::new(&inner.meta);
             APPLIED.with(|a| a.set(false));
             let result = f(inner);
             if APPLIED.with(|a| a.replace(false)) {
-                inner.meta.sync().inspect_err(|e| {
+                announced.sync().inspect_err(|e| {
                     // Acknowledged UNSTABLE sizes may be among what was lost.
                     inner.verifier.fetch_add(1, Ordering::SeqCst);
                     tracing::error!(error = %e, "metadata sync failed; write verifier changed");

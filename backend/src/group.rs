@@ -4,9 +4,17 @@
 //! that starts after it arrived (that one covers everything the caller did before calling).
 //! If no flush is running, the caller runs it itself; otherwise it waits, and whoever finishes
 //! the running flush starts the next one for everybody who queued meanwhile.
+//!
+//! Callers may also announce themselves before the work that precedes their flush
+//! ([`GroupCommit::announce`]). A caller about to start a flush first waits, for at most
+//! [`GATHER_MAX`], until no announced caller is still working, so that they share it. Without
+//! this, callers whose work is serialized elsewhere (the metadata store's write lock, held by a
+//! running flush) arrive one at a time, each just after the last flush began, and every one of
+//! them pays for a flush of its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -19,34 +27,112 @@ struct State {
     running: bool,
     /// Callers waiting for a flush.
     waiting: usize,
+    /// Announced callers that have not yet asked for their flush (or withdrawn).
+    announced: usize,
+    /// Callers waiting for announced ones before starting a flush.
+    gathering: usize,
+
     /// Recent failed flushes and why.
     failed: BTreeMap<u64, String>,
 }
 
-#[derive(Default)]
 pub struct GroupCommit {
     state: Mutex<State>,
     finished: Condvar,
+    /// Signalled when the last announced caller asks for its flush or withdraws.
+    gathered: Condvar,
+    /// How long a flush waits at most for announced callers ([`GATHER_MAX`]).
+    gather: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            state: Mutex::default(),
+            finished: Condvar::new(),
+            gathered: Condvar::new(),
+            gather: GATHER_MAX,
+        }
+    }
 }
 
 /// Failed flush results kept for callers that wake late.
 const FAILED_KEPT: usize = 64;
+
+/// How long a flush waits at most for announced callers to join it. It is a bound on the
+/// latency this adds, which only callers that share the flush pay.
+pub const GATHER_MAX: Duration = Duration::from_millis(1);
 
 impl GroupCommit {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Announces a caller that will call [`GroupCommit::sync_announced`] (or
+    /// [`GroupCommit::withdraw`]) soon: a flush about to start waits for it.
+    pub fn announce(&self) {
+        self.lock().announced += 1;
+    }
+
+    /// Withdraws an announcement without asking for a flush.
+    pub fn withdraw(&self) {
+        let mut st = self.lock();
+        self.unannounce(&mut st);
+    }
+
+    fn unannounce(&self, st: &mut State) {
+        st.announced = st.announced.saturating_sub(1);
+        if st.announced == 0 {
+            self.gathered.notify_all();
+        }
+    }
+
+    /// [`GroupCommit::sync`] for an announced caller; ends its announcement.
+    pub fn sync_announced(&self, flush: impl Fn() -> Result<()>) -> Result<()> {
+        let mut st = self.lock();
+        self.unannounce(&mut st);
+        self.sync_locked(st, flush)
+    }
+
     /// Returns once a flush that started after this call has finished, with its result.
     pub fn sync(&self, flush: impl Fn() -> Result<()>) -> Result<()> {
-        let mut st = self.lock();
+        let st = self.lock();
+        self.sync_locked(st, flush)
+    }
+
+    fn sync_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        flush: impl Fn() -> Result<()>,
+    ) -> Result<()> {
         let need = st.next;
+        let mut gathered = false;
         loop {
             if st.done > need {
                 return match st.failed.get(&need) {
                     Some(msg) => Err(Error::Io(msg.clone())),
                     None => Ok(()),
                 };
+            }
+            if !st.running && st.announced > 0 && !gathered {
+                gathered = true;
+                // Let announced callers join this flush (they are still doing the work it
+                // must cover), for a bounded time.
+                let deadline = Instant::now() + self.gather;
+                st.gathering += 1;
+                while st.announced > 0 && !st.running {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    st = self
+                        .gathered
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                st.gathering -= 1;
+                // Another caller may have started the flush meanwhile: look again.
+                continue;
             }
             if !st.running {
                 st.running = true;
@@ -86,6 +172,11 @@ impl GroupCommit {
     fn waiting(&self) -> usize {
         self.lock().waiting
     }
+
+    #[cfg(test)]
+    fn gathering(&self) -> usize {
+        self.lock().gathering
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +185,49 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{mpsc, Arc};
     use std::time::Duration;
+
+    fn patient() -> GroupCommit {
+        GroupCommit {
+            gather: Duration::from_secs(30),
+            ..GroupCommit::default()
+        }
+    }
+
+    #[test]
+    fn a_flush_waits_for_an_announced_caller_and_serves_it_too() {
+        let group = Arc::new(patient());
+        let runs = Arc::new(AtomicU64::new(0));
+        let flush = {
+            let runs = Arc::clone(&runs);
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        group.announce(); // a caller still applying its batch
+        let leader = {
+            let (group, flush) = (Arc::clone(&group), flush.clone());
+            std::thread::spawn(move || group.sync(flush))
+        };
+        while group.gathering() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "the leader waits");
+        group.sync_announced(flush).unwrap();
+        leader.join().unwrap().unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one flush served both");
+    }
+
+    #[test]
+    fn a_withdrawn_announcement_holds_no_flush_back() {
+        let group = patient();
+        group.announce();
+        group.withdraw();
+        let started = std::time::Instant::now();
+        group.sync(|| Ok(())).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(group.flushes(), 1);
+    }
 
     #[test]
     fn callers_that_arrive_during_a_flush_share_the_next_one() {

@@ -135,6 +135,15 @@ impl LocalMeta {
     }
 }
 
+impl LocalMeta {
+    /// An empty transaction with `Durability::Immediate`: makes every earlier batch durable.
+    fn durable_commit(&self) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(db_error)?;
+        tx.set_durability(Durability::Immediate);
+        tx.commit().map_err(db_error)
+    }
+}
+
 fn counter_key(counter: Counter) -> &'static str {
     match counter {
         Counter::FormatVersion => "format_version",
@@ -207,11 +216,19 @@ impl MetaStore for LocalMeta {
     }
 
     fn sync(&self) -> Result<()> {
-        self.group.sync(|| {
-            let mut tx = self.db.begin_write().map_err(db_error)?;
-            tx.set_durability(Durability::Immediate);
-            tx.commit().map_err(db_error)
-        })
+        self.group.sync(|| self.durable_commit())
+    }
+
+    fn announce(&self) {
+        self.group.announce();
+    }
+
+    fn withdraw(&self) {
+        self.group.withdraw();
+    }
+
+    fn sync_announced(&self) -> Result<()> {
+        self.group.sync_announced(|| self.durable_commit())
     }
 
     fn apply(&self, ops: &[MetaOp]) -> Result<()> {
