@@ -226,13 +226,16 @@ hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$SPID/status" 2>/dev/null || echo 0; 
 # processes have exited (fewer than JOBS alive, 2 s after the start), the others get 15 s, then are killed (fio's main process still prints
 # the JSON). Absolute cap: CAP seconds. Prints how many job processes were killed.
 fio_watch() {
-  local p=$1 t=0 max=0 since=-1 n k killed=0
+  # $1 is the subshell that runs fio (for its `times`); fio's main process is its child, and the
+  # job processes are the main process's children.
+  local p=$1 t=0 max=0 since=-1 n k main killed=0
   while kill -0 "$p" 2>/dev/null; do
-    n=$(ps -o pid= --ppid "$p" | wc -l)
+    main=$(ps -o pid= --ppid "$p" | head -1 | tr -d ' ')
+    n=0; [ -n "$main" ] && n=$(ps -o pid= --ppid "$main" | wc -l)
     [ "$n" -gt "$max" ] && max=$n
     [ "$since" -lt 0 ] && [ "$n" -gt 0 ] && [ $t -ge 4 ] && { [ "$n" -lt "$max" ] || [ "$n" -lt "$JOBS" ]; } && since=$t
-    if { [ "$since" -ge 0 ] && [ $((t - since)) -ge 30 ]; } || [ $t -ge $((CAP * 2)) ]; then
-      for k in $(ps -o pid= --ppid "$p"); do kill -KILL "$k" 2>/dev/null && killed=$((killed + 1)); done
+    if [ -n "$main" ] && { { [ "$since" -ge 0 ] && [ $((t - since)) -ge 30 ]; } || [ $t -ge $((CAP * 2)) ]; }; then
+      for k in $(ps -o pid= --ppid "$main"); do kill -KILL "$k" 2>/dev/null && killed=$((killed + 1)); done
       since=$t
     fi
     sleep 0.5; t=$((t + 1))
