@@ -351,12 +351,37 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         T: Send + 'static,
         F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
     {
+        self.run_announced(false, f).await
+    }
+
+    /// [`Engine::run`] for a quick metadata change (create, remove, rename, link, a setattr
+    /// that cuts no data): it announces itself to the group commit, so a flush about to start
+    /// waits briefly for it. Calls that do slow data I/O before their batch (COMMIT, stable
+    /// WRITEs, truncation) and calls that apply nothing use [`Engine::run`]: a flush must not
+    /// wait for them.
+    async fn run_mut<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
+    {
+        self.run_announced(true, f).await
+    }
+
+    async fn run_announced<T, F>(&self, announce: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
+    {
         let durable = move |inner: &Inner<M, D>| {
-            let announced = Announced::new(&inner.meta);
+            let announced = announce.then(|| Announced::new(&inner.meta));
             APPLIED.with(|a| a.set(false));
             let result = f(inner);
             if APPLIED.with(|a| a.replace(false)) {
-                announced.sync().inspect_err(|e| {
+                match announced {
+                    Some(announced) => announced.sync(),
+                    None => inner.meta.sync(),
+                }
+                .inspect_err(|e| {
                     // Acknowledged UNSTABLE sizes may be among what was lost.
                     inner.verifier.fetch_add(1, Ordering::SeqCst);
                     tracing::error!(error = %e, "metadata sync failed; write verifier changed");
@@ -657,6 +682,17 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state lock for the cached answers given on the async runtime, or `None` while it is
+    /// held: a holder may be waiting for the metadata store behind a flush (an fsync), and a
+    /// runtime worker must not park for that. The caller then takes the blocking path.
+    fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     fn stripe(&self, ino: u64) -> &RwLock<()> {
         &self.stripes[(ino % STRIPES as u64) as usize]
     }
@@ -708,13 +744,13 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         Ok(tx.child(child)?.attr(child))
     }
 
-    /// [`Inner::lookup`] from the caches alone; `None` when anything it needs is not cached
-    /// (then the blocking path answers, errors included).
+    /// [`Inner::lookup`] from the caches alone; `None` when anything it needs is not cached or
+    /// the state lock is busy (then the blocking path answers, errors included).
     fn lookup_cached(&self, cred: &Cred, dir_id: FileId, name: &[u8]) -> Option<Result<Attr>> {
         if matches!(name, b"." | b"..") || validate_name(name).is_err() {
             return None;
         }
-        let state = self.lock();
+        let state = self.try_lock()?;
         let dir = &state.cache.get(&dir_id.ino)?.inode;
         if dir.generation != dir_id.generation || !dir.is_dir() {
             return None;
@@ -736,14 +772,15 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         Ok(access_of(cred, &inode, id.ino, mask))
     }
 
-    /// [`Inner::access`] from the inode cache alone; `None` when the inode is not cached.
+    /// [`Inner::access`] from the inode cache alone; `None` when the inode is not cached or the
+    /// state lock is busy.
     fn access_cached(
         &self,
         cred: &Cred,
         id: FileId,
         mask: AccessMask,
     ) -> Option<Result<(AccessMask, Attr)>> {
-        let state = self.lock();
+        let state = self.try_lock()?;
         let inode = &state.cache.get(&id.ino)?.inode;
         Some(if inode.generation == id.generation {
             Ok(access_of(cred, inode, id.ino, mask))
@@ -761,9 +798,10 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         Ok((inode.target.clone(), inode.attr(id.ino)))
     }
 
-    /// [`Inner::getattr`] from the inode cache alone; `None` when the inode is not cached.
+    /// [`Inner::getattr`] from the inode cache alone; `None` when the inode is not cached or
+    /// the state lock is busy.
     fn getattr_cached(&self, id: FileId) -> Option<Result<Attr>> {
-        let state = self.lock();
+        let state = self.try_lock()?;
         let inode = &state.cache.get(&id.ino)?.inode;
         Some(if inode.generation == id.generation {
             Ok(inode.attr(id.ino))
@@ -1313,7 +1351,12 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         guard: Option<Timestamp>,
     ) -> Result<Wcc> {
         let cred = cred.clone();
-        self.run(move |s| s.setattr(&cred, id, &attr, guard)).await
+        if attr.size.is_some() {
+            self.run(move |s| s.setattr(&cred, id, &attr, guard)).await
+        } else {
+            self.run_mut(move |s| s.setattr(&cred, id, &attr, guard))
+                .await
+        }
     }
 
     async fn lookup(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Attr> {
@@ -1426,18 +1469,20 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         mode: CreateMode,
     ) -> Result<(Attr, Wcc)> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run(move |s| s.create(&cred, dir, &name, kind, &attr, mode))
+        self.run_mut(move |s| s.create(&cred, dir, &name, kind, &attr, mode))
             .await
     }
 
     async fn remove(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run(move |s| s.remove(&cred, dir, &name, false)).await
+        self.run_mut(move |s| s.remove(&cred, dir, &name, false))
+            .await
     }
 
     async fn rmdir(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run(move |s| s.remove(&cred, dir, &name, true)).await
+        self.run_mut(move |s| s.remove(&cred, dir, &name, true))
+            .await
     }
 
     async fn rename(
@@ -1450,7 +1495,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     ) -> Result<(Wcc, Wcc)> {
         let cred = cred.clone();
         let (from_name, to_name) = (from_name.to_vec(), to_name.to_vec());
-        self.run(move |s| s.rename(&cred, from_dir, &from_name, to_dir, &to_name))
+        self.run_mut(move |s| s.rename(&cred, from_dir, &from_name, to_dir, &to_name))
             .await
     }
 
@@ -1462,7 +1507,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         name: &[u8],
     ) -> Result<(Attr, Wcc)> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run(move |s| s.link(&cred, file, dir, &name)).await
+        self.run_mut(move |s| s.link(&cred, file, dir, &name)).await
     }
 
     async fn readdir(

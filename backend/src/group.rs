@@ -120,7 +120,7 @@ impl GroupCommit {
                 // must cover), for a bounded time.
                 let deadline = Instant::now() + self.gather;
                 st.gathering += 1;
-                while st.announced > 0 && !st.running {
+                while st.announced > 0 && !st.running && st.done <= need {
                     let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                         break;
                     };
@@ -138,6 +138,8 @@ impl GroupCommit {
                 st.running = true;
                 let id = st.next;
                 st.next += 1;
+                // Callers still gathering for this flush stop waiting for announcements.
+                self.gathered.notify_all();
                 drop(st);
                 let result = flush();
                 st = self.lock();
@@ -150,6 +152,7 @@ impl GroupCommit {
                     }
                 }
                 self.finished.notify_all();
+                self.gathered.notify_all();
                 continue;
             }
             st.waiting += 1;
