@@ -31,9 +31,26 @@ struct State {
     announced: usize,
     /// Callers waiting for announced ones before starting a flush.
     gathering: usize,
-
     /// Recent failed flushes and why.
     failed: BTreeMap<u64, String>,
+    /// The newest failed flush dropped from `failed` to bound it: the outcome of any flush up
+    /// to it is no longer known for sure.
+    forgotten: Option<u64>,
+}
+
+impl State {
+    /// The result of finished flush `id`.
+    fn outcome(&self, id: u64) -> Result<()> {
+        match self.failed.get(&id) {
+            Some(msg) => Err(Error::Io(msg.clone())),
+            // A caller that woke this late cannot be told OK: its flush may have failed and
+            // been forgotten since. An error is safe (the write verifier changes; clients resend).
+            None if self.forgotten.is_some_and(|f| id <= f) => Err(Error::Io(
+                "the outcome of this metadata flush is no longer known".into(),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 pub struct GroupCommit {
@@ -109,10 +126,7 @@ impl GroupCommit {
         let mut gathered = false;
         loop {
             if st.done > need {
-                return match st.failed.get(&need) {
-                    Some(msg) => Err(Error::Io(msg.clone())),
-                    None => Ok(()),
-                };
+                return st.outcome(need);
             }
             if !st.running && st.announced > 0 && !gathered {
                 gathered = true;
@@ -148,7 +162,9 @@ impl GroupCommit {
                 if let Err(e) = result {
                     st.failed.insert(id, e.to_string());
                     while st.failed.len() > FAILED_KEPT {
-                        st.failed.pop_first();
+                        if let Some((id, _)) = st.failed.pop_first() {
+                            st.forgotten = Some(id);
+                        }
                     }
                 }
                 self.finished.notify_all();
@@ -270,6 +286,25 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(group.flushes(), 2);
+    }
+
+    #[test]
+    fn a_caller_whose_failed_flush_was_forgotten_is_not_told_ok() {
+        let group = GroupCommit::default();
+        let flushes = FAILED_KEPT as u64 + 2;
+        for _ in 0..flushes {
+            assert!(group.sync(|| Err(Error::Io("disk gone".into()))).is_err());
+        }
+        let st = group.lock();
+        assert!(!st.failed.contains_key(&0), "flush 0's failure was dropped");
+        assert!(
+            st.outcome(0).is_err(),
+            "a late caller of flush 0 gets an error"
+        );
+        assert!(st.outcome(flushes - 1).is_err());
+        drop(st);
+        group.sync(|| Ok(())).unwrap();
+        assert!(group.lock().outcome(flushes).is_ok());
     }
 
     #[test]
