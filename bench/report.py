@@ -121,12 +121,14 @@ L.append(f"Time: builds {o.build_s} s, benchmark {o.bench_s} s.\n")
 L.append("## Throughput (median)\n")
 L.append("| Workload | Unit | Sluice | Ganesha | nfsserve | Sluice/Ganesha | Sluice/nfsserve | TCP ceiling | Sluice/TCP | Disk ceiling | Sluice/disk |")
 L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-DISK = {"Checkpoint": "disk-write", "Restore": "disk-read", "4 KiB random read": "disk-randread",
-        "4 KiB random write": "disk-randwrite"}
+# The disk ceiling of each fio workload: the same shape, straight to the disk.
+DISK_OF = {"seqwrite": "disk-write", "seqread": "disk-read", "seqread_cold": "disk-read",
+           "randread": "disk-randread", "randwrite": "disk-randwrite"}
+disk_of_label = {label: DISK_OF[w] for w, _, label in WL}
 for label, unit in labels:
     v = {s: table[(label, s)] for s in SERVERS}
     c = ceil.get("tcp") if unit == "MB/s" else None
-    key = DISK.get(label.split()[0].rstrip(":,")) or DISK.get(" ".join(label.split()[:4]).rstrip(","))
+    key = disk_of_label.get(label)
     d = ceil.get(key) if unit == "MB/s" else ceil_iops.get(key) if unit == "IOPS" else None
     L.append(f"| {label} | {unit} | {fmt(v['sluice'])} | {fmt(v['ganesha'])} | {fmt(v['nfsserve'])} | "
              f"{fmt(ratio(v['sluice'], v['ganesha']), 'ratio')} | {fmt(ratio(v['sluice'], v['nfsserve']), 'ratio')} | "
