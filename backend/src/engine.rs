@@ -747,7 +747,8 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     /// [`Inner::lookup`] from the caches alone; `None` when anything it needs is not cached or
     /// the state lock is busy (then the blocking path answers, errors included).
     fn lookup_cached(&self, cred: &Cred, dir_id: FileId, name: &[u8]) -> Option<Result<Attr>> {
-        if matches!(name, b"." | b"..") || validate_name(name).is_err() {
+        // "." and ".." are refused by validate_name too; the blocking path answers them.
+        if validate_name(name).is_err() {
             return None;
         }
         let state = self.try_lock()?;
