@@ -104,18 +104,8 @@ impl AdminState {
     }
 
     fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(d) = path.parent() {
-            std::fs::File::open(d)?.sync_all()?;
-        }
-        Ok(())
+        let doc = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::fsutil::replace_file(path, &doc, None)
     }
 }
 
@@ -478,8 +468,9 @@ impl<S: Store> Admin<S> {
             .chain(std::iter::once(&self.targets.default))
             .map(|t| t.connections.load(std::sync::atomic::Ordering::Relaxed))
             .sum();
-        let nlm = &self.server.nlm;
-        let locks = nlm.locks.lock().expect("lock table poisoned").held_count();
+        let now = std::time::Instant::now();
+        let state = &self.server.state;
+        let summary = state.summary(now);
         let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -493,8 +484,20 @@ impl<S: Store> Admin<S> {
             "clients": self.targets.client_count(),
             "targets": targets.iter().map(|t| self.target_json(t)).collect::<Vec<_>>(),
             "exports": self.server.exports().iter().count(),
-            "nlm": { "grace": nlm.in_grace(), "state": nlm.state, "locks": locks },
-            "nfs4": nfs4_status(),
+            "nlm": { "grace": summary.grace, "state": state.nlm.state, "locks": summary.nlm_locks },
+            "nfs4": {
+                "clients": summary.nfs4_clients,
+                "sessions": summary.nfs4_sessions,
+                "grace": summary.grace,
+                "clients_to_reclaim": summary.nfs4_clients_to_reclaim,
+                "state_ids": summary.nfs4_state_ids,
+                "lease_seconds": state.nfs4.lease.as_secs(),
+            },
+            "cluster": {
+                "id": state.identity.cluster_id,
+                "node_id": state.identity.node_id,
+                "epoch": state.identity.epoch,
+            },
             "throughput_bytes": {
                 "read": self.server.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                 "write": self.server.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
@@ -762,22 +765,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// NFSv4.1 clients, sessions and grace for `status`.
-fn nfs4_status() -> Value {
-    let nfs4 = crate::v4::instance();
-    let now = std::time::Instant::now();
-    let t = nfs4.lock();
-    let (clients, sessions, reclaiming) = t.summary();
-    json!({
-        "clients": clients,
-        "sessions": sessions,
-        "grace": t.in_grace(now),
-        "clients_to_reclaim": reclaiming,
-        "state_ids": t.state_count(),
-        "lease_seconds": nfs4.lease.as_secs(),
-    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct Config {
     /// The 16-byte secret that signs file handles. Default: `<data_dir>/cluster.key`, created
     /// on first start. Every node of a cluster must share it.
     pub cluster_key_file: Option<PathBuf>,
+    /// Who this node is within its cluster (the NFSv4.1 server identity every node shares).
+    pub cluster: ClusterConfig,
     /// "auto" (the default: "nvme" for a new data_dir, else the kind it already holds),
     /// "nvme" (durable, checksummed blocks on devices or a device file), "local" (durable, a
     /// file per inode) or "memory" (lost at exit; for tests).
@@ -177,6 +179,29 @@ pub struct ServerConfig {
     pub drc_entries: usize,
 }
 
+/// The cluster this node belongs to. A single node is a cluster of one: the defaults make one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The cluster's name: clients see `sluice:<id>` as the NFSv4.1 server owner and scope on
+    /// every node, so a mount target that moves keeps its clients' state and handles valid.
+    /// 1 to 64 of `A-Z a-z 0-9 . _ -`. Default: generated at the first start and kept in
+    /// `<data_dir>/cluster.id`. Changing it makes NFSv4.1 clients see a new server.
+    pub id: Option<String>,
+    /// This node's number within the cluster (the NFSv4.1 server_owner minor id), unique per
+    /// node. Default 1.
+    pub node_id: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            id: None,
+            node_id: 1,
+        }
+    }
+}
+
 /// NFSv3 locking.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -269,6 +294,7 @@ impl Default for Config {
         Config {
             data_dir: default_data_dir(),
             cluster_key_file: None,
+            cluster: ClusterConfig::default(),
             store: StoreKind::Auto,
             nvme: NvmeSettings::default(),
             server: ServerConfig::default(),
@@ -358,6 +384,10 @@ impl Config {
                  files) for TLS, or neither for plain HTTP"
                     .into(),
             ));
+        }
+        if let Some(id) = &self.cluster.id {
+            crate::state::identity::check_cluster_id(id)
+                .map_err(|e| ConfigError(format!("cluster.id: {e}")))?;
         }
         if !(5..=3600).contains(&self.nfs4.lease_seconds) {
             return Err(ConfigError(format!(

@@ -70,3 +70,15 @@ pub fn to_mountstat3(e: &Error) -> MountStat3 {
         Error::Io(_) => MountStat3::Io,
     }
 }
+
+/// NFSv4.1 status of an operation whose protocol state (client records) could not be made
+/// durable: the client must not be told it succeeded.
+pub fn state_save_failed_v4(_: &std::io::Error) -> Nfsstat4 {
+    Nfsstat4::ServerFault
+}
+
+/// NLM status of a lock request whose client could not be recorded durably in the NSM monitor
+/// list (without the record, a restart would neither notify it nor let it reclaim).
+pub fn state_save_failed_nlm(_: &std::io::Error) -> nfs_proto::nlm::Nlm4Stat {
+    nfs_proto::nlm::Nlm4Stat::DeniedNoLocks
+}

@@ -16,7 +16,6 @@
 //! so a client cannot rewrite a handle to reach into another export.
 
 use std::hash::Hasher;
-use std::io::Write;
 use std::path::Path;
 
 use backend::FileId;
@@ -83,22 +82,7 @@ impl FhKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut b = [0u8; 16];
                 getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-                let tmp = path.with_extension("tmp");
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)?;
-                    f.write_all(&b)?;
-                    f.sync_all()?;
-                }
-                std::fs::rename(&tmp, path)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
+                crate::fsutil::replace_file(path, &b, Some(0o600))?;
                 Ok(FhKey::from_bytes(b))
             }
             Err(e) => Err(e),

@@ -139,7 +139,13 @@ pub struct Metrics {
     runtime: Family<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// NFSv4.1 clients, sessions, stateids and grace, read at scrape time.
     nfs4: Family<RuntimeLabels, Gauge>,
+    /// Where those come from: set once the server's protocol state exists.
+    state_source: std::sync::OnceLock<StateSource>,
 }
+
+/// Reads the protocol state's counts at a scrape (`now` passed in).
+pub type StateSource =
+    Box<dyn Fn(std::time::Instant) -> crate::state::StateSummary + Send + Sync + 'static>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuntimeLabels {
@@ -253,6 +259,7 @@ impl Metrics {
             task_monitor: tokio_metrics::TaskMonitor::new(),
             runtime,
             nfs4,
+            state_source: std::sync::OnceLock::new(),
             registry,
             rpc_calls,
             rpc_latency,
@@ -373,20 +380,28 @@ impl Metrics {
         }
     }
 
+    /// Makes scrapes read the protocol state through `source` (set once; later calls are
+    /// ignored).
+    pub fn set_state_source(&self, source: StateSource) {
+        let _ = self.state_source.set(source);
+    }
+
     fn refresh_nfs4(&self) {
-        let now = std::time::Instant::now();
-        let t = crate::v4::instance().lock();
-        let (clients, sessions, reclaiming) = t.summary();
+        let s = self
+            .state_source
+            .get()
+            .map(|source| source(std::time::Instant::now()))
+            .unwrap_or_default();
         let set = |metric: &'static str, v: usize| {
             self.nfs4
                 .get_or_create(&RuntimeLabels { metric })
                 .set(v as i64);
         };
-        set("clients", clients);
-        set("sessions", sessions);
-        set("state_ids", t.state_count());
-        set("grace", usize::from(t.in_grace(now)));
-        set("clients_to_reclaim", reclaiming);
+        set("clients", s.nfs4_clients);
+        set("sessions", s.nfs4_sessions);
+        set("state_ids", s.nfs4_state_ids);
+        set("grace", usize::from(s.grace));
+        set("clients_to_reclaim", s.nfs4_clients_to_reclaim);
     }
 
     pub fn encode(&self) -> String {

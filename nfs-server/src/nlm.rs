@@ -7,17 +7,14 @@
 //! * Blocking LOCKs that must wait answer BLOCKED. When the holder unlocks, the waiter is granted
 //!   in the lock table and told with a GRANTED callback to its lockd. If that callback is lost,
 //!   the client's periodic retransmission of the LOCK finds the lock already its own.
-//! * Every client that takes a lock is recorded in a monitor list persisted through
-//!   [`NsmStore`]. After a restart the server's NSM state number advances, each recorded client
-//!   gets SM_NOTIFY, and a grace period admits only reclaims so that no lock is stolen before its
-//!   holder reclaims it. With nobody to notify, there is no grace period.
+//! * Every client that takes a lock is recorded in a monitor list, durable before its first
+//!   lock is granted ([`crate::state::nlm`]). After a restart the server's NSM state number
+//!   advances, each recorded client gets SM_NOTIFY, and the server's one grace period
+//!   ([`crate::state::Grace`], which NFSv4.1 obeys too) admits only reclaims so that no lock
+//!   is stolen before its holder reclaims it. With nobody to reclaim, there is no grace period.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backend::{FileId, Store};
 use bytes::Bytes;
@@ -27,246 +24,11 @@ use nfs_proto::rpc::AuthStat;
 use nfs_proto::v3::NfsFh3;
 use nfs_proto::xdr::{Encode, Writer};
 
-use crate::locks::{Grant, Lock, LockKind, LockManager, LockOutcome, LockOwner, LockRange};
+use crate::locks::{Grant, Lock, LockKind, LockOutcome, LockOwner, LockRange};
 use crate::rpc_client;
 use crate::server::{Request, Server};
+use crate::state::nlm::{Monitored, Waiter};
 use crate::v3::Failure;
-
-/// A client that held locks, to be told when this server restarts.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Monitored {
-    /// The client's NLM caller_name.
-    pub name: String,
-    /// The address its requests came from.
-    pub addr: IpAddr,
-    /// Our address as the client knows it (the `mon_name` of our SM_NOTIFY, sent from it).
-    pub server_addr: IpAddr,
-}
-
-/// What NSM keeps across restarts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NsmRecord {
-    /// The state number of the previous run (odd while up).
-    pub state: u32,
-    pub clients: Vec<Monitored>,
-}
-
-/// Where NSM state lives. The HA layer will replicate it; a single node keeps it in files.
-pub trait NsmStore: Send + Sync + 'static {
-    fn load(&self) -> std::io::Result<NsmRecord>;
-    /// Durable when it returns.
-    fn save(&self, record: &NsmRecord) -> std::io::Result<()>;
-}
-
-/// NSM state in `<data_dir>/nsm`, one line per client, replaced atomically.
-pub struct FileNsmStore {
-    path: PathBuf,
-}
-
-impl FileNsmStore {
-    pub fn new(data_dir: &std::path::Path) -> FileNsmStore {
-        FileNsmStore {
-            path: data_dir.join("nsm"),
-        }
-    }
-}
-
-impl NsmStore for FileNsmStore {
-    fn load(&self) -> std::io::Result<NsmRecord> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(NsmRecord::default()),
-            Err(e) => return Err(e),
-        };
-        let bad =
-            || std::io::Error::other(format!("{}: malformed NSM record", self.path.display()));
-        let mut lines = text.lines();
-        let state = lines
-            .next()
-            .and_then(|l| l.strip_prefix("state "))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(bad)?;
-        let mut clients = Vec::new();
-        for l in lines {
-            let mut f = l.split('\t');
-            let (Some(name), Some(addr), Some(server)) = (f.next(), f.next(), f.next()) else {
-                return Err(bad());
-            };
-            clients.push(Monitored {
-                name: name.to_string(),
-                addr: addr.parse().map_err(|_| bad())?,
-                server_addr: server.parse().map_err(|_| bad())?,
-            });
-        }
-        Ok(NsmRecord { state, clients })
-    }
-
-    fn save(&self, record: &NsmRecord) -> std::io::Result<()> {
-        let mut text = format!("state {}\n", record.state);
-        for c in &record.clients {
-            text.push_str(&format!("{}\t{}\t{}\n", c.name, c.addr, c.server_addr));
-        }
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
-/// NSM state for a store that keeps nothing (`store = "memory"`).
-#[derive(Default)]
-pub struct MemNsmStore(Mutex<NsmRecord>);
-
-impl NsmStore for MemNsmStore {
-    fn load(&self) -> std::io::Result<NsmRecord> {
-        Ok(self.0.lock().expect("nsm lock poisoned").clone())
-    }
-
-    fn save(&self, record: &NsmRecord) -> std::io::Result<()> {
-        *self.0.lock().expect("nsm lock poisoned") = record.clone();
-        Ok(())
-    }
-}
-
-/// What a GRANTED callback needs about a waiting LOCK.
-#[derive(Clone, Debug)]
-struct Waiter {
-    peer: IpAddr,
-    cookie: Bytes,
-    lock: Nlm4Lock,
-    exclusive: bool,
-}
-
-type WaiterKey = (FileId, LockOwner, u64, u64);
-
-/// The NLM/NSM state of a server.
-pub struct Nlm {
-    pub locks: Mutex<LockManager>,
-    waiters: Mutex<HashMap<WaiterKey, Waiter>>,
-    /// Clients that took locks in this run.
-    monitored: Mutex<BTreeMap<String, Monitored>>,
-    /// Clients of the previous run not yet notified. They stay in the persisted list until
-    /// they are, so a crash during the notification pass loses none of them.
-    pending: Mutex<Vec<Monitored>>,
-    grace_until: Mutex<Option<Instant>>,
-    /// This run's NSM state number.
-    pub state: u32,
-    store: Box<dyn NsmStore>,
-}
-
-impl Nlm {
-    /// Loads NSM state, advances the state number, and starts a grace period if some client held
-    /// locks before the restart.
-    pub fn open(store: Box<dyn NsmStore>, grace: Duration) -> std::io::Result<Nlm> {
-        let old = store.load()?;
-        // Odd while up; advancing by 2 keeps it odd and tells clients we restarted.
-        let state = (old.state | 1).wrapping_add(2);
-        let record = NsmRecord {
-            state,
-            clients: old.clients.clone(),
-        };
-        store.save(&record)?;
-        let grace_until =
-            (!old.clients.is_empty() && !grace.is_zero()).then(|| Instant::now() + grace);
-        if let Some(_until) = grace_until {
-            tracing::info!(
-                clients = old.clients.len(),
-                seconds = grace.as_secs(),
-                "NLM grace period: only lock reclaims are accepted"
-            );
-        }
-        Ok(Nlm {
-            locks: Mutex::new(LockManager::new()),
-            waiters: Mutex::new(HashMap::new()),
-            monitored: Mutex::new(BTreeMap::new()),
-            pending: Mutex::new(old.clients),
-            grace_until: Mutex::new(grace_until),
-            state,
-            store,
-        })
-    }
-
-    pub fn in_grace(&self) -> bool {
-        let mut g = self.grace_until.lock().expect("grace lock poisoned");
-        match *g {
-            Some(t) if Instant::now() < t => true,
-            Some(_) => {
-                tracing::info!("NLM grace period over");
-                *g = None;
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Records a client in the monitor list (durably) the first time it takes a lock.
-    fn monitor(&self, name: &str, peer: IpAddr, local: IpAddr) {
-        let entry = Monitored {
-            name: name.to_string(),
-            addr: peer,
-            server_addr: local,
-        };
-        let mut m = self.monitored.lock().expect("monitor lock poisoned");
-        if m.get(name) == Some(&entry) {
-            return;
-        }
-        m.insert(name.to_string(), entry);
-        self.persist(&m);
-    }
-
-    /// Saves this run's lock holders plus the previous run's clients not yet notified.
-    fn persist(&self, m: &BTreeMap<String, Monitored>) {
-        let mut clients: Vec<Monitored> = m.values().cloned().collect();
-        for p in self.pending.lock().expect("pending lock poisoned").iter() {
-            if !m.contains_key(&p.name) {
-                clients.push(p.clone());
-            }
-        }
-        let record = NsmRecord {
-            state: self.state,
-            clients,
-        };
-        if let Err(e) = self.store.save(&record) {
-            // Locks still work; only the notification after a restart would miss this client.
-            tracing::error!("cannot persist the NSM monitor list: {e}");
-        }
-    }
-
-    /// A client rebooted: drop its locks and its monitor entry.
-    fn forget_client(&self, name: &str, addr: Option<IpAddr>) -> Vec<Grant> {
-        let mut grants = Vec::new();
-        let mut m = self.monitored.lock().expect("monitor lock poisoned");
-        let names: Vec<String> = m
-            .values()
-            .filter(|c| c.name == name || Some(c.addr) == addr)
-            .map(|c| c.name.clone())
-            .chain(std::iter::once(name.to_string()))
-            .collect();
-        let mut locks = self.locks.lock().expect("lock table poisoned");
-        for n in &names {
-            grants.extend(locks.release_client(n));
-            m.remove(n);
-        }
-        drop(locks);
-        self.pending
-            .lock()
-            .expect("pending lock poisoned")
-            .retain(|c| !names.contains(&c.name));
-        self.waiters
-            .lock()
-            .expect("waiters lock poisoned")
-            .retain(|(_, owner, _, _), _| !names.contains(&owner.client));
-        self.persist(&m);
-        grants
-    }
-}
 
 fn owner_of(l: &Nlm4Lock) -> LockOwner {
     LockOwner {
@@ -356,9 +118,11 @@ impl<S: Store> Server<S> {
             NlmArgs::Res { .. } => NlmReply::Void,
             NlmArgs::FreeAll { name, .. } => {
                 let grants = self
+                    .state
                     .nlm
                     .forget_client(&String::from_utf8_lossy(&name), None);
                 self.send_grants(grants);
+                self.save_forgotten().await;
                 NlmReply::Void
             }
         };
@@ -393,10 +157,10 @@ impl<S: Store> Server<S> {
             Ok((f, _)) => f,
             Err(s) => return Ok((s, None)),
         };
-        if self.nlm.in_grace() {
+        if self.state.in_grace(req.now) {
             return Ok((Nlm4Stat::DeniedGracePeriod, None));
         }
-        let locks = self.nlm.locks.lock().expect("lock table poisoned");
+        let locks = self.state.nlm.locks.lock().expect("lock table poisoned");
         Ok(match locks.test(file, &lock_of(l, exclusive)) {
             None => (Nlm4Stat::Granted, None),
             Some(h) => (Nlm4Stat::Denied, Some(holder(&h))),
@@ -419,15 +183,29 @@ impl<S: Store> Server<S> {
         if exclusive && read_only {
             return Ok(Nlm4Stat::Rofs);
         }
-        // During grace only reclaims; after it, a reclaim is too late (knfsd does the same).
-        if self.nlm.in_grace() != reclaim {
+        // During grace only reclaims, NLM's and NFSv4.1's alike; after it, a reclaim is too
+        // late (knfsd does the same).
+        let admitted = if reclaim {
+            self.state.grace().may_reclaim_nlm(req.now)
+        } else {
+            !self.state.in_grace(req.now)
+        };
+        if !admitted {
             return Ok(Nlm4Stat::DeniedGracePeriod);
         }
         let caller = String::from_utf8_lossy(&l.caller_name).into_owned();
-        self.nlm.monitor(&caller, req.peer.ip(), req.local.ip());
+        self.state
+            .nlm
+            .monitor(&caller, req.peer.ip(), req.local.ip());
+        // The client is in the durable monitor list before it holds anything: otherwise a
+        // restart would neither notify it nor let it reclaim.
+        if let Err(e) = self.state.save_nsm().await {
+            tracing::error!(client = %caller, "cannot save the NSM monitor list: {e}");
+            return Ok(crate::error::state_save_failed_nlm(&e));
+        }
         let lock = lock_of(l, exclusive);
         let (outcome, woken) = {
-            let mut table = self.nlm.locks.lock().expect("lock table poisoned");
+            let mut table = self.state.nlm.locks.lock().expect("lock table poisoned");
             let outcome = table.lock(file, lock.clone(), block);
             // A downgrade (write to read) can let queued readers in.
             let woken = match outcome {
@@ -443,7 +221,8 @@ impl<S: Store> Server<S> {
             LockOutcome::Deadlock => Nlm4Stat::Deadlock,
             LockOutcome::Blocked => {
                 let key = (file, lock.owner, lock.range.start, lock.range.end);
-                self.nlm
+                self.state
+                    .nlm
                     .waiters
                     .lock()
                     .expect("waiters lock poisoned")
@@ -473,13 +252,15 @@ impl<S: Store> Server<S> {
         };
         let lock = lock_of(l, exclusive);
         let removed = self
+            .state
             .nlm
             .locks
             .lock()
             .expect("lock table poisoned")
             .cancel(file, &lock);
         let key = (file, lock.owner, lock.range.start, lock.range.end);
-        self.nlm
+        self.state
+            .nlm
             .waiters
             .lock()
             .expect("waiters lock poisoned")
@@ -497,12 +278,13 @@ impl<S: Store> Server<S> {
             Err(s) => return Ok(s),
         };
         let range = LockRange::from_offset_len(l.offset, l.len);
-        let grants =
-            self.nlm
-                .locks
-                .lock()
-                .expect("lock table poisoned")
-                .unlock(file, &owner_of(l), range);
+        let grants = self
+            .state
+            .nlm
+            .locks
+            .lock()
+            .expect("lock table poisoned")
+            .unlock(file, &owner_of(l), range);
         self.send_grants(grants);
         Ok(Nlm4Stat::Granted)
     }
@@ -517,6 +299,7 @@ impl<S: Store> Server<S> {
                 g.lock.range.end,
             );
             let Some(w) = self
+                .state
                 .nlm
                 .waiters
                 .lock()
@@ -568,7 +351,7 @@ impl<S: Store> Server<S> {
     }
 
     /// Runs one NSM call: we are the status monitor that clients notify when they reboot.
-    pub fn nsm(&self, req: &Request, args: NsmArgs) -> Writer {
+    pub async fn nsm(&self, req: &Request, args: NsmArgs) -> Writer {
         let mut w = Writer::new();
         match args {
             NsmArgs::Null => {}
@@ -579,14 +362,15 @@ impl<S: Store> Server<S> {
                 } else {
                     1
                 });
-                w.u32(self.nlm.state);
+                w.u32(self.state.nlm.state);
             }
-            NsmArgs::Local => w.u32(self.nlm.state),
+            NsmArgs::Local => w.u32(self.state.nlm.state),
             NsmArgs::Notify { mon_name, state } => {
                 let name = String::from_utf8_lossy(&mon_name).into_owned();
                 tracing::info!(client = %name, state, from = %req.peer.ip(), "client rebooted: releasing its locks");
-                let grants = self.nlm.forget_client(&name, Some(req.peer.ip()));
+                let grants = self.state.nlm.forget_client(&name, Some(req.peer.ip()));
                 self.send_grants(grants);
+                self.save_forgotten().await;
             }
         }
         w
@@ -597,16 +381,11 @@ impl<S: Store> Server<S> {
     /// up to [`NOTIFY_ATTEMPTS`] times. A client that cannot be reached is dropped from the list:
     /// if it is down, it lost its locks anyway and its own statd notifies us when it boots.
     pub async fn notify_clients(&self) {
-        let clients = self
-            .nlm
-            .pending
-            .lock()
-            .expect("pending lock poisoned")
-            .clone();
+        let clients = self.state.nlm.pending();
         let tasks: Vec<_> = clients
             .into_iter()
             .map(|c| {
-                let state = self.nlm.state;
+                let state = self.state.nlm.state;
                 tokio::spawn(async move {
                     let ok = notify_one(&c, state).await;
                     (c, ok)
@@ -624,14 +403,19 @@ impl<S: Store> Server<S> {
                      monitor list (it cannot reclaim; if it rebooted it holds nothing)"
                 );
             }
-            self.nlm
-                .pending
-                .lock()
-                .expect("pending lock poisoned")
-                .retain(|p| p.name != c.name);
+            self.state.nlm.notified(&c.name);
         }
-        let m = self.nlm.monitored.lock().expect("monitor lock poisoned");
-        self.nlm.persist(&m);
+        self.save_forgotten().await;
+    }
+
+    /// Saves the monitor list after clients left it. A failure leaves them in the saved list,
+    /// so a later restart notifies them once more, which is harmless (a client that rebooted
+    /// ignores a notification about locks it no longer has): it is logged, and the next save
+    /// retries.
+    async fn save_forgotten(&self) {
+        if let Err(e) = self.state.save_nsm().await {
+            tracing::error!("cannot save the NSM monitor list: {e}");
+        }
     }
 }
 
@@ -695,58 +479,5 @@ fn msg_result_proc(proc_: u32) -> Option<u32> {
         CANCEL_MSG => Some(CANCEL_RES),
         UNLOCK_MSG => Some(UNLOCK_RES),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nsm_record_round_trips_through_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = FileNsmStore::new(dir.path());
-        assert_eq!(s.load().unwrap(), NsmRecord::default());
-        let r = NsmRecord {
-            state: 5,
-            clients: vec![Monitored {
-                name: "gpu01".into(),
-                addr: "10.0.0.5".parse().unwrap(),
-                server_addr: "10.0.0.1".parse().unwrap(),
-            }],
-        };
-        s.save(&r).unwrap();
-        assert_eq!(s.load().unwrap(), r);
-    }
-
-    #[test]
-    fn restart_advances_the_state_number_and_keeps_it_odd() {
-        let store = MemNsmStore::default();
-        store
-            .save(&NsmRecord {
-                state: 4,
-                clients: Vec::new(),
-            })
-            .unwrap();
-        let nlm = Nlm::open(Box::new(store), Duration::from_secs(30)).unwrap();
-        assert_eq!(nlm.state, 7);
-        assert!(!nlm.in_grace(), "nobody to reclaim: no grace period");
-    }
-
-    #[test]
-    fn grace_period_starts_when_clients_held_locks() {
-        let store = MemNsmStore::default();
-        store
-            .save(&NsmRecord {
-                state: 1,
-                clients: vec![Monitored {
-                    name: "c".into(),
-                    addr: "10.0.0.5".parse().unwrap(),
-                    server_addr: "10.0.0.1".parse().unwrap(),
-                }],
-            })
-            .unwrap();
-        let nlm = Nlm::open(Box::new(store), Duration::from_secs(30)).unwrap();
-        assert!(nlm.in_grace());
     }
 }

@@ -249,6 +249,76 @@ async fn init_default_root<S: Store>(store: &S, root: FileId) -> Result<(), Star
     Ok(())
 }
 
+/// Lease time for NFSv4.1: `[nfs4] lease_seconds`, unless the environment variable
+/// `SLUICE_V4_LEASE_SECONDS` (5 to 3600) overrides it, for conformance runs.
+fn lease_time(config: &Config) -> std::time::Duration {
+    let configured = config.nfs4.lease_seconds;
+    let secs = std::env::var("SLUICE_V4_LEASE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (5..=3600).contains(s))
+        .unwrap_or(configured);
+    std::time::Duration::from_secs(secs)
+}
+
+/// The protocol state of this run: the identity (a new epoch, durable before anything is
+/// answered), NFSv4.1 client records and the NSM monitor list of the previous run (kept beside
+/// the data; in memory for the memory store), and the grace period they call for.
+async fn open_state(config: &Config) -> Result<crate::state::ProtocolState, StartError> {
+    use crate::state::{FileStateStore, MemStateStore, ProtocolState, StateConfig, StateStore};
+    let identity = crate::state::Identity::start(
+        &config.data_dir,
+        config.cluster.id.as_deref(),
+        config.cluster.node_id,
+    )
+    .map_err(|e| {
+        StartError(format!(
+            "cannot load the cluster identity in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    tracing::info!(
+        cluster = %identity.cluster_id,
+        node = identity.node_id,
+        epoch = identity.epoch,
+        "identity"
+    );
+    let idmap = if config.nfs4.id_mapping == crate::config::IdMapping::Names {
+        let n = &config.nfs4;
+        let domain = n.id_domain.as_deref().unwrap_or_default();
+        let map = crate::v4::idmap::IdMap::names(domain, &n.passwd_file, &n.group_file)
+            .map_err(|e| StartError(format!("nfs4.id_mapping = \"names\": {e}")))?;
+        tracing::info!(domain, "NFSv4 owners are names at {domain}");
+        map
+    } else {
+        crate::v4::idmap::IdMap::default()
+    };
+    let store: Arc<dyn StateStore> = match config.store {
+        StoreKind::Memory => Arc::new(MemStateStore::default()),
+        StoreKind::Local | StoreKind::Nvme | StoreKind::Auto => {
+            Arc::new(FileStateStore::new(&config.data_dir))
+        }
+    };
+    let state_config = StateConfig {
+        lease: lease_time(config),
+        nlm_grace: std::time::Duration::from_secs(config.nlm.grace_seconds),
+    };
+    ProtocolState::open(
+        identity,
+        store,
+        state_config,
+        idmap,
+        std::time::Instant::now(),
+    )
+    .await
+    .map_err(|e| {
+        StartError(format!(
+            "cannot load the protocol state (NFSv4.1 clients, NSM monitors) in {}: {e}",
+            config.data_dir.display()
+        ))
+    })
+}
+
 pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError> {
     let key_path = config
         .cluster_key_file
@@ -264,42 +334,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     let (bound, registered) = bind_all(&config).await?;
     let ports = bound.ports;
     let programs = portmap::our_programs(ports.nfs, ports.mount, !bound.mount_udp.is_empty());
-    let nsm_store: Box<dyn crate::nlm::NsmStore> = match config.store {
-        StoreKind::Local | StoreKind::Nvme | StoreKind::Auto => {
-            Box::new(crate::nlm::FileNsmStore::new(&config.data_dir))
-        }
-        StoreKind::Memory => Box::new(crate::nlm::MemNsmStore::default()),
-    };
-    if config.nfs4.id_mapping == crate::config::IdMapping::Names {
-        let n = &config.nfs4;
-        let domain = n.id_domain.as_deref().unwrap_or_default();
-        let map = crate::v4::idmap::IdMap::names(domain, &n.passwd_file, &n.group_file)
-            .map_err(|e| StartError(format!("nfs4.id_mapping = \"names\": {e}")))?;
-        if !crate::v4::idmap::set(map) {
-            tracing::warn!("NFSv4 owner mapping already set; keeping the first");
-        }
-        tracing::info!(domain, "NFSv4 owners are names at {domain}");
-    }
-    // NFSv4.1 state: client records persisted beside the data (so clients reclaim after a
-    // restart), in memory for the memory store.
-    let durable = config.store != StoreKind::Memory;
-    crate::v4::init(
-        durable.then_some(config.data_dir.as_path()),
-        std::time::Duration::from_secs(config.nfs4.lease_seconds),
-    )
-    .map_err(|e| {
-        StartError(format!(
-            "cannot load NFSv4 client records in {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
-    let grace = std::time::Duration::from_secs(config.nlm.grace_seconds);
-    let nlm = crate::nlm::Nlm::open(nsm_store, grace).map_err(|e| {
-        StartError(format!(
-            "cannot load NSM state in {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
+    let state = open_state(&config).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let server = Arc::new(Server {
         metrics: metrics.clone(),
@@ -310,7 +345,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         fh_key,
         drc: Drc::new(config.server.drc_entries),
         mounts: Mutex::new(Default::default()),
-        nlm,
+        state,
         portmap: bound.portmap.as_ref().map(|(t, _)| {
             let port = t.local_addr().map(|a| a.port()).unwrap_or(111);
             PortmapTable::new(port, &programs)
@@ -331,6 +366,14 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     };
     let targets = Arc::new(crate::qos::TargetTable::new(&config.targets).map_err(StartError)?);
     let _ = server.targets.set(targets.clone());
+    {
+        let weak = Arc::downgrade(&server);
+        metrics.set_state_source(Box::new(move |now| {
+            weak.upgrade()
+                .map(|s| s.state.summary(now))
+                .unwrap_or_default()
+        }));
+    }
     for t in targets.list() {
         tracing::info!(target = %t.name, tier = ?t.pacer.tier(), "mount target");
         publish_rates(&metrics, &t);

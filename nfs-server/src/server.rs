@@ -31,6 +31,9 @@ pub struct Request {
     pub local: SocketAddr,
     pub xid: u32,
     pub credential: Credential,
+    /// When the call arrived: the time every lease, grace and expiry decision of this call
+    /// uses (tests give a virtual one).
+    pub now: std::time::Instant,
 }
 
 /// A handle after its MAC, export and client rule were checked.
@@ -91,8 +94,9 @@ pub struct Server<S> {
     pub mounts: Mutex<BTreeSet<(String, String)>>,
     /// Set when we answer portmap/rpcbind ourselves.
     pub portmap: Option<PortmapTable>,
-    /// NFSv3 locking (NLM) and the status monitor (NSM).
-    pub nlm: crate::nlm::Nlm,
+    /// Protocol state: NFSv4.1 clients and sessions, NLM/NSM, the lock manager, the grace
+    /// period, the server's identity.
+    pub state: crate::state::ProtocolState,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Payload bytes moved since start (admin status).
     pub bytes_read: std::sync::atomic::AtomicU64,
@@ -259,6 +263,7 @@ impl<S: Store> Server<S> {
             local,
             xid: hdr.xid,
             credential,
+            now: std::time::Instant::now(),
         };
         let mut w = Writer::with_capacity(256);
         let payload = match hdr.prog {
@@ -340,7 +345,7 @@ impl<S: Store> Server<S> {
                     Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
                     Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
                 };
-                let body = self.nsm(&req, args).into_bytes();
+                let body = self.nsm(&req, args).await.into_bytes();
                 rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
                 // Results are whole XDR words, so this adds no padding.
                 w.opaque_fixed(&body);
@@ -372,9 +377,7 @@ impl<S: Store> Server<S> {
             }
             proc4::COMPOUND => {
                 rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
-                let nfs4 = crate::v4::instance();
-                let now = std::time::Instant::now();
-                match crate::v4::compound(self, nfs4, req, args, w, now).await {
+                match crate::v4::compound(self, req, args, w, req.now).await {
                     Ok((head, payloads)) => {
                         *status = compound_status(head.as_slice());
                         reply_with_payloads(head, payloads)

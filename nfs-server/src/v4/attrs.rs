@@ -98,6 +98,8 @@ pub struct Context<'a> {
     pub fsstat: Option<FsStat>,
     /// READDIR: the entry's rdattr_error.
     pub rdattr_error: Nfsstat4,
+    /// How owners are written.
+    pub idmap: &'a super::idmap::IdMap,
 }
 
 pub fn ftype(t: FileType) -> u32 {
@@ -160,8 +162,8 @@ pub fn encode(a: &Attr, req: &Bitmap4, cx: &Context) -> Fattr4 {
             MAXREAD | MAXWRITE => w.u64(u64::from(IO_SIZE_MAX)),
             MODE => w.u32(a.mode & 0o7777),
             NUMLINKS => w.u32(a.nlink),
-            OWNER => w.opaque(super::idmap::get().owner(a.uid).as_bytes()),
-            OWNER_GROUP => w.opaque(super::idmap::get().owner_group(a.gid).as_bytes()),
+            OWNER => w.opaque(cx.idmap.owner(a.uid).as_bytes()),
+            OWNER_GROUP => w.opaque(cx.idmap.owner_group(a.gid).as_bytes()),
             RAWDEV => {
                 w.u32(a.rdev.0);
                 w.u32(a.rdev.1);
@@ -205,7 +207,10 @@ impl EncodeTo for Bitmap4 {
 /// Decodes settable attributes (SETATTR, OPEN's and CREATE's createattrs). Returns what to
 /// set and the mask of what was given. Unsupported attributes are NFS4ERR_ATTRNOTSUPP,
 /// supported read-only ones NFS4ERR_INVAL (§18.30.3).
-pub fn decode_settable(f: &Fattr4) -> Result<(SetAttr, Bitmap4), Nfsstat4> {
+pub fn decode_settable(
+    f: &Fattr4,
+    idmap: &super::idmap::IdMap,
+) -> Result<(SetAttr, Bitmap4), Nfsstat4> {
     let mut sa = SetAttr::default();
     let mut r: Reader = f.vals_reader();
     let bad = |_| Nfsstat4::BadXdr;
@@ -216,10 +221,10 @@ pub fn decode_settable(f: &Fattr4) -> Result<(SetAttr, Bitmap4), Nfsstat4> {
         match bit {
             SIZE => sa.size = Some(r.u64().map_err(bad)?),
             MODE => sa.mode = Some(r.u32().map_err(bad)? & 0o7777),
-            OWNER => sa.uid = Some(super::idmap::get().parse_owner(&r.opaque(1024).map_err(bad)?)?),
+            OWNER => sa.uid = Some(idmap.parse_owner(&r.opaque(1024).map_err(bad)?)?),
             OWNER_GROUP => {
                 let s = r.opaque(1024).map_err(bad)?;
-                sa.gid = Some(super::idmap::get().parse_owner_group(&s)?)
+                sa.gid = Some(idmap.parse_owner_group(&s)?)
             }
             TIME_ACCESS_SET | TIME_MODIFY_SET => {
                 let t = match Settime4::decode(&mut r).map_err(bad)? {

@@ -25,8 +25,8 @@ use nfs_proto::xdr::{Reader, Writer};
 
 use crate::export::Export;
 use crate::server::{Request, Server};
+use crate::state::nfs4::SeqOutcome;
 use crate::v4::ops::{self, OpFlags, Sessionless};
-use crate::v4::state::SeqOutcome;
 use crate::v4::Nfs4;
 
 /// A filehandle after its MAC, export and client rule were checked.
@@ -115,12 +115,12 @@ impl Drop for SlotGuard<'_> {
 /// inside it.
 pub async fn compound<S: Store>(
     server: &Server<S>,
-    nfs4: &Nfs4,
     req: &Request,
     args: Bytes,
     w: Writer,
     now: Instant,
 ) -> Result<(Writer, Vec<ReplyPayload>), CompoundError> {
+    let nfs4 = &server.state.nfs4;
     let request_len = args.len();
     let decoded =
         Compound4Args::decode(&mut Reader::new(args)).map_err(|_| CompoundError::GarbageArgs)?;
@@ -167,7 +167,15 @@ pub async fn compound<S: Store>(
     if let Some(NfsArgOp4::Sequence(sa)) = ops.first() {
         let throttled = server.chronically_throttled(req);
         let conn = (req.peer, req.local);
-        let seq = sequence(nfs4, sa, ops.len(), request_len, throttled, conn, now);
+        let seq = sequence(
+            &server.state,
+            sa,
+            ops.len(),
+            request_len,
+            throttled,
+            conn,
+            now,
+        );
         let res = match seq {
             Err(s) => return finish(out, Some(NfsResOp4::Sequence(Err(s))), s),
             Ok(Sequenced::Replay(bytes)) => {
@@ -242,7 +250,16 @@ pub async fn compound<S: Store>(
                 if flags.sets_fh {
                     cx.cur_stateid = None;
                 }
-                ops::execute(&mut cx, op).await
+                let res = ops::execute(&mut cx, op).await;
+                // Client records this op (or the SEQUENCE before it) changed are durable
+                // before it is answered; if they cannot be saved, the op fails.
+                match server.state.save_nfs4().await {
+                    Ok(()) => res,
+                    Err(e) => {
+                        tracing::error!("cannot save NFSv4.1 client records: {e}");
+                        NfsResOp4::error(op.opnum(), crate::error::state_save_failed_v4(&e))
+                    }
+                }
             }
         };
         status = res.status();
@@ -332,15 +349,15 @@ enum Sequenced {
 /// (sr_target_highest_slotid, §2.10.6.1): pacing still sets its rate, but it keeps fewer
 /// requests queued in the server.
 fn sequence(
-    nfs4: &Nfs4,
+    state: &crate::state::ProtocolState,
     sa: &Sequence4Args,
     op_count: usize,
     request_len: usize,
     throttled: bool,
-    conn: crate::v4::state::ConnId,
+    conn: crate::state::nfs4::ConnId,
     now: Instant,
 ) -> Result<Sequenced, Nfsstat4> {
-    let mut st = nfs4.lock();
+    let mut st = state.nfs4.lock();
     let s = st.session(&sa.sessionid).ok_or(Nfsstat4::BadSession)?;
     let fore = s.fore.clone();
     if op_count > fore.ca_maxoperations as usize {
@@ -349,7 +366,9 @@ fn sequence(
     if request_len > fore.ca_maxrequestsize as usize {
         return Err(Nfsstat4::ReqTooBig);
     }
-    match st.sequence(&sa.sessionid, sa.slotid, sa.sequenceid, conn, now)? {
+    let outcome = st.sequence(&sa.sessionid, sa.slotid, sa.sequenceid, conn, now)?;
+    st.grace_tick(&mut state.grace(), now);
+    match outcome {
         SeqOutcome::Replay(b) => Ok(Sequenced::Replay(b)),
         SeqOutcome::New { clientid, slots } => Ok(Sequenced::New {
             res: Sequence4ResOk {

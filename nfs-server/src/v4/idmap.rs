@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use nfs_proto::v4::Nfsstat4;
 
@@ -115,19 +114,6 @@ impl IdMap {
             _ => Err(Nfsstat4::BadOwner),
         }
     }
-}
-
-static IDMAP: OnceLock<IdMap> = OnceLock::new();
-
-/// The process's mapping; numeric unless [`set`] ran at startup.
-pub fn get() -> &'static IdMap {
-    IDMAP.get_or_init(IdMap::default)
-}
-
-/// Sets the mapping; call before the first request. Returns `false` (and keeps the first) if
-/// it was already set or used.
-pub fn set(map: IdMap) -> bool {
-    IDMAP.set(map).is_ok()
 }
 
 #[cfg(test)]

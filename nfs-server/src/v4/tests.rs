@@ -15,13 +15,12 @@ use crate::drc::Drc;
 use crate::export::{ClientMatch, ClientRule, Export, ExportTable, Squash};
 use crate::fh::FhKey;
 use crate::server::{Ports, Request, Server};
+use crate::state::nfs4::ClientRecord;
+use crate::state::{MemStateStore, ProtocolState, StateConfig, StateKey};
 use crate::v4::compound::{compound, CompoundError};
-use crate::v4::state::MemClientStore;
-use crate::v4::Nfs4;
 
 struct Harness {
     server: Server<MemStore>,
-    nfs4: Nfs4,
     now: Instant,
     session: SessionId4,
     clientid: Clientid4,
@@ -29,6 +28,53 @@ struct Harness {
 }
 
 fn server() -> Server<MemStore> {
+    server_with(ProtocolState::in_memory(Instant::now()))
+}
+
+/// The protocol state of a server restarted at `now` after a run that knew `clients` (v4) and
+/// whose NSM monitor list named `nlm_clients`, kept in `store`.
+async fn restarted_state(
+    store: Arc<MemStateStore>,
+    clients: &[ClientRecord],
+    nlm_clients: &[&str],
+    now: Instant,
+) -> ProtocolState {
+    store.put(
+        StateKey::Nfs4Clients,
+        crate::state::nfs4::records_doc(clients),
+    );
+    let nsm = crate::state::nlm::NsmRecord {
+        state: 3,
+        clients: nlm_clients
+            .iter()
+            .map(|n| crate::state::nlm::Monitored {
+                name: n.to_string(),
+                addr: "10.0.0.9".parse().unwrap(),
+                server_addr: "10.0.0.1".parse().unwrap(),
+            })
+            .collect(),
+    };
+    store.put(StateKey::Nsm, nsm.to_doc());
+    let identity = crate::state::Identity {
+        cluster_id: "test".into(),
+        node_id: 1,
+        epoch: 2,
+    };
+    ProtocolState::open(
+        identity,
+        store,
+        StateConfig {
+            lease: Duration::from_secs(90),
+            nlm_grace: Duration::from_secs(45),
+        },
+        Default::default(),
+        now,
+    )
+    .await
+    .unwrap()
+}
+
+fn server_with(state: ProtocolState) -> Server<MemStore> {
     let store = MemStore::new();
     let root = store.root();
     let rule = ClientRule {
@@ -38,11 +84,6 @@ fn server() -> Server<MemStore> {
         anonuid: 65534,
         anongid: 65534,
     };
-    let nlm = crate::nlm::Nlm::open(
-        Box::new(crate::nlm::MemNsmStore::default()),
-        Duration::from_secs(1),
-    )
-    .unwrap();
     Server {
         store,
         exports: RwLock::new(Arc::new(ExportTable::new(vec![Export {
@@ -55,7 +96,7 @@ fn server() -> Server<MemStore> {
         drc: Drc::new(16),
         mounts: Mutex::new(Default::default()),
         portmap: None,
-        nlm,
+        state,
         metrics: Arc::new(crate::metrics::Metrics::new()),
         bytes_read: Default::default(),
         bytes_written: Default::default(),
@@ -79,6 +120,7 @@ fn request() -> Request {
             gid: 0,
             gids: vec![],
         }),
+        now: Instant::now(),
     }
 }
 
@@ -130,13 +172,8 @@ fn create_session_args(clientid: Clientid4, sequence: u32) -> NfsArgOp4 {
 }
 
 /// Runs raw COMPOUND arguments and decodes the reply.
-async fn run_raw(
-    server: &Server<MemStore>,
-    nfs4: &Nfs4,
-    args: Bytes,
-    now: Instant,
-) -> Compound4Res {
-    let (w, payloads) = compound(server, nfs4, &request(), args, Writer::new(), now)
+async fn run_raw(server: &Server<MemStore>, args: Bytes, now: Instant) -> Compound4Res {
+    let (w, payloads) = compound(server, &request(), args, Writer::new(), now)
         .await
         .expect("COMPOUND decodes");
     let bytes = splice_payloads(w.as_slice(), &payloads);
@@ -146,33 +183,26 @@ async fn run_raw(
 impl Harness {
     /// A server with a confirmed client and a session.
     async fn new() -> Harness {
-        let mut h = Harness::with(server(), Box::<MemClientStore>::default()).await;
+        let mut h = Harness::with(server()).await;
         h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
         h
     }
 
     /// A server whose client records are in `store`, with client "c1" connected but not
     /// yet RECLAIM_COMPLETE.
-    async fn with(
-        server: Server<MemStore>,
-        store: Box<dyn crate::v4::state::ClientStore>,
-    ) -> Harness {
-        let nfs4 = Nfs4::new(b"test-server", Duration::from_secs(90), store);
-        let now = Instant::now();
-        let r = run_raw(
-            &server,
-            &nfs4,
-            encode_args(vec![exchange_id_args(b"c1", 1)]),
-            now,
-        )
-        .await;
+    async fn with(server: Server<MemStore>) -> Harness {
+        Harness::at(server, Instant::now()).await
+    }
+
+    /// Like `with`, with the clock at `now`.
+    async fn at(server: Server<MemStore>, now: Instant) -> Harness {
+        let r = run_raw(&server, encode_args(vec![exchange_id_args(b"c1", 1)]), now).await;
         let NfsResOp4::ExchangeId(Ok(eid)) = &r.resarray[0] else {
             panic!("EXCHANGE_ID failed: {r:?}")
         };
         let clientid = eid.clientid;
         let r = run_raw(
             &server,
-            &nfs4,
             encode_args(vec![create_session_args(clientid, eid.sequenceid)]),
             now,
         )
@@ -183,7 +213,6 @@ impl Harness {
         Harness {
             session: cs.sessionid,
             server,
-            nfs4,
             now,
             clientid,
             seq: 0,
@@ -215,7 +244,7 @@ impl Harness {
     }
 
     async fn raw(&self, ops: Vec<NfsArgOp4>) -> Compound4Res {
-        run_raw(&self.server, &self.nfs4, encode_args(ops), self.now).await
+        run_raw(&self.server, encode_args(ops), self.now).await
     }
 
     /// SEQUENCE (slot 0, cached) followed by `ops`.
@@ -425,7 +454,7 @@ async fn minor_version_2_gets_minor_vers_mismatch_with_no_results() {
         argarray: vec![NfsArgOp4::Putrootfh],
     }
     .encode(&mut w);
-    let r = run_raw(&h.server, &h.nfs4, w.into_bytes(), h.now).await;
+    let r = run_raw(&h.server, w.into_bytes(), h.now).await;
     assert_eq!(r.status, Nfsstat4::MinorVersMismatch);
     assert!(r.resarray.is_empty());
 }
@@ -435,7 +464,6 @@ async fn a_truncated_header_is_garbage_args() {
     let h = Harness::new().await;
     let r = compound(
         &h.server,
-        &h.nfs4,
         &request(),
         Bytes::from_static(&[0, 0]),
         Writer::new(),
@@ -593,7 +621,7 @@ async fn the_current_stateid_stands_for_the_one_open_just_returned() {
         ])
         .await;
     assert_eq!(res.len(), 5);
-    assert_eq!(h.nfs4.lock().state_count(), 0);
+    assert_eq!(h.server.state.nfs4.lock().state_count(), 0);
 }
 
 #[tokio::test]
@@ -995,7 +1023,7 @@ async fn a_read_larger_than_the_reply_budget_is_shortened_to_fit() {
 async fn an_idle_client_expires_after_two_leases() {
     let h = Harness::new().await;
     let later = h.now + Duration::from_secs(181);
-    let gone = h.nfs4.lock().expire(later);
+    let gone = h.server.state.nfs4.lock().expire(later);
     assert_eq!(gone, vec![h.clientid]);
 }
 
@@ -1066,7 +1094,7 @@ async fn a_share_conflict_with_an_expired_client_revokes_its_open() {
     let r = h.raw(vec![seq(), NfsArgOp4::Putrootfh, open2]).await;
     assert_eq!(r.status, Nfsstat4::Ok, "{r:?}");
     assert!(
-        h.nfs4.lock().client(c).is_none(),
+        h.server.state.nfs4.lock().client(c).is_none(),
         "the expired client is gone"
     );
 }
@@ -1087,7 +1115,7 @@ async fn another_principal_cannot_confirm_or_update_a_client() {
         panic!("{r:?}")
     };
     let args = encode_args(vec![create_session_args(e.clientid, 1)]);
-    let (w, _) = compound(&h.server, &h.nfs4, &other, args, Writer::new(), h.now)
+    let (w, _) = compound(&h.server, &other, args, Writer::new(), h.now)
         .await
         .unwrap();
     let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
@@ -1098,7 +1126,6 @@ async fn another_principal_cannot_confirm_or_update_a_client() {
     }
     let (w, _) = compound(
         &h.server,
-        &h.nfs4,
         &other,
         encode_args(vec![upd]),
         Writer::new(),
@@ -1206,9 +1233,15 @@ async fn a_compound_over_rpc_returns_its_status_and_minor_version_0_is_refused()
 
 #[tokio::test]
 async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wait() {
-    use crate::v4::state::{ClientRecord, ClientStore};
     // The previous instance knew client "c1" (verifier [1; 8]) and gave out this file's handle.
-    let server = server();
+    let now = Instant::now();
+    let c1 = ClientRecord {
+        clientid: 42,
+        owner: Bytes::from_static(b"c1"),
+        verifier: [1; 8],
+    };
+    let state = restarted_state(Arc::default(), &[c1], &[], now).await;
+    let server = server_with(state);
     let root = server.store.root();
     let cred = backend::Cred::root();
     let (f, _) = server
@@ -1224,14 +1257,8 @@ async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wa
         .await
         .unwrap();
     let fh = NfsFh4(server.fh(1, f.id).0);
-    let mut store = MemClientStore::default();
-    store.save(&ClientRecord {
-        clientid: 42,
-        owner: Bytes::from_static(b"c1"),
-        verifier: [1; 8],
-    });
-    let mut h = Harness::with(server, Box::new(store)).await;
-    assert!(h.nfs4.lock().in_grace(h.now));
+    let mut h = Harness::at(server, now).await;
+    assert!(h.server.state.in_grace(h.now));
     // Another client may not open anything during the grace period.
     let (sid2, c2) = h.second_client(b"other").await;
     let seq2 = |n| {
@@ -1265,7 +1292,7 @@ async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wa
     let sid = open_stateid(&res);
     h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
     // Every known client is done: the grace period ends early.
-    assert!(!h.nfs4.lock().in_grace(h.now));
+    assert!(!h.server.state.in_grace(h.now));
     let r = h
         .raw(vec![seq2(3), NfsArgOp4::Putrootfh, open_create(c2, "g")])
         .await;
@@ -1290,34 +1317,81 @@ async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wa
 
 #[tokio::test]
 async fn the_grace_period_ends_after_a_lease_even_if_a_client_never_returns() {
-    use crate::v4::state::{ClientRecord, ClientStore};
-    let mut store = MemClientStore::default();
-    store.save(&ClientRecord {
+    let now = Instant::now();
+    let gone = ClientRecord {
         clientid: 42,
         owner: Bytes::from_static(b"gone"),
         verifier: [1; 8],
-    });
-    let h = Harness::with(server(), Box::new(store)).await;
-    assert!(h.nfs4.lock().in_grace(h.now));
+    };
+    let state = restarted_state(Arc::default(), &[gone], &[], now).await;
+    let h = Harness::at(server_with(state), now).await;
+    assert!(h.server.state.in_grace(h.now));
     let later = h.now + Duration::from_secs(91);
-    assert!(!h.nfs4.lock().in_grace(later));
+    assert!(!h.server.state.in_grace(later));
 }
 
-#[test]
-fn client_records_survive_a_reopen_of_their_file() {
-    use crate::v4::state::{ClientRecord, ClientStore, FileClientStore};
+#[tokio::test]
+async fn client_records_survive_a_restart_through_the_state_store() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = ClientRecord {
-        clientid: 0x1234_0000_0001,
-        owner: Bytes::from_static(b"Linux NFSv4.1 host\0x"),
-        verifier: [9, 8, 7, 6, 5, 4, 3, 2],
+    let store = Arc::new(crate::state::FileStateStore::new(dir.path()));
+    let identity = crate::state::Identity {
+        cluster_id: "t".into(),
+        node_id: 1,
+        epoch: 1,
     };
-    let mut s = FileClientStore::open(dir.path()).unwrap();
-    s.save(&rec);
-    let mut s = FileClientStore::open(dir.path()).unwrap();
-    assert_eq!(s.load(), vec![rec.clone()]);
-    s.remove(rec.clientid);
-    assert!(FileClientStore::open(dir.path()).unwrap().load().is_empty());
+    let open = |store: Arc<crate::state::FileStateStore>, epoch| {
+        let identity = crate::state::Identity {
+            epoch,
+            ..identity.clone()
+        };
+        ProtocolState::open(
+            identity,
+            store,
+            StateConfig::default(),
+            Default::default(),
+            Instant::now(),
+        )
+    };
+    let h = Harness::at(
+        server_with(open(store.clone(), 1).await.unwrap()),
+        Instant::now(),
+    )
+    .await;
+    let before = h.server.state.nfs4.lock().records();
+    assert_eq!(before.len(), 1, "the confirmed client is recorded");
+    let store = Arc::new(crate::state::FileStateStore::new(dir.path()));
+    let after = open(store, 2).await.unwrap();
+    assert_eq!(after.nfs4.lock().records(), before);
+    assert_eq!(after.summary(Instant::now()).nfs4_clients_to_reclaim, 1);
+    assert!(dir.path().join("nfs4-clients").exists());
+}
+
+#[tokio::test]
+async fn a_client_record_that_cannot_be_saved_fails_create_session() {
+    let store = Arc::new(MemStateStore::default());
+    let state = restarted_state(store.clone(), &[], &[], Instant::now()).await;
+    let server = server_with(state);
+    let now = Instant::now();
+    let r = run_raw(&server, encode_args(vec![exchange_id_args(b"c9", 1)]), now).await;
+    let NfsResOp4::ExchangeId(Ok(eid)) = &r.resarray[0] else {
+        panic!("EXCHANGE_ID failed: {r:?}")
+    };
+    store.set_failing(true);
+    let args = encode_args(vec![create_session_args(eid.clientid, eid.sequenceid)]);
+    let r = run_raw(&server, args, now).await;
+    assert_eq!(r.status, Nfsstat4::ServerFault, "{r:?}");
+    store.set_failing(false);
+    let args = encode_args(vec![create_session_args(eid.clientid, eid.sequenceid)]);
+    let r = run_raw(&server, args, now).await;
+    assert_eq!(
+        r.status,
+        Nfsstat4::Ok,
+        "a retry succeeds once the store works: {r:?}"
+    );
+    assert_eq!(
+        store.get(StateKey::Nfs4Clients).map(|d| d.1.is_empty()),
+        Some(false)
+    );
 }
 
 /// An export of `root` at `path` to every client, unsquashed.
@@ -1347,7 +1421,7 @@ async fn without_an_export_at_the_root_a_pseudo_fs_joins_the_exports() {
         export(7, "/data/a", a),
         export(8, "/scratch", scratch),
     ]));
-    let mut h = Harness::with(server, Box::<MemClientStore>::default()).await;
+    let mut h = Harness::with(server).await;
     h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
     let names = |res: &NfsResOp4| match res {
         NfsResOp4::Readdir(Ok(d)) => d
@@ -1507,7 +1581,7 @@ async fn through_a_target_with_its_own_exports_the_pseudo_fs_shows_only_those() 
         .set(Arc::new(crate::qos::TargetTable::new(&[target]).unwrap()))
         .is_ok());
     let a_fh = server.fh(7, a);
-    let mut h = Harness::with(server, Box::<MemClientStore>::default()).await;
+    let mut h = Harness::with(server).await;
     h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
     let res = h
         .ok(vec![
@@ -1540,7 +1614,7 @@ async fn destroy_session_counts_only_on_a_connection_of_the_session() {
     let mut other = request();
     other.peer = "10.0.0.5:701".parse().unwrap();
     let args = encode_args(vec![NfsArgOp4::DestroySession(h.session)]);
-    let (w, _) = compound(&h.server, &h.nfs4, &other, args, Writer::new(), h.now)
+    let (w, _) = compound(&h.server, &other, args, Writer::new(), h.now)
         .await
         .unwrap();
     let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
@@ -1579,36 +1653,47 @@ async fn a_compound_tag_that_is_not_utf8_is_inval() {
         argarray: vec![NfsArgOp4::Putrootfh],
     }
     .encode(&mut w);
-    let r = run_raw(&h.server, &h.nfs4, w.into_bytes(), h.now).await;
+    let r = run_raw(&h.server, w.into_bytes(), h.now).await;
     assert_eq!(r.status, Nfsstat4::Inval);
     assert!(r.resarray.is_empty());
 }
 
 #[tokio::test]
 async fn reclaims_stretch_the_grace_period_up_to_twice_the_lease() {
-    use crate::v4::state::{ClientRecord, ClientStore};
-    let mut store = MemClientStore::default();
-    for (id, owner) in [(42, &b"c1"[..]), (43, &b"slow"[..])] {
-        store.save(&ClientRecord {
+    let now = Instant::now();
+    let records: Vec<ClientRecord> = [(42, &b"c1"[..]), (43, &b"slow"[..])]
+        .into_iter()
+        .map(|(id, owner)| ClientRecord {
             clientid: id,
             owner: Bytes::copy_from_slice(owner),
             verifier: [1; 8],
-        });
-    }
-    let h = Harness::with(server(), Box::new(store)).await;
+        })
+        .collect();
+    let state = restarted_state(Arc::default(), &records, &[], now).await;
+    let h = Harness::at(server_with(state), now).await;
     let s = |secs| h.now + Duration::from_secs(secs);
-    let mut st = h.nfs4.lock();
+    let state = &h.server.state;
+    let mut st = state.nfs4.lock();
     // Nobody reclaims for 80 s of the 90 s lease; then one reclaim keeps grace open for
     // another half lease.
-    assert!(st.may_reclaim(h.clientid, s(80)).is_ok());
-    assert!(st.in_grace(s(120)), "stretched past one lease");
-    assert!(!st.in_grace(s(126)), "by half a lease only");
+    assert!(st
+        .may_reclaim(&mut state.grace(), h.clientid, s(80))
+        .is_ok());
+    assert!(state.in_grace(s(120)), "stretched past one lease");
+    assert!(!state.in_grace(s(126)), "by half a lease only");
     // However long reclaims go on, grace ends at twice the lease.
-    assert!(st.may_reclaim(h.clientid, s(124)).is_ok());
-    assert!(st.may_reclaim(h.clientid, s(168)).is_ok());
-    assert!(st.in_grace(s(179)));
-    assert!(!st.in_grace(s(180)));
-    assert_eq!(st.may_reclaim(h.clientid, s(181)), Err(Nfsstat4::NoGrace));
+    assert!(st
+        .may_reclaim(&mut state.grace(), h.clientid, s(124))
+        .is_ok());
+    assert!(st
+        .may_reclaim(&mut state.grace(), h.clientid, s(168))
+        .is_ok());
+    assert!(state.in_grace(s(179)));
+    assert!(!state.in_grace(s(180)));
+    assert_eq!(
+        st.may_reclaim(&mut state.grace(), h.clientid, s(181)),
+        Err(Nfsstat4::NoGrace)
+    );
 }
 
 #[test]
@@ -1653,4 +1738,177 @@ fn compounds_are_charged_to_the_pacer_by_their_reads_and_writes() {
         "one operation, no bytes"
     );
     assert_eq!(cost_of(&rpc_call(4, 0, &[])), Some((Direction::Read, 0, 1)));
+}
+
+/// An NLM LOCK of all of `fh` by `host`, as a v3 client's lockd sends it, at `now`.
+async fn nlm_lock(
+    server: &Server<MemStore>,
+    fh: &NfsFh4,
+    host: &'static [u8],
+    reclaim: bool,
+    now: Instant,
+) -> nfs_proto::nlm::Nlm4Stat {
+    use nfs_proto::nlm::{nlmproc, Nlm4Lock, NlmArgs, NlmReply};
+    let args = NlmArgs::Lock {
+        cookie: Bytes::from_static(b"c"),
+        block: false,
+        exclusive: true,
+        lock: Nlm4Lock {
+            caller_name: Bytes::from_static(host),
+            fh: fh.0.clone(),
+            oh: Bytes::from_static(b"oh"),
+            svid: 7,
+            offset: 0,
+            len: 0,
+        },
+        reclaim,
+        state: 1,
+    };
+    let req = Request { now, ..request() };
+    match server.nlm(&req, nlmproc::LOCK, args).await {
+        Ok(NlmReply::Res { stat, .. }) => stat,
+        other => panic!("NLM LOCK: {other:?}"),
+    }
+}
+
+/// A v4 write LOCK of all of the current file by a new lock-owner of the open `open`.
+fn v4_lock(c: Clientid4, open: Stateid4, reclaim: bool) -> NfsArgOp4 {
+    NfsArgOp4::Lock(Lock4Args {
+        locktype: NfsLockType4::Write,
+        reclaim,
+        offset: 0,
+        length: u64::MAX,
+        locker: Locker4::NewLockOwner(OpenToLockOwner4 {
+            open_seqid: 0,
+            open_stateid: open,
+            lock_seqid: 0,
+            lock_owner: owner(c, b"L1"),
+        }),
+    })
+}
+
+/// A regular file "f" in the root of `server`'s store, and its handle.
+async fn file_f(server: &Server<MemStore>) -> NfsFh4 {
+    let (f, _) = server
+        .store
+        .create(
+            &backend::Cred::root(),
+            server.store.root(),
+            b"f",
+            backend::NodeKind::Regular,
+            Default::default(),
+            backend::CreateMode::Guarded,
+        )
+        .await
+        .unwrap();
+    NfsFh4(server.fh(1, f.id).0)
+}
+
+#[tokio::test]
+async fn an_nlm_lock_held_before_a_restart_cannot_be_taken_by_a_v4_lock_during_the_shared_grace() {
+    use nfs_proto::nlm::Nlm4Stat;
+    // The previous run had granted "nlmhost" a lock (it is in the NSM monitor list); no NFSv4.1
+    // client had state.
+    let now = Instant::now();
+    let state = restarted_state(Arc::default(), &[], &["nlmhost"], now).await;
+    let server = server_with(state);
+    let fh = file_f(&server).await;
+    let mut h = Harness::at(server, now).await;
+    let c = h.clientid;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    assert!(h.server.state.in_grace(now), "NLM's clients may reclaim");
+    let open = vec![NfsArgOp4::Putrootfh, open_create(c, "f")];
+    let r = h.run(open.clone()).await;
+    assert_eq!(
+        r.status,
+        Nfsstat4::Grace,
+        "no new v4 state while NLM reclaims"
+    );
+    // nlmhost reclaims its lock; nobody else gets one.
+    let s = |secs| now + Duration::from_secs(secs);
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"nlmhost", true, s(1)).await,
+        Nlm4Stat::Granted
+    );
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"other", false, s(2)).await,
+        Nlm4Stat::DeniedGracePeriod
+    );
+    // After NLM's 45 s the v4 client may open, but the range is nlmhost's.
+    h.now = s(46);
+    assert!(!h.server.state.in_grace(h.now));
+    let sid = open_stateid(&h.ok(open).await);
+    let r = h
+        .run(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, false)])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Denied, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_v4_lock_held_before_a_restart_cannot_be_taken_by_an_nlm_lock_during_the_shared_grace() {
+    use nfs_proto::nlm::Nlm4Stat;
+    // The previous run knew NFSv4.1 client "c1" (the harness's client, verifier [1; 8]); no
+    // NLM client held locks.
+    let now = Instant::now();
+    let c1 = ClientRecord {
+        clientid: 42,
+        owner: Bytes::from_static(b"c1"),
+        verifier: [1; 8],
+    };
+    let state = restarted_state(Arc::default(), &[c1], &[], now).await;
+    let server = server_with(state);
+    let fh = file_f(&server).await;
+    let mut h = Harness::at(server, now).await;
+    let c = h.clientid;
+    let s = |secs| now + Duration::from_secs(secs);
+    // An NLM client may not lock while c1 may still reclaim.
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"nlmhost", false, s(1)).await,
+        Nlm4Stat::DeniedGracePeriod
+    );
+    // c1 reclaims its open and its lock, then says it is done: the grace period ends.
+    let reclaim_open = NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(c, b"o1"),
+        openhow: OpenFlag4(None),
+        claim: OpenClaim4::Previous(OpenDelegationType4::None),
+    });
+    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open]).await);
+    h.ok(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, true)])
+        .await;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    assert!(!h.server.state.in_grace(s(2)));
+    // The range is c1's: the NLM client is refused for the conflict, not for grace.
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"nlmhost", false, s(3)).await,
+        Nlm4Stat::Denied
+    );
+}
+
+#[tokio::test]
+async fn an_nlm_client_that_cannot_be_recorded_durably_gets_no_lock() {
+    use nfs_proto::nlm::Nlm4Stat;
+    let store = Arc::new(MemStateStore::default());
+    let now = Instant::now();
+    let server = server_with(restarted_state(store.clone(), &[], &[], now).await);
+    let fh = file_f(&server).await;
+    store.set_failing(true);
+    assert_eq!(
+        nlm_lock(&server, &fh, b"nlmhost", false, now).await,
+        Nlm4Stat::DeniedNoLocks
+    );
+    store.set_failing(false);
+    assert_eq!(
+        nlm_lock(&server, &fh, b"nlmhost", false, now).await,
+        Nlm4Stat::Granted
+    );
+    let (_, doc) = store.get(StateKey::Nsm).unwrap();
+    let saved = crate::state::nlm::NsmRecord::from_doc(&doc).unwrap();
+    assert_eq!(
+        saved.clients.len(),
+        1,
+        "the lock holder is in the saved monitor list"
+    );
 }

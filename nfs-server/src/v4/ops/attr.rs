@@ -49,6 +49,7 @@ pub async fn fattr<S: Store>(
             lease_secs,
             fsstat,
             rdattr_error: Nfsstat4::Ok,
+            idmap: &cx.server.state.idmap,
         },
     ))
 }
@@ -83,7 +84,7 @@ async fn setattr_inner<S: Store>(
     a: &Setattr4Args,
 ) -> Result<Bitmap4, Nfsstat4> {
     let c = writable(cx)?.clone();
-    let (sa, set) = attrs::decode_settable(&a.obj_attributes)?;
+    let (sa, set) = attrs::decode_settable(&a.obj_attributes, &cx.server.state.idmap)?;
     if sa.size.is_some() {
         let attr = cx.server.store.getattr(c.id).await.map_err(store_err)?;
         match attr.file_type {

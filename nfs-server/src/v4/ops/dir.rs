@@ -84,6 +84,7 @@ pub async fn readdir<S: Store>(cx: &mut Ctx<'_, S>, a: &Readdir4Args) -> Res<Rea
                     lease_secs: cx.nfs4.lease.as_secs() as u32,
                     fsstat,
                     rdattr_error: Nfsstat4::Ok,
+                    idmap: &cx.server.state.idmap,
                 },
             ),
             // Removed since the listing: say so in rdattr_error if the client asked for it.
@@ -158,7 +159,7 @@ pub async fn create<S: Store>(cx: &mut Ctx<'_, S>, a: &Create4Args) -> Res<Creat
         CreateType4::Other(_) => return Err(Nfsstat4::BadType),
     };
     let name = check_name(&a.objname)?;
-    let (sa, attrset) = attrs::decode_settable(&a.createattrs)?;
+    let (sa, attrset) = attrs::decode_settable(&a.createattrs, &cx.server.state.idmap)?;
     let before = change_of(cx, c.id).await?;
     let (attr, wcc) = cx
         .server

@@ -9,8 +9,8 @@ use nfs_proto::v4::*;
 use super::OpFlags;
 use crate::locks::{Lock, LockKind, LockOutcome, LockOwner, LockRange};
 use crate::server::Server;
+use crate::state::nfs4::{StateEntry, StateKind};
 use crate::v4::compound::Ctx;
-use crate::v4::state::{StateEntry, StateKind};
 
 pub const LOCK_FLAGS: OpFlags = OpFlags {
     reply_max: 64 + nfs_proto::limits::OPAQUE4_LEN_MAX as usize,
@@ -92,13 +92,23 @@ pub fn holds_locks<S>(server: &Server<S>, e: &StateEntry) -> bool {
         return false;
     };
     let who = owner(e.clientid, o);
-    let locks = server.nlm.locks.lock().expect("lock manager poisoned");
+    let locks = server
+        .state
+        .nlm
+        .locks
+        .lock()
+        .expect("lock manager poisoned");
     locks.locks(e.file).iter().any(|l| l.owner == who)
 }
 
 /// Releases every lock of the lock stateids in `entries` (CLOSE).
 pub fn release<S>(server: &Server<S>, entries: &[StateEntry]) {
-    let mut locks = server.nlm.locks.lock().expect("lock manager poisoned");
+    let mut locks = server
+        .state
+        .nlm
+        .locks
+        .lock()
+        .expect("lock manager poisoned");
     for e in entries {
         if let StateKind::Lock { owner: o, .. } = &e.kind {
             locks.release_owner(e.file, &owner(e.clientid, o));
@@ -111,7 +121,12 @@ pub fn release_clients<S>(server: &Server<S>, clients: &[Clientid4]) {
     if clients.is_empty() {
         return;
     }
-    let mut locks = server.nlm.locks.lock().expect("lock manager poisoned");
+    let mut locks = server
+        .state
+        .nlm
+        .locks
+        .lock()
+        .expect("lock manager poisoned");
     for c in clients {
         locks.release_client(&format!("nfs4:{c:016x}"));
     }
@@ -130,8 +145,8 @@ fn lock_inner<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Result<Lock4Res, 
     let r = range(a.offset, a.length)?;
     let mut st = cx.nfs4.lock();
     if a.reclaim {
-        st.may_reclaim(clientid, cx.now)?;
-    } else if st.in_grace(cx.now) {
+        st.may_reclaim(&mut cx.server.state.grace(), clientid, cx.now)?;
+    } else if cx.server.state.in_grace(cx.now) {
         return Err(Nfsstat4::Grace);
     }
     let (other, owner_bytes) = match &a.locker {
@@ -164,6 +179,7 @@ fn lock_inner<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Result<Lock4Res, 
     };
     let mut outcome = cx
         .server
+        .state
         .nlm
         .locks
         .lock()
@@ -185,6 +201,7 @@ fn lock_inner<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Result<Lock4Res, 
         release_clients(cx.server, &purged);
         outcome = cx
             .server
+            .state
             .nlm
             .locks
             .lock()
@@ -213,7 +230,13 @@ pub fn lockt<S: Store>(cx: &mut Ctx<'_, S>, a: &Lockt4Args) -> Lockt4Res {
             kind: kind(a.locktype),
             range: range(a.offset, a.length)?,
         };
-        let locks = cx.server.nlm.locks.lock().expect("lock manager poisoned");
+        let locks = cx
+            .server
+            .state
+            .nlm
+            .locks
+            .lock()
+            .expect("lock manager poisoned");
         Ok(match locks.test(file, &l) {
             None => Lockt4Res::Ok,
             Some(holder) => Lockt4Res::Denied(denied(&holder)),
@@ -237,6 +260,7 @@ pub fn locku<S: Store>(cx: &mut Ctx<'_, S>, a: &Locku4Args) -> Res<Stateid4> {
     // release or poll of the file.
     let _granted = cx
         .server
+        .state
         .nlm
         .locks
         .lock()

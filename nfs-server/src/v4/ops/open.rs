@@ -41,12 +41,12 @@ pub async fn open<S: Store>(cx: &mut Ctx<'_, S>, a: &Open4Args) -> Res<Open4ResO
     {
         let mut st = cx.nfs4.lock();
         if let OpenClaim4::Previous(_) = a.claim {
-            st.may_reclaim(clientid, cx.now)?;
+            st.may_reclaim(&mut cx.server.state.grace(), clientid, cx.now)?;
         } else {
             // §18.51.3: no new state before the client says it has reclaimed what it had,
             // nor while other clients may still reclaim (§8.4.2).
             let reclaimed = st.client(clientid).is_some_and(|c| c.reclaim_complete);
-            if !reclaimed || st.in_grace(cx.now) {
+            if !reclaimed || cx.server.state.in_grace(cx.now) {
                 return Err(Nfsstat4::Grace);
             }
         }
@@ -175,11 +175,11 @@ async fn open_by_name<S: Store>(
     }
     let (mode, sa, attrset) = match how {
         CreateHow4::Unchecked(f) => {
-            let (sa, set) = attrs::decode_settable(f)?;
+            let (sa, set) = attrs::decode_settable(f, &cx.server.state.idmap)?;
             (CreateMode::Unchecked, sa, set)
         }
         CreateHow4::Guarded(f) => {
-            let (sa, set) = attrs::decode_settable(f)?;
+            let (sa, set) = attrs::decode_settable(f, &cx.server.state.idmap)?;
             (CreateMode::Guarded, sa, set)
         }
         CreateHow4::Exclusive(v) => (
@@ -188,7 +188,7 @@ async fn open_by_name<S: Store>(
             Bitmap4::new(),
         ),
         CreateHow4::Exclusive41 { verifier, attrs: f } => {
-            let (sa, set) = attrs::decode_settable(f)?;
+            let (sa, set) = attrs::decode_settable(f, &cx.server.state.idmap)?;
             if set.iter().any(|b| !attrs::EXCLCREAT.contains(&b)) {
                 return Err(Nfsstat4::Inval);
             }

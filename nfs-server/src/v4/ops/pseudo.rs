@@ -256,6 +256,7 @@ pub async fn readdir<S: Store>(
                 lease_secs,
                 fsstat: None,
                 rdattr_error: Nfsstat4::Ok,
+                idmap: &cx.server.state.idmap,
             },
         );
         let e = Entry4 {

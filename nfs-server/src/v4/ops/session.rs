@@ -207,7 +207,9 @@ pub fn reclaim_complete<S>(cx: &mut Ctx<'_, S>, one_fs: bool) -> Result<(), Nfss
     if one_fs {
         return Ok(());
     }
-    cx.nfs4.lock().reclaim_complete(id, cx.now)
+    cx.nfs4
+        .lock()
+        .reclaim_complete(&mut cx.server.state.grace(), id, cx.now)
 }
 
 fn flavors() -> SecinfoList4 {

@@ -1,9 +1,10 @@
 //! NFSv4.1 protocol state (RFC 8881 §2.4, §2.10, §8, §9): clients, sessions with their slot
 //! tables, leases, and open and lock stateids. Plain data: no clock is read here, every call
-//! that needs the time takes `now`, and nothing awaits. Client records go through
-//! [`ClientStore`] so they can be persisted (and, later, replicated).
+//! that needs the time takes `now`, and nothing awaits. Confirmed client records are kept as a
+//! document that `ProtocolState::save_nfs4` makes durable through the `StateStore` (and,
+//! later, replicates) before the change is acknowledged.
 //!
-//! Identifiers carry the boot epoch: a clientid is `epoch << 32 | n`, a sessionid starts with
+//! Identifiers carry the epoch of this run ([`super::Identity`]): a clientid is `epoch << 32 | n`, a sessionid starts with
 //! the clientid, a stateid's `other` is `epoch || n`. One from an earlier instance of the server
 //! is recognized as stale (NFS4ERR_STALE_CLIENTID, NFS4ERR_STALE_STATEID).
 
@@ -22,84 +23,28 @@ pub struct ClientRecord {
     pub verifier: Verifier4,
 }
 
-/// Where confirmed client records live (RFC 8881 §8.4.3: a server that restarts must know who
-/// may reclaim). Called with the state lock held: implementations must not block for long.
-pub trait ClientStore: Send {
-    fn save(&mut self, rec: &ClientRecord);
-    fn remove(&mut self, clientid: Clientid4);
-    fn load(&self) -> Vec<ClientRecord>;
+/// The stored form of the client records: one line per client, clientid, verifier and owner
+/// in hex (the format of earlier versions' `<data_dir>/nfs4-clients`).
+pub fn records_doc<'a>(records: impl IntoIterator<Item = &'a ClientRecord>) -> Vec<u8> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&format!(
+            "{:016x} {} {}\n",
+            r.clientid,
+            hex(&r.verifier),
+            hex(&r.owner)
+        ));
+    }
+    text.into_bytes()
 }
 
-/// Client records in memory: forgotten at restart.
-#[derive(Default)]
-pub struct MemClientStore {
-    records: HashMap<Clientid4, ClientRecord>,
-}
-
-impl ClientStore for MemClientStore {
-    fn save(&mut self, rec: &ClientRecord) {
-        self.records.insert(rec.clientid, rec.clone());
-    }
-    fn remove(&mut self, clientid: Clientid4) {
-        self.records.remove(&clientid);
-    }
-    fn load(&self) -> Vec<ClientRecord> {
-        self.records.values().cloned().collect()
-    }
-}
-
-/// Client records in a file (`nfs4-clients` in the data directory), rewritten whole and
-/// renamed into place on each change: changes are rare (a client's first CREATE_SESSION, its
-/// removal). One line per client: clientid, verifier and owner in hex.
-pub struct FileClientStore {
-    path: std::path::PathBuf,
-    records: HashMap<Clientid4, ClientRecord>,
-}
-
-impl FileClientStore {
-    pub fn open(dir: &std::path::Path) -> std::io::Result<FileClientStore> {
-        let path = dir.join("nfs4-clients");
-        let mut records = HashMap::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                for line in text.lines() {
-                    if let Some(r) = parse_record(line) {
-                        records.insert(r.clientid, r);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        Ok(FileClientStore { path, records })
-    }
-
-    fn write(&self) {
-        let mut text = String::new();
-        for r in self.records.values() {
-            text.push_str(&format!(
-                "{:016x} {} {}\n",
-                r.clientid,
-                hex(&r.verifier),
-                hex(&r.owner)
-            ));
-        }
-        let tmp = self.path.with_extension("tmp");
-        let res = (|| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok::<(), std::io::Error>(())
-        })();
-        if let Err(e) = res {
-            tracing::warn!(path = %self.path.display(), "cannot save NFSv4 client records: {e}");
-        }
-    }
+/// The records in a stored document; lines that do not parse are skipped (their clients
+/// cannot reclaim, which is what a client unknown to the server gets anyway).
+pub fn parse_records(doc: &[u8]) -> Vec<ClientRecord> {
+    String::from_utf8_lossy(doc)
+        .lines()
+        .filter_map(parse_record)
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -126,21 +71,6 @@ fn parse_record(line: &str) -> Option<ClientRecord> {
         owner,
         verifier,
     })
-}
-
-impl ClientStore for FileClientStore {
-    fn save(&mut self, rec: &ClientRecord) {
-        self.records.insert(rec.clientid, rec.clone());
-        self.write();
-    }
-    fn remove(&mut self, clientid: Clientid4) {
-        if self.records.remove(&clientid).is_some() {
-            self.write();
-        }
-    }
-    fn load(&self) -> Vec<ClientRecord> {
-        self.records.values().cloned().collect()
-    }
 }
 
 /// One client (RFC 8881 §2.4): created unconfirmed by EXCHANGE_ID, confirmed by its first
@@ -246,46 +176,19 @@ pub struct StateTable {
     /// Clients dropped since the last [`StateTable::take_purged`]: their byte-range locks,
     /// which live in the shared lock manager, must be released by the caller.
     purged: Vec<Clientid4>,
-    store: Box<dyn ClientStore>,
-    /// Owners of the clients the previous instance knew (from the store), each with its old
-    /// clientid, until they reclaim (RECLAIM_COMPLETE) or the grace period ends.
-    reclaimable: HashMap<Bytes, Clientid4>,
-    grace_until: Option<Instant>,
-    /// The grace period never runs past this (twice the lease from the start).
-    grace_limit: Option<Instant>,
-    /// Reclaims allowed in this grace period, for the log line at its end.
-    reclaimed: std::sync::atomic::AtomicU64,
+    /// Confirmed clients as they must be known after a restart (this run's, and the previous
+    /// run's until they reclaim or the grace period ends), with the number of changes made to
+    /// them and how many of those are known durable.
+    records: std::collections::BTreeMap<Clientid4, ClientRecord>,
+    record_changes: u64,
+    records_durable: u64,
 }
 
 impl StateTable {
-    /// A table for a server starting at `now`. If `store` knows clients of an earlier
-    /// instance, a grace period of one lease begins (§8.4.2): they may reclaim their opens and
-    /// locks, and nobody gets new ones until they all sent RECLAIM_COMPLETE or it ends.
-    pub fn new(
-        epoch: u32,
-        lease: Duration,
-        store: Box<dyn ClientStore>,
-        now: Instant,
-    ) -> StateTable {
-        let reclaimable: HashMap<Bytes, Clientid4> = store
-            .load()
-            .into_iter()
-            .map(|r| (r.owner, r.clientid))
-            .collect();
-        let grace_until = (!reclaimable.is_empty()).then_some(now + lease);
-        let grace_limit = grace_until.map(|_| now + 2 * lease);
-        if grace_until.is_some() {
-            tracing::info!(
-                clients = reclaimable.len(),
-                seconds = lease.as_secs(),
-                "NFSv4 grace period: clients of the previous run may reclaim their opens and locks"
-            );
-        }
+    /// A table for a run with epoch `epoch`, knowing the client `records` the previous run
+    /// saved (they may reclaim while the grace period runs, see [`super::Grace`]).
+    pub fn new(epoch: u32, lease: Duration, records: Vec<ClientRecord>) -> StateTable {
         StateTable {
-            reclaimed: std::sync::atomic::AtomicU64::new(0),
-            reclaimable,
-            grace_until,
-            grace_limit,
             epoch,
             lease,
             next_client: 1,
@@ -296,7 +199,9 @@ impl StateTable {
             states: HashMap::new(),
             opens_by_file: HashMap::new(),
             purged: Vec::new(),
-            store,
+            records: records.into_iter().map(|r| (r.clientid, r)).collect(),
+            record_changes: 0,
+            records_durable: 0,
         }
     }
 
@@ -304,44 +209,52 @@ impl StateTable {
         self.epoch
     }
 
-    /// Whether the grace period runs: it started with clients to reclaim, some have not
-    /// finished, and it has not timed out.
-    pub fn in_grace(&self, now: Instant) -> bool {
-        self.grace_until.is_some_and(|t| now < t) && !self.reclaimable.is_empty()
+    fn save_record(&mut self, rec: ClientRecord) {
+        self.records.insert(rec.clientid, rec);
+        self.record_changes += 1;
     }
 
-    /// Ends a grace period that is over: the records of clients that never came back are
-    /// dropped from the store.
-    pub fn grace_tick(&mut self, now: Instant) {
-        if self.grace_until.is_some() && !self.in_grace(now) {
-            self.grace_until = None;
-            tracing::info!(
-                reclaimed = self.reclaimed.load(std::sync::atomic::Ordering::Relaxed),
-                clients_gone = self.reclaimable.len(),
-                "NFSv4 grace period over"
-            );
-            for (_, old) in std::mem::take(&mut self.reclaimable) {
-                self.store.remove(old);
-            }
+    fn forget_record(&mut self, id: Clientid4) {
+        if self.records.remove(&id).is_some() {
+            self.record_changes += 1;
         }
     }
 
-    /// Whether `id` may reclaim state now (§8.4.2.1): in grace, known to the previous
-    /// instance, and before its RECLAIM_COMPLETE. Otherwise NFS4ERR_NO_GRACE.
-    ///
-    /// While reclaims keep coming the grace period stretches (§8.4.2.1 lets a server give
-    /// more time; knfsd does the same): each one keeps it open for at least half a lease more,
-    /// up to twice the lease from the start. Clients with many files to reclaim are not cut
-    /// off halfway, and a grace period with nobody reclaiming still ends on time.
-    pub fn may_reclaim(&mut self, id: Clientid4, now: Instant) -> Result<(), Nfsstat4> {
+    /// The client records to save, if they changed since the last durable save: the change
+    /// count and the document.
+    pub fn unsaved_records(&self) -> Option<(u64, Vec<u8>)> {
+        (self.record_changes > self.records_durable)
+            .then(|| (self.record_changes, records_doc(self.records.values())))
+    }
+
+    /// The document of change `changes` is durable.
+    pub fn records_saved(&mut self, changes: u64) {
+        self.records_durable = self.records_durable.max(changes);
+    }
+
+    /// Client records as they would be loaded after a restart now (tests, admin).
+    pub fn records(&self) -> Vec<ClientRecord> {
+        self.records.values().cloned().collect()
+    }
+
+    /// Ends the reclaim window of `grace` if it is over, dropping the records of the previous
+    /// run's clients that never came back.
+    pub fn grace_tick(&mut self, grace: &mut super::Grace, now: Instant) {
+        for old in grace.tick(now) {
+            self.forget_record(old);
+        }
+    }
+
+    /// Whether `id` may reclaim state now (§8.4.2.1): the grace period runs, the previous run
+    /// knew the client, and it has not sent RECLAIM_COMPLETE. Otherwise NFS4ERR_NO_GRACE.
+    pub fn may_reclaim(
+        &mut self,
+        grace: &mut super::Grace,
+        id: Clientid4,
+        now: Instant,
+    ) -> Result<(), Nfsstat4> {
         let c = self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)?;
-        if self.in_grace(now) && !c.reclaim_complete && self.reclaimable.contains_key(&c.rec.owner)
-        {
-            self.reclaimed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let (Some(until), Some(limit)) = (self.grace_until, self.grace_limit) {
-                self.grace_until = Some(until.max((now + self.lease / 2).min(limit)));
-            }
+        if !c.reclaim_complete && grace.may_reclaim_v4(&c.rec.owner, now) {
             Ok(())
         } else {
             Err(Nfsstat4::NoGrace)
@@ -349,19 +262,24 @@ impl StateTable {
     }
 
     /// RECLAIM_COMPLETE (§18.51): the client has reclaimed what it will.
-    pub fn reclaim_complete(&mut self, id: Clientid4, now: Instant) -> Result<(), Nfsstat4> {
+    pub fn reclaim_complete(
+        &mut self,
+        grace: &mut super::Grace,
+        id: Clientid4,
+        now: Instant,
+    ) -> Result<(), Nfsstat4> {
         let c = self.clients.get_mut(&id).ok_or(Nfsstat4::StaleClientid)?;
         if c.reclaim_complete {
             return Err(Nfsstat4::CompleteAlready);
         }
         c.reclaim_complete = true;
         let owner = c.rec.owner.clone();
-        if let Some(old) = self.reclaimable.remove(&owner) {
+        if let Some(old) = grace.reclaim_complete_v4(&owner) {
             if old != id {
-                self.store.remove(old);
+                self.forget_record(old);
             }
         }
-        self.grace_tick(now);
+        self.grace_tick(grace, now);
         Ok(())
     }
 
@@ -507,7 +425,7 @@ impl StateTable {
         for o in old {
             self.purge_client(o);
         }
-        self.store.save(&rec);
+        self.save_record(rec);
     }
 
     /// Creates a session for a confirmed client with the negotiated fore channel.
@@ -574,7 +492,7 @@ impl StateTable {
                 self.sessions.remove(&s);
             }
             if c.confirmed {
-                self.store.remove(id);
+                self.forget_record(id);
             }
         }
         let gone: Vec<[u8; 12]> = self
@@ -659,7 +577,6 @@ impl StateTable {
             return Err(Nfsstat4::SeqMisordered);
         };
         self.renew(clientid, now);
-        self.grace_tick(now);
         Ok(out)
     }
 
@@ -947,9 +864,10 @@ impl StateTable {
 
     /// Number of stateids held (tests, metrics).
     /// Confirmed clients, sessions, and clients of the previous instance still to reclaim.
-    pub fn summary(&self) -> (usize, usize, usize) {
+    /// Confirmed clients and sessions.
+    pub fn summary(&self) -> (usize, usize) {
         let confirmed = self.clients.values().filter(|c| c.confirmed).count();
-        (confirmed, self.sessions.len(), self.reclaimable.len())
+        (confirmed, self.sessions.len())
     }
 
     pub fn state_count(&self) -> usize {

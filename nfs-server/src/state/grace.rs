@@ -1,0 +1,202 @@
+//! The grace period after a restart (RFC 8881 §8.4.2; NLM's grace period): one for the whole
+//! server, obeyed by NFSv4.1 and NLM alike. While it runs, locks and opens are only reclaimed,
+//! never newly granted, so no client can take a range that another client, of either protocol,
+//! held before the restart and has not reclaimed yet.
+//!
+//! It is the union of two windows that start together:
+//! * the NLM window, `nlm.grace_seconds` long when the NSM monitor list named clients. NLM
+//!   clients cannot say that they are done, so it runs to its end;
+//! * the NFSv4.1 window, one lease long when client records of the previous run exist. It
+//!   closes early when every such client sent RECLAIM_COMPLETE, and each reclaim stretches it to
+//!   at least half a lease ahead, never past twice the lease from the start (knfsd does the
+//!   same; §8.4.2.1 allows it), so clients with much to reclaim are not cut off halfway.
+//!
+//! Plain data: every call takes `now`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nfs_proto::v4::Clientid4;
+
+#[derive(Debug, Default)]
+pub struct Grace {
+    nlm_until: Option<Instant>,
+    /// Owners of the NFSv4.1 clients the previous run knew, with their old clientids, until
+    /// they send RECLAIM_COMPLETE or the v4 window ends.
+    v4_reclaimable: HashMap<Bytes, Clientid4>,
+    v4_until: Option<Instant>,
+    v4_limit: Option<Instant>,
+    lease: Duration,
+    reclaims: u64,
+}
+
+impl Grace {
+    /// The grace period of a server starting at `now`: an NLM window if `nlm_clients` held
+    /// locks, a v4 window if `v4_clients` (owner, old clientid) were known. None if neither.
+    pub fn start(
+        now: Instant,
+        nlm_period: Duration,
+        nlm_clients: usize,
+        lease: Duration,
+        v4_clients: impl IntoIterator<Item = (Bytes, Clientid4)>,
+    ) -> Grace {
+        let v4_reclaimable: HashMap<Bytes, Clientid4> = v4_clients.into_iter().collect();
+        let nlm_until = (nlm_clients > 0 && !nlm_period.is_zero()).then(|| now + nlm_period);
+        let v4_until = (!v4_reclaimable.is_empty()).then(|| now + lease);
+        let g = Grace {
+            nlm_until,
+            v4_until,
+            v4_limit: v4_until.map(|_| now + 2 * lease),
+            v4_reclaimable,
+            lease,
+            reclaims: 0,
+        };
+        if g.in_grace(now) {
+            tracing::info!(
+                nlm_clients,
+                nlm_seconds = nlm_until.map_or(0, |_| nlm_period.as_secs()),
+                nfs4_clients = g.v4_reclaimable.len(),
+                nfs4_seconds = v4_until.map_or(0, |_| lease.as_secs()),
+                "grace period: NLM and NFSv4.1 clients of the previous run may reclaim their \
+                 locks and opens; nobody gets new ones until they have"
+            );
+        }
+        g
+    }
+
+    /// Whether the grace period runs: only reclaims are accepted, by NLM and NFSv4.1 alike.
+    pub fn in_grace(&self, now: Instant) -> bool {
+        self.nlm_open(now) || self.v4_open(now)
+    }
+
+    fn nlm_open(&self, now: Instant) -> bool {
+        self.nlm_until.is_some_and(|t| now < t)
+    }
+
+    fn v4_open(&self, now: Instant) -> bool {
+        self.v4_until.is_some_and(|t| now < t) && !self.v4_reclaimable.is_empty()
+    }
+
+    /// NFSv4.1 clients of the previous run that have not finished reclaiming.
+    pub fn clients_to_reclaim(&self) -> usize {
+        self.v4_reclaimable.len()
+    }
+
+    /// Whether the NFSv4.1 client `owner` may reclaim now: the grace period runs and the
+    /// previous run knew it. Stretches the v4 window (see the module docs).
+    pub fn may_reclaim_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
+        if !self.in_grace(now) || !self.v4_reclaimable.contains_key(owner) {
+            return false;
+        }
+        self.reclaims += 1;
+        if let (Some(until), Some(limit)) = (self.v4_until, self.v4_limit) {
+            self.v4_until = Some(until.max((now + self.lease / 2).min(limit)));
+        }
+        true
+    }
+
+    /// Whether an NLM reclaim is accepted now.
+    pub fn may_reclaim_nlm(&mut self, now: Instant) -> bool {
+        let ok = self.in_grace(now);
+        if ok {
+            self.reclaims += 1;
+        }
+        ok
+    }
+
+    /// RECLAIM_COMPLETE from `owner`: it is done. Returns its clientid of the previous run,
+    /// whose record may now go.
+    pub fn reclaim_complete_v4(&mut self, owner: &Bytes) -> Option<Clientid4> {
+        self.v4_reclaimable.remove(owner)
+    }
+
+    /// Ends the v4 window if it is over. Returns the clientids of the previous run whose
+    /// clients never finished reclaiming: their records go.
+    pub fn tick(&mut self, now: Instant) -> Vec<Clientid4> {
+        if self.v4_until.is_none() || self.v4_open(now) {
+            return Vec::new();
+        }
+        self.v4_until = None;
+        let gone: Vec<Clientid4> = std::mem::take(&mut self.v4_reclaimable)
+            .into_values()
+            .collect();
+        tracing::info!(
+            reclaims = self.reclaims,
+            nfs4_clients_gone = gone.len(),
+            nlm_window_open = self.nlm_open(now),
+            "NFSv4.1 reclaim window over"
+        );
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(now: Instant, s: u64) -> Instant {
+        now + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn no_clients_of_the_previous_run_means_no_grace_period() {
+        let now = Instant::now();
+        let g = Grace::start(now, Duration::from_secs(45), 0, Duration::from_secs(90), []);
+        assert!(!g.in_grace(now));
+    }
+
+    #[test]
+    fn nlm_clients_alone_keep_the_whole_server_in_grace_for_the_nlm_period() {
+        let now = Instant::now();
+        let mut g = Grace::start(now, Duration::from_secs(45), 2, Duration::from_secs(90), []);
+        assert!(g.in_grace(secs(now, 44)));
+        assert!(g.may_reclaim_nlm(secs(now, 10)));
+        assert!(!g.may_reclaim_v4(&Bytes::from_static(b"stranger"), secs(now, 10)));
+        assert!(!g.in_grace(secs(now, 45)));
+        assert!(!g.may_reclaim_nlm(secs(now, 46)), "too late to reclaim");
+    }
+
+    #[test]
+    fn the_v4_window_closes_early_but_the_nlm_window_still_holds_the_grace_period() {
+        let now = Instant::now();
+        let c1 = Bytes::from_static(b"c1");
+        let mut g = Grace::start(
+            now,
+            Duration::from_secs(45),
+            1,
+            Duration::from_secs(90),
+            [(c1.clone(), 42)],
+        );
+        assert!(g.may_reclaim_v4(&c1, secs(now, 1)));
+        assert_eq!(g.reclaim_complete_v4(&c1), Some(42));
+        assert!(
+            g.in_grace(secs(now, 2)),
+            "NLM clients have not reclaimed yet"
+        );
+        assert!(!g.in_grace(secs(now, 45)));
+    }
+
+    #[test]
+    fn v4_reclaims_stretch_the_window_up_to_twice_the_lease() {
+        let now = Instant::now();
+        let c1 = Bytes::from_static(b"c1");
+        let mut g = Grace::start(
+            now,
+            Duration::from_secs(45),
+            0,
+            Duration::from_secs(90),
+            [(c1.clone(), 42), (Bytes::from_static(b"slow"), 43)],
+        );
+        assert!(g.may_reclaim_v4(&c1, secs(now, 80)));
+        assert!(g.in_grace(secs(now, 120)), "stretched past one lease");
+        assert!(!g.in_grace(secs(now, 126)), "by half a lease only");
+        assert!(g.may_reclaim_v4(&c1, secs(now, 124)));
+        assert!(g.may_reclaim_v4(&c1, secs(now, 168)));
+        assert!(g.in_grace(secs(now, 179)));
+        assert!(!g.in_grace(secs(now, 180)));
+        let mut gone = g.tick(secs(now, 181));
+        gone.sort();
+        assert_eq!(gone, vec![42, 43]);
+    }
+}

@@ -1,0 +1,181 @@
+//! Where protocol state that must outlive a restart is kept: the NFSv4.1 client records (who
+//! may reclaim, RFC 8881 §8.4.2) and the NSM monitor list (whom to notify). One fallible,
+//! async trait, so that a replicated implementation (the cluster's metadata log) can back it
+//! later without the protocol code changing.
+//!
+//! The unit is a whole document per [`StateKey`], written with a version. The state layer
+//! builds each document from its tables under their lock and saves it after the lock is
+//! dropped; saves of one key may therefore arrive out of order, and the version sorts them
+//! out: a document is a snapshot that contains every change of the lower versions, so a save
+//! older than one already durable is skipped and reported durable. A failed save is an error
+//! to the caller, which must not tell its client that the change is done.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+/// A boxed future of a store call.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = std::io::Result<T>> + Send + 'a>>;
+
+/// The documents of the protocol state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateKey {
+    /// Confirmed NFSv4.1 client records.
+    Nfs4Clients,
+    /// The NSM state number and monitor list.
+    Nsm,
+}
+
+impl StateKey {
+    /// The file that holds the document in a data directory (the names earlier versions used,
+    /// so an upgrade keeps its clients' right to reclaim).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            StateKey::Nfs4Clients => "nfs4-clients",
+            StateKey::Nsm => "nsm",
+        }
+    }
+}
+
+pub trait StateStore: Send + Sync + 'static {
+    /// The document last saved under `key`, if any.
+    fn load(&self, key: StateKey) -> StoreFuture<'_, Option<Vec<u8>>>;
+    /// Makes `doc` the document under `key`; durable when the future returns `Ok`. A `version`
+    /// not above the last durable one of `key` is skipped: that one already contains it.
+    fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()>;
+}
+
+/// Documents in files of a data directory, each replaced atomically and synced.
+pub struct FileStateStore {
+    dir: PathBuf,
+    /// The last durable version per key; held across a write so writes of a key are ordered.
+    durable: tokio::sync::Mutex<HashMap<StateKey, u64>>,
+}
+
+impl FileStateStore {
+    pub fn new(dir: &std::path::Path) -> FileStateStore {
+        FileStateStore {
+            dir: dir.to_path_buf(),
+            durable: Default::default(),
+        }
+    }
+}
+
+impl StateStore for FileStateStore {
+    fn load(&self, key: StateKey) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let path = self.dir.join(key.file_name());
+        Box::pin(async move {
+            match tokio::fs::read(&path).await {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                )),
+            }
+        })
+    }
+
+    fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()> {
+        let path = self.dir.join(key.file_name());
+        Box::pin(async move {
+            let mut durable = self.durable.lock().await;
+            if durable.get(&key).is_some_and(|&v| v >= version) {
+                return Ok(());
+            }
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || crate::fsutil::replace_file(&p, &doc, None))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("saving {}: {e}", path.display()))
+                })?;
+            durable.insert(key, version);
+            Ok(())
+        })
+    }
+}
+
+/// Documents in memory, lost at exit (the memory store, tests). It can be told to fail, so
+/// tests can show that a failed save reaches the client as an error.
+#[derive(Default)]
+pub struct MemStateStore {
+    docs: std::sync::Mutex<HashMap<StateKey, (u64, Vec<u8>)>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemStateStore {
+    /// From now on every save fails (`true`) or works again (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The document under `key` and its version, as a restarted server would load it.
+    pub fn get(&self, key: StateKey) -> Option<(u64, Vec<u8>)> {
+        self.docs
+            .lock()
+            .expect("docs lock poisoned")
+            .get(&key)
+            .cloned()
+    }
+
+    /// Sets the document under `key` at version 0 (tests: the state a previous run left).
+    pub fn put(&self, key: StateKey, doc: Vec<u8>) {
+        let mut docs = self.docs.lock().expect("docs lock poisoned");
+        docs.insert(key, (0, doc));
+    }
+}
+
+impl StateStore for MemStateStore {
+    fn load(&self, key: StateKey) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let doc = self.get(key).map(|d| d.1);
+        Box::pin(async move { Ok(doc) })
+    }
+
+    fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()> {
+        let res = if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::other("state store refuses saves (test)"))
+        } else {
+            let mut docs = self.docs.lock().expect("docs lock poisoned");
+            if docs.get(&key).is_none_or(|d| d.0 < version) {
+                docs.insert(key, (version, doc));
+            }
+            Ok(())
+        };
+        Box::pin(async move { res })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_store_keeps_the_newest_version_whatever_order_saves_arrive_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStateStore::new(dir.path());
+        assert_eq!(s.load(StateKey::Nsm).await.unwrap(), None);
+        s.save(StateKey::Nsm, 2, b"two".to_vec()).await.unwrap();
+        s.save(StateKey::Nsm, 1, b"one".to_vec()).await.unwrap();
+        assert_eq!(s.load(StateKey::Nsm).await.unwrap().unwrap(), b"two");
+        let reopened = FileStateStore::new(dir.path());
+        assert_eq!(reopened.load(StateKey::Nsm).await.unwrap().unwrap(), b"two");
+        assert!(dir.path().join("nsm").exists());
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_reports_the_failure_and_keeps_the_old_document() {
+        let s = MemStateStore::default();
+        s.save(StateKey::Nfs4Clients, 1, b"a".to_vec())
+            .await
+            .unwrap();
+        s.set_failing(true);
+        assert!(s
+            .save(StateKey::Nfs4Clients, 2, b"b".to_vec())
+            .await
+            .is_err());
+        assert_eq!(s.get(StateKey::Nfs4Clients).unwrap().1, b"a");
+    }
+}
