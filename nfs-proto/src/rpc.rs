@@ -119,6 +119,32 @@ pub enum Credential {
 }
 
 /// A decoded call header. `args` is the rest of the record: the procedure's arguments.
+/// An encoded reply: `head` (RPC header and results), then an optional bulk `payload` (READ
+/// data) that must be followed by `xdr::pad_len(payload.len())` zero bytes, then `tail` (what
+/// a COMPOUND encodes after its READ). Every transport sends this one type: TCP adds its record
+/// marking; over RDMA the payload goes into the client's write chunk instead.
+#[derive(Clone, Debug, Default)]
+pub struct Reply {
+    pub head: Bytes,
+    pub payload: Bytes,
+    pub tail: Bytes,
+    /// When the reply was ready to send (the transport measures the wire phase from it).
+    pub ready_at: Option<std::time::Instant>,
+}
+
+impl Reply {
+    pub fn len(&self) -> usize {
+        self.head.len()
+            + self.payload.len()
+            + crate::xdr::pad_len(self.payload.len())
+            + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallHeader {
     pub xid: u32,

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod drc;

@@ -788,61 +788,6 @@ impl TargetTable {
     }
 }
 
-/// What an RPC record will cost its target: the direction, the payload bytes it moves (a READ
-/// is charged its requested count up front, so no reply waits in memory for tokens) and one
-/// operation. NFSv3 calls and NFSv4.1 COMPOUNDs are paced (a COMPOUND with WRITEs is charged
-/// its size, else the sum of its READ counts); `None` for everything else.
-pub fn cost_of(record: &bytes::Bytes) -> Option<(Direction, u64, u64)> {
-    use nfs_proto::v3::{self, proc3};
-    let (hdr, _, mut args) = nfs_proto::rpc::decode_call(record.clone()).ok()?;
-    if hdr.prog != v3::PROGRAM {
-        return None;
-    }
-    if hdr.vers == nfs_proto::v4::VERSION {
-        return compound_cost(record, hdr.proc_, &mut args);
-    }
-    if hdr.vers != v3::VERSION {
-        return None;
-    }
-    Some(match hdr.proc_ {
-        proc3::WRITE => (Direction::Write, record.len() as u64, 1),
-        proc3::READ => {
-            let _fh = args.opaque(nfs_proto::limits::FH3_LEN_MAX).ok()?;
-            let _offset = args.u64().ok()?;
-            let count = args.u32().ok()?.min(nfs_proto::limits::IO_SIZE_MAX);
-            (Direction::Read, count as u64, 1)
-        }
-        _ => (Direction::Read, 0, 1),
-    })
-}
-
-fn compound_cost(
-    record: &bytes::Bytes,
-    proc_: u32,
-    args: &mut nfs_proto::xdr::Reader,
-) -> Option<(Direction, u64, u64)> {
-    use nfs_proto::v4::{Compound4Args, NfsArgOp4};
-    if proc_ != nfs_proto::v4::proc4::COMPOUND {
-        return Some((Direction::Read, 0, 1));
-    }
-    let decoded = Compound4Args::decode(args).ok()?;
-    let (mut read, mut write) = (0u64, false);
-    for op in &decoded.args.argarray {
-        match op {
-            NfsArgOp4::Read(a) => {
-                read += u64::from(a.count.min(nfs_proto::limits::IO_SIZE_MAX));
-            }
-            NfsArgOp4::Write(_) => write = true,
-            _ => {}
-        }
-    }
-    Some(if write {
-        (Direction::Write, record.len() as u64, 1)
-    } else {
-        (Direction::Read, read, 1)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -426,7 +426,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     for &a in &config.rdma.listen {
         let l = rdma::transport::Listener::bind(a)
             .map_err(|e| StartError(format!("rdma.listen {a}: {e}")))?;
-        let handler = Arc::new(RdmaHandler(server.clone()));
+        let handler = Arc::new(transport::RdmaHandler(server.clone()));
         tokio::spawn(async move {
             if let Err(e) = l.serve(handler).await {
                 tracing::error!("NFS over RDMA on {a} stopped: {e}");
@@ -641,37 +641,5 @@ async fn next_signal() -> Signal {
         _ = tokio::signal::ctrl_c() => Signal::Stop,
         _ = term.recv() => Signal::Stop,
         _ = hup.recv() => Signal::Reload,
-    }
-}
-
-/// Hands records from the RDMA transport to the same dispatcher as TCP.
-struct RdmaHandler<S: Store>(Arc<Server<S>>);
-
-impl<S: Store> rdma::transport::Handler for RdmaHandler<S> {
-    async fn handle(
-        &self,
-        record: bytes::Bytes,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Option<rdma::transport::Reply> {
-        // The mount target of the address the connection came to (by IP: RDMA listens on
-        // its own port) paces this call as it would over TCP.
-        if let Some(targets) = self.0.targets.get() {
-            let target = targets.classify(local);
-            if target.pacer.is_limited() {
-                if let Some((direction, bytes, ops)) = crate::qos::cost_of(&record) {
-                    let delay = target.pacer.acquire(direction, peer.ip(), bytes, ops).await;
-                    let m = &self.0.metrics;
-                    m.target_bytes(&target.name, direction.label(), bytes);
-                    m.throttle_delay(&target.name, direction.label(), delay);
-                }
-            }
-        }
-        let r = self.0.handle_record(record, peer, local).await?;
-        Some(rdma::transport::Reply {
-            head: r.head,
-            payload: r.payload,
-            tail: r.tail,
-        })
     }
 }

@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use backend::{Cred, FileId, Store};
 use bytes::Bytes;
-use nfs_proto::mount::{self, ExportNode, MountBody, MountCall, MountReply, MountStat3};
-use nfs_proto::nlm::{self, NlmArgs, NsmArgs};
+use nfs_proto::mount::{ExportNode, MountBody, MountCall, MountReply, MountStat3};
 use nfs_proto::rpc::{self, AcceptStat, AuthStat, CallError, Credential};
-use nfs_proto::v3::{self, Nfs3Call, NfsFh3, Nfsstat3};
+use nfs_proto::v3::{Nfs3Call, NfsFh3, Nfsstat3};
 use nfs_proto::xdr::{Encode, Writer};
-use nfs_proto::{portmap, xdr};
 
+use crate::call::{Body, Call, Decoded, DrcPolicy, ProcInfo};
 use crate::drc::{Drc, DrcKey, Lookup};
 use crate::export::{ClientRule, Export, ExportTable};
 use crate::fh::{FhKey, FileHandle};
@@ -51,28 +50,7 @@ impl Resolved {
     }
 }
 
-/// An encoded reply: `head` (RPC header and results), then an optional bulk `payload` (READ
-/// data) that must be followed by `xdr::pad_len(payload.len())` zero bytes, then `tail` (what
-/// a COMPOUND encodes after its READ). The transport adds its framing; over RDMA the payload
-/// goes into the client's write chunk instead.
-#[derive(Clone, Debug, Default)]
-pub struct Reply {
-    pub head: Bytes,
-    pub payload: Bytes,
-    pub tail: Bytes,
-    /// When the reply was ready to send (the transport measures the wire phase from it).
-    pub ready_at: Option<std::time::Instant>,
-}
-
-impl Reply {
-    pub fn len(&self) -> usize {
-        self.head.len() + self.payload.len() + xdr::pad_len(self.payload.len()) + self.tail.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use nfs_proto::rpc::Reply;
 
 /// Average pacing wait above which a v4.1 client is asked for fewer slots.
 pub const CHRONIC_PACING: std::time::Duration = std::time::Duration::from_millis(50);
@@ -194,41 +172,56 @@ impl<S: Store> Server<S> {
         })
     }
 
-    /// Handles one complete RPC record. `None`: send nothing (undecodable, or a retransmission
-    /// whose original is still running).
+    /// Handles one complete RPC record: [`Server::decode`], then [`Server::handle`].
+    /// `None`: send nothing (undecodable, or a retransmission whose original is still running).
     pub async fn handle_record(
         &self,
         record: Bytes,
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Option<Reply> {
+        self.handle(self.decode(record), peer, local).await
+    }
+
+    /// Decodes a record once (see [`crate::call`]).
+    pub fn decode(&self, record: Bytes) -> Decoded {
+        crate::call::decode(record, self.portmap.is_some())
+    }
+
+    /// Runs a decoded call and records its metrics. `None`: send nothing.
+    pub async fn handle(
+        &self,
+        decoded: Decoded,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Reply> {
         let start = std::time::Instant::now();
-        let word = |i: usize| {
-            record
-                .get(i..i + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        let Decoded { info, call } = decoded;
+        let (reply, status) = match call {
+            Err(early) => {
+                if early.reply.is_none() {
+                    tracing::debug!(%peer, "dropping undecodable RPC record");
+                }
+                (early.reply, early.status)
+            }
+            Ok(call) => {
+                use tracing::Instrument;
+                // Costs one level check when debug logging is off.
+                let span = tracing::debug_span!(
+                    "rpc",
+                    xid = call.hdr.xid,
+                    program = info.program,
+                    procedure = info.procedure
+                );
+                self.execute(call, &info, peer, local)
+                    .instrument(span)
+                    .await
+            }
         };
-        let (prog, vers, proc_) = (
-            word(12).unwrap_or(0),
-            word(16).unwrap_or(0),
-            word(20).unwrap_or(u32::MAX),
-        );
-        let mut status: &'static str = "OK";
-        let (program, procedure) = crate::metrics_names::names(prog, vers, proc_);
-        // Costs one level check when debug logging is off.
-        let span = tracing::debug_span!("rpc", xid = word(0).unwrap_or(0), program, procedure);
-        let reply = {
-            use tracing::Instrument;
-            self.dispatch(record, peer, local, &mut status)
-                .instrument(span)
-                .await
-        };
-        let status = match &reply {
-            None => "DROPPED",
-            Some(r) => rpc_outcome(&r.head).unwrap_or(status),
-        };
+        let status = if reply.is_none() { "DROPPED" } else { status };
         let elapsed = start.elapsed();
-        self.metrics.rpc_call(program, procedure, status, elapsed);
+        self.metrics
+            .rpc_call(info.program, info.procedure, status, elapsed);
         self.metrics.rpc_phase("backend", elapsed);
         reply.map(|r| Reply {
             ready_at: Some(std::time::Instant::now()),
@@ -236,28 +229,20 @@ impl<S: Store> Server<S> {
         })
     }
 
-    async fn dispatch(
+    /// Runs one call; returns its reply and its status for metrics.
+    async fn execute(
         &self,
-        record: Bytes,
+        call: Call,
+        info: &ProcInfo,
         peer: SocketAddr,
         local: SocketAddr,
-        status: &mut &'static str,
-    ) -> Option<Reply> {
-        let (hdr, credential, mut args) = match rpc::decode_call(record) {
-            Ok(x) => x,
-            Err(CallError::Undecodable) => {
-                tracing::debug!(%peer, "dropping undecodable RPC record");
-                return None;
-            }
-            Err(e) => {
-                let mut w = Writer::with_capacity(32);
-                rpc::encode_denied(&mut w, &e);
-                return Some(Reply {
-                    head: w.into_bytes(),
-                    ..Reply::default()
-                });
-            }
-        };
+    ) -> (Option<Reply>, &'static str) {
+        let Call {
+            hdr,
+            credential,
+            body,
+            ..
+        } = call;
         let req = Request {
             peer,
             local,
@@ -266,166 +251,100 @@ impl<S: Store> Server<S> {
             now: std::time::Instant::now(),
         };
         let mut w = Writer::with_capacity(256);
-        let payload = match hdr.prog {
-            v3::PROGRAM => {
-                if hdr.vers == nfs_proto::v4::VERSION {
-                    return Some(self.nfs4(&req, hdr.proc_, args.rest(), status).await);
-                }
-                if hdr.vers != v3::VERSION {
-                    let v4 = nfs_proto::v4::VERSION;
-                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v3::VERSION, v4);
-                    return Some(reply(w, None));
-                }
-                let raw_args = args.rest();
-                let call = match Nfs3Call::decode(hdr.proc_, &mut args) {
-                    Ok(Some(c)) => c,
-                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
-                    Err(e) => {
-                        tracing::debug!(%peer, proc_ = hdr.proc_, "garbage NFSv3 args: {e}");
-                        return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs));
-                    }
-                };
-                if crate::v3::is_non_idempotent(hdr.proc_) {
+        let ok = |w: Writer, payload| (Some(reply(w, payload)), "OK");
+        match body {
+            Body::Nfs4Null => {
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                ok(w, None)
+            }
+            Body::Compound { decoded, args_len } => {
+                rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                let (head, payloads, status) =
+                    crate::v4::compound(self, &req, *decoded, args_len, w, req.now).await;
+                (Some(reply_with_payloads(head, payloads)), status)
+            }
+            Body::Nfs3 { call, raw_args } => {
+                if info.drc == DrcPolicy::Cache {
                     let key =
                         DrcKey::new(peer.ip(), hdr.xid, hdr.prog, hdr.vers, hdr.proc_, &raw_args);
-                    return self.nfs3_cached(key, &req, call, status).await;
+                    return self.nfs3_cached(key, &req, call).await;
                 }
                 match self.nfs3(&req, call).await {
                     Ok(r) => {
-                        *status = r.status().name();
+                        let status = r.status().name();
                         rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
-                        r.encode(&mut w)
+                        let payload = r.encode(&mut w);
+                        (Some(reply(w, payload)), status)
                     }
-                    Err(stat) => return Some(auth_error(hdr.xid, stat)),
+                    Err(stat) => (Some(auth_error(hdr.xid, stat)), "AUTH_ERROR"),
                 }
             }
-            mount::PROGRAM => {
-                if hdr.vers != mount::VERSION {
-                    rpc::encode_prog_mismatch(&mut w, hdr.xid, mount::VERSION, mount::VERSION);
-                    return Some(reply(w, None));
-                }
-                let call = match MountCall::decode(hdr.proc_, &mut args) {
-                    Ok(Some(c)) => c,
-                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
-                    Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
-                };
-                let r = self.mount(&req, call).await;
+            Body::Mount(c) => {
+                let r = self.mount(&req, c).await;
                 rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
                 r.encode(&mut w);
-                None
+                ok(w, None)
             }
-            nlm::NLM_PROGRAM => {
-                if hdr.vers != nlm::NLM_VERSION {
-                    let v = nlm::NLM_VERSION;
-                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v, v);
-                    return Some(reply(w, None));
+            Body::Nlm(a) => match self.nlm(&req, hdr.proc_, a).await {
+                Ok(r) => {
+                    rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
+                    r.encode(&mut w);
+                    ok(w, None)
                 }
-                let args = match NlmArgs::decode(hdr.proc_, &mut args) {
-                    Ok(Some(a)) => a,
-                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
-                    Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
-                };
-                match self.nlm(&req, hdr.proc_, args).await {
-                    Ok(r) => {
-                        rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
-                        r.encode(&mut w);
-                        None
-                    }
-                    Err(stat) => return Some(auth_error(hdr.xid, stat)),
-                }
-            }
-            nlm::NSM_PROGRAM => {
-                if hdr.vers != nlm::NSM_VERSION {
-                    let v = nlm::NSM_VERSION;
-                    rpc::encode_prog_mismatch(&mut w, hdr.xid, v, v);
-                    return Some(reply(w, None));
-                }
-                let args = match NsmArgs::decode(hdr.proc_, &mut args) {
-                    Ok(Some(a)) => a,
-                    Ok(None) => return Some(accept_only(hdr.xid, AcceptStat::ProcUnavail)),
-                    Err(_) => return Some(accept_only(hdr.xid, AcceptStat::GarbageArgs)),
-                };
-                let body = self.nsm(&req, args).await.into_bytes();
+                Err(stat) => (Some(auth_error(hdr.xid, stat)), "AUTH_ERROR"),
+            },
+            Body::Nsm(a) => {
+                let body = self.nsm(&req, a).await.into_bytes();
                 rpc::encode_accepted(&mut w, hdr.xid, AcceptStat::Success);
                 // Results are whole XDR words, so this adds no padding.
                 w.opaque_fixed(&body);
-                None
+                ok(w, None)
             }
-            portmap::PROGRAM if self.portmap.is_some() => {
-                let table = self.portmap.as_ref().expect("checked above");
-                return Some(reply_from(table.handle(&hdr, &req, &mut args)));
-            }
-            _ => return Some(accept_only(hdr.xid, AcceptStat::ProgUnavail)),
-        };
-        Some(reply(w, payload))
-    }
-
-    /// NFS version 4 (RFC 8881): NULL and COMPOUND; minor version 1 only.
-    async fn nfs4(
-        &self,
-        req: &Request,
-        proc_: u32,
-        args: Bytes,
-        status: &mut &'static str,
-    ) -> Reply {
-        use nfs_proto::v4::proc4;
-        let mut w = Writer::with_capacity(256);
-        match proc_ {
-            proc4::NULL => {
-                rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
-                reply(w, None)
-            }
-            proc4::COMPOUND => {
-                rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
-                match crate::v4::compound(self, req, args, w, req.now).await {
-                    Ok((head, payloads)) => {
-                        *status = compound_status(head.as_slice());
-                        reply_with_payloads(head, payloads)
-                    }
-                    Err(crate::v4::compound::CompoundError::GarbageArgs) => {
-                        accept_only(req.xid, AcceptStat::GarbageArgs)
-                    }
-                }
-            }
-            _ => accept_only(req.xid, AcceptStat::ProcUnavail),
+            Body::Portmap(mut args) => match self.portmap.as_ref() {
+                Some(table) => (Some(reply_from(table.handle(&hdr, &req, &mut args))), "OK"),
+                None => (
+                    Some(accept_only(hdr.xid, AcceptStat::ProgUnavail)),
+                    "PROG_UNAVAIL",
+                ),
+            },
         }
     }
 
+    /// A non-idempotent NFSv3 call, through the duplicate request cache.
     async fn nfs3_cached(
         &self,
         key: DrcKey,
         req: &Request,
         call: Nfs3Call,
-        status: &mut &'static str,
-    ) -> Option<Reply> {
+    ) -> (Option<Reply>, &'static str) {
         match self.drc.begin(key) {
-            Lookup::InProgress => return None,
+            Lookup::InProgress => return (None, "DROPPED"),
             Lookup::Replay(b) => {
                 self.metrics.drc_hit();
-                *status = "REPLAYED";
                 tracing::debug!(peer = %req.peer, xid = req.xid, "replaying cached reply");
-                return Some(Reply {
+                let r = Reply {
                     head: b,
                     ..Reply::default()
-                });
+                };
+                return (Some(r), "REPLAYED");
             }
             Lookup::New => {}
         }
-        let r = match self.nfs3(req, call).await {
+        let (r, status) = match self.nfs3(req, call).await {
             Ok(r) => {
-                *status = r.status().name();
+                let status = r.status().name();
                 let mut w = Writer::with_capacity(256);
                 rpc::encode_accepted(&mut w, req.xid, AcceptStat::Success);
                 r.encode(&mut w);
-                reply(w, None)
+                (reply(w, None), status)
             }
             Err(stat) => {
                 self.drc.abandon(key);
-                return Some(auth_error(req.xid, stat));
+                return (Some(auth_error(req.xid, stat)), "AUTH_ERROR");
             }
         };
         self.drc.finish(key, r.head.clone());
-        Some(r)
+        (Some(r), status)
     }
 
     async fn mount(&self, req: &Request, call: MountCall) -> MountReply {
@@ -501,35 +420,6 @@ impl<S: Store> Server<S> {
         let fh = self.fh(export.id, export.root);
         Ok((fh.0, vec![rpc::AUTH_SYS, rpc::AUTH_NONE]))
     }
-}
-
-/// The RPC-level outcome of a reply we built, when it is not SUCCESS: read back from its header
-/// (our replies always carry an empty AUTH_NONE verifier, so accept_stat sits at byte 20).
-fn rpc_outcome(head: &[u8]) -> Option<&'static str> {
-    let word = |i: usize| {
-        head.get(i..i + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    match (word(8)?, word(12)?) {
-        (1, 0) => Some("RPC_MISMATCH"),
-        (1, _) => Some("AUTH_ERROR"),
-        _ => match word(20)? {
-            0 => None,
-            1 => Some("PROG_UNAVAIL"),
-            2 => Some("PROG_MISMATCH"),
-            3 => Some("PROC_UNAVAIL"),
-            4 => Some("GARBAGE_ARGS"),
-            _ => Some("SYSTEM_ERR"),
-        },
-    }
-}
-
-/// The COMPOUND status of an NFSv4 reply we built (right after the 24-byte accepted header).
-fn compound_status(head: &[u8]) -> &'static str {
-    head.get(24..28)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .and_then(nfs_proto::v4::Nfsstat4::from_u32)
-        .map_or("OK", |s| s.name())
 }
 
 /// A reply whose READ payloads sit inside the head: one payload is sent without a copy, as the

@@ -10,7 +10,7 @@
 //! to the socket without being copied into an encode buffer.
 
 use std::io::IoSlice;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::qos::{self, Direction, Target, TargetTable};
+use crate::call::{Cost, Decoded};
+use crate::qos::{Target, TargetTable};
 use crate::server::{Reply, Server};
 
 /// Limits that keep a connection, and all of them together, bounded.
@@ -168,10 +169,10 @@ pub async fn serve_connection<S: Store>(
     let mut inflight = FuturesUnordered::new();
     let mut inflight_bytes = 0usize;
     // A complete record waiting for room in the global budget, and when it became complete.
-    let mut pending: Option<Bytes> = None;
+    let mut pending: Option<Admitted> = None;
     let mut queued_at = Instant::now();
     // A data call waiting for its target's tokens; meanwhile the connection reads nothing more.
-    let mut pacing: Option<(Bytes, PaceFuture)> = None;
+    let mut pacing: Option<(Admitted, PaceFuture)> = None;
     let mut eof = false;
     let mut last_activity = Instant::now();
     let mut record_started: Option<Instant> = None;
@@ -184,21 +185,13 @@ pub async fn serve_connection<S: Store>(
             match decoder.decode(&mut buf) {
                 Ok(Some(record)) => {
                     queued_at = Instant::now();
-                    let cost = target
-                        .pacer
-                        .is_limited()
-                        .then(|| qos::cost_of(&record))
-                        .flatten();
-                    match cost {
-                        Some((direction, bytes, ops)) => {
-                            let (pacer, client) = (target.pacer.clone(), peer.ip());
-                            let wait = Box::pin(async move {
-                                let delay = pacer.acquire(direction, client, bytes, ops).await;
-                                (direction, bytes, delay)
-                            });
-                            pacing = Some((record, wait));
-                        }
-                        None => pending = Some(record),
+                    let call = Admitted {
+                        len: record.len(),
+                        decoded: server.decode(record),
+                    };
+                    match pace(&target, &call.decoded, peer.ip()) {
+                        Some(wait) => pacing = Some((call, wait)),
+                        None => pending = Some(call),
                     }
                 }
                 Ok(None) => {}
@@ -211,10 +204,10 @@ pub async fn serve_connection<S: Store>(
             }
         }
         if let Some(record) = pending.take() {
-            let units = budget_units(record.len());
+            let units = budget_units(record.len);
             match limits.global_budget.clone().try_acquire_many_owned(units) {
                 Ok(permit) => {
-                    inflight_bytes += record.len();
+                    inflight_bytes += record.len;
                     inflight.push(server.metrics.task_monitor.instrument(run(
                         server.clone(),
                         record,
@@ -249,7 +242,7 @@ pub async fn serve_connection<S: Store>(
         if buf.capacity() < want {
             buf.reserve(want - buf.len());
         }
-        let units = pending.as_ref().map(|r| budget_units(r.len())).unwrap_or(0);
+        let units = pending.as_ref().map(|r| budget_units(r.len)).unwrap_or(0);
         tokio::select! {
             Some((reply, n)) = inflight.next(), if !inflight.is_empty() => {
                 inflight_bytes -= n;
@@ -261,18 +254,15 @@ pub async fn serve_connection<S: Store>(
                 }
             }
             paced = async { (&mut pacing.as_mut().expect("checked").1).await }, if pacing.is_some() => {
-                let (direction, bytes, delay) = paced;
-                if bytes > 0 {
-                    server.metrics.target_bytes(&target.name, direction.label(), bytes);
-                    server.metrics.throttle_delay(&target.name, direction.label(), delay);
-                }
+                let (cost, delay) = paced;
+                record_pacing(&server.metrics, &target, cost, delay);
                 pending = pacing.take().map(|(record, _)| record);
             }
             permit = limits.global_budget.clone().acquire_many_owned(units), if pending.is_some() => {
                 let (Ok(permit), Some(record)) = (permit, pending.take()) else {
                     break Ok(());
                 };
-                inflight_bytes += record.len();
+                inflight_bytes += record.len;
                 inflight.push(server.metrics.task_monitor.instrument(run(
                         server.clone(),
                         record,
@@ -303,24 +293,79 @@ pub async fn serve_connection<S: Store>(
     result
 }
 
+/// A decoded call admitted from a connection, with the size of its record (what it holds of
+/// the connection's and the global in-flight budgets).
+struct Admitted {
+    decoded: Decoded,
+    len: usize,
+}
+
 /// One request, holding its share of the global budget until its reply is built.
 async fn run<S: Store>(
     server: Arc<Server<S>>,
-    record: Bytes,
+    call: Admitted,
     peer: SocketAddr,
     local: SocketAddr,
     permit: OwnedSemaphorePermit,
     queued_at: Instant,
 ) -> (Option<Reply>, usize) {
-    let n = record.len();
     server.metrics.rpc_phase("queue", queued_at.elapsed());
-    let reply = server.handle_record(record, peer, local).await;
+    let reply = server.handle(call.decoded, peer, local).await;
     drop(permit);
-    (reply, n)
+    (reply, call.len)
 }
 
-type PaceFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Direction, u64, Duration)> + Send>>;
+/// Waits for a call's tokens from its mount target's pacer; yields its cost and the delay.
+type PaceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Cost, Duration)> + Send>>;
+
+/// The wait for `decoded`'s tokens at `target`, or `None` if it need not wait (the target is
+/// unlimited, or the call is not paced). Every transport paces through this.
+pub fn pace(target: &Target, decoded: &Decoded, client: IpAddr) -> Option<PaceFuture> {
+    if !target.pacer.is_limited() {
+        return None;
+    }
+    let cost = decoded.cost()?;
+    let pacer = target.pacer.clone();
+    Some(Box::pin(async move {
+        let delay = pacer
+            .acquire(cost.direction, client, cost.bytes, cost.ops)
+            .await;
+        (cost, delay)
+    }))
+}
+
+/// Records what pacing charged a call, for the target's metrics.
+pub fn record_pacing(
+    metrics: &crate::metrics::Metrics,
+    target: &Target,
+    cost: Cost,
+    delay: Duration,
+) {
+    if cost.bytes > 0 {
+        metrics.target_bytes(&target.name, cost.direction.label(), cost.bytes);
+        metrics.throttle_delay(&target.name, cost.direction.label(), delay);
+    }
+}
+
+/// Hands records from the RDMA transport to the same path as TCP: decode once, pace by the
+/// mount target of the address the connection came to (by IP: RDMA listens on its own port),
+/// run.
+pub struct RdmaHandler<S: Store>(pub Arc<Server<S>>);
+
+impl<S: Store> rdma::transport::Handler for RdmaHandler<S> {
+    async fn handle(&self, record: Bytes, peer: SocketAddr, local: SocketAddr) -> Option<Reply> {
+        let server = &self.0;
+        let decoded = server.decode(record);
+        if let Some(targets) = server.targets.get() {
+            let target = targets.classify(local);
+            if let Some(wait) = pace(&target, &decoded, peer.ip()) {
+                let (cost, delay) = wait.await;
+                record_pacing(&server.metrics, &target, cost, delay);
+            }
+        }
+        server.handle(decoded, peer, local).await
+    }
+}
 
 static ZERO_PAD: [u8; 4] = [0; 4];
 

@@ -48,15 +48,6 @@ pub const COOKIE_VERIFIER: [u8; 8] = *b"sluice01";
 /// Wire cookies 1 and 2 are "." and ".."; store cookie c is wire cookie c + 2.
 const DOT_COOKIES: u64 = 2;
 
-/// Whether a retransmission of this procedure must be answered from the duplicate request cache.
-pub fn is_non_idempotent(proc_: u32) -> bool {
-    use proc3::*;
-    matches!(
-        proc_,
-        SETATTR | CREATE | MKDIR | SYMLINK | MKNOD | REMOVE | RMDIR | RENAME | LINK
-    )
-}
-
 /// The error reply of procedure `proc_` for a status alone.
 pub fn failure_reply(proc_: u32, s: Nfsstat3) -> Nfs3Reply {
     use proc3::*;

@@ -64,13 +64,8 @@ const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(360);
 const RECORD_COPY_MAX: usize = 64 * 1024;
 
 /// A reply: `head`, then `payload` (the DDP-eligible data of a READ, followed on the wire by
-/// its XDR roundup), then `tail`.
-#[derive(Clone, Debug, Default)]
-pub struct Reply {
-    pub head: Bytes,
-    pub payload: Bytes,
-    pub tail: Bytes,
-}
+/// its XDR roundup), then `tail`: the one reply type every transport sends.
+pub use nfs_proto::rpc::Reply;
 
 /// What the transport hands complete RPC records to.
 pub trait Handler: Send + Sync + 'static {

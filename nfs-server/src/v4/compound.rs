@@ -21,7 +21,7 @@ use std::time::Instant;
 use backend::{Cred, FileId, Store};
 use bytes::Bytes;
 use nfs_proto::v4::*;
-use nfs_proto::xdr::{Reader, Writer};
+use nfs_proto::xdr::Writer;
 
 use crate::export::Export;
 use crate::server::{Request, Server};
@@ -87,13 +87,6 @@ impl<S> Ctx<'_, S> {
     }
 }
 
-/// Why a COMPOUND got no COMPOUND4res at all.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CompoundError {
-    /// The header is malformed, or bytes follow the last op: RPC GARBAGE_ARGS.
-    GarbageArgs,
-}
-
 /// Ends a slot's request when dropped, so a request abandoned mid-way (its connection closed)
 /// does not leave its slot busy forever.
 struct SlotGuard<'a> {
@@ -110,20 +103,19 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// Runs one COMPOUND whose arguments are in `args` and appends COMPOUND4res to `w` (which
-/// holds the RPC reply header). Returns the head buffer and the READ payloads that belong
-/// inside it.
+/// Runs one decoded COMPOUND and appends COMPOUND4res to `w` (which holds the RPC reply
+/// header). Returns the head buffer, the READ payloads that belong inside it, and the
+/// COMPOUND's status for metrics (its name, or "REPLAYED" for an answer from the slot's reply
+/// cache). `request_len` is the size of the encoded arguments.
 pub async fn compound<S: Store>(
     server: &Server<S>,
     req: &Request,
-    args: Bytes,
+    decoded: DecodedCompound4,
+    request_len: usize,
     w: Writer,
     now: Instant,
-) -> Result<(Writer, Vec<ReplyPayload>), CompoundError> {
+) -> (Writer, Vec<ReplyPayload>, &'static str) {
     let nfs4 = &server.state.nfs4;
-    let request_len = args.len();
-    let decoded =
-        Compound4Args::decode(&mut Reader::new(args)).map_err(|_| CompoundError::GarbageArgs)?;
     let start = w.len();
     let mut out = Compound4ResWriter::new(w, &decoded.args.tag);
     let ops = &decoded.args.argarray;
@@ -131,7 +123,8 @@ pub async fn compound<S: Store>(
         if let Some(r) = res {
             out.push(&r);
         }
-        Ok(out.finish(status))
+        let (w, payloads) = out.finish(status);
+        (w, payloads, status.name())
     };
     // §14.4 (and pynfs COMP3): a tag that is not UTF-8 is NFS4ERR_INVAL, before any op runs.
     if std::str::from_utf8(&decoded.args.tag.0).is_err() {
@@ -183,7 +176,7 @@ pub async fn compound<S: Store>(
                 let (mut w, _) = out.finish(Nfsstat4::Ok);
                 w.truncate(start);
                 w.opaque_fixed(&bytes);
-                return Ok((w, Vec::new()));
+                return (w, Vec::new(), "REPLAYED");
             }
             Ok(Sequenced::New {
                 res,
@@ -294,7 +287,7 @@ pub async fn compound<S: Store>(
             g.reply = Some(splice_payloads(&w.as_slice()[start..], &rel));
         }
     }
-    Ok((w, payloads))
+    (w, payloads, status.name())
 }
 
 /// Bytes `res` takes in a reply, payload included.

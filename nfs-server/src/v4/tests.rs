@@ -17,7 +17,7 @@ use crate::fh::FhKey;
 use crate::server::{Ports, Request, Server};
 use crate::state::nfs4::ClientRecord;
 use crate::state::{MemStateStore, ProtocolState, StateConfig, StateKey};
-use crate::v4::compound::{compound, CompoundError};
+use crate::v4::compound::compound;
 
 struct Harness {
     server: Server<MemStore>,
@@ -173,9 +173,19 @@ fn create_session_args(clientid: Clientid4, sequence: u32) -> NfsArgOp4 {
 
 /// Runs raw COMPOUND arguments and decodes the reply.
 async fn run_raw(server: &Server<MemStore>, args: Bytes, now: Instant) -> Compound4Res {
-    let (w, payloads) = compound(server, &request(), args, Writer::new(), now)
-        .await
-        .expect("COMPOUND decodes");
+    run_as(server, &request(), args, now).await
+}
+
+/// Runs raw COMPOUND arguments sent as `req`, and decodes the reply.
+async fn run_as(
+    server: &Server<MemStore>,
+    req: &Request,
+    args: Bytes,
+    now: Instant,
+) -> Compound4Res {
+    let args_len = args.len();
+    let decoded = Compound4Args::decode(&mut Reader::new(args)).expect("COMPOUND decodes");
+    let (w, payloads, _) = compound(server, req, decoded, args_len, Writer::new(), now).await;
     let bytes = splice_payloads(w.as_slice(), &payloads);
     Compound4Res::decode(&mut Reader::new(bytes)).expect("reply decodes")
 }
@@ -462,15 +472,15 @@ async fn minor_version_2_gets_minor_vers_mismatch_with_no_results() {
 #[tokio::test]
 async fn a_truncated_header_is_garbage_args() {
     let h = Harness::new().await;
-    let r = compound(
-        &h.server,
-        &request(),
-        Bytes::from_static(&[0, 0]),
-        Writer::new(),
-        h.now,
-    )
-    .await;
-    assert_eq!(r.err(), Some(CompoundError::GarbageArgs));
+    let _ = &h;
+    let d = crate::call::decode(rpc_call(4, 1, &[0, 0]), false);
+    let early = d.call.expect_err("not a call that runs");
+    assert_eq!(early.status, "GARBAGE_ARGS");
+    assert_eq!(
+        word(&early.reply.expect("a reply").head, 5),
+        4,
+        "GARBAGE_ARGS"
+    );
 }
 
 #[tokio::test]
@@ -1115,25 +1125,13 @@ async fn another_principal_cannot_confirm_or_update_a_client() {
         panic!("{r:?}")
     };
     let args = encode_args(vec![create_session_args(e.clientid, 1)]);
-    let (w, _) = compound(&h.server, &other, args, Writer::new(), h.now)
-        .await
-        .unwrap();
-    let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
+    let r = run_as(&h.server, &other, args, h.now).await;
     assert_eq!(r.status, Nfsstat4::ClidInUse);
     let mut upd = exchange_id_args(b"c1", 1);
     if let NfsArgOp4::ExchangeId(a) = &mut upd {
         a.flags = exchgid4::FLAG_UPD_CONFIRMED_REC_A;
     }
-    let (w, _) = compound(
-        &h.server,
-        &other,
-        encode_args(vec![upd]),
-        Writer::new(),
-        h.now,
-    )
-    .await
-    .unwrap();
-    let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
+    let r = run_as(&h.server, &other, encode_args(vec![upd]), h.now).await;
     assert_eq!(r.status, Nfsstat4::Perm);
 }
 
@@ -1614,10 +1612,7 @@ async fn destroy_session_counts_only_on_a_connection_of_the_session() {
     let mut other = request();
     other.peer = "10.0.0.5:701".parse().unwrap();
     let args = encode_args(vec![NfsArgOp4::DestroySession(h.session)]);
-    let (w, _) = compound(&h.server, &other, args, Writer::new(), h.now)
-        .await
-        .unwrap();
-    let r = Compound4Res::decode(&mut Reader::new(w.into_bytes())).unwrap();
+    let r = run_as(&h.server, &other, args, h.now).await;
     assert_eq!(r.status, Nfsstat4::ConnNotBoundToSession);
     // The connection that created it may.
     let r = h.raw(vec![NfsArgOp4::DestroySession(h.session)]).await;
@@ -1698,7 +1693,12 @@ async fn reclaims_stretch_the_grace_period_up_to_twice_the_lease() {
 
 #[test]
 fn compounds_are_charged_to_the_pacer_by_their_reads_and_writes() {
-    use crate::qos::{cost_of, Direction};
+    use crate::qos::Direction;
+    let cost_of = |rec: &Bytes| {
+        crate::call::decode(rec.clone(), false)
+            .cost()
+            .map(|c| (c.direction, c.bytes, c.ops))
+    };
     let stateid = Stateid4::default();
     let read = |count| {
         NfsArgOp4::Read(Read4Args {
