@@ -238,6 +238,34 @@ pub fn encode_call(w: &mut Writer, h: &CallHeader) {
     h.verf.encode(w);
 }
 
+/// A whole call record body (no record mark): the header, then `args` as they are. The one
+/// call encoder of the server's own RPC client, the tests and the tools.
+pub fn call_record(
+    xid: u32,
+    prog: u32,
+    vers: u32,
+    proc_: u32,
+    cred: OpaqueAuth,
+    args: &[u8],
+) -> Bytes {
+    let mut w = Writer::with_capacity(64 + args.len());
+    encode_call(
+        &mut w,
+        &CallHeader {
+            xid,
+            prog,
+            vers,
+            proc_,
+            cred,
+            verf: OpaqueAuth::none(),
+        },
+    );
+    // As they are: a test may send arguments that are not whole XDR words.
+    let mut b = w.into_inner();
+    b.extend_from_slice(args);
+    b.freeze()
+}
+
 /// Writes the header of an accepted reply with the given status; the procedure's results
 /// follow for `Success`, the version range for `ProgMismatch`.
 pub fn encode_accepted(w: &mut Writer, xid: u32, stat: AcceptStat) {

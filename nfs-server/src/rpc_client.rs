@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nfs_proto::portmap::{self as pm, Mapping};
-use nfs_proto::rpc::{self, AuthSys, CallHeader, OpaqueAuth, ReplyHeader};
+use nfs_proto::rpc::{self, AuthSys, OpaqueAuth, ReplyHeader};
 use nfs_proto::xdr::{Encode, Reader, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -26,24 +26,11 @@ fn call_bytes(xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Bytes 
         gids: Vec::new(),
     }
     .encode(&mut cred);
-    let mut w = Writer::with_capacity(64 + args.len());
-    rpc::encode_call(
-        &mut w,
-        &CallHeader {
-            xid,
-            prog,
-            vers,
-            proc_,
-            cred: OpaqueAuth {
-                flavor: rpc::AUTH_SYS,
-                body: cred.into_bytes(),
-            },
-            verf: OpaqueAuth::none(),
-        },
-    );
-    let mut b = w.into_inner();
-    b.extend_from_slice(args);
-    b.freeze()
+    let cred = OpaqueAuth {
+        flavor: rpc::AUTH_SYS,
+        body: cred.into_bytes(),
+    };
+    rpc::call_record(xid, prog, vers, proc_, cred, args)
 }
 
 fn next_xid() -> u32 {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nfs_proto::mount::{self, MountCall};
-use nfs_proto::rpc::{self, AuthSys, CallHeader, OpaqueAuth, ReplyHeader};
+use nfs_proto::rpc::{self, AuthSys, OpaqueAuth, ReplyHeader};
 use nfs_proto::v3::{self, CreateHow3, DirOpArgs3, Nfs3Call, NfsFh3, Sattr3, StableHow};
 use nfs_proto::xdr::{Encode, Reader, Writer};
 
@@ -532,21 +532,7 @@ impl RpcClient {
 
     /// A call record body (no record mark).
     pub fn encode_call(&self, xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<u8> {
-        let mut w = Writer::new();
-        rpc::encode_call(
-            &mut w,
-            &CallHeader {
-                xid,
-                prog,
-                vers,
-                proc_,
-                cred: self.auth.opaque(),
-                verf: OpaqueAuth::none(),
-            },
-        );
-        let mut v = w.into_bytes().to_vec();
-        v.extend_from_slice(args);
-        v
+        rpc::call_record(xid, prog, vers, proc_, self.auth.opaque(), args).to_vec()
     }
 
     /// Writes raw bytes to the socket.

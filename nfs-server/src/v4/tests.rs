@@ -1162,12 +1162,8 @@ async fn a_sequence_whose_reply_cannot_be_cached_gets_rep_too_big_to_cache() {
 
 /// An RPC call record with AUTH_NONE.
 fn rpc_call(vers: u32, proc_: u32, args: &[u8]) -> Bytes {
-    let mut w = Writer::new();
-    for v in [7u32, 0, 2, 100003, vers, proc_, 0, 0, 0, 0] {
-        w.u32(v);
-    }
-    w.opaque_fixed(args);
-    w.into_bytes()
+    use nfs_proto::rpc::{call_record, OpaqueAuth};
+    call_record(7, 100003, vers, proc_, OpaqueAuth::none(), args)
 }
 
 fn word(b: &[u8], i: usize) -> u32 {
