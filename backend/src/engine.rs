@@ -794,7 +794,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let mut state = self.lock();
         let inode = Tx::new(&self.meta, &mut state).checked(id)?;
         if inode.file_type != FileType::Symlink {
-            return Err(Error::Invalid);
+            return Err(Error::NotSymlink(inode.file_type));
         }
         Ok((inode.target.clone(), inode.attr(id.ino)))
     }
@@ -861,8 +861,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         } else {
             match inode.file_type {
                 FileType::Regular => require(may_io(cred, inode, want)).map(|()| inode.clone()),
-                FileType::Directory => Err(Error::IsDir),
-                _ => Err(Error::Invalid),
+                other => Err(Error::NotRegular(other)),
             }
         })
     }
@@ -871,10 +870,8 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     fn io_target(&self, cred: &Cred, id: FileId, want: u32) -> Result<Inode> {
         let mut state = self.lock();
         let inode = Tx::new(&self.meta, &mut state).checked(id)?;
-        match inode.file_type {
-            FileType::Regular => {}
-            FileType::Directory => return Err(Error::IsDir),
-            _ => return Err(Error::Invalid),
+        if inode.file_type != FileType::Regular {
+            return Err(Error::NotRegular(inode.file_type));
         }
         require(may_io(cred, &inode, want))?;
         Ok(inode)
@@ -1016,7 +1013,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let mut tx = Tx::new(&self.meta, &mut state);
         let before = tx.checked(id)?;
         if guard.is_some_and(|ctime| ctime != before.ctime) {
-            return Err(Error::Invalid);
+            return Err(Error::GuardMismatch);
         }
         let mut after = before.clone();
         perm::apply_setattr(cred, &mut after, attr, Timestamp::now())?;

@@ -286,8 +286,21 @@ pub enum Error {
     /// The operation is reserved to the owner or root (EPERM).
     Perm,
     NameTooLong,
-    /// An argument makes no sense for this object (EINVAL), e.g. readlink on a regular file.
+    /// An argument makes no sense for this object (EINVAL).
     Invalid,
+    /// A regular file was expected (READ, WRITE); the object is of this type. Carried so that
+    /// NFSv4.1 can tell ISDIR from SYMLINK from INVAL without asking again.
+    NotRegular(FileType),
+    /// A symbolic link was expected (READLINK); the object is of this type.
+    NotSymlink(FileType),
+    /// SETATTR's guard: the object's ctime is not the one the caller gave; nothing changed
+    /// (NFSv3 `sattrguard3`, NOT_SYNC).
+    GuardMismatch,
+    /// This node may no longer change the data: a newer writer (a higher epoch) owns it. The
+    /// request must not be retried here; the client's retry reaches the new owner.
+    Fenced,
+    /// The metadata log or the data replicas cannot be reached now (no quorum). Transient.
+    Unavailable,
     /// A file would exceed [`FILE_SIZE_MAX`] (EFBIG).
     FileTooBig,
     /// The device is full (ENOSPC).
@@ -331,8 +344,8 @@ pub trait Store: Send + Sync + 'static {
     fn getattr(&self, id: FileId) -> impl Future<Output = Result<Attr>> + Send;
 
     /// Changes attributes. `guard`, when set, is the ctime the caller believes the object has;
-    /// a mismatch fails with [`Error::Invalid`] and changes nothing (NFSv3 `sattrguard3`;
-    /// the NFS layer reports it as NOT_SYNC).
+    /// a mismatch fails with [`Error::GuardMismatch`] and changes nothing (NFSv3
+    /// `sattrguard3`; the NFS layer reports it as NOT_SYNC).
     fn setattr(
         &self,
         cred: &Cred,

@@ -208,7 +208,11 @@ async fn every_node_kind_is_created_with_its_type_and_attributes<S: Store>(s: &S
         }
     }
     let file = create_file(s, &root(), r, "f").await;
-    assert_eq!(s.readlink(&root(), file.id).await, Err(Error::Invalid));
+    assert_eq!(
+        s.readlink(&root(), file.id).await,
+        Err(Error::NotSymlink(FileType::Regular)),
+        "the error names the object's type, so no caller asks again"
+    );
 }
 
 async fn create_applies_mode_without_umask_and_other_attributes<S: Store>(s: &S) {
@@ -454,16 +458,33 @@ async fn stable_writes_report_the_stability_asked_for<S: Store>(s: &S) {
     }
 }
 
-async fn write_to_a_directory_fails_with_is_dir<S: Store>(s: &S) {
+async fn io_on_a_directory_or_symlink_fails_with_the_objects_type<S: Store>(s: &S) {
     let data = Bytes::from_static(b"x");
     let result = s
-        .write(&root(), s.root(), 0, data, Stability::Unstable)
+        .write(&root(), s.root(), 0, data.clone(), Stability::Unstable)
         .await;
-    assert_eq!(result.map(|_| ()), Err(Error::IsDir));
-    assert_eq!(
-        s.read(&root(), s.root(), 0, 1).await.map(|_| ()),
-        Err(Error::IsDir)
-    );
+    let dir = Err(Error::NotRegular(FileType::Directory));
+    assert_eq!(result.map(|_| ()), dir);
+    assert_eq!(s.read(&root(), s.root(), 0, 1).await.map(|_| ()), dir);
+    let (link, _) = s
+        .create(
+            &root(),
+            s.root(),
+            b"l",
+            NodeKind::Symlink {
+                target: b"target".to_vec(),
+            },
+            SetAttr::default(),
+            CreateMode::Guarded,
+        )
+        .await
+        .unwrap();
+    let symlink = Err(Error::NotRegular(FileType::Symlink));
+    let result = s
+        .write(&root(), link.id, 0, data, Stability::Unstable)
+        .await;
+    assert_eq!(result.map(|_| ()), symlink);
+    assert_eq!(s.read(&root(), link.id, 0, 1).await.map(|_| ()), symlink);
 }
 
 async fn write_beyond_the_size_limit_fails_with_file_too_big<S: Store>(s: &S) {
@@ -496,14 +517,14 @@ async fn setattr_size_truncates_and_extends_with_zeros<S: Store>(s: &S) {
     assert_eq!(read_all(s, file.id).await, b"0123\0\0\0\0");
 }
 
-async fn setattr_with_a_stale_guard_fails_with_invalid_and_changes_nothing<S: Store>(s: &S) {
+async fn setattr_with_a_stale_guard_fails_with_guard_mismatch_and_changes_nothing<S: Store>(s: &S) {
     let file = create_file(s, &root(), s.root(), "f").await;
     let wrong = Timestamp {
         seconds: 1,
         nanoseconds: 0,
     };
     let result = s.setattr(&root(), file.id, mode(0o600), Some(wrong)).await;
-    assert_eq!(result.map(|_| ()), Err(Error::Invalid));
+    assert_eq!(result.map(|_| ()), Err(Error::GuardMismatch));
     assert_eq!(s.getattr(file.id).await.unwrap().mode, 0o644);
     s.setattr(&root(), file.id, mode(0o600), Some(file.ctime))
         .await
@@ -1234,10 +1255,10 @@ conformance!(
     overwrite_in_the_middle_keeps_the_rest,
     unstable_write_then_commit_returns_the_new_size,
     stable_writes_report_the_stability_asked_for,
-    write_to_a_directory_fails_with_is_dir,
+    io_on_a_directory_or_symlink_fails_with_the_objects_type,
     write_beyond_the_size_limit_fails_with_file_too_big,
     setattr_size_truncates_and_extends_with_zeros,
-    setattr_with_a_stale_guard_fails_with_invalid_and_changes_nothing,
+    setattr_with_a_stale_guard_fails_with_guard_mismatch_and_changes_nothing,
     setattr_changes_ctime_and_explicit_times,
     truncating_a_directory_fails_with_is_dir,
     non_owner_without_permission_is_denied_read_write_and_truncate,

@@ -379,8 +379,8 @@ impl<S: Store> Server<S> {
         });
         match self.store.setattr(&r.cred, r.id, sattr(attr), guard).await {
             Ok(w) => Ok(Nfs3Reply::Wcc(Nfsstat3::Ok, wcc3(r.export.id, &w))),
-            // The store reports a guard mismatch as Invalid; RFC 1813 §3.3.2 calls it NOT_SYNC.
-            Err(backend::Error::Invalid) if guard.is_some() => {
+            // RFC 1813 §3.3.2: NOT_SYNC, with the object's attributes now.
+            Err(backend::Error::GuardMismatch) => {
                 let a = self.store.getattr(r.id).await.ok();
                 let wcc = WccData {
                     before: None,

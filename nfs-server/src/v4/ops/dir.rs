@@ -1,7 +1,7 @@
 //! Directory ops (RFC 8881 §18.4, §18.9, §18.23-§18.26): READDIR, READLINK, CREATE, REMOVE,
 //! RENAME, LINK.
 
-use backend::{CreateMode, FileType, NodeKind, Store};
+use backend::{CreateMode, NodeKind, Store};
 use bytes::Bytes;
 use nfs_proto::v4::*;
 
@@ -124,13 +124,6 @@ pub async fn readlink<S: Store>(cx: &mut Ctx<'_, S>) -> Res<LinkText4> {
     let c = cx.cur()?.clone();
     match cx.server.store.readlink(&c.cred, c.id).await {
         Ok((target, _)) => Ok(LinkText4(Bytes::from(target))),
-        Err(backend::Error::Invalid | backend::Error::IsDir) => {
-            let attr = cx.server.store.getattr(c.id).await.map_err(store_err)?;
-            Err(match attr.file_type {
-                FileType::Directory => Nfsstat4::IsDir,
-                _ => Nfsstat4::Inval,
-            })
-        }
         Err(e) => Err(store_err(e)),
     }
 }

@@ -78,10 +78,6 @@ pub async fn read<S: Store>(cx: &mut Ctx<'_, S>, a: &Read4Args) -> Res<Read4ResO
         .min(cx.reply_room.saturating_sub(16) as u32);
     let r = match cx.server.store.read(&c.cred, c.id, a.offset, count).await {
         Ok(r) => r,
-        Err(backend::Error::IsDir | backend::Error::Invalid) => {
-            let attr = cx.server.store.getattr(c.id).await.map_err(store_err)?;
-            return Err(not_regular(attr.file_type));
-        }
         Err(e) => return Err(store_err(e)),
     };
     if r.attr.file_type != FileType::Regular {
@@ -112,13 +108,6 @@ pub async fn write<S: Store>(cx: &mut Ctx<'_, S>, a: &Write4Args) -> Res<Write4R
         .await
     {
         Ok(w) => w,
-        Err(backend::Error::IsDir | backend::Error::Invalid) => {
-            let attr = cx.server.store.getattr(c.id).await.map_err(store_err)?;
-            if attr.file_type != FileType::Regular {
-                return Err(not_regular(attr.file_type));
-            }
-            return Err(Nfsstat4::Inval);
-        }
         Err(e) => return Err(store_err(e)),
     };
     cx.server
