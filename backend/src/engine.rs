@@ -65,6 +65,61 @@ thread_local! {
 pub enum Counter {
     FormatVersion,
     NextIno,
+    /// The highest writer epoch any batch carried (see [`Batch::epoch`]).
+    WriterEpoch,
+}
+
+/// A condition on the current metadata that a [`Batch`] needs, checked atomically with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// `dir` has no entry `name`.
+    EntryAbsent { dir: u64, name: Vec<u8> },
+    /// `dir`'s entry `name` names `child`.
+    EntryIs { dir: u64, name: Vec<u8>, child: u64 },
+    /// The inode exists (`true`) or does not (`false`).
+    InodeExists(u64, bool),
+    /// The counter has this value (`None`: unset).
+    CounterIs(Counter, Option<u64>),
+}
+
+/// One atomic change of the metadata, from one writer.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// The writer's epoch. A store refuses a batch whose epoch is below the highest it has
+    /// accepted ([`Error::Fenced`]), and remembers a higher one durably with the batch: once a
+    /// new writer has written, an old one (a paused process, a node that lost its lease)
+    /// cannot. `ha/PROTOCOL.md`, "Fencing".
+    pub epoch: u64,
+    /// Checked against the state before `ops`; if one fails, nothing is applied
+    /// ([`Error::GuardMismatch`]).
+    pub preconditions: &'a [Precondition],
+    pub ops: &'a [MetaOp],
+}
+
+/// Checks a batch's epoch and preconditions through the store's own reads (made inside the
+/// transaction that will apply it). Returns the epoch to store if the batch raises it.
+pub fn check_batch(
+    batch: &Batch<'_>,
+    mut counter: impl FnMut(Counter) -> Result<Option<u64>>,
+    mut entry: impl FnMut(u64, &[u8]) -> Result<Option<u64>>,
+    mut inode_exists: impl FnMut(u64) -> Result<bool>,
+) -> Result<Option<u64>> {
+    let current = counter(Counter::WriterEpoch)?.unwrap_or(0);
+    if batch.epoch < current {
+        return Err(Error::Fenced);
+    }
+    for p in batch.preconditions {
+        let holds = match p {
+            Precondition::EntryAbsent { dir, name } => entry(*dir, name)?.is_none(),
+            Precondition::EntryIs { dir, name, child } => entry(*dir, name)? == Some(*child),
+            Precondition::InodeExists(ino, exists) => inode_exists(*ino)? == *exists,
+            Precondition::CounterIs(c, value) => counter(*c)? == *value,
+        };
+        if !holds {
+            return Err(Error::GuardMismatch);
+        }
+    }
+    Ok((batch.epoch > current).then_some(batch.epoch))
 }
 
 /// One change in a metadata batch.
@@ -107,9 +162,12 @@ pub trait MetaStore: Send + Sync + 'static {
     fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>>;
     fn counter(&self, counter: Counter) -> Result<Option<u64>>;
     fn inode_count(&self) -> Result<u64>;
-    /// Applies every op or none. Visible to later calls at once; on stable storage once a
-    /// [`MetaStore::sync`] that began after it returns `Ok`.
-    fn apply(&self, ops: &[MetaOp]) -> Result<()>;
+    /// Applies every op of the batch or none: refused with [`Error::Fenced`] below the highest
+    /// writer epoch accepted so far, with [`Error::GuardMismatch`] if a precondition fails
+    /// (use [`check_batch`]). Visible to later calls at once; on stable storage once a
+    /// [`MetaStore::sync`] that began after it returns `Ok`. A replicated store may also
+    /// refuse with [`Error::Unavailable`].
+    fn apply(&self, batch: &Batch<'_>) -> Result<()>;
     /// Makes every batch applied so far durable. Concurrent callers may share one flush
     /// (group commit), which is why `apply` does not flush by itself.
     fn sync(&self) -> Result<()>;
@@ -242,6 +300,15 @@ struct State {
     cache: HashMap<u64, Cached>,
     names: NameCache,
     next_ino: u64,
+    /// The inode counter as last written, which a batch that allocates expects to find: a
+    /// differing value means another writer allocated.
+    stored_next_ino: u64,
+    /// The epoch this engine writes with (see [`Batch::epoch`]).
+    epoch: u64,
+    /// Set when the store refused a batch as fenced, or found the metadata changed under
+    /// this engine: another writer owns it now. The caches, which are valid only while this
+    /// engine is the one writer, are dropped, and every later call fails with `Fenced`.
+    fenced: bool,
 }
 
 /// Directory entries seen or made in this run: `(dir, name) -> child`, so that a LOOKUP of a
@@ -310,6 +377,9 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         let root_generation = open_root(&meta, boot_nanos)?;
         meta.sync()?;
         let next_ino = meta.counter(Counter::NextIno)?.unwrap_or(ROOT_INO + 1);
+        // A single node writes with the epoch already stored (at least 1); a cluster node is
+        // given its ownership epoch with `set_writer_epoch`.
+        let epoch = meta.counter(Counter::WriterEpoch)?.unwrap_or(0).max(1);
         let inner = Inner {
             meta,
             data,
@@ -317,6 +387,9 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
                 cache: HashMap::new(),
                 names: NameCache::default(),
                 next_ino,
+                stored_next_ino: next_ino,
+                epoch,
+                fenced: false,
             }),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             verifier: AtomicU64::new(boot_nanos),
@@ -329,6 +402,17 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         Ok(Engine {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Makes this engine write with `epoch` from now on (the cluster layer's ownership epoch).
+    /// A store that has seen a higher epoch refuses the next batch, and the engine stops.
+    pub fn set_writer_epoch(&self, epoch: u64) {
+        self.inner.lock().epoch = epoch;
+    }
+
+    /// Whether another writer took over (see [`Error::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.lock().fenced
     }
 
     /// The data store, for store-specific inspection (tests, the admin API).
@@ -419,11 +503,18 @@ fn open_root<M: MetaStore>(meta: &M, generation: u64) -> Result<u64> {
             let now = Timestamp::now();
             let mut root = new_inode(FileType::Directory, 0o755, 0, 0, generation, now);
             root.parent = ROOT_INO;
-            meta.apply(&[
-                MetaOp::PutInode(ROOT_INO, root),
-                MetaOp::SetCounter(Counter::NextIno, ROOT_INO + 1),
-                MetaOp::SetCounter(Counter::FormatVersion, FORMAT_VERSION),
-            ])?;
+            meta.apply(&Batch {
+                epoch: 0,
+                preconditions: &[
+                    Precondition::InodeExists(ROOT_INO, false),
+                    Precondition::CounterIs(Counter::FormatVersion, None),
+                ],
+                ops: &[
+                    MetaOp::PutInode(ROOT_INO, root),
+                    MetaOp::SetCounter(Counter::NextIno, ROOT_INO + 1),
+                    MetaOp::SetCounter(Counter::FormatVersion, FORMAT_VERSION),
+                ],
+            })?;
         }
     }
     match meta.inode(ROOT_INO)? {
@@ -504,6 +595,9 @@ impl<'a, M: MetaStore> Tx<'a, M> {
 
     /// The record named by `id`, or `Stale` when it is gone or was replaced.
     fn checked(&mut self, id: FileId) -> Result<Inode> {
+        if self.state.fenced {
+            return Err(Error::Fenced);
+        }
         match self.inode(id.ino)? {
             Some(inode) if inode.generation == id.generation => Ok(inode),
             _ => Err(Error::Stale),
@@ -573,8 +667,39 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         if ops.is_empty() {
             return Ok(());
         }
+        let mut preconditions = Vec::new();
+        if self.allocated {
+            preconditions.push(Precondition::CounterIs(
+                Counter::NextIno,
+                Some(self.state.stored_next_ino),
+            ));
+        }
+        let batch = Batch {
+            epoch: self.state.epoch,
+            preconditions: &preconditions,
+            ops: &ops,
+        };
         // On failure, inode numbers handed out by this batch are skipped: never reused.
-        self.meta.apply(&ops)?;
+        match self.meta.apply(&batch) {
+            Ok(()) => {}
+            Err(e @ (Error::Fenced | Error::GuardMismatch)) => {
+                // Another writer owns the metadata: what this engine caches may be wrong, and
+                // nothing more may be written from here.
+                tracing::error!(
+                    error = ?e,
+                    epoch = self.state.epoch,
+                    "metadata store refused a batch: another writer took over; this store stops"
+                );
+                self.state.cache.clear();
+                self.state.names = NameCache::default();
+                self.state.fenced = true;
+                return Err(Error::Fenced);
+            }
+            Err(e) => return Err(e),
+        }
+        if self.allocated {
+            self.state.stored_next_ino = self.state.next_ino;
+        }
         APPLIED.with(|a| a.set(true));
         for op in &ops {
             match op {

@@ -20,9 +20,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::engine::{Counter, DataStore, Engine, Inode, MetaOp, MetaStore, StoredEntry};
+use crate::engine::{
+    check_batch, Batch, Counter, DataStore, Engine, Inode, MetaOp, MetaStore, StoredEntry,
+};
 use crate::{Error, FsStat, Result};
 
 /// A durable [`Store`](crate::Store) in a local directory.
@@ -116,7 +118,7 @@ pub struct LocalMeta {
 }
 
 impl LocalMeta {
-    pub(crate) fn open(path: &Path) -> Result<LocalMeta> {
+    pub fn open(path: &Path) -> Result<LocalMeta> {
         let db = Database::builder()
             .set_cache_size(META_CACHE_BYTES)
             .create(path)
@@ -148,6 +150,7 @@ fn counter_key(counter: Counter) -> &'static str {
     match counter {
         Counter::FormatVersion => "format_version",
         Counter::NextIno => "next_ino",
+        Counter::WriterEpoch => "writer_epoch",
     }
 }
 
@@ -231,7 +234,7 @@ impl MetaStore for LocalMeta {
         self.group.sync_announced(|| self.durable_commit())
     }
 
-    fn apply(&self, ops: &[MetaOp]) -> Result<()> {
+    fn apply(&self, batch: &Batch<'_>) -> Result<()> {
         let mut tx = self.db.begin_write().map_err(db_error)?;
         tx.set_durability(Durability::None);
         {
@@ -239,7 +242,25 @@ impl MetaStore for LocalMeta {
             let mut names = tx.open_table(NAMES).map_err(db_error)?;
             let mut seqs = tx.open_table(SEQS).map_err(db_error)?;
             let mut counters = tx.open_table(COUNTERS).map_err(db_error)?;
-            for op in ops {
+            // Checked inside the write transaction, so nothing can change in between.
+            let raised = check_batch(
+                batch,
+                |c| {
+                    let v = counters.get(counter_key(c)).map_err(db_error)?;
+                    Ok(v.map(|v| v.value()))
+                },
+                |dir, name| {
+                    let v = names.get((dir, name)).map_err(db_error)?;
+                    Ok(v.map(|v| v.value().0))
+                },
+                |ino| Ok(inodes.get(ino).map_err(db_error)?.is_some()),
+            )?;
+            if let Some(epoch) = raised {
+                counters
+                    .insert(counter_key(Counter::WriterEpoch), epoch)
+                    .map_err(db_error)?;
+            }
+            for op in batch.ops {
                 match op {
                     MetaOp::PutInode(ino, inode) => {
                         inodes

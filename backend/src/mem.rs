@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::engine::{Counter, DataStore, Engine, Inode, MetaOp, MetaStore, StoredEntry};
+use crate::engine::{
+    check_batch, Batch, Counter, DataStore, Engine, Inode, MetaOp, MetaStore, StoredEntry,
+};
 use crate::{FsStat, Result};
 
 /// An in-memory [`Store`](crate::Store).
@@ -86,9 +88,21 @@ impl MetaStore for MemMeta {
         Ok(())
     }
 
-    fn apply(&self, ops: &[MetaOp]) -> Result<()> {
+    fn apply(&self, batch: &Batch<'_>) -> Result<()> {
         let mut t = lock(&self.tables);
-        for op in ops {
+        let raised = {
+            let t = &*t;
+            check_batch(
+                batch,
+                |c| Ok(t.counters.get(&c).copied()),
+                |dir, name| Ok(t.names.get(&(dir, name.to_vec())).map(|e| e.0)),
+                |ino| Ok(t.inodes.contains_key(&ino)),
+            )?
+        };
+        if let Some(epoch) = raised {
+            t.counters.insert(Counter::WriterEpoch, epoch);
+        }
+        for op in batch.ops {
             match op {
                 MetaOp::PutInode(ino, inode) => {
                     t.inodes.insert(*ino, inode.clone());
