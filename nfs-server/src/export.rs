@@ -9,7 +9,17 @@ use std::net::IpAddr;
 use backend::{Cred, FileId};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+/// A configuration problem, naming the field and saying what to do.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// How credentials are mapped before they reach the store.
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]

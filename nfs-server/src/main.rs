@@ -1,14 +1,14 @@
 //! `sluice`: the Sluice NFS server binary, and the operator CLI for a running node.
 //!
-//! The command tree is defined in `nfs_server::cli`; `serve` and `config check` are run here,
+//! The command tree is defined in `nfs_server::ops::cli`; `serve` and `config check` are run here,
 //! everything else talks to the admin API (`docs/admin-api.md`).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use nfs_server::cli::{self, Cli, Command, ConfigCommand, LogFormat, ServeArgs};
-use nfs_server::config::{Config, StoreKind};
+use nfs_server::ops::cli::{self, Cli, Command, ConfigCommand, LogFormat, ServeArgs};
+use nfs_server::ops::config::{Config, StoreKind};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -106,7 +106,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match rt.block_on(nfs_server::run::run(config)) {
+    match rt.block_on(nfs_server::ops::run::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }

@@ -260,13 +260,13 @@ fn the_openapi_document_names_exactly_the_routes_the_server_serves() {
             }
         }
     }
-    let served: BTreeSet<(String, String)> = nfs_server::admin::ROUTES
+    let served: BTreeSet<(String, String)> = nfs_server::ops::admin::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(
         documented, served,
-        "docs/openapi.json and nfs_server::admin::ROUTES differ"
+        "docs/openapi.json and nfs_server::ops::admin::ROUTES differ"
     );
     // The bearer scheme applies to every operation.
     assert_eq!(

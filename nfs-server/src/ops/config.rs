@@ -324,17 +324,7 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// A configuration problem, naming the field and saying what to do.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::export::ConfigError;
 
 impl Config {
     /// Parses a TOML document, then checks what the types cannot.

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use backend::{Cred, FileId, NodeKind, SetAttr, Store};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::config::{Config, PortmapMode, StoreKind};
 use crate::drc::Drc;
 use crate::export::{Export, ExportConfig, ExportTable};
 use crate::fh::FhKey;
+use crate::ops::config::{Config, PortmapMode, StoreKind};
 use crate::portmap::{self, PortmapTable};
 use crate::server::{Ports, Server};
 use crate::transport::{self, ConnLimits};
@@ -62,9 +62,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             nvme.queue_depth = settings.queue_depth;
             nvme.io_threads = settings.io_threads;
             nvme.engine = match settings.io_engine {
-                crate::config::IoEngineKind::Auto => EngineChoice::Auto,
-                crate::config::IoEngineKind::IoUring => EngineChoice::Uring,
-                crate::config::IoEngineKind::Threads => EngineChoice::Threads,
+                crate::ops::config::IoEngineKind::Auto => EngineChoice::Auto,
+                crate::ops::config::IoEngineKind::IoUring => EngineChoice::Uring,
+                crate::ops::config::IoEngineKind::Threads => EngineChoice::Threads,
             };
             let store = backend::nvme::NvmeStore::open_with(&nvme).map_err(|e| {
                 StartError(format!(
@@ -283,7 +283,7 @@ async fn open_state(config: &Config) -> Result<crate::state::ProtocolState, Star
         epoch = identity.epoch,
         "identity"
     );
-    let idmap = if config.nfs4.id_mapping == crate::config::IdMapping::Names {
+    let idmap = if config.nfs4.id_mapping == crate::ops::config::IdMapping::Names {
         let n = &config.nfs4;
         let domain = n.id_domain.as_deref().unwrap_or_default();
         let map = crate::v4::idmap::IdMap::names(domain, &n.passwd_file, &n.group_file)
@@ -531,7 +531,7 @@ async fn start_admin<S: Store>(
     limits: &ConnLimits,
     nfs_bound: Vec<SocketAddr>,
 ) -> Result<(), StartError> {
-    use crate::admin::{Admin, AdminState};
+    use crate::ops::admin::{Admin, AdminState};
     let state_path = config.data_dir.join("admin-state.json");
     let state = AdminState::load(&state_path).map_err(|e| StartError(e.to_string()))?;
     let token_path = config
@@ -539,7 +539,7 @@ async fn start_admin<S: Store>(
         .admin_token_file
         .clone()
         .unwrap_or_else(|| config.data_dir.join("admin.token"));
-    let token = crate::admin::load_or_create_token(&token_path)
+    let token = crate::ops::admin::load_or_create_token(&token_path)
         .map_err(|e| StartError(format!("admin token {}: {e}", token_path.display())))?;
     let admin = Arc::new(Admin {
         server: server.clone(),
@@ -575,7 +575,7 @@ async fn start_admin<S: Store>(
         publish_rates(&server.metrics, &target);
     }
     for e in &state.exports {
-        let cfg = crate::admin::export_config(e)
+        let cfg = crate::ops::admin::export_config(e)
             .map_err(|err| StartError(format!("admin-state export {:?}: {err}", e.path)))?;
         let export = resolve_export(&cfg, &server.store).await?;
         let mut w = server.exports.write().expect("exports lock poisoned");
@@ -589,7 +589,7 @@ async fn start_admin<S: Store>(
     }
     let tls = match (&config.server.admin_tls_cert, &config.server.admin_tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            crate::tls::server_config(cert, key)
+            crate::ops::tls::server_config(cert, key)
                 .map_err(|e| StartError(format!("server.admin_tls_cert/key: {e}")))?,
         )),
         _ => None,
@@ -602,7 +602,7 @@ async fn start_admin<S: Store>(
                     "admin API on {scheme}://{a}/v1 (token in {})",
                     token_path.display()
                 );
-                tokio::spawn(crate::admin::serve(admin, l, tls));
+                tokio::spawn(crate::ops::admin::serve(admin, l, tls));
             }
             Err(e) => {
                 tracing::warn!("no admin API: cannot listen on {a}: {e}; set server.admin_listen")

@@ -143,9 +143,9 @@ pub enum PortmapArg {
     Off,
 }
 
-impl From<PortmapArg> for crate::config::PortmapMode {
+impl From<PortmapArg> for crate::ops::config::PortmapMode {
     fn from(p: PortmapArg) -> Self {
-        use crate::config::PortmapMode as M;
+        use crate::ops::config::PortmapMode as M;
         match p {
             PortmapArg::Auto => M::Auto,
             PortmapArg::Serve => M::Serve,
@@ -707,7 +707,7 @@ impl Drop for Progress {
 
 /// The default token file: `<default data dir>/admin.token` (see `config::default_data_dir`).
 pub fn default_token_file() -> PathBuf {
-    crate::config::default_data_dir().join("admin.token")
+    crate::ops::config::default_data_dir().join("admin.token")
 }
 
 /// A connection-less client for one admin API.
@@ -724,7 +724,7 @@ impl Client {
         let url = ApiUrl::parse(&opts.api)?;
         let tls = match &opts.ca {
             Some(ca) => {
-                Some(crate::tls::client_config(ca).map_err(|e| other(format!("--ca: {e}")))?)
+                Some(crate::ops::tls::client_config(ca).map_err(|e| other(format!("--ca: {e}")))?)
             }
             None => None,
         };
@@ -749,7 +749,8 @@ impl Client {
 
     /// Trusts the certificates in `ca` for an https:// API.
     pub fn with_ca(mut self, ca: &std::path::Path) -> Result<Client, CliError> {
-        self.tls = Some(crate::tls::client_config(ca).map_err(|e| other(format!("--ca: {e}")))?);
+        self.tls =
+            Some(crate::ops::tls::client_config(ca).map_err(|e| other(format!("--ca: {e}")))?);
         Ok(self)
     }
 

@@ -531,7 +531,7 @@ impl<S: Store> Admin<S> {
             stop_listeners(&target);
             return Err(error(409, e));
         }
-        crate::run::publish_rates(&self.server.metrics, &target);
+        crate::ops::run::publish_rates(&self.server.metrics, &target);
         let mut st = self.state.lock().expect("admin state poisoned");
         st.targets.push(cfg);
         self.persist(&st)?;
@@ -573,7 +573,7 @@ impl<S: Store> Admin<S> {
             .ok_or_else(|| error(404, format!("no target named {name:?}")))?;
         t.set_tier(&b.tier)
             .map_err(|e| error(400, format!("tier: {e}")))?;
-        crate::run::publish_rates(&self.server.metrics, &t);
+        crate::ops::run::publish_rates(&self.server.metrics, &t);
         let mut st = self.state.lock().expect("admin state poisoned");
         match st.targets.iter_mut().find(|c| c.name == name) {
             Some(c) => c.tier = b.tier.clone(),
@@ -637,7 +637,7 @@ impl<S: Store> Admin<S> {
                 ));
             }
         }
-        let export = crate::run::resolve_export(&cfg, &self.server.store)
+        let export = crate::ops::run::resolve_export(&cfg, &self.server.store)
             .await
             .map_err(|e| error(500, e.0))?;
         {
