@@ -622,6 +622,48 @@ impl RpcClient {
         self.call_ok(v3::PROGRAM, v3::VERSION, call.proc_(), &args)
     }
 
+    /// Like [`RpcClient::nfs`], but a transport failure (the server died, the connection
+    /// closed) is an `Err` instead of a panic, for tests that kill the server under the client.
+    /// Any other surprise (a reply that is not SUCCESS, or does not decode) still panics.
+    pub fn try_nfs(&mut self, call: &Nfs3Call) -> std::io::Result<Reader> {
+        let args = encode(call);
+        let xid = self.next_xid();
+        let rec = self.call_xid(xid, v3::PROGRAM, v3::VERSION, call.proc_(), &args)?;
+        let (h, r) = parse_reply(rec);
+        match h {
+            ReplyHeader::Accepted { stat: 0, .. } => Ok(r),
+            other => panic!("NFSv3 procedure {}: {other:?}", call.proc_()),
+        }
+    }
+
+    /// WRITE, with transport failures as `Err` (see [`RpcClient::try_nfs`]).
+    pub fn try_write(
+        &mut self,
+        fh: &NfsFh3,
+        offset: u64,
+        data: &[u8],
+        stable: StableHow,
+    ) -> std::io::Result<NfsResult<WriteRes>> {
+        let mut r = self.try_nfs(&Nfs3Call::Write {
+            file: fh.clone(),
+            offset,
+            count: data.len() as u32,
+            stable,
+            data: Bytes::copy_from_slice(data),
+        })?;
+        Ok(write_res(&mut r))
+    }
+
+    /// COMMIT of the whole file, with transport failures as `Err`.
+    pub fn try_commit(&mut self, fh: &NfsFh3) -> std::io::Result<NfsResult<[u8; 8]>> {
+        let mut r = self.try_nfs(&Nfs3Call::Commit {
+            file: fh.clone(),
+            offset: 0,
+            count: 0,
+        })?;
+        Ok(commit_res(&mut r))
+    }
+
     // -- MOUNT ----------------------------------------------------------------------------------
 
     /// MOUNTPROC3_MNT: the root handle, or the mountstat3.
@@ -701,16 +743,7 @@ impl RpcClient {
             stable,
             data: Bytes::copy_from_slice(data),
         });
-        status(&mut r)?;
-        wcc_data(&mut r);
-        let count = r.u32().expect("write count");
-        let committed = r.u32().expect("write committed");
-        let verf = r.opaque_fixed::<8>().expect("write verf");
-        Ok(WriteRes {
-            count,
-            committed,
-            verf,
-        })
+        write_res(&mut r)
     }
 
     /// COMMIT of the whole file: the write verifier.
@@ -720,9 +753,7 @@ impl RpcClient {
             offset: 0,
             count: 0,
         });
-        status(&mut r)?;
-        wcc_data(&mut r);
-        Ok(r.opaque_fixed::<8>().expect("commit verf"))
+        commit_res(&mut r)
     }
 
     /// READ: (data, eof).
@@ -848,6 +879,27 @@ pub fn place(dir: &NfsFh3, name: &str) -> DirOpArgs3 {
 // ---------------------------------------------------------------------------------------------
 // Reply decoders
 // ---------------------------------------------------------------------------------------------
+
+/// WRITE3res after the RPC header.
+fn write_res(r: &mut Reader) -> NfsResult<WriteRes> {
+    status(r)?;
+    wcc_data(r);
+    let count = r.u32().expect("write count");
+    let committed = r.u32().expect("write committed");
+    let verf = r.opaque_fixed::<8>().expect("write verf");
+    Ok(WriteRes {
+        count,
+        committed,
+        verf,
+    })
+}
+
+/// COMMIT3res after the RPC header: the write verifier.
+fn commit_res(r: &mut Reader) -> NfsResult<[u8; 8]> {
+    status(r)?;
+    wcc_data(r);
+    Ok(r.opaque_fixed::<8>().expect("commit verf"))
+}
 
 /// Splits a reply record into its header and a reader at the results.
 pub fn parse_reply(rec: Bytes) -> (ReplyHeader, Reader) {

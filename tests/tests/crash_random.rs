@@ -133,16 +133,26 @@ fn crash_at_random_moments(config: &str) {
                     let mut buf = vec![0u8; len];
                     rng.fill(&mut buf);
                     model.lock().unwrap()[f].sent(off, &buf);
-                    // A dead server makes the client panic or fail: either ends the worker.
-                    if let Err(e) = c.write(&handles[f], off as u64, &buf, StableHow::Unstable) {
-                        eprintln!("worker: WRITE failed: {e}");
-                        return;
+                    // The server dying under the client (a transport error) is what ends the
+                    // worker; an NFS error or a malformed reply from a live server is a bug,
+                    // and a panic here fails the test through the join below.
+                    match c.try_write(&handles[f], off as u64, &buf, StableHow::Unstable) {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(status)) => panic!("worker: WRITE failed with NFS status {status}"),
+                        Err(e) => {
+                            eprintln!("worker: the server went away during a WRITE: {e}");
+                            return;
+                        }
                     }
                 }
                 for (f, fh) in handles.iter().enumerate() {
-                    if let Err(e) = c.commit(fh) {
-                        eprintln!("worker: COMMIT failed: {e}");
-                        return;
+                    match c.try_commit(fh) {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(status)) => panic!("worker: COMMIT failed with NFS status {status}"),
+                        Err(e) => {
+                            eprintln!("worker: the server went away during a COMMIT: {e}");
+                            return;
+                        }
                     }
                     model.lock().unwrap()[f].committed();
                 }
@@ -150,7 +160,10 @@ fn crash_at_random_moments(config: &str) {
         });
         std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
         s.kill9();
-        let _ = worker.join();
+        if let Err(panic) = worker.join() {
+            // Not the expected end (a transport error): the worker found a real problem.
+            std::panic::resume_unwind(panic);
+        }
         models = Arc::try_unwrap(shared)
             .ok()
             .expect("worker is gone")

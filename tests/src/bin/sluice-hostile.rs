@@ -30,7 +30,8 @@ use sluice_tests::{encode, place, XorShift};
 
 const USAGE: &str = "\
 usage: sluice-hostile --target 127.0.0.1:PORT [--mount-port Q] [--pid PID]
-                      [--scale small|full] [--only abcdefghi] [--p99-max-ms N]";
+                      [--scale small|full] [--only abcdefghi] [--p99-max-ms N]
+                      [--rss-max-mib N (needs --pid; an RSS that cannot be read fails)]";
 
 /// Well-behaved client p99 bound (default; --p99-max-ms overrides).
 const P99_MAX_DEFAULT: Duration = Duration::from_secs(2);
@@ -120,12 +121,15 @@ struct Args {
     kind: ScaleKind,
     only: Option<String>,
     p99_max: Duration,
+    /// A phase whose peak RSS exceeds this fails; so does one whose RSS cannot be read.
+    rss_max_kib: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (mut target, mut mount_port, mut pid, mut kind, mut only, mut p99) =
         (None, None, None, ScaleKind::Small, None, P99_MAX_DEFAULT);
+    let mut rss_max_kib = None;
     let mut i = 0;
     while i < argv.len() {
         let flag = argv[i].as_str();
@@ -160,11 +164,18 @@ fn parse_args() -> Result<Args, String> {
             "--p99-max-ms" => {
                 p99 = Duration::from_millis(v.parse().map_err(|_| format!("--p99-max-ms {v:?}"))?)
             }
+            "--rss-max-mib" => {
+                let mib: u64 = v.parse().map_err(|_| format!("--rss-max-mib {v:?}"))?;
+                rss_max_kib = Some(mib * 1024);
+            }
             _ => return Err(format!("unknown option {flag:?}\n{USAGE}")),
         }
         i += 2;
     }
     let target = target.ok_or_else(|| format!("--target is required\n{USAGE}"))?;
+    if rss_max_kib.is_some() && pid.is_none() {
+        return Err(format!("--rss-max-mib needs --pid\n{USAGE}"));
+    }
     let mount = match mount_port {
         Some(p) => SocketAddr::new(target.ip(), p),
         None => target,
@@ -176,6 +187,7 @@ fn parse_args() -> Result<Args, String> {
         kind,
         only,
         p99_max: p99,
+        rss_max_kib,
     })
 }
 
@@ -1970,6 +1982,17 @@ fn main() -> ExitCode {
         }
         if samples.is_empty() {
             problems.push("well-behaved client completed no call during the attack".into());
+        }
+        if let Some(max) = args.rss_max_kib {
+            match peak.or(rss_after) {
+                None => problems.push("server RSS could not be read (--rss-max-mib)".into()),
+                Some(k) if k > max => problems.push(format!(
+                    "server RSS peaked at {} MiB > {} MiB",
+                    k / 1024,
+                    max / 1024
+                )),
+                Some(_) => {}
+            }
         }
         if p99 > args.p99_max {
             problems.push(format!(
