@@ -54,10 +54,12 @@ const READ_BYTES_MAX: u64 = 4 << 20;
 const LINK_MAX: u32 = 65_000;
 const STRIPES: usize = 64;
 
-thread_local! {
-    /// Set when a metadata batch was applied on this thread by the current store call; the
-    /// call then syncs the metadata store before it returns (see `Engine::run`).
-    static APPLIED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// What one store call did that its wrapper ([`Engine::run`]) must finish: whether it applied a
+/// metadata batch, in which case the call syncs the metadata store before it returns. Passed
+/// explicitly to every method that can commit, so nothing is kept per thread.
+#[derive(Default)]
+pub(crate) struct CallCx {
+    applied: std::cell::Cell<bool>,
 }
 
 /// Named counters kept by a [`MetaStore`].
@@ -433,7 +435,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Inner<M, D>, &CallCx) -> Result<T> + Send + 'static,
     {
         self.run_announced(false, f).await
     }
@@ -446,7 +448,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     async fn run_mut<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Inner<M, D>, &CallCx) -> Result<T> + Send + 'static,
     {
         self.run_announced(true, f).await
     }
@@ -454,13 +456,13 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     async fn run_announced<T, F>(&self, announce: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner<M, D>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Inner<M, D>, &CallCx) -> Result<T> + Send + 'static,
     {
         let durable = move |inner: &Inner<M, D>| {
             let announced = announce.then(|| Announced::new(&inner.meta));
-            APPLIED.with(|a| a.set(false));
-            let result = f(inner);
-            if APPLIED.with(|a| a.replace(false)) {
+            let cx = CallCx::default();
+            let result = f(inner, &cx);
+            if cx.applied.get() {
                 match announced {
                     Some(announced) => announced.sync(),
                     None => inner.meta.sync(),
@@ -653,7 +655,7 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         });
     }
 
-    fn commit(mut self) -> Result<()> {
+    fn commit(mut self, cx: &CallCx) -> Result<()> {
         let mut ops = std::mem::take(&mut self.ops);
         for (&ino, change) in &self.changed {
             ops.push(match change {
@@ -700,7 +702,7 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         if self.allocated {
             self.state.stored_next_ino = self.state.next_ino;
         }
-        APPLIED.with(|a| a.set(true));
+        cx.applied.set(true);
         for op in &ops {
             match op {
                 MetaOp::PutEntry {
@@ -973,7 +975,12 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         if let Err(e) = self.data.install(staged) {
             return Ok(Err(e));
         }
-        Ok(self.finish_write(cred, id, end, Stability::Unstable))
+        // An UNSTABLE write only marks the cached record dirty: it commits nothing, so there
+        // is nothing to sync and this may run on the async runtime.
+        let cx = CallCx::default();
+        let wcc = self.finish_write(&cx, cred, id, end, Stability::Unstable);
+        debug_assert!(!cx.applied.get(), "an UNSTABLE write committed metadata");
+        Ok(wcc)
     }
 
     /// [`Inner::io_target`] from the inode cache alone: `None` when the inode is not cached
@@ -1018,6 +1025,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
 
     fn write(
         &self,
+        cx: &CallCx,
         cred: &Cred,
         id: FileId,
         offset: u64,
@@ -1046,7 +1054,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             self.mark_untrimmed(id.ino);
             return Err(e);
         }
-        let wcc = self.finish_write(cred, id, end, stability)?;
+        let wcc = self.finish_write(cx, cred, id, end, stability)?;
         Ok(WriteResult {
             count,
             committed: stability,
@@ -1081,7 +1089,14 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     }
 
     /// Updates size and times after the data landed; persists them for stable writes.
-    fn finish_write(&self, cred: &Cred, id: FileId, end: u64, stability: Stability) -> Result<Wcc> {
+    fn finish_write(
+        &self,
+        cx: &CallCx,
+        cred: &Cred,
+        id: FileId,
+        end: u64,
+        stability: Stability,
+    ) -> Result<Wcc> {
         let mut state = self.lock();
         let now = Timestamp::now();
         let Some(entry) = cached(&self.meta, &mut state, id.ino)? else {
@@ -1098,12 +1113,12 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         if stability > Stability::Unstable {
             let mut tx = Tx::new(&self.meta, &mut state);
             tx.put(id.ino, after.clone());
-            tx.commit()?;
+            tx.commit(cx)?;
         }
         Ok(wcc(&before, &after, id.ino))
     }
 
-    fn commit(&self, id: FileId) -> Result<Attr> {
+    fn commit(&self, cx: &CallCx, id: FileId) -> Result<Attr> {
         // Exclusive: no write may sit between its data I/O and its size update, or the size
         // persisted below could cover data this sync did not flush.
         let _exclusive = self.stripe_exclusive(id.ino);
@@ -1118,7 +1133,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             let record = entry.inode.clone();
             let mut tx = Tx::new(&self.meta, &mut state);
             tx.put(id.ino, record);
-            tx.commit().inspect_err(|_| {
+            tx.commit(cx).inspect_err(|_| {
                 self.verifier.fetch_add(1, Ordering::SeqCst);
             })?;
         }
@@ -1128,6 +1143,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
 
     fn setattr(
         &self,
+        cx: &CallCx,
         cred: &Cred,
         id: FileId,
         attr: &SetAttr,
@@ -1148,7 +1164,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             self.sync_data(id.ino)?;
         }
         tx.put(id.ino, after.clone());
-        tx.commit()?;
+        tx.commit(cx)?;
         if attr.size.is_some() {
             if let Some(c) = state.cache.get_mut(&id.ino) {
                 c.trimmed = true;
@@ -1157,8 +1173,13 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         Ok(wcc(&before, &after, id.ino))
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the Store::create arguments plus the call context"
+    )]
     fn create(
         &self,
+        cx: &CallCx,
         cred: &Cred,
         dir_id: FileId,
         name: &[u8],
@@ -1190,7 +1211,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
                 }
                 CreateMode::Unchecked if existing.file_type == FileType::Regular => {
                     drop(state);
-                    return self.create_existing(cred, existing_id, attr.size, dir_wcc);
+                    return self.create_existing(cx, cred, existing_id, attr.size, dir_wcc);
                 }
                 _ => return Err(Error::Exists),
             }
@@ -1206,7 +1227,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         tx.add_entry(dir_id.ino, &mut dir_after, name, ino);
         tx.put(dir_id.ino, dir_after.clone());
         tx.put(ino, inode.clone());
-        tx.commit()?;
+        tx.commit(cx)?;
         if let Some(c) = state.cache.get_mut(&ino) {
             c.trimmed = true; // A new file has no data yet, so nothing to trim.
         }
@@ -1216,6 +1237,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     /// UNCHECKED create of an existing regular file: only the size is applied.
     fn create_existing(
         &self,
+        cx: &CallCx,
         cred: &Cred,
         id: FileId,
         size: Option<u64>,
@@ -1228,7 +1250,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             size,
             ..SetAttr::default()
         };
-        Ok((self.setattr(cred, id, &attr, None)?.after, dir_wcc))
+        Ok((self.setattr(cx, cred, id, &attr, None)?.after, dir_wcc))
     }
 
     /// The record of a new object, with the caller's attributes applied by the setattr rules.
@@ -1281,7 +1303,14 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         Ok(inode)
     }
 
-    fn remove(&self, cred: &Cred, dir_id: FileId, name: &[u8], want_dir: bool) -> Result<Wcc> {
+    fn remove(
+        &self,
+        cx: &CallCx,
+        cred: &Cred,
+        dir_id: FileId,
+        name: &[u8],
+        want_dir: bool,
+    ) -> Result<Wcc> {
         validate_name(name)?;
         let mut state = self.lock();
         let mut tx = Tx::new(&self.meta, &mut state);
@@ -1304,7 +1333,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         tx.remove_entry(dir_id.ino, name, seq);
         let freed = self.unlink_child(&mut tx, &mut dir_after, child_ino, &mut child, now);
         tx.put(dir_id.ino, dir_after.clone());
-        tx.commit()?;
+        tx.commit(cx)?;
         drop(state);
         self.free_data(freed);
         Ok(wcc(&dir, &dir_after, dir_id.ino))
@@ -1344,7 +1373,14 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         }
     }
 
-    fn link(&self, cred: &Cred, file: FileId, dir_id: FileId, name: &[u8]) -> Result<(Attr, Wcc)> {
+    fn link(
+        &self,
+        cx: &CallCx,
+        cred: &Cred,
+        file: FileId,
+        dir_id: FileId,
+        name: &[u8],
+    ) -> Result<(Attr, Wcc)> {
         validate_name(name)?;
         let mut state = self.lock();
         let mut tx = Tx::new(&self.meta, &mut state);
@@ -1368,7 +1404,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         tx.add_entry(dir_id.ino, &mut dir_after, name, file.ino);
         tx.put(dir_id.ino, dir_after.clone());
         tx.put(file.ino, inode.clone());
-        tx.commit()?;
+        tx.commit(cx)?;
         Ok((inode.attr(file.ino), wcc(&dir, &dir_after, dir_id.ino)))
     }
 
@@ -1432,7 +1468,10 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             self.sync_data(ino)?;
             tx.put(ino, inode);
         }
-        tx.commit()
+        tx.commit(&CallCx::default())?;
+        drop(state);
+        // Committed batches are durable only after a sync (see `MetaStore::apply`).
+        self.meta.sync()
     }
 }
 
@@ -1463,7 +1502,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         if let Some(attr) = self.inner.getattr_cached(id) {
             return attr;
         }
-        self.run(move |s| s.getattr(id)).await
+        self.run(move |s, _| s.getattr(id)).await
     }
 
     async fn setattr(
@@ -1475,9 +1514,10 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     ) -> Result<Wcc> {
         let cred = cred.clone();
         if attr.size.is_some() {
-            self.run(move |s| s.setattr(&cred, id, &attr, guard)).await
+            self.run(move |s, cx| s.setattr(cx, &cred, id, &attr, guard))
+                .await
         } else {
-            self.run_mut(move |s| s.setattr(&cred, id, &attr, guard))
+            self.run_mut(move |s, cx| s.setattr(cx, &cred, id, &attr, guard))
                 .await
         }
     }
@@ -1487,12 +1527,12 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
             return attr;
         }
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run(move |s| s.lookup(&cred, dir, &name)).await
+        self.run(move |s, _| s.lookup(&cred, dir, &name)).await
     }
 
     async fn parent(&self, cred: &Cred, dir: FileId) -> Result<Attr> {
         let cred = cred.clone();
-        self.run(move |s| s.parent(&cred, dir)).await
+        self.run(move |s, _| s.parent(&cred, dir)).await
     }
 
     async fn access(
@@ -1505,11 +1545,11 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
             return result;
         }
         let cred = cred.clone();
-        self.run(move |s| s.access(&cred, id, mask)).await
+        self.run(move |s, _| s.access(&cred, id, mask)).await
     }
 
     async fn readlink(&self, _cred: &Cred, id: FileId) -> Result<(Vec<u8>, Attr)> {
-        self.run(move |s| s.readlink(id)).await
+        self.run(move |s, _| s.readlink(id)).await
     }
 
     async fn read(&self, cred: &Cred, id: FileId, offset: u64, count: u32) -> Result<ReadResult> {
@@ -1520,7 +1560,8 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
                 Some(checked) => checked?,
                 None => {
                     let cred = cred.clone();
-                    self.run(move |s| s.io_target(&cred, id, MAY_READ)).await?
+                    self.run(move |s, _| s.io_target(&cred, id, MAY_READ))
+                        .await?
                 }
             };
             let available = inode.size.saturating_sub(offset);
@@ -1537,7 +1578,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
             });
         }
         let cred = cred.clone();
-        self.run(move |s| s.read(&cred, id, offset, count)).await
+        self.run(move |s, _| s.read(&cred, id, offset, count)).await
     }
 
     async fn write(
@@ -1560,7 +1601,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
                     Err(staged) => {
                         let cred = cred.clone();
                         self.run(
-                            move |s| match s.install_write(&cred, id, end, staged, true) {
+                            move |s, _| match s.install_write(&cred, id, end, staged, true) {
                                 Ok(wcc) => wcc,
                                 Err(_) => {
                                     Err(Error::Io("stripe lock refused a blocking wait".into()))
@@ -1578,7 +1619,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
             }
         }
         let cred = cred.clone();
-        self.run(move |s| s.write(&cred, id, offset, &data, stability))
+        self.run(move |s, cx| s.write(cx, &cred, id, offset, &data, stability))
             .await
     }
 
@@ -1592,19 +1633,19 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         mode: CreateMode,
     ) -> Result<(Attr, Wcc)> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run_mut(move |s| s.create(&cred, dir, &name, kind, &attr, mode))
+        self.run_mut(move |s, cx| s.create(cx, &cred, dir, &name, kind, &attr, mode))
             .await
     }
 
     async fn remove(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run_mut(move |s| s.remove(&cred, dir, &name, false))
+        self.run_mut(move |s, cx| s.remove(cx, &cred, dir, &name, false))
             .await
     }
 
     async fn rmdir(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run_mut(move |s| s.remove(&cred, dir, &name, true))
+        self.run_mut(move |s, cx| s.remove(cx, &cred, dir, &name, true))
             .await
     }
 
@@ -1618,7 +1659,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     ) -> Result<(Wcc, Wcc)> {
         let cred = cred.clone();
         let (from_name, to_name) = (from_name.to_vec(), to_name.to_vec());
-        self.run_mut(move |s| s.rename(&cred, from_dir, &from_name, to_dir, &to_name))
+        self.run_mut(move |s, cx| s.rename(cx, &cred, from_dir, &from_name, to_dir, &to_name))
             .await
     }
 
@@ -1630,7 +1671,8 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         name: &[u8],
     ) -> Result<(Attr, Wcc)> {
         let (cred, name) = (cred.clone(), name.to_vec());
-        self.run_mut(move |s| s.link(&cred, file, dir, &name)).await
+        self.run_mut(move |s, cx| s.link(cx, &cred, file, dir, &name))
+            .await
     }
 
     async fn readdir(
@@ -1642,16 +1684,16 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
         with_attrs: bool,
     ) -> Result<DirPage> {
         let cred = cred.clone();
-        self.run(move |s| s.readdir(&cred, dir, cookie, count_max, with_attrs))
+        self.run(move |s, _| s.readdir(&cred, dir, cookie, count_max, with_attrs))
             .await
     }
 
     async fn commit(&self, id: FileId, _offset: u64, _count: u64) -> Result<Attr> {
-        self.run(move |s| s.commit(id)).await
+        self.run(move |s, cx| s.commit(cx, id)).await
     }
 
     async fn residency(&self, id: FileId) -> Result<crate::Residency> {
-        self.run(move |inner| {
+        self.run(move |inner, _| {
             let attr = inner.getattr(id)?;
             if attr.file_type != FileType::Regular {
                 return Err(Error::Invalid);
@@ -1662,6 +1704,6 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     }
 
     async fn fsstat(&self, id: FileId) -> Result<FsStat> {
-        self.run(move |s| s.fsstat(id)).await
+        self.run(move |s, _| s.fsstat(id)).await
     }
 }

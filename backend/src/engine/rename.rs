@@ -18,6 +18,7 @@ struct Source {
 impl<M: MetaStore, D: DataStore> Inner<M, D> {
     pub(super) fn rename(
         &self,
+        cx: &super::CallCx,
         cred: &Cred,
         from_id: FileId,
         from_name: &[u8],
@@ -85,7 +86,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         )?;
         let from_after = tx.dir(from_id)?;
         let to_after = tx.dir(to_id)?;
-        tx.commit()?;
+        tx.commit(cx)?;
         drop(state);
         self.free_data(freed);
         Ok((
