@@ -1908,3 +1908,34 @@ async fn an_nlm_client_that_cannot_be_recorded_durably_gets_no_lock() {
         "the lock holder is in the saved monitor list"
     );
 }
+
+#[tokio::test]
+async fn an_nlm_reclaim_is_accepted_in_grace_and_refused_after_it() {
+    use nfs_proto::nlm::Nlm4Stat;
+    let now = Instant::now();
+    let state = restarted_state(Arc::default(), &[], &["node-a"], now).await;
+    let server = server_with(state);
+    let fh = file_f(&server).await;
+    let s = |secs| now + Duration::from_secs(secs);
+    assert_eq!(
+        nlm_lock(&server, &fh, b"node-b", false, s(1)).await,
+        Nlm4Stat::DeniedGracePeriod
+    );
+    assert_eq!(
+        nlm_lock(&server, &fh, b"node-a", true, s(2)).await,
+        Nlm4Stat::Granted,
+        "reclaim in grace"
+    );
+    // grace_seconds is 45 in `restarted_state`: after it, a reclaim is too late, and the
+    // reclaimed lock holds against everyone else.
+    assert_eq!(
+        nlm_lock(&server, &fh, b"node-a", true, s(46)).await,
+        Nlm4Stat::DeniedGracePeriod,
+        "reclaim too late"
+    );
+    assert_eq!(
+        nlm_lock(&server, &fh, b"node-b", false, s(46)).await,
+        Nlm4Stat::Denied,
+        "node-a's reclaimed lock holds"
+    );
+}
