@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nfs_proto::limits::{READDIR_REPLY_LEN_MAX, RECORD_LEN_MAX};
 use nfs_proto::mount;
-use nfs_proto::rpc::{self, AuthSys, CallHeader, OpaqueAuth, ReplyHeader};
+use nfs_proto::rpc::{self, AuthSys, OpaqueAuth, ReplyHeader};
 use nfs_proto::v3::{self, proc3, CreateHow3, Nfs3Call, NfsFh3, Sattr3, StableHow};
 use nfs_proto::xdr::{Encode, Reader, Writer};
 use sluice_tests::{encode, place, XorShift};
@@ -217,21 +217,7 @@ fn root_cred() -> OpaqueAuth {
 
 /// A call record body (no record mark).
 fn call_body(xid: u32, prog: u32, vers: u32, proc_: u32, cred: OpaqueAuth, args: &[u8]) -> Vec<u8> {
-    let mut w = Writer::new();
-    rpc::encode_call(
-        &mut w,
-        &CallHeader {
-            xid,
-            prog,
-            vers,
-            proc_,
-            cred,
-            verf: OpaqueAuth::none(),
-        },
-    );
-    let mut v = w.into_bytes().to_vec();
-    v.extend_from_slice(args);
-    v
+    rpc::call_record(xid, prog, vers, proc_, cred, args).to_vec()
 }
 
 /// Record mark + body.
