@@ -205,13 +205,17 @@ impl Decoded {
     }
 }
 
-/// A COMPOUND with WRITEs is charged its size, else the sum of its READ counts.
+/// A COMPOUND with WRITEs is charged its size, else the sum of its READ counts; each op's
+/// part comes from its flags (`v4::ops::flags`), the NFSv4.1 op table.
 fn compound_cost(args: &Compound4Args, record_len: usize) -> (Direction, u64) {
+    use crate::v4::ops::{flags, OpPacing};
     let (mut read, mut write) = (0u64, false);
     for op in &args.argarray {
-        match op {
-            NfsArgOp4::Read(a) => read += u64::from(a.count.min(limits::IO_SIZE_MAX)),
-            NfsArgOp4::Write(_) => write = true,
+        match (flags(op).pacing, op) {
+            (OpPacing::ReadCount, NfsArgOp4::Read(a)) => {
+                read += u64::from(a.count.min(limits::IO_SIZE_MAX))
+            }
+            (OpPacing::WritesRecord, _) => write = true,
             _ => {}
         }
     }

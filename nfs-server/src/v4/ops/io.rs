@@ -12,10 +12,12 @@ use crate::v4::compound::Ctx;
 /// READ's reply may carry up to a full I/O size.
 pub const READ_FLAGS: OpFlags = OpFlags {
     reply_max: 16 + IO_SIZE_MAX as usize,
+    pacing: super::OpPacing::ReadCount,
     ..OpFlags::FH
 };
 pub const WRITE_FLAGS: OpFlags = OpFlags {
     reply_max: 32,
+    pacing: super::OpPacing::WritesRecord,
     ..OpFlags::FH_MODIFY
 };
 pub const COMMIT_FLAGS: OpFlags = OpFlags {

@@ -43,6 +43,19 @@ pub struct OpFlags {
     /// It works on a pseudo-fs directory too; otherwise it gets NFS4ERR_ROFS (if it modifies
     /// something) or NFS4ERR_ISDIR there.
     pub pseudo_ok: bool,
+    /// What the mount target's pacer charges a COMPOUND for this op (`crate::call`).
+    pub pacing: OpPacing,
+}
+
+/// How an op weighs in a COMPOUND's pacing charge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpPacing {
+    /// Nothing beyond the COMPOUND's one operation.
+    None,
+    /// Its READ count (charged up front, so no reply waits in memory for tokens).
+    ReadCount,
+    /// It carries data: the COMPOUND is charged its size, as a write.
+    WritesRecord,
 }
 
 impl OpFlags {
@@ -55,6 +68,7 @@ impl OpFlags {
         modifies: false,
         reply_max: 64,
         pseudo_ok: false,
+        pacing: OpPacing::None,
     };
     /// Works on the current filehandle.
     pub const FH: OpFlags = OpFlags {
