@@ -52,14 +52,21 @@ impl Grace {
             lease,
             reclaims: 0,
         };
-        if g.in_grace(now) {
+        // The e2e scripts and operators look for these lines: one per protocol whose clients
+        // may reclaim, though both open the same grace period.
+        if nlm_until.is_some() {
             tracing::info!(
-                nlm_clients,
-                nlm_seconds = nlm_until.map_or(0, |_| nlm_period.as_secs()),
-                nfs4_clients = g.v4_reclaimable.len(),
-                nfs4_seconds = v4_until.map_or(0, |_| lease.as_secs()),
-                "grace period: NLM and NFSv4.1 clients of the previous run may reclaim their \
-                 locks and opens; nobody gets new ones until they have"
+                clients = nlm_clients,
+                seconds = nlm_period.as_secs(),
+                "NLM grace period: only lock reclaims are accepted (NFSv4.1 obeys it too)"
+            );
+        }
+        if v4_until.is_some() {
+            tracing::info!(
+                clients = g.v4_reclaimable.len(),
+                seconds = lease.as_secs(),
+                "NFSv4 grace period: clients of the previous run may reclaim their opens and \
+                 locks (NLM obeys it too)"
             );
         }
         g
@@ -122,10 +129,10 @@ impl Grace {
             .into_values()
             .collect();
         tracing::info!(
-            reclaims = self.reclaims,
-            nfs4_clients_gone = gone.len(),
+            reclaimed = self.reclaims,
+            clients_gone = gone.len(),
             nlm_window_open = self.nlm_open(now),
-            "NFSv4.1 reclaim window over"
+            "NFSv4 grace period over"
         );
         gone
     }
