@@ -45,61 +45,19 @@ done
 [ -x "$KCLIENT" ] || die "kclient not found at $KCLIENT (set KCLIENT=)"
 MODE="vers=4.1 nconnect=${NC:-1}"
 
-# --- one run at a time: the server needs ports 111/2049/20048 in the shared netns "kc" -------
-exec 9>/tmp/sluice-e2e-kc.lock
-if ! flock -n 9; then
-  log "another e2e run holds /tmp/sluice-e2e-kc.lock; waiting (max 30 min)"
-  flock -w 1800 9 || die "lock not acquired"
-fi
-
-"$KCLIENT" setup >&2 || die "kclient setup failed"
-"$KCLIENT" net up >/dev/null 2>&1 || die "kclient net up failed"
-[ -n "$BIN" ] || BIN=$(build_sluice)
-[ -x "$BIN" ] || die "no binary at $BIN"
-BIN=$(readlink -f "$BIN")
-
-for p in 111 2049 20048; do
-  if busy=$(ip netns exec kc ss -Hltnp "sport = :$p" | grep .); then
-    die "port $p in netns kc is already in use: $busy (ganesha? try: $KCLIENT ganesha stop)"
-  fi
-done
+kc_prepare
 
 WORK=$(mktemp -d /tmp/sluice-e2e-kc41.XXXXXX)
 DATA=$WORK/data CHAN=$WORK/chan SLOG=$WORK/server.log
 mkdir -p "$DATA" "$CHAN"
 KPID="" WPID="" FAILED=0 RESULTS=()
 
-server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
-
-start_server() {
-  local i pid
-  echo "=== $(date +%T) start ===" >>"$SLOG"
-  rm -f "$WORK/server.pid"
-  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --config "$WORK/sluice.toml" --data-dir "$DATA" --portmap serve \
-      >>"$SLOG" 2>&1 </dev/null &
-    echo $! >"$WORK/server.pid.tmp"; mv "$WORK/server.pid.tmp" "$WORK/server.pid"; wait $! ) 2>>"$SLOG" &
-  for i in $(seq 100); do [ -s "$WORK/server.pid" ] && break; sleep 0.02; done
-  pid=$(server_pid)
-  for i in $(seq 200); do
-    alive "$pid" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
-    ip netns exec kc ss -Hltn 'sport = :2049' | grep -q . && return 0
-    sleep 0.05
-  done
-  log "sluice did not listen on 2049 within 10 s"; return 1
-}
-
+server_pid() { kc_server_pid; }
+# start_server: sluice with $WORK/sluice.toml (its targets listen on more addresses); ready
+# once 2049 listens
+start_server() { KC_WAIT_PORTS=2049 kc_start_server --config "$WORK/sluice.toml"; }
 # stop_server [KILL]: SIGTERM (or SIGKILL) the server and wait until it is gone
-stop_server() {
-  local pid sig=${1:-TERM} i
-  pid=$(server_pid); [ -n "$pid" ] || return 0
-  if alive "$pid"; then
-    echo "=== $(date +%T) stop SIG$sig pid $pid ===" >>"$SLOG"
-    kill -"$sig" "$pid" 2>/dev/null
-    for i in $(seq 150); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then log "sluice ignored SIG$sig for 15 s; SIGKILL"; kill -KILL "$pid"; sleep 0.5; fi
-  fi
-  rm -f "$WORK/server.pid"
-}
+stop_server() { kc_stop_server "$@"; }
 
 cleanup() {
   [ -n "$WPID" ] && kill "$WPID" 2>/dev/null
@@ -136,22 +94,9 @@ kc() {
   return $rc
 }
 
-val() { grep -o "$1=[^ ]*" "$WORK/$2.out" | tail -1 | cut -d= -f2; }
-
-record() {
-  local st=PASS
-  if [ "$3" != 0 ] || grep -q '^CHECK_FAIL' "$WORK/$1.out" 2>/dev/null; then
-    st=FAIL; FAILED=$((FAILED + 1))
-  fi
-  RESULTS+=("$(printf '%-4s %-3s %-42s %4ss  %s' "$st" "$1" "$2" "$4" "$5")")
-  log "$st $1 $2 (${4}s) $5"
-  if [ "$st" = FAIL ]; then
-    log "--- $1 output (rc=$3), last 40 lines:"
-    tail -40 "$WORK/$1.out" >&2
-    log "--- server log, last 20 lines:"
-    tail -20 "$SLOG" >&2
-  fi
-}
+val() { kc_val "$@"; }
+# record ID DESCRIPTION RC SECONDS DETAIL
+record() { kc_record "$@"; }
 
 scenario_a() {   # write + read, sha256, MB/s
   local t rc

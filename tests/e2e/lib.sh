@@ -47,3 +47,92 @@ stop_pid() {
   fi
   wait "$pid" 2>/dev/null || true
 }
+
+# ---------------------------------------------------------------------------------------------
+# Kernel-client scripts (kclient-v3.sh, kclient-v41.sh, nlm-kclient.sh): one server at a time in
+# the shared netns "kc" of ../shared/kclient. The caller sets KCLIENT and BIN (empty: build),
+# then after kc_prepare sets WORK, DATA, SLOG and LOGLEVEL.
+# ---------------------------------------------------------------------------------------------
+
+# kc_prepare: take the lock that keeps kernel-client runs apart (the server needs ports
+# 111/2049/20048 in netns kc), set up kclient and its network, resolve BIN (building it if
+# empty), and refuse to start if those ports are taken.
+kc_prepare() {
+  local p busy
+  exec 9>/tmp/sluice-e2e-kc.lock
+  if ! flock -n 9; then
+    log "another e2e run holds /tmp/sluice-e2e-kc.lock; waiting (max 30 min)"
+    flock -w 1800 9 || die "lock not acquired"
+  fi
+  "$KCLIENT" setup >&2 || die "kclient setup failed"
+  "$KCLIENT" net up >/dev/null 2>&1 || die "kclient net up failed"
+  [ -n "$BIN" ] || BIN=$(build_sluice)
+  [ -x "$BIN" ] || die "no binary at $BIN"
+  BIN=$(readlink -f "$BIN")
+  for p in 111 2049 20048; do
+    if busy=$(ip netns exec kc ss -Hltnp "sport = :$p" | grep .); then
+      die "port $p in netns kc is already in use: $busy (ganesha? try: $KCLIENT ganesha stop)"
+    fi
+  done
+}
+
+kc_server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
+
+# kc_start_server [SERVE ARGS...]: start sluice in netns kc (same data dir every time) and wait
+# until it listens on every port of KC_WAIT_PORTS (default: 2049 20048 111).
+kc_start_server() {
+  local pid i p up
+  echo "=== $(date +%T.%N) start ===" >>"$SLOG"   # nlm-kclient.sh splits the log at this exact line
+  rm -f "$WORK/server.pid"
+  # A wrapper subshell owns the server process, so that bash's "Killed" job report after a
+  # kill -9 lands in the server log rather than on the terminal.
+  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
+      "$@" >>"$SLOG" 2>&1 </dev/null &
+    echo $! >"$WORK/server.pid.tmp"; mv "$WORK/server.pid.tmp" "$WORK/server.pid"; wait $! ) 2>>"$SLOG" &
+  for i in $(seq 100); do [ -s "$WORK/server.pid" ] && break; sleep 0.02; done
+  pid=$(kc_server_pid)
+  for i in $(seq 200); do
+    alive "$pid" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
+    up=1
+    for p in ${KC_WAIT_PORTS:-2049 20048 111}; do
+      ip netns exec kc ss -Hltn "sport = :$p" | grep -q . || { up=0; break; }
+    done
+    [ $up = 1 ] && return 0
+    sleep 0.05
+  done
+  log "sluice did not listen on ${KC_WAIT_PORTS:-2049 20048 111} within 10 s"; return 1
+}
+
+# kc_stop_server [TERM|KILL]: signal the server and wait until it is gone (SIGKILL after 15 s).
+kc_stop_server() {
+  local pid sig=${1:-TERM} i
+  pid=$(kc_server_pid); [ -n "$pid" ] || return 0
+  if alive "$pid"; then
+    echo "=== $(date +%T.%N) stop SIG$sig pid $pid ===" >>"$SLOG"
+    kill -"$sig" "$pid" 2>/dev/null
+    for i in $(seq 150); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then log "sluice ignored SIG$sig for 15 s; SIGKILL"; kill -KILL "$pid"; sleep 0.5; fi
+  fi
+  { wait "$pid"; } 2>/dev/null
+  rm -f "$WORK/server.pid"
+}
+
+# kc_val KEY NAME: the last KEY=value that VM run NAME printed.
+kc_val() { grep -o "$1=[^ ]*" "$WORK/$2.out" | tail -1 | cut -d= -f2; }
+
+# kc_record ID DESCRIPTION RC SECONDS DETAIL: a result line; FAIL when RC != 0 or the VM printed
+# CHECK_FAIL, with the VM's output and the server log's tail. Appends to RESULTS, counts FAILED.
+kc_record() {
+  local st=PASS
+  if [ "$3" != 0 ] || grep -q '^CHECK_FAIL' "$WORK/$1.out" 2>/dev/null; then
+    st=FAIL; FAILED=$((FAILED + 1))
+  fi
+  RESULTS+=("$(printf '%-4s %-3s %-42s %4ss  %s' "$st" "$1" "$2" "$4" "$5")")
+  log "$st $1 $2 (${4}s) $5"
+  if [ "$st" = FAIL ]; then
+    log "--- $1 output (rc=$3), last 40 lines:"
+    tail -40 "$WORK/$1.out" >&2
+    log "--- server log, last 20 lines:"
+    tail -20 "$SLOG" >&2
+  fi
+}

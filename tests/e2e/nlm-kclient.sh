@@ -55,24 +55,7 @@ for f in /usr/sbin/rpc.statd /usr/sbin/sm-notify /usr/bin/flock; do
 done
 if [ "$PCAP" = 1 ] && ! command -v tcpdump >/dev/null; then die "--pcap needs tcpdump (apt-get install tcpdump)"; fi
 
-# --- one run at a time: ports 111/2049/20048 in the shared netns "kc" --------------------------
-exec 9>/tmp/sluice-e2e-kc.lock
-if ! flock -n 9; then
-  log "another e2e run holds /tmp/sluice-e2e-kc.lock; waiting (max 30 min)"
-  flock -w 1800 9 || die "lock not acquired"
-fi
-
-"$KCLIENT" setup >&2 || die "kclient setup failed"
-"$KCLIENT" net up >/dev/null 2>&1 || die "kclient net up failed"
-[ -n "$BIN" ] || BIN=$(build_sluice)
-[ -x "$BIN" ] || die "no binary at $BIN"
-BIN=$(readlink -f "$BIN")
-
-for p in 111 2049 20048; do
-  if busy=$(ip netns exec kc ss -Hltnp "sport = :$p" | grep .); then
-    die "port $p in netns kc is already in use: $busy (ganesha? try: $KCLIENT ganesha stop)"
-  fi
-done
+kc_prepare
 
 WORK=$(mktemp -d /tmp/sluice-e2e-nlm.XXXXXX)
 DATA=$WORK/data CHAN=$WORK/chan SLOG=$WORK/server.log TOOLS=$WORK/tools CFG=$WORK/nlm.toml
@@ -98,42 +81,10 @@ access = "rw"
 squash = "none"
 EOF
 
-server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
-
-# start_server: sluice in netns kc (same data dir every time); wait until it listens
-start_server() {
-  local pid i
-  echo "=== $(date +%T.%N) start ===" >>"$SLOG"
-  rm -f "$WORK/server.pid"
-  ( ip netns exec kc env SLUICE_LOG="$LOGLEVEL" NO_COLOR=1 "$BIN" serve --data-dir "$DATA" --portmap serve \
-      --config "$CFG" >>"$SLOG" 2>&1 </dev/null &
-    echo $! >"$WORK/server.pid.tmp"; mv "$WORK/server.pid.tmp" "$WORK/server.pid"; wait $! ) 2>>"$SLOG" &
-  for i in $(seq 100); do [ -s "$WORK/server.pid" ] && break; sleep 0.02; done
-  pid=$(server_pid)
-  for i in $(seq 200); do
-    alive "$pid" || { tail -20 "$SLOG" >&2; log "sluice exited at startup"; return 1; }
-    if ip netns exec kc ss -Hltn 'sport = :2049' | grep -q . &&
-       ip netns exec kc ss -Hltn 'sport = :20048' | grep -q . &&
-       ip netns exec kc ss -Hltn 'sport = :111' | grep -q .; then
-      return 0
-    fi
-    sleep 0.05
-  done
-  log "sluice did not listen on 111/2049/20048 within 10 s"; return 1
-}
-
-stop_server() {
-  local pid sig=${1:-TERM} i
-  pid=$(server_pid); [ -n "$pid" ] || return 0
-  if alive "$pid"; then
-    echo "=== $(date +%T.%N) stop SIG$sig pid $pid ===" >>"$SLOG"
-    kill -"$sig" "$pid" 2>/dev/null
-    for i in $(seq 150); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then log "sluice ignored SIG$sig for 15 s; SIGKILL"; kill -KILL "$pid"; sleep 0.5; fi
-  fi
-  { wait "$pid"; } 2>/dev/null
-  rm -f "$WORK/server.pid"
-}
+server_pid() { kc_server_pid; }
+# start_server: sluice with the NLM config (same data dir every time); wait until it listens
+start_server() { kc_start_server --config "$CFG"; }
+stop_server() { kc_stop_server "$@"; }
 
 cleanup() {
   local p
@@ -232,7 +183,7 @@ stamp_watch() {
 }
 stamp() { awk -v n="$1" '$1 == n { print $2; exit }' "$WORK/stamps" 2>/dev/null; }
 gap_ms() { local a b; a=$(stamp "$1"); b=$(stamp "$2"); [ -n "$a" ] && [ -n "$b" ] && echo $(( (b - a) / 1000000 )); }
-val() { grep -o "$1=[^ ]*" "$WORK/$2.out" | tail -1 | cut -d= -f2; }
+val() { kc_val "$@"; }
 
 # record ID DESCRIPTION OK(0/1) SECONDS DETAIL
 record() {
