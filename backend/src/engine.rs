@@ -1,9 +1,12 @@
 //! The file system semantics, written once for every store.
 //!
-//! [`Engine`] implements [`Store`] on top of two small synchronous traits:
+//! [`Engine`] implements [`Store`] on top of two small traits:
 //! * [`MetaStore`] keeps inode records, directory entries and counters. A batch of
-//!   [`MetaOp`]s is applied atomically, and durable after the next [`MetaStore::sync`]; every
-//!   store call that applied one syncs before it returns (a group commit).
+//!   [`MetaOp`]s is applied atomically (a quick, ordered, synchronous step that may refuse it),
+//!   and durable once the asynchronous [`MetaStore::commit`] that follows resolves; every store
+//!   call that applied one awaits its commit before it returns (a group commit), outside the
+//!   engine's locks and off the blocking pool, so a replicated store can wait for its quorum
+//!   without holding a thread.
 //! * [`DataStore`] keeps the bytes of regular files, one sparse backing area per inode
 //!   (a file per inode in `local`, chunk maps over raw blocks in `nvme`).
 //!
@@ -166,22 +169,57 @@ pub trait MetaStore: Send + Sync + 'static {
     fn inode_count(&self) -> Result<u64>;
     /// Applies every op of the batch or none: refused with [`Error::Fenced`] below the highest
     /// writer epoch accepted so far, with [`Error::GuardMismatch`] if a precondition fails
-    /// (use [`check_batch`]). Visible to later calls at once; on stable storage once a
-    /// [`MetaStore::sync`] that began after it returns `Ok`. A replicated store may also
+    /// (use [`check_batch`]). Visible to later reads at once, in the order batches were
+    /// applied (a replicated store keeps its not yet committed batches visible to this node's
+    /// reads), and committed by the next [`MetaStore::commit`]. A replicated store may also
     /// refuse with [`Error::Unavailable`].
+    ///
+    /// Applying is synchronous and quick (it orders the batch and checks it); waiting for the
+    /// batch to be durable is the asynchronous half, [`MetaStore::commit`], so that many
+    /// batches can be in flight and no thread waits for a disk or a quorum while holding the
+    /// engine's locks.
     fn apply(&self, batch: &Batch<'_>) -> Result<()>;
-    /// Makes every batch applied so far durable. Concurrent callers may share one flush
-    /// (group commit), which is why `apply` does not flush by itself.
-    fn sync(&self) -> Result<()>;
-    /// Announces a caller that may apply a batch and then sync: a flush about to start waits
+    /// Commits every batch applied so far: the returned future resolves once they are on
+    /// stable storage (a local store) or committed by a quorum of the metadata log (a
+    /// replicated store), with the reason if they may not be. Concurrent callers may share one
+    /// flush or log append (group commit), which is why `apply` does not commit by itself.
+    ///
+    /// `announced`: the caller announced itself ([`MetaStore::announce`]) and this ends its
+    /// announcement. A [`MetaStore::BLOCKING`] store may do its flush inside this call (the
+    /// engine calls it on the blocking pool) and return a ready future; a replicated store
+    /// returns at once and resolves the future when the log has committed.
+    fn commit(
+        &self,
+        announced: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static + use<Self>;
+    /// Announces a caller that may apply a batch and then commit: a flush about to start waits
     /// briefly for it, so that concurrent callers share one. Each announcement ends with
-    /// exactly one [`MetaStore::sync_announced`] or [`MetaStore::withdraw`].
+    /// exactly one `commit(true)` or [`MetaStore::withdraw`].
     fn announce(&self) {}
-    /// Ends an announcement without a sync.
+    /// Ends an announcement without a commit.
     fn withdraw(&self) {}
-    /// [`MetaStore::sync`] for an announced caller; ends its announcement.
-    fn sync_announced(&self) -> Result<()> {
-        self.sync()
+}
+
+/// Waits for a future on the calling thread: for [`MetaStore::commit`] where the engine is
+/// already off the async runtime (opening a store, the flush at drop).
+pub(crate) fn wait<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
     }
 }
 
@@ -201,9 +239,10 @@ impl<'a, M: MetaStore> Announced<'a, M> {
         }
     }
 
-    fn sync(mut self) -> Result<()> {
+    /// The caller goes on to commit, which ends the announcement.
+    fn finish(mut self) -> bool {
         self.pending = false;
-        self.meta.sync_announced()
+        true
     }
 }
 
@@ -377,7 +416,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     pub fn with_stores(meta: M, data: D) -> Result<Engine<M, D>> {
         let boot_nanos = record::timestamp_nanos(Timestamp::now()).max(1);
         let root_generation = open_root(&meta, boot_nanos)?;
-        meta.sync()?;
+        wait(meta.commit(false))?;
         let next_ino = meta.counter(Counter::NextIno)?.unwrap_or(ROOT_INO + 1);
         // A single node writes with the epoch already stored (at least 1); a cluster node is
         // given its ownership epoch with `set_writer_epoch`.
@@ -458,31 +497,31 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         T: Send + 'static,
         F: FnOnce(&Inner<M, D>, &CallCx) -> Result<T> + Send + 'static,
     {
-        let durable = move |inner: &Inner<M, D>| {
+        // The synchronous half: the work and the batches it applied, then the call that starts
+        // their commit (a blocking store flushes inside it, on this same thread).
+        let work = move |inner: &Inner<M, D>| {
             let announced = announce.then(|| Announced::new(&inner.meta));
             let cx = CallCx::default();
             let result = f(inner, &cx);
-            if cx.applied.get() {
-                match announced {
-                    Some(announced) => announced.sync(),
-                    None => inner.meta.sync(),
-                }
-                .inspect_err(|e| {
-                    // Acknowledged UNSTABLE sizes may be among what was lost.
-                    inner.verifier.fetch_add(1, Ordering::SeqCst);
-                    tracing::error!(error = %e, "metadata sync failed; write verifier changed");
-                })?;
-            }
-            result
+            let commit = cx
+                .applied
+                .get()
+                .then(|| inner.meta.commit(announced.is_some_and(Announced::finish)));
+            (result, commit)
         };
-        if M::BLOCKING || D::BLOCKING {
+        let (result, commit) = if M::BLOCKING || D::BLOCKING {
             let inner = Arc::clone(&self.inner);
-            tokio::task::spawn_blocking(move || durable(&inner))
+            tokio::task::spawn_blocking(move || work(&inner))
                 .await
                 .map_err(|e| Error::Io(format!("store task failed: {e}")))?
         } else {
-            durable(&self.inner)
+            work(&self.inner)
+        };
+        // The asynchronous half: no thread waits here for a disk or a quorum.
+        if let Some(commit) = commit {
+            commit.await.inspect_err(|e| self.inner.commit_failed(e))?;
         }
+        result
     }
 }
 
@@ -830,6 +869,23 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
 
     fn stripe_exclusive(&self, ino: u64) -> RwLockWriteGuard<'_, ()> {
         self.stripe(ino).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A commit failed: the applied batches it covered may be lost (a failed flush) or rolled
+    /// back (a replicated store that lost its quorum or its leadership), so the caches, which
+    /// hold them, are dropped, and acknowledged UNSTABLE sizes may be among what was lost: the
+    /// write verifier changes so that clients resend. A `Fenced` commit stops this engine.
+    fn commit_failed(&self, error: &Error) {
+        self.verifier.fetch_add(1, Ordering::SeqCst);
+        let mut state = self.lock();
+        state.cache.clear();
+        state.names = NameCache::default();
+        state.fenced |= *error == Error::Fenced;
+        tracing::error!(
+            %error,
+            fenced = state.fenced,
+            "metadata commit failed; caches dropped and write verifier changed"
+        );
     }
 
     fn verifier(&self) -> [u8; 8] {
@@ -1470,8 +1526,8 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         }
         tx.commit(&CallCx::default())?;
         drop(state);
-        // Committed batches are durable only after a sync (see `MetaStore::apply`).
-        self.meta.sync()
+        // Applied batches are durable only once committed (see `MetaStore::apply`).
+        wait(self.meta.commit(false))
     }
 }
 

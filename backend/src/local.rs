@@ -108,10 +108,10 @@ fn create_dir_durably(dir: &Path) -> Result<()> {
 
 /// The redb half of the local store.
 ///
-/// Batches commit without an fsync (`Durability::None`); [`MetaStore::sync`] commits an empty
+/// Batches apply without an fsync (`Durability::None`); [`MetaStore::commit`] commits an empty
 /// transaction with `Durability::Immediate`, which makes every earlier batch durable at once
 /// (redb persists non-durable commits with the next durable one). Callers arriving while a
-/// sync runs share the next one.
+/// flush runs share the next one.
 pub struct LocalMeta {
     db: Database,
     group: crate::group::GroupCommit,
@@ -218,8 +218,18 @@ impl MetaStore for LocalMeta {
         table.len().map_err(db_error)
     }
 
-    fn sync(&self) -> Result<()> {
-        self.group.sync(|| self.durable_commit())
+    /// Flushes inside the call (the engine calls it on the blocking pool): one redb commit
+    /// with fsync serves every caller that arrived before it began.
+    fn commit(
+        &self,
+        announced: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static + use<> {
+        let flush = || self.durable_commit();
+        std::future::ready(if announced {
+            self.group.sync_announced(flush)
+        } else {
+            self.group.sync(flush)
+        })
     }
 
     fn announce(&self) {
@@ -228,10 +238,6 @@ impl MetaStore for LocalMeta {
 
     fn withdraw(&self) {
         self.group.withdraw();
-    }
-
-    fn sync_announced(&self) -> Result<()> {
-        self.group.sync_announced(|| self.durable_commit())
     }
 
     fn apply(&self, batch: &Batch<'_>) -> Result<()> {

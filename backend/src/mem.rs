@@ -84,8 +84,11 @@ impl MetaStore for MemMeta {
         Ok(lock(&self.tables).inodes.len() as u64)
     }
 
-    fn sync(&self) -> Result<()> {
-        Ok(())
+    fn commit(
+        &self,
+        _announced: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static + use<> {
+        std::future::ready(Ok(()))
     }
 
     fn apply(&self, batch: &Batch<'_>) -> Result<()> {

@@ -4,7 +4,8 @@
 //! The contract: a batch applies all its ops or none; it is refused as `Fenced` below the
 //! highest writer epoch accepted so far, and the higher epoch is remembered durably with the
 //! batch that raised it; a failed precondition (`GuardMismatch`) applies nothing; entries list
-//! in sequence order; what a synced store holds survives a reopen.
+//! in sequence order; what a committed store holds survives a reopen (`apply` is the quick,
+//! ordered half of a batch; `commit` the asynchronous wait for it to be durable).
 
 use backend::engine::{Batch, Counter, Inode, MetaOp, MetaStore, Precondition};
 use backend::local::LocalMeta;
@@ -166,7 +167,11 @@ fn the_fencing_epoch_and_synced_batches_survive_a_reopen<S: Subject>(s: S, dir: 
         &[MetaOp::PutInode(1, inode(FileType::Directory))],
     ))
     .unwrap();
-    s.sync().unwrap();
+    // The commit is awaited on an async runtime, as the engine awaits it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(s.commit(false)).unwrap();
     let Some(s) = s.reopen(dir) else {
         return; // keeps nothing: nothing to check
     };
