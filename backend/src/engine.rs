@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-pub use record::Inode;
+pub use record::{Inode, Layout, LAYOUT_NODES_MAX};
 
 use self::perm::{may, may_io, require, require_sticky, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::{
@@ -47,8 +47,11 @@ use crate::{
 
 /// The root directory's inode number.
 pub const ROOT_INO: u64 = 1;
-/// The metadata format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// The metadata format this build writes. Version 2 added file layouts to inode records.
+pub const FORMAT_VERSION: u64 = 2;
+/// Older formats this build opens and upgrades in place (version 1: records without layouts,
+/// which still decode; the counter moves to 2 so that older builds refuse the store).
+const FORMAT_VERSIONS_UPGRADED: [u64; 1] = [1];
 /// Directory cookies start above 2 because NFSv4 reserves cookies 1 and 2.
 const FIRST_SEQ: u64 = 3;
 /// Most bytes one READ returns; a larger request gets a short read.
@@ -56,6 +59,8 @@ const READ_BYTES_MAX: u64 = 4 << 20;
 /// Most hard links to one inode.
 const LINK_MAX: u32 = 65_000;
 const STRIPES: usize = 64;
+/// The node id of a store nobody assigned one (a single node's default `[cluster] node_id`).
+pub const DEFAULT_NODE: u64 = 1;
 
 /// What one store call did that its wrapper ([`Engine::run`]) must finish: whether it applied a
 /// metadata batch, in which case the call syncs the metadata store before it returns. Passed
@@ -335,6 +340,9 @@ struct Inner<M, D> {
     root: FileId,
     /// Generation given to inodes created by this run.
     generation: u64,
+    /// The node this engine runs on: new files are placed here, and a file whose layout does
+    /// not name it has no data here (see [`Layout`]).
+    node: AtomicU64,
 }
 
 struct State {
@@ -439,6 +447,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
                 generation: root_generation,
             },
             generation: boot_nanos,
+            node: AtomicU64::new(DEFAULT_NODE),
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -449,6 +458,13 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     /// A store that has seen a higher epoch refuses the next batch, and the engine stops.
     pub fn set_writer_epoch(&self, epoch: u64) {
         self.inner.lock().epoch = epoch;
+    }
+
+    /// Makes this engine the store of node `node` (the cluster identity's node id; a single
+    /// node is node 1 unless configured): new files are placed on it, and files placed
+    /// elsewhere are answered `Unavailable` until the cluster layer fetches them.
+    pub fn set_node(&self, node: u64) {
+        self.inner.node.store(node, Ordering::Relaxed);
     }
 
     /// Whether another writer took over (see [`Error::Fenced`]).
@@ -529,10 +545,24 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
 fn open_root<M: MetaStore>(meta: &M, generation: u64) -> Result<u64> {
     match meta.counter(Counter::FormatVersion)? {
         Some(FORMAT_VERSION) => {}
+        Some(old) if FORMAT_VERSIONS_UPGRADED.contains(&old) => {
+            meta.apply(&Batch {
+                // The epoch the store has: opening is not a new writer taking over.
+                epoch: meta.counter(Counter::WriterEpoch)?.unwrap_or(0),
+                preconditions: &[Precondition::CounterIs(Counter::FormatVersion, Some(old))],
+                ops: &[MetaOp::SetCounter(Counter::FormatVersion, FORMAT_VERSION)],
+            })?;
+            tracing::info!(
+                from = old,
+                to = FORMAT_VERSION,
+                "upgraded the metadata format; older Sluice builds will refuse this store"
+            );
+        }
         Some(other) => {
             return Err(Error::Io(format!(
-                "the metadata store has format version {other}; this build reads version \
-                 {FORMAT_VERSION} only. Open it with a matching Sluice build."
+                "the metadata store has format version {other}; this build reads versions \
+                 {FORMAT_VERSIONS_UPGRADED:?} and {FORMAT_VERSION}. Open it with a matching \
+                 Sluice build."
             )))
         }
         None if meta.inode_count()? != 0 => {
@@ -589,6 +619,7 @@ fn new_inode(
         parent: 0,
         last_seq: if is_dir { FIRST_SEQ - 1 } else { 0 },
         verifier: None,
+        layout: None,
         target: Vec::new(),
     }
 }
@@ -848,6 +879,20 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn node(&self) -> u64 {
+        self.node.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node holds the data of `inode` (a file without a layout predates layouts
+    /// and lives with its record). Data placed elsewhere is `Unavailable` here: the cluster
+    /// fetches it from a holder, which this single-node engine cannot do yet.
+    fn data_here(&self, inode: &Inode) -> Result<()> {
+        match &inode.layout {
+            Some(layout) if !layout.holds(self.node()) => Err(Error::Unavailable),
+            _ => Ok(()),
+        }
+    }
+
     /// The state lock for the cached answers given on the async runtime, or `None` while it is
     /// held: a holder may be waiting for the metadata store behind a flush (an fsync), and a
     /// runtime worker must not park for that. The caller then takes the blocking path.
@@ -902,8 +947,13 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     }
 
     fn getattr(&self, id: FileId) -> Result<Attr> {
+        Ok(self.record(id)?.attr(id.ino))
+    }
+
+    /// The current record named by `id`.
+    fn record(&self, id: FileId) -> Result<Inode> {
         let mut state = self.lock();
-        Ok(Tx::new(&self.meta, &mut state).checked(id)?.attr(id.ino))
+        Tx::new(&self.meta, &mut state).checked(id)
     }
 
     fn lookup(&self, cred: &Cred, dir_id: FileId, name: &[u8]) -> Result<Attr> {
@@ -1003,7 +1053,8 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let ok = cached.trimmed
             && inode.generation == id.generation
             && inode.file_type == FileType::Regular
-            && require(may_io(cred, inode, MAY_WRITE)).is_ok();
+            && require(may_io(cred, inode, MAY_WRITE)).is_ok()
+            && self.data_here(inode).is_ok();
         ok.then_some(())
     }
 
@@ -1048,7 +1099,9 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             Err(Error::Stale)
         } else {
             match inode.file_type {
-                FileType::Regular => require(may_io(cred, inode, want)).map(|()| inode.clone()),
+                FileType::Regular => require(may_io(cred, inode, want))
+                    .and_then(|()| self.data_here(inode))
+                    .map(|()| inode.clone()),
                 other => Err(Error::NotRegular(other)),
             }
         })
@@ -1062,6 +1115,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             return Err(Error::NotRegular(inode.file_type));
         }
         require(may_io(cred, &inode, want))?;
+        self.data_here(&inode)?;
         Ok(inode)
     }
 
@@ -1132,6 +1186,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let mut state = self.lock();
         let cached = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
         if !cached.trimmed && cached.inode.file_type == FileType::Regular {
+            self.data_here(&cached.inode)?;
             self.data.set_len(id.ino, cached.inode.size)?;
             cached.trimmed = true;
         }
@@ -1182,6 +1237,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         if inode.file_type != FileType::Regular {
             return Ok(inode);
         }
+        self.data_here(&self.record(id)?)?;
         self.sync_data(id.ino)?;
         let mut state = self.lock();
         let entry = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
@@ -1215,6 +1271,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let mut after = before.clone();
         perm::apply_setattr(cred, &mut after, attr, Timestamp::now())?;
         if let Some(size) = attr.size {
+            self.data_here(&before)?;
             // Durable before the record says so: a crash must not resurrect cut bytes.
             self.data.set_len(id.ino, size.min(before.size))?;
             self.sync_data(id.ino)?;
@@ -1344,6 +1401,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             }
             NodeKind::BlockDevice { rdev } | NodeKind::CharDevice { rdev } => inode.rdev = rdev,
             NodeKind::Directory => inode.parent = dir_ino,
+            NodeKind::Regular => inode.layout = Some(Layout::on(self.node())),
             _ => {}
         }
         let rest = SetAttr {
@@ -1750,11 +1808,17 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
 
     async fn residency(&self, id: FileId) -> Result<crate::Residency> {
         self.run(move |inner, _| {
-            let attr = inner.getattr(id)?;
-            if attr.file_type != FileType::Regular {
+            let inode = inner.record(id)?;
+            if inode.file_type != FileType::Regular {
                 return Err(Error::Invalid);
             }
-            inner.data.residency(id.ino, attr.size)
+            let mut residency = match inner.data_here(&inode) {
+                Ok(()) => inner.data.residency(id.ino, inode.size)?,
+                // Placed on other nodes: the metadata says where, this node holds nothing.
+                Err(_) => crate::Residency::default(),
+            };
+            residency.placement = inode.layout;
+            Ok(residency)
         })
         .await
     }

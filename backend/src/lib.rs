@@ -253,9 +253,12 @@ pub struct FsStat {
 }
 
 /// Where a file's bytes live (admin `residency`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Residency {
-    /// "local", "memory"; later "replicated" with per-chunk placements.
+    /// The file's placement, from its metadata: which nodes hold which chunks. `None` for a
+    /// file written before layouts existed (its data is on the node that holds its record).
+    pub placement: Option<engine::Layout>,
+    /// "local", "memory", "nvme"; empty when this node holds none of the file's data.
     pub store: &'static str,
     /// The block device under the data, when known (e.g. "/dev/nvme0n1").
     pub device: Option<String>,

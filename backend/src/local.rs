@@ -430,6 +430,7 @@ impl DataStore for LocalData {
             None => Vec::new(),
         };
         Ok(crate::Residency {
+            placement: None,
             store: "local",
             device: device_of(&self.dir),
             data_file: Some(self.path(ino)),

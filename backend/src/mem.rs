@@ -190,6 +190,7 @@ impl DataStore for MemData {
             }
         }
         Ok(crate::Residency {
+            placement: None,
             store: "memory",
             device: None,
             data_file: None,

@@ -1442,6 +1442,7 @@ impl DataStore for NvmeData {
             None => (None, None),
         };
         Ok(crate::Residency {
+            placement: None,
             store: "nvme",
             device,
             data_file,

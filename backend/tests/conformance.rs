@@ -847,6 +847,8 @@ async fn residency_lists_written_ranges_and_leaves_out_holes<S: Store>(s: &S) {
     let covers = |at: u64| r.extents.iter().any(|&(o, l)| o <= at && at < o + l);
     assert!(covers(0) && covers(4 << 20), "{:?}", r.extents);
     assert!(!covers(2 << 20), "the hole is not data: {:?}", r.extents);
+    // Placement comes from the metadata: a single node places every new file on itself.
+    assert_eq!(r.placement, Some(backend::engine::Layout::on(1)));
     let dir = s.residency(s.root()).await;
     assert_eq!(dir, Err(Error::Invalid), "directories hold no file data");
 }

@@ -7,7 +7,7 @@
 //! in sequence order; what a committed store holds survives a reopen (`apply` is the quick,
 //! ordered half of a batch; `commit` the asynchronous wait for it to be durable).
 
-use backend::engine::{Batch, Counter, Inode, MetaOp, MetaStore, Precondition};
+use backend::engine::{Batch, Counter, Inode, Layout, MetaOp, MetaStore, Precondition};
 use backend::local::LocalMeta;
 use backend::mem::MemMeta;
 use backend::{Error, FileType, Timestamp};
@@ -54,6 +54,11 @@ fn inode(kind: FileType) -> Inode {
         parent: 0,
         last_seq: 2,
         verifier: None,
+        // Placement is metadata: every store must keep a file's layout with its record.
+        layout: (kind == FileType::Regular).then(|| Layout {
+            copies: 2,
+            nodes: vec![3, 1, 2],
+        }),
         target: Vec::new(),
     }
 }
@@ -85,7 +90,8 @@ fn a_batch_applies_all_its_ops_and_lists_entries_in_sequence_order<S: Subject>(s
         MetaOp::SetCounter(Counter::NextIno, 4),
     ];
     s.apply(&batch(1, &[], &ops)).unwrap();
-    assert_eq!(s.inode(2).unwrap().unwrap().file_type, FileType::Regular);
+    // The whole record comes back, layout included.
+    assert_eq!(s.inode(2).unwrap(), Some(inode(FileType::Regular)));
     assert_eq!(s.entry(1, b"a").unwrap(), Some((2, 4)));
     let names: Vec<Vec<u8>> = s
         .entries(1, 0, 10)
@@ -164,7 +170,10 @@ fn the_fencing_epoch_and_synced_batches_survive_a_reopen<S: Subject>(s: S, dir: 
     s.apply(&batch(
         5,
         &[],
-        &[MetaOp::PutInode(1, inode(FileType::Directory))],
+        &[
+            MetaOp::PutInode(1, inode(FileType::Directory)),
+            MetaOp::PutInode(3, inode(FileType::Regular)),
+        ],
     ))
     .unwrap();
     // The commit is awaited on an async runtime, as the engine awaits it.
@@ -176,6 +185,7 @@ fn the_fencing_epoch_and_synced_batches_survive_a_reopen<S: Subject>(s: S, dir: 
         return; // keeps nothing: nothing to check
     };
     assert!(s.inode(1).unwrap().is_some());
+    assert_eq!(s.inode(3).unwrap(), Some(inode(FileType::Regular)));
     assert_eq!(s.counter(Counter::WriterEpoch).unwrap(), Some(5));
     let late = [MetaOp::PutInode(2, inode(FileType::Regular))];
     assert_eq!(s.apply(&batch(4, &[], &late)), Err(Error::Fenced));

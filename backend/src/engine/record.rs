@@ -4,7 +4,58 @@
 
 use crate::{Attr, Error, FileId, FileType, Result, Timestamp};
 
-const RECORD_VERSION: u8 = 1;
+/// Version 2 added the layout; version 1 records (no layout) still decode.
+const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION_1: u8 = 1;
+/// Most nodes one layout names: a bound checked before anything is allocated when decoding.
+pub const LAYOUT_NODES_MAX: usize = 32;
+
+/// Where a regular file's data lives: its placement, kept in its inode record and so in the
+/// metadata (the log, in a cluster), not in any data store. Chunk `i` (1 MiB) has its copies on
+/// `nodes[(i + k) % nodes.len()]` for `k` in `0..copies`: a file can be striped over nodes for
+/// bandwidth and copied for safety without one metadata record per chunk. Where a copy sits on
+/// its node's devices (physical blocks, checksums) is that node's own business: three copies
+/// sit at three different places, so block maps are per-node by nature and stay in the node's
+/// data store. See `docs/decisions/0006-placement-in-metadata.md`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Copies of each chunk, 1 up to `nodes.len()`.
+    pub copies: u8,
+    /// Node ids, 1 to [`LAYOUT_NODES_MAX`] of them, no repeats.
+    pub nodes: Vec<u64>,
+}
+
+impl Layout {
+    /// One copy on one node: what a single node (a cluster of one) gives every new file.
+    pub fn on(node: u64) -> Layout {
+        Layout {
+            copies: 1,
+            nodes: vec![node],
+        }
+    }
+
+    /// The nodes holding chunk `chunk`, first copy first.
+    pub fn holders(&self, chunk: u64) -> impl Iterator<Item = u64> + '_ {
+        let n = self.nodes.len() as u64;
+        (0..u64::from(self.copies)).map(move |k| self.nodes[((chunk % n + k) % n) as usize])
+    }
+
+    /// Whether `node` holds a copy of any chunk of the file.
+    pub fn holds(&self, node: u64) -> bool {
+        self.nodes.contains(&node)
+    }
+
+    fn valid(&self) -> bool {
+        let n = self.nodes.len();
+        (1..=LAYOUT_NODES_MAX).contains(&n)
+            && (1..=n).contains(&usize::from(self.copies))
+            && self
+                .nodes
+                .iter()
+                .enumerate()
+                .all(|(i, node)| !self.nodes[..i].contains(node))
+    }
+}
 
 /// Everything the engine knows about one object, except its directory entries and data bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +81,9 @@ pub struct Inode {
     pub last_seq: u64,
     /// Regular files made by an exclusive create, until the next setattr.
     pub verifier: Option<[u8; 8]>,
+    /// Regular files: where the data lives. `None` for other types, and for files written
+    /// before layouts existed (their data is on the node whose store holds this record).
+    pub layout: Option<Layout>,
     /// Symlinks: the target.
     pub target: Vec<u8>,
 }
@@ -111,13 +165,27 @@ impl Inode {
             }
             None => out.push(0),
         }
+        match &self.layout {
+            Some(layout) => {
+                debug_assert!(layout.valid(), "encoding an invalid layout {layout:?}");
+                out.push(1);
+                out.push(layout.copies);
+                // At most LAYOUT_NODES_MAX (32) nodes: fits a byte.
+                out.push(layout.nodes.len() as u8);
+                for node in &layout.nodes {
+                    out.extend_from_slice(&node.to_le_bytes());
+                }
+            }
+            None => out.push(0),
+        }
         out.extend_from_slice(&self.target);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Inode> {
         let mut r = Reader(bytes);
-        if r.take::<1>()?[0] != RECORD_VERSION {
+        let version = r.take::<1>()?[0];
+        if version != RECORD_VERSION && version != RECORD_VERSION_1 {
             return Err(corrupt());
         }
         let file_type = file_type_from_code(r.take::<1>()?[0])?;
@@ -128,6 +196,26 @@ impl Inode {
             0 => None,
             1 => Some(r.take::<8>()?),
             _ => return Err(corrupt()),
+        };
+        let layout = match version {
+            RECORD_VERSION_1 => None,
+            _ => match r.take::<1>()?[0] {
+                0 => None,
+                1 => {
+                    let [copies, n] = r.take::<2>()?;
+                    // Bounded before allocating: at most LAYOUT_NODES_MAX nodes.
+                    if usize::from(n) > LAYOUT_NODES_MAX {
+                        return Err(corrupt());
+                    }
+                    let nodes = (0..n).map(|_| r.u64()).collect::<Result<Vec<u64>>>()?;
+                    let layout = Layout { copies, nodes };
+                    if !layout.valid() {
+                        return Err(corrupt());
+                    }
+                    Some(layout)
+                }
+                _ => return Err(corrupt()),
+            },
         };
         Ok(Inode {
             generation: generation?,
@@ -145,6 +233,7 @@ impl Inode {
             parent: parent?,
             last_seq: last_seq?,
             verifier,
+            layout,
             target: r.0.to_vec(),
         })
     }
@@ -237,9 +326,91 @@ mod tests {
             parent: 0,
             last_seq: 0,
             verifier: Some([1; 8]),
+            layout: None,
             target: b"abc".to_vec(),
         };
         assert_eq!(Inode::decode(&inode.encode()), Ok(inode));
+    }
+
+    fn regular(layout: Option<Layout>) -> Inode {
+        Inode {
+            generation: 1,
+            file_type: FileType::Regular,
+            mode: 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            size: 5 << 20,
+            rdev: (0, 0),
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            change: 1,
+            parent: 0,
+            last_seq: 0,
+            verifier: None,
+            layout,
+            target: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_keeps_the_file_layout() {
+        let layout = Layout {
+            copies: 2,
+            nodes: vec![3, 1, 2],
+        };
+        let inode = regular(Some(layout));
+        assert_eq!(Inode::decode(&inode.encode()), Ok(inode));
+    }
+
+    #[test]
+    fn a_version_1_record_decodes_without_a_layout() {
+        // What builds before layouts wrote: version 1, no layout byte.
+        let mut old = regular(None).encode();
+        old[0] = RECORD_VERSION_1;
+        let layout_byte = old.len() - 1; // empty target: the layout tag is last
+        assert_eq!(old[layout_byte], 0);
+        old.truncate(layout_byte);
+        assert_eq!(Inode::decode(&old), Ok(regular(None)));
+    }
+
+    #[test]
+    fn layouts_with_too_many_repeated_or_no_nodes_are_corrupt() {
+        let encoded = |copies: u8, nodes: Vec<u64>| {
+            let mut bytes = regular(None).encode();
+            bytes.pop();
+            bytes.extend_from_slice(&[1, copies, nodes.len() as u8]);
+            for n in nodes {
+                bytes.extend_from_slice(&n.to_le_bytes());
+            }
+            bytes
+        };
+        assert!(Inode::decode(&encoded(1, vec![])).is_err());
+        assert!(Inode::decode(&encoded(1, vec![4, 4])).is_err());
+        assert!(Inode::decode(&encoded(3, vec![1, 2])).is_err());
+        assert!(Inode::decode(&encoded(0, vec![1])).is_err());
+        assert!(Inode::decode(&encoded(1, (1..=33).collect())).is_err());
+        // A count byte larger than the bytes that follow fails cleanly too.
+        let mut short = regular(None).encode();
+        short.pop();
+        short.extend_from_slice(&[1, 1, 200, 1, 2]);
+        assert!(Inode::decode(&short).is_err());
+        assert!(Inode::decode(&encoded(2, vec![7, 8, 9])).is_ok());
+    }
+
+    #[test]
+    fn chunk_copies_rotate_over_the_layout_nodes() {
+        let layout = Layout {
+            copies: 2,
+            nodes: vec![10, 20, 30],
+        };
+        let holders = |chunk| layout.holders(chunk).collect::<Vec<_>>();
+        assert_eq!(holders(0), [10, 20]);
+        assert_eq!(holders(1), [20, 30]);
+        assert_eq!(holders(2), [30, 10]);
+        assert_eq!(holders(3), [10, 20]);
+        assert_eq!(Layout::on(7).holders(u64::MAX).collect::<Vec<_>>(), [7]);
     }
 
     #[test]

@@ -737,6 +737,7 @@ impl<S: Store> Admin<S> {
                 "size": attr.size,
                 "node": node,
                 "store": r.store,
+                "placement": r.placement.as_ref().map(|l| json!({"copies": l.copies, "nodes": l.nodes})),
                 "device": r.device,
                 "data_file": r.data_file,
                 "extents": r.extents.iter().map(|(o, l)| json!({"offset": o, "length": l})).collect::<Vec<_>>(),

@@ -1288,6 +1288,18 @@ pub fn render_residency(r: &Value) -> String {
         ("node", text(&r["node"])),
         ("store", text(&r["store"])),
     ];
+    if let Some(nodes) = r["placement"]["nodes"].as_array() {
+        let nodes: Vec<String> = nodes.iter().map(text).collect();
+        let copies = r["placement"]["copies"].as_u64().unwrap_or(1);
+        let plural = if copies == 1 { "copy" } else { "copies" };
+        fields.push((
+            "placement",
+            format!(
+                "nodes {} ({copies} {plural} of each chunk)",
+                nodes.join(", ")
+            ),
+        ));
+    }
     if !r["device"].is_null() {
         fields.push(("device", text(&r["device"])));
     }
@@ -1333,6 +1345,25 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn residency_shows_the_placement_from_the_metadata() {
+        let r = json!({
+            "path": "/f", "inode": 9, "size": 4096, "node": "n1", "store": "nvme",
+            "placement": {"copies": 2, "nodes": [1, 2, 3]},
+            "device": null, "data_file": null, "extents": [],
+        });
+        let out = render_residency(&r);
+        assert!(
+            out.contains("nodes 1, 2, 3 (2 copies of each chunk)"),
+            "{out}"
+        );
+        let legacy = json!({
+            "path": "/f", "inode": 9, "size": 0, "node": "n1", "store": "local",
+            "placement": null, "device": null, "data_file": null, "extents": [],
+        });
+        assert!(!render_residency(&legacy).contains("placement"));
     }
 
     #[test]

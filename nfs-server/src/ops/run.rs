@@ -43,7 +43,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     match config.store {
         StoreKind::Memory => {
             tracing::warn!("store = \"memory\": every file is lost when the server stops");
-            serve(config, backend::mem::MemStore::new()).await
+            let store = backend::mem::MemStore::new();
+            store.set_node(config.cluster.node_id);
+            serve(config, store).await
         }
         StoreKind::Local => {
             let store = backend::local::LocalStore::open(&config.data_dir).map_err(|e| {
@@ -52,6 +54,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                     config.data_dir.display()
                 ))
             })?;
+            store.set_node(config.cluster.node_id);
             serve(config, store).await
         }
         StoreKind::Nvme | StoreKind::Auto => {
@@ -72,6 +75,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                     config.data_dir.display()
                 ))
             })?;
+            store.set_node(config.cluster.node_id);
             serve(config, store).await
         }
     }

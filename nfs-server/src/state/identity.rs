@@ -45,6 +45,7 @@ impl Identity {
             }
             None => load_or_create_cluster_id(&data_dir.join("cluster.id"))?,
         };
+        bind_node_id(&data_dir.join("node.id"), node_id)?;
         let epoch = advance_epoch(&data_dir.join("epoch"))?;
         Ok(Identity {
             cluster_id,
@@ -95,6 +96,37 @@ fn load_or_create_cluster_id(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// Ties a data directory to one node: file layouts in the metadata name the nodes that hold
+/// each file's data, so a directory written as node N must keep starting as node N. The first
+/// start records the configured id in `path`; a later start with another id is refused.
+fn bind_node_id(path: &Path, node_id: u64) -> std::io::Result<()> {
+    if node_id == 0 {
+        return Err(std::io::Error::other(
+            "[cluster] node_id must be 1 or more (0 names no node)",
+        ));
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(bound) if bound == node_id => Ok(()),
+            Ok(bound) => Err(std::io::Error::other(format!(
+                "this data directory holds the data of node {bound} ({}), but [cluster] \
+                 node_id is {node_id}: files placed on node {bound} would be unreachable. Set \
+                 node_id = {bound}, or start node {node_id} on its own empty data directory",
+                path.display()
+            ))),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{}: not a node id ({:?}); write the node id this directory was created with",
+                path.display(),
+                text.trim()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::fsutil::replace_file(path, format!("{node_id}\n").as_bytes(), None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads the last epoch in `path` (0 if none), stores the next one durably and returns it.
 fn advance_epoch(path: &Path) -> std::io::Result<u32> {
     let last = match std::fs::read_to_string(path) {
@@ -132,6 +164,20 @@ mod tests {
         assert_eq!(a.cluster_id, b.cluster_id);
         assert!(b.epoch > a.epoch);
         assert_eq!(a.epoch, 1);
+    }
+
+    #[test]
+    fn a_data_directory_keeps_the_node_id_it_was_first_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        Identity::start(dir.path(), None, 3).unwrap();
+        Identity::start(dir.path(), None, 3).unwrap();
+        let err = Identity::start(dir.path(), None, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds the data of node 3"), "{err}");
+        assert!(err.contains("node_id is 4"), "{err}");
+        let zero = Identity::start(tempfile::tempdir().unwrap().path(), None, 0);
+        assert!(zero.unwrap_err().to_string().contains("1 or more"));
     }
 
     #[test]
