@@ -8,6 +8,8 @@
 //! * Layout: a file is cut into 1 MiB chunks ([`chunk`]). A chunk lives on one device (chunks
 //!   of a file rotate over the devices) and maps each of its 256 blocks to a physical block and
 //!   the block's crc32c. Chunk maps are kept in `extents.redb`, keyed by (inode, chunk index).
+//!   They are this node's own block maps: which nodes hold a file (its placement) is in the
+//!   inode record's layout, in the metadata (see `docs/decisions/0006-placement-in-metadata.md`).
 //! * Writes never overwrite a block that a stored chunk map points to: new data goes to freshly
 //!   allocated blocks (a partial block is read, verified, merged and written elsewhere), and the
 //!   replaced blocks are freed only after the map that no longer references them is durable.
