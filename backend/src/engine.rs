@@ -29,6 +29,7 @@
 mod perm;
 mod record;
 mod rename;
+pub mod wire;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
