@@ -473,6 +473,11 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         self.inner.lock().fenced
     }
 
+    /// The metadata store, for store-specific control (shutting a replicated log down, tests).
+    pub fn meta(&self) -> &M {
+        &self.inner.meta
+    }
+
     /// The data store, for store-specific inspection (tests, the admin API).
     pub fn data(&self) -> &D {
         &self.inner.data

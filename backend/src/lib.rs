@@ -29,6 +29,7 @@ mod group;
 pub mod local;
 pub mod mem;
 pub mod nvme;
+pub mod testing;
 
 /// Longest name of a directory entry, in bytes.
 pub const NAME_LEN_MAX: usize = 255;

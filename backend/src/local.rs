@@ -36,6 +36,8 @@ const NAMES: TableDefinition<(u64, &[u8]), (u64, u64)> = TableDefinition::new("n
 /// (dir, seq) -> child (8 bytes little-endian) followed by the name: readdir in cookie order.
 const SEQS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("seqs");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// State a replicated log keeps with the metadata it applied (see [`LocalMeta::apply_logged`]).
+const LOG_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("log_state");
 
 /// Open data files kept around; beyond this an arbitrary one is closed.
 const OPEN_FILES_MAX: usize = 1024;
@@ -129,6 +131,7 @@ impl LocalMeta {
         tx.open_table(NAMES).map_err(db_error)?;
         tx.open_table(SEQS).map_err(db_error)?;
         tx.open_table(COUNTERS).map_err(db_error)?;
+        tx.open_table(LOG_STATE).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         Ok(LocalMeta {
             db,
@@ -243,65 +246,208 @@ impl MetaStore for LocalMeta {
     fn apply(&self, batch: &Batch<'_>) -> Result<()> {
         let mut tx = self.db.begin_write().map_err(db_error)?;
         tx.set_durability(Durability::None);
-        {
-            let mut inodes = tx.open_table(INODES).map_err(db_error)?;
-            let mut names = tx.open_table(NAMES).map_err(db_error)?;
-            let mut seqs = tx.open_table(SEQS).map_err(db_error)?;
-            let mut counters = tx.open_table(COUNTERS).map_err(db_error)?;
-            // Checked inside the write transaction, so nothing can change in between.
-            let raised = check_batch(
-                batch,
-                |c| {
-                    let v = counters.get(counter_key(c)).map_err(db_error)?;
-                    Ok(v.map(|v| v.value()))
-                },
-                |dir, name| {
-                    let v = names.get((dir, name)).map_err(db_error)?;
-                    Ok(v.map(|v| v.value().0))
-                },
-                |ino| Ok(inodes.get(ino).map_err(db_error)?.is_some()),
-            )?;
-            if let Some(epoch) = raised {
-                counters
-                    .insert(counter_key(Counter::WriterEpoch), epoch)
+        apply_in(&tx, batch)?;
+        // Dropping an uncommitted transaction aborts it, so an error above applies nothing.
+        tx.commit().map_err(db_error)
+    }
+}
+
+/// Checks `batch` and writes its ops in `tx`; nothing is written if the check fails.
+fn apply_in(tx: &redb::WriteTransaction, batch: &Batch<'_>) -> Result<()> {
+    let mut inodes = tx.open_table(INODES).map_err(db_error)?;
+    let mut names = tx.open_table(NAMES).map_err(db_error)?;
+    let mut seqs = tx.open_table(SEQS).map_err(db_error)?;
+    let mut counters = tx.open_table(COUNTERS).map_err(db_error)?;
+    // Checked inside the write transaction, so nothing can change in between.
+    let raised = check_batch(
+        batch,
+        |c| {
+            let v = counters.get(counter_key(c)).map_err(db_error)?;
+            Ok(v.map(|v| v.value()))
+        },
+        |dir, name| {
+            let v = names.get((dir, name)).map_err(db_error)?;
+            Ok(v.map(|v| v.value().0))
+        },
+        |ino| Ok(inodes.get(ino).map_err(db_error)?.is_some()),
+    )?;
+    if let Some(epoch) = raised {
+        counters
+            .insert(counter_key(Counter::WriterEpoch), epoch)
+            .map_err(db_error)?;
+    }
+    for op in batch.ops {
+        match op {
+            MetaOp::PutInode(ino, inode) => {
+                inodes
+                    .insert(*ino, inode.encode().as_slice())
                     .map_err(db_error)?;
             }
-            for op in batch.ops {
-                match op {
-                    MetaOp::PutInode(ino, inode) => {
-                        inodes
-                            .insert(*ino, inode.encode().as_slice())
-                            .map_err(db_error)?;
-                    }
-                    MetaOp::DeleteInode(ino) => {
-                        inodes.remove(*ino).map_err(db_error)?;
-                    }
-                    MetaOp::PutEntry {
-                        dir,
-                        name,
-                        child,
-                        seq,
-                    } => {
-                        names
-                            .insert((*dir, name.as_slice()), (*child, *seq))
-                            .map_err(db_error)?;
-                        let value = seq_value(*child, name);
-                        seqs.insert((*dir, *seq), value.as_slice())
-                            .map_err(db_error)?;
-                    }
-                    MetaOp::DeleteEntry { dir, name, seq } => {
-                        names.remove((*dir, name.as_slice())).map_err(db_error)?;
-                        seqs.remove((*dir, *seq)).map_err(db_error)?;
-                    }
-                    MetaOp::SetCounter(counter, value) => {
-                        counters
-                            .insert(counter_key(*counter), *value)
-                            .map_err(db_error)?;
-                    }
-                }
+            MetaOp::DeleteInode(ino) => {
+                inodes.remove(*ino).map_err(db_error)?;
+            }
+            MetaOp::PutEntry {
+                dir,
+                name,
+                child,
+                seq,
+            } => {
+                names
+                    .insert((*dir, name.as_slice()), (*child, *seq))
+                    .map_err(db_error)?;
+                let value = seq_value(*child, name);
+                seqs.insert((*dir, *seq), value.as_slice())
+                    .map_err(db_error)?;
+            }
+            MetaOp::DeleteEntry { dir, name, seq } => {
+                names.remove((*dir, name.as_slice())).map_err(db_error)?;
+                seqs.remove((*dir, *seq)).map_err(db_error)?;
+            }
+            MetaOp::SetCounter(counter, value) => {
+                counters
+                    .insert(counter_key(*counter), *value)
+                    .map_err(db_error)?;
             }
         }
-        // Dropping an uncommitted transaction aborts it, so an error above applies nothing.
+    }
+    Ok(())
+}
+
+/// For a replicated log that uses this store as its state machine: batches applied together
+/// with the log's own state (which entry was applied last), in one transaction, so a crash
+/// leaves the two consistent whatever was lost.
+impl LocalMeta {
+    /// Applies `batch` (if any) and records `state` under `key`, atomically. The outer result
+    /// is the store's (an I/O error applies nothing); the inner one says whether the batch was
+    /// refused (`Fenced`, `GuardMismatch`), in which case only `state` is recorded: a refused
+    /// entry is still applied, as a no-op, on every replica alike.
+    pub fn apply_logged(
+        &self,
+        batch: Option<&Batch<'_>>,
+        key: &str,
+        state: &[u8],
+    ) -> Result<Result<()>> {
+        let mut tx = self.db.begin_write().map_err(db_error)?;
+        tx.set_durability(Durability::None);
+        let outcome = match batch {
+            None => Ok(()),
+            Some(batch) => match apply_in(&tx, batch) {
+                Err(e @ (Error::Fenced | Error::GuardMismatch)) => Err(e),
+                other => {
+                    other?;
+                    Ok(())
+                }
+            },
+        };
+        tx.open_table(LOG_STATE)
+            .map_err(db_error)?
+            .insert(key, state)
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(outcome)
+    }
+
+    /// What [`LocalMeta::apply_logged`] last recorded under `key`.
+    pub fn log_state(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(LOG_STATE).map_err(db_error)?;
+        Ok(table
+            .get(key)
+            .map_err(db_error)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Makes everything applied so far durable (one fsync), outside any group commit.
+    pub fn make_durable(&self) -> Result<()> {
+        self.durable_commit()
+    }
+
+    /// Every inode, entry and counter, as the ops of one batch (a snapshot of the metadata),
+    /// and what [`LocalMeta::apply_logged`] recorded under `key`, read at one point in time.
+    pub fn export(&self, key: &str) -> Result<(crate::engine::wire::OwnedBatch, Option<Vec<u8>>)> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let state = tx
+            .open_table(LOG_STATE)
+            .map_err(db_error)?
+            .get(key)
+            .map_err(db_error)?
+            .map(|v| v.value().to_vec());
+        let mut ops = Vec::new();
+        let counters = tx.open_table(COUNTERS).map_err(db_error)?;
+        for c in [
+            Counter::FormatVersion,
+            Counter::NextIno,
+            Counter::WriterEpoch,
+        ] {
+            if let Some(v) = counters.get(counter_key(c)).map_err(db_error)? {
+                ops.push(MetaOp::SetCounter(c, v.value()));
+            }
+        }
+        let inodes = tx.open_table(INODES).map_err(db_error)?;
+        for item in inodes.iter().map_err(db_error)? {
+            let (ino, record) = item.map_err(db_error)?;
+            ops.push(MetaOp::PutInode(
+                ino.value(),
+                Inode::decode(record.value())?,
+            ));
+        }
+        let names = tx.open_table(NAMES).map_err(db_error)?;
+        for item in names.iter().map_err(db_error)? {
+            let (key, value) = item.map_err(db_error)?;
+            let (dir, name) = key.value();
+            let (child, seq) = value.value();
+            ops.push(MetaOp::PutEntry {
+                dir,
+                name: name.to_vec(),
+                child,
+                seq,
+            });
+        }
+        let all = crate::engine::wire::OwnedBatch {
+            epoch: 0,
+            preconditions: Vec::new(),
+            ops,
+        };
+        Ok((all, state))
+    }
+
+    /// Replaces everything with `snapshot` (from [`LocalMeta::export`]) and records `state`
+    /// under `key`, atomically and durably.
+    pub fn import(
+        &self,
+        snapshot: &crate::engine::wire::OwnedBatch,
+        key: &str,
+        state: &[u8],
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(db_error)?;
+        tx.set_durability(Durability::Immediate);
+        tx.delete_table(INODES).map_err(db_error)?;
+        tx.delete_table(NAMES).map_err(db_error)?;
+        tx.delete_table(SEQS).map_err(db_error)?;
+        tx.delete_table(COUNTERS).map_err(db_error)?;
+        let all = crate::engine::Batch {
+            epoch: u64::MAX,
+            preconditions: &[],
+            ops: &snapshot.ops,
+        };
+        apply_in(&tx, &all)?;
+        // The epoch above only passes the check; the snapshot's own counter is the truth.
+        let epoch = snapshot.ops.iter().find_map(|op| match op {
+            MetaOp::SetCounter(Counter::WriterEpoch, v) => Some(*v),
+            _ => None,
+        });
+        {
+            let mut counters = tx.open_table(COUNTERS).map_err(db_error)?;
+            match epoch {
+                Some(v) => counters.insert(counter_key(Counter::WriterEpoch), v),
+                None => counters.remove(counter_key(Counter::WriterEpoch)),
+            }
+            .map_err(db_error)?;
+        }
+        tx.open_table(LOG_STATE)
+            .map_err(db_error)?
+            .insert(key, state)
+            .map_err(db_error)?;
         tx.commit().map_err(db_error)
     }
 }

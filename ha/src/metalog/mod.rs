@@ -1,0 +1,501 @@
+//! The metadata log: file-system metadata replicated through openraft, with the redb store of
+//! `backend::local` as its state machine, behind `backend::engine::MetaStore` so the engine
+//! runs over it unchanged (`ha/PROTOCOL.md`, "The metadata log").
+//!
+//! * [`RaftMeta::apply`] checks a batch against what this node has applied and proposed (the
+//!   state machine plus [`pending::Pending`]), makes it visible to this node's reads and hands
+//!   it to the proposer task, which submits batches to openraft in order. Nothing waits there.
+//! * [`RaftMeta::commit`] is a future that resolves when every batch applied before it has been
+//!   committed by a quorum and applied by the state machine, or fails with the reason.
+//!   Openraft appends every batch queued meanwhile with one fsync ([`log`]), so concurrent
+//!   callers share the cost.
+//! * The state machine re-checks each batch's epoch and preconditions when it applies it, on
+//!   every voter alike; a refusal comes back as the commit's error, and this node forgets its
+//!   not yet applied batches (its caches are dropped by the engine too).
+//!
+//! Today the group has one voter: [`RaftMeta::open`] initializes a node as a cluster of one, and
+//! the network refuses every peer. Joining nodes, forwarding from followers and the inter-node
+//! transport are the rest of issue 17.
+
+pub mod log;
+pub mod pending;
+pub mod sm;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use backend::engine::{check_batch, wire, Batch, Counter, Inode, MetaStore, StoredEntry};
+use backend::local::LocalMeta;
+use backend::{Error, Result};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, ServerState};
+use tokio::sync::{mpsc, watch};
+
+use self::pending::Pending;
+
+/// A log entry's payload: one metadata batch in its `engine::wire` form.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal(pub Vec<u8>);
+
+/// What applying an entry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Outcome {
+    Applied,
+    /// Refused: its writer epoch is below one already applied.
+    Fenced,
+    /// Refused: a precondition did not hold.
+    GuardMismatch,
+    /// Refused: the batch did not decode.
+    Malformed,
+}
+
+openraft::declare_raft_types!(
+    /// The metadata log's types: u64 node ids, batches in, outcomes out.
+    pub TypeConfig:
+        D = Proposal,
+        R = Outcome,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Peers are unreachable: a cluster of one has none. The inter-node transport replaces this.
+pub struct NoPeers;
+
+fn unreachable<E: std::error::Error>(target: u64) -> RPCError<u64, BasicNode, E> {
+    let e = std::io::Error::other(format!("node {target}: no inter-node transport yet"));
+    RPCError::Unreachable(Unreachable::new(&e))
+}
+
+pub struct NoPeer(u64);
+
+impl RaftNetworkFactory<TypeConfig> for NoPeers {
+    type Network = NoPeer;
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> NoPeer {
+        NoPeer(target)
+    }
+}
+
+impl RaftNetwork<TypeConfig> for NoPeer {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>
+    {
+        Err(unreachable(self.0))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> std::result::Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        Err(unreachable(self.0))
+    }
+
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> std::result::Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        Err(RPCError::Network(NetworkError::new(
+            &std::io::Error::other("no inter-node transport yet"),
+        )))
+    }
+}
+
+/// How far this node's proposals got, for the commit futures.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    /// Every proposal up to this one has finished (committed and applied, or failed).
+    done: u64,
+    /// Recent failed ranges of proposals `(from, upto, why)`.
+    failed: Vec<(u64, u64, Error)>,
+    /// Failures up to here may have been dropped from `failed`.
+    forgotten: u64,
+}
+
+const FAILURES_KEPT: usize = 64;
+
+impl Progress {
+    fn outcome(&self, target: u64) -> Option<Result<()>> {
+        if target == 0 {
+            return Some(Ok(())); // nothing was proposed
+        }
+        if let Some((_, _, e)) = self
+            .failed
+            .iter()
+            .find(|(from, upto, _)| (*from..=*upto).contains(&target))
+        {
+            return Some(Err(e.clone()));
+        }
+        if self.done < target {
+            return None;
+        }
+        Some(if target <= self.forgotten {
+            Err(Error::Io(
+                "the outcome of this metadata commit is no longer known".into(),
+            ))
+        } else {
+            Ok(())
+        })
+    }
+
+    fn fail(&mut self, from: u64, upto: u64, e: Error) {
+        if self.failed.len() >= FAILURES_KEPT {
+            let (_, upto, _) = self.failed.remove(0);
+            self.forgotten = self.forgotten.max(upto);
+        }
+        self.failed.push((from, upto, e));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A [`MetaStore`] whose batches go through the metadata log.
+pub struct RaftMeta {
+    node: u64,
+    sm: Arc<LocalMeta>,
+    pending: Arc<Mutex<Pending>>,
+    proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    progress: watch::Receiver<Progress>,
+    raft: Raft<TypeConfig>,
+    /// The runtime the log's tasks run on.
+    runtime: tokio::runtime::Handle,
+}
+
+/// How long a cluster of one may take to elect itself and replay its log at open.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RaftMeta {
+    /// Opens the log in `dir` (`raft-log.redb`, `meta.redb` as the state machine,
+    /// `raft-snapshot`) as node `node`, a cluster of one: initialized on the first open,
+    /// leader and caught up with its log before this returns. A `meta.redb` written without
+    /// the log (a single node of an earlier build) is the starting state.
+    pub async fn open(dir: &Path, node: u64) -> std::result::Result<RaftMeta, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let config = openraft::Config {
+            cluster_name: "sluice-metadata".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(50_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        let log = log::LogStore::open(&dir.join("raft-log.redb"))?;
+        let meta = LocalMeta::open(&dir.join("meta.redb")).map_err(|e| e.to_string())?;
+        let sm_meta = Arc::new(meta);
+        let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;
+        let raft = Raft::new(node, Arc::new(config), NoPeers, log, sm)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            let members = BTreeMap::from([(node, BasicNode::default())]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| format!("initialize the metadata log: {e}"))?;
+        }
+        raft.wait(Some(OPEN_TIMEOUT))
+            .state(ServerState::Leader, "a cluster of one leads")
+            .await
+            .map_err(|e| format!("the metadata log elected no leader: {e}"))?;
+        // Everything in the log is applied before the engine reads the state machine.
+        let last = raft.metrics().borrow().last_log_index;
+        raft.wait(Some(OPEN_TIMEOUT))
+            .applied_index_at_least(last, "the log is replayed")
+            .await
+            .map_err(|e| format!("the metadata log did not replay: {e}"))?;
+
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (proposals, queued) = mpsc::unbounded_channel();
+        let (submitted_tx, submitted) = mpsc::unbounded_channel();
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        tokio::spawn(propose(raft.clone(), queued, submitted_tx));
+        tokio::spawn(complete(submitted, Arc::clone(&pending), progress_tx));
+        Ok(RaftMeta {
+            node,
+            sm: sm_meta,
+            pending,
+            proposals,
+            progress,
+            raft,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Stops the log (its files can be opened again once this returns).
+    pub async fn shutdown(&self) -> std::result::Result<(), String> {
+        self.raft.shutdown().await.map_err(|e| e.to_string())
+    }
+
+    /// This node's id in the log.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// The state machine's store (read-only use: the nvme data store rebuilds its free space
+    /// from the inodes it holds).
+    pub fn state_machine(&self) -> &LocalMeta {
+        &self.sm
+    }
+
+    /// The openraft handle, for metrics and (later) membership changes.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+}
+
+/// Submits proposals to openraft in the order they were applied.
+async fn propose(
+    raft: Raft<TypeConfig>,
+    mut queued: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    submitted: mpsc::UnboundedSender<(u64, Submitted)>,
+) {
+    while let Some((seq, bytes)) = queued.recv().await {
+        let receiver = raft.client_write_ff(Proposal(bytes)).await;
+        if submitted.send((seq, receiver)).is_err() {
+            return;
+        }
+    }
+}
+
+type Submitted = std::result::Result<
+    <<TypeConfig as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<
+        TypeConfig,
+    >>::Receiver,
+    openraft::error::Fatal<u64>,
+>;
+
+/// Waits for each proposal's outcome, in order, and publishes the progress.
+async fn complete(
+    mut submitted: mpsc::UnboundedReceiver<(u64, Submitted)>,
+    pending: Arc<Mutex<Pending>>,
+    progress: watch::Sender<Progress>,
+) {
+    while let Some((seq, receiver)) = submitted.recv().await {
+        let outcome = match receiver {
+            Err(fatal) => Err(Error::Io(format!("the metadata log stopped: {fatal}"))),
+            Ok(receiver) => match receiver.await {
+                Err(_) => Err(Error::Unavailable),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "metadata proposal not committed");
+                    Err(Error::Unavailable)
+                }
+                Ok(Ok(response)) => match response.data {
+                    Outcome::Applied => Ok(()),
+                    Outcome::Fenced => Err(Error::Fenced),
+                    Outcome::GuardMismatch => Err(Error::GuardMismatch),
+                    Outcome::Malformed => Err(Error::Io("a metadata batch did not decode".into())),
+                },
+            },
+        };
+        match outcome {
+            Ok(()) => {
+                lock(&pending).settle(seq);
+                progress.send_modify(|p| p.done = seq);
+            }
+            Err(e) => {
+                // What this node applied after the failed batch was checked against it: the
+                // state machine is the truth again.
+                let upto = {
+                    let mut p = lock(&pending);
+                    p.clear();
+                    p.last
+                };
+                tracing::error!(error = %e, batch = seq, upto, "metadata batch failed");
+                progress.send_modify(|p| {
+                    p.done = seq;
+                    p.fail(seq, upto, e);
+                });
+            }
+        }
+    }
+}
+
+impl RaftMeta {
+    fn inode_in(&self, p: &Pending, ino: u64) -> Result<Option<Inode>> {
+        match p.inodes.get(&ino) {
+            Some((_, v)) => Ok(v.clone()),
+            None => self.sm.inode(ino),
+        }
+    }
+
+    fn entry_in(&self, p: &Pending, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>> {
+        match p.names.get(&(dir, name.to_vec())) {
+            Some((_, v)) => Ok(*v),
+            None => self.sm.entry(dir, name),
+        }
+    }
+
+    fn counter_in(&self, p: &Pending, c: Counter) -> Result<Option<u64>> {
+        match p.counters.get(&c) {
+            Some((_, v)) => Ok(Some(*v)),
+            None => self.sm.counter(c),
+        }
+    }
+}
+
+impl MetaStore for RaftMeta {
+    const BLOCKING: bool = true;
+
+    fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        self.inode_in(&lock(&self.pending), ino)
+    }
+
+    fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>> {
+        self.entry_in(&lock(&self.pending), dir, name)
+    }
+
+    fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>> {
+        let p = lock(&self.pending);
+        // The state machine's page, long enough that the overlay cannot hide a full page.
+        let hidden = p.changes_in(dir, after_seq);
+        let mut merged: BTreeMap<u64, Option<(Vec<u8>, u64)>> = self
+            .sm
+            .entries(dir, after_seq, limit.saturating_add(hidden))?
+            .into_iter()
+            .map(|e| (e.seq, Some((e.name, e.child))))
+            .collect();
+        if let Some(start) = after_seq.checked_add(1) {
+            for (&(_, seq), (_, v)) in p.seqs.range((dir, start)..=(dir, u64::MAX)) {
+                merged.insert(seq, v.clone());
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(seq, v)| v.map(|(name, child)| StoredEntry { seq, name, child }))
+            .take(limit)
+            .collect())
+    }
+
+    fn counter(&self, counter: Counter) -> Result<Option<u64>> {
+        self.counter_in(&lock(&self.pending), counter)
+    }
+
+    fn inode_count(&self) -> Result<u64> {
+        let p = lock(&self.pending);
+        let mut count = self.sm.inode_count()?;
+        for (&ino, (_, v)) in &p.inodes {
+            match (v.is_some(), self.sm.inode(ino)?.is_some()) {
+                (true, false) => count += 1,
+                (false, true) => count = count.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(count)
+    }
+
+    fn apply(&self, batch: &Batch<'_>) -> Result<()> {
+        let mut p = lock(&self.pending);
+        let raised = {
+            let p = &*p;
+            check_batch(
+                batch,
+                |c| self.counter_in(p, c),
+                |dir, name| Ok(self.entry_in(p, dir, name)?.map(|(child, _)| child)),
+                |ino| Ok(self.inode_in(p, ino)?.is_some()),
+            )?
+        };
+        let seq = p.push(batch, raised);
+        // In order: the proposer submits in the order of this channel, under this lock.
+        self.proposals
+            .send((seq, wire::encode(batch)))
+            .map_err(|_| Error::Unavailable)
+    }
+
+    fn commit(
+        &self,
+        _announced: bool,
+    ) -> impl Future<Output = Result<()>> + Send + 'static + use<> {
+        let target = lock(&self.pending).last;
+        let mut progress = self.progress.clone();
+        async move {
+            loop {
+                if let Some(outcome) = progress.borrow_and_update().outcome(target) {
+                    return outcome;
+                }
+                if progress.changed().await.is_err() {
+                    // The log's tasks are gone (shut down): nothing more will commit.
+                    return Err(Error::Unavailable);
+                }
+            }
+        }
+    }
+}
+
+/// The `MetaStore` suite reopens a store: shut the log down, open it again on its runtime.
+/// Called from outside that runtime, as the suite's functions are.
+impl backend::testing::Subject for RaftMeta {
+    fn reopen(self, dir: &Path) -> Option<Self> {
+        let (runtime, node) = (self.runtime.clone(), self.node);
+        runtime.block_on(self.shutdown()).ok()?;
+        drop(self);
+        // The log's flush thread lets go of its database just after the shutdown.
+        for _ in 0..100 {
+            match runtime.block_on(RaftMeta::open(dir, node)) {
+                Ok(meta) => return Some(meta),
+                Err(e) if e.contains("already open") => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("reopen the metadata log: {e}"),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_waits_for_its_batch_and_fails_if_a_batch_it_covers_failed() {
+        let mut p = Progress::default();
+        assert_eq!(
+            p.outcome(0),
+            Some(Ok(())),
+            "nothing proposed, nothing to wait for"
+        );
+        assert_eq!(p.outcome(1), None);
+        p.done = 2;
+        assert_eq!(p.outcome(2), Some(Ok(())));
+        // Batch 3 was refused; 4 and 5 had been checked against it.
+        p.done = 3;
+        p.fail(3, 5, Error::GuardMismatch);
+        assert_eq!(p.outcome(2), Some(Ok(())));
+        assert_eq!(p.outcome(4), Some(Err(Error::GuardMismatch)));
+        p.done = 6;
+        assert_eq!(p.outcome(6), Some(Ok(())));
+    }
+
+    #[test]
+    fn a_commit_whose_failure_was_forgotten_is_not_told_ok() {
+        let mut p = Progress::default();
+        for i in 0..=FAILURES_KEPT as u64 {
+            p.fail(10 * i + 1, 10 * i + 1, Error::Unavailable);
+        }
+        p.done = 10_000;
+        assert!(p.outcome(1).unwrap().is_err(), "failed, then forgotten");
+        assert!(p.outcome(5).unwrap().is_err(), "maybe failed: unknown");
+        assert_eq!(p.outcome(10_000), Some(Ok(())));
+    }
+}
