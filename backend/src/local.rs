@@ -327,24 +327,40 @@ impl LocalMeta {
         key: &str,
         state: &[u8],
     ) -> Result<Result<()>> {
+        let one = batch.copied();
+        let mut outcomes = self.apply_logged_all(one.as_slice(), key, state)?;
+        Ok(outcomes.pop().unwrap_or(Ok(())))
+    }
+
+    /// [`LocalMeta::apply_logged`] for several batches in order, in one transaction: each is
+    /// checked against the state the ones before it left. `state` is recorded once, after the
+    /// last. One outcome per batch.
+    pub fn apply_logged_all(
+        &self,
+        batches: &[Batch<'_>],
+        key: &str,
+        state: &[u8],
+    ) -> Result<Vec<Result<()>>> {
         let mut tx = self.db.begin_write().map_err(db_error)?;
         tx.set_durability(Durability::None);
-        let outcome = match batch {
-            None => Ok(()),
-            Some(batch) => match apply_in(&tx, batch) {
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            outcomes.push(match apply_in(&tx, batch) {
                 Err(e @ (Error::Fenced | Error::GuardMismatch)) => Err(e),
-                other => {
-                    other?;
-                    Ok(())
+                other => other,
+            });
+            if let Some(Err(e)) = outcomes.last() {
+                if !matches!(e, Error::Fenced | Error::GuardMismatch) {
+                    return Err(e.clone());
                 }
-            },
-        };
+            }
+        }
         tx.open_table(LOG_STATE)
             .map_err(db_error)?
             .insert(key, state)
             .map_err(db_error)?;
         tx.commit().map_err(db_error)?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     /// What [`LocalMeta::apply_logged`] last recorded under `key`.

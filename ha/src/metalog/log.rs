@@ -97,6 +97,7 @@ fn flush_thread(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<LogFlushed<Ty
     while let Ok(first) = jobs.recv() {
         let mut waiting = vec![first];
         waiting.extend(jobs.try_iter());
+        tracing::trace!(appends = waiting.len(), "raft log flush");
         let flushed = (|| {
             let mut tx = db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(Durability::Immediate);
@@ -134,16 +135,6 @@ impl LogStore {
                 .map_err(read_err),
             None => Ok(None),
         }
-    }
-
-    fn put_state<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(value).map_err(write_err)?;
-        let tx = self.db.begin_write().map_err(write_err)?;
-        tx.open_table(STATE)
-            .map_err(write_err)?
-            .insert(key, bytes.as_slice())
-            .map_err(write_err)?;
-        tx.commit().map_err(write_err)
     }
 
     fn last_entry(&self) -> Result<Option<LogId<u64>>, Error> {
@@ -207,14 +198,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_state("vote")
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), Error> {
-        // Not durable: an optimization that lets a restart apply up to it at once.
-        self.put_state("committed", &committed)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, Error> {
-        Ok(self.get_state::<Option<LogId<u64>>>("committed")?.flatten())
-    }
+    // `save_committed`/`read_committed` keep openraft's defaults (not stored): storing the
+    // committed id only lets a restart apply a little sooner, and cost a write per commit.
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), Error>
     where

@@ -41,9 +41,56 @@ use tokio::sync::{mpsc, watch};
 
 use self::pending::Pending;
 
-/// A log entry's payload: one metadata batch in its `engine::wire` form.
+/// A log entry's payload: the metadata batches one node applied since its last proposal, in
+/// order, each in its `engine::wire` form ([`encode_group`]). One entry per group is the log's
+/// group commit: openraft 0.9 appends and flushes each entry on its own, so batches that
+/// arrive while an entry is being flushed ride together in the next one.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal(pub Vec<u8>);
+
+/// Most batches in one entry.
+pub const GROUP_MAX: usize = 512;
+
+/// `count:u32 (len:u32 bytes)*`
+pub fn encode_group(batches: &[Vec<u8>]) -> Vec<u8> {
+    let len = 4 + batches.iter().map(|b| 4 + b.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
+    for b in batches {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// The batches of a group, bounded by [`GROUP_MAX`] and by the bytes present.
+pub fn decode_group(bytes: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+    let (count, mut rest) = bytes.split_first_chunk::<4>().ok_or("short group")?;
+    let count = u32::from_le_bytes(*count) as usize;
+    if count > GROUP_MAX || count > rest.len() / 4 {
+        return Err(format!("a group of {count} batches"));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, after) = rest.split_first_chunk::<4>().ok_or("short group")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if after.len() < len {
+            return Err("a batch longer than its group".into());
+        }
+        let (batch, after) = after.split_at(len);
+        out.push(batch);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err("trailing bytes after a group".into());
+    }
+    Ok(out)
+}
+
+/// What applying an entry did: one outcome per batch of its group (none for entries that
+/// carry no batches).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcomes(pub Vec<Outcome>);
 
 /// What applying an entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,7 +108,7 @@ openraft::declare_raft_types!(
     /// The metadata log's types: u64 node ids, batches in, outcomes out.
     pub TypeConfig:
         D = Proposal,
-        R = Outcome,
+        R = Outcomes,
         NodeId = u64,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -264,15 +311,49 @@ impl RaftMeta {
     }
 }
 
-/// Submits proposals to openraft in the order they were applied.
+/// Entries in flight in openraft at once: enough to keep the log busy, few enough that
+/// batches arriving meanwhile gather in the next group instead of queueing one by one.
+const ENTRIES_IN_FLIGHT: usize = 2;
+
+/// Batches `first..=last`, submitted as one entry.
+struct Submission {
+    first: u64,
+    last: u64,
+    receiver: Submitted,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Submits the applied batches to openraft in order, as groups: everything queued when an
+/// entry slot is free goes into one entry.
 async fn propose(
     raft: Raft<TypeConfig>,
     mut queued: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
-    submitted: mpsc::UnboundedSender<(u64, Submitted)>,
+    submitted: mpsc::UnboundedSender<Submission>,
 ) {
-    while let Some((seq, bytes)) = queued.recv().await {
-        let receiver = raft.client_write_ff(Proposal(bytes)).await;
-        if submitted.send((seq, receiver)).is_err() {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT));
+    while let Some((first, bytes)) = queued.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        // Everything that queued while waiting for the slot rides along.
+        let (mut last, mut group) = (first, vec![bytes]);
+        while group.len() < GROUP_MAX {
+            match queued.try_recv() {
+                Ok((seq, bytes)) => {
+                    last = seq;
+                    group.push(bytes);
+                }
+                Err(_) => break,
+            }
+        }
+        let receiver = raft.client_write_ff(Proposal(encode_group(&group))).await;
+        let submission = Submission {
+            first,
+            last,
+            receiver,
+            _slot: slot,
+        };
+        if submitted.send(submission).is_err() {
             return;
         }
     }
@@ -285,14 +366,24 @@ type Submitted = std::result::Result<
     openraft::error::Fatal<u64>,
 >;
 
-/// Waits for each proposal's outcome, in order, and publishes the progress.
+fn outcome_error(outcome: Outcome) -> Option<Error> {
+    match outcome {
+        Outcome::Applied => None,
+        Outcome::Fenced => Some(Error::Fenced),
+        Outcome::GuardMismatch => Some(Error::GuardMismatch),
+        Outcome::Malformed => Some(Error::Io("a metadata batch did not decode".into())),
+    }
+}
+
+/// Waits for each entry's outcome, in order, and publishes the progress batch by batch.
 async fn complete(
-    mut submitted: mpsc::UnboundedReceiver<(u64, Submitted)>,
+    mut submitted: mpsc::UnboundedReceiver<Submission>,
     pending: Arc<Mutex<Pending>>,
     progress: watch::Sender<Progress>,
 ) {
-    while let Some((seq, receiver)) = submitted.recv().await {
-        let outcome = match receiver {
+    while let Some(s) = submitted.recv().await {
+        // One result per batch first..=last, or one error for the whole entry.
+        let outcomes: std::result::Result<Vec<Outcome>, Error> = match s.receiver {
             Err(fatal) => Err(Error::Io(format!("the metadata log stopped: {fatal}"))),
             Ok(receiver) => match receiver.await {
                 Err(_) => Err(Error::Unavailable),
@@ -300,20 +391,29 @@ async fn complete(
                     tracing::warn!(error = %e, "metadata proposal not committed");
                     Err(Error::Unavailable)
                 }
-                Ok(Ok(response)) => match response.data {
-                    Outcome::Applied => Ok(()),
-                    Outcome::Fenced => Err(Error::Fenced),
-                    Outcome::GuardMismatch => Err(Error::GuardMismatch),
-                    Outcome::Malformed => Err(Error::Io("a metadata batch did not decode".into())),
-                },
+                Ok(Ok(response)) => Ok(response.data.0),
             },
         };
-        match outcome {
-            Ok(()) => {
-                lock(&pending).settle(seq);
-                progress.send_modify(|p| p.done = seq);
+        let expected = (s.last - s.first + 1) as usize;
+        let first_failure = match outcomes {
+            Err(e) => Some((s.first, e)),
+            Ok(list) if list.len() != expected => Some((
+                s.first,
+                Error::Io(format!("{} outcomes for {expected} batches", list.len())),
+            )),
+            Ok(list) => (s.first..=s.last)
+                .zip(list)
+                .find_map(|(seq, o)| outcome_error(o).map(|e| (seq, e))),
+        };
+        match first_failure {
+            None => {
+                lock(&pending).settle(s.last);
+                progress.send_modify(|p| p.done = s.last);
             }
-            Err(e) => {
+            Some((seq, e)) => {
+                if seq > s.first {
+                    lock(&pending).settle(seq - 1);
+                }
                 // What this node applied after the failed batch was checked against it: the
                 // state machine is the truth again.
                 let upto = {
@@ -323,7 +423,7 @@ async fn complete(
                 };
                 tracing::error!(error = %e, batch = seq, upto, "metadata batch failed");
                 progress.send_modify(|p| {
-                    p.done = seq;
+                    p.done = s.last;
                     p.fail(seq, upto, e);
                 });
             }

@@ -25,7 +25,7 @@ use openraft::{
     StoredMembership,
 };
 
-use super::{Outcome, TypeConfig};
+use super::{decode_group, Outcome, Outcomes, TypeConfig};
 
 type Error = StorageError<u64>;
 type Membership = StoredMembership<u64, openraft::BasicNode>;
@@ -157,60 +157,72 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.last, a.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, Error>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcomes>, Error>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        let mut out = Vec::new();
+        // Every entry of this call in one transaction: its batches in log order, then the
+        // id of the last entry (and the membership, if one changed).
+        let mut applied = lock(&self.applied).clone();
+        let mut decoded = Vec::new();
+        // Per entry, per batch of its group: index into `decoded`, or why it has none.
+        let mut slots: Vec<Vec<std::result::Result<usize, Outcome>>> = Vec::new();
         for entry in entries {
-            let mut applied = lock(&self.applied).clone();
             applied.last = Some(entry.log_id);
-            let decoded = match &entry.payload {
-                EntryPayload::Normal(p) => Some(wire::decode(&p.0)),
-                EntryPayload::Membership(m) => {
-                    applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    None
-                }
-                EntryPayload::Blank => None,
-            };
-            let state = serde_json::to_vec(&applied).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            let outcome = match decoded {
-                // A batch that does not decode was never proposed by a node of this build:
-                // applied as a no-op everywhere alike, and reported.
-                Some(Err(e)) => {
-                    let recorded = self
-                        .meta
-                        .apply_logged(None, APPLIED_KEY, &state)
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    debug_assert!(recorded.is_ok(), "no batch, nothing to refuse");
-                    tracing::error!(error = %e, log = %entry.log_id, "undecodable metadata entry");
-                    Outcome::Malformed
-                }
-                Some(Ok(batch)) => {
-                    match self
-                        .meta
-                        .apply_logged(Some(&batch.as_batch()), APPLIED_KEY, &state)
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?
-                    {
-                        Ok(()) => Outcome::Applied,
-                        Err(backend::Error::Fenced) => Outcome::Fenced,
-                        Err(_) => Outcome::GuardMismatch,
+            let mut entry_slots = Vec::new();
+            match entry.payload {
+                EntryPayload::Normal(p) => match decode_group(&p.0) {
+                    Ok(group) => {
+                        for bytes in group {
+                            entry_slots.push(match wire::decode(bytes) {
+                                Ok(batch) => {
+                                    decoded.push(batch);
+                                    Ok(decoded.len() - 1)
+                                }
+                                Err(e) => {
+                                    // Never proposed by a node of this build: a no-op on
+                                    // every replica alike.
+                                    tracing::error!(error = %e, log = %entry.log_id, "undecodable metadata batch");
+                                    Err(Outcome::Malformed)
+                                }
+                            });
+                        }
                     }
+                    Err(e) => {
+                        tracing::error!(error = %e, log = %entry.log_id, "undecodable metadata entry");
+                        entry_slots.push(Err(Outcome::Malformed));
+                    }
+                },
+                EntryPayload::Membership(m) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
-                None => {
-                    let recorded = self
-                        .meta
-                        .apply_logged(None, APPLIED_KEY, &state)
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    debug_assert!(recorded.is_ok(), "no batch, nothing to refuse");
-                    Outcome::Applied
-                }
-            };
-            *lock(&self.applied) = applied;
-            out.push(outcome);
+                EntryPayload::Blank => {}
+            }
+            slots.push(entry_slots);
         }
-        Ok(out)
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let state = serde_json::to_vec(&applied).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let batches: Vec<_> = decoded.iter().map(|b| b.as_batch()).collect();
+        let results = self
+            .meta
+            .apply_logged_all(&batches, APPLIED_KEY, &state)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        *lock(&self.applied) = applied;
+        let outcome = |slot: std::result::Result<usize, Outcome>| match slot {
+            Err(outcome) => outcome,
+            Ok(i) => match &results[i] {
+                Ok(()) => Outcome::Applied,
+                Err(backend::Error::Fenced) => Outcome::Fenced,
+                Err(_) => Outcome::GuardMismatch,
+            },
+        };
+        Ok(slots
+            .into_iter()
+            .map(|entry| Outcomes(entry.into_iter().map(outcome).collect()))
+            .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
