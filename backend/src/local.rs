@@ -48,14 +48,7 @@ impl LocalStore {
     /// Opens the store in `dir`, creating it if needed. Fails with a message naming the problem
     /// if the directory cannot be used or holds a store of another format version.
     pub fn open(dir: &Path) -> Result<LocalStore> {
-        if dir.join("extents.redb").exists() {
-            return Err(Error::Io(format!(
-                "{} holds a store of kind \"nvme\"; open it with store = \"nvme\"",
-                dir.display()
-            )));
-        }
-        create_dir_durably(dir)?;
-        let data = LocalData::open(&dir.join("data"))?;
+        let data = LocalData::open_in(dir)?;
         let meta_path = dir.join("meta.redb");
         let meta_is_new = !meta_path.exists();
         let meta = LocalMeta::open(&meta_path)?;
@@ -521,6 +514,19 @@ fn data_extents(file: &File, size: u64) -> Result<Vec<(u64, u64)>> {
 }
 
 impl LocalData {
+    /// Opens (or creates) the file data of the local store in `dir` (under `data/`), for an
+    /// engine over any metadata store.
+    pub fn open_in(dir: &Path) -> Result<LocalData> {
+        if dir.join("extents.redb").exists() {
+            return Err(Error::Io(format!(
+                "{} holds a store of kind \"nvme\"; open it with store = \"nvme\"",
+                dir.display()
+            )));
+        }
+        create_dir_durably(dir)?;
+        LocalData::open(&dir.join("data"))
+    }
+
     fn open(dir: &Path) -> Result<LocalData> {
         create_dir_durably(dir)?;
         let mut created = false;

@@ -109,15 +109,7 @@ impl NvmeConfig {
 impl NvmeStore {
     /// Opens (or creates) the store described by `config`.
     pub fn open_with(config: &NvmeConfig) -> Result<NvmeStore> {
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|e| io_error(&format!("create {}", config.dir.display()), e))?;
-        if config.dir.join("meta.redb").exists() && !config.dir.join("extents.redb").exists() {
-            return Err(Error::Io(format!(
-                "{} holds a store of kind \"local\" (file data under data/); open it with \
-                 store = \"local\", or give the nvme store an empty directory",
-                config.dir.display()
-            )));
-        }
+        NvmeData::check_dir(config)?;
         let meta = LocalMeta::open(&config.dir.join("meta.redb"))?;
         let data = NvmeData::open(config, &meta)?;
         let store = Engine::with_stores(meta, data)?;
@@ -322,6 +314,28 @@ pub struct NvmeData {
 }
 
 impl NvmeData {
+    /// Creates `config.dir` if needed and refuses one that holds a local store's data. Call it
+    /// before anything creates `meta.redb` in a new directory.
+    pub fn check_dir(config: &NvmeConfig) -> Result<()> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| io_error(&format!("create {}", config.dir.display()), e))?;
+        if config.dir.join("meta.redb").exists() && !config.dir.join("extents.redb").exists() {
+            return Err(Error::Io(format!(
+                "{} holds a store of kind \"local\" (file data under data/); open it with \
+                 store = \"local\", or give the nvme store an empty directory",
+                config.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens (or creates) the data of an nvme store for an engine over any metadata store;
+    /// `meta` is the redb store that holds the inodes (for a replicated log, its state
+    /// machine, caught up), from which free space is rebuilt. [`NvmeData::check_dir`] first.
+    pub fn open_in(config: &NvmeConfig, meta: &LocalMeta) -> Result<NvmeData> {
+        Self::open(config, meta)
+    }
+
     fn open(config: &NvmeConfig, meta: &LocalMeta) -> Result<NvmeData> {
         let db_path = config.dir.join("extents.redb");
         let db = Database::create(&db_path)

@@ -3,8 +3,10 @@
 # nfs-cp, nfs-cat, nfs-ls). Everything stays on 127.0.0.1: the server listens on two free
 # loopback ports with portmap off, and every URL names both ports.
 #
-#   tests/e2e/libnfs.sh [--bin PATH] [--size-mb N] [--files N] [--keep]
+#   tests/e2e/libnfs.sh [--bin PATH] [--size-mb N] [--files N] [--metadata local|log] [--keep]
 #
+# --metadata log runs the server's metadata through the metadata log ([cluster] metadata).
+# Ends with a restart on the same data: every file must come back.
 # Exits non-zero if any check fails. Prints a PASS/FAIL summary.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -14,14 +16,15 @@ set -uo pipefail
 # byte offset.
 main() {
 
-BIN="" SIZE_MB=50 NFILES=300 KEEP=0
+BIN="" SIZE_MB=50 NFILES=300 KEEP=0 METADATA=local
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2;;
     --size-mb) SIZE_MB=$2; shift 2;;
     --files) NFILES=$2; shift 2;;
+    --metadata) METADATA=$2; shift 2;;
     --keep) KEEP=1; shift;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
@@ -56,6 +59,9 @@ while [ "$MNTPORT" = "$NFSPORT" ]; do MNTPORT=$(free_port); done
 # Two exports: "/" and "/many" (created at startup), no squashing: libnfs sends AUTH_UNIX with
 # the caller's uid/gid (0 here), so files are created as root.
 cat > "$WORK/sluice.toml" <<EOF
+[cluster]
+metadata = "$METADATA"
+
 [[export]]
 path = "/"
 [[export.clients]]
@@ -72,16 +78,20 @@ squash = "none"
 EOF
 "$BIN" check-config "$WORK/sluice.toml" >&2 || die "config rejected"
 
-log "starting sluice on 127.0.0.1:$NFSPORT (MOUNT $MNTPORT), data $WORK/data"
-SLUICE_LOG=${SLUICE_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/sluice.toml" --data-dir "$WORK/data" \
-  --listen "127.0.0.1:$NFSPORT" --mount-listen "127.0.0.1:$MNTPORT" --portmap off \
-  >>"$WORK/server.log" 2>&1 &
-SPID=$!
-for _ in $(seq 100); do
-  if ss -Hltn "sport = :$NFSPORT" | grep -q . && ss -Hltn "sport = :$MNTPORT" | grep -q .; then break; fi
-  alive "$SPID" || { cat "$WORK/server.log" >&2; die "sluice exited at startup"; }
-  sleep 0.1
-done
+start_server() {
+  log "starting sluice on 127.0.0.1:$NFSPORT (MOUNT $MNTPORT), data $WORK/data, metadata $METADATA"
+  SLUICE_LOG=${SLUICE_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/sluice.toml" --data-dir "$WORK/data" \
+    --listen "127.0.0.1:$NFSPORT" --mount-listen "127.0.0.1:$MNTPORT" --portmap off \
+    >>"$WORK/server.log" 2>&1 &
+  SPID=$!
+  for _ in $(seq 300); do
+    if ss -Hltn "sport = :$NFSPORT" | grep -q . && ss -Hltn "sport = :$MNTPORT" | grep -q .; then return 0; fi
+    alive "$SPID" || { cat "$WORK/server.log" >&2; die "sluice exited at startup"; }
+    sleep 0.1
+  done
+  die "sluice did not listen within 30 s"
+}
+start_server
 
 Q="nfsport=$NFSPORT&mountport=$MNTPORT&version=3"
 # libnfs splits a file URL at its last '/': "nfs://H//f" mounts export "/" and opens "/f".
@@ -163,6 +173,15 @@ record "nfs-ls -R from /" "$rc" "$nr entries under many/"
 if nfs-cat "$(url /does-not-exist)" >/dev/null 2>&1; then rc=1; else rc=0; fi
 record "nfs-cat of a missing file fails" "$rc" ""
 
+# 5. restart on the same data: everything acknowledged comes back
+stop_pid "$SPID" sluice; SPID=""
+t=$(now_ns); start_server; ms=$(ms_since "$t")
+s=$(nfs-cat "$(url /big.bin)" | sha256sum | cut -d' ' -f1)
+n=$(nfs-ls "nfs://127.0.0.1/many?$Q" 2>&1 | awk '$NF ~ /^f[0-9]+$/' | wc -l)
+c=$(nfs-cat "nfs://127.0.0.1/many/f$NFILES?$Q" 2>/dev/null)
+[ "$s" = "$SRC_SHA" ] && [ "$n" = "$NFILES" ] && [ "$c" = "file $NFILES" ]
+record "restart: files and data come back" $? "listening again in ${ms} ms; big.bin sha=${s:0:16}, $n small files"
+
 TOTAL_MS=$(ms_since "$T0")
 if grep -E ' (ERROR|WARN) |panicked' "$WORK/server.log" >/dev/null; then
   log "server log has warnings/errors:"; grep -E ' (ERROR|WARN) |panicked' "$WORK/server.log" | head -20 >&2
@@ -170,7 +189,7 @@ fi
 alive "$SPID"; record "server still running at the end" $? ""
 
 echo
-echo "=== libnfs e2e summary (sluice $("$BIN" --version 2>/dev/null | cut -d' ' -f2), ${SIZE_MB} MiB, $NFILES files, ${TOTAL_MS} ms) ==="
+echo "=== libnfs e2e summary (sluice $("$BIN" --version 2>/dev/null | cut -d' ' -f2), metadata $METADATA, ${SIZE_MB} MiB, $NFILES files, ${TOTAL_MS} ms) ==="
 printf '%s\n' "${RESULTS[@]}"
 if [ "$FAILED" = 0 ]; then echo "libnfs: ALL PASS"; exit 0; else echo "libnfs: $FAILED FAILED (logs: $WORK)"; exit 1; fi
 }

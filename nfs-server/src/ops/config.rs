@@ -191,6 +191,19 @@ pub struct ClusterConfig {
     /// This node's number within the cluster (the NFSv4.1 server_owner minor id), unique per
     /// node. Default 1.
     pub node_id: u64,
+    /// Where metadata changes go: `"local"` (default), straight into `meta.redb`; `"log"`,
+    /// through the metadata log (openraft; a cluster of one for now), with `meta.redb` as its
+    /// state machine. A directory that has used the log keeps using it.
+    pub metadata: MetadataMode,
+}
+
+/// See [`ClusterConfig::metadata`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataMode {
+    #[default]
+    Local,
+    Log,
 }
 
 impl Default for ClusterConfig {
@@ -198,6 +211,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             id: None,
             node_id: 1,
+            metadata: MetadataMode::Local,
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::drc::Drc;
 use crate::export::{Export, ExportConfig, ExportTable};
 use crate::fh::FhKey;
-use crate::ops::config::{Config, PortmapMode, StoreKind};
+use crate::ops::config::{Config, MetadataMode, PortmapMode, StoreKind};
 use crate::portmap::{self, PortmapTable};
 use crate::server::{Ports, Server};
 use crate::transport::{self, ConnLimits};
@@ -47,7 +47,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             store.set_node(config.cluster.node_id);
             serve(config, store).await
         }
+        StoreKind::Local | StoreKind::Nvme | StoreKind::Auto
+            if config.cluster.metadata == MetadataMode::Log =>
+        {
+            serve_logged(config).await
+        }
         StoreKind::Local => {
+            refuse_logged_dir(&config)?;
             let store = backend::local::LocalStore::open(&config.data_dir).map_err(|e| {
                 StartError(format!(
                     "cannot open the store in {}: {e}",
@@ -58,17 +64,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             serve(config, store).await
         }
         StoreKind::Nvme | StoreKind::Auto => {
-            use backend::nvme::io::EngineChoice;
-            let settings = &config.nvme;
-            let mut nvme = backend::nvme::NvmeConfig::new(&config.data_dir);
-            nvme.devices = settings.devices.clone();
-            nvme.queue_depth = settings.queue_depth;
-            nvme.io_threads = settings.io_threads;
-            nvme.engine = match settings.io_engine {
-                crate::ops::config::IoEngineKind::Auto => EngineChoice::Auto,
-                crate::ops::config::IoEngineKind::IoUring => EngineChoice::Uring,
-                crate::ops::config::IoEngineKind::Threads => EngineChoice::Threads,
-            };
+            refuse_logged_dir(&config)?;
+            let nvme = nvme_config(&config);
             let store = backend::nvme::NvmeStore::open_with(&nvme).map_err(|e| {
                 StartError(format!(
                     "cannot open the nvme store in {}: {e}",
@@ -76,6 +73,80 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 ))
             })?;
             store.set_node(config.cluster.node_id);
+            serve(config, store).await
+        }
+    }
+}
+
+fn nvme_config(config: &Config) -> backend::nvme::NvmeConfig {
+    use backend::nvme::io::EngineChoice;
+    let settings = &config.nvme;
+    let mut nvme = backend::nvme::NvmeConfig::new(&config.data_dir);
+    nvme.devices = settings.devices.clone();
+    nvme.queue_depth = settings.queue_depth;
+    nvme.io_threads = settings.io_threads;
+    nvme.engine = match settings.io_engine {
+        crate::ops::config::IoEngineKind::Auto => EngineChoice::Auto,
+        crate::ops::config::IoEngineKind::IoUring => EngineChoice::Uring,
+        crate::ops::config::IoEngineKind::Threads => EngineChoice::Threads,
+    };
+    nvme
+}
+
+/// A directory whose metadata went through the log has its newest state there (the state
+/// machine in `meta.redb` may lag it): opening `meta.redb` alone would lose changes.
+fn refuse_logged_dir(config: &Config) -> Result<(), StartError> {
+    if config.data_dir.join("raft-log.redb").exists() {
+        return Err(StartError(format!(
+            "{} keeps its metadata in the metadata log (raft-log.redb); set [cluster] \
+             metadata = \"log\" to open it",
+            config.data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the metadata log (a cluster of one) and the data store beside it, then serves.
+async fn serve_logged(config: Config) -> Result<(), StartError> {
+    use backend::engine::Engine;
+    let dir = config.data_dir.clone();
+    let node = config.cluster.node_id;
+    let open_err = {
+        let dir = dir.clone();
+        move |e: String| StartError(format!("cannot open the store in {}: {e}", dir.display()))
+    };
+    let nvme = (config.store != StoreKind::Local).then(|| nvme_config(&config));
+    if let Some(nvme) = &nvme {
+        // Before the log creates meta.redb in a new directory.
+        backend::nvme::NvmeData::check_dir(nvme).map_err(|e| open_err(e.to_string()))?;
+    }
+    let meta = ha::metalog::RaftMeta::open(&dir, node)
+        .await
+        .map_err(|e| open_err(format!("the metadata log: {e}")))?;
+    tracing::info!(dir = %dir.display(), node, "metadata goes through the metadata log (a cluster of one)");
+    // Opening an engine commits through the log: off the runtime's threads, which run it.
+    match nvme {
+        Some(nvme) => {
+            let store = tokio::task::spawn_blocking(move || {
+                let data = backend::nvme::NvmeData::open_in(&nvme, meta.state_machine())?;
+                Engine::with_stores(meta, data)
+            })
+            .await
+            .map_err(|e| open_err(e.to_string()))?
+            .map_err(|e| open_err(e.to_string()))?;
+            store.set_node(node);
+            serve(config, store).await
+        }
+        None => {
+            let data_dir = dir.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                let data = backend::local::LocalData::open_in(&data_dir)?;
+                Engine::with_stores(meta, data)
+            })
+            .await
+            .map_err(|e| open_err(e.to_string()))?
+            .map_err(|e| open_err(e.to_string()))?;
+            store.set_node(node);
             serve(config, store).await
         }
     }
