@@ -46,7 +46,7 @@ fn write_err(e: impl ToString) -> Error {
 
 /// An entry's bytes: `len:u32 log_id(json) tag:u8 payload`, where the payload of a normal
 /// entry is the metadata batch as is (no JSON around file-system data) and a membership is JSON.
-pub(crate) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
+pub fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
     // Serializing plain data structs into a Vec cannot fail.
     let id = serde_json::to_vec(&entry.log_id).unwrap_or_default();
     let mut out = Vec::with_capacity(8 + id.len() + 64);
@@ -66,7 +66,7 @@ pub(crate) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, String> {
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, String> {
     let (len, rest) = bytes.split_first_chunk::<4>().ok_or("short entry")?;
     let len = u32::from_le_bytes(*len) as usize;
     if rest.len() <= len {

@@ -227,6 +227,24 @@ pub struct RaftMeta {
     runtime: tokio::runtime::Handle,
 }
 
+/// When the log is compacted.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Entries between snapshots (each entry carries a group of batches).
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for peers that are a little behind.
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            snapshot_every: 50_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
 /// How long a cluster of one may take to elect itself and replay its log at open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -236,14 +254,23 @@ impl RaftMeta {
     /// leader and caught up with its log before this returns. A `meta.redb` written without
     /// the log (a single node of an earlier build) is the starting state.
     pub async fn open(dir: &Path, node: u64) -> std::result::Result<RaftMeta, String> {
+        Self::open_with(dir, node, Tuning::default()).await
+    }
+
+    /// [`RaftMeta::open`] with other snapshot settings (tests use small ones).
+    pub async fn open_with(
+        dir: &Path,
+        node: u64,
+        tuning: Tuning,
+    ) -> std::result::Result<RaftMeta, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = openraft::Config {
             cluster_name: "sluice-metadata".into(),
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(50_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
             ..Default::default()
         }
         .validate()
@@ -517,9 +544,12 @@ impl MetaStore for RaftMeta {
         };
         let seq = p.push(batch, raised);
         // In order: the proposer submits in the order of this channel, under this lock.
-        self.proposals
-            .send((seq, wire::encode(batch)))
-            .map_err(|_| Error::Unavailable)
+        if self.proposals.send((seq, wire::encode(batch))).is_err() {
+            // The log has stopped: nothing pending will ever be applied.
+            p.clear();
+            return Err(Error::Unavailable);
+        }
+        Ok(())
     }
 
     fn commit(

@@ -47,11 +47,35 @@ struct Applied {
     membership: Membership,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A snapshot as kept in its file: `meta_len:u32 meta(json) data`.
 struct StoredSnapshot {
     meta: SnapshotMeta<u64, openraft::BasicNode>,
     /// `engine::wire` bytes of the whole metadata.
     data: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let meta = serde_json::to_vec(&self.meta)?;
+        let mut out = Vec::with_capacity(4 + meta.len() + self.data.len());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&self.data);
+        Ok(out)
+    }
+
+    fn decode(mut bytes: Vec<u8>) -> Result<StoredSnapshot, String> {
+        let len = bytes
+            .first_chunk::<4>()
+            .map(|b| u32::from_le_bytes(*b) as usize)
+            .ok_or("short snapshot")?;
+        if bytes.len() < 4 + len {
+            return Err("snapshot shorter than its header".into());
+        }
+        let meta = serde_json::from_slice(&bytes[4..4 + len]).map_err(|e| e.to_string())?;
+        let data = bytes.split_off(4 + len);
+        Ok(StoredSnapshot { meta, data })
+    }
 }
 
 #[derive(Clone)]
@@ -74,7 +98,7 @@ impl StateMachine {
         };
         let current = match std::fs::read(snapshot_path) {
             Ok(bytes) => Some(Arc::new(
-                serde_json::from_slice::<StoredSnapshot>(&bytes)
+                StoredSnapshot::decode(bytes)
                     .map_err(|e| format!("{}: {e}", snapshot_path.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -89,7 +113,7 @@ impl StateMachine {
     }
 
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(snapshot).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let bytes = snapshot.encode().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let tmp = self.snapshot_path.with_extension("tmp");
         (|| {
             use std::io::Write;
