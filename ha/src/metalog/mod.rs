@@ -18,7 +18,9 @@
 //! transport are the rest of issue 17.
 
 pub mod log;
+pub mod net;
 pub mod pending;
+pub mod rpc;
 pub mod sm;
 
 use std::collections::BTreeMap;
@@ -227,6 +229,15 @@ pub struct RaftMeta {
     runtime: tokio::runtime::Handle,
 }
 
+/// The other voters of a metadata log, and how to reach and serve them.
+pub struct Cluster {
+    /// Where this node serves the others (its log port).
+    pub listener: tokio::net::TcpListener,
+    /// Every voter, this node included: id -> `host:port` of its log port.
+    pub members: BTreeMap<u64, String>,
+    pub key: rpc::ClusterKey,
+}
+
 /// When the log is compacted.
 #[derive(Clone, Copy, Debug)]
 pub struct Tuning {
@@ -263,12 +274,71 @@ impl RaftMeta {
         node: u64,
         tuning: Tuning,
     ) -> std::result::Result<RaftMeta, String> {
+        let members = BTreeMap::from([(node, BasicNode::default())]);
+        let meta = Self::open_inner(dir, node, tuning, NoPeers, members, None).await?;
+        meta.raft
+            .wait(Some(OPEN_TIMEOUT))
+            .state(ServerState::Leader, "a cluster of one leads")
+            .await
+            .map_err(|e| format!("the metadata log elected no leader: {e}"))?;
+        // Everything in the log is applied before the engine reads the state machine.
+        meta.caught_up().await?;
+        Ok(meta)
+    }
+
+    /// Opens the log as node `node` of a cluster whose voters are `cluster.members` (node id
+    /// -> address of its log port), reached over TCP with frames signed by the cluster key
+    /// ([`rpc`]); serves the other nodes on `cluster.listener`. The lowest node id initializes
+    /// the group on its first start. Returns once a leader is known.
+    pub async fn open_cluster(
+        dir: &Path,
+        node: u64,
+        tuning: Tuning,
+        cluster: Cluster,
+    ) -> std::result::Result<RaftMeta, String> {
+        let members: BTreeMap<u64, BasicNode> = cluster
+            .members
+            .iter()
+            .map(|(&id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        let network = net::TcpNetwork::new(cluster.key.clone());
+        let serving = Some((cluster.listener, cluster.key));
+        let meta = Self::open_inner(dir, node, tuning, network, members, serving).await?;
+        meta.raft
+            .wait(Some(OPEN_TIMEOUT))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| format!("the metadata log found no leader: {e}"))?;
+        Ok(meta)
+    }
+
+    /// Waits until this node has applied every entry of its log.
+    pub async fn caught_up(&self) -> std::result::Result<(), String> {
+        let last = self.raft.metrics().borrow().last_log_index;
+        self.raft
+            .wait(Some(OPEN_TIMEOUT))
+            .applied_index_at_least(last, "the log is replayed")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the metadata log did not replay: {e}"))
+    }
+
+    async fn open_inner<N: RaftNetworkFactory<TypeConfig>>(
+        dir: &Path,
+        node: u64,
+        tuning: Tuning,
+        network: N,
+        members: BTreeMap<u64, BasicNode>,
+        serving: Option<(tokio::net::TcpListener, rpc::ClusterKey)>,
+    ) -> std::result::Result<RaftMeta, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = openraft::Config {
             cluster_name: "sluice-metadata".into(),
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
+            // Bounds an append frame: 16 entries of at most GROUP_MAX batches each.
+            max_payload_entries: 16,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
             max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
             ..Default::default()
@@ -279,26 +349,18 @@ impl RaftMeta {
         let meta = LocalMeta::open(&dir.join("meta.redb")).map_err(|e| e.to_string())?;
         let sm_meta = Arc::new(meta);
         let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;
-        let raft = Raft::new(node, Arc::new(config), NoPeers, log, sm)
+        let raft = Raft::new(node, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| e.to_string())?;
-        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
-            let members = BTreeMap::from([(node, BasicNode::default())]);
+        if let Some((listener, key)) = serving {
+            tokio::spawn(net::serve(listener, raft.clone(), key));
+        }
+        let first = members.keys().next().copied();
+        if !raft.is_initialized().await.map_err(|e| e.to_string())? && first == Some(node) {
             raft.initialize(members)
                 .await
                 .map_err(|e| format!("initialize the metadata log: {e}"))?;
         }
-        raft.wait(Some(OPEN_TIMEOUT))
-            .state(ServerState::Leader, "a cluster of one leads")
-            .await
-            .map_err(|e| format!("the metadata log elected no leader: {e}"))?;
-        // Everything in the log is applied before the engine reads the state machine.
-        let last = raft.metrics().borrow().last_log_index;
-        raft.wait(Some(OPEN_TIMEOUT))
-            .applied_index_at_least(last, "the log is replayed")
-            .await
-            .map_err(|e| format!("the metadata log did not replay: {e}"))?;
-
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (proposals, queued) = mpsc::unbounded_channel();
         let (submitted_tx, submitted) = mpsc::unbounded_channel();

@@ -1,0 +1,231 @@
+//! The metadata log over TCP: openraft's network client ([`TcpNetwork`]) and the server that
+//! answers other nodes ([`serve`]), speaking the frames of [`super::rpc`]. One connection per
+//! peer, requests one at a time on it, every call bounded by openraft's timeout. A frame that
+//! fails its MAC (a node without the cluster key) closes the connection and is logged.
+
+use std::io;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::rpc::{self, ClusterKey, Kind};
+use super::TypeConfig;
+
+/// Reads one frame and checks its MAC.
+async fn read_frame(
+    r: &mut (impl AsyncRead + Unpin),
+    key: &ClusterKey,
+) -> io::Result<(Kind, Vec<u8>)> {
+    let mut header = [0u8; rpc::HEADER_BYTES];
+    r.read_exact(&mut header).await?;
+    let h = rpc::decode_header(&header).map_err(io::Error::other)?;
+    // Bounded by FRAME_BODY_MAX in decode_header.
+    let mut rest = vec![0u8; rpc::rest_len(&h)];
+    r.read_exact(&mut rest).await?;
+    let body = rpc::verify(key, &header, &rest).map_err(io::Error::other)?;
+    Ok((h.kind, body.to_vec()))
+}
+
+pub struct TcpNetwork {
+    key: ClusterKey,
+}
+
+impl TcpNetwork {
+    pub fn new(key: ClusterKey) -> TcpNetwork {
+        TcpNetwork { key }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = TcpPeer;
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> TcpPeer {
+        TcpPeer {
+            target,
+            addr: node.addr.clone(),
+            key: self.key.clone(),
+            conn: None,
+        }
+    }
+}
+
+pub struct TcpPeer {
+    target: u64,
+    addr: String,
+    key: ClusterKey,
+    conn: Option<TcpStream>,
+}
+
+/// Why a call failed: before anything was sent (the peer is unreachable) or after.
+enum CallError {
+    Connect(io::Error),
+    Io(io::Error),
+}
+
+impl TcpPeer {
+    async fn call(
+        &mut self,
+        kind: Kind,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let frame = rpc::encode_frame(&self.key, kind, &body);
+        let result = tokio::time::timeout(ttl, async {
+            if self.conn.is_none() {
+                let conn = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(CallError::Connect)?;
+                conn.set_nodelay(true).map_err(CallError::Connect)?;
+                self.conn = Some(conn);
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(CallError::Connect(io::Error::other("no connection")));
+            };
+            conn.write_all(&frame).await.map_err(CallError::Io)?;
+            let (kind, reply) = read_frame(conn, &self.key).await.map_err(CallError::Io)?;
+            if kind != Kind::Reply {
+                return Err(CallError::Io(io::Error::other(
+                    "a request where a reply was due",
+                )));
+            }
+            Ok(reply)
+        })
+        .await;
+        let result = result.unwrap_or_else(|_| {
+            Err(CallError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer in time",
+            )))
+        });
+        if result.is_err() {
+            // The stream may hold half a frame: start over on the next call.
+            self.conn = None;
+        }
+        result
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<u64, BasicNode, E> {
+        match e {
+            CallError::Connect(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Io(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    async fn request<T, E>(
+        &mut self,
+        kind: Kind,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        T: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let reply = self
+            .call(kind, body, option.hard_ttl())
+            .await
+            .map_err(|e| self.rpc_error(e))?;
+        match rpc::decode_reply::<T, RaftError<u64, E>>(&reply) {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e) => Err(RPCError::Network(NetworkError::new(&io::Error::other(e)))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for TcpPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.request(Kind::AppendEntries, rpc::encode_append(&rpc), &option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.request(Kind::InstallSnapshot, rpc::encode_snapshot(&rpc), &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.request(Kind::Vote, rpc::encode_vote(&rpc), &option)
+            .await
+    }
+}
+
+/// Resolves when the log has shut down (its metrics channel closes).
+async fn stopped(raft: &Raft<TypeConfig>) {
+    let mut metrics = raft.metrics();
+    while metrics.changed().await.is_ok() {}
+}
+
+/// Answers other nodes' log requests on `listener` until the log shuts down.
+pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, key: ClusterKey) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopped(&raft) => return,
+        };
+        let (conn, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata log: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = conn.set_nodelay(true);
+        let (raft, key) = (raft.clone(), key.clone());
+        tokio::spawn(async move {
+            if let Err(e) = answer(conn, &raft, &key).await {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    tracing::warn!(%peer, error = %e, "metadata log: refused a peer's frame; connection closed");
+                }
+            }
+        });
+    }
+}
+
+async fn answer(mut conn: TcpStream, raft: &Raft<TypeConfig>, key: &ClusterKey) -> io::Result<()> {
+    loop {
+        let (kind, body) = read_frame(&mut conn, key).await?;
+        let reply = match kind {
+            Kind::AppendEntries => {
+                let req = rpc::decode_append(&body).map_err(io::Error::other)?;
+                rpc::encode_reply(&raft.append_entries(req).await)
+            }
+            Kind::Vote => {
+                let req = rpc::decode_vote(&body).map_err(io::Error::other)?;
+                rpc::encode_reply(&raft.vote(req).await)
+            }
+            Kind::InstallSnapshot => {
+                let req = rpc::decode_snapshot(&body).map_err(io::Error::other)?;
+                rpc::encode_reply(&raft.install_snapshot(req).await)
+            }
+            Kind::Reply => return Err(io::Error::other("a reply where a request was due")),
+        };
+        conn.write_all(&rpc::encode_frame(key, Kind::Reply, &reply))
+            .await?;
+    }
+}
