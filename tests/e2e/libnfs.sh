@@ -3,10 +3,12 @@
 # nfs-cp, nfs-cat, nfs-ls). Everything stays on 127.0.0.1: the server listens on two free
 # loopback ports with portmap off, and every URL names both ports.
 #
-#   tests/e2e/libnfs.sh [--bin PATH] [--size-mb N] [--files N] [--metadata local|log] [--keep]
+#   tests/e2e/libnfs.sh [--bin PATH] [--size-mb N] [--files N] [--metadata local|log]
+#                       [--crash] [--keep]
 #
 # --metadata log runs the server's metadata through the metadata log ([cluster] metadata).
-# Ends with a restart on the same data: every file must come back.
+# Ends with a restart on the same data: every file must come back. --crash stops the server
+# with kill -9 instead of SIGTERM before that restart.
 # Exits non-zero if any check fails. Prints a PASS/FAIL summary.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -16,15 +18,16 @@ set -uo pipefail
 # byte offset.
 main() {
 
-BIN="" SIZE_MB=50 NFILES=300 KEEP=0 METADATA=local
+BIN="" SIZE_MB=50 NFILES=300 KEEP=0 METADATA=local CRASH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2;;
     --size-mb) SIZE_MB=$2; shift 2;;
     --files) NFILES=$2; shift 2;;
     --metadata) METADATA=$2; shift 2;;
+    --crash) CRASH=1; shift;;
     --keep) KEEP=1; shift;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
@@ -174,13 +177,18 @@ if nfs-cat "$(url /does-not-exist)" >/dev/null 2>&1; then rc=1; else rc=0; fi
 record "nfs-cat of a missing file fails" "$rc" ""
 
 # 5. restart on the same data: everything acknowledged comes back
-stop_pid "$SPID" sluice; SPID=""
+if [ "$CRASH" = 1 ]; then
+  kill -KILL "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null; how="kill -9"
+else
+  stop_pid "$SPID" sluice; how="SIGTERM"
+fi
+SPID=""
 t=$(now_ns); start_server; ms=$(ms_since "$t")
 s=$(nfs-cat "$(url /big.bin)" | sha256sum | cut -d' ' -f1)
 n=$(nfs-ls "nfs://127.0.0.1/many?$Q" 2>&1 | awk '$NF ~ /^f[0-9]+$/' | wc -l)
 c=$(nfs-cat "nfs://127.0.0.1/many/f$NFILES?$Q" 2>/dev/null)
 [ "$s" = "$SRC_SHA" ] && [ "$n" = "$NFILES" ] && [ "$c" = "file $NFILES" ]
-record "restart: files and data come back" $? "listening again in ${ms} ms; big.bin sha=${s:0:16}, $n small files"
+record "restart after $how: files and data come back" $? "listening again in ${ms} ms; big.bin sha=${s:0:16}, $n small files"
 
 TOTAL_MS=$(ms_since "$T0")
 if grep -E ' (ERROR|WARN) |panicked' "$WORK/server.log" >/dev/null; then

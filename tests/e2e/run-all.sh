@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI entry point: builds sluice once (release), then runs
 #   1. tests/e2e/libnfs.sh                      (userspace libnfs clients on 127.0.0.1), twice:
-#      metadata straight to meta.redb, and through the metadata log
+#      metadata straight to meta.redb, and through the metadata log (restarted after kill -9)
 #   2. tests/e2e/kclient-v3.sh                  (kernel NFSv3 client, nconnect=1)
 #   3. tests/e2e/kclient-v3.sh --nconnect 16    (kernel NFSv3 client, nconnect=16)
 # and prints every summary at the end. Exits non-zero if any part failed.
@@ -42,7 +42,7 @@ part() {   # part NAME CMD...: run, tee output, remember the status
 
 if [ "$DO_LIBNFS" = 1 ]; then
   part libnfs "$E2E_DIR/libnfs.sh" --bin "$BIN"
-  part libnfs-log "$E2E_DIR/libnfs.sh" --bin "$BIN" --metadata log --size-mb 20 --files 100
+  part libnfs-log "$E2E_DIR/libnfs.sh" --bin "$BIN" --metadata log --size-mb 20 --files 100 --crash
 fi
 if [ "$DO_KC" = 1 ]; then
   part kclient-nc1 "$E2E_DIR/kclient-v3.sh" --bin "$BIN" --size-mb "$SIZE"
