@@ -102,6 +102,27 @@ async fn three_nodes_replicate_elect_a_new_leader_and_catch_up() {
         until_applied(n, 19).await;
     }
 
+    // A follower cannot commit on its own (no forwarding yet): its commit fails as
+    // Unavailable, which clients retry, and its reads drop the batch again.
+    let follower = nodes.iter().find(|n| n.node() != first).unwrap();
+    let ops = [MetaOp::PutInode(99, inode(FileType::Regular))];
+    let epoch = follower
+        .counter(backend::engine::Counter::WriterEpoch)
+        .unwrap()
+        .unwrap_or(0);
+    follower
+        .apply(&Batch {
+            epoch,
+            preconditions: &[],
+            ops: &ops,
+        })
+        .unwrap();
+    assert_eq!(
+        follower.commit(false).await,
+        Err(backend::Error::Unavailable)
+    );
+    assert_eq!(follower.inode(99).unwrap(), None);
+
     // The leader stops: the other two elect one of themselves and go on writing.
     let at = nodes.iter().position(|n| n.node() == first).unwrap();
     let old = nodes.remove(at);
