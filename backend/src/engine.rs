@@ -198,6 +198,10 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         announced: bool,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static + use<Self>;
+    /// Figures for metrics, read at scrape time (see `Store::stats`). None by default.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Announces a caller that may apply a batch and then commit: a flush about to start waits
     /// briefly for it, so that concurrent callers share one. Each announcement ends with
     /// exactly one `commit(true)` or [`MetaStore::withdraw`].
@@ -1831,5 +1835,9 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
 
     async fn fsstat(&self, id: FileId) -> Result<FsStat> {
         self.run(move |s, _| s.fsstat(id)).await
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        self.inner.meta.stats()
     }
 }

@@ -472,4 +472,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where the data of a regular file lives (for operators; not on any hot path).
     fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send;
+
+    /// Figures about the store's machinery for metrics, read at scrape time: `(name, value)`
+    /// pairs (e.g. the metadata log's term and apply lag). None by default.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

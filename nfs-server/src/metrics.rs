@@ -141,7 +141,13 @@ pub struct Metrics {
     nfs4: Family<RuntimeLabels, Gauge>,
     /// Where those come from: set once the server's protocol state exists.
     state_source: std::sync::OnceLock<StateSource>,
+    /// The store's own figures (the metadata log's, when metadata goes through it).
+    store: Family<RuntimeLabels, Gauge>,
+    store_source: std::sync::OnceLock<StoreSource>,
 }
+
+/// Reads the store's figures at a scrape (`Store::stats`).
+pub type StoreSource = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static>;
 
 /// Reads the protocol state's counts at a scrape (`now` passed in).
 pub type StateSource =
@@ -181,6 +187,7 @@ impl Metrics {
         let target_rate = Family::<TargetDirLabels, Gauge>::default();
         let runtime = Family::<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let nfs4 = Family::<RuntimeLabels, Gauge>::default();
+        let store = Family::<RuntimeLabels, Gauge>::default();
 
         // Names are given without the `_total` suffix: prometheus-client appends it to
         // counter samples (and OpenMetrics names the counter family without it).
@@ -254,8 +261,18 @@ impl Metrics {
              clients_to_reclaim",
             nfs4.clone(),
         );
+        registry.register(
+            "sluice_metadata_log",
+            "The metadata log, read at scrape time (only when [cluster] metadata = \"log\"): \
+             term (counts elections), leader, is_leader, last_log_index, applied_index, \
+             apply_lag, entries_proposed and batches_proposed (their ratio is the group size), \
+             batches_failed, commit_micros_sum (time from proposal to outcome, per entry)",
+            store.clone(),
+        );
 
         Metrics {
+            store,
+            store_source: std::sync::OnceLock::new(),
             task_monitor: tokio_metrics::TaskMonitor::new(),
             runtime,
             nfs4,
@@ -386,6 +403,22 @@ impl Metrics {
         let _ = self.state_source.set(source);
     }
 
+    /// Makes scrapes read the store's figures through `source` (set once).
+    pub fn set_store_source(&self, source: StoreSource) {
+        let _ = self.store_source.set(source);
+    }
+
+    fn refresh_store(&self) {
+        let Some(source) = self.store_source.get() else {
+            return;
+        };
+        for (metric, value) in source() {
+            self.store
+                .get_or_create(&RuntimeLabels { metric })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
     fn refresh_nfs4(&self) {
         let s = self
             .state_source
@@ -407,6 +440,7 @@ impl Metrics {
     pub fn encode(&self) -> String {
         self.refresh_runtime();
         self.refresh_nfs4();
+        self.refresh_store();
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail and none of our label types returns an error, so an
         // error here is a library bug: report it and serve what was written rather than
@@ -766,6 +800,19 @@ mod tests {
         assert_eq!(bucket("0.0001"), Some(1.0), "{text}");
         assert_eq!(bucket("0.05"), Some(2.0), "{text}");
         assert_eq!(bucket("+Inf"), Some(2.0), "{text}");
+    }
+
+    #[test]
+    fn the_store_s_figures_show_once_a_store_reports_them() {
+        let m = Metrics::new();
+        assert!(!m.encode().contains("sluice_metadata_log{"));
+        m.set_store_source(Box::new(|| vec![("term", 3), ("apply_lag", 0)]));
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "sluice_metadata_log", &[("metric", "term")]),
+            Some(3.0),
+            "{text}"
+        );
     }
 
     #[test]

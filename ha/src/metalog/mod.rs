@@ -217,8 +217,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Counts kept by the proposer and completion tasks, for metrics.
+#[derive(Default)]
+struct Counts {
+    /// Log entries proposed, and the batches they carried (the group size is their ratio).
+    entries: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
+    /// Batches whose commit failed.
+    failed: std::sync::atomic::AtomicU64,
+    /// Time from proposing an entry to its outcome, summed, in microseconds.
+    commit_micros: std::sync::atomic::AtomicU64,
+}
+
 /// A [`MetaStore`] whose batches go through the metadata log.
 pub struct RaftMeta {
+    counts: Arc<Counts>,
     node: u64,
     sm: Arc<LocalMeta>,
     pending: Arc<Mutex<Pending>>,
@@ -365,9 +378,16 @@ impl RaftMeta {
         let (proposals, queued) = mpsc::unbounded_channel();
         let (submitted_tx, submitted) = mpsc::unbounded_channel();
         let (progress_tx, progress) = watch::channel(Progress::default());
-        tokio::spawn(propose(raft.clone(), queued, submitted_tx));
-        tokio::spawn(complete(submitted, Arc::clone(&pending), progress_tx));
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(propose(raft.clone(), queued, submitted_tx, Arc::clone(&counts)));
+        tokio::spawn(complete(
+            submitted,
+            Arc::clone(&pending),
+            progress_tx,
+            Arc::clone(&counts),
+        ));
         Ok(RaftMeta {
+            counts,
             node,
             sm: sm_meta,
             pending,
@@ -408,6 +428,7 @@ const ENTRIES_IN_FLIGHT: usize = 2;
 struct Submission {
     first: u64,
     last: u64,
+    at: std::time::Instant,
     receiver: Submitted,
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -418,7 +439,9 @@ async fn propose(
     raft: Raft<TypeConfig>,
     mut queued: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
     submitted: mpsc::UnboundedSender<Submission>,
+    counts: Arc<Counts>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let slots = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT));
     while let Some((first, bytes)) = queued.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -435,10 +458,14 @@ async fn propose(
                 Err(_) => break,
             }
         }
+        counts.entries.fetch_add(1, Relaxed);
+        counts.batches.fetch_add(group.len() as u64, Relaxed);
+        let at = std::time::Instant::now();
         let receiver = raft.client_write_ff(Proposal(encode_group(&group))).await;
         let submission = Submission {
             first,
             last,
+            at,
             receiver,
             _slot: slot,
         };
@@ -469,7 +496,9 @@ async fn complete(
     mut submitted: mpsc::UnboundedReceiver<Submission>,
     pending: Arc<Mutex<Pending>>,
     progress: watch::Sender<Progress>,
+    counts: Arc<Counts>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Some(s) = submitted.recv().await {
         // One result per batch first..=last, or one error for the whole entry.
         let outcomes: std::result::Result<Vec<Outcome>, Error> = match s.receiver {
@@ -483,6 +512,8 @@ async fn complete(
                 Ok(Ok(response)) => Ok(response.data.0),
             },
         };
+        let micros = u64::try_from(s.at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        counts.commit_micros.fetch_add(micros, Relaxed);
         let expected = (s.last - s.first + 1) as usize;
         let first_failure = match outcomes {
             Err(e) => Some((s.first, e)),
@@ -500,6 +531,7 @@ async fn complete(
                 progress.send_modify(|p| p.done = s.last);
             }
             Some((seq, e)) => {
+                counts.failed.fetch_add(s.last - seq + 1, Relaxed);
                 if seq > s.first {
                     lock(&pending).settle(seq - 1);
                 }
@@ -612,6 +644,25 @@ impl MetaStore for RaftMeta {
             return Err(Error::Unavailable);
         }
         Ok(())
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let last = m.last_log_index.unwrap_or(0);
+        vec![
+            ("term", m.current_term),
+            ("leader", m.current_leader.unwrap_or(0)),
+            ("is_leader", u64::from(m.state == ServerState::Leader)),
+            ("last_log_index", last),
+            ("applied_index", applied),
+            ("apply_lag", last.saturating_sub(applied)),
+            ("entries_proposed", self.counts.entries.load(Relaxed)),
+            ("batches_proposed", self.counts.batches.load(Relaxed)),
+            ("batches_failed", self.counts.failed.load(Relaxed)),
+            ("commit_micros_sum", self.counts.commit_micros.load(Relaxed)),
+        ]
     }
 
     fn commit(

@@ -448,6 +448,10 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
                 .map(|s| s.state.summary(now))
                 .unwrap_or_default()
         }));
+        let weak = Arc::downgrade(&server);
+        metrics.set_store_source(Box::new(move || {
+            weak.upgrade().map(|s| s.store.stats()).unwrap_or_default()
+        }));
     }
     for t in targets.list() {
         tracing::info!(target = %t.name, tier = ?t.pacer.tier(), "mount target");
