@@ -379,7 +379,12 @@ impl RaftMeta {
         let (submitted_tx, submitted) = mpsc::unbounded_channel();
         let (progress_tx, progress) = watch::channel(Progress::default());
         let counts = Arc::new(Counts::default());
-        tokio::spawn(propose(raft.clone(), queued, submitted_tx, Arc::clone(&counts)));
+        tokio::spawn(propose(
+            raft.clone(),
+            queued,
+            submitted_tx,
+            Arc::clone(&counts),
+        ));
         tokio::spawn(complete(
             submitted,
             Arc::clone(&pending),
