@@ -9,6 +9,7 @@
 #
 # Env: SLUICE_BIN=path        use this sluice binary instead of building the workspace
 #      SLUICE_REV=text        how the report names that binary's source (e.g. a commit)
+#      SLUICE_METADATA=log    run Sluice's metadata through the metadata log ([cluster] metadata)
 #      BENCH_WORK=/var/tmp/sluice-bench   data dirs and state (must be on a real disk, not tmpfs)
 #      NFSSERVE_BIN=path      use this nfsserve directory server instead of building bench/nfsserve-dir
 #      PEERS=<repo>/../shared/peers   REPS=, JOBS=, SEQ_MB=, RUNTIME=, META_N=, META_P=, LIST_N=,
@@ -164,6 +165,9 @@ start_sluice() {
   local ns=$NSP-sluice d=$WORK/sluice-data
   mkns $ns; rm -rf "$d"; mkdir -p "$d"
   printf '[[export]]\npath = "/"\n[[export.clients]]\nmatch = "*"\nsquash = "none"\n' >"$WORK/sluice.toml"
+  if [ -n "${SLUICE_METADATA:-}" ]; then
+    printf '[cluster]\nmetadata = "%s"\n' "$SLUICE_METADATA" >>"$WORK/sluice.toml"
+  fi
   SLOG=$LOG/sluice.$1.log
   SLUICE_LOG=${SLUICE_LOG:-info} ip netns exec $ns "$SLUICE" serve --config "$WORK/sluice.toml" \
     --data-dir "$d" --listen 127.0.0.1:2049 --mount-listen 127.0.0.1:20048 --portmap off \
