@@ -497,6 +497,9 @@ impl<S: Store> Admin<S> {
                 "id": state.identity.cluster_id,
                 "node_id": state.identity.node_id,
                 "epoch": state.identity.epoch,
+                "metadata_log": self.server.store.stats().into_iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect::<serde_json::Map<String, Value>>(),
             },
             "throughput_bytes": {
                 "read": self.server.bytes_read.load(std::sync::atomic::Ordering::Relaxed),

@@ -1210,7 +1210,7 @@ pub fn render_status(s: &Value) -> String {
             .map(human_bytes)
             .unwrap_or_else(|| "-".into())
     };
-    let mut out = render_fields(&[
+    let mut fields = vec![
         (
             "node",
             format!(
@@ -1264,7 +1264,23 @@ pub fn render_status(s: &Value) -> String {
             "moved",
             format!("read {}, written {}", moved("read"), moved("write")),
         ),
-    ]);
+    ];
+    let log = &s["cluster"]["metadata_log"];
+    if log.as_object().is_some_and(|o| !o.is_empty()) {
+        fields.push((
+            "metadata log",
+            format!(
+                "term {}, leader node {}, applied {} (lag {}), {} batches in {} entries",
+                text(&log["term"]),
+                text(&log["leader"]),
+                text(&log["applied_index"]),
+                text(&log["apply_lag"]),
+                text(&log["batches_proposed"]),
+                text(&log["entries_proposed"])
+            ),
+        ));
+    }
+    let mut out = render_fields(&fields);
     out.push('\n');
     out.push_str(&render_targets(
         s["targets"]
@@ -1345,6 +1361,21 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn status_shows_the_metadata_log_only_when_there_is_one() {
+        let mut s = json!({"cluster": {"metadata_log": {}}, "targets": []});
+        assert!(!render_status(&s).contains("metadata log"));
+        s["cluster"]["metadata_log"] = json!({
+            "term": 2, "leader": 1, "applied_index": 57, "apply_lag": 0,
+            "batches_proposed": 120, "entries_proposed": 40,
+        });
+        let out = render_status(&s);
+        assert!(
+            out.contains("term 2, leader node 1, applied 57 (lag 0), 120 batches in 40 entries"),
+            "{out}"
+        );
     }
 
     #[test]
