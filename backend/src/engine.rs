@@ -365,6 +365,16 @@ struct State {
     fenced: bool,
 }
 
+impl State {
+    /// Forgets every cached record and name, which may no longer match the store; `fenced`:
+    /// another writer owns the metadata, so this engine stops for good.
+    fn drop_caches(&mut self, fenced: bool) {
+        self.cache.clear();
+        self.names = NameCache::default();
+        self.fenced |= fenced;
+    }
+}
+
 /// Directory entries seen or made in this run: `(dir, name) -> child`, so that a LOOKUP of a
 /// cached name answers on the async runtime instead of hopping to the blocking pool.
 ///
@@ -772,9 +782,7 @@ impl<'a, M: MetaStore> Tx<'a, M> {
                     epoch = self.state.epoch,
                     "metadata store refused a batch: another writer took over; this store stops"
                 );
-                self.state.cache.clear();
-                self.state.names = NameCache::default();
-                self.state.fenced = true;
+                self.state.drop_caches(true);
                 return Err(Error::Fenced);
             }
             Err(e) => return Err(e),
@@ -933,9 +941,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     fn commit_failed(&self, error: &Error) {
         self.verifier.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
-        state.cache.clear();
-        state.names = NameCache::default();
-        state.fenced |= *error == Error::Fenced;
+        state.drop_caches(*error == Error::Fenced);
         tracing::error!(
             %error,
             fenced = state.fenced,
@@ -1243,11 +1249,11 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         // Exclusive: no write may sit between its data I/O and its size update, or the size
         // persisted below could cover data this sync did not flush.
         let _exclusive = self.stripe_exclusive(id.ino);
-        let inode = self.getattr(id)?;
+        let inode = self.record(id)?;
         if inode.file_type != FileType::Regular {
-            return Ok(inode);
+            return Ok(inode.attr(id.ino));
         }
-        self.data_here(&self.record(id)?)?;
+        self.data_here(&inode)?;
         self.sync_data(id.ino)?;
         let mut state = self.lock();
         let entry = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
