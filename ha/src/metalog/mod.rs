@@ -566,6 +566,10 @@ impl RaftMeta {
     }
 
     fn entry_in(&self, p: &Pending, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>> {
+        if p.names.is_empty() {
+            // Nothing pending (the usual case between groups): no key to build.
+            return self.sm.entry(dir, name);
+        }
         match p.names.get(&(dir, name.to_vec())) {
             Some((_, v)) => Ok(*v),
             None => self.sm.entry(dir, name),

@@ -32,8 +32,10 @@ async fn read_frame(
     // Bounded by FRAME_BODY_MAX in decode_header.
     let mut rest = vec![0u8; rpc::rest_len(&h)];
     r.read_exact(&mut rest).await?;
-    let body = rpc::verify(key, &header, &rest).map_err(io::Error::other)?;
-    Ok((h.kind, body.to_vec()))
+    rpc::verify(key, &header, &rest).map_err(io::Error::other)?;
+    // The body is what precedes the MAC: keep the buffer rather than copy it out.
+    rest.truncate(h.len);
+    Ok((h.kind, rest))
 }
 
 pub struct TcpNetwork {
