@@ -77,23 +77,36 @@ async fn until_waiting(quorum: &Quorum, n: usize) {
     }
 }
 
+type Created = backend::Result<(backend::Attr, backend::Wcc)>;
+
+/// Creates `name` in the root on a task of its own, so the test can watch it wait.
+fn spawn_create(
+    store: &Arc<Engine<Quorum, MemData>>,
+    name: &str,
+    kind: NodeKind,
+) -> tokio::task::JoinHandle<Created> {
+    let (s, name) = (Arc::clone(store), name.to_string());
+    tokio::spawn(async move {
+        let root = s.root();
+        let attr = SetAttr::default();
+        s.create(
+            &Cred::root(),
+            root,
+            name.as_bytes(),
+            kind,
+            attr,
+            CreateMode::Guarded,
+        )
+        .await
+    })
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_create_answers_only_after_its_commit_resolves() {
     let quorum = Quorum::default();
     let store = Arc::new(opened(&quorum));
     let root = store.root();
-    let s = Arc::clone(&store);
-    let create = tokio::spawn(async move {
-        s.create(
-            &Cred::root(),
-            root,
-            b"f",
-            NodeKind::Regular,
-            SetAttr::default(),
-            CreateMode::Guarded,
-        )
-        .await
-    });
+    let create = spawn_create(&store, "f", NodeKind::Regular);
     // On a single-threaded runtime the create can only be parked on its commit, not on a
     // thread: the runtime goes on running other tasks (this one).
     until_waiting(&quorum, 1).await;
@@ -109,20 +122,8 @@ async fn a_create_answers_only_after_its_commit_resolves() {
 async fn a_failed_commit_fails_the_call_and_changes_the_write_verifier() {
     let quorum = Quorum::default();
     let store = Arc::new(opened(&quorum));
-    let root = store.root();
     let before = store.write_verifier();
-    let s = Arc::clone(&store);
-    let create = tokio::spawn(async move {
-        s.create(
-            &Cred::root(),
-            root,
-            b"g",
-            NodeKind::Directory,
-            SetAttr::default(),
-            CreateMode::Guarded,
-        )
-        .await
-    });
+    let create = spawn_create(&store, "g", NodeKind::Directory);
     until_waiting(&quorum, 1).await;
     assert!(quorum.release(Err(Error::Unavailable)));
     assert_eq!(create.await.unwrap().err(), Some(Error::Unavailable));
@@ -133,23 +134,8 @@ async fn a_failed_commit_fails_the_call_and_changes_the_write_verifier() {
 async fn many_mutations_wait_for_their_commits_at_once() {
     let quorum = Quorum::default();
     let store = Arc::new(opened(&quorum));
-    let root = store.root();
     let calls: Vec<_> = (0..16)
-        .map(|i| {
-            let s = Arc::clone(&store);
-            tokio::spawn(async move {
-                let name = format!("f{i}");
-                s.create(
-                    &Cred::root(),
-                    root,
-                    name.as_bytes(),
-                    NodeKind::Regular,
-                    SetAttr::default(),
-                    CreateMode::Guarded,
-                )
-                .await
-            })
-        })
+        .map(|i| spawn_create(&store, &format!("f{i}"), NodeKind::Regular))
         .collect();
     // All sixteen are in flight together, none holding a thread or the engine's lock.
     until_waiting(&quorum, 16).await;
@@ -163,33 +149,12 @@ async fn many_mutations_wait_for_their_commits_at_once() {
 async fn a_commit_refused_as_fenced_stops_the_engine() {
     let quorum = Quorum::default();
     let store = Arc::new(opened(&quorum));
-    let root = store.root();
-    let s = Arc::clone(&store);
-    let create = tokio::spawn(async move {
-        s.create(
-            &Cred::root(),
-            root,
-            b"h",
-            NodeKind::Regular,
-            SetAttr::default(),
-            CreateMode::Guarded,
-        )
-        .await
-    });
+    let create = spawn_create(&store, "h", NodeKind::Regular);
     until_waiting(&quorum, 1).await;
     // The log's new leader belongs to a newer owner: this writer's batch was never committed.
     assert!(quorum.release(Err(Error::Fenced)));
     assert_eq!(create.await.unwrap().err(), Some(Error::Fenced));
     assert!(store.is_fenced());
-    let again = store
-        .create(
-            &Cred::root(),
-            root,
-            b"i",
-            NodeKind::Regular,
-            SetAttr::default(),
-            CreateMode::Guarded,
-        )
-        .await;
+    let again = spawn_create(&store, "i", NodeKind::Regular).await.unwrap();
     assert_eq!(again.err(), Some(Error::Fenced));
 }
