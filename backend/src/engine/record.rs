@@ -334,23 +334,9 @@ mod tests {
 
     fn regular(layout: Option<Layout>) -> Inode {
         Inode {
-            generation: 1,
-            file_type: FileType::Regular,
-            mode: 0o644,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
             size: 5 << 20,
-            rdev: (0, 0),
-            atime: Timestamp::default(),
-            mtime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            change: 1,
-            parent: 0,
-            last_seq: 0,
-            verifier: None,
             layout,
-            target: Vec::new(),
+            ..crate::testing::inode(FileType::Regular)
         }
     }
 

@@ -293,31 +293,20 @@ pub fn decode(bytes: &[u8]) -> Result<OwnedBatch> {
 mod tests {
     use super::*;
     use crate::engine::Layout;
-    use crate::{FileType, Timestamp};
+    use crate::FileType;
 
     fn file(layout: Option<Layout>, target: &[u8]) -> Inode {
+        let kind = if target.is_empty() {
+            FileType::Regular
+        } else {
+            FileType::Symlink
+        };
         Inode {
-            generation: 9,
-            file_type: if target.is_empty() {
-                FileType::Regular
-            } else {
-                FileType::Symlink
-            },
-            mode: 0o640,
-            nlink: 1,
-            uid: 1000,
-            gid: 1000,
             size: target.len() as u64,
-            rdev: (0, 0),
-            atime: Timestamp::default(),
-            mtime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            change: 5,
-            parent: 0,
-            last_seq: 0,
             verifier: Some([7; 8]),
             layout,
             target: target.to_vec(),
+            ..crate::testing::inode(kind)
         }
     }
 
