@@ -27,16 +27,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || die "must run as root (network namespace, QEMU)"
-exec 9>/tmp/sluice-e2e-kc.lock
-flock -w 1800 9 || die "lock /tmp/sluice-e2e-kc.lock not acquired"
-"$KCLIENT" setup >&2 || die "kclient setup failed"
-"$KCLIENT" net up >/dev/null 2>&1 || die "kclient net up failed"
-[ -n "$BIN" ] || BIN=$(build_sluice)
-[ -x "$BIN" ] || die "no sluice binary at $BIN"
-BIN=$(readlink -f "$BIN")
-for p in 111 2049 20048; do
-  ip netns exec kc ss -Hltn "sport = :$p" | grep -q . && die "port $p in netns kc is in use"
-done
+kc_prepare   # VM lock, kclient setup and network, the binary, free ports in netns kc
 
 WORK=$(mktemp -d /tmp/sluice-e2e-tiers.XXXXXX)
 trap 'stop_pid "$(cat "$WORK/pid" 2>/dev/null)" sluice; rm -rf "$WORK/data"' EXIT
