@@ -338,14 +338,12 @@ impl LocalMeta {
         tx.set_durability(Durability::None);
         let mut outcomes = Vec::with_capacity(batches.len());
         for batch in batches {
-            outcomes.push(match apply_in(&tx, batch) {
-                Err(e @ (Error::Fenced | Error::GuardMismatch)) => Err(e),
-                other => other,
-            });
-            if let Some(Err(e)) = outcomes.last() {
-                if !matches!(e, Error::Fenced | Error::GuardMismatch) {
-                    return Err(e.clone());
-                }
+            match apply_in(&tx, batch) {
+                Ok(()) => outcomes.push(Ok(())),
+                // Refused: a no-op, reported; the transaction goes on.
+                Err(e @ (Error::Fenced | Error::GuardMismatch)) => outcomes.push(Err(e)),
+                // The store failed: the transaction is dropped, so nothing is applied.
+                Err(e) => return Err(e),
             }
         }
         tx.open_table(LOG_STATE)
