@@ -210,6 +210,45 @@ pub trait MetaStore: Send + Sync + 'static {
     fn withdraw(&self) {}
 }
 
+/// A shared store is a store: the cluster layer keeps a handle on the metadata log beside the
+/// engine that writes through it.
+impl<M: MetaStore> MetaStore for Arc<M> {
+    const BLOCKING: bool = M::BLOCKING;
+    fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        (**self).inode(ino)
+    }
+    fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>> {
+        (**self).entry(dir, name)
+    }
+    fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>> {
+        (**self).entries(dir, after_seq, limit)
+    }
+    fn counter(&self, counter: Counter) -> Result<Option<u64>> {
+        (**self).counter(counter)
+    }
+    fn inode_count(&self) -> Result<u64> {
+        (**self).inode_count()
+    }
+    fn apply(&self, batch: &Batch<'_>) -> Result<()> {
+        (**self).apply(batch)
+    }
+    fn commit(
+        &self,
+        announced: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static + use<M> {
+        (**self).commit(announced)
+    }
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        (**self).stats()
+    }
+    fn announce(&self) {
+        (**self).announce()
+    }
+    fn withdraw(&self) {
+        (**self).withdraw()
+    }
+}
+
 /// Waits for a future on the calling thread: for [`MetaStore::commit`] where the engine is
 /// already off the async runtime (opening a store, the flush at drop).
 pub(crate) fn wait<F: std::future::Future>(future: F) -> F::Output {
@@ -480,6 +519,27 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     /// elsewhere are answered `Unavailable` until the cluster layer fetches them.
     pub fn set_node(&self, node: u64) {
         self.inner.node.store(node, Ordering::Relaxed);
+    }
+
+    /// Starts a new spell as the metadata writer (a node that became the metadata log's
+    /// leader again): everything cached from an earlier spell may have been changed by other
+    /// leaders since, so the caches are dropped and the inode counter re-read, and the write
+    /// verifier changes, because UNSTABLE sizes held only in the cache are gone. `before`
+    /// runs under the engine's lock once the caches are gone (the cluster layer lets batches
+    /// through again there), so no call sees the old caches after it.
+    pub fn resume(&self, before: impl FnOnce()) -> Result<()> {
+        let mut state = self.inner.lock();
+        let next_ino = self
+            .inner
+            .meta
+            .counter(Counter::NextIno)?
+            .unwrap_or(ROOT_INO + 1);
+        state.drop_caches(false);
+        state.next_ino = state.next_ino.max(next_ino);
+        state.stored_next_ino = next_ino;
+        self.inner.verifier.fetch_add(1, Ordering::SeqCst);
+        before();
+        Ok(())
     }
 
     /// Whether another writer took over (see [`Error::Fenced`]).

@@ -19,4 +19,5 @@
 //!   placement is part of its metadata (`backend::engine::Layout`).
 #![forbid(unsafe_code)]
 
+pub mod forward;
 pub mod metalog;

@@ -26,7 +26,8 @@ pub mod sm;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use backend::engine::{check_batch, wire, Batch, Counter, Inode, MetaStore, StoredEntry};
@@ -240,6 +241,15 @@ pub struct RaftMeta {
     raft: Raft<TypeConfig>,
     /// The runtime the log's tasks run on.
     runtime: tokio::runtime::Handle,
+    /// The cluster key, for calls to other nodes (`None` for a cluster of one).
+    key: Option<rpc::ClusterKey>,
+    /// Where the log's server finds the handler of shipped calls.
+    calls: net::CallSlot,
+    /// The term in which this node's writer (the engine above it) was made current, or 0 when
+    /// batches are not tied to a term (a store used without the cluster layer).
+    writer_term: AtomicU64,
+    /// The term this node leads in, or 0 while it does not lead (kept by a metrics watcher).
+    leading: Arc<AtomicU64>,
 }
 
 /// The other voters of a metadata log, and how to reach and serve them.
@@ -365,9 +375,13 @@ impl RaftMeta {
         let raft = Raft::new(node, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| e.to_string())?;
+        let calls = net::CallSlot::default();
+        let cluster_key = serving.as_ref().map(|(_, key)| key.clone());
         if let Some((listener, key)) = serving {
-            tokio::spawn(net::serve(listener, raft.clone(), key));
+            tokio::spawn(net::serve(listener, raft.clone(), key, Arc::clone(&calls)));
         }
+        let leading = Arc::new(AtomicU64::new(0));
+        tokio::spawn(watch_leading(raft.clone(), Arc::clone(&leading)));
         let first = members.keys().next().copied();
         if !raft.is_initialized().await.map_err(|e| e.to_string())? && first == Some(node) {
             raft.initialize(members)
@@ -400,6 +414,10 @@ impl RaftMeta {
             progress,
             raft,
             runtime: tokio::runtime::Handle::current(),
+            key: cluster_key,
+            calls,
+            writer_term: AtomicU64::new(0),
+            leading,
         })
     }
 
@@ -422,6 +440,51 @@ impl RaftMeta {
     /// The openraft handle, for metrics and (later) membership changes.
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// The cluster key (`None` for a cluster of one, which talks to nobody).
+    pub fn key(&self) -> Option<&rpc::ClusterKey> {
+        self.key.as_ref()
+    }
+
+    /// Makes `handler` answer the file-system calls other nodes ship here. Once only.
+    pub fn serve_calls(&self, handler: Weak<dyn net::Calls>) {
+        if self.calls.set(handler).is_err() {
+            tracing::warn!("metadata log: a second call handler was ignored");
+        }
+    }
+
+    /// Ties this node's batches to `term`: from now on a batch is refused (`Unavailable`)
+    /// unless this node leads in `term`. The cluster layer calls it once the writer above has
+    /// dropped what it cached before the term, so a writer never proposes from a view older
+    /// than the term it leads in.
+    pub fn set_writer_term(&self, term: u64) {
+        self.writer_term.store(term, Ordering::Release);
+    }
+
+    /// The term this node leads in, or `None`.
+    pub fn leading(&self) -> Option<u64> {
+        Some(self.leading.load(Ordering::Acquire)).filter(|&t| t != 0)
+    }
+}
+
+/// Keeps `leading` at the term this node leads in, 0 while it does not.
+async fn watch_leading(raft: Raft<TypeConfig>, leading: Arc<AtomicU64>) {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            let term = if m.state == ServerState::Leader {
+                m.current_term
+            } else {
+                0
+            };
+            leading.store(term, Ordering::Release);
+        }
+        if metrics.changed().await.is_err() {
+            leading.store(0, Ordering::Release);
+            return;
+        }
     }
 }
 
@@ -635,6 +698,12 @@ impl MetaStore for RaftMeta {
     }
 
     fn apply(&self, batch: &Batch<'_>) -> Result<()> {
+        let term = self.writer_term.load(Ordering::Acquire);
+        if term != 0 && self.leading.load(Ordering::Acquire) != term {
+            // Not the leader of the term the writer above was made current in: its view may
+            // be older than what a later leader wrote.
+            return Err(Error::Unavailable);
+        }
         let mut p = lock(&self.pending);
         let raised = {
             let p = &*p;

@@ -3,8 +3,13 @@
 //! peer, requests one at a time on it, every call bounded by openraft's timeout. A frame that
 //! fails its MAC (a node without the cluster key) closes the connection and is logged.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -15,14 +20,46 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::rpc::{self, ClusterKey, Kind};
 use super::TypeConfig;
 
+/// The answer to a shipped call: its body and the file data that follows it.
+pub type CallFuture = Pin<Box<dyn Future<Output = (Vec<u8>, Option<Bytes>)> + Send>>;
+
+/// What answers file-system calls shipped to this node (`crate::forward`).
+pub trait Calls: Send + Sync + 'static {
+    fn call(self: Arc<Self>, body: Bytes) -> CallFuture;
+}
+
+/// Where the log's server finds the call handler once the node has one: calls that arrive
+/// before (or after it is gone) are refused by closing the connection, and the caller
+/// retries elsewhere.
+pub type CallSlot = Arc<OnceLock<Weak<dyn Calls>>>;
+
+/// Writes one frame: header and body, then `data` from where it lies, then the MAC.
+pub async fn write_frame(
+    w: &mut (impl AsyncWrite + Unpin),
+    key: &ClusterKey,
+    kind: Kind,
+    body: &[u8],
+    data: Option<&Bytes>,
+) -> io::Result<()> {
+    match data {
+        None => w.write_all(&rpc::encode_frame(key, kind, body)).await,
+        Some(data) => {
+            let (head, mac) = rpc::encode_frame_parts(key, kind, body, data);
+            w.write_all(&head).await?;
+            w.write_all(data).await?;
+            w.write_all(&mac).await
+        }
+    }
+}
+
 /// Reads one frame and checks its MAC.
-async fn read_frame(
+pub async fn read_frame(
     r: &mut (impl AsyncRead + Unpin),
     key: &ClusterKey,
 ) -> io::Result<(Kind, Vec<u8>)> {
@@ -183,7 +220,12 @@ async fn stopped(raft: &Raft<TypeConfig>) {
 }
 
 /// Answers other nodes' log requests on `listener` until the log shuts down.
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, key: ClusterKey) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    key: ClusterKey,
+    calls: CallSlot,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -198,9 +240,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, key: ClusterKe
             }
         };
         let _ = conn.set_nodelay(true);
-        let (raft, key) = (raft.clone(), key.clone());
+        let (raft, key, calls) = (raft.clone(), key.clone(), Arc::clone(&calls));
         tokio::spawn(async move {
-            if let Err(e) = answer(conn, &raft, &key).await {
+            if let Err(e) = answer(conn, &raft, &key, &calls).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::warn!(%peer, error = %e, "metadata log: refused a peer's frame; connection closed");
                 }
@@ -209,7 +251,12 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, key: ClusterKe
     }
 }
 
-async fn answer(mut conn: TcpStream, raft: &Raft<TypeConfig>, key: &ClusterKey) -> io::Result<()> {
+async fn answer(
+    mut conn: TcpStream,
+    raft: &Raft<TypeConfig>,
+    key: &ClusterKey,
+    calls: &CallSlot,
+) -> io::Result<()> {
     loop {
         let (kind, body) = read_frame(&mut conn, key).await?;
         let reply = match kind {
@@ -224,6 +271,15 @@ async fn answer(mut conn: TcpStream, raft: &Raft<TypeConfig>, key: &ClusterKey) 
             Kind::InstallSnapshot => {
                 let req = rpc::decode_snapshot(&body).map_err(io::Error::other)?;
                 rpc::encode_reply(&raft.install_snapshot(req).await)
+            }
+            Kind::Call => {
+                let handler = calls
+                    .get()
+                    .and_then(Weak::upgrade)
+                    .ok_or_else(|| io::Error::other("a call before this node serves calls"))?;
+                let (reply, data) = handler.call(Bytes::from(body)).await;
+                write_frame(&mut conn, key, Kind::Reply, &reply, data.as_ref()).await?;
+                continue;
             }
             Kind::Reply => return Err(io::Error::other("a reply where a request was due")),
         };

@@ -32,6 +32,8 @@ pub enum Kind {
     AppendEntries = 1,
     Vote = 2,
     InstallSnapshot = 3,
+    /// A file-system call shipped to the metadata leader (`crate::forward::wire`).
+    Call = 4,
     /// The answer to a request: `Result<response, RaftError>` as JSON.
     Reply = 128,
 }
@@ -42,6 +44,7 @@ impl Kind {
             1 => Kind::AppendEntries,
             2 => Kind::Vote,
             3 => Kind::InstallSnapshot,
+            4 => Kind::Call,
             128 => Kind::Reply,
             _ => return None,
         })
@@ -78,6 +81,28 @@ pub fn encode_frame(key: &ClusterKey, kind: Kind, body: &[u8]) -> Vec<u8> {
     mac.update(&out);
     out.extend_from_slice(&mac.finalize().into_bytes());
     out
+}
+
+/// Frames `body` followed by `data` (file data, sent from where it lies rather than copied
+/// into the frame): the header and body, then `data`, then the returned MAC go on the wire in
+/// that order.
+pub fn encode_frame_parts(
+    key: &ClusterKey,
+    kind: Kind,
+    body: &[u8],
+    data: &[u8],
+) -> (Vec<u8>, [u8; MAC_LEN]) {
+    let len = body.len() + data.len();
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + MAC_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    let mut mac = key.mac();
+    mac.update(&out);
+    mac.update(data);
+    (out, mac.finalize().into_bytes().into())
 }
 
 /// A frame's header, read before its body.

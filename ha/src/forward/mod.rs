@@ -1,0 +1,797 @@
+//! Any node serves any export: the store a cluster node runs its NFS front ends on.
+//!
+//! The metadata log's leader is the one writer of the file system's metadata: its engine is
+//! the only one that writes, so the engine's caches (inodes, names, the inode counter), which
+//! are valid only for a single writer, stay valid without a coherence protocol of our own.
+//! Every other node ships each `Store` call to the leader over the log's authenticated
+//! transport ([`wire`], frames of [`crate::metalog::rpc`]) and answers its client with the
+//! leader's answer. NFS clients cannot be redirected, so the node they mounted answers them,
+//! whoever leads.
+//!
+//! * **Becoming the writer.** When this node becomes leader in term T it first waits until it
+//!   has applied everything committed before T (`Raft::ensure_linearizable`), then builds its
+//!   engine (the first time) or makes it drop what it cached in an earlier term
+//!   (`Engine::resume`), and only then ties the log's batches to T
+//!   (`RaftMeta::set_writer_term`): a batch from a view older than T is refused.
+//! * **Linearizable reads.** A read answered by the leader's engine is preceded by a read
+//!   barrier (`ensure_linearizable`: a heartbeat round confirms that no other leader was
+//!   elected), shared by every read that arrived before the round started. A cluster of one
+//!   needs none. Followers keep no metadata caches, so they have nothing to keep coherent.
+//! * **When no leader is known** (an election, a partitioned minority) a call waits up to
+//!   [`ROUTE_WAIT`] and then answers `Unavailable` (NFS3ERR_JUKEBOX / NFS4ERR_DELAY): clients
+//!   stall and retry, never see an error or a split brain. A shipped call whose connection
+//!   failed before it was sent is retried on the next leader; after it was sent, its outcome is
+//!   unknown and the client's retransmission decides (issue 19 moves the duplicate-request
+//!   cache into the log).
+//! * **The write verifier** a follower reports is the leader's, carried in every answer, so it
+//!   changes whenever the leader (and with it the engine holding UNSTABLE state) changes.
+//! * **File data** lives where the writing engine placed it: on the leader of the term in which
+//!   the file was created. A later leader answers `Unavailable` for data placed on another
+//!   node until data is fetched from holders (issue 18 replicates it).
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use backend::engine::{DataStore, Engine, MetaStore};
+use backend::{
+    AccessMask, Attr, CreateMode, Cred, DirPage, Error, FileId, FsStat, NodeKind, ReadResult,
+    Residency, Result, SetAttr, Stability, Store, Timestamp, Wcc, WriteResult,
+};
+use bytes::Bytes;
+use openraft::ServerState;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::metalog::net::{self, CallFuture, Calls};
+use crate::metalog::rpc::Kind;
+use crate::metalog::RaftMeta;
+
+use self::wire::{Answer, Call};
+
+/// How long a call waits for a leader (an election takes 0.3-0.6 s) before it answers
+/// `Unavailable` and the client retries.
+pub const ROUTE_WAIT: Duration = Duration::from_secs(5);
+/// How long a shipped call may take at the leader (a COMMIT of a large file included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Idle connections kept per leader address.
+const IDLE_CONNECTIONS_MAX: usize = 32;
+
+/// An engine the cluster layer can make current again after other leaders wrote.
+pub trait Writer: Store {
+    /// Drops what was cached, re-reads the counters, changes the write verifier; `before`
+    /// runs once that is done, before any call can use the engine again.
+    fn resume(&self, before: &mut dyn FnMut()) -> Result<()>;
+}
+
+impl<M: MetaStore, D: DataStore> Writer for Engine<M, D> {
+    fn resume(&self, before: &mut dyn FnMut()) -> Result<()> {
+        Engine::resume(self, before)
+    }
+}
+
+/// Builds this node's engine the first time it leads (then the state machine has everything
+/// committed before, the root included).
+pub type Factory<E> = Box<dyn FnOnce() -> Result<E> + Send>;
+
+enum Route<'a, E> {
+    Local(&'a E),
+    Remote(String),
+}
+
+/// Read barriers in flight: a read waits for a round that started after it arrived.
+#[derive(Default)]
+struct Barrier {
+    started: u64,
+    done: u64,
+    running: bool,
+}
+
+/// The `Store` of a cluster node (a single node is a cluster of one, and runs this too).
+pub struct ClusterStore<E> {
+    meta: Arc<RaftMeta>,
+    node: u64,
+    engine: std::sync::OnceLock<E>,
+    factory: Mutex<Option<Factory<E>>>,
+    /// The term whose leadership the local engine serves (0: none yet).
+    serving: watch::Sender<u64>,
+    /// The last write verifier a leader reported (this node's engine's when it leads).
+    verifier: AtomicU64,
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    barrier: Mutex<Barrier>,
+    barrier_done: watch::Sender<u64>,
+    root: Mutex<Option<FileId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<E: Writer> ClusterStore<E> {
+    /// The store of node `meta.node()`: answers calls shipped from other nodes, and becomes
+    /// the writer whenever this node leads. Returns once some node serves the metadata (this
+    /// one or a leader it can reach), with `factory` used the first time this node leads.
+    pub async fn start(
+        meta: Arc<RaftMeta>,
+        factory: Factory<E>,
+    ) -> std::result::Result<Arc<ClusterStore<E>>, String> {
+        let store = Arc::new(ClusterStore {
+            node: meta.node(),
+            meta: Arc::clone(&meta),
+            engine: std::sync::OnceLock::new(),
+            factory: Mutex::new(Some(factory)),
+            serving: watch::Sender::new(0),
+            verifier: AtomicU64::new(0),
+            idle: Mutex::new(HashMap::new()),
+            barrier: Mutex::new(Barrier::default()),
+            barrier_done: watch::Sender::new(0),
+            root: Mutex::new(None),
+        });
+        let handler: Arc<dyn Calls> = Arc::clone(&store) as Arc<dyn Calls>;
+        meta.serve_calls(Arc::downgrade(&handler));
+        drop(handler);
+        tokio::spawn(lead(Arc::downgrade(&store)));
+        // The root is the one FileId every front end needs before its first call.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match store.fetch_root().await {
+                Ok(root) => {
+                    *lock(&store.root) = Some(root);
+                    return Ok(store);
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("no node serves the metadata: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// The engine, while this node leads and has made it current.
+    fn local(&self) -> Option<&E> {
+        let serving = *self.serving.borrow();
+        (serving != 0 && self.meta.leading() == Some(serving))
+            .then(|| self.engine.get())
+            .flatten()
+    }
+
+    /// The root's id: the engine's when local, else asked of the leader (an attribute call on
+    /// inode 1 that reports the root's generation).
+    async fn fetch_root(&self) -> Result<FileId> {
+        match self.route(false).await? {
+            Route::Local(e) => Ok(e.root()),
+            Route::Remote(addr) => match self.ship(&addr, &Call::Getattr(ROOT_PROBE)).await? {
+                Answer::Attr(attr) => Ok(attr.id),
+                Answer::Failed(e) => Err(e),
+                other => Err(mismatch(&other)),
+            },
+        }
+    }
+
+    /// Where a call goes now: the local engine (after a read barrier for reads, on a cluster
+    /// of more than one), or the leader's address. Waits up to [`ROUTE_WAIT`] for a leader.
+    async fn route(&self, reads: bool) -> Result<Route<'_, E>> {
+        let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+        let mut metrics = self.meta.raft().metrics();
+        let mut serving = self.serving.subscribe();
+        loop {
+            if let Some(engine) = self.local() {
+                if !reads || self.read_barrier().await.is_ok() {
+                    return Ok(Route::Local(engine));
+                }
+            } else {
+                let leader = {
+                    let m = metrics.borrow_and_update();
+                    m.current_leader
+                        .filter(|&l| l != self.node && m.state != ServerState::Leader)
+                        .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+                };
+                if let Some(node) = leader {
+                    return Ok(Route::Remote(node.addr));
+                }
+            }
+            let wait = async {
+                tokio::select! {
+                    r = metrics.changed() => r.is_ok(),
+                    r = serving.changed() => r.is_ok(),
+                    () = tokio::time::sleep(Duration::from_millis(50)) => true,
+                }
+            };
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Err(Error::Unavailable),
+            }
+        }
+    }
+
+    /// Confirms that this node still leads: one heartbeat round, shared by every read that
+    /// arrived before it started. A cluster of one has no one else to ask.
+    async fn read_barrier(&self) -> Result<()> {
+        let voters = self
+            .meta
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        if voters <= 1 {
+            return Ok(());
+        }
+        let target = lock(&self.barrier).started + 1;
+        let mut done = self.barrier_done.subscribe();
+        loop {
+            let round = {
+                let mut b = lock(&self.barrier);
+                if b.done >= target {
+                    return Ok(());
+                }
+                if b.running {
+                    None
+                } else {
+                    b.running = true;
+                    b.started += 1;
+                    Some(b.started)
+                }
+            };
+            match round {
+                Some(round) => {
+                    let r = self.meta.raft().ensure_linearizable().await;
+                    {
+                        let mut b = lock(&self.barrier);
+                        b.running = false;
+                        if r.is_ok() {
+                            b.done = round;
+                        }
+                    }
+                    self.barrier_done.send_replace(round);
+                    if r.is_err() {
+                        return Err(Error::Unavailable);
+                    }
+                }
+                None => {
+                    if done.changed().await.is_err() {
+                        return Err(Error::Unavailable);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ships `call` to the leader at `addr` over a pooled connection.
+    async fn ship(&self, addr: &str, call: &Call) -> Result<Answer> {
+        let key = self.meta.key().ok_or(Error::Unavailable)?.clone();
+        let (body, data) = wire::encode_call(call);
+        let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| Error::Unavailable)?
+                    .map_err(|_| Error::Unavailable)?;
+                let _ = conn.set_nodelay(true);
+                conn
+            }
+        };
+        let exchange = async {
+            net::write_frame(&mut conn, &key, Kind::Call, &body, data.as_ref()).await?;
+            net::read_frame(&mut conn, &key).await
+        };
+        let (kind, reply) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                tracing::warn!(addr, error = %e, "a call shipped to the metadata leader failed");
+                return Err(Error::Unavailable);
+            }
+            Err(_) => return Err(Error::Unavailable),
+        };
+        if kind != Kind::Reply {
+            return Err(Error::Io("the leader answered with a request".into()));
+        }
+        let (verifier, answer) = wire::decode_answer(Bytes::from(reply))
+            .map_err(|e| Error::Io(format!("the leader's answer: {e}")))?;
+        self.verifier
+            .store(u64::from_be_bytes(verifier), Ordering::Relaxed);
+        let mut idle = lock(&self.idle);
+        let pool = idle.entry(addr.to_string()).or_default();
+        if pool.len() < IDLE_CONNECTIONS_MAX {
+            pool.push(conn);
+        }
+        Ok(answer)
+    }
+
+    /// Runs `call` where the metadata is written: here when this node leads, else at the
+    /// leader, re-routed while no leader answers, up to [`ROUTE_WAIT`].
+    async fn dispatch(&self, call: Call) -> Result<Answer> {
+        let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+        loop {
+            match self.route(call.reads()).await? {
+                Route::Local(engine) => return Ok(execute(engine, call).await),
+                Route::Remote(addr) => match self.ship(&addr, &call).await {
+                    // A leader that just lost its leadership refuses: ask the next one.
+                    Ok(Answer::Failed(Error::Unavailable))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(answer) => return Ok(answer),
+                    Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+            }
+        }
+    }
+}
+
+/// Stands for the root in the first call a node ships: the leader answers it with the root's
+/// real id (see [`ClusterStore::fetch_root`]).
+const ROOT_PROBE: FileId = FileId {
+    ino: 0,
+    generation: 0,
+};
+
+fn mismatch(answer: &Answer) -> Error {
+    Error::Io(format!("the leader answered {answer:?} to another call"))
+}
+
+/// Runs one call on a store and wraps its result.
+async fn execute<S: Store>(store: &S, call: Call) -> Answer {
+    fn done<T>(r: Result<T>, wrap: impl FnOnce(T) -> Answer) -> Answer {
+        r.map_or_else(Answer::Failed, wrap)
+    }
+    match call {
+        Call::Getattr(id) if id == ROOT_PROBE => {
+            done(store.getattr(store.root()).await, Answer::Attr)
+        }
+        Call::Getattr(id) => done(store.getattr(id).await, Answer::Attr),
+        Call::Setattr {
+            cred,
+            id,
+            attr,
+            guard,
+        } => done(store.setattr(&cred, id, attr, guard).await, Answer::Wcc),
+        Call::Lookup { cred, dir, name } => {
+            done(store.lookup(&cred, dir, &name).await, Answer::Attr)
+        }
+        Call::Parent { cred, dir } => done(store.parent(&cred, dir).await, Answer::Attr),
+        Call::Access { cred, id, mask } => done(store.access(&cred, id, mask).await, |(m, a)| {
+            Answer::Access(m, a)
+        }),
+        Call::Readlink { cred, id } => done(store.readlink(&cred, id).await, |(t, a)| {
+            Answer::Readlink(t, a)
+        }),
+        Call::Read {
+            cred,
+            id,
+            offset,
+            count,
+        } => done(store.read(&cred, id, offset, count).await, Answer::Read),
+        Call::Write {
+            cred,
+            id,
+            offset,
+            stability,
+            data,
+        } => done(
+            store.write(&cred, id, offset, data, stability).await,
+            Answer::Write,
+        ),
+        Call::Create {
+            cred,
+            dir,
+            name,
+            kind,
+            attr,
+            mode,
+        } => done(
+            store.create(&cred, dir, &name, kind, attr, mode).await,
+            |(a, w)| Answer::Made(a, w),
+        ),
+        Call::Remove { cred, dir, name } => {
+            done(store.remove(&cred, dir, &name).await, Answer::Wcc)
+        }
+        Call::Rmdir { cred, dir, name } => done(store.rmdir(&cred, dir, &name).await, Answer::Wcc),
+        Call::Rename {
+            cred,
+            from_dir,
+            from_name,
+            to_dir,
+            to_name,
+        } => done(
+            store
+                .rename(&cred, from_dir, &from_name, to_dir, &to_name)
+                .await,
+            |(f, t)| Answer::Renamed(f, t),
+        ),
+        Call::Link {
+            cred,
+            file,
+            dir,
+            name,
+        } => done(store.link(&cred, file, dir, &name).await, |(a, w)| {
+            Answer::Made(a, w)
+        }),
+        Call::Readdir {
+            cred,
+            dir,
+            cookie,
+            count_max,
+            with_attrs,
+        } => done(
+            store
+                .readdir(&cred, dir, cookie, count_max as usize, with_attrs)
+                .await,
+            Answer::Dir,
+        ),
+        Call::Commit { id, offset, count } => {
+            done(store.commit(id, offset, count).await, Answer::Attr)
+        }
+        Call::Fsstat(id) => done(store.fsstat(id).await, Answer::Fsstat),
+        Call::Residency(id) => done(store.residency(id).await, Answer::Residency),
+    }
+}
+
+impl<E: Writer> Calls for ClusterStore<E> {
+    fn call(self: Arc<Self>, body: Bytes) -> CallFuture {
+        Box::pin(async move {
+            let answer = match wire::decode_call(body) {
+                Err(e) => Answer::Failed(Error::Io(format!("a shipped call did not decode: {e}"))),
+                Ok(call) => self.answer_shipped(call).await,
+            };
+            let verifier = self.write_verifier();
+            let (body, data) = wire::encode_answer(verifier, &answer);
+            (body, data)
+        })
+    }
+}
+
+impl<E: Writer> ClusterStore<E> {
+    /// A call another node shipped here: answered by the engine while this node leads, else
+    /// refused with `Unavailable`, and the caller asks the next leader. Never shipped on:
+    /// two nodes that each believe the other leads must not bounce a call between them.
+    async fn answer_shipped(&self, call: Call) -> Answer {
+        let Some(engine) = self.local() else {
+            return Answer::Failed(Error::Unavailable);
+        };
+        if call.reads() && self.read_barrier().await.is_err() {
+            return Answer::Failed(Error::Unavailable);
+        }
+        execute(engine, call).await
+    }
+}
+
+/// Makes this node's engine current whenever it becomes leader, until the store is dropped.
+async fn lead<E: Writer>(store: Weak<ClusterStore<E>>) {
+    let Some(mut metrics) = store.upgrade().map(|s| s.meta.raft().metrics()) else {
+        return;
+    };
+    loop {
+        let term = {
+            let m = metrics.borrow_and_update();
+            (m.state == ServerState::Leader).then_some(m.current_term)
+        };
+        if let Some(term) = term {
+            let Some(s) = store.upgrade() else { return };
+            if *s.serving.borrow() != term {
+                if let Err(e) = s.take_over(term).await {
+                    tracing::warn!(term, error = %e, "could not become the metadata writer yet");
+                    drop(s);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl<E: Writer> ClusterStore<E> {
+    /// Becomes the writer for `term`: applies everything committed before it, then builds or
+    /// resumes the engine, then lets batches of `term` through.
+    async fn take_over(self: &Arc<Self>, term: u64) -> std::result::Result<(), String> {
+        self.meta
+            .raft()
+            .ensure_linearizable()
+            .await
+            .map_err(|e| e.to_string())?;
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let meta = Arc::clone(&store.meta);
+            match store.engine.get() {
+                Some(engine) => engine.resume(&mut || meta.set_writer_term(term))?,
+                None => {
+                    // Building the engine may write (a new file system's root), and nothing
+                    // was cached before it: its batches belong to this term.
+                    meta.set_writer_term(term);
+                    let factory = lock(&store.factory).take();
+                    let factory = factory.ok_or_else(|| Error::Io("no engine factory".into()))?;
+                    let engine = factory()?;
+                    let _ = store.engine.set(engine);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        if let Some(engine) = self.engine.get() {
+            self.verifier.store(
+                u64::from_be_bytes(engine.write_verifier()),
+                Ordering::Relaxed,
+            );
+        }
+        self.serving.send_replace(term);
+        tracing::info!(term, node = self.node, "this node writes the metadata now");
+        Ok(())
+    }
+}
+
+macro_rules! answer {
+    ($answer:expr, $pat:pat => $value:expr) => {
+        match $answer {
+            $pat => Ok($value),
+            Answer::Failed(e) => Err(e),
+            other => Err(mismatch(&other)),
+        }
+    };
+}
+
+impl<E: Writer> Store for ClusterStore<E> {
+    fn root(&self) -> FileId {
+        lock(&self.root).unwrap_or(ROOT_PROBE)
+    }
+
+    fn write_verifier(&self) -> [u8; 8] {
+        match self.local() {
+            Some(engine) => engine.write_verifier(),
+            None => self.verifier.load(Ordering::Relaxed).to_be_bytes(),
+        }
+    }
+
+    async fn getattr(&self, id: FileId) -> Result<Attr> {
+        if let Some(engine) = self.local() {
+            if self.read_barrier().await.is_ok() {
+                return engine.getattr(id).await;
+            }
+        }
+        answer!(self.dispatch(Call::Getattr(id)).await?, Answer::Attr(a) => a)
+    }
+
+    async fn setattr(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        attr: SetAttr,
+        guard: Option<Timestamp>,
+    ) -> Result<Wcc> {
+        if let Some(engine) = self.local() {
+            return engine.setattr(cred, id, attr, guard).await;
+        }
+        let call = Call::Setattr {
+            cred: cred.clone(),
+            id,
+            attr,
+            guard,
+        };
+        answer!(self.dispatch(call).await?, Answer::Wcc(w) => w)
+    }
+
+    async fn lookup(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Attr> {
+        if let Some(engine) = self.local() {
+            if self.read_barrier().await.is_ok() {
+                return engine.lookup(cred, dir, name).await;
+            }
+        }
+        let call = Call::Lookup {
+            cred: cred.clone(),
+            dir,
+            name: name.to_vec(),
+        };
+        answer!(self.dispatch(call).await?, Answer::Attr(a) => a)
+    }
+
+    async fn parent(&self, cred: &Cred, dir: FileId) -> Result<Attr> {
+        let call = Call::Parent {
+            cred: cred.clone(),
+            dir,
+        };
+        answer!(self.dispatch(call).await?, Answer::Attr(a) => a)
+    }
+
+    async fn access(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        mask: AccessMask,
+    ) -> Result<(AccessMask, Attr)> {
+        if let Some(engine) = self.local() {
+            if self.read_barrier().await.is_ok() {
+                return engine.access(cred, id, mask).await;
+            }
+        }
+        let call = Call::Access {
+            cred: cred.clone(),
+            id,
+            mask,
+        };
+        answer!(self.dispatch(call).await?, Answer::Access(m, a) => (m, a))
+    }
+
+    async fn readlink(&self, cred: &Cred, id: FileId) -> Result<(Vec<u8>, Attr)> {
+        let call = Call::Readlink {
+            cred: cred.clone(),
+            id,
+        };
+        answer!(self.dispatch(call).await?, Answer::Readlink(t, a) => (t, a))
+    }
+
+    async fn read(&self, cred: &Cred, id: FileId, offset: u64, count: u32) -> Result<ReadResult> {
+        if let Some(engine) = self.local() {
+            if self.read_barrier().await.is_ok() {
+                return engine.read(cred, id, offset, count).await;
+            }
+        }
+        let call = Call::Read {
+            cred: cred.clone(),
+            id,
+            offset,
+            count,
+        };
+        answer!(self.dispatch(call).await?, Answer::Read(r) => r)
+    }
+
+    async fn write(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        offset: u64,
+        data: Bytes,
+        stability: Stability,
+    ) -> Result<WriteResult> {
+        if let Some(engine) = self.local() {
+            return engine.write(cred, id, offset, data, stability).await;
+        }
+        let call = Call::Write {
+            cred: cred.clone(),
+            id,
+            offset,
+            stability,
+            data,
+        };
+        answer!(self.dispatch(call).await?, Answer::Write(w) => w)
+    }
+
+    async fn create(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        name: &[u8],
+        kind: NodeKind,
+        attr: SetAttr,
+        mode: CreateMode,
+    ) -> Result<(Attr, Wcc)> {
+        if let Some(engine) = self.local() {
+            return engine.create(cred, dir, name, kind, attr, mode).await;
+        }
+        let call = Call::Create {
+            cred: cred.clone(),
+            dir,
+            name: name.to_vec(),
+            kind,
+            attr,
+            mode,
+        };
+        answer!(self.dispatch(call).await?, Answer::Made(a, w) => (a, w))
+    }
+
+    async fn remove(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
+        if let Some(engine) = self.local() {
+            return engine.remove(cred, dir, name).await;
+        }
+        let call = Call::Remove {
+            cred: cred.clone(),
+            dir,
+            name: name.to_vec(),
+        };
+        answer!(self.dispatch(call).await?, Answer::Wcc(w) => w)
+    }
+
+    async fn rmdir(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
+        if let Some(engine) = self.local() {
+            return engine.rmdir(cred, dir, name).await;
+        }
+        let call = Call::Rmdir {
+            cred: cred.clone(),
+            dir,
+            name: name.to_vec(),
+        };
+        answer!(self.dispatch(call).await?, Answer::Wcc(w) => w)
+    }
+
+    async fn rename(
+        &self,
+        cred: &Cred,
+        from_dir: FileId,
+        from_name: &[u8],
+        to_dir: FileId,
+        to_name: &[u8],
+    ) -> Result<(Wcc, Wcc)> {
+        if let Some(engine) = self.local() {
+            return engine
+                .rename(cred, from_dir, from_name, to_dir, to_name)
+                .await;
+        }
+        let call = Call::Rename {
+            cred: cred.clone(),
+            from_dir,
+            from_name: from_name.to_vec(),
+            to_dir,
+            to_name: to_name.to_vec(),
+        };
+        answer!(self.dispatch(call).await?, Answer::Renamed(f, t) => (f, t))
+    }
+
+    async fn link(
+        &self,
+        cred: &Cred,
+        file: FileId,
+        dir: FileId,
+        name: &[u8],
+    ) -> Result<(Attr, Wcc)> {
+        if let Some(engine) = self.local() {
+            return engine.link(cred, file, dir, name).await;
+        }
+        let call = Call::Link {
+            cred: cred.clone(),
+            file,
+            dir,
+            name: name.to_vec(),
+        };
+        answer!(self.dispatch(call).await?, Answer::Made(a, w) => (a, w))
+    }
+
+    async fn readdir(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        cookie: u64,
+        count_max: usize,
+        with_attrs: bool,
+    ) -> Result<DirPage> {
+        let call = Call::Readdir {
+            cred: cred.clone(),
+            dir,
+            cookie,
+            count_max: u32::try_from(count_max).unwrap_or(u32::MAX),
+            with_attrs,
+        };
+        answer!(self.dispatch(call).await?, Answer::Dir(p) => p)
+    }
+
+    async fn commit(&self, id: FileId, offset: u64, count: u64) -> Result<Attr> {
+        if let Some(engine) = self.local() {
+            return engine.commit(id, offset, count).await;
+        }
+        answer!(self.dispatch(Call::Commit { id, offset, count }).await?, Answer::Attr(a) => a)
+    }
+
+    async fn fsstat(&self, id: FileId) -> Result<FsStat> {
+        answer!(self.dispatch(Call::Fsstat(id)).await?, Answer::Fsstat(f) => f)
+    }
+
+    async fn residency(&self, id: FileId) -> Result<Residency> {
+        answer!(self.dispatch(Call::Residency(id)).await?, Answer::Residency(r) => r)
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        self.meta.stats()
+    }
+}
