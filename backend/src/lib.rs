@@ -479,3 +479,144 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 }
+
+/// A shared store is a store (a cluster node hands its store to the front ends and keeps a
+/// handle for the calls other nodes ship to it).
+impl<S: Store> Store for std::sync::Arc<S> {
+    fn root(&self) -> FileId {
+        (**self).root()
+    }
+    fn write_verifier(&self) -> [u8; 8] {
+        (**self).write_verifier()
+    }
+    fn getattr(&self, id: FileId) -> impl Future<Output = Result<Attr>> + Send {
+        (**self).getattr(id)
+    }
+    fn setattr(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        attr: SetAttr,
+        guard: Option<Timestamp>,
+    ) -> impl Future<Output = Result<Wcc>> + Send {
+        (**self).setattr(cred, id, attr, guard)
+    }
+    fn lookup(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        name: &[u8],
+    ) -> impl Future<Output = Result<Attr>> + Send {
+        (**self).lookup(cred, dir, name)
+    }
+    fn parent(&self, cred: &Cred, dir: FileId) -> impl Future<Output = Result<Attr>> + Send {
+        (**self).parent(cred, dir)
+    }
+    fn access(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        mask: AccessMask,
+    ) -> impl Future<Output = Result<(AccessMask, Attr)>> + Send {
+        (**self).access(cred, id, mask)
+    }
+    fn readlink(
+        &self,
+        cred: &Cred,
+        id: FileId,
+    ) -> impl Future<Output = Result<(Vec<u8>, Attr)>> + Send {
+        (**self).readlink(cred, id)
+    }
+    fn read(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        offset: u64,
+        count: u32,
+    ) -> impl Future<Output = Result<ReadResult>> + Send {
+        (**self).read(cred, id, offset, count)
+    }
+    fn write(
+        &self,
+        cred: &Cred,
+        id: FileId,
+        offset: u64,
+        data: Bytes,
+        stability: Stability,
+    ) -> impl Future<Output = Result<WriteResult>> + Send {
+        (**self).write(cred, id, offset, data, stability)
+    }
+    fn create(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        name: &[u8],
+        kind: NodeKind,
+        attr: SetAttr,
+        mode: CreateMode,
+    ) -> impl Future<Output = Result<(Attr, Wcc)>> + Send {
+        (**self).create(cred, dir, name, kind, attr, mode)
+    }
+    fn remove(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        name: &[u8],
+    ) -> impl Future<Output = Result<Wcc>> + Send {
+        (**self).remove(cred, dir, name)
+    }
+    fn rmdir(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        name: &[u8],
+    ) -> impl Future<Output = Result<Wcc>> + Send {
+        (**self).rmdir(cred, dir, name)
+    }
+    fn rename(
+        &self,
+        cred: &Cred,
+        from_dir: FileId,
+        from_name: &[u8],
+        to_dir: FileId,
+        to_name: &[u8],
+    ) -> impl Future<Output = Result<(Wcc, Wcc)>> + Send {
+        (**self).rename(cred, from_dir, from_name, to_dir, to_name)
+    }
+    fn link(
+        &self,
+        cred: &Cred,
+        file: FileId,
+        dir: FileId,
+        name: &[u8],
+    ) -> impl Future<Output = Result<(Attr, Wcc)>> + Send {
+        (**self).link(cred, file, dir, name)
+    }
+    fn readdir(
+        &self,
+        cred: &Cred,
+        dir: FileId,
+        cookie: u64,
+        count_max: usize,
+        with_attrs: bool,
+    ) -> impl Future<Output = Result<DirPage>> + Send {
+        (**self).readdir(cred, dir, cookie, count_max, with_attrs)
+    }
+    fn commit(
+        &self,
+        id: FileId,
+        offset: u64,
+        count: u64,
+    ) -> impl Future<Output = Result<Attr>> + Send {
+        (**self).commit(id, offset, count)
+    }
+    fn fsstat(&self, id: FileId) -> impl Future<Output = Result<FsStat>> + Send {
+        (**self).fsstat(id)
+    }
+    fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send {
+        (**self).residency(id)
+    }
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        (**self).stats()
+    }
+}

@@ -195,6 +195,35 @@ pub struct ClusterConfig {
     /// through the metadata log (openraft; a cluster of one for now), with `meta.redb` as its
     /// state machine. A directory that has used the log keeps using it.
     pub metadata: MetadataMode,
+    /// The metadata log's voters, this node included: node id -> `host:port` of its
+    /// inter-node port (`[cluster.members]`, e.g. `1 = "10.0.0.1:2050"`). Empty (default): a
+    /// cluster of one. Every node is given the same table and the same `cluster.key`; any node
+    /// then serves every export (mutations go to the log's leader). Needs `metadata = "log"`.
+    pub members: std::collections::BTreeMap<String, String>,
+    /// Where this node listens for the others. Default: its own address in `members`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl ClusterConfig {
+    /// The voters by node id, checked (see [`ClusterConfig::members`]).
+    pub fn voters(&self) -> Result<std::collections::BTreeMap<u64, SocketAddr>, ConfigError> {
+        let mut voters = std::collections::BTreeMap::new();
+        for (id, addr) in &self.members {
+            let node: u64 = id.parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                ConfigError(format!(
+                    "cluster.members: {id:?} is not a node id; give whole numbers from 1"
+                ))
+            })?;
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                ConfigError(format!(
+                    "cluster.members.{id}: {addr:?} is not an address; give ip:port, e.g. \
+                     \"10.0.0.1:2050\""
+                ))
+            })?;
+            voters.insert(node, addr);
+        }
+        Ok(voters)
+    }
 }
 
 /// See [`ClusterConfig::metadata`].
@@ -212,6 +241,8 @@ impl Default for ClusterConfig {
             id: None,
             node_id: 1,
             metadata: MetadataMode::Local,
+            members: Default::default(),
+            listen: None,
         }
     }
 }
@@ -392,6 +423,23 @@ impl Config {
         if let Some(id) = &self.cluster.id {
             crate::state::identity::check_cluster_id(id)
                 .map_err(|e| ConfigError(format!("cluster.id: {e}")))?;
+        }
+        let voters = self.cluster.voters()?;
+        if !voters.is_empty() {
+            if self.cluster.metadata != MetadataMode::Log {
+                return Err(ConfigError(
+                    "cluster.members needs cluster.metadata = \"log\": the nodes share their \
+                     metadata through the metadata log"
+                        .into(),
+                ));
+            }
+            if !voters.contains_key(&self.cluster.node_id) {
+                return Err(ConfigError(format!(
+                    "cluster.node_id {} is not in cluster.members; list every node, this one \
+                     included",
+                    self.cluster.node_id
+                )));
+            }
         }
         if !(5..=3600).contains(&self.nfs4.lease_seconds) {
             return Err(ConfigError(format!(

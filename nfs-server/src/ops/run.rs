@@ -106,9 +106,13 @@ fn refuse_logged_dir(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Opens the metadata log (a cluster of one) and the data store beside it, then serves.
+/// Opens the metadata log (a cluster of one, or this node's place among `[cluster.members]`)
+/// and serves through the cluster store: the engine over the log writes while this node leads
+/// (built the first time it does, with the data store beside it); otherwise every call is
+/// shipped to the leader.
 async fn serve_logged(config: Config) -> Result<(), StartError> {
     use backend::engine::Engine;
+    use ha::forward::ClusterStore;
     let dir = config.data_dir.clone();
     let node = config.cluster.node_id;
     let open_err = {
@@ -120,36 +124,74 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
         // Before the log creates meta.redb in a new directory.
         backend::nvme::NvmeData::check_dir(nvme).map_err(|e| open_err(e.to_string()))?;
     }
-    let meta = ha::metalog::RaftMeta::open(&dir, node)
-        .await
-        .map_err(|e| open_err(format!("the metadata log: {e}")))?;
-    tracing::info!(dir = %dir.display(), node, "metadata goes through the metadata log (a cluster of one)");
-    // Opening an engine commits through the log: off the runtime's threads, which run it.
+    let voters = config
+        .cluster
+        .voters()
+        .map_err(|e| StartError(e.to_string()))?;
+    let meta = if voters.is_empty() {
+        let meta = ha::metalog::RaftMeta::open(&dir, node)
+            .await
+            .map_err(|e| open_err(format!("the metadata log: {e}")))?;
+        tracing::info!(dir = %dir.display(), node, "metadata goes through the metadata log (a cluster of one)");
+        meta
+    } else {
+        let listen = config.cluster.listen.or(voters.get(&node).copied());
+        let listen = listen.ok_or_else(|| StartError("cluster.listen is not set".into()))?;
+        let listener = bind_tcp(listen, "the other nodes of the cluster").await?;
+        let key = cluster_key(&config)?;
+        let members = voters.iter().map(|(&id, a)| (id, a.to_string())).collect();
+        let cluster = ha::metalog::Cluster {
+            listener,
+            members,
+            key: ha::metalog::rpc::ClusterKey::new(&key),
+        };
+        tracing::info!(node, %listen, voters = voters.len(), "joining the cluster's metadata log");
+        let meta = ha::metalog::RaftMeta::open_cluster(&dir, node, Default::default(), cluster)
+            .await
+            .map_err(|e| open_err(format!("the metadata log: {e}")))?;
+        meta
+    };
+    let meta = Arc::new(meta);
+    let for_engine = Arc::clone(&meta);
     match nvme {
         Some(nvme) => {
-            let store = tokio::task::spawn_blocking(move || {
-                let data = backend::nvme::NvmeData::open_in(&nvme, meta.state_machine())?;
-                Engine::with_stores(meta, data)
-            })
-            .await
-            .map_err(|e| open_err(e.to_string()))?
-            .map_err(|e| open_err(e.to_string()))?;
-            store.set_node(node);
+            let factory = Box::new(move || {
+                let data = backend::nvme::NvmeData::open_in(&nvme, for_engine.state_machine())?;
+                let engine = Engine::with_stores(for_engine, data)?;
+                engine.set_node(node);
+                Ok(engine)
+            });
+            let store = ClusterStore::start(meta, factory).await.map_err(open_err)?;
             serve(config, store).await
         }
         None => {
             let data_dir = dir.clone();
-            let store = tokio::task::spawn_blocking(move || {
+            let factory = Box::new(move || {
                 let data = backend::local::LocalData::open_in(&data_dir)?;
-                Engine::with_stores(meta, data)
-            })
-            .await
-            .map_err(|e| open_err(e.to_string()))?
-            .map_err(|e| open_err(e.to_string()))?;
-            store.set_node(node);
+                let engine = Engine::with_stores(for_engine, data)?;
+                engine.set_node(node);
+                Ok(engine)
+            });
+            let store = ClusterStore::start(meta, factory).await.map_err(open_err)?;
             serve(config, store).await
         }
     }
+}
+
+/// The cluster key's bytes (the file that also signs file handles), created on a first start.
+fn cluster_key(config: &Config) -> Result<Vec<u8>, StartError> {
+    let path = config
+        .cluster_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("cluster.key"));
+    FhKey::load_or_create(&path)
+        .and_then(|_| std::fs::read(&path))
+        .map_err(|e| {
+            StartError(format!(
+                "cannot load the cluster key {}: {e}",
+                path.display()
+            ))
+        })
 }
 
 /// The listeners a running server holds, with the ports they were actually bound to.
