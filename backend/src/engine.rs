@@ -324,6 +324,10 @@ pub trait DataStore: Send + Sync + 'static {
     }
     /// True when [`DataStore::write_staged`] can write without blocking the calling thread.
     const ASYNC_WRITE: bool = false;
+    /// True when the store reaches the data of every node (a cluster's store, which calls
+    /// the node a file's layout names): the engine then serves files placed elsewhere too,
+    /// instead of answering `Unavailable`.
+    const REACHES_EVERY_NODE: bool = false;
     /// First half of a write on the async runtime: puts `data` on disk where the file does not
     /// see it yet. `Ok(None)`: this write needs the blocking path ([`DataStore::write_at`]),
     /// e.g. it is not block-aligned. Called only when `ASYNC_WRITE`.
@@ -966,7 +970,9 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     /// fetches it from a holder, which this single-node engine cannot do yet.
     fn data_here(&self, inode: &Inode) -> Result<()> {
         match &inode.layout {
-            Some(layout) if !layout.holds(self.node()) => Err(Error::Unavailable),
+            Some(layout) if !D::REACHES_EVERY_NODE && !layout.holds(self.node()) => {
+                Err(Error::Unavailable)
+            }
             _ => Ok(()),
         }
     }

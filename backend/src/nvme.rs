@@ -111,7 +111,7 @@ impl NvmeStore {
     pub fn open_with(config: &NvmeConfig) -> Result<NvmeStore> {
         NvmeData::check_dir(config)?;
         let meta = LocalMeta::open(&config.dir.join("meta.redb"))?;
-        let data = NvmeData::open(config, &meta)?;
+        let data = NvmeData::open(config, Some(&meta))?;
         let store = Engine::with_stores(meta, data)?;
         tracing::info!(
             dir = %config.dir.display(),
@@ -332,11 +332,14 @@ impl NvmeData {
     /// Opens (or creates) the data of an nvme store for an engine over any metadata store;
     /// `meta` is the redb store that holds the inodes (for a replicated log, its state
     /// machine, caught up), from which free space is rebuilt. [`NvmeData::check_dir`] first.
-    pub fn open_in(config: &NvmeConfig, meta: &LocalMeta) -> Result<NvmeData> {
+    ///
+    /// `meta: None` keeps the data of every file, known or not: a cluster node's state machine
+    /// may lag the log when it opens, and a file it has not applied yet is not an orphan.
+    pub fn open_in(config: &NvmeConfig, meta: Option<&LocalMeta>) -> Result<NvmeData> {
         Self::open(config, meta)
     }
 
-    fn open(config: &NvmeConfig, meta: &LocalMeta) -> Result<NvmeData> {
+    fn open(config: &NvmeConfig, meta: Option<&LocalMeta>) -> Result<NvmeData> {
         let db_path = config.dir.join("extents.redb");
         let db = Database::create(&db_path)
             .map_err(|e| Error::Io(format!("open extent store {}: {e}", db_path.display())))?;
@@ -1246,7 +1249,11 @@ fn check_header(dev: &Device, store_id: &[u8; 16], index: usize) -> Result<()> {
 
 /// Free space per device: everything the stored maps do not reference. Maps of inodes that
 /// the metadata no longer has are deleted first.
-fn rebuild_free_space(db: &Database, devices: &[Device], meta: &LocalMeta) -> Result<Vec<FreeMap>> {
+fn rebuild_free_space(
+    db: &Database,
+    devices: &[Device],
+    meta: Option<&LocalMeta>,
+) -> Result<Vec<FreeMap>> {
     let mut used: Vec<Vec<(u64, u64)>> = devices.iter().map(|_| Vec::new()).collect();
     let mut orphans = Vec::new();
     {
@@ -1259,7 +1266,10 @@ fn rebuild_free_space(db: &Database, devices: &[Device], meta: &LocalMeta) -> Re
             let key = k.value();
             if last_ino != Some(key.0) {
                 last_ino = Some(key.0);
-                live = meta.inode(key.0)?.is_some();
+                live = match meta {
+                    Some(meta) => meta.inode(key.0)?.is_some(),
+                    None => true,
+                };
             }
             if !live {
                 orphans.push(key);

@@ -13,13 +13,13 @@ use backend::engine::Engine;
 use backend::local::LocalData;
 use backend::{CreateMode, Cred, Error, FileId, NodeKind, SetAttr, Stability, Store};
 use bytes::Bytes;
-use ha::forward::ClusterStore;
+use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
 use ha::metalog::rpc::ClusterKey;
 use ha::metalog::{Cluster, RaftMeta, Tuning};
 
 const KEY: &[u8] = b"forwarding test cluster key";
 
-type Node = Arc<ClusterStore<Engine<Arc<RaftMeta>, LocalData>>>;
+type Node = Arc<ClusterStore<Engine<Arc<RaftMeta>, ClusterData<LocalData>>>>;
 
 async fn open(
     dir: &Path,
@@ -37,13 +37,22 @@ async fn open(
             .await
             .unwrap(),
     );
-    let (m, data_dir) = (Arc::clone(&meta), dir.to_path_buf());
+    let held = Arc::new(LocalData::open_in(dir).unwrap());
+    let peers = Peers::new(Arc::clone(&meta));
+    let data = ClusterData::new(
+        Arc::clone(&held),
+        node,
+        Arc::clone(&meta),
+        Arc::clone(&peers),
+    );
+    let m = Arc::clone(&meta);
     let factory = Box::new(move || {
-        let engine = Engine::with_stores(m, LocalData::open_in(&data_dir)?)?;
+        let engine = Engine::with_stores(m, data)?;
         engine.set_node(node);
         Ok(engine)
     });
-    let store = ClusterStore::start(Arc::clone(&meta), factory)
+    let held: Arc<dyn HeldData> = held;
+    let store = ClusterStore::start(Arc::clone(&meta), peers, Some(held), factory)
         .await
         .unwrap();
     (meta, store)
@@ -231,4 +240,56 @@ async fn when_the_leader_stops_the_others_keep_serving_and_take_new_files() {
     );
     let new = leader(&nodes).expect("a new leader");
     assert_ne!(new, l);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_reads_and_writes_the_data_an_earlier_leader_holds() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let root = nodes[0].1.root();
+    let old = leader(&nodes).expect("a leader");
+    let id = create(&nodes[old].1, root, "held-by-the-old-leader")
+        .await
+        .unwrap();
+    let payload = Bytes::from(vec![0x5au8; 200_000]);
+    nodes[old]
+        .1
+        .write(&Cred::root(), id, 0, payload.clone(), Stability::FileSync)
+        .await
+        .unwrap();
+
+    // Another node takes over; the old leader stays up as a follower and keeps the bytes.
+    let next = (old + 1) % 3;
+    nodes[next].0.raft().trigger().elect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes[next].0.leading().is_none() {
+        assert!(Instant::now() < deadline, "node {next} did not take over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Read through the third node: shipped to the new leader, whose engine reads the bytes
+    // from the old leader.
+    let third = &nodes[(old + 2) % 3].1;
+    let r = third.read(&Cred::root(), id, 0, 200_000).await.unwrap();
+    assert!(r.data == payload, "the bytes come back from their holder");
+    // A write through the new leader lands on the holder, and a COMMIT syncs it there.
+    third
+        .write(
+            &Cred::root(),
+            id,
+            200_000,
+            Bytes::from_static(b"tail"),
+            Stability::Unstable,
+        )
+        .await
+        .unwrap();
+    third.commit(id, 0, 0).await.unwrap();
+    let r = nodes[old]
+        .1
+        .read(&Cred::root(), id, 199_998, 10)
+        .await
+        .unwrap();
+    assert_eq!(&r.data[..], b"\x5a\x5atail");
+    let placement = third.residency(id).await.unwrap().placement.unwrap();
+    assert_eq!(placement.nodes, vec![nodes[old].0.node()]);
 }

@@ -29,7 +29,10 @@
 //!   the file was created. A later leader answers `Unavailable` for data placed on another
 //!   node until data is fetched from holders (issue 18 replicates it).
 
+pub mod data;
 pub mod wire;
+
+pub use self::data::ClusterData;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,7 +104,9 @@ pub struct ClusterStore<E> {
     serving: watch::Sender<u64>,
     /// The last write verifier a leader reported (this node's engine's when it leads).
     verifier: AtomicU64,
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    peers: Arc<Peers>,
+    /// This node's data store, for the data calls of the writing engine on another node.
+    held: Option<Arc<dyn HeldData>>,
     barrier: Mutex<Barrier>,
     barrier_done: watch::Sender<u64>,
     root: Mutex<Option<FileId>>,
@@ -115,8 +120,12 @@ impl<E: Writer> ClusterStore<E> {
     /// The store of node `meta.node()`: answers calls shipped from other nodes, and becomes
     /// the writer whenever this node leads. Returns once some node serves the metadata (this
     /// one or a leader it can reach), with `factory` used the first time this node leads.
+    /// `held` is this node's data store, which answers the data calls of whichever node
+    /// writes (see [`ClusterData`]); `peers` is shared with the engine's [`ClusterData`].
     pub async fn start(
         meta: Arc<RaftMeta>,
+        peers: Arc<Peers>,
+        held: Option<Arc<dyn HeldData>>,
         factory: Factory<E>,
     ) -> std::result::Result<Arc<ClusterStore<E>>, String> {
         let store = Arc::new(ClusterStore {
@@ -126,7 +135,8 @@ impl<E: Writer> ClusterStore<E> {
             factory: Mutex::new(Some(factory)),
             serving: watch::Sender::new(0),
             verifier: AtomicU64::new(0),
-            idle: Mutex::new(HashMap::new()),
+            peers,
+            held,
             barrier: Mutex::new(Barrier::default()),
             barrier_done: watch::Sender::new(0),
             root: Mutex::new(None),
@@ -263,46 +273,11 @@ impl<E: Writer> ClusterStore<E> {
         }
     }
 
-    /// Ships `call` to the leader at `addr` over a pooled connection.
+    /// Ships `call` to the leader at `addr`, keeping the verifier it reports.
     async fn ship(&self, addr: &str, call: &Call) -> Result<Answer> {
-        let key = self.meta.key().ok_or(Error::Unavailable)?.clone();
-        let (body, data) = wire::encode_call(call);
-        let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => {
-                let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| Error::Unavailable)?
-                    .map_err(|_| Error::Unavailable)?;
-                let _ = conn.set_nodelay(true);
-                conn
-            }
-        };
-        let exchange = async {
-            net::write_frame(&mut conn, &key, Kind::Call, &body, data.as_ref()).await?;
-            net::read_frame(&mut conn, &key).await
-        };
-        let (kind, reply) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                tracing::warn!(addr, error = %e, "a call shipped to the metadata leader failed");
-                return Err(Error::Unavailable);
-            }
-            Err(_) => return Err(Error::Unavailable),
-        };
-        if kind != Kind::Reply {
-            return Err(Error::Io("the leader answered with a request".into()));
-        }
-        let (verifier, answer) = wire::decode_answer(Bytes::from(reply))
-            .map_err(|e| Error::Io(format!("the leader's answer: {e}")))?;
+        let (verifier, answer) = self.peers.call(addr, call).await?;
         self.verifier
             .store(u64::from_be_bytes(verifier), Ordering::Relaxed);
-        let mut idle = lock(&self.idle);
-        let pool = idle.entry(addr.to_string()).or_default();
-        if pool.len() < IDLE_CONNECTIONS_MAX {
-            pool.push(conn);
-        }
         Ok(answer)
     }
 
@@ -327,6 +302,127 @@ impl<E: Writer> ClusterStore<E> {
             }
         }
     }
+}
+
+/// Connections to the other nodes, for shipped calls and data calls: a pool of idle
+/// connections per address, each call on a connection of its own while it runs.
+pub struct Peers {
+    meta: Arc<RaftMeta>,
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+impl Peers {
+    pub fn new(meta: Arc<RaftMeta>) -> Arc<Peers> {
+        Arc::new(Peers {
+            meta,
+            idle: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The inter-node address of `node`, from the log's membership.
+    pub fn addr_of(&self, node: u64) -> Option<String> {
+        let metrics = self.meta.raft().metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Sends `call` to the node at `addr` and returns its answer and write verifier.
+    /// `Unavailable` when the node cannot be reached or does not answer in time.
+    pub async fn call(&self, addr: &str, call: &Call) -> Result<([u8; 8], Answer)> {
+        let key = self.meta.key().ok_or(Error::Unavailable)?.clone();
+        let (body, data) = wire::encode_call(call);
+        let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| Error::Unavailable)?
+                    .map_err(|_| Error::Unavailable)?;
+                let _ = conn.set_nodelay(true);
+                conn
+            }
+        };
+        let exchange = async {
+            net::write_frame(&mut conn, &key, Kind::Call, &body, data.as_ref()).await?;
+            net::read_frame(&mut conn, &key).await
+        };
+        let (kind, reply) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                tracing::warn!(addr, error = %e, "a call to another node failed");
+                return Err(Error::Unavailable);
+            }
+            Err(_) => return Err(Error::Unavailable),
+        };
+        if kind != Kind::Reply {
+            return Err(Error::Io("a node answered with a request".into()));
+        }
+        let answer = wire::decode_answer(Bytes::from(reply))
+            .map_err(|e| Error::Io(format!("another node's answer: {e}")))?;
+        let mut idle = lock(&self.idle);
+        let pool = idle.entry(addr.to_string()).or_default();
+        if pool.len() < IDLE_CONNECTIONS_MAX {
+            pool.push(conn);
+        }
+        Ok(answer)
+    }
+}
+
+/// The data store of this node as the data calls of other nodes see it.
+pub trait HeldData: Send + Sync + 'static {
+    fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes>;
+    fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()>;
+    fn set_len(&self, ino: u64, len: u64) -> Result<()>;
+    fn sync(&self, ino: u64) -> Result<()>;
+    fn remove(&self, ino: u64) -> Result<()>;
+    fn residency(&self, ino: u64, size: u64) -> Result<Residency>;
+}
+
+impl<D: DataStore> HeldData for D {
+    fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
+        DataStore::read(self, ino, offset, len)
+    }
+    fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
+        DataStore::write_at(self, ino, offset, data)
+    }
+    fn set_len(&self, ino: u64, len: u64) -> Result<()> {
+        DataStore::set_len(self, ino, len)
+    }
+    fn sync(&self, ino: u64) -> Result<()> {
+        DataStore::sync(self, ino)
+    }
+    fn remove(&self, ino: u64) -> Result<()> {
+        DataStore::remove(self, ino)
+    }
+    fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
+        DataStore::residency(self, ino, size)
+    }
+}
+
+/// Answers a data call from this node's data store (on the blocking pool: the stores block).
+async fn serve_data(held: Arc<dyn HeldData>, call: Call) -> Answer {
+    let task = tokio::task::spawn_blocking(move || {
+        let done = |r: Result<()>| r.map_or_else(Answer::Failed, |()| Answer::Done);
+        match call {
+            Call::DataRead { ino, offset, len } => held
+                .read(ino, offset, len as usize)
+                .map_or_else(Answer::Failed, Answer::Data),
+            Call::DataWrite { ino, offset, data } => done(held.write_at(ino, offset, &data)),
+            Call::DataSetLen { ino, len } => done(held.set_len(ino, len)),
+            Call::DataSync(ino) => done(held.sync(ino)),
+            Call::DataRemove(ino) => done(held.remove(ino)),
+            Call::DataResidency { ino, size } => held
+                .residency(ino, size)
+                .map_or_else(Answer::Failed, Answer::Residency),
+            _ => Answer::Failed(Error::Invalid),
+        }
+    });
+    task.await
+        .unwrap_or_else(|e| Answer::Failed(Error::Io(format!("data task failed: {e}"))))
 }
 
 /// Stands for the root in the first call a node ships: the leader answers it with the root's
@@ -434,6 +530,13 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
         }
         Call::Fsstat(id) => done(store.fsstat(id).await, Answer::Fsstat),
         Call::Residency(id) => done(store.residency(id).await, Answer::Residency),
+        // Data calls go to the holder's data store (`serve_data`), never to a writer.
+        Call::DataRead { .. }
+        | Call::DataWrite { .. }
+        | Call::DataSetLen { .. }
+        | Call::DataSync(_)
+        | Call::DataRemove(_)
+        | Call::DataResidency { .. } => Answer::Failed(Error::Invalid),
     }
 }
 
@@ -442,6 +545,10 @@ impl<E: Writer> Calls for ClusterStore<E> {
         Box::pin(async move {
             let answer = match wire::decode_call(body) {
                 Err(e) => Answer::Failed(Error::Io(format!("a shipped call did not decode: {e}"))),
+                Ok(call) if call.is_data() => match &self.held {
+                    Some(held) => serve_data(Arc::clone(held), call).await,
+                    None => Answer::Failed(Error::Unavailable),
+                },
                 Ok(call) => self.answer_shipped(call).await,
             };
             let verifier = self.write_verifier();

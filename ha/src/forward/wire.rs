@@ -101,6 +101,28 @@ pub enum Call {
     },
     Fsstat(FileId),
     Residency(FileId),
+    /// The data calls: what the writing engine asks of the node that holds a file's data
+    /// (`super::ClusterData`), answered from that node's data store.
+    DataRead {
+        ino: u64,
+        offset: u64,
+        len: u32,
+    },
+    DataWrite {
+        ino: u64,
+        offset: u64,
+        data: Bytes,
+    },
+    DataSetLen {
+        ino: u64,
+        len: u64,
+    },
+    DataSync(u64),
+    DataRemove(u64),
+    DataResidency {
+        ino: u64,
+        size: u64,
+    },
 }
 
 impl Call {
@@ -117,6 +139,19 @@ impl Call {
                 | Call::Readdir { .. }
                 | Call::Fsstat(_)
                 | Call::Residency(_)
+        )
+    }
+
+    /// Whether the call is for the data store of the node it is sent to, not for the writer.
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Call::DataRead { .. }
+                | Call::DataWrite { .. }
+                | Call::DataSetLen { .. }
+                | Call::DataSync(_)
+                | Call::DataRemove(_)
+                | Call::DataResidency { .. }
         )
     }
 }
@@ -136,6 +171,10 @@ pub enum Answer {
     Fsstat(FsStat),
     Residency(Residency),
     Failed(Error),
+    /// A data call that returns nothing.
+    Done,
+    /// A data read's bytes.
+    Data(Bytes),
 }
 
 /// The most entries a directory page may carry on the wire (a READDIR reply is far smaller).
@@ -471,6 +510,41 @@ pub fn encode_call(call: &Call) -> (Vec<u8>, Option<Bytes>) {
             o.u8(17);
             o.id(*id);
         }
+        Call::DataRead { ino, offset, len } => {
+            o.u8(18);
+            o.u64(*ino);
+            o.u64(*offset);
+            o.u32(*len);
+        }
+        Call::DataWrite {
+            ino,
+            offset,
+            data: bytes,
+        } => {
+            o.u8(19);
+            o.u64(*ino);
+            o.u64(*offset);
+            o.u32(bytes.len() as u32);
+            data = Some(bytes.clone());
+        }
+        Call::DataSetLen { ino, len } => {
+            o.u8(20);
+            o.u64(*ino);
+            o.u64(*len);
+        }
+        Call::DataSync(ino) => {
+            o.u8(21);
+            o.u64(*ino);
+        }
+        Call::DataRemove(ino) => {
+            o.u8(22);
+            o.u64(*ino);
+        }
+        Call::DataResidency { ino, size } => {
+            o.u8(23);
+            o.u64(*ino);
+            o.u64(*size);
+        }
     }
     (o.0, data)
 }
@@ -579,6 +653,12 @@ pub fn encode_answer(verifier: [u8; 8], answer: &Answer) -> (Vec<u8>, Option<Byt
         Answer::Failed(e) => {
             o.u8(12);
             o.error(e);
+        }
+        Answer::Done => o.u8(13),
+        Answer::Data(bytes) => {
+            o.u8(14);
+            o.u32(bytes.len() as u32);
+            data = Some(bytes.clone());
         }
     }
     (o.0, data)
@@ -906,6 +986,30 @@ pub fn decode_call(body: Bytes) -> Decoded<Call> {
         },
         16 => Call::Fsstat(i.id()?),
         17 => Call::Residency(i.id()?),
+        18 => Call::DataRead {
+            ino: i.u64()?,
+            offset: i.u64()?,
+            len: i.u32()?,
+        },
+        19 => {
+            let (ino, offset) = (i.u64()?, i.u64()?);
+            let n = i.u32()? as usize;
+            Call::DataWrite {
+                ino,
+                offset,
+                data: i.shared(n)?,
+            }
+        }
+        20 => Call::DataSetLen {
+            ino: i.u64()?,
+            len: i.u64()?,
+        },
+        21 => Call::DataSync(i.u64()?),
+        22 => Call::DataRemove(i.u64()?),
+        23 => Call::DataResidency {
+            ino: i.u64()?,
+            size: i.u64()?,
+        },
         v => return Err(format!("call {v}")),
     };
     i.end()?;
@@ -1009,6 +1113,11 @@ pub fn decode_answer(body: Bytes) -> Decoded<([u8; 8], Answer)> {
             })
         }
         12 => Answer::Failed(i.error()?),
+        13 => Answer::Done,
+        14 => {
+            let n = i.u32()? as usize;
+            Answer::Data(i.shared(n)?)
+        }
         v => return Err(format!("answer {v}")),
     };
     i.end()?;
@@ -1189,6 +1298,20 @@ mod tests {
             },
             Call::Fsstat(id(1)),
             Call::Residency(id(5)),
+            Call::DataRead {
+                ino: 5,
+                offset: 1 << 20,
+                len: 4096,
+            },
+            Call::DataWrite {
+                ino: 5,
+                offset: 3,
+                data: Bytes::from_static(b"chunk"),
+            },
+            Call::DataSetLen { ino: 5, len: 0 },
+            Call::DataSync(5),
+            Call::DataRemove(5),
+            Call::DataResidency { ino: 5, size: 10 },
         ] {
             round_trip_call(call);
         }
@@ -1253,6 +1376,8 @@ mod tests {
             Answer::Failed(Error::NotRegular(FileType::Directory)),
             Answer::Failed(Error::Io("disk on fire".into())),
             Answer::Failed(Error::Unavailable),
+            Answer::Done,
+            Answer::Data(Bytes::from_static(b"held here")),
         ] {
             round_trip_answer(answer);
         }

@@ -111,8 +111,6 @@ fn refuse_logged_dir(config: &Config) -> Result<(), StartError> {
 /// (built the first time it does, with the data store beside it); otherwise every call is
 /// shipped to the leader.
 async fn serve_logged(config: Config) -> Result<(), StartError> {
-    use backend::engine::Engine;
-    use ha::forward::ClusterStore;
     let dir = config.data_dir.clone();
     let node = config.cluster.node_id;
     let open_err = {
@@ -152,30 +150,51 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
         meta
     };
     let meta = Arc::new(meta);
-    let for_engine = Arc::clone(&meta);
+    // This node's data store serves the data this node holds to whichever node writes, so it
+    // opens now, not when this node first leads.
     match nvme {
         Some(nvme) => {
-            let factory = Box::new(move || {
-                let data = backend::nvme::NvmeData::open_in(&nvme, for_engine.state_machine())?;
-                let engine = Engine::with_stores(for_engine, data)?;
-                engine.set_node(node);
-                Ok(engine)
-            });
-            let store = ClusterStore::start(meta, factory).await.map_err(open_err)?;
-            serve(config, store).await
+            // A cluster of one has applied its whole log by now: files it does not know are
+            // orphans of a crash. A cluster node's state machine may still lag the log.
+            let sm = (voters.len() <= 1).then(|| meta.state_machine());
+            let data =
+                backend::nvme::NvmeData::open_in(&nvme, sm).map_err(|e| open_err(e.to_string()))?;
+            serve_cluster(config, meta, Arc::new(data)).await
         }
         None => {
-            let data_dir = dir.clone();
-            let factory = Box::new(move || {
-                let data = backend::local::LocalData::open_in(&data_dir)?;
-                let engine = Engine::with_stores(for_engine, data)?;
-                engine.set_node(node);
-                Ok(engine)
-            });
-            let store = ClusterStore::start(meta, factory).await.map_err(open_err)?;
-            serve(config, store).await
+            let data =
+                backend::local::LocalData::open_in(&dir).map_err(|e| open_err(e.to_string()))?;
+            serve_cluster(config, meta, Arc::new(data)).await
         }
     }
+}
+
+/// Serves through the cluster store, with `data` as this node's data store.
+async fn serve_cluster<D: backend::engine::DataStore>(
+    config: Config,
+    meta: Arc<ha::metalog::RaftMeta>,
+    data: Arc<D>,
+) -> Result<(), StartError> {
+    use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
+    let node = config.cluster.node_id;
+    let peers = Peers::new(Arc::clone(&meta));
+    let engine_data = ClusterData::new(
+        Arc::clone(&data),
+        node,
+        Arc::clone(&meta),
+        Arc::clone(&peers),
+    );
+    let for_engine = Arc::clone(&meta);
+    let factory = Box::new(move || {
+        let engine = backend::engine::Engine::with_stores(for_engine, engine_data)?;
+        engine.set_node(node);
+        Ok(engine)
+    });
+    let held: Arc<dyn HeldData> = data;
+    let store = ClusterStore::start(meta, peers, Some(held), factory)
+        .await
+        .map_err(|e| StartError(format!("cannot serve {}: {e}", config.data_dir.display())))?;
+    serve(config, store).await
 }
 
 /// The cluster key's bytes (the file that also signs file handles), created on a first start.
