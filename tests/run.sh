@@ -37,14 +37,14 @@ cargo test --workspace
 step "fuzz smoke (${FUZZ_SECONDS:-30} s per target)"
 fuzz/run.sh "${FUZZ_SECONDS:-30}"
 
-need_pkg libnfs-utils rpcbind
+need_pkg libnfs-utils rpcbind nftables
 step "rpcbind registration (Debian's rpcbind in a private netns)"
 tests/e2e/rpcbind-register.sh
 
 step "admin API against its OpenAPI document (schemathesis)"
 tests/e2e/schemathesis.sh
 
-step "libnfs userspace clients, kernel client (../shared/kclient) v3 default and nconnect=16"
+step "libnfs userspace clients (one node, and a three-node cluster), kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 
 step "bandwidth tiers: the kernel client (a 20 MB/s mount target), then fio-nfs from two hosts (cap, fairness, live change)"

@@ -9,6 +9,9 @@
 #   deploy/local/cluster.sh kill ID [--dir DIR]       kill -9 node ID
 #   deploy/local/cluster.sh start ID [--dir DIR]      start node ID again on its data
 #   deploy/local/cluster.sh cut ID | heal ID          take node ID's link down / up
+#   deploy/local/cluster.sh isolate ID | rejoin ID    drop (nft, in the node's namespace) all
+#                                                      traffic between node ID and the other
+#                                                      nodes; clients still reach it
 #
 # `up` prints one line per node, `node <id> netns <name> addr <ip> pid <pid>`, and returns
 # once the cluster is formed (every node answers NFS, which it does only once a leader
@@ -28,7 +31,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local
 cmd=${1:-}; shift || true
 ARG=""
-case "$cmd" in kill|start|cut|heal) ARG=${1:?"$cmd needs a node id"}; shift;; esac
+case "$cmd" in kill|start|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2;;
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN=$2; shift 2;;
     --dir) DIR=$2; shift 2;;
     --store) STORE=$2; shift 2;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0;;
+    -h|--help) sed -n "2,27p" "$0"; exit 0;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -201,6 +204,19 @@ case "$cmd" in
          listening "$ARG" || die "node $ARG did not come back within 60 s"
          echo "node $ARG netns $(node_ns "$ARG") addr $(node_addr "$ARG") pid $(node_pid "$ARG")";;
   cut) ip -n "$(state bridge_ns)" link set "slcv$ARG" down; log "node $ARG cut off";;
+  isolate)
+    command -v nft >/dev/null || die "isolate needs nft (Debian: nftables)"
+    others=$(awk -v me="$ARG" '$1=="node" && $2!=me {print $4}' "$STATE" | paste -sd, -)
+    [ -n "$others" ] || die "no other node to isolate node $ARG from"
+    ip netns exec "$(node_ns "$ARG")" nft -f - <<EOF
+table inet slc_isolate {
+  chain input { type filter hook input priority 0; ip saddr { $others } drop; }
+  chain output { type filter hook output priority 0; ip daddr { $others } drop; }
+}
+EOF
+    log "node $ARG isolated from $others";;
+  rejoin) ip netns exec "$(node_ns "$ARG")" nft delete table inet slc_isolate 2>/dev/null || true
+          log "node $ARG rejoined";;
   heal) ip -n "$(state bridge_ns)" link set "slcv$ARG" up; log "node $ARG back on the bridge";;
-  *) sed -n '2,24p' "$0"; exit 2;;
+  *) sed -n "2,27p" "$0"; exit 2;;
 esac

@@ -2,8 +2,10 @@
 # CI entry point: builds sluice once (release), then runs
 #   1. tests/e2e/libnfs.sh                      (userspace libnfs clients on 127.0.0.1), twice:
 #      metadata straight to meta.redb, and through the metadata log (restarted after kill -9)
-#   2. tests/e2e/kclient-v3.sh                  (kernel NFSv3 client, nconnect=1)
-#   3. tests/e2e/kclient-v3.sh --nconnect 16    (kernel NFSv3 client, nconnect=16)
+#   2. tests/e2e/cluster.sh                     (three nodes in network namespaces, libnfs clients:
+#      any node serves any file, kill -9 of the leader, restart, an isolated minority)
+#   3. tests/e2e/kclient-v3.sh                  (kernel NFSv3 client, nconnect=1)
+#   4. tests/e2e/kclient-v3.sh --nconnect 16    (kernel NFSv3 client, nconnect=16)
 # and prints every summary at the end. Exits non-zero if any part failed.
 #
 #   tests/e2e/run-all.sh [--bin PATH] [--size-mb N] [--skip-libnfs] [--skip-kclient]
@@ -43,6 +45,7 @@ part() {   # part NAME CMD...: run, tee output, remember the status
 if [ "$DO_LIBNFS" = 1 ]; then
   part libnfs "$E2E_DIR/libnfs.sh" --bin "$BIN"
   part libnfs-log "$E2E_DIR/libnfs.sh" --bin "$BIN" --metadata log --size-mb 20 --files 100 --crash
+  part cluster "$E2E_DIR/cluster.sh" --bin "$BIN"
 fi
 if [ "$DO_KC" = 1 ]; then
   part kclient-nc1 "$E2E_DIR/kclient-v3.sh" --bin "$BIN" --size-mb "$SIZE"

@@ -58,8 +58,11 @@ use self::wire::{Answer, Call};
 /// How long a call waits for a leader (an election takes 0.3-0.6 s) before it answers
 /// `Unavailable` and the client retries.
 pub const ROUTE_WAIT: Duration = Duration::from_secs(5);
-/// How long a shipped call may take at the leader (a COMMIT of a large file included).
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a file-system call shipped to the leader may take before this node gives up on it
+/// and the client retries: a leader that cannot answer in this time is cut off or gone.
+const SHIP_TIMEOUT: Duration = ROUTE_WAIT;
+/// How long a data call may take at the holder (a sync of a large file included).
+const DATA_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Idle connections kept per leader address.
 const IDLE_CONNECTIONS_MAX: usize = 32;
@@ -330,8 +333,15 @@ impl Peers {
     }
 
     /// Sends `call` to the node at `addr` and returns its answer and write verifier.
-    /// `Unavailable` when the node cannot be reached or does not answer in time.
+    /// `Unavailable` when the node cannot be reached or does not answer in time. A call given
+    /// up on is reset, not closed: nothing of it still queued on this side reaches the node
+    /// later (after a partition heals, say) and runs there after the client was told to retry.
     pub async fn call(&self, addr: &str, call: &Call) -> Result<([u8; 8], Answer)> {
+        let timeout = if call.is_data() {
+            DATA_CALL_TIMEOUT
+        } else {
+            SHIP_TIMEOUT
+        };
         let key = self.meta.key().ok_or(Error::Unavailable)?.clone();
         let (body, data) = wire::encode_call(call);
         let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
@@ -350,13 +360,22 @@ impl Peers {
             net::write_frame(&mut conn, &key, Kind::Call, &body, data.as_ref()).await?;
             net::read_frame(&mut conn, &key).await
         };
-        let (kind, reply) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        let (kind, reply) = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 tracing::warn!(addr, error = %e, "a call to another node failed");
+                reset(&conn);
                 return Err(Error::Unavailable);
             }
-            Err(_) => return Err(Error::Unavailable),
+            Err(_) => {
+                tracing::warn!(
+                    addr,
+                    ?timeout,
+                    "a call to another node got no answer in time"
+                );
+                reset(&conn);
+                return Err(Error::Unavailable);
+            }
         };
         if kind != Kind::Reply {
             return Err(Error::Io("a node answered with a request".into()));
@@ -370,6 +389,14 @@ impl Peers {
         }
         Ok(answer)
     }
+}
+
+/// Makes dropping `conn` reset it (SO_LINGER 0), discarding what it has not sent yet.
+fn reset(conn: &TcpStream) {
+    // Deprecated because a non-zero linger blocks the dropping thread; a zero one resets at
+    // once and never blocks.
+    #[allow(deprecated)]
+    let _ = conn.set_linger(Some(Duration::ZERO));
 }
 
 /// The data store of this node as the data calls of other nodes see it.
