@@ -47,6 +47,9 @@ tests/e2e/schemathesis.sh
 step "libnfs userspace clients (one node, and a three-node cluster), kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 
+step "a three-node cluster with the kernel client: VM 1 writes 1000 files and 256 MiB through node 1, VM 2 reads them through node 3 (vers=3 and 4.1)"
+tests/e2e/kclient-cluster.sh
+
 step "bandwidth tiers: the kernel client (a 20 MB/s mount target), then fio-nfs from two hosts (cap, fairness, live change)"
 tests/e2e/tiers-kclient.sh
 tests/e2e/tiers-kclient.sh --vers 4.1

@@ -173,6 +173,9 @@ down() {
       for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
       alive "$pid" && kill -KILL -- "-$pid" 2>/dev/null || true
     fi
+    # The link first: a namespace outlives its deletion while sockets in it wind down, and
+    # its end of the pair (on a bridge we may not own) with it.
+    ip -n "$(state bridge_ns)" link del "slcv$id" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done < <(grep '^node ' "$STATE")
   local bns made
