@@ -75,24 +75,44 @@ pub async fn read_frame(
     Ok((h.kind, rest))
 }
 
+/// Idle connections to peers, by address. openraft makes a client for every heartbeat round
+/// a read barrier asks for (`ensure_linearizable`) and drops it after: without this pool each
+/// round connected anew, and the TIME_WAIT sockets piling up made every connect slower.
+type Idle = Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<TcpStream>>>>;
+
+/// Idle connections kept per peer.
+const IDLE_PER_PEER: usize = 8;
+
 pub struct TcpNetwork {
     key: ClusterKey,
+    idle: Idle,
 }
 
 impl TcpNetwork {
     pub fn new(key: ClusterKey) -> TcpNetwork {
-        TcpNetwork { key }
+        TcpNetwork {
+            key,
+            idle: Idle::default(),
+        }
     }
+}
+
+fn lock_idle(
+    idle: &Idle,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<TcpStream>>> {
+    idle.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = TcpPeer;
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> TcpPeer {
+        let conn = lock_idle(&self.idle).get_mut(&node.addr).and_then(Vec::pop);
         TcpPeer {
             target,
             addr: node.addr.clone(),
             key: self.key.clone(),
-            conn: None,
+            conn,
+            idle: Arc::clone(&self.idle),
         }
     }
 }
@@ -102,6 +122,20 @@ pub struct TcpPeer {
     addr: String,
     key: ClusterKey,
     conn: Option<TcpStream>,
+    idle: Idle,
+}
+
+impl Drop for TcpPeer {
+    /// A healthy connection (one whose last call completed) goes back to the pool.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = lock_idle(&self.idle);
+            let pool = idle.entry(self.addr.clone()).or_default();
+            if pool.len() < IDLE_PER_PEER {
+                pool.push(conn);
+            }
+        }
+    }
 }
 
 /// Why a call failed: before anything was sent (the peer is unreachable) or after.
