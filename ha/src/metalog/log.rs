@@ -89,7 +89,10 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, String> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// `None`: appends are reported at once, without an fsync, on the calling task (the
+    /// deterministic simulation, where a crash is a process crash and threads would make the
+    /// schedule depend on the host).
+    flush: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
 }
 
 /// Makes appends durable, many at a time, and reports each one to openraft.
@@ -111,19 +114,31 @@ fn flush_thread(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<LogFlushed<Ty
 
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, String> {
+        Self::open_with(path, true)
+    }
+
+    /// `flushed`: appends are made durable by the flush thread (always, outside the
+    /// simulation).
+    pub fn open_with(path: &Path, flushed: bool) -> Result<LogStore, String> {
         let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(ENTRIES).map_err(|e| e.to_string())?;
         tx.open_table(STATE).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         let db = Arc::new(db);
+        if !flushed {
+            return Ok(LogStore { db, flush: None });
+        }
         let (flush, jobs) = std::sync::mpsc::channel();
         let flusher = Arc::clone(&db);
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || flush_thread(flusher, jobs))
             .map_err(|e| format!("start the log flush thread: {e}"))?;
-        Ok(LogStore { db, flush })
+        Ok(LogStore {
+            db,
+            flush: Some(flush),
+        })
     }
 
     fn get_state<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
@@ -219,9 +234,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         tx.commit().map_err(write_err)?;
         // The flush thread lives as long as any clone of this store.
-        self.flush
-            .send(callback)
-            .map_err(|_| write_err("the log flush thread stopped"))
+        match &self.flush {
+            Some(flush) => flush
+                .send(callback)
+                .map_err(|_| write_err("the log flush thread stopped")),
+            None => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), Error> {

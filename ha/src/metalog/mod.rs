@@ -346,6 +346,23 @@ impl RaftMeta {
             .map_err(|e| format!("the metadata log did not replay: {e}"))
     }
 
+    /// A node of the deterministic simulation ([`crate::sim`]): `network` is the simulated
+    /// fabric, appends are not flushed (a simulated crash is a process crash), and the election
+    /// timeout is fixed per node (`election_ms`), because openraft draws it from a thread-local
+    /// generator no seed reaches.
+    #[doc(hidden)]
+    pub async fn open_simulated<N: RaftNetworkFactory<TypeConfig>>(
+        dir: &Path,
+        node: u64,
+        tuning: Tuning,
+        network: N,
+        members: BTreeMap<u64, BasicNode>,
+        election_ms: u64,
+    ) -> std::result::Result<RaftMeta, String> {
+        let sim = Some(election_ms);
+        Self::open_inner_with(dir, node, tuning, network, members, None, sim).await
+    }
+
     async fn open_inner<N: RaftNetworkFactory<TypeConfig>>(
         dir: &Path,
         node: u64,
@@ -354,12 +371,28 @@ impl RaftMeta {
         members: BTreeMap<u64, BasicNode>,
         serving: Option<(tokio::net::TcpListener, rpc::ClusterKey)>,
     ) -> std::result::Result<RaftMeta, String> {
+        Self::open_inner_with(dir, node, tuning, network, members, serving, None).await
+    }
+
+    async fn open_inner_with<N: RaftNetworkFactory<TypeConfig>>(
+        dir: &Path,
+        node: u64,
+        tuning: Tuning,
+        network: N,
+        members: BTreeMap<u64, BasicNode>,
+        serving: Option<(tokio::net::TcpListener, rpc::ClusterKey)>,
+        simulated: Option<u64>,
+    ) -> std::result::Result<RaftMeta, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (election_min, election_max) = match simulated {
+            Some(ms) => (ms, ms + 1),
+            None => (300, 600),
+        };
         let config = openraft::Config {
             cluster_name: "sluice-metadata".into(),
             heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             // Bounds an append frame: 16 entries of at most GROUP_MAX batches each.
             max_payload_entries: 16,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
@@ -368,7 +401,7 @@ impl RaftMeta {
         }
         .validate()
         .map_err(|e| e.to_string())?;
-        let log = log::LogStore::open(&dir.join("raft-log.redb"))?;
+        let log = log::LogStore::open_with(&dir.join("raft-log.redb"), simulated.is_none())?;
         let meta = LocalMeta::open(&dir.join("meta.redb")).map_err(|e| e.to_string())?;
         let sm_meta = Arc::new(meta);
         let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;
@@ -583,40 +616,41 @@ async fn complete(
         let micros = u64::try_from(s.at.elapsed().as_micros()).unwrap_or(u64::MAX);
         counts.commit_micros.fetch_add(micros, Relaxed);
         let expected = (s.last - s.first + 1) as usize;
-        let first_failure = match outcomes {
-            Err(e) => Some((s.first, e)),
-            Ok(list) if list.len() != expected => Some((
+        // The batches that failed, each with its reason. A whole entry that was not committed
+        // fails every batch in it (its fate is unknown: `Unavailable`); otherwise each batch
+        // has its own outcome from the state machine. Batches of later entries are not failed
+        // here: the state machine re-checks each, and they get their own outcomes.
+        let failures: Vec<(u64, u64, Error)> = match outcomes {
+            Err(e) => vec![(s.first, s.last, e)],
+            Ok(list) if list.len() != expected => vec![(
                 s.first,
+                s.last,
                 Error::Io(format!("{} outcomes for {expected} batches", list.len())),
-            )),
+            )],
             Ok(list) => (s.first..=s.last)
                 .zip(list)
-                .find_map(|(seq, o)| outcome_error(o).map(|e| (seq, e))),
+                .filter_map(|(seq, o)| outcome_error(o).map(|e| (seq, seq, e)))
+                .collect(),
         };
-        match first_failure {
-            None => {
-                lock(&pending).settle(s.last);
-                progress.send_modify(|p| p.done = s.last);
-            }
-            Some((seq, e)) => {
-                counts.failed.fetch_add(s.last - seq + 1, Relaxed);
-                if seq > s.first {
-                    lock(&pending).settle(seq - 1);
-                }
-                // What this node applied after the failed batch was checked against it: the
-                // state machine is the truth again.
-                let upto = {
-                    let mut p = lock(&pending);
-                    p.clear();
-                    p.last
-                };
-                tracing::error!(error = %e, batch = seq, upto, "metadata batch failed");
-                progress.send_modify(|p| {
-                    p.done = s.last;
-                    p.fail(seq, upto, e);
-                });
-            }
+        if failures.is_empty() {
+            lock(&pending).settle(s.last);
+            progress.send_modify(|p| p.done = s.last);
+            continue;
         }
+        let failed: u64 = failures.iter().map(|(from, upto, _)| upto - from + 1).sum();
+        counts.failed.fetch_add(failed, Relaxed);
+        // What this node applied after a failed batch was checked against it: the state
+        // machine is the truth again, and this node's reads see only what it applied.
+        lock(&pending).clear();
+        for (from, upto, e) in &failures {
+            tracing::error!(error = %e, from, upto, "metadata batches failed");
+        }
+        progress.send_modify(|p| {
+            p.done = s.last;
+            for (from, upto, e) in failures {
+                p.fail(from, upto, e);
+            }
+        });
     }
 }
 
