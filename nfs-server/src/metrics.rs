@@ -264,9 +264,11 @@ impl Metrics {
         registry.register(
             "sluice_metadata_log",
             "The metadata log, read at scrape time (only when [cluster] metadata = \"log\"): \
-             term (counts elections), leader, is_leader, last_log_index, applied_index, \
-             apply_lag, entries_proposed and batches_proposed (their ratio is the group size), \
-             batches_failed, commit_micros_sum (time from proposal to outcome, per entry)",
+             voters, followers_lag_max (on the leader: entries the slowest voter lacks), term \
+             (counts elections), leader, is_leader, last_log_index, applied_index, apply_lag, \
+             entries_proposed and batches_proposed (their ratio is the group size), \
+             batches_failed, commit_micros_sum (time from proposal to outcome, per entry), \
+             calls_shipped (to the leader) and calls_answered (for other nodes)",
             store.clone(),
         );
 

@@ -113,6 +113,9 @@ pub struct ClusterStore<E> {
     barrier: Mutex<Barrier>,
     barrier_done: watch::Sender<u64>,
     root: Mutex<Option<FileId>>,
+    /// Calls this node shipped to a leader, and calls it answered for other nodes.
+    shipped: AtomicU64,
+    answered: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -143,6 +146,8 @@ impl<E: Writer> ClusterStore<E> {
             barrier: Mutex::new(Barrier::default()),
             barrier_done: watch::Sender::new(0),
             root: Mutex::new(None),
+            shipped: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
         });
         let handler: Arc<dyn Calls> = Arc::clone(&store) as Arc<dyn Calls>;
         meta.serve_calls(Arc::downgrade(&handler));
@@ -278,6 +283,7 @@ impl<E: Writer> ClusterStore<E> {
 
     /// Ships `call` to the leader at `addr`, keeping the verifier it reports.
     async fn ship(&self, addr: &str, call: &Call) -> Result<Answer> {
+        self.shipped.fetch_add(1, Ordering::Relaxed);
         let (verifier, answer) = self.peers.call(addr, call).await?;
         self.verifier
             .store(u64::from_be_bytes(verifier), Ordering::Relaxed);
@@ -590,6 +596,7 @@ impl<E: Writer> ClusterStore<E> {
     /// refused with `Unavailable`, and the caller asks the next leader. Never shipped on:
     /// two nodes that each believe the other leads must not bounce a call between them.
     async fn answer_shipped(&self, call: Call) -> Answer {
+        self.answered.fetch_add(1, Ordering::Relaxed);
         let Some(engine) = self.local() else {
             return Answer::Failed(Error::Unavailable);
         };
@@ -926,6 +933,9 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {
-        self.meta.stats()
+        let mut stats = self.meta.stats();
+        stats.push(("calls_shipped", self.shipped.load(Ordering::Relaxed)));
+        stats.push(("calls_answered", self.answered.load(Ordering::Relaxed)));
+        stats
     }
 }

@@ -763,7 +763,18 @@ impl MetaStore for RaftMeta {
         let m = self.raft.metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let last = m.last_log_index.unwrap_or(0);
+        let voters = m.membership_config.membership().voter_ids().count() as u64;
+        // On the leader: how far the slowest other voter is behind this node's log.
+        let lag_max = m.replication.as_ref().map_or(0, |r| {
+            r.iter()
+                .filter(|(&id, _)| id != self.node)
+                .map(|(_, matched)| last.saturating_sub(matched.map_or(0, |l| l.index)))
+                .max()
+                .unwrap_or(0)
+        });
         vec![
+            ("voters", voters),
+            ("followers_lag_max", lag_max),
             ("term", m.current_term),
             ("leader", m.current_leader.unwrap_or(0)),
             ("is_leader", u64::from(m.state == ServerState::Leader)),

@@ -341,7 +341,9 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
             let vote = (m.vote.leader_id().term, m.vote.leader_id().node_id);
             if let Some(&before) = votes.get(&n) {
                 if vote < before {
-                    violations.push(format!("node {n}'s vote went back from {before:?} to {vote:?}"));
+                    violations.push(format!(
+                        "node {n}'s vote went back from {before:?} to {vote:?}"
+                    ));
                 }
             }
             votes.insert(n, vote);

@@ -1270,9 +1270,11 @@ pub fn render_status(s: &Value) -> String {
         fields.push((
             "metadata log",
             format!(
-                "term {}, leader node {}, applied {} (lag {}), {} batches in {} entries",
+                "{} voters, term {}, leader node {} (slowest follower {} behind), applied {} (lag {}), {} batches in {} entries",
+                text(&log["voters"]),
                 text(&log["term"]),
                 text(&log["leader"]),
+                text(&log["followers_lag_max"]),
                 text(&log["applied_index"]),
                 text(&log["apply_lag"]),
                 text(&log["batches_proposed"]),
@@ -1368,12 +1370,16 @@ mod tests {
         let mut s = json!({"cluster": {"metadata_log": {}}, "targets": []});
         assert!(!render_status(&s).contains("metadata log"));
         s["cluster"]["metadata_log"] = json!({
+            "voters": 3, "followers_lag_max": 4,
             "term": 2, "leader": 1, "applied_index": 57, "apply_lag": 0,
             "batches_proposed": 120, "entries_proposed": 40,
         });
         let out = render_status(&s);
         assert!(
-            out.contains("term 2, leader node 1, applied 57 (lag 0), 120 batches in 40 entries"),
+            out.contains(
+                "3 voters, term 2, leader node 1 (slowest follower 4 behind), applied 57 \
+                 (lag 0), 120 batches in 40 entries"
+            ),
             "{out}"
         );
     }
