@@ -33,27 +33,15 @@ WORK=$(mktemp -d /tmp/sluice-kc-cluster.XXXXXX)
 CL="$REPO_ROOT/deploy/local/cluster.sh"
 CDIR=$WORK/cluster
 FAILED=0 RESULTS=()
-cleanup() {
-  if [ "$KEEP" = 1 ]; then log "cluster kept up (down: $CL down --dir $CDIR)"; return; fi
-  [ "$FAILED" = 0 ] || { mkdir -p "$WORK/logs"; cp "$CDIR"/n*/server.log "$WORK/logs/" 2>/dev/null; }
-  "$CL" down --dir "$CDIR" >/dev/null 2>&1 || true
-  [ "$FAILED" = 0 ] && rm -rf "$WORK" || log "logs kept in $WORK"
-}
-trap cleanup EXIT
+trap cluster_cleanup EXIT
 trap 'exit 130' INT TERM
 
-record() {  # record NAME RC DETAIL
-  local st=PASS
-  [ "$2" = 0 ] || { st=FAIL; FAILED=$((FAILED + 1)); }
-  RESULTS+=("$(printf '%-4s %-44s %s' "$st" "$1" "$3")")
-  log "$st $1 $3"
-}
 
 T0=$(now_ns)
 "$CL" up --netns kc --bin "$BIN" --dir "$CDIR" > "$WORK/up.txt" || die "the cluster did not come up"
 cat "$WORK/up.txt" >&2
 grep -q ' addr 10.77.0.101 ' "$WORK/up.txt" || die "node 1 is not at 10.77.0.101"
-record "cluster up on kcbr0 (3 nodes)" 0 "$(ms_since "$T0") ms"
+cluster_record "cluster up on kcbr0 (3 nodes)" 0 "$(ms_since "$T0") ms"
 
 # v3 asks the node's own portmapper for the ports; 4.1 needs only 2049.
 opts_for() { [ "$1" = 3 ] && echo "--mountport 0 --mount-opts port=0"; }
@@ -71,7 +59,7 @@ for v in $VERSIONS; do
     echo written=\$(ls | wc -l)
   " > "$WORK/write-$d.out" 2>&1
   rc=$?
-  record "vers=$v: VM 1 writes through node 1" $rc "$(grep -o 'written=[0-9]*' "$WORK/write-$d.out" | tail -1), $(ms_since "$t") ms"
+  cluster_record "vers=$v: VM 1 writes through node 1" $rc "$(grep -o 'written=[0-9]*' "$WORK/write-$d.out" | tail -1), $(ms_since "$t") ms"
   t=$(now_ns)
   "$KCLIENT" run --vers "$v" --server 10.77.0.103 $(opts_for "$v") -- "
     set -e
@@ -81,7 +69,7 @@ for v in $VERSIONS; do
   " > "$WORK/read-$d.out" 2>&1
   rc=$?
   grep -q "files=$NFILES" "$WORK/read-$d.out" && grep -q 'verified=yes' "$WORK/read-$d.out" || rc=1
-  record "vers=$v: VM 2 reads them back through node 3" $rc "$(grep -o 'files=[0-9]*' "$WORK/read-$d.out" | tail -1), sha256 of all $((NFILES + 1)), $(ms_since "$t") ms"
+  cluster_record "vers=$v: VM 2 reads them back through node 3" $rc "$(grep -o 'files=[0-9]*' "$WORK/read-$d.out" | tail -1), sha256 of all $((NFILES + 1)), $(ms_since "$t") ms"
   [ "$rc" = 0 ] || tail -20 "$WORK/read-$d.out" >&2
 done
 

@@ -136,3 +136,31 @@ kc_record() {
     tail -20 "$SLOG" >&2
   fi
 }
+
+# ---------------------------------------------------------------------------------------------
+# Cluster scripts (cluster.sh, kclient-cluster.sh): a cluster that deploy/local/cluster.sh ($CL)
+# keeps in $CDIR, scratch in $WORK, results in RESULTS and FAILED, KEEP=1 to leave it up.
+# ---------------------------------------------------------------------------------------------
+
+# cluster_record NAME RC DETAIL: a result line (PASS when RC is 0); counts FAILED.
+cluster_record() {
+  local st=PASS
+  [ "$2" = 0 ] || { st=FAIL; FAILED=$((FAILED + 1)); }
+  RESULTS+=("$(printf '%-4s %-44s %s' "$st" "$1" "$3")")
+  log "$st $1 $3"
+}
+
+# cluster_cleanup: the exit trap. Brings the cluster down (unless KEEP=1) and keeps the nodes'
+# logs and the scratch directory when something failed.
+cluster_cleanup() {
+  if [ "${KEEP:-0}" = 1 ]; then
+    log "cluster kept up (down: $CL down --dir $CDIR); logs in $CDIR/n*/server.log"
+    return
+  fi
+  if [ "$FAILED" != 0 ]; then
+    mkdir -p "$WORK/logs"
+    for d in "$CDIR"/n*/; do cp "$d/server.log" "$WORK/logs/$(basename "$d").log" 2>/dev/null; done
+  fi
+  "$CL" down --dir "$CDIR" >/dev/null 2>&1 || true
+  if [ "$FAILED" = 0 ]; then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
+}
