@@ -19,15 +19,15 @@
 //!   needs none. Followers keep no metadata caches, so they have nothing to keep coherent.
 //! * **When no leader is known** (an election, a partitioned minority) a call waits up to
 //!   [`ROUTE_WAIT`] and then answers `Unavailable` (NFS3ERR_JUKEBOX / NFS4ERR_DELAY): clients
-//!   stall and retry, never see an error or a split brain. A shipped call whose connection
-//!   failed before it was sent is retried on the next leader; after it was sent, its outcome is
-//!   unknown and the client's retransmission decides (issue 19 moves the duplicate-request
-//!   cache into the log).
+//!   stall and retry, never see a split brain. A shipped call that got no answer is retried on
+//!   the next leader; if the dying leader had run it, a non-idempotent call comes back as if
+//!   run twice (an exclusive create: EEXIST) until the duplicate-request cache travels in the
+//!   log (issue 19).
 //! * **The write verifier** a follower reports is the leader's, carried in every answer, so it
 //!   changes whenever the leader (and with it the engine holding UNSTABLE state) changes.
 //! * **File data** lives where the writing engine placed it: on the leader of the term in which
-//!   the file was created. A later leader answers `Unavailable` for data placed on another
-//!   node until data is fetched from holders (issue 18 replicates it).
+//!   the file was created. A later leader reaches it there with data calls ([`ClusterData`]);
+//!   while that node is down the data is `Unavailable` (issue 18 replicates it).
 
 pub mod data;
 pub mod wire;
@@ -105,14 +105,14 @@ pub struct ClusterStore<E> {
     factory: Mutex<Option<Factory<E>>>,
     /// The term whose leadership the local engine serves (0: none yet).
     serving: watch::Sender<u64>,
-    /// The last write verifier a leader reported (this node's engine's when it leads).
+    /// The last write verifier a leader reported (used while this node does not lead).
     verifier: AtomicU64,
     peers: Arc<Peers>,
     /// This node's data store, for the data calls of the writing engine on another node.
     held: Option<Arc<dyn HeldData>>,
     barrier: Mutex<Barrier>,
     barrier_done: watch::Sender<u64>,
-    root: Mutex<Option<FileId>>,
+    root: std::sync::OnceLock<FileId>,
     /// Calls this node shipped to a leader, and calls it answered for other nodes.
     shipped: AtomicU64,
     answered: AtomicU64,
@@ -145,7 +145,7 @@ impl<E: Writer> ClusterStore<E> {
             held,
             barrier: Mutex::new(Barrier::default()),
             barrier_done: watch::Sender::new(0),
-            root: Mutex::new(None),
+            root: std::sync::OnceLock::new(),
             shipped: AtomicU64::new(0),
             answered: AtomicU64::new(0),
         });
@@ -158,7 +158,7 @@ impl<E: Writer> ClusterStore<E> {
         loop {
             match store.fetch_root().await {
                 Ok(root) => {
-                    *lock(&store.root) = Some(root);
+                    let _ = store.root.set(root);
                     return Ok(store);
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -175,6 +175,16 @@ impl<E: Writer> ClusterStore<E> {
         (serving != 0 && self.meta.leading() == Some(serving))
             .then(|| self.engine.get())
             .flatten()
+    }
+
+    /// The engine, while this node leads and has made it current, and for a read only once a
+    /// read barrier confirmed the leadership; `None`: the call goes to the leader.
+    async fn here(&self, reads: bool) -> Option<&E> {
+        let engine = self.local()?;
+        if reads && self.read_barrier().await.is_err() {
+            return None;
+        }
+        Some(engine)
     }
 
     /// The root's id: the engine's when local, else asked of the leader (an attribute call on
@@ -197,20 +207,18 @@ impl<E: Writer> ClusterStore<E> {
         let mut metrics = self.meta.raft().metrics();
         let mut serving = self.serving.subscribe();
         loop {
-            if let Some(engine) = self.local() {
-                if !reads || self.read_barrier().await.is_ok() {
-                    return Ok(Route::Local(engine));
-                }
-            } else {
-                let leader = {
-                    let m = metrics.borrow_and_update();
-                    m.current_leader
-                        .filter(|&l| l != self.node && m.state != ServerState::Leader)
-                        .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
-                };
-                if let Some(node) = leader {
-                    return Ok(Route::Remote(node.addr));
-                }
+            if let Some(engine) = self.here(reads).await {
+                return Ok(Route::Local(engine));
+            }
+            // Another node, never this one: a leader whose read barrier failed waits here.
+            let leader = {
+                let m = metrics.borrow_and_update();
+                m.current_leader
+                    .filter(|&l| l != self.node && m.state != ServerState::Leader)
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            };
+            if let Some(node) = leader {
+                return Ok(Route::Remote(node.addr));
             }
             let wait = async {
                 tokio::select! {
@@ -229,16 +237,7 @@ impl<E: Writer> ClusterStore<E> {
     /// Confirms that this node still leads: one heartbeat round, shared by every read that
     /// arrived before it started. A cluster of one has no one else to ask.
     async fn read_barrier(&self) -> Result<()> {
-        let voters = self
-            .meta
-            .raft()
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count();
-        if voters <= 1 {
+        if self.meta.voters() <= 1 {
             return Ok(());
         }
         let target = lock(&self.barrier).started + 1;
@@ -348,7 +347,7 @@ impl Peers {
         } else {
             SHIP_TIMEOUT
         };
-        let key = self.meta.key().ok_or(Error::Unavailable)?.clone();
+        let key = self.meta.key().ok_or(Error::Unavailable)?;
         let (body, data) = wire::encode_call(call);
         let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
         let mut conn = match pooled {
@@ -363,8 +362,8 @@ impl Peers {
             }
         };
         let exchange = async {
-            net::write_frame(&mut conn, &key, Kind::Call, &body, data.as_ref()).await?;
-            net::read_frame(&mut conn, &key).await
+            net::write_frame(&mut conn, key, Kind::Call, &body, data.as_ref()).await?;
+            net::read_frame(&mut conn, key).await
         };
         let (kind, reply) = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => reply,
@@ -389,9 +388,12 @@ impl Peers {
         let answer = wire::decode_answer(Bytes::from(reply))
             .map_err(|e| Error::Io(format!("another node's answer: {e}")))?;
         let mut idle = lock(&self.idle);
-        let pool = idle.entry(addr.to_string()).or_default();
-        if pool.len() < IDLE_CONNECTIONS_MAX {
-            pool.push(conn);
+        match idle.get_mut(addr) {
+            Some(pool) if pool.len() >= IDLE_CONNECTIONS_MAX => {}
+            Some(pool) => pool.push(conn),
+            None => {
+                idle.insert(addr.to_string(), vec![conn]);
+            }
         }
         Ok(answer)
     }
@@ -584,9 +586,7 @@ impl<E: Writer> Calls for ClusterStore<E> {
                 },
                 Ok(call) => self.answer_shipped(call).await,
             };
-            let verifier = self.write_verifier();
-            let (body, data) = wire::encode_answer(verifier, &answer);
-            (body, data)
+            wire::encode_answer(self.write_verifier(), &answer)
         })
     }
 }
@@ -597,13 +597,10 @@ impl<E: Writer> ClusterStore<E> {
     /// two nodes that each believe the other leads must not bounce a call between them.
     async fn answer_shipped(&self, call: Call) -> Answer {
         self.answered.fetch_add(1, Ordering::Relaxed);
-        let Some(engine) = self.local() else {
-            return Answer::Failed(Error::Unavailable);
-        };
-        if call.reads() && self.read_barrier().await.is_err() {
-            return Answer::Failed(Error::Unavailable);
+        match self.here(call.reads()).await {
+            Some(engine) => execute(engine, call).await,
+            None => Answer::Failed(Error::Unavailable),
         }
-        execute(engine, call).await
     }
 }
 
@@ -663,12 +660,6 @@ impl<E: Writer> ClusterStore<E> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        if let Some(engine) = self.engine.get() {
-            self.verifier.store(
-                u64::from_be_bytes(engine.write_verifier()),
-                Ordering::Relaxed,
-            );
-        }
         self.serving.send_replace(term);
         tracing::info!(term, node = self.node, "this node writes the metadata now");
         Ok(())
@@ -687,7 +678,7 @@ macro_rules! answer {
 
 impl<E: Writer> Store for ClusterStore<E> {
     fn root(&self) -> FileId {
-        lock(&self.root).unwrap_or(ROOT_PROBE)
+        self.root.get().copied().unwrap_or(ROOT_PROBE)
     }
 
     fn write_verifier(&self) -> [u8; 8] {
@@ -698,10 +689,8 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn getattr(&self, id: FileId) -> Result<Attr> {
-        if let Some(engine) = self.local() {
-            if self.read_barrier().await.is_ok() {
-                return engine.getattr(id).await;
-            }
+        if let Some(engine) = self.here(true).await {
+            return engine.getattr(id).await;
         }
         answer!(self.dispatch(Call::Getattr(id)).await?, Answer::Attr(a) => a)
     }
@@ -726,10 +715,8 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn lookup(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Attr> {
-        if let Some(engine) = self.local() {
-            if self.read_barrier().await.is_ok() {
-                return engine.lookup(cred, dir, name).await;
-            }
+        if let Some(engine) = self.here(true).await {
+            return engine.lookup(cred, dir, name).await;
         }
         let call = Call::Lookup {
             cred: cred.clone(),
@@ -740,6 +727,9 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn parent(&self, cred: &Cred, dir: FileId) -> Result<Attr> {
+        if let Some(engine) = self.here(true).await {
+            return engine.parent(cred, dir).await;
+        }
         let call = Call::Parent {
             cred: cred.clone(),
             dir,
@@ -753,10 +743,8 @@ impl<E: Writer> Store for ClusterStore<E> {
         id: FileId,
         mask: AccessMask,
     ) -> Result<(AccessMask, Attr)> {
-        if let Some(engine) = self.local() {
-            if self.read_barrier().await.is_ok() {
-                return engine.access(cred, id, mask).await;
-            }
+        if let Some(engine) = self.here(true).await {
+            return engine.access(cred, id, mask).await;
         }
         let call = Call::Access {
             cred: cred.clone(),
@@ -767,6 +755,9 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn readlink(&self, cred: &Cred, id: FileId) -> Result<(Vec<u8>, Attr)> {
+        if let Some(engine) = self.here(true).await {
+            return engine.readlink(cred, id).await;
+        }
         let call = Call::Readlink {
             cred: cred.clone(),
             id,
@@ -775,10 +766,8 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn read(&self, cred: &Cred, id: FileId, offset: u64, count: u32) -> Result<ReadResult> {
-        if let Some(engine) = self.local() {
-            if self.read_barrier().await.is_ok() {
-                return engine.read(cred, id, offset, count).await;
-            }
+        if let Some(engine) = self.here(true).await {
+            return engine.read(cred, id, offset, count).await;
         }
         let call = Call::Read {
             cred: cred.clone(),
@@ -907,6 +896,11 @@ impl<E: Writer> Store for ClusterStore<E> {
         count_max: usize,
         with_attrs: bool,
     ) -> Result<DirPage> {
+        if let Some(engine) = self.here(true).await {
+            return engine
+                .readdir(cred, dir, cookie, count_max, with_attrs)
+                .await;
+        }
         let call = Call::Readdir {
             cred: cred.clone(),
             dir,
@@ -925,10 +919,16 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn fsstat(&self, id: FileId) -> Result<FsStat> {
+        if let Some(engine) = self.here(true).await {
+            return engine.fsstat(id).await;
+        }
         answer!(self.dispatch(Call::Fsstat(id)).await?, Answer::Fsstat(f) => f)
     }
 
     async fn residency(&self, id: FileId) -> Result<Residency> {
+        if let Some(engine) = self.here(true).await {
+            return engine.residency(id).await;
+        }
         answer!(self.dispatch(Call::Residency(id)).await?, Answer::Residency(r) => r)
     }
 

@@ -248,8 +248,10 @@ pub struct RaftMeta {
     /// The term in which this node's writer (the engine above it) was made current, or 0 when
     /// batches are not tied to a term (a store used without the cluster layer).
     writer_term: AtomicU64,
-    /// The term this node leads in, or 0 while it does not lead (kept by a metrics watcher).
+    /// The term this node leads in, or 0 while it does not lead, and the number of voters
+    /// (kept by a metrics watcher, so the request path reads atomics, not the metrics).
     leading: Arc<AtomicU64>,
+    voters: Arc<AtomicU64>,
 }
 
 /// The other voters of a metadata log, and how to reach and serve them.
@@ -346,7 +348,7 @@ impl RaftMeta {
             .map_err(|e| format!("the metadata log did not replay: {e}"))
     }
 
-    /// A node of the deterministic simulation ([`crate::sim`]): `network` is the simulated
+    /// A node of the deterministic simulation (`ha/tests/simulation/`): `network` is the simulated
     /// fabric, appends are not flushed (a simulated crash is a process crash), and the election
     /// timeout is fixed per node (`election_ms`), because openraft draws it from a thread-local
     /// generator no seed reaches.
@@ -414,7 +416,21 @@ impl RaftMeta {
             tokio::spawn(net::serve(listener, raft.clone(), key, Arc::clone(&calls)));
         }
         let leading = Arc::new(AtomicU64::new(0));
-        tokio::spawn(watch_leading(raft.clone(), Arc::clone(&leading)));
+        // Read now, not left to the watcher's first turn: a read barrier must never see a
+        // cluster of several as one.
+        let count = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count() as u64;
+        let voters = Arc::new(AtomicU64::new(count));
+        tokio::spawn(watch_leading(
+            raft.clone(),
+            Arc::clone(&leading),
+            Arc::clone(&voters),
+        ));
         let first = members.keys().next().copied();
         if !raft.is_initialized().await.map_err(|e| e.to_string())? && first == Some(node) {
             raft.initialize(members)
@@ -451,6 +467,7 @@ impl RaftMeta {
             calls,
             writer_term: AtomicU64::new(0),
             leading,
+            voters,
         })
     }
 
@@ -499,10 +516,16 @@ impl RaftMeta {
     pub fn leading(&self) -> Option<u64> {
         Some(self.leading.load(Ordering::Acquire)).filter(|&t| t != 0)
     }
+
+    /// The voters of the log, as this node last saw its membership.
+    pub fn voters(&self) -> u64 {
+        self.voters.load(Ordering::Acquire)
+    }
 }
 
-/// Keeps `leading` at the term this node leads in, 0 while it does not.
-async fn watch_leading(raft: Raft<TypeConfig>, leading: Arc<AtomicU64>) {
+/// Keeps `leading` at the term this node leads in (0 while it does not) and `voters` at the
+/// size of the membership.
+async fn watch_leading(raft: Raft<TypeConfig>, leading: Arc<AtomicU64>, voters: Arc<AtomicU64>) {
     let mut metrics = raft.metrics();
     loop {
         {
@@ -512,6 +535,9 @@ async fn watch_leading(raft: Raft<TypeConfig>, leading: Arc<AtomicU64>) {
             } else {
                 0
             };
+            // Voters first: whoever sees this node lead sees the membership it leads.
+            let count = m.membership_config.membership().voter_ids().count() as u64;
+            voters.store(count, Ordering::Release);
             leading.store(term, Ordering::Release);
         }
         if metrics.changed().await.is_err() {
@@ -763,7 +789,6 @@ impl MetaStore for RaftMeta {
         let m = self.raft.metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let last = m.last_log_index.unwrap_or(0);
-        let voters = m.membership_config.membership().voter_ids().count() as u64;
         // On the leader: how far the slowest other voter is behind this node's log.
         let lag_max = m.replication.as_ref().map_or(0, |r| {
             r.iter()
@@ -773,7 +798,7 @@ impl MetaStore for RaftMeta {
                 .unwrap_or(0)
         });
         vec![
-            ("voters", voters),
+            ("voters", self.voters()),
             ("followers_lag_max", lag_max),
             ("term", m.current_term),
             ("leader", m.current_leader.unwrap_or(0)),
