@@ -4,6 +4,8 @@
 //! all land, with distinct inode numbers; when the leader stops, the others elect a new one
 //! and keep serving what was committed, and take new files.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -59,14 +61,7 @@ async fn open(
 }
 
 async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<(Arc<RaftMeta>, Node)> {
-    let mut listeners = Vec::new();
-    let mut members = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        members.insert(id, l.local_addr().unwrap().to_string());
-        listeners.push(l);
-    }
-    let mut listeners = listeners.into_iter();
+    let (mut listeners, members) = common::loopback_members(3).await;
     let (a, b, c) = tokio::join!(
         open(dirs[0].path(), 1, listeners.next().unwrap(), &members),
         open(dirs[1].path(), 2, listeners.next().unwrap(), &members),

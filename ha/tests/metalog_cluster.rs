@@ -2,6 +2,8 @@
 //! reach every state machine; the leader stops, the other two elect a new one and go on; the
 //! old leader comes back and catches up. A node without the cluster key is refused.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -79,14 +81,7 @@ async fn until_applied(node: &RaftMeta, ino: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_elect_a_new_leader_and_catch_up() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut listeners = Vec::new();
-    let mut members = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        members.insert(id, l.local_addr().unwrap().to_string());
-        listeners.push(l);
-    }
-    let mut listeners = listeners.into_iter();
+    let (mut listeners, members) = common::loopback_members(3).await;
     let (a, b, c) = tokio::join!(
         open(dirs[0].path(), 1, listeners.next().unwrap(), &members),
         open(dirs[1].path(), 2, listeners.next().unwrap(), &members),

@@ -42,8 +42,10 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps as usize, &scratch());
         assert!(
-            r.violations.is_empty() && r.seed == seed,
-            "seed {seed} broke an invariant (replay: cargo run --release -p ha --example sim -- --seed {seed} --steps {steps}): {:?}",
+            r.violations.is_empty(),
+            "seed {} broke an invariant (replay: cargo run --release -p ha --example sim -- --seed {} --steps {steps}): {:?}",
+            r.seed,
+            r.seed,
             r.violations
         );
         totals.0 += r.creates_acknowledged;
