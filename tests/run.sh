@@ -23,8 +23,9 @@ need_pkg() {
   fi
 }
 
-# The RDMA layout test compiles a C program against the rdma-core headers.
-need_pkg gcc libibverbs-dev librdmacm-dev
+# The RDMA layout test compiles a C program against the rdma-core headers. The etcd client's
+# build runs protoc; the membership tests start etcd.
+need_pkg gcc libibverbs-dev librdmacm-dev protobuf-compiler libprotobuf-dev etcd-server
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

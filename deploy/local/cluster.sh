@@ -3,35 +3,48 @@
 # namespace, attached by a veth pair to one bridge that lives in namespace NS.
 #
 #   deploy/local/cluster.sh up [--nodes N] [--netns NS] [--bin PATH] [--dir DIR]
-#                              [--store local|nvme]
+#                              [--store local|nvme] [--membership etcd|static]
 #   deploy/local/cluster.sh down [--dir DIR]
 #   deploy/local/cluster.sh status [--dir DIR]        one line per node, with its role
 #   deploy/local/cluster.sh kill ID [--dir DIR]       kill -9 node ID
 #   deploy/local/cluster.sh start ID [--dir DIR]      start node ID again on its data
+#   deploy/local/cluster.sh add ID [--dir DIR]        a new node ID joins (etcd membership)
 #   deploy/local/cluster.sh cut ID | heal ID          take node ID's link down / up
 #   deploy/local/cluster.sh isolate ID | rejoin ID    drop (nft, in the node's namespace) all
 #                                                      traffic between node ID and the other
 #                                                      nodes; clients still reach it
+#   deploy/local/cluster.sh sluice ID ARGS...         run `sluice ARGS` against node ID's
+#                                                      admin API (e.g. `cluster status`)
 #
 # `up` prints one line per node, `node <id> netns <name> addr <ip> pid <pid>`, and returns
 # once the cluster is formed (every node answers NFS, which it does only once a leader
-# serves the metadata). Clients run inside NS (`ip netns exec NS nfs-cp ...`) and reach
-# every node's address on the standard ports (portmap 111, NFS 2049, MOUNT 20048); nodes talk
-# to each other on port 2050.
+# serves the metadata, and every node is a voter). Clients run inside NS
+# (`ip netns exec NS nfs-cp ...`) and reach every node's address on the standard ports
+# (portmap 111, NFS 2049, MOUNT 20048); nodes talk to each other on port 2050.
+#
+# Membership (default etcd): 3 etcd members (Debian's etcd-server), each in its own
+# namespace at .91, .92, .93 on the bridge (the kclient VMs take .10 + slot), client port
+# 2379. Node 1 starts first and founds the cluster; the others register in etcd and node 1
+# (the leader) makes them voters.
+# `--membership static` gives every node the same [cluster.members] table and starts no etcd.
 #
 # Without --netns the script makes namespace `slc` with bridge `slcbr0` on 10.78.0.0/24 (the
 # namespace holds 10.78.0.1). With --netns kc it joins the bridge `kcbr0` of the kernel-client
 # VMs (../shared/kclient; 10.77.0.0/24), so a VM mounts any node. Nodes are .101, .102, ...
-# Membership is static for now ([cluster.members] in each node's config); etcd membership
-# comes with `sluice cluster`. Only namespaces, links and addresses this script creates are
-# touched, and `down` removes them all.
+# Only namespaces, links and addresses this script creates are touched, and `down` removes
+# them all.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local
+DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local MEMBERSHIP=etcd
 cmd=${1:-}; shift || true
 ARG=""
-case "$cmd" in kill|start|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
+case "$cmd" in kill|start|add|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
+SLUICE_ARGS=()
+if [ "$cmd" = sluice ]; then
+  ARG=${1:?"sluice needs a node id"}; shift
+  while [ $# -gt 0 ] && [ "$1" != --dir ]; do SLUICE_ARGS+=("$1"); shift; done
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2;;
@@ -39,7 +52,8 @@ while [ $# -gt 0 ]; do
     --bin) BIN=$2; shift 2;;
     --dir) DIR=$2; shift 2;;
     --store) STORE=$2; shift 2;;
-    -h|--help) sed -n "2,27p" "$0"; exit 0;;
+    --membership) MEMBERSHIP=$2; shift 2;;
+    -h|--help) sed -n "2,37p" "$0"; exit 0;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -47,7 +61,8 @@ done
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 STATE=$DIR/cluster.state
-# state lines: "bridge_ns NAME made|joined", "bridge NAME", "prefix P", "bin PATH", "node ID NETNS ADDR"
+# state lines: "bridge_ns NAME made|joined", "bridge NAME", "prefix P", "bin PATH",
+# "membership etcd|static", "store KIND", "etcd I NETNS ADDR", "node ID NETNS ADDR"
 state() { awk -v k="$1" '$1==k {print $2; exit}' "$STATE"; }
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(sed 's/^.*) //' /proc/"$1"/stat 2>/dev/null | cut -c1)" != Z ]; }
 node_pid() { cat "$DIR/n$1/pid" 2>/dev/null || true; }
@@ -104,27 +119,102 @@ up() {
     prefix=$(ip -n "$NS" -o -4 addr show dev "$bridge" | awk '{print $4}' | cut -d/ -f1 | cut -d. -f1-3)
     [ -n "$prefix" ] || die "bridge $bridge in $NS has no IPv4 address"
   fi
-  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\n' "$NS" "$made" "$bridge" "$prefix" "$BIN" > "$STATE"
+  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\n' \
+    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" > "$STATE"
   # One key for the cluster: it signs file handles and the nodes' frames.
   head -c 16 /dev/urandom > "$DIR/cluster.key"
-  local members="" id
-  for id in $(seq "$NODES"); do members+="$id = \"$prefix.$((100 + id)):2050\""$'\n'; done
+  local id
+  [ "$MEMBERSHIP" = etcd ] && start_etcd
+  for id in $(seq "$NODES"); do make_node "$id"; done
+  if [ "$MEMBERSHIP" = etcd ]; then
+    # Node 1 founds the cluster; the others join it.
+    start_node 1
+    wait_listening 1
+    for id in $(seq 2 "$NODES"); do start_node "$id"; done
+  else
+    for id in $(seq "$NODES"); do start_node "$id"; done
+  fi
+  local t
+  for t in $(seq 600); do
+    local ready=0
+    for id in $(seq "$NODES"); do
+      alive "$(node_pid "$id")" || { tail -20 "$DIR/n$id/server.log" >&2; die "node $id exited at startup"; }
+      listening "$id" && [ "$(voters "$id")" = "$NODES" ] && ready=$((ready + 1))
+    done
+    [ "$ready" = "$NODES" ] && break
+    [ "$t" = 600 ] && die "the cluster did not form within 60 s (logs in $DIR/n*/server.log)"
+    sleep 0.1
+  done
   for id in $(seq "$NODES"); do
-    local ns addr
-    ns=$(node_ns "$id"); addr=$prefix.$((100 + id))
+    echo "node $id netns $(node_ns "$id") addr $(node_addr "$id") pid $(node_pid "$id")"
+  done
+}
+
+etcd_ns() { echo "slc-e$1"; }
+etcd_addr() { echo "$(state prefix).$((90 + $1))"; }
+etcd_endpoints() {  # the TOML list of the etcd client URLs
+  local i out=""
+  for i in 1 2 3; do out+="${out:+, }\"http://$(etcd_addr "$i"):2379\""; done
+  echo "$out"
+}
+
+start_etcd() {  # three etcd members, each in its own namespace on the bridge
+  command -v etcd >/dev/null || die "no etcd (Debian: apt-get install etcd-server), or use --membership static"
+  local i ns addr initial=""
+  for i in 1 2 3; do initial+="${initial:+,}e$i=http://$(etcd_addr "$i"):2380"; done
+  for i in 1 2 3; do
+    ns=$(etcd_ns "$i"); addr=$(etcd_addr "$i")
     ip netns list | grep -qw "^$ns" && die "netns $ns exists already"
     ip netns add "$ns"
-    echo "node $id $ns $addr" >> "$STATE"
-    ip -n "$ns" link set lo up
-    ip -n "$NS" link add "slcv$id" type veth peer name eth0 netns "$ns"
-    ip -n "$NS" link set "slcv$id" master "$bridge"
-    ip -n "$NS" link set "slcv$id" up
-    ip -n "$ns" addr add "$addr/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    mkdir -p "$DIR/n$id/data"
-    cp "$DIR/cluster.key" "$DIR/n$id/data/cluster.key"
-    cat > "$DIR/n$id/sluice.toml" <<EOF
-store = "$STORE"
+    echo "etcd $i $ns $addr" >> "$STATE"
+    attach "$ns" "slce$i" "$addr"
+    mkdir -p "$DIR/e$i"
+    setsid ip netns exec "$ns" etcd --name "e$i" --data-dir "$DIR/e$i/data" \
+      --listen-client-urls "http://$addr:2379,http://127.0.0.1:2379" \
+      --advertise-client-urls "http://$addr:2379" \
+      --listen-peer-urls "http://$addr:2380" --initial-advertise-peer-urls "http://$addr:2380" \
+      --initial-cluster "$initial" --initial-cluster-state new \
+      --initial-cluster-token "sluice-local" \
+      >>"$DIR/e$i/etcd.log" 2>&1 < /dev/null &
+    echo $! > "$DIR/e$i/pid"
+  done
+  local t
+  for t in $(seq 300); do
+    ip netns exec "$(etcd_ns 1)" curl -s --max-time 1 http://127.0.0.1:2379/health 2>/dev/null \
+      | grep -q '"health":"true"' && { log "etcd: 3 members up"; return 0; }
+    sleep 0.1
+  done
+  tail -20 "$DIR/e1/etcd.log" >&2
+  die "etcd did not become healthy within 30 s (logs in $DIR/e*/etcd.log)"
+}
+
+attach() {  # attach NETNS LINK ADDR: a veth from the bridge into NETNS, with ADDR
+  local ns=$1 link=$2 addr=$3
+  ip -n "$ns" link set lo up
+  ip -n "$(state bridge_ns)" link add "$link" type veth peer name eth0 netns "$ns"
+  ip -n "$(state bridge_ns)" link set "$link" master "$(state bridge)"
+  ip -n "$(state bridge_ns)" link set "$link" up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+}
+
+make_node() {  # make_node ID: its namespace, link, data directory and config
+  local id=$1 ns addr prefix membership i
+  ns=$(node_ns "$id"); addr=$(node_addr "$id"); prefix=$(state prefix)
+  ip netns list | grep -qw "^$ns" && die "netns $ns exists already"
+  ip netns add "$ns"
+  echo "node $id $ns $addr" >> "$STATE"
+  attach "$ns" "slcv$id" "$addr"
+  mkdir -p "$DIR/n$id/data"
+  cp "$DIR/cluster.key" "$DIR/n$id/data/cluster.key"
+  if [ "$(state membership)" = etcd ]; then
+    membership="listen = \"$addr:2050\""$'\n'"etcd = [$(etcd_endpoints)]"
+  else
+    membership=$'\n[cluster.members]'
+    for i in $(seq "$NODES"); do membership+=$'\n'"$i = \"$prefix.$((100 + i)):2050\""; done
+  fi
+  cat > "$DIR/n$id/sluice.toml" <<EOF
+store = "$(state store)"
 
 [server]
 listen = ["$addr:2049"]
@@ -134,9 +224,8 @@ mount_listen = ["$addr:20048"]
 id = "local-cluster"
 node_id = $id
 metadata = "log"
+$membership
 
-[cluster.members]
-$members
 [[export]]
 path = "/"
 [[export.clients]]
@@ -144,23 +233,22 @@ match = "$prefix.0/24"
 access = "rw"
 squash = "none"
 EOF
-    "$BIN" check-config "$DIR/n$id/sluice.toml" >/dev/null || die "node $id: config rejected"
-  done
-  for id in $(seq "$NODES"); do start_node "$id"; done
-  local t
-  for t in $(seq 600); do
-    local ready=0
-    for id in $(seq "$NODES"); do
-      alive "$(node_pid "$id")" || { tail -20 "$DIR/n$id/server.log" >&2; die "node $id exited at startup"; }
-      listening "$id" && ready=$((ready + 1))
-    done
-    [ "$ready" = "$NODES" ] && break
-    [ "$t" = 600 ] && die "the cluster did not form within 60 s (logs in $DIR/n*/server.log)"
+  "$(state bin)" check-config "$DIR/n$id/sluice.toml" >/dev/null || die "node $id: config rejected"
+}
+
+wait_listening() {
+  local _
+  for _ in $(seq 600); do
+    listening "$1" && return 0
+    alive "$(node_pid "$1")" || { tail -20 "$DIR/n$1/server.log" >&2; die "node $1 exited at startup"; }
     sleep 0.1
   done
-  for id in $(seq "$NODES"); do
-    echo "node $id netns $(node_ns "$id") addr $(node_addr "$id") pid $(node_pid "$id")"
-  done
+  die "node $1 did not answer NFS within 60 s (log: $DIR/n$1/server.log)"
+}
+
+voters() {  # voters ID: the log's voters as node ID sees them
+  ip netns exec "$(node_ns "$1")" curl -s --max-time 2 http://127.0.0.1:9049/metrics 2>/dev/null \
+    | awk '/^sluice_metadata_log\{metric="voters"\}/ {print $2}'
 }
 
 down() {
@@ -178,6 +266,16 @@ down() {
     ip -n "$(state bridge_ns)" link del "slcv$id" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done < <(grep '^node ' "$STATE")
+  while read -r _ id ns _; do
+    pid=$(cat "$DIR/e$id/pid" 2>/dev/null || true)
+    if alive "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+      alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    ip -n "$(state bridge_ns)" link del "slce$id" 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done < <(grep '^etcd ' "$STATE")
   local bns made
   bns=$(state bridge_ns); made=$(awk '$1=="bridge_ns" {print $3}' "$STATE")
   [ "$made" = made ] && ip netns del "$bns" 2>/dev/null || true
@@ -200,11 +298,20 @@ case "$cmd" in
   kill) [ -e "$STATE" ] || die "no cluster in $DIR"
         pid=$(node_pid "$ARG"); alive "$pid" || die "node $ARG is not running"
         kill -KILL "$pid"; log "node $ARG (pid $pid) killed";;
+  add) [ -e "$STATE" ] || die "no cluster in $DIR"
+       [ "$(state membership)" = etcd ] || die "add needs etcd membership (up --membership etcd)"
+       grep -q "^node $ARG " "$STATE" && die "node $ARG exists"
+       make_node "$ARG"
+       start_node "$ARG"
+       wait_listening "$ARG"
+       echo "node $ARG netns $(node_ns "$ARG") addr $(node_addr "$ARG") pid $(node_pid "$ARG")";;
+  sluice) [ -e "$STATE" ] || die "no cluster in $DIR"
+          ip netns exec "$(node_ns "$ARG")" "$(state bin)" \
+            --token-file "$DIR/n$ARG/data/admin.token" "${SLUICE_ARGS[@]}";;
   start) [ -e "$STATE" ] || die "no cluster in $DIR"
          alive "$(node_pid "$ARG")" && die "node $ARG is running"
          start_node "$ARG"
-         for _ in $(seq 600); do listening "$ARG" && break; sleep 0.1; done
-         listening "$ARG" || die "node $ARG did not come back within 60 s"
+         wait_listening "$ARG"
          echo "node $ARG netns $(node_ns "$ARG") addr $(node_addr "$ARG") pid $(node_pid "$ARG")";;
   cut) ip -n "$(state bridge_ns)" link set "slcv$ARG" down; log "node $ARG cut off";;
   isolate)
@@ -221,5 +328,5 @@ EOF
   rejoin) ip netns exec "$(node_ns "$ARG")" nft delete table inet slc_isolate 2>/dev/null || true
           log "node $ARG rejoined";;
   heal) ip -n "$(state bridge_ns)" link set "slcv$ARG" up; log "node $ARG back on the bridge";;
-  *) sed -n "2,27p" "$0"; exit 2;;
+  *) sed -n "2,37p" "$0"; exit 2;;
 esac

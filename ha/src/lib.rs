@@ -20,4 +20,5 @@
 #![forbid(unsafe_code)]
 
 pub mod forward;
+pub mod members;
 pub mod metalog;

@@ -321,6 +321,20 @@ impl RaftMeta {
         tuning: Tuning,
         cluster: Cluster,
     ) -> std::result::Result<RaftMeta, String> {
+        let meta = Self::open_cluster_started(dir, node, tuning, cluster).await?;
+        meta.wait_for_leader().await?;
+        Ok(meta)
+    }
+
+    /// [`RaftMeta::open_cluster`] without waiting for a leader. `cluster.members` may be
+    /// empty: the node then waits to be added by the leader (`crate::members`), and
+    /// initializes nothing.
+    pub async fn open_cluster_started(
+        dir: &Path,
+        node: u64,
+        tuning: Tuning,
+        cluster: Cluster,
+    ) -> std::result::Result<RaftMeta, String> {
         let members: BTreeMap<u64, BasicNode> = cluster
             .members
             .iter()
@@ -328,13 +342,17 @@ impl RaftMeta {
             .collect();
         let network = net::TcpNetwork::new(cluster.key.clone());
         let serving = Some((cluster.listener, cluster.key));
-        let meta = Self::open_inner(dir, node, tuning, network, members, serving).await?;
-        meta.raft
+        Self::open_inner(dir, node, tuning, network, members, serving).await
+    }
+
+    /// Waits (at most 30 s) until this node knows a leader.
+    pub async fn wait_for_leader(&self) -> std::result::Result<(), String> {
+        self.raft
             .wait(Some(OPEN_TIMEOUT))
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
-            .map_err(|e| format!("the metadata log found no leader: {e}"))?;
-        Ok(meta)
+            .map(|_| ())
+            .map_err(|e| format!("the metadata log found no leader: {e}"))
     }
 
     /// Waits until this node has applied every entry of its log.

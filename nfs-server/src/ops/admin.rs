@@ -39,6 +39,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/exports"),
     ("DELETE", "/v1/exports/{id}"),
     ("GET", "/v1/residency"),
+    ("GET", "/v1/cluster"),
+    ("POST", "/v1/cluster/leave"),
+    ("DELETE", "/v1/cluster/nodes/{node}"),
 ];
 
 /// An export rule as the API writes it.
@@ -160,6 +163,8 @@ fn rule_json(r: &ClientRule) -> Value {
 
 /// Everything the admin API needs from a running server.
 pub struct Admin<S> {
+    /// The cluster's membership (`None`: the metadata is not in the log, a cluster of one).
+    pub members: Option<Arc<dyn ha::members::ClusterAdmin>>,
     pub server: Arc<Server<S>>,
     pub targets: Arc<TargetTable>,
     pub limits: ConnLimits,
@@ -295,6 +300,7 @@ async fn one<S: Store, T: AsyncRead + AsyncWrite + Unpin>(admin: Arc<Admin<S>>, 
     let reason = match status {
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -303,6 +309,7 @@ async fn one<S: Store, T: AsyncRead + AsyncWrite + Unpin>(admin: Arc<Admin<S>>, 
         409 => "Conflict",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let head = format!(
@@ -427,7 +434,13 @@ impl<S: Store> Admin<S> {
             ("POST", ["v1", "exports"]) => self.create_export(&req.body).await,
             ("DELETE", ["v1", "exports", id]) => self.delete_export(id),
             ("GET", ["v1", "residency"]) => self.residency(&req.query).await,
-            (_, ["v1", "status" | "targets" | "exports" | "residency", ..]) => {
+            ("GET", ["v1", "cluster"]) => Ok(self.cluster_status().await),
+            ("POST", ["v1", "cluster", "leave"]) => self.remove_member(None).await,
+            ("DELETE", ["v1", "cluster", "nodes", node]) => match node.parse::<u64>() {
+                Ok(n) => self.remove_member(Some(n)).await,
+                Err(_) => Err(error(400, format!("{node:?} is not a node id"))),
+            },
+            (_, ["v1", "status" | "targets" | "exports" | "residency" | "cluster", ..]) => {
                 Err(error(405, format!("{m} is not allowed on {}", req.path)))
             }
             _ => Err(error(
@@ -436,6 +449,52 @@ impl<S: Store> Admin<S> {
             )),
         };
         r.unwrap_or_else(|e| e)
+    }
+
+    async fn cluster_status(&self) -> Response {
+        match &self.members {
+            Some(m) => Response(200, Some(m.status().await)),
+            None => {
+                let identity = &self.server.state.identity;
+                Response(
+                    200,
+                    Some(json!({
+                        "node": identity.node_id,
+                        "membership": "single",
+                        "log": null,
+                        "members": [{
+                            "node": identity.node_id, "addr": null, "role": "voter",
+                            "health": "up", "leaving": false, "log_lag": null,
+                        }],
+                        "registry_error": null,
+                    })),
+                )
+            }
+        }
+    }
+
+    /// `leave` (`node` is `None`: this node) or `remove NODE`: recorded, then done by the
+    /// log's leader (202).
+    async fn remove_member(&self, node: Option<u64>) -> Result<Response, Response> {
+        let Some(m) = &self.members else {
+            return Err(error(
+                409,
+                "this node keeps its metadata outside the metadata log (cluster.metadata = \
+                 \"local\"): it is a cluster of one, with no members to change",
+            ));
+        };
+        let node = node.unwrap_or(self.server.state.identity.node_id);
+        match m.remove(node).await {
+            Ok(()) => Ok(Response(
+                202,
+                Some(json!({ "node": node, "leaving": true })),
+            )),
+            Err(
+                e @ (ha::members::MemberError::Static(_) | ha::members::MemberError::LastVoter(_)),
+            ) => Err(error(409, e.to_string())),
+            Err(e @ ha::members::MemberError::Unknown(_)) => Err(error(404, e.to_string())),
+            Err(e @ ha::members::MemberError::Unavailable(_)) => Err(error(503, e.to_string())),
+        }
     }
 
     fn persist(&self, state: &AdminState) -> Result<(), Response> {

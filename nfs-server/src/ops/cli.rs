@@ -96,6 +96,9 @@ pub enum Command {
         /// Path inside the store, as exports name it (not a client's mount path).
         path: String,
     },
+    /// The cluster: members, their roles and health, and the log; nodes leaving.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -167,6 +170,20 @@ pub enum ConfigCommand {
     Check {
         /// The TOML configuration file.
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members (voters and learners), health (etcd lease), log position and lag.
+    Status,
+    /// Take the node this command talks to out of the cluster; it stops once out. Its data
+    /// directory is then stale: it cannot rejoin with it, or with its id.
+    Leave,
+    /// Take NODE out of the cluster (it need not be running).
+    Remove {
+        /// The node id.
+        node: u64,
     },
 }
 
@@ -913,6 +930,27 @@ pub fn execute(client: &Client, json_out: bool, command: &Command) -> Result<Str
             let p = format!("/v1/residency?path={}", query_escape(path));
             show(&client.call_raw("GET", &p, None)?, &render_residency)
         }
+        Command::Cluster(c) => match c {
+            ClusterCommand::Status => show(
+                &client.call_raw("GET", "/v1/cluster", None)?,
+                &render_cluster,
+            ),
+            ClusterCommand::Leave => {
+                let v = client.call_raw("POST", "/v1/cluster/leave", None)?;
+                show(&v, &|v| {
+                    format!(
+                        "node {} is leaving: the log's leader takes it out, then it stops\n",
+                        text(&v["node"])
+                    )
+                })
+            }
+            ClusterCommand::Remove { node } => {
+                let v = client.call_raw("DELETE", &format!("/v1/cluster/nodes/{node}"), None)?;
+                show(&v, &|_| {
+                    format!("node {node} is leaving: the log's leader takes it out\n")
+                })
+            }
+        },
         Command::Serve(_)
         | Command::Config(_)
         | Command::CheckConfig { .. }
@@ -1196,6 +1234,54 @@ pub fn render_exports(exports: &[Value]) -> String {
     render_table(&["ID", "PATH", "SOURCE", "CLIENTS"], &rows)
 }
 
+/// `cluster status`: the log, then one row per member.
+pub fn render_cluster(c: &Value) -> String {
+    let log = &c["log"];
+    let mut out = match c["membership"].as_str() {
+        Some("single") => {
+            "a single node: metadata outside the log (cluster.metadata = \"local\")\n".to_string()
+        }
+        m => format!(
+            "node {} answering; membership {}; term {}, leader {}, log at {} (applied {})\n",
+            text(&c["node"]),
+            m.unwrap_or("-"),
+            text(&log["term"]),
+            text(&log["leader"]),
+            text(&log["last_log_index"]),
+            text(&log["applied"]),
+        ),
+    };
+    if let Some(e) = c["registry_error"].as_str() {
+        out.push_str(&format!("etcd: {e}\n"));
+    }
+    let rows: Vec<Vec<String>> = c["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            let mut role = text(&m["role"]);
+            if m["node"] == log["leader"] {
+                role = format!("{role}, leader");
+            }
+            vec![
+                text(&m["node"]),
+                text(&m["addr"]),
+                role,
+                text(&m["health"]),
+                text(&m["log_lag"]),
+                if m["leaving"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    ""
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    out + &render_table(&["NODE", "ADDR", "ROLE", "HEALTH", "LAG", "LEAVING"], &rows)
+}
+
 /// `status`: a summary block, then the targets table.
 pub fn render_status(s: &Value) -> String {
     let nlm = &s["nlm"];
@@ -1363,6 +1449,33 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cluster_status_shows_each_member_with_its_role_health_and_lag() {
+        let v = json!({
+            "node": 2, "membership": "etcd",
+            "log": {"term": 3, "leader": 1, "last_log_index": 90, "applied": 90},
+            "members": [
+                {"node": 1, "addr": "10.78.0.101:2050", "role": "voter", "health": "up",
+                 "leaving": false, "log_lag": null},
+                {"node": 3, "addr": "10.78.0.103:2050", "role": "learner", "health": "down",
+                 "leaving": true, "log_lag": null},
+            ],
+            "registry_error": null,
+        });
+        let out = render_cluster(&v);
+        assert!(
+            out.starts_with("node 2 answering; membership etcd; term 3, leader 1"),
+            "{out}"
+        );
+        let one = out.lines().find(|l| l.starts_with("1 ")).unwrap();
+        assert!(one.contains("voter, leader") && one.contains("up"), "{one}");
+        let three = out.lines().find(|l| l.starts_with("3 ")).unwrap();
+        assert!(
+            three.contains("learner") && three.contains("down") && three.ends_with("yes"),
+            "{three}"
+        );
     }
 
     #[test]

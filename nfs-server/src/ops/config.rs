@@ -200,8 +200,14 @@ pub struct ClusterConfig {
     /// cluster of one. Every node is given the same table and the same `cluster.key`; any node
     /// then serves every export (mutations go to the log's leader). Needs `metadata = "log"`.
     pub members: std::collections::BTreeMap<String, String>,
-    /// Where this node listens for the others. Default: its own address in `members`.
+    /// Where this node listens for the others. Default: its own address in `members`. With
+    /// `etcd`, required, and the address the other nodes reach (not 0.0.0.0).
     pub listen: Option<SocketAddr>,
+    /// The etcd endpoints (e.g. `["http://10.0.0.5:2379"]`) through which nodes join and
+    /// leave: a node registers there and the metadata log's leader adds it as a voter
+    /// (docs/cluster.md). Needs `metadata = "log"`, `id` and `listen`; excludes `members`.
+    /// Empty (default): membership from `members`.
+    pub etcd: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -243,6 +249,7 @@ impl Default for ClusterConfig {
             metadata: MetadataMode::Local,
             members: Default::default(),
             listen: None,
+            etcd: Vec::new(),
         }
     }
 }
@@ -441,6 +448,46 @@ impl Config {
                 )));
             }
         }
+        if !self.cluster.etcd.is_empty() {
+            let c = &self.cluster;
+            let need = |what: &str| {
+                Err(ConfigError(format!(
+                    "cluster.etcd needs {what}: nodes that join through etcd share the metadata \
+                     log, a cluster id and reachable inter-node addresses"
+                )))
+            };
+            if c.metadata != MetadataMode::Log {
+                return need("cluster.metadata = \"log\"");
+            }
+            if c.id.is_none() {
+                return need("cluster.id (the same on every node)");
+            }
+            if !voters.is_empty() {
+                return Err(ConfigError(
+                    "cluster.etcd and cluster.members exclude each other: give the etcd \
+                     endpoints (nodes join and leave) or a fixed member table"
+                        .into(),
+                ));
+            }
+            match c.listen {
+                None => return need("cluster.listen (this node's inter-node address)"),
+                Some(a) if a.ip().is_unspecified() => {
+                    return Err(ConfigError(format!(
+                        "cluster.listen: {a} is not an address other nodes can reach; give \
+                         this node's own address, e.g. \"10.0.0.1:2050\""
+                    )))
+                }
+                Some(_) => {}
+            }
+            for e in &c.etcd {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(ConfigError(format!(
+                        "cluster.etcd: {e:?} is not an endpoint; give a URL such as \
+                         \"http://10.0.0.5:2379\""
+                    )));
+                }
+            }
+        }
         if !(5..=3600).contains(&self.nfs4.lease_seconds) {
             return Err(ConfigError(format!(
                 "nfs4.lease_seconds: {} is out of range; give 5 to 3600 (default 90)",
@@ -600,6 +647,29 @@ mod tests {
             "{e}"
         );
         assert_eq!(Config::from_toml("").unwrap().nfs4.lease_seconds, 90);
+    }
+
+    #[test]
+    fn an_etcd_cluster_needs_the_log_an_id_and_a_reachable_address() {
+        let base = "[cluster]\netcd = [\"http://10.78.0.11:2379\"]\n";
+        let e = Config::from_toml(base).unwrap_err();
+        assert!(e.0.contains("cluster.metadata"), "{e}");
+        let with_log = format!("{base}metadata = \"log\"\n");
+        let e = Config::from_toml(&with_log).unwrap_err();
+        assert!(e.0.contains("cluster.id"), "{e}");
+        let with_id = format!("{with_log}id = \"c1\"\n");
+        let e = Config::from_toml(&with_id).unwrap_err();
+        assert!(e.0.contains("cluster.listen"), "{e}");
+        let e = Config::from_toml(&format!("{with_id}listen = \"0.0.0.0:2050\"\n")).unwrap_err();
+        assert!(e.0.contains("not an address other nodes can reach"), "{e}");
+        let good = format!("{with_id}listen = \"10.78.0.101:2050\"\n");
+        assert_eq!(Config::from_toml(&good).unwrap().cluster.etcd.len(), 1);
+        let both = format!("{good}[cluster.members]\n1 = \"10.78.0.101:2050\"\n");
+        let e = Config::from_toml(&both).unwrap_err();
+        assert!(e.0.contains("exclude each other"), "{e}");
+        let bad = good.replace("http://10.78.0.11:2379", "10.78.0.11:2379");
+        let e = Config::from_toml(&bad).unwrap_err();
+        assert!(e.0.contains("is not an endpoint"), "{e}");
     }
 
     #[test]

@@ -126,12 +126,57 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
         .cluster
         .voters()
         .map_err(|e| StartError(e.to_string()))?;
-    let meta = if voters.is_empty() {
+    let etcd = !config.cluster.etcd.is_empty();
+    let mut members: Option<Arc<dyn ha::members::ClusterAdmin>> = None;
+    let meta = if etcd {
+        // Checked by Config::check.
+        let listen = config
+            .cluster
+            .listen
+            .expect("cluster.listen with cluster.etcd");
+        let cluster_id = config
+            .cluster
+            .id
+            .clone()
+            .expect("cluster.id with cluster.etcd");
+        let listener = bind_tcp(listen, "the other nodes of the cluster").await?;
+        let key = ha::metalog::rpc::ClusterKey::new(&cluster_key(&config)?);
+        let registry = ha::members::etcd::EtcdRegistry::connect(&config.cluster.etcd, &cluster_id)
+            .await
+            .map_err(StartError)?;
+        let registry = Arc::new(registry);
+        let removed = Box::new(move || {
+            tracing::warn!(
+                node,
+                "this node was removed from the cluster; stopping. Its data directory is stale: \
+                 to join again, start it empty, with a node id never used before"
+            );
+            std::process::exit(0);
+        });
+        tracing::info!(node, %listen, etcd = ?config.cluster.etcd, "joining the cluster through etcd");
+        let addr = listen.to_string();
+        let meta = ha::members::open_registered(
+            &dir,
+            node,
+            &addr,
+            listener,
+            key,
+            Arc::clone(&registry),
+            removed,
+        )
+        .await
+        .map_err(|e| open_err(format!("the metadata log: {e}")))?;
+        members = Some(Arc::new(ha::members::RegisteredMembers {
+            meta: Arc::clone(&meta),
+            registry,
+        }));
+        meta
+    } else if voters.is_empty() {
         let meta = ha::metalog::RaftMeta::open(&dir, node)
             .await
             .map_err(|e| open_err(format!("the metadata log: {e}")))?;
         tracing::info!(dir = %dir.display(), node, "metadata goes through the metadata log (a cluster of one)");
-        meta
+        Arc::new(meta)
     } else {
         let listen = config.cluster.listen.or(voters.get(&node).copied());
         let listen = listen.ok_or_else(|| StartError("cluster.listen is not set".into()))?;
@@ -147,24 +192,29 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
         let meta = ha::metalog::RaftMeta::open_cluster(&dir, node, Default::default(), cluster)
             .await
             .map_err(|e| open_err(format!("the metadata log: {e}")))?;
-        meta
+        Arc::new(meta)
     };
-    let meta = Arc::new(meta);
+    let members = members.unwrap_or_else(|| {
+        Arc::new(ha::members::StaticMembers {
+            meta: Arc::clone(&meta),
+        })
+    });
     // This node's data store serves the data this node holds to whichever node writes, so it
     // opens now, not when this node first leads.
     match nvme {
         Some(nvme) => {
             // A cluster of one has applied its whole log by now: files it does not know are
             // orphans of a crash. A cluster node's state machine may still lag the log.
-            let sm = (voters.len() <= 1).then(|| meta.state_machine());
+            // A node that joins through etcd may gain voters at any time.
+            let sm = (voters.len() <= 1 && !etcd).then(|| meta.state_machine());
             let data =
                 backend::nvme::NvmeData::open_in(&nvme, sm).map_err(|e| open_err(e.to_string()))?;
-            serve_cluster(config, meta, Arc::new(data)).await
+            serve_cluster(config, meta, Arc::new(data), members).await
         }
         None => {
             let data =
                 backend::local::LocalData::open_in(&dir).map_err(|e| open_err(e.to_string()))?;
-            serve_cluster(config, meta, Arc::new(data)).await
+            serve_cluster(config, meta, Arc::new(data), members).await
         }
     }
 }
@@ -174,6 +224,7 @@ async fn serve_cluster<D: backend::engine::DataStore>(
     config: Config,
     meta: Arc<ha::metalog::RaftMeta>,
     data: Arc<D>,
+    members: Arc<dyn ha::members::ClusterAdmin>,
 ) -> Result<(), StartError> {
     use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
     let node = config.cluster.node_id;
@@ -194,7 +245,7 @@ async fn serve_cluster<D: backend::engine::DataStore>(
     let store = ClusterStore::start(meta, peers, Some(held), factory)
         .await
         .map_err(|e| StartError(format!("cannot serve {}: {e}", config.data_dir.display())))?;
-    serve(config, store).await
+    serve_with(config, store, Some(members)).await
 }
 
 /// The cluster key's bytes (the file that also signs file handles), created on a first start.
@@ -456,6 +507,16 @@ async fn open_state(config: &Config) -> Result<crate::state::ProtocolState, Star
 }
 
 pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError> {
+    serve_with(config, store, None).await
+}
+
+/// [`serve`], with the cluster's membership for the admin API (`None`: no metadata log, so
+/// a cluster of one that cannot grow).
+pub async fn serve_with<S: Store>(
+    config: Config,
+    store: S,
+    members: Option<Arc<dyn ha::members::ClusterAdmin>>,
+) -> Result<(), StartError> {
     let key_path = config
         .cluster_key_file
         .clone()
@@ -577,7 +638,7 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });
     }
-    start_admin(&config, &server, &targets, &limits, nfs_bound).await?;
+    start_admin(&config, &server, &targets, &limits, nfs_bound, members).await?;
     for e in server.exports().iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
@@ -670,6 +731,7 @@ async fn start_admin<S: Store>(
     targets: &Arc<crate::qos::TargetTable>,
     limits: &ConnLimits,
     nfs_bound: Vec<SocketAddr>,
+    members: Option<Arc<dyn ha::members::ClusterAdmin>>,
 ) -> Result<(), StartError> {
     use crate::ops::admin::{Admin, AdminState};
     let state_path = config.data_dir.join("admin-state.json");
@@ -682,6 +744,7 @@ async fn start_admin<S: Store>(
     let token = crate::ops::admin::load_or_create_token(&token_path)
         .map_err(|e| StartError(format!("admin token {}: {e}", token_path.display())))?;
     let admin = Arc::new(Admin {
+        members,
         server: server.clone(),
         targets: targets.clone(),
         limits: limits.clone(),

@@ -1,0 +1,402 @@
+//! Cluster membership: which nodes are the metadata log's voters, decided by what is
+//! registered in etcd (decision 0009).
+//!
+//! * A node registers itself (`/sluice/<cluster>/nodes/<id>` = its inter-node address) under
+//!   an etcd lease that it keeps alive; a node whose lease lapses is **down** (failure
+//!   detection), but stays a voter: only an operator removes a voter, because removing a
+//!   node that is merely slow shrinks the quorum exactly when it matters.
+//! * The first node of a new cluster claims `/sluice/<cluster>/founder` in an etcd
+//!   transaction and initializes the log with itself as its only voter; every other node
+//!   starts with an empty log and waits to be added.
+//! * The log's leader runs [`reconcile`]: a registered node that is not in the log is added
+//!   as a learner, caught up (snapshot and entries), then made a voter through openraft's
+//!   joint consensus; a node whose removal was asked for (`/sluice/<cluster>/remove/<id>`,
+//!   written by `sluice cluster leave|remove`) is taken out the same way, and the request is
+//!   cleared once the change is committed. One change at a time.
+//!
+//! etcd sits behind [`Registry`], so tests and the simulation can stand in for it.
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ChangeMembers};
+use serde_json::{json, Value};
+
+use crate::metalog::RaftMeta;
+
+/// What a node registered: its id and the address of its inter-node port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    pub node: u64,
+    pub addr: String,
+}
+
+/// The control plane's view of the cluster (etcd in production).
+pub trait Registry: Send + Sync + 'static {
+    /// Registers `node` at `addr` under a lease this registry keeps alive from now on. Fails
+    /// when another address holds `node` under a live lease (two nodes given one id).
+    fn register(&self, node: u64, addr: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Claims the founding of the cluster: true for the first node that asks (and for that
+    /// node again), false for every other.
+    fn claim_founder(&self, node: u64) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Every node whose lease is live.
+    fn alive(&self) -> impl Future<Output = Result<Vec<Registered>, String>> + Send;
+    /// Records that `node` is to leave the log.
+    fn request_removal(&self, node: u64) -> impl Future<Output = Result<(), String>> + Send;
+    /// The nodes whose removal was asked for and not yet done.
+    fn removals(&self) -> impl Future<Output = Result<BTreeSet<u64>, String>> + Send;
+    /// Records that `node` is out of the log: clears its request and registration and leaves
+    /// a tombstone, so the node (running, or started again on its old data) stops.
+    fn removal_done(&self, node: u64) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether `node` was removed (its tombstone).
+    fn was_removed(&self, node: u64) -> impl Future<Output = Result<bool, String>> + Send;
+}
+
+/// How often the leader compares the registry with the log's membership.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How long a learner may take to catch up before the leader tries again later.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one round of [`reconcile_once`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Added(u64),
+    Removed(u64),
+}
+
+/// On the leader, makes the log's membership follow the registry, one change per call
+/// (`None`: nothing to do, or this node does not lead).
+pub async fn reconcile_once<R: Registry>(
+    meta: &RaftMeta,
+    registry: &R,
+) -> Result<Option<Change>, String> {
+    if meta.leading().is_none() {
+        return Ok(None);
+    }
+    let raft = meta.raft();
+    let (voters, nodes): (BTreeSet<u64>, BTreeSet<u64>) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let ms = m.membership_config.membership();
+        (
+            ms.voter_ids().collect(),
+            ms.nodes().map(|(&id, _)| id).collect(),
+        )
+    };
+    let removals = registry.removals().await?;
+    for &node in &removals {
+        if !nodes.contains(&node) {
+            registry.removal_done(node).await?;
+            continue;
+        }
+        if voters.len() == 1 && voters.contains(&node) {
+            // The last voter cannot leave: there would be no log.
+            continue;
+        }
+        let change = if voters.contains(&node) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        };
+        raft.change_membership(change, false)
+            .await
+            .map_err(|e| format!("remove node {node}: {e}"))?;
+        registry.removal_done(node).await?;
+        tracing::info!(node, "cluster: node removed from the metadata log");
+        return Ok(Some(Change::Removed(node)));
+    }
+    for r in registry.alive().await? {
+        if voters.contains(&r.node) || removals.contains(&r.node) {
+            continue;
+        }
+        if !nodes.contains(&r.node) {
+            tracing::info!(node = r.node, addr = %r.addr, "cluster: adding a node as a learner");
+            let add = raft.add_learner(r.node, BasicNode::new(&r.addr), true);
+            match tokio::time::timeout(CATCH_UP_TIMEOUT, add).await {
+                Ok(added) => added.map_err(|e| format!("add node {}: {e}", r.node))?,
+                Err(_) => return Err(format!("node {} did not catch up in time", r.node)),
+            };
+        }
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.node])), false)
+            .await
+            .map_err(|e| format!("make node {} a voter: {e}", r.node))?;
+        tracing::info!(
+            node = r.node,
+            "cluster: node is a voter of the metadata log"
+        );
+        return Ok(Some(Change::Added(r.node)));
+    }
+    Ok(None)
+}
+
+/// Runs [`reconcile_once`] every [`RECONCILE_EVERY`] for as long as `meta` lives; returns
+/// when this node has been removed from the cluster.
+pub async fn reconcile<R: Registry>(meta: std::sync::Weak<RaftMeta>, registry: Arc<R>) {
+    let mut last_error = String::new();
+    loop {
+        let Some(m) = meta.upgrade() else { return };
+        if registry.was_removed(m.node()).await == Ok(true) {
+            return;
+        }
+        let again = match reconcile_once(&m, &*registry).await {
+            Ok(c) => {
+                last_error.clear();
+                c.is_some()
+            }
+            Err(e) => {
+                if e != last_error {
+                    tracing::warn!("cluster membership: {e}");
+                    last_error = e;
+                }
+                false
+            }
+        };
+        drop(m);
+        if !again {
+            tokio::time::sleep(RECONCILE_EVERY).await;
+        }
+    }
+}
+
+/// Why a membership request was refused.
+#[derive(Debug)]
+pub enum MemberError {
+    /// Membership is fixed by configuration (`cluster.members`) or this is a cluster of one.
+    Static(String),
+    /// No such node.
+    Unknown(u64),
+    /// The change would leave the log without voters.
+    LastVoter(u64),
+    /// The request could not be recorded (etcd unreachable).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for MemberError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemberError::Static(s) | MemberError::Unavailable(s) => f.write_str(s),
+            MemberError::Unknown(n) => write!(f, "node {n} is not a member of the cluster"),
+            MemberError::LastVoter(n) => write!(
+                f,
+                "node {n} is the log's last voter: a cluster needs one; add a node first"
+            ),
+        }
+    }
+}
+
+/// A boxed future, for the object-safe [`ClusterAdmin`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the admin API asks of the cluster layer: `sluice cluster status|leave|remove`.
+pub trait ClusterAdmin: Send + Sync {
+    /// The members, their roles, health and log position, as JSON (docs/admin-api.md).
+    fn status(&self) -> BoxFuture<'_, Value>;
+    /// Asks for `node` to leave the log (this node's own id: `leave`).
+    fn remove(&self, node: u64) -> BoxFuture<'_, Result<(), MemberError>>;
+}
+
+/// A member as the log sees it: address, whether a voter, the log index it has.
+type LogMember = (String, bool, Option<u64>);
+
+/// The members as the log sees them, with each one's matched log index when this node leads.
+fn log_members(meta: &RaftMeta) -> (Value, BTreeMap<u64, LogMember>) {
+    let m = meta.raft().metrics();
+    let m = m.borrow();
+    let ms = m.membership_config.membership();
+    let voters: BTreeSet<u64> = ms.voter_ids().collect();
+    let matched = m.replication.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (&id, node) in ms.nodes() {
+        let at = if id == meta.node() {
+            m.last_log_index
+        } else {
+            matched.get(&id).and_then(|l| l.map(|l| l.index))
+        };
+        out.insert(id, (node.addr.clone(), voters.contains(&id), at));
+    }
+    let log = json!({
+        "term": m.current_term,
+        "leader": m.current_leader,
+        "last_log_index": m.last_log_index,
+        "applied": m.last_applied.map(|l| l.index),
+    });
+    (log, out)
+}
+
+fn members_json(
+    meta: &RaftMeta,
+    alive: Option<&BTreeSet<u64>>,
+    removals: &BTreeSet<u64>,
+    source: &str,
+    registry_error: Option<String>,
+) -> Value {
+    let (log, members) = log_members(meta);
+    let leading = meta.leading().is_some();
+    let last = log["last_log_index"].as_u64().unwrap_or(0);
+    let list: Vec<Value> = members
+        .iter()
+        .map(|(&id, (addr, voter, at))| {
+            let health = match alive {
+                Some(a) if a.contains(&id) => "up",
+                Some(_) => "down",
+                None => "unknown",
+            };
+            let lag = if leading {
+                json!(at.map(|i| last.saturating_sub(i)))
+            } else {
+                Value::Null
+            };
+            json!({
+                "node": id,
+                "addr": addr,
+                "role": if *voter { "voter" } else { "learner" },
+                "health": health,
+                "leaving": removals.contains(&id),
+                "log_lag": lag,
+            })
+        })
+        .collect();
+    json!({
+        "node": meta.node(),
+        "membership": source,
+        "log": log,
+        "members": list,
+        "registry_error": registry_error,
+    })
+}
+
+/// Membership fixed by configuration: status from the log, no changes.
+pub struct StaticMembers {
+    pub meta: Arc<RaftMeta>,
+}
+
+impl ClusterAdmin for StaticMembers {
+    fn status(&self) -> BoxFuture<'_, Value> {
+        Box::pin(async move { members_json(&self.meta, None, &BTreeSet::new(), "static", None) })
+    }
+
+    fn remove(&self, _node: u64) -> BoxFuture<'_, Result<(), MemberError>> {
+        Box::pin(async move {
+            Err(MemberError::Static(
+                "membership is fixed by cluster.members: change the table on every node, or \
+                 use cluster.etcd for nodes that join and leave"
+                    .into(),
+            ))
+        })
+    }
+}
+
+/// Membership through a [`Registry`].
+pub struct RegisteredMembers<R> {
+    pub meta: Arc<RaftMeta>,
+    pub registry: Arc<R>,
+}
+
+impl<R: Registry> ClusterAdmin for RegisteredMembers<R> {
+    fn status(&self) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let alive = self.registry.alive().await;
+            let removals = self.registry.removals().await;
+            match (alive, removals) {
+                (Ok(a), Ok(r)) => {
+                    let a: BTreeSet<u64> = a.iter().map(|r| r.node).collect();
+                    members_json(&self.meta, Some(&a), &r, "etcd", None)
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    members_json(&self.meta, None, &BTreeSet::new(), "etcd", Some(e))
+                }
+            }
+        })
+    }
+
+    fn remove(&self, node: u64) -> BoxFuture<'_, Result<(), MemberError>> {
+        Box::pin(async move {
+            let (known, last) = {
+                let m = self.meta.raft().metrics();
+                let m = m.borrow();
+                let ms = m.membership_config.membership();
+                let voters: Vec<u64> = ms.voter_ids().collect();
+                (ms.get_node(&node).is_some(), voters == [node])
+            };
+            if !known {
+                return Err(MemberError::Unknown(node));
+            }
+            if last {
+                return Err(MemberError::LastVoter(node));
+            }
+            self.registry
+                .request_removal(node)
+                .await
+                .map_err(MemberError::Unavailable)
+        })
+    }
+}
+
+/// Starts a node whose membership comes from `registry`: registers it, founds the cluster if
+/// no node has, and opens the log; returns once a leader is known (the founder at once, a
+/// joining node once the leader has added it), with the reconciler running. `removed` runs
+/// once this node has been removed from the cluster (the server stops).
+pub async fn open_registered<R: Registry>(
+    dir: &std::path::Path,
+    node: u64,
+    addr: &str,
+    listener: tokio::net::TcpListener,
+    key: crate::metalog::rpc::ClusterKey,
+    registry: Arc<R>,
+    removed: Box<dyn FnOnce() + Send>,
+) -> Result<Arc<RaftMeta>, String> {
+    if registry.was_removed(node).await? {
+        return Err(format!(
+            "node {node} was removed from the cluster: its data is stale. To join again, \
+             start it with an empty data directory and a node id never used before"
+        ));
+    }
+    registry.register(node, addr).await?;
+    let founder = registry.claim_founder(node).await?;
+    let members = if founder {
+        BTreeMap::from([(node, addr.to_string())])
+    } else {
+        BTreeMap::new()
+    };
+    let cluster = crate::metalog::Cluster {
+        listener,
+        members,
+        key,
+    };
+    tracing::info!(
+        node,
+        addr,
+        founder,
+        "cluster: registered; opening the metadata log"
+    );
+    let meta = RaftMeta::open_cluster_started(dir, node, Default::default(), cluster).await?;
+    let meta = Arc::new(meta);
+    let weak = Arc::downgrade(&meta);
+    tokio::spawn(async move {
+        reconcile(weak, registry).await;
+        removed();
+    });
+    meta.wait_for_leader().await?;
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_membership_refuses_changes_with_what_to_do_instead() {
+        let e = MemberError::Static("membership is fixed by cluster.members".into());
+        assert!(e.to_string().contains("cluster.members"));
+        assert_eq!(
+            MemberError::Unknown(7).to_string(),
+            "node 7 is not a member of the cluster"
+        );
+    }
+}
