@@ -15,6 +15,9 @@
 # 4. A follower isolated from the other nodes (nft drops in its namespace; clients still reach
 #    it) completes no create; the majority goes on; after it rejoins it lists what the majority
 #    made, and the refused create does not exist anywhere.
+# 5. Membership through etcd: `sluice cluster status` shows 3 voters up; a fourth node
+#    (`cluster.sh add 4`) joins as a voter and serves every file; `sluice cluster leave` on it
+#    takes it out of the log and stops it; the three go on.
 # Exits non-zero if any check fails. Prints a PASS/FAIL summary.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --files) NFILES=$2; shift 2;;
     --clients) CLIENTS=$2; shift 2;;
     --keep) KEEP=1; shift;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
@@ -164,6 +167,37 @@ cluster_record "node $F lists the majority's file after rejoining" $seen "$(ms_s
 rc=0
 for i in 1 2 3; do listing "$i" "" | grep -q '^refused-while-isolated$' && rc=1; done
 cluster_record "the refused create exists nowhere" $rc ""
+
+# 5. Membership through etcd: a fourth node joins, serves what is there, and leaves.
+members() {  # members NODE: "id:role:health" per member, from `sluice cluster status --json`
+  "$CL" sluice "$1" cluster status --json --dir "$CDIR" 2>/dev/null \
+    | python3 -c 'import json,sys; print(" ".join("%d:%s:%s" % (m["node"], m["role"], m["health"]) for m in json.load(sys.stdin)["members"]))'
+}
+m=$(members 2)
+[ "$m" = "1:voter:up 2:voter:up 3:voter:up" ]; cluster_record "cluster status through node 2: 3 voters up" $? "$m"
+t=$(now_ns)
+"$CL" add 4 --dir "$CDIR" >/dev/null 2>&1; rc=$?
+voters4=1
+for _ in $(seq 100); do
+  [ "$(members 3)" = "1:voter:up 2:voter:up 3:voter:up 4:voter:up" ] && { voters4=0; break; }
+  sleep 0.2
+done
+[ "$rc" = 0 ] && [ "$voters4" = 0 ]; cluster_record "node 4 joins through etcd and is a voter" $? "$(ms_since "$t") ms: $(members 3)"
+in_ns nfs-cp "$(url 4 big.bin)" "$WORK/back4.bin" >/dev/null 2>&1
+got=$(sha256sum < "$WORK/back4.bin" | cut -c1-16)
+listing 4 "" | grep '^storm-' > "$WORK/listed4"
+missing=$(comm -23 "$WORK/acked" "$WORK/listed4" | wc -l)
+[ "$got" = "$want" ] && [ "$missing" = 0 ]; cluster_record "node 4 serves the big file and every acknowledged create" $? "sha=$got, $missing missing"
+t=$(now_ns)
+"$CL" sluice 4 cluster leave --dir "$CDIR" >/dev/null 2>&1; rc=$?
+pid4=$(cat "$CDIR/n4/pid")
+gone=1
+for _ in $(seq 100); do kill -0 "$pid4" 2>/dev/null || { gone=0; break; }; sleep 0.2; done
+m=$(members 1)
+[ "$rc" = 0 ] && [ "$gone" = 0 ] && [ "$m" = "1:voter:up 2:voter:up 3:voter:up" ]
+cluster_record "node 4 leaves: out of the log, and it stops" $? "$(ms_since "$t") ms: $m"
+in_ns nfs-cp "$WORK/empty" "$(url 2 after-node-4-left)" >/dev/null 2>&1
+cluster_record "the three go on taking creates" $? ""
 
 echo
 echo "=== cluster e2e summary (3 nodes, ${SIZE_MB} MiB, $NFILES files, $CLIENTS clients, $(ms_since "$T0") ms) ==="
