@@ -2,10 +2,11 @@
 //! mount-target takeover and grace. The protocol, its failure model and the invariants its
 //! simulation must check are in `ha/PROTOCOL.md`, written before this code.
 //!
-//! Built so far ([`metalog`]): file-system metadata through openraft 0.9 over the redb state
-//! machine of `backend::local`, as a `backend::engine::MetaStore`, for a cluster of one.
-//! Still to come (issues 17-19): etcd membership and ownership leases, the inter-node
-//! transport, joining voters, follower forwarding, takeover.
+//! Built so far: file-system metadata through openraft 0.9 over the redb state machine of
+//! `backend::local`, as a `backend::engine::MetaStore` ([`metalog`], with its authenticated
+//! inter-node transport); any node serving any export by shipping calls to the leader
+//! ([`forward`]); nodes joining and leaving through etcd ([`members`]). Still to come (issues
+//! 18-19): replicated data, ownership leases, takeover.
 //!
 //! Design constraints this layer relies on, already true of the single node:
 //! * file handles are self-describing and signed by a cluster-wide key, so any node can serve

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use super::{Registered, Registry};
 
 /// How long a node stays `up` after its last renewal.
-pub const LEASE_TTL: i64 = 10;
+pub const LEASE_TTL: i64 = 6;
 /// Bound on one etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

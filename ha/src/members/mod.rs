@@ -122,6 +122,17 @@ pub async fn reconcile_once<R: Registry>(
                 Ok(added) => added.map_err(|e| format!("add node {}: {e}", r.node))?,
                 Err(_) => return Err(format!("node {} did not catch up in time", r.node)),
             };
+        } else if let Some(lag) = learner_lag(meta, r.node) {
+            // A learner from an earlier round (or leader) that has not caught up: openraft
+            // would make it a voter anyway, and a voter that cannot keep up (or be reached)
+            // costs the quorum a member.
+            if lag > PROMOTE_LAG_MAX {
+                return Err(format!(
+                    "node {} is a learner {lag} entries behind; it becomes a voter once it \
+                     has caught up",
+                    r.node
+                ));
+            }
         }
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.node])), false)
             .await
@@ -133,6 +144,25 @@ pub async fn reconcile_once<R: Registry>(
         return Ok(Some(Change::Added(r.node)));
     }
     Ok(None)
+}
+
+/// A learner is made a voter only within this many entries of the leader's log.
+const PROMOTE_LAG_MAX: u64 = 64;
+
+/// How many entries `node` lacks, as this leader last heard (`u64::MAX` when it never
+/// answered).
+fn learner_lag(meta: &RaftMeta, node: u64) -> Option<u64> {
+    let m = meta.raft().metrics();
+    let m = m.borrow();
+    let matched = m
+        .replication
+        .as_ref()?
+        .get(&node)
+        .map(|l| l.map_or(0, |l| l.index));
+    Some(match matched {
+        Some(i) => m.last_log_index.unwrap_or(0).saturating_sub(i),
+        None => u64::MAX,
+    })
 }
 
 /// Runs [`reconcile_once`] every [`RECONCILE_EVERY`] for as long as `meta` lives; returns
