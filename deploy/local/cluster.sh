@@ -4,6 +4,7 @@
 #
 #   deploy/local/cluster.sh up [--nodes N] [--netns NS] [--bin PATH] [--dir DIR]
 #                              [--store local|nvme] [--membership etcd|static]
+#                              [--snapshot-every N]   (cluster.log_snapshot_every)
 #   deploy/local/cluster.sh down [--dir DIR]
 #   deploy/local/cluster.sh status [--dir DIR]        one line per node, with its role
 #   deploy/local/cluster.sh kill ID [--dir DIR]       kill -9 node ID
@@ -36,7 +37,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local MEMBERSHIP=etcd
+DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local MEMBERSHIP=etcd SNAPSHOT_EVERY=50000
 cmd=${1:-}; shift || true
 ARG=""
 case "$cmd" in kill|start|add|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
@@ -53,7 +54,8 @@ while [ $# -gt 0 ]; do
     --dir) DIR=$2; shift 2;;
     --store) STORE=$2; shift 2;;
     --membership) MEMBERSHIP=$2; shift 2;;
-    -h|--help) sed -n "2,37p" "$0"; exit 0;;
+    --snapshot-every) SNAPSHOT_EVERY=$2; shift 2;;
+    -h|--help) sed -n "2,38p" "$0"; exit 0;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -62,7 +64,8 @@ log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 STATE=$DIR/cluster.state
 # state lines: "bridge_ns NAME made|joined", "bridge NAME", "prefix P", "bin PATH",
-# "membership etcd|static", "store KIND", "etcd I NETNS ADDR", "node ID NETNS ADDR"
+# "membership etcd|static", "store KIND", "snapshot_every N", "etcd I NETNS ADDR",
+# "node ID NETNS ADDR"
 state() { awk -v k="$1" '$1==k {print $2; exit}' "$STATE"; }
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(sed 's/^.*) //' /proc/"$1"/stat 2>/dev/null | cut -c1)" != Z ]; }
 node_pid() { cat "$DIR/n$1/pid" 2>/dev/null || true; }
@@ -119,8 +122,8 @@ up() {
     prefix=$(ip -n "$NS" -o -4 addr show dev "$bridge" | awk '{print $4}' | cut -d/ -f1 | cut -d. -f1-3)
     [ -n "$prefix" ] || die "bridge $bridge in $NS has no IPv4 address"
   fi
-  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\n' \
-    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" > "$STATE"
+  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\nsnapshot_every %s\n' \
+    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" "$SNAPSHOT_EVERY" > "$STATE"
   # One key for the cluster: it signs file handles and the nodes' frames.
   head -c 16 /dev/urandom > "$DIR/cluster.key"
   local id
@@ -224,6 +227,7 @@ mount_listen = ["$addr:20048"]
 id = "local-cluster"
 node_id = $id
 metadata = "log"
+log_snapshot_every = $(state snapshot_every)
 $membership
 
 [[export]]
@@ -328,5 +332,5 @@ EOF
   rejoin) ip netns exec "$(node_ns "$ARG")" nft delete table inet slc_isolate 2>/dev/null || true
           log "node $ARG rejoined";;
   heal) ip -n "$(state bridge_ns)" link set "slcv$ARG" up; log "node $ARG back on the bridge";;
-  *) sed -n "2,37p" "$0"; exit 2;;
+  *) sed -n "2,38p" "$0"; exit 2;;
 esac

@@ -107,6 +107,7 @@ async fn start(
         dir,
         node,
         &addr,
+        Default::default(),
         listener,
         ClusterKey::new(KEY),
         Arc::clone(&registry),

@@ -11,7 +11,8 @@
 #    error a client may see is EEXIST for a create the dying leader ran but could not answer
 #    (counted and reported: duplicate-request entries in the log are issue 19); the longest
 #    create (the stall) is reported.
-# 3. The killed node restarts on its data and catches up: it lists every file.
+# 3. The killed node restarts on its data and catches up from a snapshot (snapshots every 16
+#    entries, 40 creates while it is down): it lists every file.
 # 4. A follower isolated from the other nodes (nft drops in its namespace; clients still reach
 #    it) completes no create; the majority goes on; after it rejoins it lists what the majority
 #    made, and the refused create does not exist anywhere.
@@ -60,7 +61,8 @@ wait_leader() {  # wait_leader: prints the leader's id once there is one (20 s)
 }
 
 T0=$(now_ns)
-"$CL" up --bin "$BIN" --dir "$CDIR" > "$WORK/up.txt" || die "the cluster did not come up"
+# Snapshots every 16 entries (8 kept behind): a node that was down catches up from one.
+"$CL" up --bin "$BIN" --dir "$CDIR" --snapshot-every 16 > "$WORK/up.txt" || die "the cluster did not come up"
 cat "$WORK/up.txt" >&2
 [ "$(grep -c '^node ' "$WORK/up.txt")" = 3 ] || die "cluster.sh up printed no three nodes"
 cluster_record "cluster up (3 nodes)" 0 "$(ms_since "$T0") ms"
@@ -134,16 +136,27 @@ for s in "${others[@]}"; do
 done
 cluster_record "longest create across the kill (stall)" 0 "${stall} ms"
 
-# 3. The old leader comes back and catches up.
+# 3. The old leader comes back and catches up, from a snapshot: the log moves on by more than
+#    a snapshot's worth of entries while it is down.
+rc=0
+for i in $(seq 40); do
+  in_ns nfs-cp "$WORK/empty" "$(url "${others[0]}" "while-down-$i")" >/dev/null 2>&1 || rc=1
+  echo "while-down-$i"
+done | sort > "$WORK/while-down"
+cluster_record "40 creates while node $L is down" $rc ""
+sort -u "$WORK/acked" "$WORK/while-down" -o "$WORK/acked-all"
 t=$(now_ns)
 "$CL" start "$L" --dir "$CDIR" >/dev/null 2>&1; rc=$?
 caught=1
 for _ in $(seq 100); do
-  listing "$L" "" | grep '^storm-' > "$WORK/listedL"
-  comm -23 "$WORK/acked" "$WORK/listedL" | grep -q . || { caught=0; break; }
+  listing "$L" "" | grep -E '^(storm|while-down)-' > "$WORK/listedL"
+  comm -23 "$WORK/acked-all" "$WORK/listedL" | grep -q . || { caught=0; break; }
   sleep 0.3
 done
 [ "$rc" = 0 ] && [ "$caught" = 0 ]; cluster_record "node $L restarts and catches up" $? "$(ms_since "$t") ms"
+installed=$(ip netns exec "slc-n$L" curl -s --max-time 2 http://127.0.0.1:9049/metrics \
+  | awk '/^sluice_metadata_log\{metric="snapshots_installed"\}/ {print $2}')
+[ "${installed:-0}" -ge 1 ]; cluster_record "... from a snapshot sent by the leader" $? "snapshots installed: ${installed:-none}"
 
 # 4. An isolated follower completes no create; the majority goes on; it catches up on rejoin.
 L=$(wait_leader) || die "no leader"

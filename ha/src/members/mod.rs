@@ -376,6 +376,7 @@ pub async fn open_registered<R: Registry>(
     dir: &std::path::Path,
     node: u64,
     addr: &str,
+    tuning: crate::metalog::Tuning,
     listener: tokio::net::TcpListener,
     key: crate::metalog::rpc::ClusterKey,
     registry: Arc<R>,
@@ -405,7 +406,7 @@ pub async fn open_registered<R: Registry>(
         founder,
         "cluster: registered; opening the metadata log"
     );
-    let meta = RaftMeta::open_cluster_started(dir, node, Default::default(), cluster).await?;
+    let meta = RaftMeta::open_cluster_started(dir, node, tuning, cluster).await?;
     let meta = Arc::new(meta);
     let weak = Arc::downgrade(&meta);
     tokio::spawn(async move {

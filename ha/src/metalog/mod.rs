@@ -252,6 +252,7 @@ pub struct RaftMeta {
     /// (kept by a metrics watcher, so the request path reads atomics, not the metrics).
     leading: Arc<AtomicU64>,
     voters: Arc<AtomicU64>,
+    snapshots_installed: Arc<AtomicU64>,
 }
 
 /// The other voters of a metadata log, and how to reach and serve them.
@@ -425,6 +426,7 @@ impl RaftMeta {
         let meta = LocalMeta::open(&dir.join("meta.redb")).map_err(|e| e.to_string())?;
         let sm_meta = Arc::new(meta);
         let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;
+        let snapshots_installed = Arc::clone(&sm.installed);
         let raft = Raft::new(node, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| e.to_string())?;
@@ -486,6 +488,7 @@ impl RaftMeta {
             writer_term: AtomicU64::new(0),
             leading,
             voters,
+            snapshots_installed,
         })
     }
 
@@ -828,6 +831,11 @@ impl MetaStore for RaftMeta {
             ("batches_proposed", self.counts.batches.load(Relaxed)),
             ("batches_failed", self.counts.failed.load(Relaxed)),
             ("commit_micros_sum", self.counts.commit_micros.load(Relaxed)),
+            ("snapshot_index", m.snapshot.map_or(0, |l| l.index)),
+            (
+                "snapshots_installed",
+                self.snapshots_installed.load(Relaxed),
+            ),
         ]
     }
 

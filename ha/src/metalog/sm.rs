@@ -84,6 +84,9 @@ pub struct StateMachine {
     snapshot_path: PathBuf,
     current: Arc<Mutex<Option<Arc<StoredSnapshot>>>>,
     applied: Arc<Mutex<Applied>>,
+    /// Snapshots received from the leader and installed since open (a node that was away
+    /// too long catches up this way).
+    pub installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,6 +112,7 @@ impl StateMachine {
             snapshot_path: snapshot_path.to_path_buf(),
             current: Arc::new(Mutex::new(current)),
             applied: Arc::new(Mutex::new(applied)),
+            installed: Default::default(),
         })
     }
 
@@ -279,6 +283,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         self.save_snapshot(&stored)?;
         *lock(&self.current) = Some(Arc::new(stored));
+        self.installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(last = ?meta.last_log_id, "metadata log: installed a snapshot from the leader");
         Ok(())
     }
 

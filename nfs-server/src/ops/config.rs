@@ -208,9 +208,21 @@ pub struct ClusterConfig {
     /// (docs/cluster.md). Needs `metadata = "log"`, `id` and `listen`; excludes `members`.
     /// Empty (default): membership from `members`.
     pub etcd: Vec<String>,
+    /// Entries of the metadata log between snapshots (each entry carries a group of changes).
+    /// A node that was away longer than this catches up from a snapshot, and the log on disk
+    /// stays within about this size. 16 to 10 000 000; default 50 000.
+    pub log_snapshot_every: u64,
 }
 
 impl ClusterConfig {
+    /// When the metadata log snapshots and how much log it keeps behind a snapshot.
+    pub fn log_tuning(&self) -> ha::metalog::Tuning {
+        ha::metalog::Tuning {
+            snapshot_every: self.log_snapshot_every,
+            keep_after_snapshot: (self.log_snapshot_every / 2).min(1_000),
+        }
+    }
+
     /// The voters by node id, checked (see [`ClusterConfig::members`]).
     pub fn voters(&self) -> Result<std::collections::BTreeMap<u64, SocketAddr>, ConfigError> {
         let mut voters = std::collections::BTreeMap::new();
@@ -250,6 +262,7 @@ impl Default for ClusterConfig {
             members: Default::default(),
             listen: None,
             etcd: Vec::new(),
+            log_snapshot_every: 50_000,
         }
     }
 }
@@ -447,6 +460,13 @@ impl Config {
                     self.cluster.node_id
                 )));
             }
+        }
+        if !(16..=10_000_000).contains(&self.cluster.log_snapshot_every) {
+            return Err(ConfigError(format!(
+                "cluster.log_snapshot_every: {} is out of range; give 16 to 10000000 (default \
+                 50000)",
+                self.cluster.log_snapshot_every
+            )));
         }
         if !self.cluster.etcd.is_empty() {
             let c = &self.cluster;

@@ -159,6 +159,7 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
             &dir,
             node,
             &addr,
+            config.cluster.log_tuning(),
             listener,
             key,
             Arc::clone(&registry),
@@ -172,7 +173,7 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
         }));
         meta
     } else if voters.is_empty() {
-        let meta = ha::metalog::RaftMeta::open(&dir, node)
+        let meta = ha::metalog::RaftMeta::open_with(&dir, node, config.cluster.log_tuning())
             .await
             .map_err(|e| open_err(format!("the metadata log: {e}")))?;
         tracing::info!(dir = %dir.display(), node, "metadata goes through the metadata log (a cluster of one)");
@@ -189,7 +190,8 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
             key: ha::metalog::rpc::ClusterKey::new(&key),
         };
         tracing::info!(node, %listen, voters = voters.len(), "joining the cluster's metadata log");
-        let meta = ha::metalog::RaftMeta::open_cluster(&dir, node, Default::default(), cluster)
+        let tuning = config.cluster.log_tuning();
+        let meta = ha::metalog::RaftMeta::open_cluster(&dir, node, tuning, cluster)
             .await
             .map_err(|e| open_err(format!("the metadata log: {e}")))?;
         Arc::new(meta)
