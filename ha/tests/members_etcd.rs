@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ha::members::etcd::EtcdRegistry;
-use ha::members::{open_registered, ClusterAdmin, MemberError, RegisteredMembers, Registry};
+use ha::members::{
+    open_registered, ClusterAdmin, Joining, MemberError, RegisteredMembers, Registry,
+};
 use ha::metalog::rpc::ClusterKey;
 use ha::metalog::RaftMeta;
 
@@ -103,13 +105,16 @@ async fn start(
         Arc::new(EtcdRegistry::connect(std::slice::from_ref(&etcd.endpoint), "test").await?);
     let removed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&removed);
-    let meta = open_registered(
+    let join = Joining {
         dir,
         node,
-        &addr,
-        Default::default(),
+        addr,
+        tuning: Default::default(),
         listener,
-        ClusterKey::new(KEY),
+        key: ClusterKey::new(KEY),
+    };
+    let meta = open_registered(
+        join,
         Arc::clone(&registry),
         Box::new(move || flag.store(true, Ordering::SeqCst)),
     )

@@ -368,20 +368,36 @@ impl<R: Registry> ClusterAdmin for RegisteredMembers<R> {
     }
 }
 
+/// A node about to join: where its log lives and how the others reach it.
+pub struct Joining<'a> {
+    pub dir: &'a std::path::Path,
+    pub node: u64,
+    /// Its inter-node address as the others reach it (`host:port`).
+    pub addr: String,
+    pub tuning: crate::metalog::Tuning,
+    /// Bound to `addr` (or to the address it is reached at).
+    pub listener: tokio::net::TcpListener,
+    pub key: crate::metalog::rpc::ClusterKey,
+}
+
 /// Starts a node whose membership comes from `registry`: registers it, founds the cluster if
 /// no node has, and opens the log; returns once a leader is known (the founder at once, a
 /// joining node once the leader has added it), with the reconciler running. `removed` runs
 /// once this node has been removed from the cluster (the server stops).
 pub async fn open_registered<R: Registry>(
-    dir: &std::path::Path,
-    node: u64,
-    addr: &str,
-    tuning: crate::metalog::Tuning,
-    listener: tokio::net::TcpListener,
-    key: crate::metalog::rpc::ClusterKey,
+    join: Joining<'_>,
     registry: Arc<R>,
     removed: Box<dyn FnOnce() + Send>,
 ) -> Result<Arc<RaftMeta>, String> {
+    let Joining {
+        dir,
+        node,
+        addr,
+        tuning,
+        listener,
+        key,
+    } = join;
+    let addr = addr.as_str();
     if registry.was_removed(node).await? {
         return Err(format!(
             "node {node} was removed from the cluster: its data is stale. To join again, \

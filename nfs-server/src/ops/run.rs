@@ -155,18 +155,17 @@ async fn serve_logged(config: Config) -> Result<(), StartError> {
         });
         tracing::info!(node, %listen, etcd = ?config.cluster.etcd, "joining the cluster through etcd");
         let addr = listen.to_string();
-        let meta = ha::members::open_registered(
-            &dir,
+        let join = ha::members::Joining {
+            dir: &dir,
             node,
-            &addr,
-            config.cluster.log_tuning(),
+            addr,
+            tuning: config.cluster.log_tuning(),
             listener,
             key,
-            Arc::clone(&registry),
-            removed,
-        )
-        .await
-        .map_err(|e| open_err(format!("the metadata log: {e}")))?;
+        };
+        let meta = ha::members::open_registered(join, Arc::clone(&registry), removed)
+            .await
+            .map_err(|e| open_err(format!("the metadata log: {e}")))?;
         members = Some(Arc::new(ha::members::RegisteredMembers {
             meta: Arc::clone(&meta),
             registry,
