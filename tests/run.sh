@@ -35,7 +35,7 @@ step "cargo test --workspace"
 cargo test --workspace
 [ $quick = 1 ] && { echo "quick run: OK"; exit 0; }
 
-step "deterministic simulation of the metadata log: 500 seeds (release build)"
+step "deterministic simulation of the metadata log and its membership: 500 seeds (release build)"
 cargo run --release -q -p ha --example sim -- --first 1000 --seeds 500
 
 step "fuzz smoke (${FUZZ_SECONDS:-30} s per target)"

@@ -66,7 +66,12 @@ impl EtcdRegistry {
 
     /// One registration: a new lease, and the node's key under it unless another address
     /// holds the key. Returns the lease id.
-    async fn register_once(client: &Client, key: &str, addr: &str) -> Result<i64, String> {
+    async fn register_once(
+        client: &Client,
+        key: &str,
+        tombstone: &str,
+        addr: &str,
+    ) -> Result<i64, String> {
         let mut c = client.clone();
         let lease = c
             .lease_grant(LEASE_TTL, None)
@@ -75,12 +80,26 @@ impl EtcdRegistry {
             .id();
         let put = TxnOp::put(key, addr, Some(PutOptions::new().with_lease(lease)));
         let txn = Txn::new()
-            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .when([
+                Compare::version(key, CompareOp::Equal, 0),
+                Compare::version(tombstone, CompareOp::Equal, 0),
+            ])
             .and_then([put.clone()])
-            .or_else([TxnOp::get(key, None)]);
+            .or_else([TxnOp::get(key, None), TxnOp::get(tombstone, None)]);
         let r = c.txn(txn).await.map_err(err("register"))?;
         if r.succeeded() {
             return Ok(lease);
+        }
+        let removed = r.op_responses().into_iter().any(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.key() == tombstone.as_bytes()),
+            _ => false,
+        });
+        if removed {
+            let _ = c.lease_revoke(lease).await;
+            return Err(format!("{key}: this node was removed from the cluster"));
         }
         // Someone holds the key: this node before a restart (same address), or another node
         // given the same id.
@@ -108,8 +127,14 @@ impl EtcdRegistry {
         Ok(lease)
     }
 
-    /// Keeps `lease` alive; registers anew when it is lost.
-    async fn keep_alive(client: Client, key: String, addr: String, mut lease: i64) {
+    /// Keeps `lease` alive; registers anew when it is lost (never after a removal).
+    async fn keep_alive(
+        client: Client,
+        key: String,
+        tombstone: String,
+        addr: String,
+        mut lease: i64,
+    ) {
         let every = Duration::from_secs((LEASE_TTL / 3).max(1) as u64);
         let mut warned = false;
         loop {
@@ -143,9 +168,8 @@ impl EtcdRegistry {
                 }
                 _ => {}
             }
-            match tokio::time::timeout(REQUEST_TIMEOUT, Self::register_once(&client, &key, &addr))
-                .await
-            {
+            let again = Self::register_once(&client, &key, &tombstone, &addr);
+            match tokio::time::timeout(REQUEST_TIMEOUT, again).await {
                 Ok(Ok(l)) => {
                     lease = l;
                     warned = false;
@@ -165,10 +189,12 @@ impl Registry for EtcdRegistry {
             return Err("this node is registered already".into());
         }
         let key = self.node_key(node);
-        let lease = Self::register_once(&self.client, &key, addr).await?;
+        let tombstone = self.removed_key(node);
+        let lease = Self::register_once(&self.client, &key, &tombstone, addr).await?;
         tokio::spawn(Self::keep_alive(
             self.client.clone(),
             key,
+            tombstone,
             addr.to_string(),
             lease,
         ));

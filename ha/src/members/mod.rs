@@ -92,8 +92,10 @@ pub async fn reconcile_once<R: Registry>(
     let removals = registry.removals().await?;
     for &node in &removals {
         if !nodes.contains(&node) {
+            // Out already (a leader before this one made the change and did not get to
+            // record it): record it now, so the node stops.
             registry.removal_done(node).await?;
-            continue;
+            return Ok(Some(Change::Removed(node)));
         }
         if voters.len() == 1 && voters.contains(&node) {
             // The last voter cannot leave: there would be no log.
@@ -113,6 +115,11 @@ pub async fn reconcile_once<R: Registry>(
     }
     for r in registry.alive().await? {
         if voters.contains(&r.node) || removals.contains(&r.node) {
+            continue;
+        }
+        // A removed node that registered again (its lease had lapsed while it was cut off,
+        // and it renewed before it saw its tombstone) stays out.
+        if registry.was_removed(r.node).await? {
             continue;
         }
         if !nodes.contains(&r.node) {

@@ -1,8 +1,9 @@
 //! Shared by `tests/sim.rs` (a few hundred seeds in CI) and `examples/sim.rs` (many more by
 //! hand, or one failing seed replayed).
 //!
-//! A seeded, deterministic simulation of the metadata log: three nodes of `RaftMeta` in one
-//! process, on one single-threaded runtime with virtual time, joined by a simulated fabric
+//! A seeded, deterministic simulation of the metadata log: three nodes of `RaftMeta` that
+//! found the log and two that may join later, in one process, on one single-threaded runtime
+//! with virtual time, joined by a simulated fabric
 //! that loses, delays and reorders messages and partitions nodes, while nodes crash and
 //! restart and clients create names through whichever node believes it leads. At the end the
 //! faults stop and the invariants of `ha/PROTOCOL.md` §9 that this layer owns are checked:
@@ -17,7 +18,12 @@
 //!   included. Not "one leader per term": openraft by default orders leaders by
 //!   (term, node id), so two nodes may lead in one term, the higher id superseding the lower
 //!   (the `single-term-leader` feature gives the textbook rule); what makes that safe is the
-//!   ordering, and what it protects is checked by the invariants above.
+//!   ordering, and what it protects is checked by the invariants above;
+//! * **membership follows the registry, and only forward**: nodes 4 and 5 join through a
+//!   modelled etcd ([`SimRegistry`], which can be unreachable) and the leader's
+//!   `ha::members::reconcile_once`, and voters are removed on request, under the same faults;
+//!   a removed node is never a member again, and once quiet every running node is a voter
+//!   with the same metadata as the others (a joined node included).
 //!
 //! Everything the schedule depends on comes from the seed: message fates, delays, faults and
 //! the workload are drawn from one generator, time is virtual (tokio's paused clock), the log
@@ -43,7 +49,91 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft, ServerState};
 
+use ha::members::{reconcile_once, Change, Registered, Registry};
 use ha::metalog::{RaftMeta, Tuning, TypeConfig};
+
+/// etcd as the membership layer sees it: registrations, the founder, removal requests and
+/// tombstones, linearizable, and unreachable while `down`.
+#[derive(Default)]
+struct RegState {
+    alive: BTreeMap<u64, String>,
+    founder: Option<u64>,
+    removals: BTreeSet<u64>,
+    removed: BTreeSet<u64>,
+    down: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct SimRegistry(Arc<Mutex<RegState>>);
+
+impl SimRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn up(&self) -> Result<std::sync::MutexGuard<'_, RegState>, String> {
+        let s = self.lock();
+        if s.down {
+            Err("etcd unreachable".into())
+        } else {
+            Ok(s)
+        }
+    }
+
+    /// The node's lease lapses (it crashed).
+    fn lapse(&self, node: u64) {
+        self.lock().alive.remove(&node);
+    }
+}
+
+impl Registry for SimRegistry {
+    async fn register(&self, node: u64, addr: &str) -> Result<(), String> {
+        let mut s = self.up()?;
+        if s.removed.contains(&node) {
+            return Err(format!("node {node} was removed"));
+        }
+        s.alive.insert(node, addr.to_string());
+        Ok(())
+    }
+
+    async fn claim_founder(&self, node: u64) -> Result<bool, String> {
+        let mut s = self.up()?;
+        Ok(*s.founder.get_or_insert(node) == node)
+    }
+
+    async fn alive(&self) -> Result<Vec<Registered>, String> {
+        Ok(self
+            .up()?
+            .alive
+            .iter()
+            .map(|(&node, addr)| Registered {
+                node,
+                addr: addr.clone(),
+            })
+            .collect())
+    }
+
+    async fn request_removal(&self, node: u64) -> Result<(), String> {
+        self.up()?.removals.insert(node);
+        Ok(())
+    }
+
+    async fn removals(&self) -> Result<BTreeSet<u64>, String> {
+        Ok(self.up()?.removals.clone())
+    }
+
+    async fn removal_done(&self, node: u64) -> Result<(), String> {
+        let mut s = self.up()?;
+        s.removals.remove(&node);
+        s.alive.remove(&node);
+        s.removed.insert(node);
+        Ok(())
+    }
+
+    async fn was_removed(&self, node: u64) -> Result<bool, String> {
+        Ok(self.up()?.removed.contains(&node))
+    }
+}
 
 /// A small, seedable generator (xorshift64*): the simulation needs no statistical quality,
 /// only that every draw follows from the seed.
@@ -90,13 +180,16 @@ struct FabricState {
     trace: u64,
 }
 
-/// The simulated network between the nodes.
+/// The simulated network between the nodes, and the registry they join through.
 #[derive(Clone)]
-pub struct Fabric(Arc<Mutex<FabricState>>);
+pub struct Fabric {
+    state: Arc<Mutex<FabricState>>,
+    registry: SimRegistry,
+}
 
 impl Fabric {
     fn lock(&self) -> std::sync::MutexGuard<'_, FabricState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Folds an event into the trace digest (FNV-1a over its words).
@@ -228,6 +321,9 @@ pub struct Report {
     pub creates_unknown: usize,
     pub crashes: usize,
     pub partitions: usize,
+    /// Nodes made voters, and voters removed, by the leader's reconciler.
+    pub joins: usize,
+    pub removals: usize,
     /// The broken invariants (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -242,7 +338,9 @@ enum Outcome {
     Unknown,
 }
 
+/// Nodes 1-3 found the log (a fixed table); 4 and 5 join through the registry.
 const NODES: u64 = 3;
+const ALL_NODES: u64 = 5;
 const NAMES: u64 = 40;
 
 fn inode() -> Inode {
@@ -252,8 +350,12 @@ fn inode() -> Inode {
 }
 
 async fn open_node(dir: &Path, node: u64, fabric: &Fabric) -> Option<Arc<RaftMeta>> {
-    let members: BTreeMap<u64, BasicNode> =
-        (1..=NODES).map(|id| (id, BasicNode::default())).collect();
+    // A joining node starts with an empty log and initializes nothing.
+    let members: BTreeMap<u64, BasicNode> = if node <= NODES {
+        (1..=NODES).map(|id| (id, BasicNode::default())).collect()
+    } else {
+        BTreeMap::new()
+    };
     let tuning = Tuning {
         snapshot_every: 40,
         keep_after_snapshot: 10,
@@ -285,6 +387,7 @@ async fn open_node(dir: &Path, node: u64, fabric: &Fabric) -> Option<Arc<RaftMet
 
 async fn crash(fabric: &Fabric, nodes: &mut BTreeMap<u64, Arc<RaftMeta>>, node: u64) {
     fabric.lock().nodes.remove(&node);
+    fabric.registry.lapse(node);
     if let Some(meta) = nodes.remove(&node) {
         let _ = meta.shutdown().await;
     }
@@ -293,26 +396,37 @@ async fn crash(fabric: &Fabric, nodes: &mut BTreeMap<u64, Arc<RaftMeta>>, node: 
 /// Runs one seed for `steps` steps of the workload and checks the invariants. Call it on a
 /// current-thread runtime with a paused clock (see [`run_seed`]).
 pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
-    let fabric = Fabric(Arc::new(Mutex::new(FabricState {
-        rng: Rng::new(seed),
-        nodes: BTreeMap::new(),
-        cut: BTreeSet::new(),
-        faults: Faults {
-            drop_per_mille: 0,
-            delay_max_ms: 5,
-        },
-        trace: 0xcbf2_9ce4_8422_2325,
-    })));
+    let fabric = Fabric {
+        state: Arc::new(Mutex::new(FabricState {
+            rng: Rng::new(seed),
+            nodes: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            faults: Faults {
+                drop_per_mille: 0,
+                delay_max_ms: 5,
+            },
+            trace: 0xcbf2_9ce4_8422_2325,
+        })),
+        registry: SimRegistry::default(),
+    };
+    let registry = fabric.registry.clone();
     let mut rng = Rng::new(seed ^ 0x5151_5151);
-    let dirs: BTreeMap<u64, PathBuf> = (1..=NODES)
+    let dirs: BTreeMap<u64, PathBuf> = (1..=ALL_NODES)
         .map(|n| (n, root.join(format!("n{n}"))))
         .collect();
     let mut nodes = BTreeMap::new();
-    for (&n, dir) in &dirs {
-        if let Some(meta) = open_node(dir, n, &fabric).await {
+    for n in 1..=NODES {
+        if let Some(meta) = open_node(&dirs[&n], n, &fabric).await {
+            let _ = registry.register(n, "").await;
             nodes.insert(n, meta);
         }
     }
+    // The founders' registry entry, as node 1 would have claimed it.
+    let _ = registry.claim_founder(1).await;
+    let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
+    // Nodes out of the log for good (they stopped on their tombstone).
+    let mut gone: BTreeSet<u64> = BTreeSet::new();
     let outcomes: Arc<Mutex<Vec<(u64, u64, Outcome)>>> = Arc::default();
     let mut votes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut violations = Vec::new();
@@ -356,9 +470,52 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
             .collect();
         for n in due {
             down.remove(&n);
+            if registry.lock().removed.contains(&n) {
+                gone.insert(n);
+            }
+            if gone.contains(&n) {
+                continue;
+            }
             if let Some(meta) = open_node(&dirs[&n], n, &fabric).await {
+                let _ = registry.register(n, "").await;
                 nodes.insert(n, meta);
                 fabric.note(&[1, n]);
+            }
+        }
+        // A running node whose registration lapsed registers again (its lease keeper does).
+        let lapsed: Vec<u64> = nodes
+            .keys()
+            .copied()
+            .filter(|n| !registry.lock().alive.contains_key(n))
+            .collect();
+        for n in lapsed {
+            let _ = registry.register(n, "").await;
+        }
+        // A node that sees its tombstone stops, for good.
+        let tombstoned: Vec<u64> = nodes
+            .keys()
+            .copied()
+            .filter(|n| registry.lock().removed.contains(n))
+            .collect();
+        for n in tombstoned {
+            crash(&fabric, &mut nodes, n).await;
+            gone.insert(n);
+            fabric.note(&[7, n]);
+        }
+        // The leader's membership round, one at a time, as `members::reconcile` runs it.
+        if reconciling.as_ref().is_none_or(|t| t.is_finished()) {
+            let leader = nodes.values().find(|m| m.leading().is_some()).cloned();
+            if let Some(meta) = leader {
+                let registry = registry.clone();
+                let changes = Arc::clone(&changes);
+                reconciling = Some(tokio::spawn(async move {
+                    let round = reconcile_once(&meta, &registry);
+                    if let Ok(Ok(Some(c))) =
+                        tokio::time::timeout(Duration::from_secs(10), round).await
+                    {
+                        changes.lock().unwrap().push(c);
+                    }
+                }));
             }
         }
         match rng.below(100) {
@@ -423,9 +580,12 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
             70..=77 => {
                 let mut s = fabric.lock();
                 if s.cut.is_empty() {
-                    let n = 1 + s.rng.below(NODES);
-                    s.cut.insert(n);
-                    partitions += 1;
+                    let running: Vec<u64> = nodes.keys().copied().collect();
+                    if !running.is_empty() {
+                        let n = running[s.rng.below(running.len() as u64) as usize];
+                        s.cut.insert(n);
+                        partitions += 1;
+                    }
                 } else {
                     s.cut.clear();
                 }
@@ -439,9 +599,10 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                     .iter()
                     .find(|(_, m)| m.leading().is_some())
                     .map(|(&n, _)| n);
+                let running: Vec<u64> = nodes.keys().copied().collect();
                 let n = match leader {
                     Some(l) if rng.chance(500) => l,
-                    _ => 1 + rng.below(NODES),
+                    _ => running[rng.below(running.len() as u64) as usize],
                 };
                 if nodes.contains_key(&n) {
                     if verbose {
@@ -472,6 +633,43 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                 fabric.lock().faults = faults;
                 fabric.note(&[5, faults.drop_per_mille]);
             }
+            // A new node starts and registers; the leader's round adds it.
+            88..=90 => {
+                let n = NODES + 1 + rng.below(ALL_NODES - NODES);
+                let removed = registry.lock().removed.contains(&n);
+                let fresh = !nodes.contains_key(&n) && !down.contains_key(&n) && !gone.contains(&n);
+                // A node that cannot register at its start exits (`open_registered`).
+                if fresh && !removed && registry.register(n, "").await.is_ok() {
+                    if let Some(meta) = open_node(&dirs[&n], n, &fabric).await {
+                        nodes.insert(n, meta);
+                        fabric.note(&[8, n]);
+                    }
+                }
+            }
+            // An operator asks for a voter's removal, while at least 4 are voters.
+            91..=92 => {
+                let voters: Vec<u64> = nodes
+                    .values()
+                    .find(|m| m.leading().is_some())
+                    .map(|m| {
+                        let m = m.raft().metrics().borrow().clone();
+                        m.membership_config.membership().voter_ids().collect()
+                    })
+                    .unwrap_or_default();
+                if voters.len() >= 4 && registry.lock().removals.is_empty() {
+                    let n = voters[rng.below(voters.len() as u64) as usize];
+                    let _ = registry.request_removal(n).await;
+                    fabric.note(&[9, n]);
+                }
+            }
+            // etcd becomes unreachable, or reachable again.
+            93..=94 => {
+                let mut r = registry.lock();
+                r.down = !r.down;
+                let down = r.down;
+                drop(r);
+                fabric.note(&[10, u64::from(down)]);
+            }
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(1 + rng.below(60))).await;
@@ -486,17 +684,76 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
             delay_max_ms: 2,
         };
     }
+    registry.lock().down = false;
     for n in std::mem::take(&mut down).into_keys() {
+        if registry.lock().removed.contains(&n) {
+            gone.insert(n);
+        }
+        if gone.contains(&n) {
+            continue;
+        }
         if let Some(meta) = open_node(&dirs[&n], n, &fabric).await {
+            let _ = registry.register(n, "").await;
             nodes.insert(n, meta);
         }
     }
     for t in tasks {
         let _ = t.await;
     }
+    if let Some(t) = reconciling.take() {
+        let _ = t.await;
+    }
+    // Membership rounds until there is nothing left to do: every running node a voter, every
+    // requested removal done (and its node stopped).
+    let mut settled = false;
+    for _ in 0..60 {
+        for &n in nodes.keys() {
+            let _ = registry.register(n, "").await;
+        }
+        let removed: Vec<u64> = nodes
+            .keys()
+            .copied()
+            .filter(|n| registry.lock().removed.contains(n))
+            .collect();
+        for n in removed {
+            crash(&fabric, &mut nodes, n).await;
+            gone.insert(n);
+        }
+        let Some(meta) = nodes.values().find(|m| m.leading().is_some()).cloned() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let round = reconcile_once(&meta, &registry);
+        match tokio::time::timeout(Duration::from_secs(10), round).await {
+            Ok(Ok(None)) => {
+                settled = true;
+                break;
+            }
+            Ok(Ok(Some(c))) => changes.lock().unwrap().push(c),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    if !settled {
+        violations.push("membership did not settle within 60 rounds of quiet".into());
+    }
     let converged = converge(&nodes).await;
     if !converged {
         violations.push("the nodes did not converge within 60 s of quiet".into());
+    }
+    let running: BTreeSet<u64> = nodes.keys().copied().collect();
+    for (&n, meta) in &nodes {
+        let m = meta.raft().metrics().borrow().clone();
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        if voters != running {
+            violations.push(format!(
+                "node {n} sees voters {voters:?}, but the running nodes are {running:?}"
+            ));
+        }
+        for g in &gone {
+            if m.membership_config.membership().get_node(g).is_some() {
+                violations.push(format!("removed node {g} is a member again on node {n}"));
+            }
+        }
     }
 
     // The invariants.
@@ -548,7 +805,14 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
         let _ = meta.shutdown().await;
     }
     let trace = fabric.lock().trace;
+    let changes = changes.lock().unwrap().clone();
+    let joins = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Added(_)))
+        .count();
     Report {
+        joins,
+        removals: changes.len() - joins,
         seed,
         trace,
         creates_acknowledged: count(Outcome::Acknowledged),
@@ -574,7 +838,7 @@ async fn converge(nodes: &BTreeMap<u64, Arc<RaftMeta>>) -> bool {
             leader |= m.state == ServerState::Leader;
             applied.insert((m.last_applied.map(|l| l.index), m.last_log_index));
         }
-        if leader && applied.len() == 1 && nodes.len() as u64 == NODES {
+        if leader && applied.len() == 1 {
             let (a, l) = applied.into_iter().next().unwrap_or_default();
             if a == l {
                 return true;
