@@ -10,6 +10,7 @@
 #   deploy/local/cluster.sh kill ID [--dir DIR]       kill -9 node ID
 #   deploy/local/cluster.sh start ID [--dir DIR]      start node ID again on its data
 #   deploy/local/cluster.sh add ID [--dir DIR]        a new node ID joins (etcd membership)
+#   deploy/local/cluster.sh kill-etcd I [--dir DIR]   kill -9 etcd member I (1-3)
 #   deploy/local/cluster.sh cut ID | heal ID          take node ID's link down / up
 #   deploy/local/cluster.sh isolate ID | rejoin ID    drop (nft, in the node's namespace) all
 #                                                      traffic between node ID and the other
@@ -40,7 +41,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local MEMBERSHIP=etcd SNAPSHOT_EVERY=50000
 cmd=${1:-}; shift || true
 ARG=""
-case "$cmd" in kill|start|add|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
+case "$cmd" in kill|kill-etcd|start|add|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
 SLUICE_ARGS=()
 if [ "$cmd" = sluice ]; then
   ARG=${1:?"sluice needs a node id"}; shift
@@ -55,7 +56,7 @@ while [ $# -gt 0 ]; do
     --store) STORE=$2; shift 2;;
     --membership) MEMBERSHIP=$2; shift 2;;
     --snapshot-every) SNAPSHOT_EVERY=$2; shift 2;;
-    -h|--help) sed -n "2,38p" "$0"; exit 0;;
+    -h|--help) sed -n "2,39p" "$0"; exit 0;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -309,6 +310,9 @@ case "$cmd" in
        start_node "$ARG"
        wait_listening "$ARG"
        echo "node $ARG netns $(node_ns "$ARG") addr $(node_addr "$ARG") pid $(node_pid "$ARG")";;
+  kill-etcd) [ -e "$STATE" ] || die "no cluster in $DIR"
+             pid=$(cat "$DIR/e$ARG/pid" 2>/dev/null || true); alive "$pid" || die "etcd member $ARG is not running"
+             kill -KILL "$pid"; log "etcd member $ARG (pid $pid) killed";;
   sluice) [ -e "$STATE" ] || die "no cluster in $DIR"
           ip netns exec "$(node_ns "$ARG")" "$(state bin)" \
             --token-file "$DIR/n$ARG/data/admin.token" "${SLUICE_ARGS[@]}";;
@@ -332,5 +336,5 @@ EOF
   rejoin) ip netns exec "$(node_ns "$ARG")" nft delete table inet slc_isolate 2>/dev/null || true
           log "node $ARG rejoined";;
   heal) ip -n "$(state bridge_ns)" link set "slcv$ARG" up; log "node $ARG back on the bridge";;
-  *) sed -n "2,38p" "$0"; exit 2;;
+  *) sed -n "2,39p" "$0"; exit 2;;
 esac

@@ -9,44 +9,114 @@
 //! The lease has a TTL of [`LEASE_TTL`] and is renewed every third of it. When a renewal
 //! fails (etcd unreachable, or the lease expired while this node was stopped or cut off),
 //! the node keeps trying and registers again under a new lease as soon as etcd answers.
+//!
+//! One client per etcd member, tried in turn: the crate's own balancing over several
+//! endpoints sends a request to a dead member and fails it (found by killing one of three
+//! members in `deploy/local/cluster.sh`), so a request that finds its member unreachable is
+//! sent to the next one, and the member that answered is tried first next time.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use tokio::sync::Mutex;
 
 use super::{Registered, Registry};
 
 /// How long a node stays `up` after its last renewal.
 pub const LEASE_TTL: i64 = 6;
-/// Bound on one etcd request.
+/// Bound on one etcd request to one member.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A client per etcd member, and which one answered last.
+#[derive(Clone)]
+struct Members {
+    clients: Arc<Vec<(String, Client)>>,
+    preferred: Arc<AtomicUsize>,
+}
+
+/// Whether an error says "this member is out of reach" (try another), not "etcd refused".
+fn unreachable(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+        ),
+        _ => false,
+    }
+}
+
+impl Members {
+    /// Runs `op` on the preferred member, then on each other one while members are out of
+    /// reach.
+    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, String>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for i in 0..n {
+            let at = (first + i) % n;
+            let (endpoint, client) = &self.clients[at];
+            match tokio::time::timeout(REQUEST_TIMEOUT, op(client.clone())).await {
+                Ok(Ok(v)) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(e)) if !unreachable(&e) => return Err(format!("etcd: {what}: {e}")),
+                Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
+                Err(_) => errors.push(format!("{endpoint}: no answer in {REQUEST_TIMEOUT:?}")),
+            }
+        }
+        Err(format!(
+            "etcd: {what}: no member answered ({})",
+            errors.join("; ")
+        ))
+    }
+}
+
 pub struct EtcdRegistry {
-    client: Client,
+    members: Members,
     prefix: String,
     /// The registration this node holds, renewed by a task (`register`).
     registration: Arc<Mutex<Option<(u64, String)>>>,
 }
 
-fn err(what: &str) -> impl Fn(etcd_client::Error) -> String + '_ {
-    move |e| format!("etcd: {what}: {e}")
-}
-
 impl EtcdRegistry {
-    /// Connects to the etcd members at `endpoints` (e.g. `http://10.0.0.5:2379`); the keys of
-    /// cluster `cluster` live under `/sluice/<cluster>/`.
+    /// Prepares clients for the etcd members at `endpoints` (e.g. `http://10.0.0.5:2379`);
+    /// connections are made on first use. The keys of cluster `cluster` live under
+    /// `/sluice/<cluster>/`.
     pub async fn connect(endpoints: &[String], cluster: &str) -> Result<EtcdRegistry, String> {
+        if endpoints.is_empty() {
+            return Err("no etcd endpoints".into());
+        }
         let options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| format!("cannot reach etcd at {}: {e}", endpoints.join(",")))?;
+        let mut clients = Vec::new();
+        for e in endpoints {
+            let client = Client::connect([e.as_str()], Some(options.clone()))
+                .await
+                .map_err(|err| format!("etcd endpoint {e}: {err}"))?;
+            clients.push((e.clone(), client));
+        }
         Ok(EtcdRegistry {
-            client,
+            members: Members {
+                clients: Arc::new(clients),
+                preferred: Arc::default(),
+            },
             prefix: format!("/sluice/{cluster}/"),
             registration: Arc::default(),
         })
@@ -65,71 +135,83 @@ impl EtcdRegistry {
     }
 
     /// One registration: a new lease, and the node's key under it unless another address
-    /// holds the key. Returns the lease id.
+    /// holds the key or the node has a tombstone. Returns the lease id.
     async fn register_once(
-        client: &Client,
+        members: &Members,
         key: &str,
         tombstone: &str,
         addr: &str,
     ) -> Result<i64, String> {
-        let mut c = client.clone();
-        let lease = c
-            .lease_grant(LEASE_TTL, None)
-            .await
-            .map_err(err("grant a lease"))?
+        let lease = members
+            .run("grant a lease", |mut c| async move {
+                c.lease_grant(LEASE_TTL, None).await
+            })
+            .await?
             .id();
-        let put = TxnOp::put(key, addr, Some(PutOptions::new().with_lease(lease)));
         let txn = Txn::new()
             .when([
                 Compare::version(key, CompareOp::Equal, 0),
                 Compare::version(tombstone, CompareOp::Equal, 0),
             ])
-            .and_then([put.clone()])
+            .and_then([TxnOp::put(
+                key,
+                addr,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
             .or_else([TxnOp::get(key, None), TxnOp::get(tombstone, None)]);
-        let r = c.txn(txn).await.map_err(err("register"))?;
+        let r = members
+            .run("register", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if r.succeeded() {
             return Ok(lease);
         }
-        let removed = r.op_responses().into_iter().any(|op| match op {
-            etcd_client::TxnOpResponse::Get(g) => g
-                .kvs()
-                .first()
-                .is_some_and(|kv| kv.key() == tombstone.as_bytes()),
-            _ => false,
-        });
+        let mut holder = None;
+        let mut removed = false;
+        for op in r.op_responses() {
+            if let TxnOpResponse::Get(g) = op {
+                if let Some(kv) = g.kvs().first() {
+                    if kv.key() == tombstone.as_bytes() {
+                        removed = true;
+                    } else {
+                        holder = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                    }
+                }
+            }
+        }
+        let revoke = |what: &'static str| {
+            members.run(
+                what,
+                move |mut c| async move { c.lease_revoke(lease).await },
+            )
+        };
         if removed {
-            let _ = c.lease_revoke(lease).await;
+            let _ = revoke("revoke the lease").await;
             return Err(format!("{key}: this node was removed from the cluster"));
         }
-        // Someone holds the key: this node before a restart (same address), or another node
-        // given the same id.
-        let holder = r
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                etcd_client::TxnOpResponse::Get(g) => g
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let holder = holder.unwrap_or_default();
         if holder != addr {
-            let _ = c.lease_revoke(lease).await;
+            let _ = revoke("revoke the lease").await;
             return Err(format!(
                 "{key} is held by {holder:?} under a live lease: two nodes were given one \
                  cluster.node_id (this one is at {addr:?})"
             ));
         }
-        c.put(key, addr, Some(PutOptions::new().with_lease(lease)))
-            .await
-            .map_err(err("register"))?;
+        // This node before a restart, within its old lease: take the key over.
+        members
+            .run("register", |mut c| async move {
+                c.put(key, addr, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            })
+            .await?;
         Ok(lease)
     }
 
     /// Keeps `lease` alive; registers anew when it is lost (never after a removal).
     async fn keep_alive(
-        client: Client,
+        members: Members,
         key: String,
         tombstone: String,
         addr: String,
@@ -139,44 +221,35 @@ impl EtcdRegistry {
         let mut warned = false;
         loop {
             tokio::time::sleep(every).await;
-            let mut c = client.clone();
-            let renewed = async {
-                let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
-                keeper.keep_alive().await?;
-                let ttl = answers.message().await?.map(|a| a.ttl()).unwrap_or(0);
-                Ok::<i64, etcd_client::Error>(ttl)
-            };
-            let renewed = tokio::time::timeout(REQUEST_TIMEOUT, renewed).await;
+            let renewed = members
+                .run("renew the lease", |mut c| async move {
+                    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    Ok(answers.message().await?.map(|a| a.ttl()).unwrap_or(0))
+                })
+                .await;
             match renewed {
-                Ok(Ok(ttl)) if ttl > 0 => {
+                Ok(ttl) if ttl > 0 => {
                     if warned {
                         tracing::info!("cluster: etcd lease renewed again");
                         warned = false;
                     }
                     continue;
                 }
-                Ok(Ok(_)) => {
-                    tracing::warn!("cluster: the etcd lease expired; registering again");
-                }
-                Ok(Err(e)) if !warned => {
+                Ok(_) => tracing::warn!("cluster: the etcd lease expired; registering again"),
+                Err(e) if !warned => {
                     tracing::warn!("cluster: cannot renew the etcd lease: {e}");
                     warned = true;
                 }
-                Err(_) if !warned => {
-                    tracing::warn!("cluster: etcd did not answer a lease renewal in time");
-                    warned = true;
-                }
-                _ => {}
+                Err(_) => {}
             }
-            let again = Self::register_once(&client, &key, &tombstone, &addr);
-            match tokio::time::timeout(REQUEST_TIMEOUT, again).await {
-                Ok(Ok(l)) => {
+            match Self::register_once(&members, &key, &tombstone, &addr).await {
+                Ok(l) => {
                     lease = l;
                     warned = false;
                     tracing::info!("cluster: registered in etcd again");
                 }
-                Ok(Err(e)) => tracing::debug!("cluster: register again: {e}"),
-                Err(_) => tracing::debug!("cluster: register again: etcd did not answer"),
+                Err(e) => tracing::debug!("cluster: register again: {e}"),
             }
         }
     }
@@ -190,9 +263,9 @@ impl Registry for EtcdRegistry {
         }
         let key = self.node_key(node);
         let tombstone = self.removed_key(node);
-        let lease = Self::register_once(&self.client, &key, &tombstone, addr).await?;
+        let lease = Self::register_once(&self.members, &key, &tombstone, addr).await?;
         tokio::spawn(Self::keep_alive(
-            self.client.clone(),
+            self.members.clone(),
             key,
             tombstone,
             addr.to_string(),
@@ -210,16 +283,17 @@ impl Registry for EtcdRegistry {
             .and_then([TxnOp::put(key.as_str(), id.as_str(), None)])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let r = self
-            .client
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(err("claim the founding"))?;
+            .members
+            .run("claim the founding", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if r.succeeded() {
             return Ok(true);
         }
         let founder = r.op_responses().into_iter().find_map(|op| match op {
-            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
             _ => None,
         });
         Ok(founder.as_deref() == Some(id.as_bytes()))
@@ -227,19 +301,17 @@ impl Registry for EtcdRegistry {
 
     async fn alive(&self) -> Result<Vec<Registered>, String> {
         let prefix = format!("{}nodes/", self.prefix);
+        let p = prefix.as_str();
         let r = self
-            .client
-            .clone()
-            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(err("list the nodes"))?;
+            .members
+            .run("list the nodes", |mut c| async move {
+                c.get(p, Some(GetOptions::new().with_prefix())).await
+            })
+            .await?;
         let mut out = Vec::new();
         for kv in r.kvs() {
             let key = String::from_utf8_lossy(kv.key());
-            let Some(node) = key
-                .strip_prefix(prefix.as_str())
-                .and_then(|n| n.parse().ok())
-            else {
+            let Some(node) = key.strip_prefix(p).and_then(|n| n.parse().ok()) else {
                 continue;
             };
             let addr = String::from_utf8_lossy(kv.value()).into_owned();
@@ -249,30 +321,31 @@ impl Registry for EtcdRegistry {
     }
 
     async fn request_removal(&self, node: u64) -> Result<(), String> {
-        self.client
-            .clone()
-            .put(self.remove_key(node), "", None)
+        let key = self.remove_key(node);
+        let k = key.as_str();
+        self.members
+            .run("record the removal", |mut c| async move {
+                c.put(k, "", None).await
+            })
             .await
             .map(|_| ())
-            .map_err(err("record the removal"))
     }
 
     async fn removals(&self) -> Result<BTreeSet<u64>, String> {
         let prefix = format!("{}remove/", self.prefix);
+        let p = prefix.as_str();
         let r = self
-            .client
-            .clone()
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await
-            .map_err(err("list the removals"))?;
+            .members
+            .run("list the removals", |mut c| async move {
+                c.get(p, Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+            })
+            .await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| {
                 String::from_utf8_lossy(kv.key())
-                    .strip_prefix(prefix.as_str())
+                    .strip_prefix(p)
                     .and_then(|n| n.parse().ok())
             })
             .collect())
@@ -284,24 +357,24 @@ impl Registry for EtcdRegistry {
             TxnOp::delete(self.remove_key(node), None),
             TxnOp::delete(self.node_key(node), None),
         ]);
-        self.client
-            .clone()
-            .txn(txn)
+        self.members
+            .run("clear the removal", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .await
             .map(|_| ())
-            .map_err(err("clear the removal"))
     }
 
     async fn was_removed(&self, node: u64) -> Result<bool, String> {
+        let key = self.removed_key(node);
+        let k = key.as_str();
         let r = self
-            .client
-            .clone()
-            .get(
-                self.removed_key(node),
-                Some(GetOptions::new().with_count_only()),
-            )
-            .await
-            .map_err(err("read the tombstones"))?;
+            .members
+            .run("read the tombstones", |mut c| async move {
+                c.get(k, Some(GetOptions::new().with_count_only())).await
+            })
+            .await?;
         Ok(r.count() > 0)
     }
 }
