@@ -41,15 +41,10 @@ async fn open(
     );
     let held = Arc::new(LocalData::open_in(dir).unwrap());
     let peers = Peers::new(Arc::clone(&meta));
-    let data = ClusterData::new(
-        Arc::clone(&held),
-        node,
-        Arc::clone(&meta),
-        Arc::clone(&peers),
-    );
-    let m = Arc::clone(&meta);
+    let (m, h, p) = (Arc::clone(&meta), Arc::clone(&held), Arc::clone(&peers));
     let factory = Box::new(move || {
-        let engine = Engine::with_stores(m, data)?;
+        let data = ClusterData::new(Arc::clone(&h), node, Arc::clone(&m), Arc::clone(&p));
+        let engine = Engine::with_stores(Arc::clone(&m), data)?;
         engine.set_node(node);
         Ok(engine)
     });

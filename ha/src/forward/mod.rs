@@ -81,8 +81,8 @@ impl<M: MetaStore, D: DataStore> Writer for Engine<M, D> {
 }
 
 /// Builds this node's engine the first time it leads (then the state machine has everything
-/// committed before, the root included).
-pub type Factory<E> = Box<dyn FnOnce() -> Result<E> + Send>;
+/// committed before, the root included); called again on the next leadership if it failed.
+pub type Factory<E> = Box<dyn FnMut() -> Result<E> + Send>;
 
 enum Route<'a, E> {
     Local(&'a E),
@@ -102,7 +102,7 @@ pub struct ClusterStore<E> {
     meta: Arc<RaftMeta>,
     node: u64,
     engine: std::sync::OnceLock<E>,
-    factory: Mutex<Option<Factory<E>>>,
+    factory: Mutex<Factory<E>>,
     /// The term whose leadership the local engine serves (0: none yet).
     serving: watch::Sender<u64>,
     /// The last write verifier a leader reported (used while this node does not lead).
@@ -138,7 +138,7 @@ impl<E: Writer> ClusterStore<E> {
             node: meta.node(),
             meta: Arc::clone(&meta),
             engine: std::sync::OnceLock::new(),
-            factory: Mutex::new(Some(factory)),
+            factory: Mutex::new(factory),
             serving: watch::Sender::new(0),
             verifier: AtomicU64::new(0),
             peers,
@@ -190,7 +190,8 @@ impl<E: Writer> ClusterStore<E> {
     /// The root's id: the engine's when local, else asked of the leader (an attribute call on
     /// inode 1 that reports the root's generation).
     async fn fetch_root(&self) -> Result<FileId> {
-        match self.route(false).await? {
+        let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+        match self.route(false, deadline).await? {
             Route::Local(e) => Ok(e.root()),
             Route::Remote(addr) => match self.ship(&addr, &Call::Getattr(ROOT_PROBE)).await? {
                 Answer::Attr(attr) => Ok(attr.id),
@@ -201,9 +202,9 @@ impl<E: Writer> ClusterStore<E> {
     }
 
     /// Where a call goes now: the local engine (after a read barrier for reads, on a cluster
-    /// of more than one), or the leader's address. Waits up to [`ROUTE_WAIT`] for a leader.
-    async fn route(&self, reads: bool) -> Result<Route<'_, E>> {
-        let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+    /// of more than one), or the leader's address. Waits until `deadline` for a leader (one
+    /// deadline for a call's every try, so a call waits [`ROUTE_WAIT`] in all, not per try).
+    async fn route(&self, reads: bool, deadline: tokio::time::Instant) -> Result<Route<'_, E>> {
         let mut metrics = self.meta.raft().metrics();
         let mut serving = self.serving.subscribe();
         loop {
@@ -294,7 +295,7 @@ impl<E: Writer> ClusterStore<E> {
     async fn dispatch(&self, call: Call) -> Result<Answer> {
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
         loop {
-            match self.route(call.reads()).await? {
+            match self.route(call.reads(), deadline).await? {
                 Route::Local(engine) => return Ok(execute(engine, call).await),
                 Route::Remote(addr) => match self.ship(&addr, &call).await {
                     // A leader that just lost its leadership refuses: ask the next one.
@@ -649,9 +650,7 @@ impl<E: Writer> ClusterStore<E> {
                     // Building the engine may write (a new file system's root), and nothing
                     // was cached before it: its batches belong to this term.
                     meta.set_writer_term(term);
-                    let factory = lock(&store.factory).take();
-                    let factory = factory.ok_or_else(|| Error::Io("no engine factory".into()))?;
-                    let engine = factory()?;
+                    let engine = (lock(&store.factory))()?;
                     let _ = store.engine.set(engine);
                 }
             }

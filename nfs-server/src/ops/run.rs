@@ -230,15 +230,18 @@ async fn serve_cluster<D: backend::engine::DataStore>(
     use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
     let node = config.cluster.node_id;
     let peers = Peers::new(Arc::clone(&meta));
-    let engine_data = ClusterData::new(
-        Arc::clone(&data),
-        node,
-        Arc::clone(&meta),
-        Arc::clone(&peers),
-    );
-    let for_engine = Arc::clone(&meta);
+    let (for_engine, for_data, engine_peers) =
+        (Arc::clone(&meta), Arc::clone(&data), Arc::clone(&peers));
+    // Called on the blocking pool of this runtime (ClusterData needs its handle); again at
+    // the next leadership if building failed.
     let factory = Box::new(move || {
-        let engine = backend::engine::Engine::with_stores(for_engine, engine_data)?;
+        let engine_data = ClusterData::new(
+            Arc::clone(&for_data),
+            node,
+            Arc::clone(&for_engine),
+            Arc::clone(&engine_peers),
+        );
+        let engine = backend::engine::Engine::with_stores(Arc::clone(&for_engine), engine_data)?;
         engine.set_node(node);
         Ok(engine)
     });
