@@ -249,28 +249,43 @@ async fn a_new_leader_reads_and_writes_the_data_an_earlier_leader_holds() {
         .unwrap();
 
     // Another node takes over; the old leader stays up as a follower and keeps the bytes.
-    // A candidate whose log is behind is refused every vote, so the next node first catches
-    // up with the leader's log; an election that still loses (a vote split) is tried again.
-    let next = (old + 1) % 3;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The successor is a follower that has caught up with the leader's log (a lagging one is
+    // refused every vote). Left to itself the election is a race: followers refuse votes
+    // while the old leader's heartbeats renew its lease, and the old leader or the third node
+    // may win the next one. So the old leader stops sending heartbeats and neither it nor
+    // the third node stands for election until the successor leads.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let last = |i: usize| nodes[i].0.raft().metrics().borrow().last_log_index;
-    while last(next) < last(old) {
-        assert!(Instant::now() < deadline, "node {next} did not catch up");
+    let new = loop {
+        let caught_up = [(old + 1) % 3, (old + 2) % 3]
+            .into_iter()
+            .find(|&i| last(i) >= last(old));
+        if let Some(n) = caught_up {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no follower caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    let other = 3 - old - new;
+    nodes[old].0.raft().runtime_config().heartbeat(false);
+    nodes[old].0.raft().runtime_config().elect(false);
+    nodes[other].0.raft().runtime_config().elect(false);
     let mut tried = Instant::now() - Duration::from_secs(2);
-    while nodes[next].0.leading().is_none() {
-        assert!(Instant::now() < deadline, "node {next} did not take over");
+    while nodes[new].0.leading().is_none() || nodes[old].0.leading().is_some() {
+        assert!(Instant::now() < deadline, "node {new} did not take over");
         if tried.elapsed() >= Duration::from_secs(1) {
-            nodes[next].0.raft().trigger().elect().await.unwrap();
+            nodes[new].0.raft().trigger().elect().await.unwrap();
             tried = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    nodes[old].0.raft().runtime_config().heartbeat(true);
+    nodes[old].0.raft().runtime_config().elect(true);
+    nodes[other].0.raft().runtime_config().elect(true);
+    let third = &nodes[other].1;
 
     // Read through the third node: shipped to the new leader, whose engine reads the bytes
     // from the old leader.
-    let third = &nodes[(old + 2) % 3].1;
     let r = third.read(&Cred::root(), id, 0, 200_000).await.unwrap();
     assert!(r.data == payload, "the bytes come back from their holder");
     // A write through the new leader lands on the holder, and a COMMIT syncs it there.
