@@ -445,12 +445,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_static_membership_refuses_changes_with_what_to_do_instead() {
-        let e = MemberError::Static("membership is fixed by cluster.members".into());
-        assert!(e.to_string().contains("cluster.members"));
+    fn membership_errors_name_the_node_and_what_to_do() {
         assert_eq!(
             MemberError::Unknown(7).to_string(),
             "node 7 is not a member of the cluster"
         );
+        assert!(MemberError::LastVoter(1)
+            .to_string()
+            .contains("add a node first"));
     }
 }

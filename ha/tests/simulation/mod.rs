@@ -385,6 +385,24 @@ async fn open_node(dir: &Path, node: u64, fabric: &Fabric) -> Option<Arc<RaftMet
     None
 }
 
+/// A node that sees its tombstone stops, for good.
+async fn stop_tombstoned(
+    fabric: &Fabric,
+    nodes: &mut BTreeMap<u64, Arc<RaftMeta>>,
+    gone: &mut BTreeSet<u64>,
+) {
+    let tombstoned: Vec<u64> = nodes
+        .keys()
+        .copied()
+        .filter(|n| fabric.registry.lock().removed.contains(n))
+        .collect();
+    for n in tombstoned {
+        crash(fabric, nodes, n).await;
+        gone.insert(n);
+        fabric.note(&[7, n]);
+    }
+}
+
 async fn crash(fabric: &Fabric, nodes: &mut BTreeMap<u64, Arc<RaftMeta>>, node: u64) {
     fabric.lock().nodes.remove(&node);
     fabric.registry.lapse(node);
@@ -491,17 +509,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
         for n in lapsed {
             let _ = registry.register(n, "").await;
         }
-        // A node that sees its tombstone stops, for good.
-        let tombstoned: Vec<u64> = nodes
-            .keys()
-            .copied()
-            .filter(|n| registry.lock().removed.contains(n))
-            .collect();
-        for n in tombstoned {
-            crash(&fabric, &mut nodes, n).await;
-            gone.insert(n);
-            fabric.note(&[7, n]);
-        }
+        stop_tombstoned(&fabric, &mut nodes, &mut gone).await;
         // The leader's membership round, one at a time, as `members::reconcile` runs it.
         if reconciling.as_ref().is_none_or(|t| t.is_finished()) {
             let leader = nodes.values().find(|m| m.leading().is_some()).cloned();
@@ -710,15 +718,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
         for &n in nodes.keys() {
             let _ = registry.register(n, "").await;
         }
-        let removed: Vec<u64> = nodes
-            .keys()
-            .copied()
-            .filter(|n| registry.lock().removed.contains(n))
-            .collect();
-        for n in removed {
-            crash(&fabric, &mut nodes, n).await;
-            gone.insert(n);
-        }
+        stop_tombstoned(&fabric, &mut nodes, &mut gone).await;
         let Some(meta) = nodes.values().find(|m| m.leading().is_some()).cloned() else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
