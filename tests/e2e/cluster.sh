@@ -197,13 +197,13 @@ m=$(members 2)
 # One of the three etcd members dies first: the join goes through the other two.
 "$CL" kill-etcd 1 --dir "$CDIR" 2>/dev/null
 t=$(now_ns)
-"$CL" add 4 --dir "$CDIR" >/dev/null 2>&1; rc=$?
+"$CL" add 4 --dir "$CDIR" >/dev/null 2>"$WORK/add4.err"; rc=$?
 voters4=1
 for _ in $(seq 100); do
   [ "$(members 3)" = "1:voter:up 2:voter:up 3:voter:up 4:voter:up" ] && { voters4=0; break; }
   sleep 0.2
 done
-[ "$rc" = 0 ] && [ "$voters4" = 0 ]; cluster_record "node 4 joins (etcd member 1 killed) and is a voter" $? "$(ms_since "$t") ms: $(members 3)"
+[ "$rc" = 0 ] && [ "$voters4" = 0 ]; cluster_record "node 4 joins (etcd member 1 killed) and is a voter" $? "$(ms_since "$t") ms: $(members 3)$([ "$rc" = 0 ] || echo "; add: rc=$rc $(tail -3 "$WORK/add4.err" | tr '\n' ' ' | cut -c1-600)")"
 in_ns nfs-cp "$(url 4 big.bin)" "$WORK/back4.bin" >/dev/null 2>&1
 got=$(sha256sum < "$WORK/back4.bin" | cut -c1-16)
 listing 4 "" | grep '^storm-' > "$WORK/listed4"

@@ -160,6 +160,11 @@ cluster_cleanup() {
   if [ "$FAILED" != 0 ]; then
     mkdir -p "$WORK/logs"
     for d in "$CDIR"/n*/; do cp "$d/server.log" "$WORK/logs/$(basename "$d").log" 2>/dev/null; done
+    # CI keeps only what is printed: the last warnings and errors of every node.
+    for d in "$CDIR"/n*/; do
+      echo "--- $(basename "$d"): last WARN/ERROR lines of server.log"
+      grep -E ' (WARN|ERROR) ' "$d/server.log" 2>/dev/null | tail -15 | cut -c1-400
+    done
   fi
   "$CL" down --dir "$CDIR" >/dev/null 2>&1 || true
   if [ "$FAILED" = 0 ]; then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
