@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ha::members::etcd::EtcdRegistry;
 use ha::members::{
-    open_registered, ClusterAdmin, Joining, MemberError, RegisteredMembers, Registry,
+    open_registered, ClusterAdmin, Founding, Joining, MemberError, RegisteredMembers, Registry,
 };
 use ha::metalog::rpc::ClusterKey;
 use ha::metalog::RaftMeta;
@@ -216,4 +216,48 @@ async fn nodes_join_through_etcd_become_voters_and_a_removed_node_stays_out() {
         Err(MemberError::LastVoter(1))
     ));
     drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_founder_started_again_on_an_empty_directory_is_refused_instead_of_founding_a_second_log()
+{
+    let etcd = etcd().await;
+    // Node 1 founded the cluster on an earlier start (and its lease has lapsed since).
+    let earlier = EtcdRegistry::connect(std::slice::from_ref(&etcd.endpoint), "test")
+        .await
+        .unwrap();
+    assert_eq!(earlier.claim_founder(1).await.unwrap(), Founding::Found);
+    earlier.founded(1).await.unwrap();
+    assert_eq!(
+        earlier.claim_founder(1).await.unwrap(),
+        Founding::FoundedEarlier
+    );
+    assert_eq!(earlier.claim_founder(2).await.unwrap(), Founding::Join);
+
+    let empty = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = start(&etcd, empty.path(), 1, listener)
+        .await
+        .err()
+        .expect("the founder on an empty directory is refused");
+    assert!(e.contains("would begin a second log"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_founder_that_stopped_before_recording_the_founding_founds_on_its_next_start() {
+    let etcd = etcd().await;
+    // Node 1 claimed the founding and stopped before it initialized its log.
+    let earlier = EtcdRegistry::connect(std::slice::from_ref(&etcd.endpoint), "test")
+        .await
+        .unwrap();
+    assert_eq!(earlier.claim_founder(1).await.unwrap(), Founding::Found);
+
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let one = start(&etcd, dir.path(), 1, listener).await.unwrap();
+    until("node 1 leads", || one.meta.leading().is_some()).await;
+    assert_eq!(
+        earlier.claim_founder(1).await.unwrap(),
+        Founding::FoundedEarlier
+    );
 }

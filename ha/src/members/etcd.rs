@@ -2,7 +2,9 @@
 //!
 //! Keys, under `/sluice/<cluster>/`:
 //! * `nodes/<id>` = the node's inter-node address, attached to the node's lease;
-//! * `founder` = the id of the node that initialized the log;
+//! * `founder` = the id of the node that founds the log (claimed before it initializes it);
+//! * `founded` = the same id, once the log is initialized: from then on the founder refuses to
+//!   start on a data directory without the log;
 //! * `remove/<id>` = a removal asked for and not yet done;
 //! * `removed/<id>` = a tombstone: the node is out of the log and may not come back.
 //!
@@ -13,7 +15,9 @@
 //! One client per etcd member, tried in turn: the crate's own balancing over several
 //! endpoints sends a request to a dead member and fails it (found by killing one of three
 //! members in `deploy/local/cluster.sh`), so a request that finds its member unreachable is
-//! sent to the next one, and the member that answered is tried first next time.
+//! sent to the next one, and the member that answered is tried first next time. While no
+//! member answers (etcd electing a leader after its leader died answers `Unavailable` on every
+//! member for seconds) a request keeps trying for up to 20 s before it fails.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -26,12 +30,14 @@ use etcd_client::{
 };
 use tokio::sync::Mutex;
 
-use super::{Registered, Registry};
+use super::{Founding, Registered, Registry};
 
 /// How long a node stays `up` after its last renewal.
 pub const LEASE_TTL: i64 = 6;
 /// Bound on one etcd request to one member.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one registry operation keeps trying while no member answers.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A client per etcd member, and which one answered last.
 #[derive(Clone)]
@@ -58,30 +64,48 @@ fn unreachable(e: &etcd_client::Error) -> bool {
 
 impl Members {
     /// Runs `op` on the preferred member, then on each other one while members are out of
-    /// reach.
+    /// reach, pass after pass (backing off between passes) for up to [`PATIENCE`]: while
+    /// etcd elects a new leader, every member may answer `Unavailable` for a few seconds,
+    /// and that must not stop a node that is starting or renewing its lease. Every
+    /// operation given here may run twice (the first answer lost): each is idempotent or
+    /// checks what is there (see `register_once`).
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, String>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let n = self.clients.len();
-        let first = self.preferred.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut pause = Duration::from_millis(200);
         let mut errors = Vec::new();
-        for i in 0..n {
-            let at = (first + i) % n;
-            let (endpoint, client) = &self.clients[at];
-            match tokio::time::timeout(REQUEST_TIMEOUT, op(client.clone())).await {
-                Ok(Ok(v)) => {
-                    self.preferred.store(at, Ordering::Relaxed);
-                    return Ok(v);
+        loop {
+            errors.clear();
+            let first = self.preferred.load(Ordering::Relaxed);
+            for i in 0..n {
+                let at = (first + i) % n;
+                let (endpoint, client) = &self.clients[at];
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let bound = left.clamp(Duration::from_millis(100), REQUEST_TIMEOUT);
+                match tokio::time::timeout(bound, op(client.clone())).await {
+                    Ok(Ok(v)) => {
+                        self.preferred.store(at, Ordering::Relaxed);
+                        return Ok(v);
+                    }
+                    Ok(Err(e)) if !unreachable(&e) => return Err(format!("etcd: {what}: {e}")),
+                    Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
+                    Err(_) => errors.push(format!("{endpoint}: no answer in {bound:?}")),
                 }
-                Ok(Err(e)) if !unreachable(&e) => return Err(format!("etcd: {what}: {e}")),
-                Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
-                Err(_) => errors.push(format!("{endpoint}: no answer in {REQUEST_TIMEOUT:?}")),
             }
+            let now = tokio::time::Instant::now();
+            if now + pause >= deadline {
+                break;
+            }
+            tracing::debug!("etcd: {what}: no member answered; trying again in {pause:?}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
         Err(format!(
-            "etcd: {what}: no member answered ({})",
+            "etcd: {what}: no member answered in {PATIENCE:?} ({})",
             errors.join("; ")
         ))
     }
@@ -120,6 +144,10 @@ impl EtcdRegistry {
             prefix: format!("/sluice/{cluster}/"),
             registration: Arc::default(),
         })
+    }
+
+    fn founded_key(&self) -> String {
+        format!("{}founded", self.prefix)
     }
 
     fn node_key(&self, node: u64) -> String {
@@ -275,13 +303,17 @@ impl Registry for EtcdRegistry {
         Ok(())
     }
 
-    async fn claim_founder(&self, node: u64) -> Result<bool, String> {
+    async fn claim_founder(&self, node: u64) -> Result<Founding, String> {
         let key = format!("{}founder", self.prefix);
+        let founded = self.founded_key();
         let id = node.to_string();
         let txn = Txn::new()
             .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.as_str(), id.as_str(), None)])
-            .or_else([TxnOp::get(key.as_str(), None)]);
+            .or_else([
+                TxnOp::get(key.as_str(), None),
+                TxnOp::get(founded.as_str(), None),
+            ]);
         let r = self
             .members
             .run("claim the founding", |mut c| {
@@ -290,13 +322,32 @@ impl Registry for EtcdRegistry {
             })
             .await?;
         if r.succeeded() {
-            return Ok(true);
+            return Ok(Founding::Found);
         }
-        let founder = r.op_responses().into_iter().find_map(|op| match op {
+        let mut got = r.op_responses().into_iter().map(|op| match op {
             TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
             _ => None,
         });
-        Ok(founder.as_deref() == Some(id.as_bytes()))
+        let (founder, recorded) = (got.next().flatten(), got.next().flatten());
+        Ok(
+            match (founder.as_deref() == Some(id.as_bytes()), recorded) {
+                (false, _) => Founding::Join,
+                (true, None) => Founding::Found,
+                (true, Some(_)) => Founding::FoundedEarlier,
+            },
+        )
+    }
+
+    async fn founded(&self, node: u64) -> Result<(), String> {
+        let key = self.founded_key();
+        let (k, id) = (key.as_str(), node.to_string());
+        let id = id.as_str();
+        self.members
+            .run("record the founding", |mut c| async move {
+                c.put(k, id, None).await
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn alive(&self) -> Result<Vec<Registered>, String> {

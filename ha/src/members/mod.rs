@@ -37,14 +37,29 @@ pub struct Registered {
     pub addr: String,
 }
 
+/// What [`Registry::claim_founder`] tells a starting node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Founding {
+    /// This node initializes the log (unless its data directory holds it already).
+    Found,
+    /// This node initialized the log on an earlier start: its data directory must hold it.
+    /// Started on an empty directory it would begin a second log beside the cluster's.
+    FoundedEarlier,
+    /// Another node founds the log: this one waits to be added.
+    Join,
+}
+
 /// The control plane's view of the cluster (etcd in production).
 pub trait Registry: Send + Sync + 'static {
     /// Registers `node` at `addr` under a lease this registry keeps alive from now on. Fails
     /// when another address holds `node` under a live lease (two nodes given one id).
     fn register(&self, node: u64, addr: &str) -> impl Future<Output = Result<(), String>> + Send;
-    /// Claims the founding of the cluster: true for the first node that asks (and for that
-    /// node again), false for every other.
-    fn claim_founder(&self, node: u64) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Claims the founding of the cluster: the first node that asks founds it (and so does
+    /// that node when it asks again before it recorded [`Registry::founded`]); every other
+    /// node joins.
+    fn claim_founder(&self, node: u64) -> impl Future<Output = Result<Founding, String>> + Send;
+    /// Records that `node` initialized the log (after [`Founding::Found`]).
+    fn founded(&self, node: u64) -> impl Future<Output = Result<(), String>> + Send;
     /// Every node whose lease is live.
     fn alive(&self) -> impl Future<Output = Result<Vec<Registered>, String>> + Send;
     /// Records that `node` is to leave the log.
@@ -412,8 +427,8 @@ pub async fn open_registered<R: Registry>(
         ));
     }
     registry.register(node, addr).await?;
-    let founder = registry.claim_founder(node).await?;
-    let members = if founder {
+    let founding = registry.claim_founder(node).await?;
+    let members = if founding == Founding::Found {
         BTreeMap::from([(node, addr.to_string())])
     } else {
         BTreeMap::new()
@@ -426,19 +441,55 @@ pub async fn open_registered<R: Registry>(
     tracing::info!(
         node,
         addr,
-        founder,
+        ?founding,
         "cluster: registered; opening the metadata log"
     );
     let meta = RaftMeta::open_cluster_started(dir, node, tuning, cluster).await?;
+    match founding {
+        Founding::Found => registry.founded(node).await?,
+        Founding::FoundedEarlier if !meta.raft().is_initialized().await.unwrap_or(false) => {
+            let _ = meta.raft().shutdown().await;
+            return Err(format!(
+                "node {node} founded this cluster, but {} holds no metadata log: started \
+                 like this it would begin a second log beside the cluster's. Start it on its \
+                 own data directory, or on an empty one under a node id never used before",
+                dir.display()
+            ));
+        }
+        Founding::FoundedEarlier | Founding::Join => {}
+    }
     let meta = Arc::new(meta);
     let weak = Arc::downgrade(&meta);
     tokio::spawn(async move {
         reconcile(weak, registry).await;
         removed();
     });
-    meta.wait_for_leader().await?;
+    // A joining node waits for as long as the leader takes to add it (it may be adding
+    // another node, or etcd may be electing); a member coming back waits for a quorum.
+    let mut waited = Duration::ZERO;
+    loop {
+        let wait = meta.raft().wait(Some(LEADER_LOG_EVERY));
+        match wait
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+        {
+            Ok(_) => break,
+            Err(openraft::metrics::WaitError::Timeout(..)) => {}
+            Err(e) => return Err(format!("the metadata log: {e}")),
+        }
+        waited += LEADER_LOG_EVERY;
+        tracing::warn!(
+            node,
+            ?waited,
+            "cluster: no leader known yet: waiting for the leader to add this node, or for a \
+             quorum of the voters"
+        );
+    }
     Ok(meta)
 }
+
+/// How often a starting node that knows no leader says so.
+const LEADER_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -49,7 +49,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft, ServerState};
 
-use ha::members::{reconcile_once, Change, Registered, Registry};
+use ha::members::{reconcile_once, Change, Founding, Registered, Registry};
 use ha::metalog::{RaftMeta, Tuning, TypeConfig};
 
 /// etcd as the membership layer sees it: registrations, the founder, removal requests and
@@ -58,6 +58,7 @@ use ha::metalog::{RaftMeta, Tuning, TypeConfig};
 struct RegState {
     alive: BTreeMap<u64, String>,
     founder: Option<u64>,
+    founded: bool,
     removals: BTreeSet<u64>,
     removed: BTreeSet<u64>,
     down: bool,
@@ -96,9 +97,18 @@ impl Registry for SimRegistry {
         Ok(())
     }
 
-    async fn claim_founder(&self, node: u64) -> Result<bool, String> {
+    async fn claim_founder(&self, node: u64) -> Result<Founding, String> {
         let mut s = self.up()?;
-        Ok(*s.founder.get_or_insert(node) == node)
+        Ok(match (*s.founder.get_or_insert(node) == node, s.founded) {
+            (false, _) => Founding::Join,
+            (true, false) => Founding::Found,
+            (true, true) => Founding::FoundedEarlier,
+        })
+    }
+
+    async fn founded(&self, _node: u64) -> Result<(), String> {
+        self.up()?.founded = true;
+        Ok(())
     }
 
     async fn alive(&self) -> Result<Vec<Registered>, String> {
@@ -441,6 +451,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
     }
     // The founders' registry entry, as node 1 would have claimed it.
     let _ = registry.claim_founder(1).await;
+    let _ = registry.founded(1).await;
     let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
     let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
     // Nodes out of the log for good (they stopped on their tombstone).
