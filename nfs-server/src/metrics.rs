@@ -268,7 +268,8 @@ impl Metrics {
              (counts elections), leader, is_leader, last_log_index, applied_index, apply_lag, \
              entries_proposed and batches_proposed (their ratio is the group size), \
              batches_failed, commit_micros_sum (time from proposal to outcome, per entry), \
-             snapshot_index (of this node's last snapshot), snapshots_installed (sent by the \
+             snapshot_index (of this node's last snapshot), purged_index (the log is compacted up \
+             to it), snapshots_installed (sent by the \
              leader to a node that was behind), calls_shipped (to the leader) and \
              calls_answered (for other nodes)",
             store.clone(),

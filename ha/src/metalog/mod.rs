@@ -832,6 +832,7 @@ impl MetaStore for RaftMeta {
             ("batches_failed", self.counts.failed.load(Relaxed)),
             ("commit_micros_sum", self.counts.commit_micros.load(Relaxed)),
             ("snapshot_index", m.snapshot.map_or(0, |l| l.index)),
+            ("purged_index", m.purged.map_or(0, |l| l.index)),
             (
                 "snapshots_installed",
                 self.snapshots_installed.load(Relaxed),
