@@ -69,6 +69,8 @@ pub const DEFAULT_NODE: u64 = 1;
 #[derive(Default)]
 pub(crate) struct CallCx {
     applied: std::cell::Cell<bool>,
+    /// The request this call runs for ([`on_behalf_of`]).
+    request: Option<RequestId>,
 }
 
 /// Named counters kept by a [`MetaStore`].
@@ -151,6 +153,36 @@ pub enum MetaOp {
         seq: u64,
     },
     SetCounter(Counter, u64),
+    /// Records that the call `RequestId` names has run (this batch is its effect), and forgets
+    /// records more than [`REQUEST_KEEP_SECS`] older than it: a call retried on another
+    /// metadata writer is answered from the state it left instead of running twice.
+    NoteRequest(RequestId),
+}
+
+/// Names one mutating call across its retries, whichever node runs it: the node that took
+/// the call from its client (`node`), a number that node never gives twice (`seq`), and
+/// that node's clock when it first sent the call (`secs`, Unix seconds), by which records
+/// expire. `ha/PROTOCOL.md`, "At most once".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId {
+    pub secs: u64,
+    pub node: u64,
+    pub seq: u64,
+}
+
+/// How long a call's record is kept after it ran (by the clock of the node that sent it):
+/// retries come within seconds (`ha::forward::ROUTE_WAIT`); the rest is room for clock skew.
+pub const REQUEST_KEEP_SECS: u64 = 60;
+
+tokio::task_local! {
+    /// The request the engine calls of this task run for (see [`on_behalf_of`]).
+    static REQUEST: RequestId;
+}
+
+/// Runs `f` (calls on an [`Engine`]) as request `id`: every batch it commits carries a
+/// [`MetaOp::NoteRequest`] for `id`, so whoever writes next can tell that it ran.
+pub async fn on_behalf_of<F: std::future::Future>(id: RequestId, f: F) -> F::Output {
+    REQUEST.scope(id, f).await
 }
 
 /// A directory entry as the metadata store lists it.
@@ -599,9 +631,13 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     {
         // The synchronous half: the work and the batches it applied, then the call that starts
         // their commit (a blocking store flushes inside it, on this same thread).
+        let request = REQUEST.try_with(|r| *r).ok();
         let work = move |inner: &Inner<M, D>| {
             let announced = announce.then(|| Announced::new(&inner.meta));
-            let cx = CallCx::default();
+            let cx = CallCx {
+                request,
+                ..CallCx::default()
+            };
             let result = f(inner, &cx);
             let commit = cx
                 .applied
@@ -823,6 +859,9 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         if ops.is_empty() {
             return Ok(());
         }
+        if let Some(id) = cx.request {
+            ops.push(MetaOp::NoteRequest(id));
+        }
         let mut preconditions = Vec::new();
         if self.allocated {
             preconditions.push(Precondition::CounterIs(
@@ -862,7 +901,7 @@ impl<'a, M: MetaStore> Tx<'a, M> {
                 } => self.state.names.insert(*dir, name, *child),
                 MetaOp::DeleteEntry { dir, name, .. } => self.state.names.remove(*dir, name),
                 MetaOp::DeleteInode(ino) => self.state.names.forget_dir(*ino),
-                MetaOp::PutInode(..) | MetaOp::SetCounter(..) => {}
+                MetaOp::PutInode(..) | MetaOp::SetCounter(..) | MetaOp::NoteRequest(_) => {}
             }
         }
         for (ino, change) in std::mem::take(&mut self.changed) {

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::engine::{
-    check_batch, Batch, Counter, DataStore, Engine, Inode, MetaOp, MetaStore, StoredEntry,
+    check_batch, Batch, Counter, DataStore, Engine, Inode, MetaOp, MetaStore, RequestId,
+    StoredEntry, REQUEST_KEEP_SECS,
 };
 use crate::{Error, FsStat, Result};
 
@@ -38,6 +39,8 @@ const SEQS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("seqs");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// State a replicated log keeps with the metadata it applied (see [`LocalMeta::apply_logged`]).
 const LOG_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("log_state");
+/// Calls that ran (`MetaOp::NoteRequest`): (secs, node, seq), oldest first.
+const REQUESTS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("requests");
 
 /// Open data files kept around; beyond this an arbitrary one is closed.
 const OPEN_FILES_MAX: usize = 1024;
@@ -125,6 +128,7 @@ impl LocalMeta {
         tx.open_table(SEQS).map_err(db_error)?;
         tx.open_table(COUNTERS).map_err(db_error)?;
         tx.open_table(LOG_STATE).map_err(db_error)?;
+        tx.open_table(REQUESTS).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         Ok(LocalMeta {
             db,
@@ -301,6 +305,18 @@ fn apply_in(tx: &redb::WriteTransaction, batch: &Batch<'_>) -> Result<()> {
                     .insert(counter_key(*counter), *value)
                     .map_err(db_error)?;
             }
+            MetaOp::NoteRequest(id) => {
+                let mut requests = tx.open_table(REQUESTS).map_err(db_error)?;
+                requests
+                    .insert((id.secs, id.node, id.seq), ())
+                    .map_err(db_error)?;
+                let before = id.secs.saturating_sub(REQUEST_KEEP_SECS);
+                if before > 0 {
+                    requests
+                        .retain_in(..(before, 0, 0), |_, _| false)
+                        .map_err(db_error)?;
+                }
+            }
         }
     }
     Ok(())
@@ -352,6 +368,16 @@ impl LocalMeta {
             .map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         Ok(outcomes)
+    }
+
+    /// Whether a batch of the call `id` was applied (and its record not yet expired).
+    pub fn request_ran(&self, id: RequestId) -> Result<bool> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(REQUESTS).map_err(db_error)?;
+        Ok(table
+            .get((id.secs, id.node, id.seq))
+            .map_err(db_error)?
+            .is_some())
     }
 
     /// What [`LocalMeta::apply_logged`] last recorded under `key`.
@@ -410,6 +436,11 @@ impl LocalMeta {
                 seq,
             });
         }
+        let requests = tx.open_table(REQUESTS).map_err(db_error)?;
+        for item in requests.iter().map_err(db_error)? {
+            let (secs, node, seq) = item.map_err(db_error)?.0.value();
+            ops.push(MetaOp::NoteRequest(RequestId { secs, node, seq }));
+        }
         let all = crate::engine::wire::OwnedBatch {
             epoch: 0,
             preconditions: Vec::new(),
@@ -432,6 +463,7 @@ impl LocalMeta {
         tx.delete_table(NAMES).map_err(db_error)?;
         tx.delete_table(SEQS).map_err(db_error)?;
         tx.delete_table(COUNTERS).map_err(db_error)?;
+        tx.delete_table(REQUESTS).map_err(db_error)?;
         let all = crate::engine::Batch {
             epoch: u64::MAX,
             preconditions: &[],

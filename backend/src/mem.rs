@@ -129,6 +129,8 @@ impl MetaStore for MemMeta {
                 MetaOp::SetCounter(counter, value) => {
                     t.counters.insert(*counter, *value);
                 }
+                // Only a metadata log's state machine answers retries; this store is never one.
+                MetaOp::NoteRequest(_) => {}
             }
         }
         Ok(())

@@ -15,6 +15,7 @@
 //!          | 3 dir:u64 name child:u64 seq:u64   PutEntry
 //!          | 4 dir:u64 name seq:u64             DeleteEntry
 //!          | 5 counter:u8 value:u64             SetCounter
+//!          | 6 secs:u64 node:u64 seq:u64        NoteRequest
 //! ```
 
 use super::{Batch, Counter, Inode, MetaOp, Precondition};
@@ -152,6 +153,12 @@ pub fn encode(batch: &Batch<'_>) -> Vec<u8> {
                 out.push(counter_code(*c));
                 out.extend_from_slice(&value.to_le_bytes());
             }
+            MetaOp::NoteRequest(id) => {
+                out.push(6);
+                for v in [id.secs, id.node, id.seq] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
         }
     }
     out
@@ -276,6 +283,11 @@ pub fn decode(bytes: &[u8]) -> Result<OwnedBatch> {
                 seq: r.u64("seq")?,
             },
             5 => MetaOp::SetCounter(counter_from(r.u8("counter")?)?, r.u64("counter value")?),
+            6 => MetaOp::NoteRequest(super::RequestId {
+                secs: r.u64("request time")?,
+                node: r.u64("request node")?,
+                seq: r.u64("request seq")?,
+            }),
             _ => return Err(malformed("op")),
         });
     }
@@ -344,6 +356,11 @@ mod tests {
                 },
                 MetaOp::SetCounter(Counter::NextIno, 102),
                 MetaOp::SetCounter(Counter::WriterEpoch, 42),
+                MetaOp::NoteRequest(crate::engine::RequestId {
+                    secs: 1_800_000_000,
+                    node: 3,
+                    seq: u64::MAX,
+                }),
             ],
         }
     }

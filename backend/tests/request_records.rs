@@ -1,0 +1,88 @@
+//! The records of calls that ran (`MetaOp::NoteRequest`) in the redb store a metadata log
+//! applies to: found while fresh, forgotten once a record `REQUEST_KEEP_SECS` newer is applied,
+//! carried by a snapshot (export, import), and kept only if the batch that carries them is.
+
+use backend::engine::{Batch, MetaOp, Precondition, RequestId, REQUEST_KEEP_SECS};
+use backend::local::LocalMeta;
+use backend::Error;
+
+fn note(store: &LocalMeta, id: RequestId) {
+    store
+        .apply_logged(
+            Some(&Batch {
+                epoch: 0,
+                preconditions: &[],
+                ops: &[MetaOp::NoteRequest(id)],
+            }),
+            "state",
+            b"",
+        )
+        .unwrap()
+        .unwrap();
+}
+
+fn id(secs: u64, seq: u64) -> RequestId {
+    RequestId { secs, node: 2, seq }
+}
+
+#[test]
+fn a_call_is_found_until_a_record_a_minute_newer_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalMeta::open(&dir.path().join("meta.redb")).unwrap();
+    let start = 1_800_000_000;
+    note(&store, id(start, 1));
+    assert!(store.request_ran(id(start, 1)).unwrap());
+    assert!(!store.request_ran(id(start, 2)).unwrap());
+    assert!(!store
+        .request_ran(RequestId {
+            node: 3,
+            ..id(start, 1)
+        })
+        .unwrap());
+    note(&store, id(start + REQUEST_KEEP_SECS, 2));
+    assert!(
+        store.request_ran(id(start, 1)).unwrap(),
+        "exactly the window: kept"
+    );
+    note(&store, id(start + REQUEST_KEEP_SECS + 1, 3));
+    assert!(
+        !store.request_ran(id(start, 1)).unwrap(),
+        "older than the window: forgotten"
+    );
+    assert!(store.request_ran(id(start + REQUEST_KEEP_SECS, 2)).unwrap());
+}
+
+#[test]
+fn a_snapshot_carries_the_records_to_the_node_that_installs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalMeta::open(&dir.path().join("a.redb")).unwrap();
+    note(&store, id(1_800_000_000, 7));
+    let (all, _) = store.export("state").unwrap();
+    let other = LocalMeta::open(&dir.path().join("b.redb")).unwrap();
+    note(&other, id(1_800_000_000, 8));
+    other.import(&all, "state", b"").unwrap();
+    assert!(other.request_ran(id(1_800_000_000, 7)).unwrap());
+    assert!(
+        !other.request_ran(id(1_800_000_000, 8)).unwrap(),
+        "replaced by the snapshot"
+    );
+}
+
+#[test]
+fn a_refused_batch_records_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalMeta::open(&dir.path().join("meta.redb")).unwrap();
+    let refused = store
+        .apply_logged(
+            Some(&Batch {
+                epoch: 0,
+                preconditions: &[Precondition::InodeExists(42, true)],
+                ops: &[MetaOp::NoteRequest(id(1_800_000_000, 1))],
+            }),
+            "state",
+            b"",
+        )
+        .unwrap();
+    assert_eq!(refused, Err(Error::GuardMismatch));
+    assert!(!store.request_ran(id(1_800_000_000, 1)).unwrap());
+}
