@@ -1391,7 +1391,11 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         }
         let mut after = before.clone();
         perm::apply_setattr(cred, &mut after, attr, Timestamp::now())?;
-        if let Some(size) = attr.size {
+        // An empty file truncated to empty (what `open(O_TRUNC)` of a new file sends) cuts no
+        // byte: its data, wherever it is held, is not needed. Data a crash left past size 0
+        // is trimmed before the first write, as for any file (see the module docs).
+        let cuts = attr.size.filter(|&size| size != 0 || before.size != 0);
+        if let Some(size) = cuts {
             self.data_here(&before)?;
             // Durable before the record says so: a crash must not resurrect cut bytes.
             self.data.set_len(id.ino, size.min(before.size))?;
@@ -1399,7 +1403,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         }
         tx.put(id.ino, after.clone());
         tx.commit(cx)?;
-        if attr.size.is_some() {
+        if cuts.is_some() {
             if let Some(c) = state.cache.get_mut(&id.ino) {
                 c.trimmed = true;
             }
