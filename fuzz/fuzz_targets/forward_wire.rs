@@ -7,10 +7,13 @@ use ha::forward::wire;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
-    if let Ok(call) = wire::decode_call(body.clone()) {
-        let (mut again, tail) = wire::encode_call(&call);
+    if let Ok((request, call)) = wire::decode_shipped(body.clone()) {
+        let (mut again, tail) = wire::encode_shipped(&call, request);
         again.extend_from_slice(tail.as_deref().unwrap_or_default());
-        assert_eq!(wire::decode_call(Bytes::from(again)).ok(), Some(call));
+        assert_eq!(
+            wire::decode_shipped(Bytes::from(again)).ok(),
+            Some((request, call))
+        );
     }
     if let Ok((verifier, answer)) = wire::decode_answer(body) {
         let (mut again, tail) = wire::encode_answer(verifier, &answer);

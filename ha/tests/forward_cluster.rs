@@ -11,10 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend::engine::Engine;
+use backend::engine::{Engine, RequestId};
 use backend::local::LocalData;
 use backend::{CreateMode, Cred, Error, FileId, NodeKind, SetAttr, Stability, Store};
 use bytes::Bytes;
+use ha::forward::wire::{Answer, Call};
 use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
 use ha::metalog::rpc::ClusterKey;
 use ha::metalog::{Cluster, RaftMeta, Tuning};
@@ -81,6 +82,45 @@ async fn create(store: &Node, dir: FileId, name: &str) -> backend::Result<FileId
         )
         .await?;
     Ok(attr.id)
+}
+
+/// Makes a follower that has caught up with the log the leader instead of `old`, which stays
+/// up as a follower; returns its index.
+///
+/// A lagging follower is refused every vote. Left to itself the election is a race:
+/// followers refuse votes while the old leader's heartbeats renew its lease, and the old
+/// leader or the third node may win the next one. So the old leader stops sending heartbeats
+/// and neither it nor the third node stands for election until the successor leads.
+async fn hand_over(nodes: &[(Arc<RaftMeta>, Node)], old: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = |i: usize| nodes[i].0.raft().metrics().borrow().last_log_index;
+    let new = loop {
+        let caught_up = [(old + 1) % 3, (old + 2) % 3]
+            .into_iter()
+            .find(|&i| last(i) >= last(old));
+        if let Some(n) = caught_up {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no follower caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let other = 3 - old - new;
+    nodes[old].0.raft().runtime_config().heartbeat(false);
+    nodes[old].0.raft().runtime_config().elect(false);
+    nodes[other].0.raft().runtime_config().elect(false);
+    let mut tried = Instant::now() - Duration::from_secs(2);
+    while nodes[new].0.leading().is_none() || nodes[old].0.leading().is_some() {
+        assert!(Instant::now() < deadline, "node {new} did not take over");
+        if tried.elapsed() >= Duration::from_secs(1) {
+            nodes[new].0.raft().trigger().elect().await.unwrap();
+            tried = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[old].0.raft().runtime_config().heartbeat(true);
+    nodes[old].0.raft().runtime_config().elect(true);
+    nodes[other].0.raft().runtime_config().elect(true);
+    new
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,39 +289,8 @@ async fn a_new_leader_reads_and_writes_the_data_an_earlier_leader_holds() {
         .unwrap();
 
     // Another node takes over; the old leader stays up as a follower and keeps the bytes.
-    // The successor is a follower that has caught up with the leader's log (a lagging one is
-    // refused every vote). Left to itself the election is a race: followers refuse votes
-    // while the old leader's heartbeats renew its lease, and the old leader or the third node
-    // may win the next one. So the old leader stops sending heartbeats and neither it nor
-    // the third node stands for election until the successor leads.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let last = |i: usize| nodes[i].0.raft().metrics().borrow().last_log_index;
-    let new = loop {
-        let caught_up = [(old + 1) % 3, (old + 2) % 3]
-            .into_iter()
-            .find(|&i| last(i) >= last(old));
-        if let Some(n) = caught_up {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "no follower caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let new = hand_over(&nodes, old).await;
     let other = 3 - old - new;
-    nodes[old].0.raft().runtime_config().heartbeat(false);
-    nodes[old].0.raft().runtime_config().elect(false);
-    nodes[other].0.raft().runtime_config().elect(false);
-    let mut tried = Instant::now() - Duration::from_secs(2);
-    while nodes[new].0.leading().is_none() || nodes[old].0.leading().is_some() {
-        assert!(Instant::now() < deadline, "node {new} did not take over");
-        if tried.elapsed() >= Duration::from_secs(1) {
-            nodes[new].0.raft().trigger().elect().await.unwrap();
-            tried = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    nodes[old].0.raft().runtime_config().heartbeat(true);
-    nodes[old].0.raft().runtime_config().elect(true);
-    nodes[other].0.raft().runtime_config().elect(true);
     let third = &nodes[other].1;
 
     // Read through the third node: shipped to the new leader, whose engine reads the bytes
@@ -308,4 +317,108 @@ async fn a_new_leader_reads_and_writes_the_data_an_earlier_leader_holds() {
     assert_eq!(&r.data[..], b"\x5a\x5atail");
     let placement = third.residency(id).await.unwrap().placement.unwrap();
     assert_eq!(placement.nodes, vec![nodes[old].0.node()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_left_even_by_a_new_leader(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let root = nodes[0].1.root();
+    let old = leader(&nodes).expect("a leader");
+    // The calls a follower would ship, sent by hand so that a "lost answer" can be retried.
+    let peers = Peers::new(Arc::clone(&nodes[(old + 1) % 3].0));
+    let addr = |i: usize| peers.addr_of(nodes[i].0.node()).unwrap();
+    let make = |name: &str| Call::Create {
+        cred: Cred::root(),
+        dir: root,
+        name: name.as_bytes().to_vec(),
+        kind: NodeKind::Regular,
+        attr: SetAttr::default(),
+        mode: CreateMode::Guarded,
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let request = |seq| Some(RequestId { secs, node: 9, seq });
+    let made = |answer: Answer| match answer {
+        Answer::Made(attr, _) => attr.id,
+        other => panic!("not made: {other:?}"),
+    };
+
+    // The first try runs; its retry at the same leader is answered, not run again.
+    let first = made(
+        peers
+            .call_as(&addr(old), &make("once"), request(1))
+            .await
+            .unwrap()
+            .1,
+    );
+    let again = made(
+        peers
+            .call_as(&addr(old), &make("once"), request(1))
+            .await
+            .unwrap()
+            .1,
+    );
+    assert_eq!(again, first);
+    // Another request for the same name is another create: it fails.
+    let (_, second) = peers
+        .call_as(&addr(old), &make("once"), request(2))
+        .await
+        .unwrap();
+    assert_eq!(second, Answer::Failed(Error::Exists));
+    // A remove, retried, is answered too (not NotFound).
+    made(
+        peers
+            .call_as(&addr(old), &make("gone"), request(3))
+            .await
+            .unwrap()
+            .1,
+    );
+    let remove = Call::Remove {
+        cred: Cred::root(),
+        dir: root,
+        name: b"gone".to_vec(),
+    };
+    for _ in 0..2 {
+        let (_, removed) = peers
+            .call_as(&addr(old), &remove, request(4))
+            .await
+            .unwrap();
+        assert!(matches!(removed, Answer::Wcc(_)), "{removed:?}");
+    }
+
+    // The leader changes: the new one finds the request in the log.
+    let new = hand_over(&nodes, old).await;
+    let after = made(
+        peers
+            .call_as(&addr(new), &make("once"), request(1))
+            .await
+            .unwrap()
+            .1,
+    );
+    assert_eq!(after, first);
+    let (_, removed) = peers
+        .call_as(&addr(new), &remove, request(4))
+        .await
+        .unwrap();
+    assert!(matches!(removed, Answer::Wcc(_)), "{removed:?}");
+    let replayed = |i: usize| {
+        nodes[i]
+            .1
+            .stats()
+            .into_iter()
+            .find(|(k, _)| *k == "calls_replayed")
+            .map(|(_, v)| v)
+    };
+    assert_eq!(replayed(old), Some(2));
+    assert_eq!(replayed(new), Some(2));
+    // A request number never used runs as a call of its own.
+    let (_, fresh) = peers
+        .call_as(&addr(new), &remove, request(5))
+        .await
+        .unwrap();
+    assert_eq!(fresh, Answer::Failed(Error::NotFound));
 }

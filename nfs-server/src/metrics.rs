@@ -270,8 +270,9 @@ impl Metrics {
              batches_failed, commit_micros_sum (time from proposal to outcome, per entry), \
              snapshot_index (of this node's last snapshot), purged_index (the log is compacted up \
              to it), snapshots_installed (sent by the \
-             leader to a node that was behind), calls_shipped (to the leader) and \
-             calls_answered (for other nodes)",
+             leader to a node that was behind), calls_shipped (to the leader), \
+             calls_answered (for other nodes) and calls_replayed (retried calls that had run \
+             under an earlier leader, answered from the state they left)",
             store.clone(),
         );
 

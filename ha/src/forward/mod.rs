@@ -20,9 +20,13 @@
 //! * **When no leader is known** (an election, a partitioned minority) a call waits up to
 //!   [`ROUTE_WAIT`] and then answers `Unavailable` (NFS3ERR_JUKEBOX / NFS4ERR_DELAY): clients
 //!   stall and retry, never see a split brain. A shipped call that got no answer is retried on
-//!   the next leader; if the dying leader had run it, a non-idempotent call comes back as if
-//!   run twice (an exclusive create: EEXIST) until the duplicate-request cache travels in the
-//!   log (issue 19).
+//!   the next leader.
+//! * **At most once.** A mutating call (setattr, create, remove, rmdir, rename, link) runs as a
+//!   request with an id that is the same on every try; each batch it commits records the id in
+//!   the state machine (`MetaOp::NoteRequest`). A retry that finds the id recorded (the dying
+//!   leader ran it and could not answer) is answered from the state the call left instead of
+//!   running again, so the client never sees EEXIST or ENOENT for its own create or remove.
+//!   Records expire 60 s after the call (by the sending node's clock).
 //! * **The write verifier** a follower reports is the leader's, carried in every answer, so it
 //!   changes whenever the leader (and with it the engine holding UNSTABLE state) changes.
 //! * **File data** lives where the writing engine placed it: on the leader of the term in which
@@ -39,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use backend::engine::{DataStore, Engine, MetaStore};
+use backend::engine::{DataStore, Engine, MetaStore, RequestId};
 use backend::{
     AccessMask, Attr, CreateMode, Cred, DirPage, Error, FileId, FsStat, NodeKind, ReadResult,
     Residency, Result, SetAttr, Stability, Store, Timestamp, Wcc, WriteResult,
@@ -116,6 +120,14 @@ pub struct ClusterStore<E> {
     /// Calls this node shipped to a leader, and calls it answered for other nodes.
     shipped: AtomicU64,
     answered: AtomicU64,
+    /// The next request number this node gives a mutating call (starts at the boot time in
+    /// nanoseconds, so a restarted node never gives a number twice).
+    next_request: AtomicU64,
+    /// Requests the local engine is running now: a retry that overtakes its first try
+    /// waits for it instead of running the call a second time.
+    running: Mutex<std::collections::HashSet<RequestId>>,
+    /// Retried calls answered from the state their first run left.
+    replayed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,6 +160,9 @@ impl<E: Writer> ClusterStore<E> {
             root: std::sync::OnceLock::new(),
             shipped: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            next_request: AtomicU64::new(unix_nanos()),
+            running: Mutex::default(),
+            replayed: AtomicU64::new(0),
         });
         let handler: Arc<dyn Calls> = Arc::clone(&store) as Arc<dyn Calls>;
         meta.serve_calls(Arc::downgrade(&handler));
@@ -193,11 +208,13 @@ impl<E: Writer> ClusterStore<E> {
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
         match self.route(false, deadline).await? {
             Route::Local(e) => Ok(e.root()),
-            Route::Remote(addr) => match self.ship(&addr, &Call::Getattr(ROOT_PROBE)).await? {
-                Answer::Attr(attr) => Ok(attr.id),
-                Answer::Failed(e) => Err(e),
-                other => Err(mismatch(&other)),
-            },
+            Route::Remote(addr) => {
+                match self.ship(&addr, &Call::Getattr(ROOT_PROBE), None).await? {
+                    Answer::Attr(attr) => Ok(attr.id),
+                    Answer::Failed(e) => Err(e),
+                    other => Err(mismatch(&other)),
+                }
+            }
         }
     }
 
@@ -281,10 +298,11 @@ impl<E: Writer> ClusterStore<E> {
         }
     }
 
-    /// Ships `call` to the leader at `addr`, keeping the verifier it reports.
-    async fn ship(&self, addr: &str, call: &Call) -> Result<Answer> {
+    /// Ships `call` (run as `request`) to the leader at `addr`, keeping the verifier it
+    /// reports.
+    async fn ship(&self, addr: &str, call: &Call, request: Option<RequestId>) -> Result<Answer> {
         self.shipped.fetch_add(1, Ordering::Relaxed);
-        let (verifier, answer) = self.peers.call(addr, call).await?;
+        let (verifier, answer) = self.peers.call_as(addr, call, request).await?;
         self.verifier
             .store(u64::from_be_bytes(verifier), Ordering::Relaxed);
         Ok(answer)
@@ -292,25 +310,137 @@ impl<E: Writer> ClusterStore<E> {
 
     /// Runs `call` where the metadata is written: here when this node leads, else at the
     /// leader, re-routed while no leader answers, up to [`ROUTE_WAIT`].
+    ///
+    /// A mutating call runs as a request ([`RequestId`]) on every try: if a leader ran it and
+    /// could not answer (it died, or lost its leadership while committing), the next leader
+    /// finds it recorded in the log and answers from the state it left, instead of running
+    /// it twice (a second create would fail with EEXIST, a second remove with ENOENT).
     async fn dispatch(&self, call: Call) -> Result<Answer> {
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+        let request = call.once().then(|| self.request_id());
         loop {
             match self.route(call.reads(), deadline).await? {
-                Route::Local(engine) => return Ok(execute(engine, call).await),
-                Route::Remote(addr) => match self.ship(&addr, &call).await {
+                Route::Local(engine) => {
+                    let answer = self.run(engine, call.clone(), request).await;
+                    match answer {
+                        // Its batch may still be committed by the next leader: ask that one.
+                        Answer::Failed(Error::Unavailable)
+                            if request.is_some() && tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        answer => return Ok(answer),
+                    }
+                }
+                Route::Remote(addr) => match self.ship(&addr, &call, request).await {
                     // A leader that just lost its leadership refuses: ask the next one.
                     Ok(Answer::Failed(Error::Unavailable))
                         if tokio::time::Instant::now() < deadline =>
                     {
+                        tracing::debug!(?request, addr, "the leader refused a call; trying again");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Ok(answer) => return Ok(answer),
                     Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => {
+                        tracing::debug!(?request, addr, error = %e, "a shipped call got no answer; trying again");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 },
             }
         }
     }
+}
+
+impl<E: Writer> ClusterStore<E> {
+    /// A request id no call of any node had or will have.
+    fn request_id(&self) -> RequestId {
+        RequestId {
+            secs: unix_nanos() / 1_000_000_000,
+            node: self.node,
+            seq: self.next_request.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `call` on the local engine, as `request` when it has one: a request the log
+    /// already records (run by an earlier leader) is answered from the state it left; one
+    /// this engine is running is waited for first.
+    async fn run(&self, engine: &E, call: Call, request: Option<RequestId>) -> Answer {
+        let Some(id) = request else {
+            return execute(engine, call).await;
+        };
+        let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+        loop {
+            if lock(&self.running).insert(id) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Answer::Failed(Error::Unavailable);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        struct Running<'a>(&'a Mutex<std::collections::HashSet<RequestId>>, RequestId);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                lock(self.0).remove(&self.1);
+            }
+        }
+        let _running = Running(&self.running, id);
+        let ran = self.meta.request_ran(id);
+        tracing::debug!(?id, ?ran, "a call that runs as a request");
+        match ran {
+            Ok(true) => {
+                self.replayed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?id, "a retried call ran before: answered from its state");
+                replay(engine, call).await
+            }
+            Ok(false) => backend::engine::on_behalf_of(id, execute(engine, call)).await,
+            Err(e) => Answer::Failed(e),
+        }
+    }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The answer to a mutating call that ran already (under an earlier leader, whose answer was
+/// lost): what it left, read now. Its "before" attributes are the present ones, so a client
+/// that cached the object's attributes from before the call drops them.
+async fn replay<S: Store>(store: &S, call: Call) -> Answer {
+    let wcc = |r: Result<Attr>| {
+        r.map(|after| Wcc {
+            before: (&after).into(),
+            after,
+        })
+    };
+    let answer = async {
+        Ok(match call {
+            Call::Setattr { id, .. } => Answer::Wcc(wcc(store.getattr(id).await)?),
+            Call::Create {
+                cred, dir, name, ..
+            }
+            | Call::Link {
+                cred, dir, name, ..
+            } => {
+                let made = store.lookup(&cred, dir, &name).await?;
+                Answer::Made(made, wcc(store.getattr(dir).await)?)
+            }
+            Call::Remove { dir, .. } | Call::Rmdir { dir, .. } => {
+                Answer::Wcc(wcc(store.getattr(dir).await)?)
+            }
+            Call::Rename {
+                from_dir, to_dir, ..
+            } => Answer::Renamed(
+                wcc(store.getattr(from_dir).await)?,
+                wcc(store.getattr(to_dir).await)?,
+            ),
+            other => execute(store, other).await,
+        })
+    };
+    answer.await.unwrap_or_else(Answer::Failed)
 }
 
 /// Connections to the other nodes, for shipped calls and data calls: a pool of idle
@@ -343,13 +473,23 @@ impl Peers {
     /// up on is reset, not closed: nothing of it still queued on this side reaches the node
     /// later (after a partition heals, say) and runs there after the client was told to retry.
     pub async fn call(&self, addr: &str, call: &Call) -> Result<([u8; 8], Answer)> {
+        self.call_as(addr, call, None).await
+    }
+
+    /// [`Peers::call`] of a call that runs as `request` at the other end.
+    pub async fn call_as(
+        &self,
+        addr: &str,
+        call: &Call,
+        request: Option<RequestId>,
+    ) -> Result<([u8; 8], Answer)> {
         let timeout = if call.is_data() {
             DATA_CALL_TIMEOUT
         } else {
             SHIP_TIMEOUT
         };
         let key = self.meta.key().ok_or(Error::Unavailable)?;
-        let (body, data) = wire::encode_call(call);
+        let (body, data) = wire::encode_shipped(call, request);
         let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -579,13 +719,13 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
 impl<E: Writer> Calls for ClusterStore<E> {
     fn call(self: Arc<Self>, body: Bytes) -> CallFuture {
         Box::pin(async move {
-            let answer = match wire::decode_call(body) {
+            let answer = match wire::decode_shipped(body) {
                 Err(e) => Answer::Failed(Error::Io(format!("a shipped call did not decode: {e}"))),
-                Ok(call) if call.is_data() => match &self.held {
+                Ok((_, call)) if call.is_data() => match &self.held {
                     Some(held) => serve_data(Arc::clone(held), call).await,
                     None => Answer::Failed(Error::Unavailable),
                 },
-                Ok(call) => self.answer_shipped(call).await,
+                Ok((request, call)) => self.answer_shipped(call, request).await,
             };
             wire::encode_answer(self.write_verifier(), &answer)
         })
@@ -596,10 +736,10 @@ impl<E: Writer> ClusterStore<E> {
     /// A call another node shipped here: answered by the engine while this node leads, else
     /// refused with `Unavailable`, and the caller asks the next leader. Never shipped on:
     /// two nodes that each believe the other leads must not bounce a call between them.
-    async fn answer_shipped(&self, call: Call) -> Answer {
+    async fn answer_shipped(&self, call: Call, request: Option<RequestId>) -> Answer {
         self.answered.fetch_add(1, Ordering::Relaxed);
         match self.here(call.reads()).await {
-            Some(engine) => execute(engine, call).await,
+            Some(engine) => self.run(engine, call, request).await,
             None => Answer::Failed(Error::Unavailable),
         }
     }
@@ -935,6 +1075,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         let mut stats = self.meta.stats();
         stats.push(("calls_shipped", self.shipped.load(Ordering::Relaxed)));
         stats.push(("calls_answered", self.answered.load(Ordering::Relaxed)));
+        stats.push(("calls_replayed", self.replayed.load(Ordering::Relaxed)));
         stats
     }
 }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use backend::engine::Layout;
+use backend::engine::{Layout, RequestId};
 use backend::{
     AccessMask, Attr, CreateMode, Cred, DirEntry, DirPage, Error, FileId, FileType, FsStat,
     NodeKind, PreAttr, ReadResult, Residency, SetAttr, SetTime, Stability, Timestamp, Wcc,
@@ -139,6 +139,21 @@ impl Call {
                 | Call::Readdir { .. }
                 | Call::Fsstat(_)
                 | Call::Residency(_)
+        )
+    }
+
+    /// Whether running the call twice could answer differently than running it once: it
+    /// runs as a request, at most once across leaders (`super::ClusterStore::dispatch`).
+    /// WRITE and COMMIT may run again (the same bytes, the same flush).
+    pub fn once(&self) -> bool {
+        matches!(
+            self,
+            Call::Setattr { .. }
+                | Call::Create { .. }
+                | Call::Remove { .. }
+                | Call::Rmdir { .. }
+                | Call::Rename { .. }
+                | Call::Link { .. }
         )
     }
 
@@ -358,9 +373,32 @@ impl Out {
     }
 }
 
+/// Leads a shipped call that names its request: `0 secs:u64 node:u64 seq:u64` (no call
+/// starts with 0).
+const REQUEST_TAG: u8 = 0;
+
+/// Encodes a call that runs as `request` (a mutating call; see
+/// `backend::engine::on_behalf_of`), or as none.
+pub fn encode_shipped(call: &Call, request: Option<RequestId>) -> (Vec<u8>, Option<Bytes>) {
+    let mut o = Out(Vec::with_capacity(64 + 25));
+    if let Some(r) = request {
+        o.u8(REQUEST_TAG);
+        o.u64(r.secs);
+        o.u64(r.node);
+        o.u64(r.seq);
+    }
+    let data = encode_call_into(&mut o, call);
+    (o.0, data)
+}
+
 /// Encodes a call: the body, and the file data that follows it raw (a WRITE's payload).
 pub fn encode_call(call: &Call) -> (Vec<u8>, Option<Bytes>) {
     let mut o = Out(Vec::with_capacity(64));
+    let data = encode_call_into(&mut o, call);
+    (o.0, data)
+}
+
+fn encode_call_into(o: &mut Out, call: &Call) -> Option<Bytes> {
     let mut data = None;
     match call {
         Call::Getattr(id) => {
@@ -546,7 +584,7 @@ pub fn encode_call(call: &Call) -> (Vec<u8>, Option<Bytes>) {
             o.u64(*size);
         }
     }
-    (o.0, data)
+    data
 }
 
 /// Encodes an answer with the leader's write verifier: the body, and the file data that
@@ -898,6 +936,26 @@ impl In {
 /// Decodes a call from a frame body (its data, if any, is a slice of `body`).
 pub fn decode_call(body: Bytes) -> Decoded<Call> {
     let mut i = In { buf: body, pos: 0 };
+    decode_call_in(&mut i)
+}
+
+/// Decodes a call that may name its request ([`encode_shipped`]).
+pub fn decode_shipped(body: Bytes) -> Decoded<(Option<RequestId>, Call)> {
+    let mut i = In { buf: body, pos: 0 };
+    let request = if i.buf.first() == Some(&REQUEST_TAG) {
+        i.u8()?;
+        Some(RequestId {
+            secs: i.u64()?,
+            node: i.u64()?,
+            seq: i.u64()?,
+        })
+    } else {
+        None
+    };
+    Ok((request, decode_call_in(&mut i)?))
+}
+
+fn decode_call_in(i: &mut In) -> Decoded<Call> {
     let call = match i.u8()? {
         1 => Call::Getattr(i.id()?),
         2 => Call::Setattr {
@@ -1179,7 +1237,23 @@ mod tests {
     fn round_trip_call(call: Call) {
         let (mut body, data) = encode_call(&call);
         body.extend_from_slice(data.as_deref().unwrap_or_default());
-        assert_eq!(decode_call(Bytes::from(body)), Ok(call));
+        assert_eq!(decode_call(Bytes::from(body.clone())), Ok(call.clone()));
+        assert_eq!(decode_shipped(Bytes::from(body)), Ok((None, call.clone())));
+        // And as a request: the same call behind its id.
+        let request = RequestId {
+            secs: 1_800_000_000,
+            node: 2,
+            seq: u64::MAX,
+        };
+        let (mut body, data) = encode_shipped(&call, Some(request));
+        body.extend_from_slice(data.as_deref().unwrap_or_default());
+        assert_eq!(
+            decode_shipped(Bytes::from(body.clone())),
+            Ok((Some(request), call))
+        );
+        // A plain call decoder refuses it; a truncated id is refused.
+        assert!(decode_call(Bytes::from(body.clone())).is_err());
+        assert!(decode_shipped(Bytes::copy_from_slice(&body[..20])).is_err());
     }
 
     fn round_trip_answer(answer: Answer) {

@@ -356,6 +356,12 @@ impl RaftMeta {
             .map_err(|e| format!("the metadata log found no leader: {e}"))
     }
 
+    /// Whether this node's state machine has applied a batch of the call `id` (a call that
+    /// another leader ran; see `backend::engine::on_behalf_of`).
+    pub fn request_ran(&self, id: backend::engine::RequestId) -> Result<bool> {
+        self.sm.request_ran(id)
+    }
+
     /// Waits until this node has applied every entry of its log.
     pub async fn caught_up(&self) -> std::result::Result<(), String> {
         let last = self.raft.metrics().borrow().last_log_index;

@@ -65,6 +65,9 @@ impl Pending {
                 MetaOp::SetCounter(c, v) => {
                     self.counters.insert(*c, (n, *v));
                 }
+                // Read from the state machine only: a retry is asked about once the call's
+                // leader is gone and its successor has applied what was committed.
+                MetaOp::NoteRequest(_) => {}
             }
         }
         n
