@@ -464,12 +464,31 @@ impl LocalMeta {
         tx.delete_table(SEQS).map_err(db_error)?;
         tx.delete_table(COUNTERS).map_err(db_error)?;
         tx.delete_table(REQUESTS).map_err(db_error)?;
+        // Made again even when the snapshot has no record: readers never meet a missing table.
+        tx.open_table(REQUESTS).map_err(db_error)?;
+        // The request records go in as they are: applying them one by one would prune
+        // against each in turn, and the importer could then hold fewer than the exporter.
+        let (records, ops): (Vec<MetaOp>, Vec<MetaOp>) = snapshot
+            .ops
+            .iter()
+            .cloned()
+            .partition(|op| matches!(op, MetaOp::NoteRequest(_)));
         let all = crate::engine::Batch {
             epoch: u64::MAX,
             preconditions: &[],
-            ops: &snapshot.ops,
+            ops: &ops,
         };
         apply_in(&tx, &all)?;
+        {
+            let mut requests = tx.open_table(REQUESTS).map_err(db_error)?;
+            for op in records {
+                if let MetaOp::NoteRequest(id) = op {
+                    requests
+                        .insert((id.secs, id.node, id.seq), ())
+                        .map_err(db_error)?;
+                }
+            }
+        }
         // The epoch above only passes the check; the snapshot's own counter is the truth.
         let epoch = snapshot.ops.iter().find_map(|op| match op {
             MetaOp::SetCounter(Counter::WriterEpoch, v) => Some(*v),

@@ -86,3 +86,34 @@ fn a_refused_batch_records_no_call() {
     assert_eq!(refused, Err(Error::GuardMismatch));
     assert!(!store.request_ran(id(1_800_000_000, 1)).unwrap());
 }
+
+#[test]
+fn a_snapshot_without_records_leaves_a_store_that_still_answers_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = LocalMeta::open(&dir.path().join("a.redb")).unwrap();
+    let (all, _) = empty.export("state").unwrap();
+    let other = LocalMeta::open(&dir.path().join("b.redb")).unwrap();
+    note(&other, id(1_800_000_000, 8));
+    other.import(&all, "state", b"").unwrap();
+    assert!(!other.request_ran(id(1_800_000_000, 8)).unwrap());
+    other.export("state").unwrap();
+}
+
+#[test]
+fn a_snapshot_carries_every_record_the_exporter_holds_whatever_their_times() {
+    // Records applied out of time order (a node whose clock was behind): the exporter keeps
+    // both, and so must the importer.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalMeta::open(&dir.path().join("a.redb")).unwrap();
+    let late = id(1_800_000_000 + 2 * REQUEST_KEEP_SECS, 1);
+    let early = id(1_800_000_000, 2);
+    note(&store, late);
+    note(&store, early);
+    assert!(store.request_ran(early).unwrap());
+    let (all, _) = store.export("state").unwrap();
+    let other = LocalMeta::open(&dir.path().join("b.redb")).unwrap();
+    other.import(&all, "state", b"").unwrap();
+    assert!(other.request_ran(late).unwrap());
+    assert!(other.request_ran(early).unwrap());
+    assert_eq!(other.export("state").unwrap().0, all);
+}

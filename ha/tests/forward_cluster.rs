@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend::engine::{Engine, RequestId};
+use backend::engine::{Engine, MetaOp, RequestId};
 use backend::local::LocalData;
 use backend::{CreateMode, Cred, Error, FileId, NodeKind, SetAttr, Stability, Store};
 use bytes::Bytes;
@@ -319,6 +319,24 @@ async fn a_new_leader_reads_and_writes_the_data_an_earlier_leader_holds() {
     assert_eq!(placement.nodes, vec![nodes[old].0.node()]);
 }
 
+/// Ships `call` as `request` to `addr` the way a node does: again while the leader there is
+/// not serving yet (it answers `Unavailable`).
+async fn ship(
+    peers: &Peers,
+    addr: &str,
+    call: &Call,
+    request: Option<RequestId>,
+) -> ([u8; 8], Answer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = peers.call_as(addr, call, request).await.unwrap();
+        if answer.1 != Answer::Failed(Error::Unavailable) || Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_left_even_by_a_new_leader(
 ) {
@@ -348,62 +366,29 @@ async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_
     };
 
     // The first try runs; its retry at the same leader is answered, not run again.
-    let first = made(
-        peers
-            .call_as(&addr(old), &make("once"), request(1))
-            .await
-            .unwrap()
-            .1,
-    );
-    let again = made(
-        peers
-            .call_as(&addr(old), &make("once"), request(1))
-            .await
-            .unwrap()
-            .1,
-    );
+    let first = made(ship(&peers, &addr(old), &make("once"), request(1)).await.1);
+    let again = made(ship(&peers, &addr(old), &make("once"), request(1)).await.1);
     assert_eq!(again, first);
     // Another request for the same name is another create: it fails.
-    let (_, second) = peers
-        .call_as(&addr(old), &make("once"), request(2))
-        .await
-        .unwrap();
+    let (_, second) = ship(&peers, &addr(old), &make("once"), request(2)).await;
     assert_eq!(second, Answer::Failed(Error::Exists));
     // A remove, retried, is answered too (not NotFound).
-    made(
-        peers
-            .call_as(&addr(old), &make("gone"), request(3))
-            .await
-            .unwrap()
-            .1,
-    );
+    made(ship(&peers, &addr(old), &make("gone"), request(3)).await.1);
     let remove = Call::Remove {
         cred: Cred::root(),
         dir: root,
         name: b"gone".to_vec(),
     };
     for _ in 0..2 {
-        let (_, removed) = peers
-            .call_as(&addr(old), &remove, request(4))
-            .await
-            .unwrap();
+        let (_, removed) = ship(&peers, &addr(old), &remove, request(4)).await;
         assert!(matches!(removed, Answer::Wcc(_)), "{removed:?}");
     }
 
     // The leader changes: the new one finds the request in the log.
     let new = hand_over(&nodes, old).await;
-    let after = made(
-        peers
-            .call_as(&addr(new), &make("once"), request(1))
-            .await
-            .unwrap()
-            .1,
-    );
+    let after = made(ship(&peers, &addr(new), &make("once"), request(1)).await.1);
     assert_eq!(after, first);
-    let (_, removed) = peers
-        .call_as(&addr(new), &remove, request(4))
-        .await
-        .unwrap();
+    let (_, removed) = ship(&peers, &addr(new), &remove, request(4)).await;
     assert!(matches!(removed, Answer::Wcc(_)), "{removed:?}");
     let replayed = |i: usize| {
         nodes[i]
@@ -416,9 +401,20 @@ async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_
     assert_eq!(replayed(old), Some(2));
     assert_eq!(replayed(new), Some(2));
     // A request number never used runs as a call of its own.
-    let (_, fresh) = peers
-        .call_as(&addr(new), &remove, request(5))
+    let (_, fresh) = ship(&peers, &addr(new), &remove, request(5)).await;
+    assert_eq!(fresh, Answer::Failed(Error::NotFound));
+
+    // A create the leader takes from its own client runs as a request too (its leadership
+    // may end while it commits): its record is in the log.
+    let leader_node = nodes[new].0.node();
+    create(&nodes[new].1, root, "through-the-leader")
         .await
         .unwrap();
-    assert_eq!(fresh, Answer::Failed(Error::NotFound));
+    let (all, _) = nodes[new].0.state_machine().export("").unwrap();
+    assert!(
+        all.ops
+            .iter()
+            .any(|op| matches!(op, MetaOp::NoteRequest(r) if r.node == leader_node)),
+        "no request record of node {leader_node}"
+    );
 }

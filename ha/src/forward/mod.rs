@@ -192,6 +192,13 @@ impl<E: Writer> ClusterStore<E> {
             .flatten()
     }
 
+    /// The engine, while this node leads a cluster of one: a mutating call may run on it
+    /// directly. In a larger cluster it runs as a request ([`ClusterStore::dispatch`]), so
+    /// that a leadership lost while it commits cannot make its retry run it twice.
+    fn alone(&self) -> Option<&E> {
+        self.local().filter(|_| self.meta.voters() <= 1)
+    }
+
     /// The engine, while this node leads and has made it current, and for a read only once a
     /// read barrier confirmed the leadership; `None`: the call goes to the leader.
     async fn here(&self, reads: bool) -> Option<&E> {
@@ -318,35 +325,48 @@ impl<E: Writer> ClusterStore<E> {
     async fn dispatch(&self, call: Call) -> Result<Answer> {
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
         let request = call.once().then(|| self.request_id());
+        // Until a try may have run somewhere, the log cannot hold the request.
+        let mut tried = false;
         loop {
             match self.route(call.reads(), deadline).await? {
                 Route::Local(engine) => {
-                    let answer = self.run(engine, call.clone(), request).await;
+                    let answer = self.run(engine, call.clone(), request, tried).await;
+                    tried = true;
                     match answer {
-                        // Its batch may still be committed by the next leader: ask that one.
+                        // This node lost its leadership while the batch committed: the next
+                        // leader may still commit it. Ask that one, under the same request.
                         Answer::Failed(Error::Unavailable)
-                            if request.is_some() && tokio::time::Instant::now() < deadline =>
+                            if request.is_some()
+                                && self.local().is_none()
+                                && tokio::time::Instant::now() < deadline =>
                         {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         answer => return Ok(answer),
                     }
                 }
-                Route::Remote(addr) => match self.ship(&addr, &call, request).await {
-                    // A leader that just lost its leadership refuses: ask the next one.
-                    Ok(Answer::Failed(Error::Unavailable))
-                        if tokio::time::Instant::now() < deadline =>
-                    {
-                        tracing::debug!(?request, addr, "the leader refused a call; trying again");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                Route::Remote(addr) => {
+                    tried = true;
+                    match self.ship(&addr, &call, request).await {
+                        // A leader that just lost its leadership refuses: ask the next one.
+                        Ok(Answer::Failed(Error::Unavailable))
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            tracing::debug!(
+                                ?request,
+                                addr,
+                                "the leader refused a call; trying again"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Ok(answer) => return Ok(answer),
+                        Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                        Err(e) => {
+                            tracing::debug!(?request, addr, error = %e, "a shipped call got no answer; trying again");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                     }
-                    Ok(answer) => return Ok(answer),
-                    Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                    Err(e) => {
-                        tracing::debug!(?request, addr, error = %e, "a shipped call got no answer; trying again");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                }
             }
         }
     }
@@ -365,8 +385,11 @@ impl<E: Writer> ClusterStore<E> {
     /// Runs `call` on the local engine, as `request` when it has one: a request the log
     /// already records (run by an earlier leader) is answered from the state it left; one
     /// this engine is running is waited for first.
-    async fn run(&self, engine: &E, call: Call, request: Option<RequestId>) -> Answer {
-        let Some(id) = request else {
+    /// `tried`: an earlier try may have run (here or under another leader); a first try
+    /// skips the look-up.
+    async fn run(&self, engine: &E, call: Call, request: Option<RequestId>, tried: bool) -> Answer {
+        // An id on a call that may run twice anyway is ignored (a peer of another build).
+        let Some(id) = request.filter(|_| call.once()) else {
             return execute(engine, call).await;
         };
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
@@ -386,7 +409,11 @@ impl<E: Writer> ClusterStore<E> {
             }
         }
         let _running = Running(&self.running, id);
-        let ran = self.meta.request_ran(id);
+        let ran = if tried {
+            self.meta.request_ran(id)
+        } else {
+            Ok(false)
+        };
         tracing::debug!(?id, ?ran, "a call that runs as a request");
         match ran {
             Ok(true) => {
@@ -739,7 +766,8 @@ impl<E: Writer> ClusterStore<E> {
     async fn answer_shipped(&self, call: Call, request: Option<RequestId>) -> Answer {
         self.answered.fetch_add(1, Ordering::Relaxed);
         match self.here(call.reads()).await {
-            Some(engine) => self.run(engine, call, request).await,
+            // A peer cannot tell whether an earlier try ran: always look.
+            Some(engine) => self.run(engine, call, request, true).await,
             None => Answer::Failed(Error::Unavailable),
         }
     }
@@ -841,7 +869,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         attr: SetAttr,
         guard: Option<Timestamp>,
     ) -> Result<Wcc> {
-        if let Some(engine) = self.local() {
+        if let Some(engine) = self.alone() {
             return engine.setattr(cred, id, attr, guard).await;
         }
         let call = Call::Setattr {
@@ -947,7 +975,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         attr: SetAttr,
         mode: CreateMode,
     ) -> Result<(Attr, Wcc)> {
-        if let Some(engine) = self.local() {
+        if let Some(engine) = self.alone() {
             return engine.create(cred, dir, name, kind, attr, mode).await;
         }
         let call = Call::Create {
@@ -962,7 +990,7 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn remove(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
-        if let Some(engine) = self.local() {
+        if let Some(engine) = self.alone() {
             return engine.remove(cred, dir, name).await;
         }
         let call = Call::Remove {
@@ -974,7 +1002,7 @@ impl<E: Writer> Store for ClusterStore<E> {
     }
 
     async fn rmdir(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
-        if let Some(engine) = self.local() {
+        if let Some(engine) = self.alone() {
             return engine.rmdir(cred, dir, name).await;
         }
         let call = Call::Rmdir {
@@ -993,7 +1021,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         to_dir: FileId,
         to_name: &[u8],
     ) -> Result<(Wcc, Wcc)> {
-        if let Some(engine) = self.local() {
+        if let Some(engine) = self.alone() {
             return engine
                 .rename(cred, from_dir, from_name, to_dir, to_name)
                 .await;
@@ -1015,7 +1043,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         dir: FileId,
         name: &[u8],
     ) -> Result<(Attr, Wcc)> {
-        if let Some(engine) = self.local() {
+        if let Some(engine) = self.alone() {
             return engine.link(cred, file, dir, name).await;
         }
         let call = Call::Link {

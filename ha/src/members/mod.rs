@@ -444,19 +444,32 @@ pub async fn open_registered<R: Registry>(
         ?founding,
         "cluster: registered; opening the metadata log"
     );
+    let no_log = || {
+        format!(
+            "node {node} founded this cluster, but {} holds no metadata log: started like \
+             this it would begin a second log beside the cluster's. Start it on its own data \
+             directory, or on an empty one under a node id never used before",
+            dir.display()
+        )
+    };
+    // Checked before the log serves: a vote or an entry from the others would make an
+    // empty log look like one that was there.
+    if founding == Founding::FoundedEarlier && !RaftMeta::has_log(dir) {
+        return Err(no_log());
+    }
     let meta = RaftMeta::open_cluster_started(dir, node, tuning, cluster).await?;
-    match founding {
-        Founding::Found => registry.founded(node).await?,
-        Founding::FoundedEarlier if !meta.raft().is_initialized().await.unwrap_or(false) => {
-            let _ = meta.raft().shutdown().await;
-            return Err(format!(
-                "node {node} founded this cluster, but {} holds no metadata log: started \
-                 like this it would begin a second log beside the cluster's. Start it on its \
-                 own data directory, or on an empty one under a node id never used before",
-                dir.display()
-            ));
-        }
-        Founding::FoundedEarlier | Founding::Join => {}
+    let checked = match founding {
+        Founding::Found => registry.founded(node).await,
+        Founding::FoundedEarlier => match meta.raft().is_initialized().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(no_log()),
+            Err(e) => Err(format!("the metadata log: {e}")),
+        },
+        Founding::Join => Ok(()),
+    };
+    if let Err(e) = checked {
+        let _ = meta.raft().shutdown().await;
+        return Err(e);
     }
     let meta = Arc::new(meta);
     let weak = Arc::downgrade(&meta);

@@ -284,6 +284,8 @@ impl Default for Tuning {
 
 /// How long a cluster of one may take to elect itself and replay its log at open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The log's file in a node's data directory.
+const LOG_FILE: &str = "raft-log.redb";
 
 impl RaftMeta {
     /// Opens the log in `dir` (`raft-log.redb`, `meta.redb` as the state machine,
@@ -362,6 +364,11 @@ impl RaftMeta {
         self.sm.request_ran(id)
     }
 
+    /// Whether `dir` holds a metadata log (opened before, by any node).
+    pub fn has_log(dir: &Path) -> bool {
+        dir.join(LOG_FILE).exists()
+    }
+
     /// Waits until this node has applied every entry of its log.
     pub async fn caught_up(&self) -> std::result::Result<(), String> {
         let last = self.raft.metrics().borrow().last_log_index;
@@ -428,7 +435,7 @@ impl RaftMeta {
         }
         .validate()
         .map_err(|e| e.to_string())?;
-        let log = log::LogStore::open_with(&dir.join("raft-log.redb"), simulated.is_none())?;
+        let log = log::LogStore::open_with(&dir.join(LOG_FILE), simulated.is_none())?;
         let meta = LocalMeta::open(&dir.join("meta.redb")).map_err(|e| e.to_string())?;
         let sm_meta = Arc::new(meta);
         let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;

@@ -39,7 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backend::engine::{Batch, Inode, MetaOp, MetaStore, Precondition};
+use backend::engine::{
+    Batch, Inode, MetaOp, MetaStore, Precondition, RequestId, REQUEST_KEEP_SECS,
+};
 use backend::{Error, FileType};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -421,6 +423,9 @@ async fn crash(fabric: &Fabric, nodes: &mut BTreeMap<u64, Arc<RaftMeta>>, node: 
     }
 }
 
+/// The request time of step 0 (one simulated second per step).
+const REQUEST_EPOCH: u64 = 1_800_000_000;
+
 /// Runs one seed for `steps` steps of the workload and checks the invariants. Call it on a
 /// current-thread runtime with a paused clock (see [`run_seed`]).
 pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
@@ -457,6 +462,8 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
     // Nodes out of the log for good (they stopped on their tombstone).
     let mut gone: BTreeSet<u64> = BTreeSet::new();
     let outcomes: Arc<Mutex<Vec<(u64, u64, Outcome)>>> = Arc::default();
+    // The request id of each create, by inode.
+    let mut asked: BTreeMap<u64, RequestId> = BTreeMap::new();
     let mut votes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut violations = Vec::new();
     let (mut crashes, mut partitions) = (0, 0);
@@ -551,6 +558,12 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                     let ino = next_ino;
                     next_ino += 1;
                     let key = format!("n{name}").into_bytes();
+                    let request = RequestId {
+                        secs: REQUEST_EPOCH + step as u64,
+                        node: n,
+                        seq: ino,
+                    };
+                    asked.insert(ino, request);
                     let pre = [
                         Precondition::EntryAbsent {
                             dir: 1,
@@ -566,6 +579,8 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                             child: ino,
                             seq: ino,
                         },
+                        // One simulated second per step: records expire within a run.
+                        MetaOp::NoteRequest(request),
                     ];
                     let applied = meta.apply(&Batch {
                         epoch: 0,
@@ -794,6 +809,26 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                 Outcome::Refused if has => {
                     violations.push(format!("node {n} holds refused create n{name} -> {ino}"))
                 }
+                _ => {}
+            }
+            // At most once: a create's record is there exactly when its effect is, until it
+            // expires (no record younger than the window is gone; none of a refusal exists).
+            let Some(&request) = asked.get(ino) else {
+                continue;
+            };
+            let ran = sm.request_ran(request);
+            match (o, ran) {
+                (_, Err(e)) => violations.push(format!("node {n}: request records: {e}")),
+                (Outcome::Acknowledged, Ok(false))
+                    if request.secs + REQUEST_KEEP_SECS >= REQUEST_EPOCH + steps as u64 =>
+                {
+                    violations.push(format!(
+                        "node {n} lost the record of acknowledged create n{name} -> {ino}"
+                    ))
+                }
+                (Outcome::Refused, Ok(true)) => violations.push(format!(
+                    "node {n} records refused create n{name} -> {ino} as run"
+                )),
                 _ => {}
             }
         }
