@@ -466,22 +466,17 @@ impl LocalMeta {
         tx.delete_table(REQUESTS).map_err(db_error)?;
         // Made again even when the snapshot has no record: readers never meet a missing table.
         tx.open_table(REQUESTS).map_err(db_error)?;
-        // The request records go in as they are: applying them one by one would prune
-        // against each in turn, and the importer could then hold fewer than the exporter.
-        let (records, ops): (Vec<MetaOp>, Vec<MetaOp>) = snapshot
-            .ops
-            .iter()
-            .cloned()
-            .partition(|op| matches!(op, MetaOp::NoteRequest(_)));
         let all = crate::engine::Batch {
             epoch: u64::MAX,
             preconditions: &[],
-            ops: &ops,
+            ops: &snapshot.ops,
         };
         apply_in(&tx, &all)?;
+        // Applying the request records one by one pruned against each in turn: put back
+        // what that dropped, so the importer holds exactly the exporter's records.
         {
             let mut requests = tx.open_table(REQUESTS).map_err(db_error)?;
-            for op in records {
+            for op in &snapshot.ops {
                 if let MetaOp::NoteRequest(id) = op {
                     requests
                         .insert((id.secs, id.node, id.seq), ())

@@ -329,6 +329,9 @@ impl<E: Writer> ClusterStore<E> {
         let mut tried = false;
         loop {
             match self.route(call.reads(), deadline).await? {
+                Route::Local(engine) if request.is_none() => {
+                    return Ok(execute(engine, call).await);
+                }
                 Route::Local(engine) => {
                     let answer = self.run(engine, call.clone(), request, tried).await;
                     tried = true;
@@ -384,14 +387,17 @@ impl<E: Writer> ClusterStore<E> {
 
     /// Runs `call` on the local engine, as `request` when it has one: a request the log
     /// already records (run by an earlier leader) is answered from the state it left; one
-    /// this engine is running is waited for first.
-    /// `tried`: an earlier try may have run (here or under another leader); a first try
-    /// skips the look-up.
+    /// this engine is running is waited for first. `tried`: an earlier try may have run (here
+    /// or under another leader); a first try needs neither the wait nor the look-up.
     async fn run(&self, engine: &E, call: Call, request: Option<RequestId>, tried: bool) -> Answer {
         // An id on a call that may run twice anyway is ignored (a peer of another build).
         let Some(id) = request.filter(|_| call.once()) else {
             return execute(engine, call).await;
         };
+        if !tried {
+            // A fresh id: nothing can have run it, and no other try of it exists yet.
+            return backend::engine::on_behalf_of(id, execute(engine, call)).await;
+        }
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
         loop {
             if lock(&self.running).insert(id) {
@@ -409,13 +415,7 @@ impl<E: Writer> ClusterStore<E> {
             }
         }
         let _running = Running(&self.running, id);
-        let ran = if tried {
-            self.meta.request_ran(id)
-        } else {
-            Ok(false)
-        };
-        tracing::debug!(?id, ?ran, "a call that runs as a request");
-        match ran {
+        match self.meta.request_ran(id) {
             Ok(true) => {
                 self.replayed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(?id, "a retried call ran before: answered from its state");
