@@ -97,8 +97,19 @@ impl Drc {
         Lookup::New
     }
 
+    /// A call [`Drc::begin`] returned `New` for, forgotten unless [`Running::finish`] records
+    /// its reply: a call abandoned half-way (its future dropped) must not leave an entry that
+    /// drops every retransmission of it as "still running", for ever.
+    pub fn running(&self, key: DrcKey) -> Running<'_> {
+        Running {
+            drc: self,
+            key,
+            done: false,
+        }
+    }
+
     /// Records the reply of a call that [`Drc::begin`] returned `New` for.
-    pub fn finish(&self, key: DrcKey, reply: Bytes) {
+    fn finish(&self, key: DrcKey, reply: Bytes) {
         let mut g = self.inner.lock().expect("drc lock poisoned");
         if let Some(e) = g.map.get_mut(&key) {
             *e = Entry::Done(reply);
@@ -106,7 +117,7 @@ impl Drc {
     }
 
     /// Forgets a call whose execution produced no reply to cache.
-    pub fn abandon(&self, key: DrcKey) {
+    fn abandon(&self, key: DrcKey) {
         let mut g = self.inner.lock().expect("drc lock poisoned");
         if matches!(g.map.get(&key), Some(Entry::InProgress)) {
             g.map.remove(&key);
@@ -119,6 +130,29 @@ impl Drc {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// See [`Drc::running`].
+pub struct Running<'a> {
+    drc: &'a Drc,
+    key: DrcKey,
+    done: bool,
+}
+
+impl Running<'_> {
+    /// Records the call's reply for its retransmissions.
+    pub fn finish(mut self, reply: Bytes) {
+        self.done = true;
+        self.drc.finish(self.key, reply);
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.drc.abandon(self.key);
+        }
     }
 }
 
@@ -146,6 +180,25 @@ mod tests {
         let d = Drc::new(4);
         assert_eq!(d.begin(key(1)), Lookup::New);
         assert_eq!(d.begin(key(1)), Lookup::InProgress);
+    }
+
+    #[test]
+    fn a_call_abandoned_while_running_is_forgotten_so_its_retransmission_runs() {
+        let d = Drc::new(4);
+        assert_eq!(d.begin(key(1)), Lookup::New);
+        drop(d.running(key(1)));
+        assert_eq!(d.begin(key(1)), Lookup::New);
+    }
+
+    #[test]
+    fn a_finished_call_is_replayed_after_its_guard_is_gone() {
+        let d = Drc::new(4);
+        assert_eq!(d.begin(key(1)), Lookup::New);
+        d.running(key(1)).finish(Bytes::from_static(b"reply"));
+        assert_eq!(
+            d.begin(key(1)),
+            Lookup::Replay(Bytes::from_static(b"reply"))
+        );
     }
 
     #[test]

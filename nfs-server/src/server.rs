@@ -86,6 +86,43 @@ pub struct Server<S> {
 }
 
 impl<S: Store> Server<S> {
+    /// A server over `store` exporting its root as "/" (export id 1) read-write to every
+    /// client with no squash, a 16-entry duplicate request cache and no portmap.
+    #[cfg(test)]
+    pub(crate) fn for_tests(store: S, state: crate::state::ProtocolState) -> Server<S> {
+        use crate::export::{ClientMatch, ClientRule, Export, Squash};
+        let root = store.root();
+        let rule = ClientRule {
+            matcher: ClientMatch::Any,
+            read_only: false,
+            squash: Squash::None,
+            anonuid: 65534,
+            anongid: 65534,
+        };
+        Server {
+            store,
+            exports: RwLock::new(Arc::new(ExportTable::new(vec![Export {
+                id: 1,
+                path: "/".into(),
+                root,
+                rules: vec![rule],
+            }]))),
+            fh_key: FhKey::from_bytes([3; 16]),
+            drc: Drc::new(16),
+            mounts: Mutex::new(Default::default()),
+            portmap: None,
+            state,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            bytes_read: Default::default(),
+            bytes_written: Default::default(),
+            ports: Ports {
+                nfs: 2049,
+                mount: 20048,
+            },
+            targets: Default::default(),
+        }
+    }
+
     /// Whether the mount target this call came through has kept its client waiting for
     /// tokens for longer than [`CHRONIC_PACING`] on average lately.
     pub fn chronically_throttled(&self, req: &Request) -> bool {
@@ -330,6 +367,7 @@ impl<S: Store> Server<S> {
             }
             Lookup::New => {}
         }
+        let running = self.drc.running(key);
         let (r, status) = match self.nfs3(req, call).await {
             Ok(r) => {
                 let status = r.status().name();
@@ -338,12 +376,10 @@ impl<S: Store> Server<S> {
                 r.encode(&mut w);
                 (reply(w, None), status)
             }
-            Err(stat) => {
-                self.drc.abandon(key);
-                return (Some(auth_error(req.xid, stat)), "AUTH_ERROR");
-            }
+            // Dropping `running` forgets the call.
+            Err(stat) => return (Some(auth_error(req.xid, stat)), "AUTH_ERROR"),
         };
-        self.drc.finish(key, r.head.clone());
+        running.finish(r.head.clone());
         (Some(r), status)
     }
 

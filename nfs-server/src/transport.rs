@@ -290,6 +290,15 @@ pub async fn serve_connection<S: Store>(
     };
     drop(tx);
     let _ = writer.await;
+    // Calls already running finish although their connection is gone, their replies unsent:
+    // cut off half-way, a mutating call could have changed the file system without its
+    // reply reaching the duplicate request cache (v3) or its session slot (v4.1), and the
+    // client's retransmission on its next connection would then find nothing to replay.
+    let abandoned = inflight.len();
+    if abandoned > 0 {
+        tracing::debug!(%peer, abandoned, "connection closed with calls running: finishing them");
+        while inflight.next().await.is_some() {}
+    }
     result
 }
 
@@ -466,5 +475,187 @@ pub async fn serve_udp<S: Store>(server: Arc<Server<S>>, socket: UdpSocket) {
             out.extend_from_slice(&reply.tail);
             let _ = socket.send_to(&out, peer).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    use backend::engine::{Batch, Counter, Engine, Inode, MetaStore, StoredEntry};
+    use backend::mem::{MemData, MemMeta};
+    use nfs_proto::rpc::{self as rpc_, AuthSys, OpaqueAuth};
+    use nfs_proto::v3::{self, proc3, DirOpArgs3, Nfs3Call, Sattr3};
+    use nfs_proto::xdr::{Encode, Reader, Writer};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::state::ProtocolState;
+
+    /// MemMeta whose commits, while `held`, wait until the test releases them.
+    #[derive(Clone, Default)]
+    struct Gated {
+        meta: Arc<MemMeta>,
+        held: Arc<AtomicBool>,
+        parked: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+    }
+
+    impl Gated {
+        fn parked(&self) -> usize {
+            self.parked.lock().unwrap().len()
+        }
+
+        fn release_all(&self) {
+            self.held.store(false, Ordering::SeqCst);
+            for tx in self.parked.lock().unwrap().drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    impl MetaStore for Gated {
+        const BLOCKING: bool = false;
+        fn inode(&self, ino: u64) -> backend::Result<Option<Inode>> {
+            self.meta.inode(ino)
+        }
+        fn entry(&self, dir: u64, name: &[u8]) -> backend::Result<Option<(u64, u64)>> {
+            self.meta.entry(dir, name)
+        }
+        fn entries(&self, dir: u64, after: u64, limit: usize) -> backend::Result<Vec<StoredEntry>> {
+            self.meta.entries(dir, after, limit)
+        }
+        fn counter(&self, counter: Counter) -> backend::Result<Option<u64>> {
+            self.meta.counter(counter)
+        }
+        fn inode_count(&self) -> backend::Result<u64> {
+            self.meta.inode_count()
+        }
+        fn apply(&self, batch: &Batch<'_>) -> backend::Result<()> {
+            self.meta.apply(batch)
+        }
+        fn commit(
+            &self,
+            _announced: bool,
+        ) -> impl Future<Output = backend::Result<()>> + Send + 'static + use<> {
+            let wait = self.held.load(Ordering::SeqCst).then(|| {
+                let (tx, rx) = oneshot::channel();
+                self.parked.lock().unwrap().push(tx);
+                rx
+            });
+            async move {
+                if let Some(rx) = wait {
+                    let _ = rx.await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn mkdir_record(server: &Server<Engine<Gated, MemData>>, xid: u32, name: &str) -> Vec<u8> {
+        let call = Nfs3Call::Mkdir {
+            place: DirOpArgs3 {
+                dir: server.fh(1, server.store.root()),
+                name: Bytes::copy_from_slice(name.as_bytes()),
+            },
+            attr: Sattr3::default(),
+        };
+        let mut args = Writer::new();
+        call.encode(&mut args);
+        let mut cred = Writer::new();
+        AuthSys {
+            stamp: 1,
+            machine_name: Bytes::from_static(b"test"),
+            uid: 0,
+            gid: 0,
+            gids: Vec::new(),
+        }
+        .encode(&mut cred);
+        let cred = OpaqueAuth {
+            flavor: rpc_::AUTH_SYS,
+            body: cred.into_bytes(),
+        };
+        let body = rpc_::call_record(xid, v3::PROGRAM, 3, proc3::MKDIR, cred, &args.into_bytes());
+        let mut out = record_mark(body.len()).to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// The nfsstat3 of the first reply on `conn`, or `None` if none came within `wait`.
+    async fn reply_status(conn: &mut TcpStream, wait: Duration) -> Option<u32> {
+        let mut mark = [0u8; 4];
+        tokio::time::timeout(wait, conn.read_exact(&mut mark))
+            .await
+            .ok()?
+            .ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize];
+        conn.read_exact(&mut body).await.ok()?;
+        let mut r = Reader::new(Bytes::from(body));
+        rpc_::decode_reply(&mut r).ok()?;
+        r.u32().ok()
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_connection_is_reset_still_finishes_and_its_retransmission_gets_its_reply()
+    {
+        let meta = Gated::default();
+        let store = Engine::with_stores(meta.clone(), MemData::default()).unwrap();
+        let server = Arc::new(Server::for_tests(
+            store,
+            ProtocolState::in_memory(std::time::Instant::now()),
+        ));
+        let limits = ConnLimits {
+            inflight_requests_max: 16,
+            inflight_bytes_max: 1 << 20,
+            idle_timeout: Duration::from_secs(60),
+            record_timeout: Duration::from_secs(60),
+            global_budget: Arc::new(Semaphore::new(1 << 16)),
+            connections_max: 16,
+        };
+        let targets = TargetTable::new(&[]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (srv, target) = (server.clone(), targets.default.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (srv, limits, target) = (srv.clone(), limits.clone(), target.clone());
+                tokio::spawn(async move {
+                    let _ = serve_connection(srv, stream, &limits, target).await;
+                });
+            }
+        });
+
+        meta.held.store(true, Ordering::SeqCst);
+        let record = mkdir_record(&server, 77, "d");
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first.write_all(&record).await.unwrap();
+        while meta.parked() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The client gives up on the connection while the MKDIR waits for its commit: a
+        // reset, which the server sees as a read error.
+        // A zero linger sends the reset at once; it never blocks the thread on drop.
+        #[allow(deprecated)]
+        first.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        meta.release_all();
+
+        // Its retransmission on a new connection, resent as a client does while unanswered.
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut status = None;
+        for _ in 0..20 {
+            second.write_all(&record).await.unwrap();
+            status = reply_status(&mut second, Duration::from_millis(500)).await;
+            if status.is_some() {
+                break;
+            }
+        }
+        assert_eq!(
+            status,
+            Some(0),
+            "the retransmission gets the MKDIR's own OK, neither dropped for ever nor run again (EXIST)"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! A sans-IO harness: COMPOUNDs encoded as a client would, run against `MemStore` without
 //! sockets, replies decoded as a client would.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend::mem::MemStore;
@@ -11,10 +11,8 @@ use nfs_proto::rpc::{AuthSys, Credential};
 use nfs_proto::v4::*;
 use nfs_proto::xdr::{Encode, Reader, Writer};
 
-use crate::drc::Drc;
 use crate::export::{ClientMatch, ClientRule, Export, ExportTable, Squash};
-use crate::fh::FhKey;
-use crate::server::{Ports, Request, Server};
+use crate::server::{Request, Server};
 use crate::state::nfs4::ClientRecord;
 use crate::state::{MemStateStore, ProtocolState, StateConfig, StateKey};
 use crate::v4::compound::compound;
@@ -75,37 +73,7 @@ async fn restarted_state(
 }
 
 fn server_with(state: ProtocolState) -> Server<MemStore> {
-    let store = MemStore::new();
-    let root = store.root();
-    let rule = ClientRule {
-        matcher: ClientMatch::Any,
-        read_only: false,
-        squash: Squash::None,
-        anonuid: 65534,
-        anongid: 65534,
-    };
-    Server {
-        store,
-        exports: RwLock::new(Arc::new(ExportTable::new(vec![Export {
-            id: 1,
-            path: "/".into(),
-            root,
-            rules: vec![rule],
-        }]))),
-        fh_key: FhKey::from_bytes([3; 16]),
-        drc: Drc::new(16),
-        mounts: Mutex::new(Default::default()),
-        portmap: None,
-        state,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        bytes_read: Default::default(),
-        bytes_written: Default::default(),
-        ports: Ports {
-            nfs: 2049,
-            mount: 20048,
-        },
-        targets: Default::default(),
-    }
+    Server::for_tests(MemStore::new(), state)
 }
 
 fn request() -> Request {
