@@ -127,7 +127,7 @@ echo SCENARIO_OK'
 scenario_b() {   # 1000 small files
   local t rc
   t=$(now_ns)
-  kc b -- '
+  kc b --timeout 600 -- '
 mkdir -p /mnt/b && cd /mnt/b || fail "mkdir"
 t0=$(ns); i=1; while [ $i -le 1000 ]; do echo "content $i" > f$i || fail "create f$i"; i=$((i+1)); done; t1=$(ns)
 echo CREATE_MS=$(( (t1 - t0) / 1000000 ))
@@ -157,7 +157,7 @@ echo SCENARIO_OK'
 scenario_c() {   # directory tree rename
   local t rc
   t=$(now_ns)
-  kc c -- '
+  kc c --timeout 300 -- '
 mkdir -p /mnt/c && cd /mnt/c || fail "mkdir"
 mkdir -p a/b/c || fail "mkdir -p a/b/c"
 echo 1 > a/f1; echo 2 > a/b/f2; echo 3 > a/b/c/f3; ln -s ../f1 a/b/l1
@@ -198,7 +198,7 @@ echo SCENARIO_OK'
 scenario_d() {   # hard + symbolic links
   local t rc
   t=$(now_ns)
-  kc d -- '
+  kc d --timeout 300 -- '
 mkdir -p /mnt/d && cd /mnt/d || fail "mkdir"
 echo hello > orig
 ln orig hard || fail "ln"
@@ -236,7 +236,7 @@ echo SCENARIO_OK'
 scenario_e1() {  # root squash (default config)
   local t rc
   t=$(now_ns)
-  kc e1 -- '
+  kc e1 --timeout 300 -- '
 mkdir -p /mnt/e && cd /mnt/e || fail "mkdir"
 [ "$(stat -c %u:%g /mnt/e)" = 65534:65534 ] || fail "dir made by root is owned by $(stat -c %u:%g /mnt/e)"
 echo data > own || fail "create"
@@ -262,7 +262,7 @@ echo SCENARIO_OK'
 scenario_e2() {  # squash = "none" (server restarted with a config)
   local t rc
   t=$(now_ns)
-  kc e2 -- '
+  kc e2 --timeout 300 -- '
 cd /mnt/e || fail "cd /mnt/e (made in e1, before the restart)"
 [ "$(stat -c %a own)" = 600 ] && [ "$(cat own)" = data ] || fail "e1 state lost across restart"
 echo r > rootfile || fail "create"

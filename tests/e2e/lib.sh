@@ -130,11 +130,37 @@ kc_record() {
   RESULTS+=("$(printf '%-4s %-3s %-42s %4ss  %s' "$st" "$1" "$2" "$4" "$5")")
   log "$st $1 $2 (${4}s) $5"
   if [ "$st" = FAIL ]; then
-    log "--- $1 output (rc=$3), last 40 lines:"
+    log "--- $1 output (rc=$3$(kc_rc_meaning "$3")), last 40 lines:"
     tail -40 "$WORK/$1.out" >&2
     log "--- server log, last 20 lines:"
     tail -20 "$SLOG" >&2
+    e2e_digest "$(basename "$0") ${MODE:-} $1 $2: rc=$3$(kc_rc_meaning "$3") after ${4}s" \
+      "$(tail -12 "$WORK/$1.out" 2>/dev/null)" \
+      "$(grep -E ' (WARN|ERROR) ' "$SLOG" 2>/dev/null | grep -v 'read-write to EVERY client' | tail -6)"
   fi
+}
+
+# kc_rc_meaning RC: what kclient's exit status RC says, for failure reports.
+kc_rc_meaning() {
+  case "$1" in
+    90) echo " (VM boot failed or timed out before the mount)";;
+    91) echo " (mount failed)";;
+    92) echo " (timeout while the command ran)";;
+    93) echo " (unmount failed)";;
+    94) echo " (the in-VM server died)";;
+  esac
+}
+
+# e2e_digest HEADLINE [BLOCK...]: adds a failure to the digest that tests/e2e/run-all.sh prints
+# as its last lines (CI shows only the end of a run's output). No-op unless E2E_DIGEST is set.
+e2e_digest() {
+  [ -n "${E2E_DIGEST:-}" ] || return 0
+  {
+    echo "* $1"
+    shift
+    local b
+    for b in "$@"; do [ -n "$b" ] && printf '%s\n' "$b" | cut -c1-200 | sed 's/^/    /'; done
+  } >>"$E2E_DIGEST"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +174,7 @@ cluster_record() {
   [ "$2" = 0 ] || { st=FAIL; FAILED=$((FAILED + 1)); }
   RESULTS+=("$(printf '%-4s %-44s %s' "$st" "$1" "$3")")
   log "$st $1 $3"
+  [ "$st" = PASS ] || e2e_digest "$(basename "$0") $1: rc=$2 $3"
 }
 
 # cluster_cleanup: the exit trap. Brings the cluster down (unless KEEP=1) and keeps the nodes'
@@ -164,6 +191,8 @@ cluster_cleanup() {
     for d in "$CDIR"/n*/; do
       echo "--- $(basename "$d"): last WARN/ERROR lines of server.log"
       grep -E ' (WARN|ERROR) ' "$d/server.log" 2>/dev/null | tail -15 | cut -c1-400
+      e2e_digest "$(basename "$0") $(basename "$d"): last WARN/ERROR lines" \
+        "$(grep -E ' (WARN|ERROR) ' "$d/server.log" 2>/dev/null | tail -3)"
     done
   fi
   "$CL" down --dir "$CDIR" >/dev/null 2>&1 || true

@@ -108,6 +108,7 @@ record() {  # record NAME RC DETAIL
   [ "$2" = 0 ] || { st=FAIL; FAILED=$((FAILED + 1)); }
   RESULTS+=("$(printf '%-4s %-34s %s' "$st" "$1" "$3")")
   log "$st $1 $3"
+  [ "$st" = PASS ] || e2e_digest "libnfs $1: rc=$2 $3"
 }
 
 # 1. big file round trip

@@ -32,6 +32,9 @@ done
 [ -x "$BIN" ] || die "no binary at $BIN"
 
 OUT=$(mktemp -d /tmp/sluice-e2e-all.XXXXXX)
+# Every part adds its failures here (lib.sh e2e_digest); printed last, where CI's tail shows it.
+export E2E_DIGEST=$OUT/digest.txt
+: >"$E2E_DIGEST"
 T0=$(now_ns) RC=0 PARTS=()
 part() {   # part NAME CMD...: run, tee output, remember the status
   local name=$1 t rc; shift
@@ -61,6 +64,10 @@ done
 echo "parts:"
 printf '  %s\n' "${PARTS[@]}"
 echo "total $(( ($(now_ns) - T0) / 1000000000 ))s; full logs in $OUT"
+if [ -s "$E2E_DIGEST" ]; then
+  echo "failures (each with the last lines of its output and of its server's WARN/ERROR lines):"
+  head -60 "$E2E_DIGEST"
+fi
 [ "$RC" = 0 ] && echo "run-all: ALL PASS" || echo "run-all: FAILURES"
 exit $RC
 }
