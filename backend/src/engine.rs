@@ -157,6 +157,28 @@ pub enum MetaOp {
     /// records more than [`REQUEST_KEEP_SECS`] older than it: a call retried on another
     /// metadata writer is answered from the state it left instead of running twice.
     NoteRequest(RequestId),
+    /// Makes `doc` the document under `key`, unless the store holds one of `version` or
+    /// above: a document is a snapshot that contains every change of its lower versions, so
+    /// saves that arrive out of order keep the newest. State that is not the file system's
+    /// (the protocol state of `nfs-server`'s `StateStore`) rides the metadata log this way.
+    PutDoc {
+        key: Vec<u8>,
+        version: u64,
+        doc: Vec<u8>,
+    },
+}
+
+/// The longest document key ([`MetaOp::PutDoc`]).
+pub const DOC_KEY_MAX: usize = 255;
+/// The largest document ([`MetaOp::PutDoc`]): a log entry, held in memory whole.
+pub const DOC_LEN_MAX: usize = 4 << 20;
+
+/// Rejects a document key or body beyond the bounds, or an empty key.
+pub fn check_doc(key: &[u8], doc: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > DOC_KEY_MAX || doc.len() > DOC_LEN_MAX {
+        return Err(Error::Invalid);
+    }
+    Ok(())
 }
 
 /// Names one mutating call across its retries, whichever node runs it: the node that took
@@ -205,6 +227,12 @@ pub trait MetaStore: Send + Sync + 'static {
     fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>>;
     fn counter(&self, counter: Counter) -> Result<Option<u64>>;
     fn inode_count(&self) -> Result<u64>;
+    /// The document under `key` and its version ([`MetaOp::PutDoc`]). A store that keeps no
+    /// documents says so.
+    fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        let _ = key;
+        Err(Error::Io("this metadata store keeps no documents".into()))
+    }
     /// Applies every op of the batch or none: refused with [`Error::Fenced`] below the highest
     /// writer epoch accepted so far, with [`Error::GuardMismatch`] if a precondition fails
     /// (use [`check_batch`]). Visible to later reads at once, in the order batches were
@@ -260,6 +288,9 @@ impl<M: MetaStore> MetaStore for Arc<M> {
     }
     fn inode_count(&self) -> Result<u64> {
         (**self).inode_count()
+    }
+    fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        (**self).doc(key)
     }
     fn apply(&self, batch: &Batch<'_>) -> Result<()> {
         (**self).apply(batch)
@@ -901,7 +932,10 @@ impl<'a, M: MetaStore> Tx<'a, M> {
                 } => self.state.names.insert(*dir, name, *child),
                 MetaOp::DeleteEntry { dir, name, .. } => self.state.names.remove(*dir, name),
                 MetaOp::DeleteInode(ino) => self.state.names.forget_dir(*ino),
-                MetaOp::PutInode(..) | MetaOp::SetCounter(..) | MetaOp::NoteRequest(_) => {}
+                MetaOp::PutInode(..)
+                | MetaOp::SetCounter(..)
+                | MetaOp::NoteRequest(_)
+                | MetaOp::PutDoc { .. } => {}
             }
         }
         for (ino, change) in std::mem::take(&mut self.changed) {
@@ -1612,6 +1646,14 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         }
     }
 
+    fn put_doc(&self, cx: &CallCx, key: Vec<u8>, version: u64, doc: Vec<u8>) -> Result<()> {
+        check_doc(&key, &doc)?;
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        tx.ops.push(MetaOp::PutDoc { key, version, doc });
+        tx.commit(cx)
+    }
+
     fn link(
         &self,
         cx: &CallCx,
@@ -1950,6 +1992,17 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
 
     async fn fsstat(&self, id: FileId) -> Result<FsStat> {
         self.run(move |s, _| s.fsstat(id)).await
+    }
+
+    async fn put_doc(&self, key: &[u8], version: u64, doc: Vec<u8>) -> Result<()> {
+        let key = key.to_vec();
+        self.run_mut(move |s, cx| s.put_doc(cx, key, version, doc))
+            .await
+    }
+
+    async fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        let key = key.to_vec();
+        self.run(move |s, _| s.meta.doc(&key)).await
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {

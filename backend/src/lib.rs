@@ -473,6 +473,20 @@ pub trait Store: Send + Sync + 'static {
     /// Where the data of a regular file lives (for operators; not on any hot path).
     fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send;
 
+    /// Makes `doc` the document under `key`, unless one of `version` or above is kept
+    /// ([`engine::MetaOp::PutDoc`]): protocol state kept beside the metadata, and with it in a
+    /// cluster's log. Durable (committed by the log) when the future returns `Ok`. Bounded by
+    /// [`engine::DOC_KEY_MAX`] and [`engine::DOC_LEN_MAX`] (else [`Error::Invalid`]).
+    fn put_doc(
+        &self,
+        key: &[u8],
+        version: u64,
+        doc: Vec<u8>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The document under `key` and its version.
+    fn doc(&self, key: &[u8]) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>>> + Send;
+
     /// Figures about the store's machinery for metrics, read at scrape time: `(name, value)`
     /// pairs (e.g. the metadata log's term and apply lag). None by default.
     fn stats(&self) -> Vec<(&'static str, u64)> {
@@ -615,6 +629,17 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send {
         (**self).residency(id)
+    }
+    fn put_doc(
+        &self,
+        key: &[u8],
+        version: u64,
+        doc: Vec<u8>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).put_doc(key, version, doc)
+    }
+    fn doc(&self, key: &[u8]) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>>> + Send {
+        (**self).doc(key)
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         (**self).stats()

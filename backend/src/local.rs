@@ -41,6 +41,8 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const LOG_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("log_state");
 /// Calls that ran (`MetaOp::NoteRequest`): (secs, node, seq), oldest first.
 const REQUESTS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("requests");
+/// Documents (`MetaOp::PutDoc`): key -> version (8 bytes, little endian) then the document.
+const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
 
 /// Open data files kept around; beyond this an arbitrary one is closed.
 const OPEN_FILES_MAX: usize = 1024;
@@ -129,6 +131,7 @@ impl LocalMeta {
         tx.open_table(COUNTERS).map_err(db_error)?;
         tx.open_table(LOG_STATE).map_err(db_error)?;
         tx.open_table(REQUESTS).map_err(db_error)?;
+        tx.open_table(DOCS).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         Ok(LocalMeta {
             db,
@@ -218,6 +221,13 @@ impl MetaStore for LocalMeta {
         table.len().map_err(db_error)
     }
 
+    fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        let tx = self.db.begin_read().map_err(db_error)?;
+        let table = tx.open_table(DOCS).map_err(db_error)?;
+        let value = table.get(key).map_err(db_error)?;
+        Ok(value.and_then(|v| split_doc(v.value())))
+    }
+
     /// Flushes inside the call (the engine calls it on the blocking pool): one redb commit
     /// with fsync serves every caller that arrived before it began.
     fn commit(
@@ -305,6 +315,20 @@ fn apply_in(tx: &redb::WriteTransaction, batch: &Batch<'_>) -> Result<()> {
                     .insert(counter_key(*counter), *value)
                     .map_err(db_error)?;
             }
+            MetaOp::PutDoc { key, version, doc } => {
+                let mut docs = tx.open_table(DOCS).map_err(db_error)?;
+                let stored = docs
+                    .get(key.as_slice())
+                    .map_err(db_error)?
+                    .and_then(|v| split_doc(v.value()).map(|d| d.0));
+                if stored.is_none_or(|v| v < *version) {
+                    let mut value = Vec::with_capacity(8 + doc.len());
+                    value.extend_from_slice(&version.to_le_bytes());
+                    value.extend_from_slice(doc);
+                    docs.insert(key.as_slice(), value.as_slice())
+                        .map_err(db_error)?;
+                }
+            }
             MetaOp::NoteRequest(id) => {
                 let mut requests = tx.open_table(REQUESTS).map_err(db_error)?;
                 requests
@@ -325,6 +349,12 @@ fn apply_in(tx: &redb::WriteTransaction, batch: &Batch<'_>) -> Result<()> {
 /// For a replicated log that uses this store as its state machine: batches applied together
 /// with the log's own state (which entry was applied last), in one transaction, so a crash
 /// leaves the two consistent whatever was lost.
+/// A stored document's version and body; `None` for a value too short to hold a version.
+fn split_doc(value: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let (version, doc) = value.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*version), doc.to_vec()))
+}
+
 impl LocalMeta {
     /// Applies `batch` (if any) and records `state` under `key`, atomically. The outer result
     /// is the store's (an I/O error applies nothing); the inner one says whether the batch was
@@ -441,6 +471,17 @@ impl LocalMeta {
             let (secs, node, seq) = item.map_err(db_error)?.0.value();
             ops.push(MetaOp::NoteRequest(RequestId { secs, node, seq }));
         }
+        let docs = tx.open_table(DOCS).map_err(db_error)?;
+        for item in docs.iter().map_err(db_error)? {
+            let (key, value) = item.map_err(db_error)?;
+            if let Some((version, doc)) = split_doc(value.value()) {
+                ops.push(MetaOp::PutDoc {
+                    key: key.value().to_vec(),
+                    version,
+                    doc,
+                });
+            }
+        }
         let all = crate::engine::wire::OwnedBatch {
             epoch: 0,
             preconditions: Vec::new(),
@@ -464,8 +505,10 @@ impl LocalMeta {
         tx.delete_table(SEQS).map_err(db_error)?;
         tx.delete_table(COUNTERS).map_err(db_error)?;
         tx.delete_table(REQUESTS).map_err(db_error)?;
-        // Made again even when the snapshot has no record: readers never meet a missing table.
+        tx.delete_table(DOCS).map_err(db_error)?;
+        // Made again even when the snapshot has none: readers never meet a missing table.
         tx.open_table(REQUESTS).map_err(db_error)?;
+        tx.open_table(DOCS).map_err(db_error)?;
         let all = crate::engine::Batch {
             epoch: u64::MAX,
             preconditions: &[],

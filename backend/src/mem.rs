@@ -46,6 +46,8 @@ struct MetaTables {
     /// (dir, seq) -> (name, child)
     seqs: BTreeMap<(u64, u64), (Vec<u8>, u64)>,
     counters: HashMap<Counter, u64>,
+    /// key -> (version, document)
+    docs: HashMap<Vec<u8>, (u64, Vec<u8>)>,
 }
 
 impl MetaStore for MemMeta {
@@ -57,6 +59,10 @@ impl MetaStore for MemMeta {
 
     fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, u64)>> {
         Ok(lock(&self.tables).names.get(&(dir, name.to_vec())).copied())
+    }
+
+    fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        Ok(lock(&self.tables).docs.get(key).cloned())
     }
 
     fn entries(&self, dir: u64, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>> {
@@ -131,6 +137,11 @@ impl MetaStore for MemMeta {
                 }
                 // Only a metadata log's state machine answers retries; this store is never one.
                 MetaOp::NoteRequest(_) => {}
+                MetaOp::PutDoc { key, version, doc } => {
+                    if t.docs.get(key).is_none_or(|d| d.0 < *version) {
+                        t.docs.insert(key.clone(), (*version, doc.clone()));
+                    }
+                }
             }
         }
         Ok(())

@@ -418,3 +418,30 @@ async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_
         "no request record of node {leader_node}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_saved_through_a_follower_is_read_alike_through_every_node_and_the_newest_version_wins(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let l = leader(&nodes).expect("a leader");
+    let follower = &nodes[(l + 1) % 3].1;
+    let other = &nodes[(l + 2) % 3].1;
+
+    follower
+        .put_doc(b"node/2/nsm", 2, b"monitors v2".to_vec())
+        .await
+        .unwrap();
+    // A save that lost the race with a newer one, through another node: skipped.
+    other
+        .put_doc(b"node/2/nsm", 1, b"monitors v1".to_vec())
+        .await
+        .unwrap();
+    for (_, store) in &nodes {
+        assert_eq!(
+            store.doc(b"node/2/nsm").await.unwrap(),
+            Some((2, b"monitors v2".to_vec()))
+        );
+        assert_eq!(store.doc(b"node/3/nsm").await.unwrap(), None);
+    }
+}

@@ -16,6 +16,7 @@
 //!          | 4 dir:u64 name seq:u64             DeleteEntry
 //!          | 5 counter:u8 value:u64             SetCounter
 //!          | 6 secs:u64 node:u64 seq:u64        NoteRequest
+//!          | 7 key:u8+bytes version:u64 doc:u32+bytes   PutDoc
 //! ```
 
 use super::{Batch, Counter, Inode, MetaOp, Precondition};
@@ -159,6 +160,15 @@ pub fn encode(batch: &Batch<'_>) -> Vec<u8> {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
+            MetaOp::PutDoc { key, version, doc } => {
+                // Bounded where a document enters (engine::check_doc).
+                out.push(7);
+                out.push(key.len() as u8);
+                out.extend_from_slice(key);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(&(doc.len() as u32).to_le_bytes());
+                out.extend_from_slice(doc);
+            }
         }
     }
     out
@@ -288,6 +298,20 @@ pub fn decode(bytes: &[u8]) -> Result<OwnedBatch> {
                 node: r.u64("request node")?,
                 seq: r.u64("request seq")?,
             }),
+            7 => {
+                let len = usize::from(r.u8("document key length")?);
+                if len == 0 {
+                    return Err(malformed("document key length"));
+                }
+                let key = r.bytes(len, "document key")?.to_vec();
+                let version = r.u64("document version")?;
+                let len = r.u32("document length")? as usize;
+                if len > super::DOC_LEN_MAX {
+                    return Err(malformed("document length"));
+                }
+                let doc = r.bytes(len, "document")?.to_vec();
+                MetaOp::PutDoc { key, version, doc }
+            }
             _ => return Err(malformed("op")),
         });
     }
@@ -361,6 +385,11 @@ mod tests {
                     node: 3,
                     seq: u64::MAX,
                 }),
+                MetaOp::PutDoc {
+                    key: b"node/3/nsm".to_vec(),
+                    version: 7,
+                    doc: vec![0xab; 300],
+                },
             ],
         }
     }

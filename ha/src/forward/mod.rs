@@ -733,6 +733,10 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
         }
         Call::Fsstat(id) => done(store.fsstat(id).await, Answer::Fsstat),
         Call::Residency(id) => done(store.residency(id).await, Answer::Residency),
+        Call::PutDoc { key, version, doc } => {
+            done(store.put_doc(&key, version, doc).await, |()| Answer::Done)
+        }
+        Call::Doc(key) => done(store.doc(&key).await, Answer::Doc),
         // Data calls go to the holder's data store (`serve_data`), never to a writer.
         Call::DataRead { .. }
         | Call::DataWrite { .. }
@@ -1097,6 +1101,25 @@ impl<E: Writer> Store for ClusterStore<E> {
             return engine.residency(id).await;
         }
         answer!(self.dispatch(Call::Residency(id)).await?, Answer::Residency(r) => r)
+    }
+
+    async fn put_doc(&self, key: &[u8], version: u64, doc: Vec<u8>) -> Result<()> {
+        if let Some(engine) = self.alone() {
+            return engine.put_doc(key, version, doc).await;
+        }
+        let call = Call::PutDoc {
+            key: key.to_vec(),
+            version,
+            doc,
+        };
+        answer!(self.dispatch(call).await?, Answer::Done => ())
+    }
+
+    async fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        if let Some(engine) = self.here(true).await {
+            return engine.doc(key).await;
+        }
+        answer!(self.dispatch(Call::Doc(key.to_vec())).await?, Answer::Doc(d) => d)
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {

@@ -123,6 +123,14 @@ pub enum Call {
         ino: u64,
         size: u64,
     },
+    /// `Store::put_doc`: protocol state kept in the metadata log.
+    PutDoc {
+        key: Vec<u8>,
+        version: u64,
+        doc: Vec<u8>,
+    },
+    /// `Store::doc`.
+    Doc(Vec<u8>),
 }
 
 impl Call {
@@ -139,6 +147,7 @@ impl Call {
                 | Call::Readdir { .. }
                 | Call::Fsstat(_)
                 | Call::Residency(_)
+                | Call::Doc(_)
         )
     }
 
@@ -190,6 +199,8 @@ pub enum Answer {
     Done,
     /// A data read's bytes.
     Data(Bytes),
+    /// A document and its version (`Call::Doc`).
+    Doc(Option<(u64, Vec<u8>)>),
 }
 
 /// The most entries a directory page may carry on the wire (a READDIR reply is far smaller).
@@ -583,6 +594,16 @@ fn encode_call_into(o: &mut Out, call: &Call) -> Option<Bytes> {
             o.u64(*ino);
             o.u64(*size);
         }
+        Call::PutDoc { key, version, doc } => {
+            o.u8(24);
+            o.bytes(key);
+            o.u64(*version);
+            o.bytes(doc);
+        }
+        Call::Doc(key) => {
+            o.u8(25);
+            o.bytes(key);
+        }
     }
     data
 }
@@ -698,6 +719,14 @@ pub fn encode_answer(verifier: [u8; 8], answer: &Answer) -> (Vec<u8>, Option<Byt
             o.u32(bytes.len() as u32);
             data = Some(bytes.clone());
         }
+        Answer::Doc(found) => {
+            o.u8(15);
+            o.bool(found.is_some());
+            if let Some((version, doc)) = found {
+                o.u64(*version);
+                o.bytes(doc);
+            }
+        }
     }
     (o.0, data)
 }
@@ -751,6 +780,19 @@ impl In {
     }
     fn bytes(&mut self) -> Decoded<Vec<u8>> {
         let n = self.count(1, usize::MAX)?;
+        Ok(self.take(n)?.to_vec())
+    }
+    /// A document key, within `backend::engine::DOC_KEY_MAX` and not empty.
+    fn doc_key(&mut self) -> Decoded<Vec<u8>> {
+        let key = self.bytes()?;
+        if key.is_empty() || key.len() > backend::engine::DOC_KEY_MAX {
+            return Err(format!("a document key of {} bytes", key.len()));
+        }
+        Ok(key)
+    }
+    /// A document, within `backend::engine::DOC_LEN_MAX`.
+    fn doc(&mut self) -> Decoded<Vec<u8>> {
+        let n = self.count(1, backend::engine::DOC_LEN_MAX)?;
         Ok(self.take(n)?.to_vec())
     }
     /// `n` bytes as a slice of the frame, not a copy.
@@ -1068,6 +1110,12 @@ fn decode_call_in(i: &mut In) -> Decoded<Call> {
             ino: i.u64()?,
             size: i.u64()?,
         },
+        24 => Call::PutDoc {
+            key: i.doc_key()?,
+            version: i.u64()?,
+            doc: i.doc()?,
+        },
+        25 => Call::Doc(i.doc_key()?),
         v => return Err(format!("call {v}")),
     };
     i.end()?;
@@ -1176,6 +1224,11 @@ pub fn decode_answer(body: Bytes) -> Decoded<([u8; 8], Answer)> {
             let n = i.u32()? as usize;
             Answer::Data(i.shared(n)?)
         }
+        15 => Answer::Doc(if i.bool()? {
+            Some((i.u64()?, i.doc()?))
+        } else {
+            None
+        }),
         v => return Err(format!("answer {v}")),
     };
     i.end()?;
@@ -1386,6 +1439,12 @@ mod tests {
             Call::DataSync(5),
             Call::DataRemove(5),
             Call::DataResidency { ino: 5, size: 10 },
+            Call::PutDoc {
+                key: b"node/2/nfs4-clients".to_vec(),
+                version: 9,
+                doc: vec![7; 1000],
+            },
+            Call::Doc(b"node/2/nsm".to_vec()),
         ] {
             round_trip_call(call);
         }
@@ -1452,6 +1511,8 @@ mod tests {
             Answer::Failed(Error::Unavailable),
             Answer::Done,
             Answer::Data(Bytes::from_static(b"held here")),
+            Answer::Doc(None),
+            Answer::Doc(Some((3, b"doc".to_vec()))),
         ] {
             round_trip_answer(answer);
         }

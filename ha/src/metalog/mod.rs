@@ -778,6 +778,17 @@ impl MetaStore for RaftMeta {
         self.counter_in(&lock(&self.pending), counter)
     }
 
+    fn doc(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        let p = lock(&self.pending);
+        let stored = self.sm.doc(key)?;
+        match p.docs.get(key) {
+            Some((_, (version, doc))) if stored.as_ref().is_none_or(|s| s.0 < *version) => {
+                Ok(Some((*version, doc.clone())))
+            }
+            _ => Ok(stored),
+        }
+    }
+
     fn inode_count(&self) -> Result<u64> {
         let p = lock(&self.pending);
         let mut count = self.sm.inode_count()?;

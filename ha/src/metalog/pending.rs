@@ -13,6 +13,9 @@ use backend::engine::{Batch, Counter, Inode, MetaOp};
 /// A change tagged with the batch that made it: `(batch, Some(new value) or None: removed)`.
 pub type Change<T> = (u64, Option<T>);
 
+/// `(version, document)`, a document as `MetaOp::PutDoc` stores it.
+pub type Versioned = (u64, Vec<u8>);
+
 /// `(dir, name)`, the key of a directory entry by name.
 pub type NameKey = (u64, Vec<u8>);
 /// `(dir, seq)`, the key of a directory entry by readdir cookie.
@@ -28,6 +31,8 @@ pub struct Pending {
     /// (dir, seq) -> (name, child)
     pub seqs: BTreeMap<SeqKey, Change<(Vec<u8>, u64)>>,
     pub counters: HashMap<Counter, (u64, u64)>,
+    /// key -> (batch, (version, document)): the newest version this node proposed.
+    pub docs: HashMap<Vec<u8>, (u64, Versioned)>,
 }
 
 impl Pending {
@@ -68,6 +73,11 @@ impl Pending {
                 // Read from the state machine only: a retry is asked about once the call's
                 // leader is gone and its successor has applied what was committed.
                 MetaOp::NoteRequest(_) => {}
+                MetaOp::PutDoc { key, version, doc } => {
+                    if self.docs.get(key).is_none_or(|d| d.1 .0 < *version) {
+                        self.docs.insert(key.clone(), (n, (*version, doc.clone())));
+                    }
+                }
             }
         }
         n
@@ -79,6 +89,7 @@ impl Pending {
         self.names.retain(|_, (n, _)| *n > applied);
         self.seqs.retain(|_, (n, _)| *n > applied);
         self.counters.retain(|_, (n, _)| *n > applied);
+        self.docs.retain(|_, (n, _)| *n > applied);
     }
 
     /// Forgets every effect (after a failed commit: the state machine is the truth again).
@@ -87,6 +98,7 @@ impl Pending {
         self.names.clear();
         self.seqs.clear();
         self.counters.clear();
+        self.docs.clear();
     }
 
     /// How many directory slots of `dir` above `after_seq` this overlay changes: a read of the
@@ -103,6 +115,7 @@ impl Pending {
             && self.names.is_empty()
             && self.seqs.is_empty()
             && self.counters.is_empty()
+            && self.docs.is_empty()
     }
 }
 
