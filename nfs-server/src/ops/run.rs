@@ -249,7 +249,13 @@ async fn serve_cluster<D: backend::engine::DataStore>(
     let store = ClusterStore::start(meta, peers, Some(held), factory)
         .await
         .map_err(|e| StartError(format!("cannot serve {}: {e}", config.data_dir.display())))?;
-    serve_with(config, store, Some(members)).await
+    // The protocol state rides the log, under this node's id.
+    let docs: Arc<dyn crate::state::StateStore> = Arc::new(crate::state::LogStateStore::new(
+        Arc::clone(&store),
+        node,
+        &config.data_dir,
+    ));
+    serve_with(config, store, Some((members, docs))).await
 }
 
 /// The cluster key's bytes (the file that also signs file handles), created on a first start.
@@ -455,7 +461,10 @@ fn lease_time(config: &Config) -> std::time::Duration {
 /// The protocol state of this run: the identity (a new epoch, durable before anything is
 /// answered), NFSv4.1 client records and the NSM monitor list of the previous run (kept beside
 /// the data; in memory for the memory store), and the grace period they call for.
-async fn open_state(config: &Config) -> Result<crate::state::ProtocolState, StartError> {
+async fn open_state(
+    config: &Config,
+    in_log: Option<Arc<dyn crate::state::StateStore>>,
+) -> Result<crate::state::ProtocolState, StartError> {
     use crate::state::{FileStateStore, MemStateStore, ProtocolState, StateConfig, StateStore};
     let identity = crate::state::Identity::start(
         &config.data_dir,
@@ -484,9 +493,10 @@ async fn open_state(config: &Config) -> Result<crate::state::ProtocolState, Star
     } else {
         crate::v4::idmap::IdMap::default()
     };
-    let store: Arc<dyn StateStore> = match config.store {
-        StoreKind::Memory => Arc::new(MemStateStore::default()),
-        StoreKind::Local | StoreKind::Nvme | StoreKind::Auto => {
+    let store: Arc<dyn StateStore> = match (in_log, config.store) {
+        (Some(log), _) => log,
+        (None, StoreKind::Memory) => Arc::new(MemStateStore::default()),
+        (None, StoreKind::Local | StoreKind::Nvme | StoreKind::Auto) => {
             Arc::new(FileStateStore::new(&config.data_dir))
         }
     };
@@ -514,13 +524,18 @@ pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError>
     serve_with(config, store, None).await
 }
 
-/// [`serve`], with the cluster's membership for the admin API (`None`: no metadata log, so
-/// a cluster of one that cannot grow).
+/// [`serve`], with the cluster's membership for the admin API and the protocol state's
+/// store in the metadata log (`None`: no metadata log, so a cluster of one that cannot grow,
+/// its protocol state in files of the data directory).
 pub async fn serve_with<S: Store>(
     config: Config,
     store: S,
-    members: Option<Arc<dyn ha::members::ClusterAdmin>>,
+    cluster: Option<(
+        Arc<dyn ha::members::ClusterAdmin>,
+        Arc<dyn crate::state::StateStore>,
+    )>,
 ) -> Result<(), StartError> {
+    let (members, docs) = cluster.unzip();
     let key_path = config
         .cluster_key_file
         .clone()
@@ -535,7 +550,7 @@ pub async fn serve_with<S: Store>(
     let (bound, registered) = bind_all(&config).await?;
     let ports = bound.ports;
     let programs = portmap::our_programs(ports.nfs, ports.mount, !bound.mount_udp.is_empty());
-    let state = open_state(&config).await?;
+    let state = open_state(&config, docs).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let server = Arc::new(Server {
         metrics: metrics.clone(),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use grace::Grace;
 pub use identity::Identity;
-pub use store::{FileStateStore, MemStateStore, StateKey, StateStore};
+pub use store::{FileStateStore, LogStateStore, MemStateStore, StateKey, StateStore};
 
 use crate::v4::idmap::IdMap;
 use crate::v4::Nfs4;

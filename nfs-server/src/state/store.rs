@@ -3,6 +3,10 @@
 //! async trait, so that a replicated implementation (the cluster's metadata log) can back it
 //! later without the protocol code changing.
 //!
+//! In a metadata log (a cluster, or a node with `metadata = "log"`) the documents are log
+//! entries ([`LogStateStore`]): every node holds every node's, under keys named by node id,
+//! so the node that takes over a dead node's mount targets can read whom that node served.
+//!
 //! The unit is a whole document per [`StateKey`], written with a version. The state layer
 //! builds each document from its tables under their lock and saves it after the lock is
 //! dropped; saves of one key may therefore arrive out of order, and the version sorts them
@@ -97,6 +101,57 @@ impl StateStore for FileStateStore {
     }
 }
 
+/// Documents in the metadata store's documents (`backend::Store::put_doc`): in a cluster, log
+/// entries every node applies. Each node keeps its own under `node/<id>/<file name>`. A key the
+/// log does not hold yet is read from the data directory's file of that name, so a node that
+/// moves from files to the log keeps its clients' right to reclaim; its next save puts the
+/// document in the log.
+pub struct LogStateStore<S> {
+    store: S,
+    node: u64,
+    files: FileStateStore,
+}
+
+impl<S: backend::Store> LogStateStore<S> {
+    pub fn new(store: S, node: u64, data_dir: &std::path::Path) -> LogStateStore<S> {
+        LogStateStore {
+            store,
+            node,
+            files: FileStateStore::new(data_dir),
+        }
+    }
+
+    /// The document key of `key` for this node.
+    pub fn doc_key(&self, key: StateKey) -> Vec<u8> {
+        format!("node/{}/{}", self.node, key.file_name()).into_bytes()
+    }
+}
+
+fn log_error(what: &str, e: backend::Error) -> std::io::Error {
+    std::io::Error::other(format!("{what} the metadata log: {e}"))
+}
+
+impl<S: backend::Store> StateStore for LogStateStore<S> {
+    fn load(&self, key: StateKey) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            match self.store.doc(&self.doc_key(key)).await {
+                Ok(Some((_, doc))) => Ok(Some(doc)),
+                Ok(None) => self.files.load(key).await,
+                Err(e) => Err(log_error("reading from", e)),
+            }
+        })
+    }
+
+    fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.store
+                .put_doc(&self.doc_key(key), version, doc)
+                .await
+                .map_err(|e| log_error("saving to", e))
+        })
+    }
+}
+
 /// Documents in memory, lost at exit (the memory store, tests). It can be told to fail, so
 /// tests can show that a failed save reaches the client as an error.
 #[derive(Default)]
@@ -163,6 +218,35 @@ mod tests {
         let reopened = FileStateStore::new(dir.path());
         assert_eq!(reopened.load(StateKey::Nsm).await.unwrap().unwrap(), b"two");
         assert!(dir.path().join("nsm").exists());
+    }
+
+    #[tokio::test]
+    async fn a_log_store_keeps_each_nodes_documents_apart_and_reads_an_older_file_until_it_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        FileStateStore::new(dir.path())
+            .save(StateKey::Nsm, 5, b"from the file".to_vec())
+            .await
+            .unwrap();
+        let store = std::sync::Arc::new(backend::mem::MemStore::new());
+        let one = LogStateStore::new(store.clone(), 1, dir.path());
+        let two = LogStateStore::new(store.clone(), 2, tempfile::tempdir().unwrap().path());
+        assert_eq!(
+            one.load(StateKey::Nsm).await.unwrap().unwrap(),
+            b"from the file"
+        );
+        one.save(StateKey::Nsm, 6, b"in the log".to_vec())
+            .await
+            .unwrap();
+        one.save(StateKey::Nsm, 4, b"late".to_vec()).await.unwrap();
+        assert_eq!(
+            one.load(StateKey::Nsm).await.unwrap().unwrap(),
+            b"in the log"
+        );
+        assert_eq!(two.load(StateKey::Nsm).await.unwrap(), None);
+        assert_eq!(
+            backend::Store::doc(&store, b"node/1/nsm").await.unwrap(),
+            Some((6, b"in the log".to_vec()))
+        );
     }
 
     #[tokio::test]
