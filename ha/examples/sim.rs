@@ -30,7 +30,7 @@ fn main() {
     };
     let started = std::time::Instant::now();
     let mut failed = 0;
-    let mut totals = (0, 0, 0, 0, 0, 0, 0);
+    let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps, &scratch);
         if seeds == 1 {
@@ -47,11 +47,12 @@ fn main() {
         totals.4 += r.partitions;
         totals.5 += r.joins;
         totals.6 += r.removals;
+        totals.7 += r.docs_saved;
     }
     println!(
-        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes, {} partitions; {} joins, {} removals",
+        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes, {} partitions; {} joins, {} removals; {} documents saved",
         started.elapsed().as_secs_f64(),
-        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6
+        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
     if failed > 0 {
         std::process::exit(1);

@@ -38,7 +38,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         env("SIM_SEEDS", 20),
         env("SIM_STEPS", 150),
     );
-    let mut totals = (0, 0, 0, 0, 0, 0, 0);
+    let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps as usize, &scratch());
         assert!(
@@ -55,16 +55,21 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         totals.4 += r.partitions;
         totals.5 += r.joins;
         totals.6 += r.removals;
+        totals.7 += r.docs_saved;
     }
     eprintln!(
-        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes, {} partitions; {} joins, {} removals",
-        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6
+        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes, {} partitions; {} joins, {} removals; {} documents saved",
+        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
     assert!(
         totals.0 > 0,
         "the workload acknowledged nothing: the simulation tests nothing"
     );
     assert!(totals.3 > 0 && totals.4 > 0, "no faults were injected");
+    assert!(
+        totals.7 > 0,
+        "no document was saved: documents went untested"
+    );
     assert!(
         totals.5 > 0 && totals.6 > 0,
         "no node joined or left: membership changes went untested"

@@ -14,6 +14,9 @@
 //!   none;
 //! * **one name, one inode**: no name is bound by two acknowledged creates;
 //! * **replicas agree**: every node's state machine holds the same metadata;
+//! * **documents keep the newest**: a protocol-state document (`MetaOp::PutDoc`) is never
+//!   older on any node than its newest acknowledged save, whatever order saves were made in,
+//!   and holds the body saved with its version;
 //! * **votes only go forward**: no node's vote (term, candidate) ever goes back, crashes
 //!   included. Not "one leader per term": openraft by default orders leaders by
 //!   (term, node id), so two nodes may lead in one term, the higher id superseding the lower
@@ -336,6 +339,8 @@ pub struct Report {
     /// Nodes made voters, and voters removed, by the leader's reconciler.
     pub joins: usize,
     pub removals: usize,
+    /// Protocol-state document saves acknowledged.
+    pub docs_saved: usize,
     /// The broken invariants (empty: the run passed).
     pub violations: Vec<String>,
 }
@@ -423,6 +428,18 @@ async fn crash(fabric: &Fabric, nodes: &mut BTreeMap<u64, Arc<RaftMeta>>, node: 
     }
 }
 
+/// Protocol-state documents the workload saves (`MetaOp::PutDoc`).
+const DOC_KEYS: u64 = 3;
+
+fn doc_key(key: u64) -> Vec<u8> {
+    format!("node/{key}/nsm").into_bytes()
+}
+
+/// What version `version` of document `key` holds: telling the versions apart.
+fn doc_body(key: u64, version: u64) -> Vec<u8> {
+    format!("document {key} version {version}").into_bytes()
+}
+
 /// The request time of step 0 (one simulated second per step).
 const REQUEST_EPOCH: u64 = 1_800_000_000;
 
@@ -470,6 +487,9 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
     let mut down: BTreeMap<u64, usize> = BTreeMap::new();
     let mut next_ino = 100u64;
     let mut tasks = Vec::new();
+    // Documents: the last version handed out, and the (key, version) saves acknowledged.
+    let mut doc_version = 0u64;
+    let saved: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
 
     let verbose = std::env::var_os("SIM_VERBOSE").is_some();
     for step in 0..steps {
@@ -545,8 +565,44 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
             }
         }
         match rng.below(100) {
+            // A protocol-state document saved through a node that believes it leads, at times
+            // with a version below one saved before (saves arrive out of order).
+            60..=69 => {
+                let believers: Vec<u64> = nodes
+                    .iter()
+                    .filter(|(_, m)| m.leading().is_some())
+                    .map(|(&n, _)| n)
+                    .collect();
+                if let Some(&n) = believers.get(rng.below(believers.len() as u64) as usize) {
+                    let meta = Arc::clone(&nodes[&n]);
+                    let key = rng.below(DOC_KEYS);
+                    doc_version += 1;
+                    let version = doc_version - rng.below(3).min(doc_version - 1);
+                    let op = MetaOp::PutDoc {
+                        key: doc_key(key),
+                        version,
+                        doc: doc_body(key, version),
+                    };
+                    let applied = meta.apply(&Batch {
+                        epoch: 0,
+                        preconditions: &[],
+                        ops: &[op],
+                    });
+                    fabric.note(&[11, n, key, version, u64::from(applied.is_ok())]);
+                    if applied.is_ok() {
+                        let commit = meta.commit(false);
+                        let saved = Arc::clone(&saved);
+                        tasks.push(tokio::spawn(async move {
+                            let r = tokio::time::timeout(Duration::from_secs(5), commit).await;
+                            if let Ok(Ok(())) = r {
+                                saved.lock().unwrap().push((key, version));
+                            }
+                        }));
+                    }
+                }
+            }
             // A create through a node that believes it leads (or any node, to see refusals).
-            0..=69 => {
+            0..=59 => {
                 let believers: Vec<u64> = nodes
                     .iter()
                     .filter(|(_, m)| m.leading().is_some() || rng.chance(100))
@@ -832,6 +888,32 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                 _ => {}
             }
         }
+        // Documents: never older than the newest acknowledged save of their key, and always
+        // the body saved with the version they hold.
+        for key in 0..DOC_KEYS {
+            let newest = saved
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+                .max();
+            match (sm.doc(&doc_key(key)), newest) {
+                (Err(e), _) => violations.push(format!("node {n}: documents: {e}")),
+                (Ok(None), Some(v)) => violations.push(format!(
+                    "node {n} lost document {key}, acknowledged at version {v}"
+                )),
+                (Ok(Some((held, _))), Some(v)) if held < v => violations.push(format!(
+                    "node {n} holds document {key} at version {held}, below acknowledged {v}"
+                )),
+                (Ok(Some((held, body))), _) if body != doc_body(key, held) => {
+                    violations.push(format!(
+                        "node {n} holds document {key} version {held} with another version's body"
+                    ))
+                }
+                _ => {}
+            }
+        }
         match sm.export("") {
             Ok((batch, _)) => exports.push((n, wire_bytes(&batch))),
             Err(e) => violations.push(format!("node {n}: export failed: {e}")),
@@ -851,6 +933,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
         let _ = meta.shutdown().await;
     }
     let trace = fabric.lock().trace;
+    let docs_saved = saved.lock().unwrap().len();
     let changes = changes.lock().unwrap().clone();
     let joins = changes
         .iter()
@@ -864,6 +947,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
         creates_acknowledged: count(Outcome::Acknowledged),
         creates_refused: count(Outcome::Refused),
         creates_unknown: count(Outcome::Unknown),
+        docs_saved,
         crashes,
         partitions,
         violations,
