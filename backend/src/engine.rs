@@ -121,6 +121,13 @@ pub fn check_batch(
     if batch.epoch < current {
         return Err(Error::Fenced);
     }
+    // Bounded where they enter (`Engine`), checked again where every store applies them:
+    // the batch encoding could not carry a longer key.
+    for op in batch.ops {
+        if let MetaOp::PutDoc { key, doc, .. } = op {
+            check_doc(key, doc)?;
+        }
+    }
     for p in batch.preconditions {
         let holds = match p {
             Precondition::EntryAbsent { dir, name } => entry(*dir, name)?.is_none(),
@@ -170,8 +177,9 @@ pub enum MetaOp {
 
 /// The longest document key ([`MetaOp::PutDoc`]).
 pub const DOC_KEY_MAX: usize = 255;
-/// The largest document ([`MetaOp::PutDoc`]): a log entry, held in memory whole.
-pub const DOC_LEN_MAX: usize = 4 << 20;
+/// The largest document ([`MetaOp::PutDoc`]): a log entry, held in memory whole, and an
+/// append carries up to 16 entries (`ha::metalog::GROUP_BYTES_MAX`).
+pub const DOC_LEN_MAX: usize = 1 << 20;
 
 /// Rejects a document key or body beyond the bounds, or an empty key.
 pub fn check_doc(key: &[u8], doc: &[u8]) -> Result<()> {

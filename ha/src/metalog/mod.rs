@@ -53,6 +53,11 @@ pub struct Proposal(pub Vec<u8>);
 
 /// Most batches in one entry.
 pub const GROUP_MAX: usize = 512;
+/// An entry takes no further batch once it holds this many bytes. With its last batch (a
+/// document batch is at most `backend::engine::DOC_LEN_MAX` and a little) an entry stays
+/// under 2 MiB, so an append of `max_payload_entries` (16) stays far below the frame bound
+/// (`rpc::FRAME_BODY_MAX`, 64 MiB) that a follower enforces.
+pub const GROUP_BYTES_MAX: usize = 1 << 20;
 
 /// `count:u32 (len:u32 bytes)*`
 pub fn encode_group(batches: &[Vec<u8>]) -> Vec<u8> {
@@ -427,7 +432,8 @@ impl RaftMeta {
             heartbeat_interval: 100,
             election_timeout_min: election_min,
             election_timeout_max: election_max,
-            // Bounds an append frame: 16 entries of at most GROUP_MAX batches each.
+            // Bounds an append frame: 16 entries of at most GROUP_MAX batches and about
+            // GROUP_BYTES_MAX bytes each.
             max_payload_entries: 16,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
             max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
@@ -609,11 +615,13 @@ async fn propose(
             return;
         };
         // Everything that queued while waiting for the slot rides along.
+        let mut size = bytes.len();
         let (mut last, mut group) = (first, vec![bytes]);
-        while group.len() < GROUP_MAX {
+        while group.len() < GROUP_MAX && size < GROUP_BYTES_MAX {
             match queued.try_recv() {
                 Ok((seq, bytes)) => {
                     last = seq;
+                    size += bytes.len();
                     group.push(bytes);
                 }
                 Err(_) => break,

@@ -110,6 +110,9 @@ pub struct LogStateStore<S> {
     store: S,
     node: u64,
     files: FileStateStore,
+    /// The last version saved per key; held across a save, so a key has one save in the log
+    /// at a time and saves a newer one made meanwhile are skipped, not queued as log entries.
+    saved: tokio::sync::Mutex<HashMap<StateKey, u64>>,
 }
 
 impl<S: backend::Store> LogStateStore<S> {
@@ -118,6 +121,7 @@ impl<S: backend::Store> LogStateStore<S> {
             store,
             node,
             files: FileStateStore::new(data_dir),
+            saved: Default::default(),
         }
     }
 
@@ -144,10 +148,16 @@ impl<S: backend::Store> StateStore for LogStateStore<S> {
 
     fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            let mut saved = self.saved.lock().await;
+            if saved.get(&key).is_some_and(|&v| v >= version) {
+                return Ok(());
+            }
             self.store
                 .put_doc(&self.doc_key(key), version, doc)
                 .await
-                .map_err(|e| log_error("saving to", e))
+                .map_err(|e| log_error("saving to", e))?;
+            saved.insert(key, version);
+            Ok(())
         })
     }
 }
