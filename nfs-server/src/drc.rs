@@ -121,6 +121,11 @@ impl Drc {
         let mut g = self.inner.lock().expect("drc lock poisoned");
         if matches!(g.map.get(&key), Some(Entry::InProgress)) {
             g.map.remove(&key);
+            // Its place in the eviction order too: left there, a retransmission's new entry
+            // would be evicted early by the stale place (rare: O(capacity) is fine).
+            if let Some(at) = g.order.iter().rposition(|k| *k == key) {
+                g.order.remove(at);
+            }
         }
     }
 
@@ -188,6 +193,22 @@ mod tests {
         assert_eq!(d.begin(key(1)), Lookup::New);
         drop(d.running(key(1)));
         assert_eq!(d.begin(key(1)), Lookup::New);
+    }
+
+    #[test]
+    fn an_abandoned_call_leaves_no_stale_place_in_the_eviction_order() {
+        let d = Drc::new(2);
+        assert_eq!(d.begin(key(1)), Lookup::New);
+        drop(d.running(key(1)));
+        assert_eq!(d.begin(key(1)), Lookup::New);
+        d.running(key(1)).finish(Bytes::from_static(b"one"));
+        assert_eq!(d.begin(key(2)), Lookup::New);
+        d.running(key(2)).finish(Bytes::new());
+        assert_eq!(
+            d.begin(key(1)),
+            Lookup::Replay(Bytes::from_static(b"one")),
+            "the retry's reply is still cached: the cache holds two"
+        );
     }
 
     #[test]

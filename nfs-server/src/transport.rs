@@ -49,6 +49,9 @@ pub struct ConnLimits {
 pub const BUDGET_UNIT: usize = 1024;
 pub const REQUEST_UNITS_MIN: usize = 4;
 
+/// How long the calls of a connection that closed may still run (see `serve_connection`).
+const DRAIN_MAX: Duration = Duration::from_secs(30);
+
 fn budget_units(record_len: usize) -> u32 {
     (record_len.div_ceil(BUDGET_UNIT)).max(REQUEST_UNITS_MIN) as u32
 }
@@ -294,10 +297,14 @@ pub async fn serve_connection<S: Store>(
     // cut off half-way, a mutating call could have changed the file system without its
     // reply reaching the duplicate request cache (v3) or its session slot (v4.1), and the
     // client's retransmission on its next connection would then find nothing to replay.
+    // Bounded: a call that has not finished by then is dropped (its cache entry forgotten).
     let abandoned = inflight.len();
     if abandoned > 0 {
         tracing::debug!(%peer, abandoned, "connection closed with calls running: finishing them");
-        while inflight.next().await.is_some() {}
+        let drain = async { while inflight.next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_MAX, drain).await.is_err() {
+            tracing::warn!(%peer, "calls of a closed connection still running after {DRAIN_MAX:?}: dropped");
+        }
     }
     result
 }

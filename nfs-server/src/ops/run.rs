@@ -493,6 +493,7 @@ async fn open_state(
     } else {
         crate::v4::idmap::IdMap::default()
     };
+    let from_log = in_log.is_some();
     let store: Arc<dyn StateStore> = match (in_log, config.store) {
         (Some(log), _) => log,
         (None, StoreKind::Memory) => Arc::new(MemStateStore::default()),
@@ -504,20 +505,36 @@ async fn open_state(
         lease: lease_time(config),
         nlm_grace: std::time::Duration::from_secs(config.nlm.grace_seconds),
     };
-    ProtocolState::open(
-        identity,
-        store,
-        state_config,
-        idmap,
-        std::time::Instant::now(),
-    )
-    .await
-    .map_err(|e| {
-        StartError(format!(
-            "cannot load the protocol state (NFSv4.1 clients, NSM monitors) in {}: {e}",
-            config.data_dir.display()
-        ))
-    })
+    // Through the metadata log, a leadership change while this node starts is a passing
+    // error (the store itself waits 5 s for a leader per call): try for a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let opened = ProtocolState::open(
+            identity.clone(),
+            Arc::clone(&store),
+            state_config.clone(),
+            idmap.clone(),
+            std::time::Instant::now(),
+        )
+        .await;
+        match opened {
+            Ok(state) => return Ok(state),
+            Err(e) if from_log && std::time::Instant::now() < deadline => {
+                tracing::warn!("the protocol state is not readable from the metadata log yet: {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                let place = if from_log {
+                    "from the metadata log".to_string()
+                } else {
+                    format!("in {}", config.data_dir.display())
+                };
+                return Err(StartError(format!(
+                    "cannot load the protocol state (NFSv4.1 clients, NSM monitors) {place}: {e}"
+                )));
+            }
+        }
+    }
 }
 
 pub async fn serve<S: Store>(config: Config, store: S) -> Result<(), StartError> {

@@ -15,21 +15,21 @@ use std::path::Path;
 
 use nfs_proto::v4::Nfsstat4;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub enum IdMap {
     #[default]
     Numeric,
     Names(Box<Names>),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Names {
     domain: String,
     users: Table,
     groups: Table,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Table {
     by_id: HashMap<u32, String>,
     by_name: HashMap<String, u32>,
