@@ -42,7 +42,7 @@ part() {   # part NAME CMD...: run, tee output, remember the status
   log "=== $name: $* ==="
   "$@" 2>&1 | tee "$OUT/$name.log"; rc=${PIPESTATUS[0]}
   PARTS+=("$(printf '%-20s rc=%-3s %5ss' "$name" "$rc" $(( ($(now_ns) - t) / 1000000000 )))")
-  [ "$rc" = 0 ] || RC=1
+  [ "$rc" = 0 ] || { RC=1; e2e_digest "part $name failed (rc=$rc); its last lines:" "$(tail -5 "$OUT/$name.log")"; }
 }
 
 if [ "$DO_LIBNFS" = 1 ]; then
