@@ -590,6 +590,15 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                     });
                     fabric.note(&[11, n, key, version, u64::from(applied.is_ok())]);
                     if applied.is_ok() {
+                        // Read back at once through the node that saved it (from its overlay
+                        // of what it proposed, or its state machine): never older.
+                        match meta.doc(&doc_key(key)) {
+                            Ok(Some((held, _))) if held >= version => {}
+                            other => violations.push(format!(
+                                "node {n} reads document {key} as version {:?} right after saving version {version}",
+                                other.map(|d| d.map(|d| d.0))
+                            )),
+                        }
                         let commit = meta.commit(false);
                         let saved = Arc::clone(&saved);
                         tasks.push(tokio::spawn(async move {
