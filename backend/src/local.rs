@@ -225,7 +225,7 @@ impl MetaStore for LocalMeta {
         let tx = self.db.begin_read().map_err(db_error)?;
         let table = tx.open_table(DOCS).map_err(db_error)?;
         let value = table.get(key).map_err(db_error)?;
-        Ok(value.and_then(|v| split_doc(v.value())))
+        Ok(value.and_then(|v| split_doc(v.value()).map(|(version, doc)| (version, doc.to_vec()))))
     }
 
     /// Flushes inside the call (the engine calls it on the blocking pool): one redb commit
@@ -346,15 +346,15 @@ fn apply_in(tx: &redb::WriteTransaction, batch: &Batch<'_>) -> Result<()> {
     Ok(())
 }
 
+/// A stored document's version and body; `None` for a value too short to hold a version.
+fn split_doc(value: &[u8]) -> Option<(u64, &[u8])> {
+    let (version, doc) = value.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*version), doc))
+}
+
 /// For a replicated log that uses this store as its state machine: batches applied together
 /// with the log's own state (which entry was applied last), in one transaction, so a crash
 /// leaves the two consistent whatever was lost.
-/// A stored document's version and body; `None` for a value too short to hold a version.
-fn split_doc(value: &[u8]) -> Option<(u64, Vec<u8>)> {
-    let (version, doc) = value.split_first_chunk::<8>()?;
-    Some((u64::from_le_bytes(*version), doc.to_vec()))
-}
-
 impl LocalMeta {
     /// Applies `batch` (if any) and records `state` under `key`, atomically. The outer result
     /// is the store's (an I/O error applies nothing); the inner one says whether the batch was
@@ -478,7 +478,7 @@ impl LocalMeta {
                 ops.push(MetaOp::PutDoc {
                     key: key.value().to_vec(),
                     version,
-                    doc,
+                    doc: doc.to_vec(),
                 });
             }
         }
