@@ -50,11 +50,33 @@ pub trait StateStore: Send + Sync + 'static {
     fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()>;
 }
 
+/// The last durable version per key, held across a write: writes of a key are ordered, and a
+/// save that a newer one overtook is skipped (reported durable) instead of written.
+#[derive(Default)]
+struct Durable(tokio::sync::Mutex<HashMap<StateKey, u64>>);
+
+impl Durable {
+    /// Runs `write` unless a version at least `version` of `key` is durable already.
+    async fn save(
+        &self,
+        key: StateKey,
+        version: u64,
+        write: impl Future<Output = std::io::Result<()>>,
+    ) -> std::io::Result<()> {
+        let mut durable = self.0.lock().await;
+        if durable.get(&key).is_some_and(|&v| v >= version) {
+            return Ok(());
+        }
+        write.await?;
+        durable.insert(key, version);
+        Ok(())
+    }
+}
+
 /// Documents in files of a data directory, each replaced atomically and synced.
 pub struct FileStateStore {
     dir: PathBuf,
-    /// The last durable version per key; held across a write so writes of a key are ordered.
-    durable: tokio::sync::Mutex<HashMap<StateKey, u64>>,
+    durable: Durable,
 }
 
 impl FileStateStore {
@@ -83,21 +105,16 @@ impl StateStore for FileStateStore {
 
     fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()> {
         let path = self.dir.join(key.file_name());
-        Box::pin(async move {
-            let mut durable = self.durable.lock().await;
-            if durable.get(&key).is_some_and(|&v| v >= version) {
-                return Ok(());
-            }
+        let write = async move {
             let p = path.clone();
             tokio::task::spawn_blocking(move || crate::fsutil::replace_file(&p, &doc, None))
                 .await
                 .map_err(std::io::Error::other)?
                 .map_err(|e| {
                     std::io::Error::new(e.kind(), format!("saving {}: {e}", path.display()))
-                })?;
-            durable.insert(key, version);
-            Ok(())
-        })
+                })
+        };
+        Box::pin(self.durable.save(key, version, write))
     }
 }
 
@@ -110,9 +127,9 @@ pub struct LogStateStore<S> {
     store: S,
     node: u64,
     files: FileStateStore,
-    /// The last version saved per key; held across a save, so a key has one save in the log
-    /// at a time and saves a newer one made meanwhile are skipped, not queued as log entries.
-    saved: tokio::sync::Mutex<HashMap<StateKey, u64>>,
+    /// One save of a key in the log at a time; saves a newer one overtook are skipped, not
+    /// queued as log entries.
+    saved: Durable,
 }
 
 impl<S: backend::Store> LogStateStore<S> {
@@ -147,18 +164,13 @@ impl<S: backend::Store> StateStore for LogStateStore<S> {
     }
 
     fn save(&self, key: StateKey, version: u64, doc: Vec<u8>) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut saved = self.saved.lock().await;
-            if saved.get(&key).is_some_and(|&v| v >= version) {
-                return Ok(());
-            }
+        let write = async move {
             self.store
                 .put_doc(&self.doc_key(key), version, doc)
                 .await
-                .map_err(|e| log_error("saving to", e))?;
-            saved.insert(key, version);
-            Ok(())
-        })
+                .map_err(|e| log_error("saving to", e))
+        };
+        Box::pin(self.saved.save(key, version, write))
     }
 }
 
