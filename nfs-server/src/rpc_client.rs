@@ -16,7 +16,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest reply accepted from a client.
 const REPLY_LEN_MAX: usize = 64 * 1024;
 
-fn call_bytes(xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Bytes {
+/// One call's record (without record mark), as root over AUTH_SYS.
+pub(crate) fn call_bytes(xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Bytes {
     let mut cred = Writer::new();
     AuthSys {
         stamp: 0,

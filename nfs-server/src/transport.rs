@@ -493,7 +493,7 @@ mod tests {
 
     use backend::engine::{Batch, Counter, Engine, Inode, MetaStore, StoredEntry};
     use backend::mem::{MemData, MemMeta};
-    use nfs_proto::rpc::{self as rpc_, AuthSys, OpaqueAuth};
+    use nfs_proto::rpc as rpc_;
     use nfs_proto::v3::{self, proc3, DirOpArgs3, Nfs3Call, Sattr3};
     use nfs_proto::xdr::{Encode, Reader, Writer};
     use tokio::sync::oneshot;
@@ -570,20 +570,8 @@ mod tests {
         };
         let mut args = Writer::new();
         call.encode(&mut args);
-        let mut cred = Writer::new();
-        AuthSys {
-            stamp: 1,
-            machine_name: Bytes::from_static(b"test"),
-            uid: 0,
-            gid: 0,
-            gids: Vec::new(),
-        }
-        .encode(&mut cred);
-        let cred = OpaqueAuth {
-            flavor: rpc_::AUTH_SYS,
-            body: cred.into_bytes(),
-        };
-        let body = rpc_::call_record(xid, v3::PROGRAM, 3, proc3::MKDIR, cred, &args.into_bytes());
+        let body =
+            crate::rpc_client::call_bytes(xid, v3::PROGRAM, 3, proc3::MKDIR, &args.into_bytes());
         let mut out = record_mark(body.len()).to_vec();
         out.extend_from_slice(&body);
         out
