@@ -395,7 +395,7 @@ else
   record health "server log: no panics" 0 0 "$(grep -c ' WARN ' "$SLOG") WARN, $(grep -c ' ERROR ' "$SLOG") ERROR lines"
 fi
 local notable
-notable=$(grep -E ' (WARN|ERROR) ' "$SLOG" | grep -v 'read-write to EVERY client')   # that one is expected
+notable=$(notable_lines "$SLOG")
 [ -z "$notable" ] || { log "server WARN/ERROR lines (first 15):"; echo "$notable" | head -15 >&2; }
 
 TOTAL=$(( ($(now_ns) - T0) / 1000000000 ))

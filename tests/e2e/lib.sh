@@ -136,8 +136,14 @@ kc_record() {
     tail -20 "$SLOG" >&2
     e2e_digest "$(basename "$0") ${MODE:-} $1 $2: rc=$3$(kc_rc_meaning "$3") after ${4}s" \
       "$(tail -12 "$WORK/$1.out" 2>/dev/null)" \
-      "$(grep -E ' (WARN|ERROR) ' "$SLOG" 2>/dev/null | grep -v 'read-write to EVERY client' | tail -6)"
+      "$(notable_lines "$SLOG" | tail -6)"
   fi
+}
+
+# notable_lines LOG: a server log's WARN and ERROR lines, but for the warning every run with the
+# default export gives (read-write to every client).
+notable_lines() {
+  grep -E ' (WARN|ERROR) ' "$1" 2>/dev/null | grep -v 'read-write to EVERY client' || true
 }
 
 # kc_rc_meaning RC: what kclient's exit status RC says, for failure reports.
@@ -186,14 +192,16 @@ cluster_cleanup() {
     return
   fi
   if [ "$FAILED" != 0 ]; then
+    local d lines
     mkdir -p "$WORK/logs"
     for d in "$CDIR"/n*/; do cp "$d/server.log" "$WORK/logs/$(basename "$d").log" 2>/dev/null; done
     # CI keeps only what is printed: the last warnings and errors of every node.
     for d in "$CDIR"/n*/; do
+      lines=$(grep -E ' (WARN|ERROR) ' "$d/server.log" 2>/dev/null | tail -15 | cut -c1-400)
       echo "--- $(basename "$d"): last WARN/ERROR lines of server.log"
-      grep -E ' (WARN|ERROR) ' "$d/server.log" 2>/dev/null | tail -15 | cut -c1-400
+      [ -z "$lines" ] || printf '%s\n' "$lines"
       e2e_digest "$(basename "$0") $(basename "$d"): last WARN/ERROR lines" \
-        "$(grep -E ' (WARN|ERROR) ' "$d/server.log" 2>/dev/null | tail -3)"
+        "$(printf '%s\n' "$lines" | tail -3)"
     done
   fi
   "$CL" down --dir "$CDIR" >/dev/null 2>&1 || true
