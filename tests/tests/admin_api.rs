@@ -780,3 +780,76 @@ fn a_target_refused_because_one_address_is_taken_leaves_no_listener_behind() {
         "{free}, the free address of a refused target, still accepts connections"
     );
 }
+
+#[test]
+fn with_the_metadata_log_changes_are_kept_in_the_log_not_in_a_file_and_survive_a_restart() {
+    let log = "\n[cluster]\nmetadata = \"log\"\n";
+    let mut api = Api::start(&format!("{}{log}", cfg_target()));
+    let st = api.get("/v1/status");
+    assert_eq!(st.body()["settings"]["kept_in"], "log", "{st:?}");
+    assert_eq!(st.body()["settings"]["version"], 0, "{st:?}");
+    let addr = free_port_on([127, 0, 0, 3]);
+    let r = api.send(
+        "POST",
+        "/v1/targets",
+        &json!({"name": "api", "listen": [addr.to_string()], "tier": "20g"}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = api.send("PUT", "/v1/targets/cfg/tier", &json!({"tier": "40g"}));
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = api.send(
+        "POST",
+        "/v1/exports",
+        &json!({"path": "/logged", "id": 78, "clients": [{"match": "127.0.0.0/8"}]}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let st = api.get("/v1/status");
+    assert_eq!(st.body()["settings"]["version"], 3, "one version per change: {st:?}");
+    assert!(
+        !api.s.data_dir().join("admin-state.json").exists(),
+        "a node with the metadata log wrote admin-state.json"
+    );
+
+    api.s.restart();
+    let t = api.get("/v1/targets/api");
+    assert_eq!(t.status, 200, "{t:?}");
+    assert_eq!(t.body()["tier"], "20g", "{t:?}");
+    nfs_null_answered(addr);
+    assert_eq!(api.get("/v1/targets/cfg").body()["tier"], "40g");
+    let list = api.get("/v1/exports");
+    assert!(find(list.body(), "id", &json!(78)).is_some(), "{list:?}");
+    api.s.mounted("/logged");
+
+    let r = api.delete("/v1/targets/api");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(refuses_connections(addr), "the deleted target still listens");
+    let r = api.delete("/v1/exports/78");
+    assert_eq!(r.status, 204, "{r:?}");
+    api.s.restart();
+    assert_eq!(api.get("/v1/targets/api").status, 404);
+    let list = api.get("/v1/exports");
+    assert!(find(list.body(), "id", &json!(78)).is_none(), "{list:?}");
+    assert_eq!(api.get("/v1/status").body()["settings"]["version"], 5);
+}
+
+#[test]
+fn a_node_moving_to_the_metadata_log_imports_its_admin_state_file_once() {
+    let log = "\n[cluster]\nmetadata = \"log\"\n";
+    let mut api = Api::start(&format!("{}{log}", cfg_target()));
+    api.s.kill9();
+    // What a run without the log left behind.
+    let file = api.s.data_dir().join("admin-state.json");
+    std::fs::write(&file, r#"{"tiers": {"cfg": "80g"}}"#).unwrap();
+    api.s.restart();
+    assert_eq!(api.get("/v1/targets/cfg").body()["tier"], "80g");
+    assert_eq!(api.get("/v1/status").body()["settings"]["version"], 1);
+    assert!(!file.exists(), "the imported file is still read at every start");
+    assert!(api.s.data_dir().join("admin-state.json.imported").exists());
+
+    // A second file is not imported over the cluster's settings: it is set aside.
+    std::fs::write(&file, r#"{"tiers": {"cfg": "1g"}}"#).unwrap();
+    api.s.restart();
+    assert_eq!(api.get("/v1/targets/cfg").body()["tier"], "80g");
+    assert!(api.s.data_dir().join("admin-state.json.ignored").exists());
+    assert!(api.s.log().contains("not imported"), "{}", api.s.log());
+}

@@ -3,13 +3,17 @@
 //!
 //! Plain HTTP/1.1 with JSON bodies on a loopback address by default, one request per
 //! connection, every request authenticated with a bearer token. Heads are limited to 8 KiB,
-//! bodies to 1 MiB, and each connection to 10 s. Changes made here are persisted in
-//! `<data_dir>/admin-state.json` and applied again at the next start.
+//! bodies to 1 MiB, and each connection to 10 s.
+//!
+//! Changes made here (targets, tiers, exports) are kept in a [`Book`]: on a node whose
+//! metadata goes through the metadata log, the cluster's document `cluster/admin`, the same
+//! on every node (each node applies it within a second: [`Admin::follow`]); otherwise
+//! `<data_dir>/admin-state.json`. Either is applied again at the next start.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend::{Cred, Store};
@@ -161,6 +165,32 @@ fn rule_json(r: &ClientRule) -> Value {
     })
 }
 
+/// The key of the cluster's settings document in the metadata log.
+pub const SETTINGS_DOC: &[u8] = b"cluster/admin";
+
+/// How often a node of a cluster reads the settings document to apply other nodes' changes.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the admin API keeps its changes.
+#[derive(Clone, Debug)]
+pub enum Book {
+    /// This node's own file (no metadata log: a cluster of one that cannot grow).
+    File(PathBuf),
+    /// The document [`SETTINGS_DOC`] in the metadata log, shared by every node. A change is
+    /// a put at the next version, read back: when two nodes change the settings at once,
+    /// the log's order picks one and the other is told to retry (409).
+    Log,
+}
+
+impl Book {
+    fn name(&self) -> &'static str {
+        match self {
+            Book::File(_) => "file",
+            Book::Log => "log",
+        }
+    }
+}
+
 /// Everything the admin API needs from a running server.
 pub struct Admin<S> {
     /// The cluster's membership (`None`: the metadata is not in the log, a cluster of one).
@@ -171,8 +201,12 @@ pub struct Admin<S> {
     /// Bound NFS listener addresses: a target address on a covered port needs no listener.
     pub nfs_bound: Vec<SocketAddr>,
     pub token: String,
-    pub state_path: PathBuf,
-    pub state: Mutex<AdminState>,
+    pub book: Book,
+    /// Held across a change and across applying the book, so that this node's changes and
+    /// its following of other nodes' changes never interleave.
+    pub changes: tokio::sync::Mutex<()>,
+    /// The version of the book this node has applied (0: none yet, or a file).
+    pub applied: std::sync::atomic::AtomicU64,
     /// Ids of exports defined by the config file (the API may not delete them).
     pub config_exports: Vec<u32>,
     pub data_dir: PathBuf,
@@ -428,11 +462,11 @@ impl<S: Store> Admin<S> {
                 .by_name(name)
                 .map(|t| Response(200, Some(self.target_json(&t))))
                 .ok_or_else(|| error(404, format!("no target named {name:?}"))),
-            ("PUT", ["v1", "targets", name, "tier"]) => self.set_tier(name, &req.body),
-            ("DELETE", ["v1", "targets", name]) => self.delete_target(name),
+            ("PUT", ["v1", "targets", name, "tier"]) => self.set_tier(name, &req.body).await,
+            ("DELETE", ["v1", "targets", name]) => self.delete_target(name).await,
             ("GET", ["v1", "exports"]) => Ok(Response(200, Some(self.exports_json()))),
             ("POST", ["v1", "exports"]) => self.create_export(&req.body).await,
-            ("DELETE", ["v1", "exports", id]) => self.delete_export(id),
+            ("DELETE", ["v1", "exports", id]) => self.delete_export(id).await,
             ("GET", ["v1", "residency"]) => self.residency(&req.query).await,
             ("GET", ["v1", "cluster"]) => Ok(self.cluster_status().await),
             ("POST", ["v1", "cluster", "leave"]) => self.remove_member(None).await,
@@ -497,12 +531,6 @@ impl<S: Store> Admin<S> {
         }
     }
 
-    fn persist(&self, state: &AdminState) -> Result<(), Response> {
-        state
-            .save(&self.state_path)
-            .map_err(|e| error(500, format!("change applied but not persisted: {e}")))
-    }
-
     fn target_json(&self, t: &Target) -> Value {
         let tier = t.pacer.tier();
         json!({
@@ -560,11 +588,259 @@ impl<S: Store> Admin<S> {
                     .map(|(k, v)| (k.to_string(), json!(v)))
                     .collect::<serde_json::Map<String, Value>>(),
             },
+            "settings": {
+                "kept_in": self.book.name(),
+                "version": self.applied.load(std::sync::atomic::Ordering::Relaxed),
+            },
             "throughput_bytes": {
                 "read": self.server.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                 "write": self.server.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
             },
         })
+    }
+
+    /// The book as saved: its version (0 for a file, or no document yet) and content.
+    pub async fn read_book(&self) -> Result<(u64, AdminState), String> {
+        match &self.book {
+            Book::File(path) => AdminState::load(path)
+                .map(|st| (0, st))
+                .map_err(|e| e.to_string()),
+            Book::Log => match self.server.store.doc(SETTINGS_DOC).await {
+                Ok(None) => Ok((0, AdminState::default())),
+                Ok(Some((version, body))) => serde_json::from_slice(&body)
+                    .map(|st| (version, st))
+                    .map_err(|e| format!("the cluster's settings document is damaged: {e}")),
+                Err(e) => Err(format!("cannot read the cluster's settings: {e}")),
+            },
+        }
+    }
+
+    /// Saves `state` as the successor of `version` (read by [`Admin::read_book`]) and returns
+    /// the new version. In the log, another node's change saved at the same version wins: 409.
+    async fn write_book(&self, version: u64, state: &AdminState) -> Result<u64, Response> {
+        match &self.book {
+            Book::File(path) => {
+                state
+                    .save(path)
+                    .map_err(|e| error(500, format!("change not saved: {e}")))?;
+                Ok(0)
+            }
+            Book::Log => {
+                let body = serde_json::to_vec(state)
+                    .map_err(|e| error(500, format!("change not saved: {e}")))?;
+                let next = version + 1;
+                if let Err(e) = self
+                    .server
+                    .store
+                    .put_doc(SETTINGS_DOC, next, body.clone())
+                    .await
+                {
+                    return Err(error(
+                        503,
+                        format!(
+                            "the change may not have been saved (the metadata log: {e}); list \
+                             to see whether it was, then retry"
+                        ),
+                    ));
+                }
+                match self.server.store.doc(SETTINGS_DOC).await {
+                    Ok(Some((v, b))) if v == next && b == body => Ok(next),
+                    Ok(_) => Err(error(
+                        409,
+                        "another change to the cluster's settings was saved at the same moment; \
+                         nothing was changed: retry",
+                    )),
+                    Err(e) => Err(error(
+                        503,
+                        format!(
+                            "the change may not have been saved (read-back failed: {e}); list \
+                             to see whether it was, then retry"
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// At start: reads the book (waiting up to a minute for the metadata log), imports an
+    /// `admin-state.json` left from a run without the log (`file`), and applies the book.
+    pub async fn open(&self, file: &Path) -> Result<(), String> {
+        let _held = self.changes.lock().await;
+        let since = tokio::time::Instant::now();
+        let (mut version, mut st) = loop {
+            match self.read_book().await {
+                Ok(book) => break book,
+                Err(e) if self.is_cluster() && since.elapsed() < Duration::from_secs(60) => {
+                    tracing::debug!("settings not readable yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if self.is_cluster() && file.exists() {
+            let old = AdminState::load(file).map_err(|e| e.to_string())?;
+            let outcome = if version == 0 {
+                self.write_book(0, &old).await
+            } else {
+                Err(error(409, "the cluster has settings of its own"))
+            };
+            let (suffix, outcome) = match outcome {
+                Ok(v) => {
+                    (version, st) = (v, old);
+                    (
+                        "imported",
+                        "imported into the cluster's settings".to_string(),
+                    )
+                }
+                Err(Response(_, body)) => {
+                    let why = body.map(|b| b["error"].to_string()).unwrap_or_default();
+                    ("ignored", format!("not imported ({why}); apply it again through the admin API if it is still wanted"))
+                }
+            };
+            let moved = file.with_extension(format!("json.{suffix}"));
+            std::fs::rename(file, &moved).map_err(|e| format!("{}: {e}", file.display()))?;
+            tracing::warn!(file = %file.display(), moved = %moved.display(), "this node's admin-state.json was {outcome}");
+        }
+        self.apply(version, &st).await;
+        Ok(())
+    }
+
+    /// Reads the book and applies it (call with [`Admin::changes`] held): the running
+    /// targets, tiers and exports catch up with other nodes' changes before this node checks
+    /// a change of its own against them.
+    async fn catch_up(&self) -> Result<(u64, AdminState), Response> {
+        let (version, st) = self.read_book().await.map_err(|e| error(503, e))?;
+        self.apply(version, &st).await;
+        Ok((version, st))
+    }
+
+    /// Makes the running targets, tiers and exports what `st` says, leaving the config
+    /// file's own alone. Problems (an address that cannot be bound here, a name or id that
+    /// a config-file entry of this node already uses) are logged: they are this node's, and
+    /// the other nodes apply the settings all the same.
+    pub async fn apply(&self, version: u64, st: &AdminState) {
+        let tier_of = |t: &Target| t.tier_config.lock().expect("tier lock poisoned").clone();
+        for (name, tier) in &st.tiers {
+            match self.targets.by_name(name) {
+                Some(t) if tier_of(&t) != *tier => self.retier(&t, tier),
+                Some(_) => {}
+                None => tracing::debug!(target = %name, "a tier for a target this node lacks"),
+            }
+        }
+        for cfg in &st.targets {
+            match self.targets.by_name(&cfg.name) {
+                Some(t) if t.source == Source::Config => {
+                    tracing::warn!(target = %cfg.name, "the cluster's settings name a target that this node's config file defines; the config file's wins here")
+                }
+                Some(t) if tier_of(&t) != cfg.tier => self.retier(&t, &cfg.tier),
+                Some(_) => {}
+                None => {
+                    let t = match Target::new(cfg, Source::Api) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!(target = %cfg.name, "target not served: {e}");
+                            continue;
+                        }
+                    };
+                    if let Err(e) = self.start_listeners(&t, true).await {
+                        stop_listeners(&t);
+                        tracing::warn!(target = %cfg.name, "target served only on addresses other listeners cover: {e}");
+                    }
+                    if self.targets.add(t.clone()).is_ok() {
+                        crate::ops::run::publish_rates(&self.server.metrics, &t);
+                        tracing::info!(target = %cfg.name, "mount target added from the settings");
+                    }
+                }
+            }
+        }
+        for t in self.targets.list() {
+            if t.source == Source::Api && !st.targets.iter().any(|c| c.name == t.name) {
+                self.targets.remove(&t.name);
+                tracing::info!(target = %t.name, "mount target removed from the settings");
+            }
+        }
+        let mut wanted = Vec::new();
+        for e in &st.exports {
+            let cfg = match export_config(e) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::warn!(export = %e.path, "export not served: {err}");
+                    continue;
+                }
+            };
+            let id = cfg.export_id();
+            wanted.push(id);
+            {
+                let table = self.server.exports();
+                if table.by_id(id).is_some() {
+                    continue;
+                }
+                if table.by_path(&cfg.path).is_some() {
+                    tracing::warn!(export = %cfg.path, id, "export not served: this node's config file exports its path");
+                    continue;
+                }
+            }
+            match crate::ops::run::resolve_export(&cfg, &self.server.store).await {
+                Ok(export) => {
+                    let mut w = self.server.exports.write().expect("exports lock poisoned");
+                    if w.by_id(id).is_none() {
+                        *w = Arc::new(w.with(export));
+                        tracing::info!(export = %cfg.path, id, "export added from the settings");
+                    }
+                }
+                Err(err) => tracing::warn!(export = %cfg.path, "export not served yet: {}", err.0),
+            }
+        }
+        let gone: Vec<u32> = self
+            .server
+            .exports()
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| !self.config_exports.contains(id) && !wanted.contains(id))
+            .collect();
+        for id in gone {
+            let mut w = self.server.exports.write().expect("exports lock poisoned");
+            *w = Arc::new(w.without(id));
+            tracing::info!(
+                id,
+                "export removed from the settings; its handles are now stale"
+            );
+        }
+        self.applied
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn retier(&self, t: &Target, tier: &TierConfig) {
+        match t.set_tier(tier) {
+            Ok(()) => {
+                crate::ops::run::publish_rates(&self.server.metrics, t);
+                tracing::info!(target = %t.name, ?tier, "tier changed");
+            }
+            Err(e) => tracing::warn!(target = %t.name, "tier not applied: {e}"),
+        }
+    }
+
+    /// Applies the cluster's settings as other nodes change them: reads the book every
+    /// [`FOLLOW_EVERY`] and applies a new version. Runs for the life of the server.
+    pub async fn follow(self: Arc<Self>) {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let _held = self.changes.lock().await;
+            match self.read_book().await {
+                Ok((version, st)) => {
+                    failing = false;
+                    if version != self.applied.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.apply(version, &st).await;
+                    }
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("settings not followed for now: {e}");
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     async fn create_target(&self, body: &[u8]) -> Result<Response, Response> {
@@ -579,39 +855,64 @@ impl<S: Store> Admin<S> {
         cfg.tier
             .resolve()
             .map_err(|e| error(400, format!("tier: {e}")))?;
+        let _held = self.changes.lock().await;
+        let (version, mut st) = self.catch_up().await?;
         // Refuse a taken name before touching any socket: a refused request changes nothing.
-        if self.targets.by_name(&cfg.name).is_some() || cfg.name == "default" {
+        if self.targets.by_name(&cfg.name).is_some()
+            || cfg.name == "default"
+            || st.targets.iter().any(|t| t.name == cfg.name)
+        {
             return Err(error(409, format!("a target named {:?} exists", cfg.name)));
         }
         let target = Target::new(&cfg, Source::Api).map_err(|e| error(400, e))?;
-        if let Err(e) = self.start_listeners(&target).await {
+        // In a cluster, an address another node holds is served there.
+        if let Err(e) = self.start_listeners(&target, self.is_cluster()).await {
             stop_listeners(&target);
             return Err(error(409, e));
         }
+        st.targets.push(cfg);
+        let version = match self.write_book(version, &st).await {
+            Ok(v) => v,
+            Err(e) => {
+                stop_listeners(&target);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.targets.add(target.clone()) {
-            // Lost a race with another create of the same name: undo only our own listeners.
             stop_listeners(&target);
             return Err(error(409, e));
         }
         crate::ops::run::publish_rates(&self.server.metrics, &target);
-        let mut st = self.state.lock().expect("admin state poisoned");
-        st.targets.push(cfg);
-        self.persist(&st)?;
+        self.apply(version, &st).await;
         tracing::info!(target = %target.name, "mount target created by the admin API");
         Ok(Response(201, Some(self.target_json(&target))))
     }
 
-    /// Listens on a target's addresses that no NFS listener covers.
-    pub async fn start_listeners(&self, target: &Arc<Target>) -> Result<(), String> {
+    fn is_cluster(&self) -> bool {
+        matches!(self.book, Book::Log)
+    }
+
+    /// Listens on a target's addresses that no NFS listener covers. `elsewhere`: an address
+    /// that is not this node's (EADDRNOTAVAIL) is left to the node that holds it.
+    pub async fn start_listeners(
+        &self,
+        target: &Arc<Target>,
+        elsewhere: bool,
+    ) -> Result<(), String> {
         let covered = |a: &SocketAddr| {
             self.nfs_bound
                 .iter()
                 .any(|b| b.port() == a.port() && (b.ip().is_unspecified() || b.ip() == a.ip()))
         };
         for a in target.listen.iter().filter(|a| !covered(a)) {
-            let l = TcpListener::bind(a)
-                .await
-                .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            let l = match TcpListener::bind(a).await {
+                Ok(l) => l,
+                Err(e) if elsewhere && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    tracing::debug!(target = %target.name, %a, "address not on this node");
+                    continue;
+                }
+                Err(e) => return Err(format!("cannot listen on {a}: {e}")),
+            };
             let task = tokio::spawn(crate::transport::serve_tcp(
                 self.server.clone(),
                 l,
@@ -627,28 +928,32 @@ impl<S: Store> Admin<S> {
         Ok(())
     }
 
-    fn set_tier(&self, name: &str, body: &[u8]) -> Result<Response, Response> {
+    async fn set_tier(&self, name: &str, body: &[u8]) -> Result<Response, Response> {
         let b: TierBody = parse_body(body)?;
+        b.tier
+            .resolve()
+            .map_err(|e| error(400, format!("tier: {e}")))?;
+        let _held = self.changes.lock().await;
+        let (version, mut st) = self.catch_up().await?;
         let t = self
             .targets
             .by_name(name)
             .ok_or_else(|| error(404, format!("no target named {name:?}")))?;
-        t.set_tier(&b.tier)
-            .map_err(|e| error(400, format!("tier: {e}")))?;
-        crate::ops::run::publish_rates(&self.server.metrics, &t);
-        let mut st = self.state.lock().expect("admin state poisoned");
         match st.targets.iter_mut().find(|c| c.name == name) {
             Some(c) => c.tier = b.tier.clone(),
             None => {
                 st.tiers.insert(name.to_string(), b.tier.clone());
             }
         }
-        self.persist(&st)?;
+        let version = self.write_book(version, &st).await?;
+        self.apply(version, &st).await;
         tracing::info!(target = %name, tier = ?b.tier, "tier changed by the admin API");
         Ok(Response(200, Some(self.target_json(&t))))
     }
 
-    fn delete_target(&self, name: &str) -> Result<Response, Response> {
+    async fn delete_target(&self, name: &str) -> Result<Response, Response> {
+        let _held = self.changes.lock().await;
+        let (version, mut st) = self.catch_up().await?;
         let t = self
             .targets
             .by_name(name)
@@ -661,10 +966,9 @@ impl<S: Store> Admin<S> {
                 ),
             ));
         }
-        self.targets.remove(name);
-        let mut st = self.state.lock().expect("admin state poisoned");
         st.targets.retain(|c| c.name != name);
-        self.persist(&st)?;
+        let version = self.write_book(version, &st).await?;
+        self.apply(version, &st).await;
         tracing::info!(target = %name, "mount target deleted by the admin API");
         Ok(Response(204, None))
     }
@@ -690,6 +994,8 @@ impl<S: Store> Admin<S> {
         let api: ApiExport = parse_body(body)?;
         let cfg = export_config(&api).map_err(|e| error(400, e))?;
         let id = cfg.export_id();
+        let _held = self.changes.lock().await;
+        let (version, mut st) = self.catch_up().await?;
         {
             let table = self.server.exports();
             if table.by_id(id).is_some() || table.by_path(&cfg.path).is_some() {
@@ -699,31 +1005,36 @@ impl<S: Store> Admin<S> {
                 ));
             }
         }
-        let export = crate::ops::run::resolve_export(&cfg, &self.server.store)
+        // The directory first: an export whose path cannot be made is refused, not saved.
+        crate::ops::run::resolve_export(&cfg, &self.server.store)
             .await
             .map_err(|e| error(500, e.0))?;
-        {
-            let mut w = self.server.exports.write().expect("exports lock poisoned");
-            *w = Arc::new(w.with(export));
-        }
-        let mut st = self.state.lock().expect("admin state poisoned");
         st.exports.push(ApiExport {
             id: Some(id),
             ..api
         });
-        self.persist(&st)?;
+        let version = self.write_book(version, &st).await?;
+        self.apply(version, &st).await;
         tracing::info!(export = %cfg.path, id, "export added by the admin API");
         let v = self.exports_json();
         let created = v
             .as_array()
             .and_then(|a| a.iter().find(|e| e["id"] == json!(id)).cloned());
-        Ok(Response(201, created))
+        match created {
+            Some(c) => Ok(Response(201, Some(c))),
+            None => Err(error(
+                500,
+                format!("export {id} was saved but is not served here: see the server's log"),
+            )),
+        }
     }
 
-    fn delete_export(&self, id: &str) -> Result<Response, Response> {
+    async fn delete_export(&self, id: &str) -> Result<Response, Response> {
         let id: u32 = id
             .parse()
             .map_err(|_| error(400, format!("{id:?} is not an export id")))?;
+        let _held = self.changes.lock().await;
+        let (version, mut st) = self.catch_up().await?;
         if self.server.exports().by_id(id).is_none() {
             return Err(error(404, format!("no export with id {id}")));
         }
@@ -733,13 +1044,13 @@ impl<S: Store> Admin<S> {
                 format!("export {id} is defined in the config file: remove it there and restart"),
             ));
         }
-        {
-            let mut w = self.server.exports.write().expect("exports lock poisoned");
-            *w = Arc::new(w.without(id));
-        }
-        let mut st = self.state.lock().expect("admin state poisoned");
-        st.exports.retain(|e| e.id != Some(id));
-        self.persist(&st)?;
+        st.exports.retain(|e| {
+            export_config(e)
+                .map(|c| c.export_id() != id)
+                .unwrap_or(true)
+        });
+        let version = self.write_book(version, &st).await?;
+        self.apply(version, &st).await;
         tracing::info!(
             id,
             "export removed by the admin API; its handles are now stale"

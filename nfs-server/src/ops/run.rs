@@ -395,17 +395,31 @@ pub async fn resolve_export<S: Store>(e: &ExportConfig, store: &S) -> Result<Exp
                 };
                 let kind = NodeKind::Directory;
                 let mode = backend::CreateMode::Guarded;
-                let created = store
+                match store
                     .create(&root, dir, comp.as_bytes(), kind, attr, mode)
                     .await
-                    .map_err(|err| {
-                        StartError(format!(
+                {
+                    Ok(created) => {
+                        tracing::info!(export = %e.path, "created the export's directory");
+                        created.0.id
+                    }
+                    // Another node applying the same settings made it first.
+                    Err(backend::Error::Exists) => {
+                        store
+                            .lookup(&root, dir, comp.as_bytes())
+                            .await
+                            .map_err(|err| {
+                                StartError(format!("export {:?}: {comp:?}: {err}", e.path))
+                            })?
+                            .id
+                    }
+                    Err(err) => {
+                        return Err(StartError(format!(
                             "export {:?}: cannot create {comp:?}: {err}",
                             e.path
-                        ))
-                    })?;
-                tracing::info!(export = %e.path, "created the export's directory");
-                created.0.id
+                        )))
+                    }
+                }
             }
             Err(err) => return Err(StartError(format!("export {:?}: {comp:?}: {err}", e.path))),
         };
@@ -760,7 +774,8 @@ fn reload_tiers(config: &Config, targets: &crate::qos::TargetTable) {
     }
 }
 
-/// Loads what the admin API changed in earlier runs, applies it, and serves the API.
+/// Applies what the admin API changed (the cluster's settings, or this node's from earlier
+/// runs), follows other nodes' changes, and serves the API.
 async fn start_admin<S: Store>(
     config: &Config,
     server: &Arc<Server<S>>,
@@ -769,9 +784,13 @@ async fn start_admin<S: Store>(
     nfs_bound: Vec<SocketAddr>,
     members: Option<Arc<dyn ha::members::ClusterAdmin>>,
 ) -> Result<(), StartError> {
-    use crate::ops::admin::{Admin, AdminState};
-    let state_path = config.data_dir.join("admin-state.json");
-    let state = AdminState::load(&state_path).map_err(|e| StartError(e.to_string()))?;
+    use crate::ops::admin::{Admin, Book};
+    let file = config.data_dir.join("admin-state.json");
+    // With a metadata log, the settings are the cluster's; without, this node's file.
+    let book = match members {
+        Some(_) => Book::Log,
+        None => Book::File(file.clone()),
+    };
     let token_path = config
         .server
         .admin_token_file
@@ -786,45 +805,20 @@ async fn start_admin<S: Store>(
         limits: limits.clone(),
         nfs_bound,
         token,
-        state_path,
-        state: std::sync::Mutex::new(state.clone()),
+        book,
+        changes: Default::default(),
+        applied: Default::default(),
         config_exports: server.exports().iter().map(|e| e.id).collect(),
         data_dir: config.data_dir.clone(),
         store_kind: config.store.name(),
         started: std::time::Instant::now(),
     });
-    for (name, tier) in &state.tiers {
-        match targets.by_name(name).map(|t| t.set_tier(tier)) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => tracing::warn!(target = %name, "admin-state tier not applied: {e}"),
-            None => {
-                tracing::warn!(target = %name, "admin-state tier for a target that no longer exists")
-            }
-        }
-    }
-    for t in &state.targets {
-        let target = crate::qos::Target::new(t, crate::qos::Source::Api).map_err(StartError)?;
-        admin
-            .start_listeners(&target)
-            .await
-            .map_err(|e| StartError(format!("admin-state target {:?}: {e}", t.name)))?;
-        targets
-            .add(target.clone())
-            .map_err(|e| StartError(format!("admin-state target: {e}; rename one of them")))?;
-        publish_rates(&server.metrics, &target);
-    }
-    for e in &state.exports {
-        let cfg = crate::ops::admin::export_config(e)
-            .map_err(|err| StartError(format!("admin-state export {:?}: {err}", e.path)))?;
-        let export = resolve_export(&cfg, &server.store).await?;
-        let mut w = server.exports.write().expect("exports lock poisoned");
-        if w.by_id(export.id).is_some() {
-            return Err(StartError(format!(
-                "admin-state export {:?} has id {} of a config export; change one of them",
-                e.path, export.id
-            )));
-        }
-        *w = Arc::new(w.with(export));
+    admin
+        .open(&file)
+        .await
+        .map_err(|e| StartError(format!("the admin API's settings: {e}")))?;
+    if let Book::Log = admin.book {
+        tokio::spawn(admin.clone().follow());
     }
     let tls = match (&config.server.admin_tls_cert, &config.server.admin_tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
