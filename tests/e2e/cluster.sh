@@ -19,8 +19,11 @@
 #    made, and the refused create does not exist anywhere.
 # 5. Membership through etcd: `sluice cluster status` shows 3 voters up; one etcd member is
 #    killed; a fourth node (`cluster.sh add 4`) joins as a voter (from a snapshot: the log is
-#    compacted by then) and serves every file; `sluice cluster leave` on it
-#    takes it out of the log and stops it; the three go on.
+#    compacted by then) and serves every file and the cluster's export; `sluice cluster leave`
+#    on it takes it out of the log and stops it; the three go on.
+# Between 1 and 2, settings made through one node's admin API are every node's: a target
+# created through node 1 is listed by node 3, retiered through node 3 and seen so by node 1,
+# deleted through node 2 and gone on node 1; an export added through node 2 mounts on node 1.
 # Exits non-zero if any check fails. Prints a PASS/FAIL summary.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
     --files) NFILES=$2; shift 2;;
     --clients) CLIENTS=$2; shift 2;;
     --keep) KEEP=1; shift;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
@@ -97,6 +100,37 @@ for i in 1 $((NFILES / 2)) "$NFILES"; do
   [ "$(in_ns nfs-cat "$(url 2 "f$i")" 2>/dev/null)" = "small file $i" ] || rc=1
 done
 cluster_record "node 2 reads a sample of them" $rc ""
+
+
+# 1b. Settings made through any node are the cluster's (the document cluster/admin in the log).
+api() { "$CL" sluice "$1" "${@:2}" --json --dir "$CDIR" 2>/dev/null; }
+target_tier() {  # target_tier NODE NAME: the tier NODE shows for target NAME, "none" without it
+  api "$1" target list | python3 -c 'import json,sys; n=sys.argv[1]; print(next((json.dumps(t["tier"]) for t in json.load(sys.stdin) if t["name"]==n), "none"))' "$2"
+}
+until_shown() {  # until_shown NODE NAME WANT: waits (5 s) until target_tier NODE NAME is WANT
+  local got
+  for _ in $(seq 50); do got=$(target_tier "$1" "$2"); [ "$got" = "$3" ] && return 0; sleep 0.1; done
+  echo "node $1 shows $got" >&2; return 1
+}
+t=$(now_ns)
+api 1 target create train --listen 10.78.0.201:2049 --tier 40g >/dev/null
+until_shown 3 train '"40g"' 2>"$WORK/settings.err"
+cluster_record "a target created through node 1 is listed by node 3" $? "$(ms_since "$t") ms $(cat "$WORK/settings.err")"
+t=$(now_ns)
+api 3 target set-tier train 20g >/dev/null
+until_shown 1 train '"20g"' 2>"$WORK/settings.err"
+cluster_record "... retiered through node 3, node 1 applies the tier" $? "$(ms_since "$t") ms $(cat "$WORK/settings.err")"
+t=$(now_ns)
+api 2 target delete train >/dev/null
+until_shown 1 train none 2>"$WORK/settings.err"
+cluster_record "... deleted through node 2, gone on node 1" $? "$(ms_since "$t") ms $(cat "$WORK/settings.err")"
+t=$(now_ns) rc=1
+api 2 export add /shared --client '*:rw:none' --id 4242 >/dev/null
+for _ in $(seq 50); do
+  in_ns nfs-cp "$WORK/small/f1" "nfs://10.78.0.101/shared/from-node-1?version=3" >/dev/null 2>"$WORK/export.err" && { rc=0; break; }
+  sleep 0.1
+done
+cluster_record "an export added through node 2 mounts on node 1" $rc "$(ms_since "$t") ms $([ $rc = 0 ] || head -c 300 "$WORK/export.err" | tr '\n' ' ')"
 
 # 2. kill -9 the leader while clients create through the other two nodes.
 L=$(wait_leader) || die "no leader"
@@ -236,6 +270,8 @@ got=$(sha256sum < "$WORK/back4.bin" | cut -c1-16)
 listing 4 "" | grep '^storm-' > "$WORK/listed4"
 missing=$(comm -23 "$WORK/acked" "$WORK/listed4" | wc -l)
 [ "$got" = "$want" ] && [ "$missing" = 0 ]; cluster_record "node 4 serves the big file and every acknowledged create" $? "sha=$got, $missing missing"
+[ "$(in_ns nfs-cat "nfs://10.78.0.104/shared/from-node-1?version=3" 2>/dev/null)" = "small file 1" ]
+cluster_record "... and the cluster's export /shared" $? ""
 t=$(now_ns)
 "$CL" sluice 4 cluster leave --dir "$CDIR" >/dev/null 2>&1; rc=$?
 pid4=$(cat "$CDIR/n4/pid")

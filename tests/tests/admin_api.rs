@@ -804,7 +804,11 @@ fn with_the_metadata_log_changes_are_kept_in_the_log_not_in_a_file_and_survive_a
     );
     assert_eq!(r.status, 201, "{r:?}");
     let st = api.get("/v1/status");
-    assert_eq!(st.body()["settings"]["version"], 3, "one version per change: {st:?}");
+    assert_eq!(
+        st.body()["settings"]["version"],
+        3,
+        "one version per change: {st:?}"
+    );
     assert!(
         !api.s.data_dir().join("admin-state.json").exists(),
         "a node with the metadata log wrote admin-state.json"
@@ -822,7 +826,10 @@ fn with_the_metadata_log_changes_are_kept_in_the_log_not_in_a_file_and_survive_a
 
     let r = api.delete("/v1/targets/api");
     assert_eq!(r.status, 204, "{r:?}");
-    assert!(refuses_connections(addr), "the deleted target still listens");
+    assert!(
+        refuses_connections(addr),
+        "the deleted target still listens"
+    );
     let r = api.delete("/v1/exports/78");
     assert_eq!(r.status, 204, "{r:?}");
     api.s.restart();
@@ -843,7 +850,10 @@ fn a_node_moving_to_the_metadata_log_imports_its_admin_state_file_once() {
     api.s.restart();
     assert_eq!(api.get("/v1/targets/cfg").body()["tier"], "80g");
     assert_eq!(api.get("/v1/status").body()["settings"]["version"], 1);
-    assert!(!file.exists(), "the imported file is still read at every start");
+    assert!(
+        !file.exists(),
+        "the imported file is still read at every start"
+    );
     assert!(api.s.data_dir().join("admin-state.json.imported").exists());
 
     // A second file is not imported over the cluster's settings: it is set aside.

@@ -1323,6 +1323,17 @@ pub fn render_status(s: &Value) -> String {
         ),
         ("exports", text(&s["exports"])),
         (
+            "settings",
+            match s["settings"]["kept_in"].as_str() {
+                Some("log") => format!(
+                    "the cluster's, in the metadata log (version {} applied)",
+                    text(&s["settings"]["version"])
+                ),
+                Some(_) => "this node's, in admin-state.json".to_string(),
+                None => "-".to_string(),
+            },
+        ),
+        (
             "locks",
             format!(
                 "{} (NSM state {}{grace})",
