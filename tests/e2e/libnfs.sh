@@ -6,7 +6,7 @@
 #   tests/e2e/libnfs.sh [--bin PATH] [--size-mb N] [--files N] [--metadata local|log]
 #                       [--crash] [--keep]
 #
-# --metadata log runs the server's metadata through the metadata log ([cluster] metadata).
+# --metadata local runs the server on the direct path ([cluster] metadata; the default is log).
 # Ends with a restart on the same data: every file must come back. --crash stops the server
 # with kill -9 instead of SIGTERM before that restart.
 # Exits non-zero if any check fails. Prints a PASS/FAIL summary.
@@ -18,7 +18,7 @@ set -uo pipefail
 # byte offset.
 main() {
 
-BIN="" SIZE_MB=50 NFILES=300 KEEP=0 METADATA=local CRASH=0
+BIN="" SIZE_MB=50 NFILES=300 KEEP=0 METADATA=log CRASH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2;;

@@ -46,8 +46,8 @@ part() {   # part NAME CMD...: run, tee output, remember the status
 }
 
 if [ "$DO_LIBNFS" = 1 ]; then
-  part libnfs "$E2E_DIR/libnfs.sh" --bin "$BIN"
-  part libnfs-log "$E2E_DIR/libnfs.sh" --bin "$BIN" --metadata log --size-mb 20 --files 100 --crash
+  part libnfs "$E2E_DIR/libnfs.sh" --bin "$BIN" --crash
+  part libnfs-local "$E2E_DIR/libnfs.sh" --bin "$BIN" --metadata local --size-mb 20 --files 100 --crash
   part cluster "$E2E_DIR/cluster.sh" --bin "$BIN"
 fi
 if [ "$DO_KC" = 1 ]; then

@@ -1239,7 +1239,7 @@ pub fn render_cluster(c: &Value) -> String {
     let log = &c["log"];
     let mut out = match c["membership"].as_str() {
         Some("single") => {
-            "a single node: metadata outside the log (cluster.metadata = \"local\")\n".to_string()
+            "a single node on the direct path: metadata outside the log (cluster.metadata = \"local\")\n".to_string()
         }
         m => format!(
             "node {} answering; membership {}; term {}, leader {}, log at {} (applied {})\n",

@@ -191,9 +191,11 @@ pub struct ClusterConfig {
     /// This node's number within the cluster (the NFSv4.1 server_owner minor id), unique per
     /// node. Default 1.
     pub node_id: u64,
-    /// Where metadata changes go: `"local"` (default), straight into `meta.redb`; `"log"`,
-    /// through the metadata log (openraft; a cluster of one for now), with `meta.redb` as its
-    /// state machine. A directory that has used the log keeps using it.
+    /// Where metadata changes go: `"log"` (default), through the metadata log (openraft; a
+    /// cluster of one, or of `members` / the nodes in etcd), with `meta.redb` as its state
+    /// machine; `"local"`, straight into `meta.redb` (the direct path, a single node only). A
+    /// `"local"` directory opens as the log's starting state; a directory that has used the
+    /// log keeps using it.
     pub metadata: MetadataMode,
     /// The metadata log's voters, this node included: node id -> `host:port` of its
     /// inter-node port (`[cluster.members]`, e.g. `1 = "10.0.0.1:2050"`). Empty (default): a
@@ -248,8 +250,8 @@ impl ClusterConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MetadataMode {
-    #[default]
     Local,
+    #[default]
     Log,
 }
 
@@ -258,7 +260,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             id: None,
             node_id: 1,
-            metadata: MetadataMode::Local,
+            metadata: MetadataMode::Log,
             members: Default::default(),
             listen: None,
             etcd: Vec::new(),
@@ -672,7 +674,8 @@ mod tests {
     #[test]
     fn an_etcd_cluster_needs_the_log_an_id_and_a_reachable_address() {
         let base = "[cluster]\netcd = [\"http://10.78.0.11:2379\"]\n";
-        let e = Config::from_toml(base).unwrap_err();
+        let local = format!("{base}metadata = \"local\"\n");
+        let e = Config::from_toml(&local).unwrap_err();
         assert!(e.0.contains("cluster.metadata"), "{e}");
         let with_log = format!("{base}metadata = \"log\"\n");
         let e = Config::from_toml(&with_log).unwrap_err();
