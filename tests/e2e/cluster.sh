@@ -103,34 +103,41 @@ cluster_record "node 2 reads a sample of them" $rc ""
 
 
 # 1b. Settings made through any node are the cluster's (the document cluster/admin in the log).
-api() { "$CL" sluice "$1" "${@:2}" --json --dir "$CDIR" 2>/dev/null; }
+api() { "$CL" sluice "$1" "${@:2}" --json --dir "$CDIR" 2>"$WORK/api.err"; }
 target_tier() {  # target_tier NODE NAME: the tier NODE shows for target NAME, "none" without it
-  api "$1" target list | python3 -c 'import json,sys; n=sys.argv[1]; print(next((json.dumps(t["tier"]) for t in json.load(sys.stdin) if t["name"]==n), "none"))' "$2"
+  api "$1" target list | python3 -c 'import json,sys; n=sys.argv[1]; print(next((json.dumps(t["tier"]) for t in json.load(sys.stdin) if t["name"]==n), "none"))' "$2" 2>/dev/null || echo "unreadable"
 }
 until_shown() {  # until_shown NODE NAME WANT: waits (5 s) until target_tier NODE NAME is WANT
   local got
   for _ in $(seq 50); do got=$(target_tier "$1" "$2"); [ "$got" = "$3" ] && return 0; sleep 0.1; done
-  echo "node $1 shows $got" >&2; return 1
+  echo "node $1 shows $got"; return 1
 }
 t=$(now_ns)
-api 1 target create train --listen 10.78.0.201:2049 --tier 40g >/dev/null
-until_shown 3 train '"40g"' 2>"$WORK/settings.err"
-cluster_record "a target created through node 1 is listed by node 3" $? "$(ms_since "$t") ms $(cat "$WORK/settings.err")"
+api 1 target create train --listen 10.78.0.201:2049 --tier 40g >/dev/null; rc=$?
+why=$([ "$rc" = 0 ] || echo "create rc=$rc: $(tail -1 "$WORK/api.err" | cut -c1-300)")
+seen=$(until_shown 3 train '"40g"'); [ "$rc" = 0 ] && [ -z "$seen" ]
+cluster_record "a target created through node 1 is listed by node 3" $? "$(ms_since "$t") ms $why$seen"
 t=$(now_ns)
-api 3 target set-tier train 20g >/dev/null
-until_shown 1 train '"20g"' 2>"$WORK/settings.err"
-cluster_record "... retiered through node 3, node 1 applies the tier" $? "$(ms_since "$t") ms $(cat "$WORK/settings.err")"
+api 3 target set-tier train 20g >/dev/null; rc=$?
+why=$([ "$rc" = 0 ] || echo "set-tier rc=$rc: $(tail -1 "$WORK/api.err" | cut -c1-300)")
+seen=$(until_shown 1 train '"20g"'); [ "$rc" = 0 ] && [ -z "$seen" ]
+cluster_record "... retiered through node 3, node 1 applies the tier" $? "$(ms_since "$t") ms $why$seen"
 t=$(now_ns)
-api 2 target delete train >/dev/null
-until_shown 1 train none 2>"$WORK/settings.err"
-cluster_record "... deleted through node 2, gone on node 1" $? "$(ms_since "$t") ms $(cat "$WORK/settings.err")"
-t=$(now_ns) rc=1
-api 2 export add /shared --client '*:rw:none' --id 4242 >/dev/null
-for _ in $(seq 50); do
-  in_ns nfs-cp "$WORK/small/f1" "nfs://10.78.0.101/shared/from-node-1?version=3" >/dev/null 2>"$WORK/export.err" && { rc=0; break; }
-  sleep 0.1
-done
-cluster_record "an export added through node 2 mounts on node 1" $rc "$(ms_since "$t") ms $([ $rc = 0 ] || head -c 300 "$WORK/export.err" | tr '\n' ' ')"
+api 2 target delete train >/dev/null; rc=$?
+why=$([ "$rc" = 0 ] || echo "delete rc=$rc: $(tail -1 "$WORK/api.err" | cut -c1-300)")
+seen=$(until_shown 1 train none); [ "$rc" = 0 ] && [ -z "$seen" ]
+cluster_record "... deleted through node 2, gone on node 1" $? "$(ms_since "$t") ms $why$seen"
+t=$(now_ns)
+api 2 export add /shared --client '*:rw:none' --id 4242 >/dev/null; rc=$?
+why=$([ "$rc" = 0 ] || echo "export add rc=$rc: $(tail -1 "$WORK/api.err" | cut -c1-300)")
+if [ "$rc" = 0 ]; then
+  rc=1
+  for _ in $(seq 50); do
+    in_ns nfs-cp "$WORK/small/f1" "nfs://10.78.0.101/shared/from-node-1?version=3" >/dev/null 2>"$WORK/export.err" && { rc=0; break; }
+    sleep 0.1
+  done
+fi
+cluster_record "an export added through node 2 mounts on node 1" $rc "$(ms_since "$t") ms $why$([ $rc = 0 ] || head -c 300 "$WORK/export.err" | tr '\n' ' ')"
 
 # 2. kill -9 the leader while clients create through the other two nodes.
 L=$(wait_leader) || die "no leader"

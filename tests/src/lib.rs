@@ -294,6 +294,17 @@ impl Sluice {
         }
     }
 
+    /// Starts the process again, expecting it to exit before it is ready: returns its log.
+    pub fn start_expecting_failure(&mut self) -> String {
+        match self.spawn_once() {
+            Ok(()) => panic!(
+                "sluice started, but it should have refused:\n{}",
+                self.log()
+            ),
+            Err(log) => log,
+        }
+    }
+
     /// SIGKILL: no shutdown path runs, nothing is flushed.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

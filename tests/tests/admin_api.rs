@@ -628,8 +628,10 @@ fn an_export_added_by_the_api_mounts_and_its_handles_go_stale_when_it_is_deleted
 }
 
 #[test]
-fn targets_and_exports_created_by_the_api_survive_a_restart() {
-    let mut api = Api::start(&cfg_target());
+fn without_the_metadata_log_changes_are_kept_in_admin_state_json_and_survive_a_restart() {
+    let direct = "\n[cluster]\nmetadata = \"local\"\n";
+    let mut api = Api::start(&format!("{}{direct}", cfg_target()));
+    assert_eq!(api.get("/v1/status").body()["settings"]["kept_in"], "file");
     let addr = free_port_on([127, 0, 0, 3]);
     let r = api.send(
         "POST",
@@ -646,6 +648,7 @@ fn targets_and_exports_created_by_the_api_survive_a_restart() {
     );
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.body()["id"], 77);
+    assert!(api.s.data_dir().join("admin-state.json").exists());
 
     api.s.restart();
     assert_eq!(
@@ -669,6 +672,20 @@ fn targets_and_exports_created_by_the_api_survive_a_restart() {
     assert_eq!(e["source"], "api");
     assert_eq!(e["clients"][0]["access"], "ro");
     api.s.mounted("/kept");
+
+    // A bad entry in the file stops the start, with the file named (no log: this node's own).
+    let config_id =
+        find(api.get("/v1/exports").body(), "source", &json!("config")).unwrap()["id"].clone();
+    api.s.kill9();
+    let file = api.s.data_dir().join("admin-state.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    doc["exports"][0]["id"] = config_id;
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let err = api.s.start_expecting_failure();
+    assert!(
+        err.contains("admin-state.json") && err.contains("config-file export"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -116,6 +116,18 @@ impl AdminState {
     }
 }
 
+/// The id of an API export, without checking its rules (which may look up host names).
+fn api_export_id(e: &ApiExport) -> u32 {
+    let path = e.path.split('/').filter(|c| !c.is_empty());
+    ExportConfig {
+        path: format!("/{}", path.collect::<Vec<_>>().join("/")),
+        id: e.id,
+        clients: Vec::new(),
+        is_builtin_default: false,
+    }
+    .export_id()
+}
+
 /// Converts an API export into the config form (checks the path and every rule).
 pub fn export_config(e: &ApiExport) -> Result<ExportConfig, String> {
     let mut clients = Vec::new();
@@ -170,6 +182,9 @@ pub const SETTINGS_DOC: &[u8] = b"cluster/admin";
 
 /// How often a node of a cluster reads the settings document to apply other nodes' changes.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a node tries again what it could not apply of the settings.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the admin API keeps its changes.
 #[derive(Clone, Debug)]
@@ -315,7 +330,13 @@ async fn one<S: Store, T: AsyncRead + AsyncWrite + Unpin>(admin: Arc<Admin<S>>, 
     let (response, allow) = match read_request(&mut stream).await {
         Ok(req) => {
             let allow = allowed_methods(&req.path).join(", ");
-            (admin.handle(req).await, allow)
+            // In a task of its own: when the request's time runs out, a change already
+            // under way (listeners bound, document saved) still finishes.
+            let handled = tokio::spawn(async move { admin.handle(req).await });
+            let response = handled
+                .await
+                .unwrap_or_else(|e| error(500, format!("the request failed: {e}")));
+            (response, allow)
         }
         Err(resp) => (resp, String::new()),
     };
@@ -645,10 +666,16 @@ impl<S: Store> Admin<S> {
                 }
                 match self.server.store.doc(SETTINGS_DOC).await {
                     Ok(Some((v, b))) if v == next && b == body => Ok(next),
-                    Ok(_) => Err(error(
+                    Ok(Some((v, _))) if v == next => Err(error(
                         409,
                         "another change to the cluster's settings was saved at the same moment; \
                          nothing was changed: retry",
+                    )),
+                    // Newer already (ours may be under it), or not there: unknown.
+                    Ok(_) => Err(error(
+                        503,
+                        "the change may not have been saved (the settings moved on meanwhile); \
+                         list to see whether it was, then retry",
                     )),
                     Err(e) => Err(error(
                         503,
@@ -692,16 +719,30 @@ impl<S: Store> Admin<S> {
                         "imported into the cluster's settings".to_string(),
                     )
                 }
-                Err(Response(_, body)) => {
+                Err(Response(409, body)) => {
                     let why = body.map(|b| b["error"].to_string()).unwrap_or_default();
                     ("ignored", format!("not imported ({why}); apply it again through the admin API if it is still wanted"))
+                }
+                Err(Response(_, body)) => {
+                    let why = body.map(|b| b["error"].to_string()).unwrap_or_default();
+                    return Err(format!(
+                        "{} not imported yet, left in place: {why}",
+                        file.display()
+                    ));
                 }
             };
             let moved = file.with_extension(format!("json.{suffix}"));
             std::fs::rename(file, &moved).map_err(|e| format!("{}: {e}", file.display()))?;
             tracing::warn!(file = %file.display(), moved = %moved.display(), "this node's admin-state.json was {outcome}");
         }
-        self.apply(version, &st).await;
+        let problems = self.apply(version, &st).await;
+        if !self.is_cluster() && !problems.is_empty() {
+            return Err(format!(
+                "{}: {}; fix or remove the file",
+                file.display(),
+                problems.join("; ")
+            ));
+        }
         Ok(())
     }
 
@@ -710,45 +751,65 @@ impl<S: Store> Admin<S> {
     /// a change of its own against them.
     async fn catch_up(&self) -> Result<(u64, AdminState), Response> {
         let (version, st) = self.read_book().await.map_err(|e| error(503, e))?;
-        self.apply(version, &st).await;
+        let _ = self.apply(version, &st).await;
         Ok((version, st))
     }
 
     /// Makes the running targets, tiers and exports what `st` says, leaving the config
-    /// file's own alone. Problems (an address that cannot be bound here, a name or id that
-    /// a config-file entry of this node already uses) are logged: they are this node's, and
-    /// the other nodes apply the settings all the same.
-    pub async fn apply(&self, version: u64, st: &AdminState) {
+    /// file's own alone, and returns what could not be applied here (each also logged): an
+    /// address that cannot be bound, a name or id that this node's config file already uses,
+    /// an export whose directory cannot be made. In a cluster these are this node's problems
+    /// and the other nodes apply the settings all the same; a node without the log refuses
+    /// to start with them, as before the settings could be the cluster's.
+    pub async fn apply(&self, version: u64, st: &AdminState) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut problem = |p: String| {
+            tracing::warn!("settings: {p}");
+            problems.push(p);
+        };
         let tier_of = |t: &Target| t.tier_config.lock().expect("tier lock poisoned").clone();
+        // Tier changes of config-file targets; an API target's tier is in its own entry.
         for (name, tier) in &st.tiers {
             match self.targets.by_name(name) {
-                Some(t) if tier_of(&t) != *tier => self.retier(&t, tier),
+                Some(t) if t.source == Source::Config && tier_of(&t) != *tier => {
+                    self.retier(&t, tier)
+                }
                 Some(_) => {}
                 None => tracing::debug!(target = %name, "a tier for a target this node lacks"),
             }
         }
         for cfg in &st.targets {
             match self.targets.by_name(&cfg.name) {
-                Some(t) if t.source == Source::Config => {
-                    tracing::warn!(target = %cfg.name, "the cluster's settings name a target that this node's config file defines; the config file's wins here")
-                }
+                Some(t) if t.source == Source::Config => problem(format!(
+                    "target {:?}: this node's config file defines a target of that name, which wins here",
+                    cfg.name
+                )),
                 Some(t) if tier_of(&t) != cfg.tier => self.retier(&t, &cfg.tier),
                 Some(_) => {}
                 None => {
                     let t = match Target::new(cfg, Source::Api) {
                         Ok(t) => t,
                         Err(e) => {
-                            tracing::warn!(target = %cfg.name, "target not served: {e}");
+                            problem(format!("target {:?} not served: {e}", cfg.name));
                             continue;
                         }
                     };
-                    if let Err(e) = self.start_listeners(&t, true).await {
+                    if let Err(e) = self.start_listeners(&t, self.is_cluster()).await {
                         stop_listeners(&t);
-                        tracing::warn!(target = %cfg.name, "target served only on addresses other listeners cover: {e}");
+                        problem(format!(
+                            "target {:?} served only where other listeners cover its addresses: {e}",
+                            cfg.name
+                        ));
                     }
-                    if self.targets.add(t.clone()).is_ok() {
-                        crate::ops::run::publish_rates(&self.server.metrics, &t);
-                        tracing::info!(target = %cfg.name, "mount target added from the settings");
+                    match self.targets.add(t.clone()) {
+                        Ok(()) => {
+                            crate::ops::run::publish_rates(&self.server.metrics, &t);
+                            tracing::info!(target = %cfg.name, "mount target added from the settings");
+                        }
+                        Err(e) => {
+                            stop_listeners(&t);
+                            problem(format!("target {:?} not served: {e}", cfg.name));
+                        }
                     }
                 }
             }
@@ -759,26 +820,32 @@ impl<S: Store> Admin<S> {
                 tracing::info!(target = %t.name, "mount target removed from the settings");
             }
         }
-        let mut wanted = Vec::new();
+        let wanted: Vec<u32> = st.exports.iter().map(api_export_id).collect();
         for e in &st.exports {
+            let id = api_export_id(e);
+            if self.config_exports.contains(&id) {
+                problem(format!(
+                    "export {:?}: id {id} is a config-file export's on this node; change one of them",
+                    e.path
+                ));
+                continue;
+            }
+            if self.server.exports().by_id(id).is_some() {
+                continue;
+            }
             let cfg = match export_config(e) {
                 Ok(c) => c,
                 Err(err) => {
-                    tracing::warn!(export = %e.path, "export not served: {err}");
+                    problem(format!("export {:?} not served: {err}", e.path));
                     continue;
                 }
             };
-            let id = cfg.export_id();
-            wanted.push(id);
-            {
-                let table = self.server.exports();
-                if table.by_id(id).is_some() {
-                    continue;
-                }
-                if table.by_path(&cfg.path).is_some() {
-                    tracing::warn!(export = %cfg.path, id, "export not served: this node's config file exports its path");
-                    continue;
-                }
+            if self.server.exports().by_path(&cfg.path).is_some() {
+                problem(format!(
+                    "export {:?} not served: this node exports that path already",
+                    cfg.path
+                ));
+                continue;
             }
             match crate::ops::run::resolve_export(&cfg, &self.server.store).await {
                 Ok(export) => {
@@ -788,7 +855,7 @@ impl<S: Store> Admin<S> {
                         tracing::info!(export = %cfg.path, id, "export added from the settings");
                     }
                 }
-                Err(err) => tracing::warn!(export = %cfg.path, "export not served yet: {}", err.0),
+                Err(err) => problem(format!("export {:?} not served yet: {}", cfg.path, err.0)),
             }
         }
         let gone: Vec<u32> = self
@@ -808,6 +875,7 @@ impl<S: Store> Admin<S> {
         }
         self.applied
             .store(version, std::sync::atomic::Ordering::Relaxed);
+        problems
     }
 
     fn retier(&self, t: &Target, tier: &TierConfig) {
@@ -824,14 +892,19 @@ impl<S: Store> Admin<S> {
     /// [`FOLLOW_EVERY`] and applies a new version. Runs for the life of the server.
     pub async fn follow(self: Arc<Self>) {
         let mut failing = false;
+        // What could not be applied is tried again now and then (an address may appear).
+        let mut retry_at = None;
         loop {
             tokio::time::sleep(FOLLOW_EVERY).await;
             let _held = self.changes.lock().await;
             match self.read_book().await {
                 Ok((version, st)) => {
                     failing = false;
-                    if version != self.applied.load(std::sync::atomic::Ordering::Relaxed) {
-                        self.apply(version, &st).await;
+                    let now = tokio::time::Instant::now();
+                    let moved = version != self.applied.load(std::sync::atomic::Ordering::Relaxed);
+                    if moved || retry_at.is_some_and(|at| now >= at) {
+                        let problems = self.apply(version, &st).await;
+                        retry_at = (!problems.is_empty()).then(|| now + RETRY_EVERY);
                     }
                 }
                 Err(e) if !failing => {
@@ -870,6 +943,7 @@ impl<S: Store> Admin<S> {
             stop_listeners(&target);
             return Err(error(409, e));
         }
+        st.tiers.remove(&cfg.name);
         st.targets.push(cfg);
         let version = match self.write_book(version, &st).await {
             Ok(v) => v,
@@ -883,7 +957,7 @@ impl<S: Store> Admin<S> {
             return Err(error(409, e));
         }
         crate::ops::run::publish_rates(&self.server.metrics, &target);
-        self.apply(version, &st).await;
+        let _ = self.apply(version, &st).await;
         tracing::info!(target = %target.name, "mount target created by the admin API");
         Ok(Response(201, Some(self.target_json(&target))))
     }
@@ -939,14 +1013,14 @@ impl<S: Store> Admin<S> {
             .targets
             .by_name(name)
             .ok_or_else(|| error(404, format!("no target named {name:?}")))?;
-        match st.targets.iter_mut().find(|c| c.name == name) {
-            Some(c) => c.tier = b.tier.clone(),
-            None => {
+        match (t.source, st.targets.iter_mut().find(|c| c.name == name)) {
+            (Source::Api, Some(c)) => c.tier = b.tier.clone(),
+            _ => {
                 st.tiers.insert(name.to_string(), b.tier.clone());
             }
         }
         let version = self.write_book(version, &st).await?;
-        self.apply(version, &st).await;
+        let _ = self.apply(version, &st).await;
         tracing::info!(target = %name, tier = ?b.tier, "tier changed by the admin API");
         Ok(Response(200, Some(self.target_json(&t))))
     }
@@ -968,7 +1042,7 @@ impl<S: Store> Admin<S> {
         }
         st.targets.retain(|c| c.name != name);
         let version = self.write_book(version, &st).await?;
-        self.apply(version, &st).await;
+        let _ = self.apply(version, &st).await;
         tracing::info!(target = %name, "mount target deleted by the admin API");
         Ok(Response(204, None))
     }
@@ -998,7 +1072,8 @@ impl<S: Store> Admin<S> {
         let (version, mut st) = self.catch_up().await?;
         {
             let table = self.server.exports();
-            if table.by_id(id).is_some() || table.by_path(&cfg.path).is_some() {
+            let saved = st.exports.iter().any(|e| api_export_id(e) == id);
+            if saved || table.by_id(id).is_some() || table.by_path(&cfg.path).is_some() {
                 return Err(error(
                     409,
                     format!("export id {id} or path {:?} is taken", cfg.path),
@@ -1014,7 +1089,7 @@ impl<S: Store> Admin<S> {
             ..api
         });
         let version = self.write_book(version, &st).await?;
-        self.apply(version, &st).await;
+        let _ = self.apply(version, &st).await;
         tracing::info!(export = %cfg.path, id, "export added by the admin API");
         let v = self.exports_json();
         let created = v
@@ -1044,13 +1119,9 @@ impl<S: Store> Admin<S> {
                 format!("export {id} is defined in the config file: remove it there and restart"),
             ));
         }
-        st.exports.retain(|e| {
-            export_config(e)
-                .map(|c| c.export_id() != id)
-                .unwrap_or(true)
-        });
+        st.exports.retain(|e| api_export_id(e) != id);
         let version = self.write_book(version, &st).await?;
-        self.apply(version, &st).await;
+        let _ = self.apply(version, &st).await;
         tracing::info!(
             id,
             "export removed by the admin API; its handles are now stale"
