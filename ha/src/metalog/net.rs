@@ -153,23 +153,30 @@ impl TcpPeer {
     ) -> Result<Vec<u8>, CallError> {
         let frame = rpc::encode_frame(&self.key, kind, &body);
         let result = tokio::time::timeout(ttl, async {
-            if self.conn.is_none() {
-                let conn = TcpStream::connect(&self.addr)
-                    .await
-                    .map_err(CallError::Connect)?;
-                conn.set_nodelay(true).map_err(CallError::Connect)?;
-                self.conn = Some(conn);
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                return Err(CallError::Connect(io::Error::other("no connection")));
+            // The connection is out of `self` until its reply is read: a call that openraft
+            // gives up on (its own timeout drops this future) between request and reply
+            // drops the connection with it. Kept, the next call on it would read this
+            // call's late reply as its own (a stale Success counted as an acknowledgement).
+            let mut conn = match self.conn.take() {
+                Some(conn) => conn,
+                None => {
+                    let conn = TcpStream::connect(&self.addr)
+                        .await
+                        .map_err(CallError::Connect)?;
+                    conn.set_nodelay(true).map_err(CallError::Connect)?;
+                    conn
+                }
             };
             conn.write_all(&frame).await.map_err(CallError::Io)?;
-            let (kind, reply) = read_frame(conn, &self.key).await.map_err(CallError::Io)?;
+            let (kind, reply) = read_frame(&mut conn, &self.key)
+                .await
+                .map_err(CallError::Io)?;
             if kind != Kind::Reply {
                 return Err(CallError::Io(io::Error::other(
                     "a request where a reply was due",
                 )));
             }
+            self.conn = Some(conn);
             Ok(reply)
         })
         .await;
@@ -319,5 +326,66 @@ async fn answer(
         };
         conn.write_all(&rpc::encode_frame(key, Kind::Reply, &reply))
             .await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that answers "slow" after 300 ms and anything else at once, echoing the body.
+    async fn echo_peer(key: ClusterKey) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    while let Ok((_, body)) = read_frame(&mut conn, &key).await {
+                        if body == b"slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let mut reply = b"reply to ".to_vec();
+                        reply.extend_from_slice(&body);
+                        let frame = rpc::encode_frame(&key, Kind::Reply, &reply);
+                        if conn.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_between_request_and_reply_leaves_no_reply_for_the_next_call() {
+        let key = ClusterKey::new(b"0123456789abcdef");
+        let addr = echo_peer(key.clone()).await;
+        let mut peer = TcpPeer {
+            target: 2,
+            addr,
+            key,
+            conn: None,
+            idle: Default::default(),
+        };
+        let ttl = Duration::from_secs(2);
+        assert_eq!(
+            peer.call(Kind::Vote, b"first".to_vec(), ttl).await.ok(),
+            Some(b"reply to first".to_vec())
+        );
+        // openraft's own timeout, shorter than the peer's answer, drops the call mid-way.
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            peer.call(Kind::Vote, b"slow".to_vec(), ttl),
+        )
+        .await;
+        assert!(given_up.is_err());
+        let next = peer.call(Kind::Vote, b"next".to_vec(), ttl).await;
+        assert_eq!(
+            next.ok().map(|r| String::from_utf8_lossy(&r).into_owned()),
+            Some("reply to next".to_string()),
+            "the next call read another call's reply"
+        );
     }
 }
