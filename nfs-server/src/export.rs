@@ -247,8 +247,7 @@ impl ExportConfig {
                 backend::NAME_LEN_MAX
             )));
         }
-        // "/p/" and "//p" are "/p": one export per directory.
-        self.path = format!("/{}", self.components().collect::<Vec<_>>().join("/"));
+        self.path = normalize_path(&self.path);
         if self.clients.is_empty() {
             return Err(ConfigError(format!(
                 "export[{i}].clients: no client rule, so nobody could mount {:?}; add e.g. \
@@ -271,6 +270,12 @@ impl ExportConfig {
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.path.split('/').filter(|c| !c.is_empty())
     }
+}
+
+/// An export path in its one spelling: "/p/" and "//p" are "/p", one export per directory.
+pub fn normalize_path(path: &str) -> String {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    format!("/{}", components.join("/"))
 }
 
 fn fnv1a32(b: &[u8]) -> u32 {

@@ -118,9 +118,8 @@ impl AdminState {
 
 /// The id of an API export, without checking its rules (which may look up host names).
 fn api_export_id(e: &ApiExport) -> u32 {
-    let path = e.path.split('/').filter(|c| !c.is_empty());
     ExportConfig {
-        path: format!("/{}", path.collect::<Vec<_>>().join("/")),
+        path: crate::export::normalize_path(&e.path),
         id: e.id,
         clients: Vec::new(),
         is_builtin_default: false,
