@@ -68,7 +68,13 @@ STATE=$DIR/cluster.state
 # "membership etcd|static", "store KIND", "snapshot_every N", "etcd I NETNS ADDR",
 # "node ID NETNS ADDR"
 state() { awk -v k="$1" '$1==k {print $2; exit}' "$STATE"; }
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(sed 's/^.*) //' /proc/"$1"/stat 2>/dev/null | cut -c1)" != Z ]; }
+# alive PID: some thread of the process has not exited yet (after kill -9 the main thread
+# shows Z while the others still exit, holding the node's sockets and databases).
+alive() {
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+  [ "$(sed 's/^.*) //' /proc/"$1"/stat 2>/dev/null | cut -c1)" != Z ] && return 0
+  [ "$(ls /proc/"$1"/task 2>/dev/null | wc -l)" -gt 1 ]
+}
 node_pid() { cat "$DIR/n$1/pid" 2>/dev/null || true; }
 node_ns() { echo "slc-n$1"; }
 node_addr() { echo "$(state prefix).$((100 + $1))"; }

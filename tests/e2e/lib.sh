@@ -27,11 +27,17 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# alive PID: the process exists and is not a zombie (kill -0 succeeds on zombies)
+# alive PID: some thread of the process has not exited yet. kill -0 succeeds on zombies; and
+# after a kill -9 the main thread shows Z while the other threads are still exiting (an
+# io_uring or disk wait can hold them), with the process's sockets and files still open, so
+# a restart in that window finds its ports and databases busy.
 alive() {
   local st
+  [ -n "$1" ] || return 1
   st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+  [ -n "$st" ] || return 1
+  [ "$st" != Z ] && [ "$st" != X ] && return 0
+  [ "$(ls "/proc/$1/task" 2>/dev/null | wc -l)" -gt 1 ]
 }
 
 # stop_pid PID [NAME]: SIGTERM, wait up to 10 s, then SIGKILL. Only the given pid.
@@ -115,6 +121,26 @@ kc_stop_server() {
   fi
   { wait "$pid"; } 2>/dev/null
   rm -f "$WORK/server.pid"
+}
+
+# kc_kill_restart START_FUNCTION: kill -9 the server, start it again with START_FUNCTION and
+# print, for the VM waiting on it, "restarted after kill -9 in N ms, new pid P" or "restart
+# failed ..." with the server log since the failed start. After a failure it starts the server
+# once more, so that the client can unmount instead of hanging on a dead server until the VM's
+# timeout; the scenario fails either way.
+kc_kill_restart() {
+  local t why again=failed
+  t=$(now_ns)
+  kc_stop_server KILL
+  if "$1"; then
+    echo "restarted after kill -9 in $(ms_since "$t") ms, new pid $(kc_server_pid)"
+    return
+  fi
+  why=$(awk '/^=== .* start ===$/ { n = 0 } { last[n++] = $0 }
+             END { for (i = (n > 8 ? n - 8 : 0); i < n; i++) print last[i] }' "$SLOG" | tr '\n' '|')
+  kc_stop_server KILL
+  "$1" && again=worked
+  echo "restart failed after $(ms_since "$t") ms (a second start $again); server log since the start: $why"
 }
 
 # kc_val KEY NAME: the last KEY=value that VM run NAME printed.
