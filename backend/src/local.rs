@@ -123,6 +123,19 @@ impl LocalMeta {
             .set_cache_size(META_CACHE_BYTES)
             .create(path)
             .map_err(|e| Error::Io(format!("open metadata store {}: {e}", path.display())))?;
+        Self::with_db(db)
+    }
+
+    /// On storage other than a file: the simulation's disk, which can lose power.
+    pub fn open_on(storage: impl redb::StorageBackend) -> Result<LocalMeta> {
+        let db = Database::builder()
+            .set_cache_size(META_CACHE_BYTES)
+            .create_with_backend(storage)
+            .map_err(|e| Error::Io(format!("open metadata store: {e}")))?;
+        Self::with_db(db)
+    }
+
+    fn with_db(db: Database) -> Result<LocalMeta> {
         // Create the tables once, so read transactions never meet a missing table.
         let tx = db.begin_write().map_err(db_error)?;
         tx.open_table(INODES).map_err(db_error)?;

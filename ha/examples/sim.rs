@@ -1,9 +1,10 @@
 //! Runs the deterministic simulation of the metadata log by hand: many seeds, or one seed again.
 //!
 //! ```text
-//! cargo run --release -p ha --example sim -- [--seed N | --first N --seeds COUNT] [--steps S]
+//! cargo run --release -p ha --example sim -- [--seed N | --first N --seeds COUNT] [--steps S] [--liar]
 //! ```
-//! Prints one line per failing seed and a summary; exits 1 if any seed failed.
+//! Prints one line per failing seed and a summary; exits 1 if any seed failed. `--liar`: one
+//! founding node's disk answers syncs without keeping anything (PROTOCOL.md §2).
 
 #[path = "../tests/simulation/mod.rs"]
 mod sim;
@@ -28,11 +29,13 @@ fn main() {
     } else {
         std::env::temp_dir()
     };
+    let liar = args.iter().any(|a| a == "--liar");
     let started = std::time::Instant::now();
     let mut failed = 0;
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
+    let mut power_losses = 0;
     for seed in first..first + seeds {
-        let r = sim::run_seed(seed, steps, &scratch);
+        let r = sim::run_seed(seed, steps, &scratch, liar);
         if seeds == 1 {
             println!("seed {} trace {:016x}\n{r:#?}", r.seed, r.trace);
         }
@@ -48,9 +51,10 @@ fn main() {
         totals.5 += r.joins;
         totals.6 += r.removals;
         totals.7 += r.docs_saved;
+        power_losses += r.power_losses;
     }
     println!(
-        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes, {} partitions; {} joins, {} removals; {} documents saved",
+        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions; {} joins, {} removals; {} documents saved",
         started.elapsed().as_secs_f64(),
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );

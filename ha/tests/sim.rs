@@ -25,8 +25,8 @@ fn scratch() -> std::path::PathBuf {
 
 #[test]
 fn the_same_seed_replays_the_same_schedule() {
-    let a = sim::run_seed(7, 120, &scratch());
-    let b = sim::run_seed(7, 120, &scratch());
+    let a = sim::run_seed(7, 120, &scratch(), false);
+    let b = sim::run_seed(7, 120, &scratch(), false);
     assert_eq!(a.trace, b.trace, "seed 7 gave two different schedules");
     assert!(a.violations.is_empty(), "{:?}", a.violations);
 }
@@ -39,8 +39,9 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         env("SIM_STEPS", 150),
     );
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
+    let mut power_losses = 0;
     for seed in first..first + seeds {
-        let r = sim::run_seed(seed, steps as usize, &scratch());
+        let r = sim::run_seed(seed, steps as usize, &scratch(), false);
         assert!(
             r.violations.is_empty(),
             "seed {} broke an invariant (replay: cargo run --release -p ha --example sim -- --seed {} --steps {steps}): {:?}",
@@ -56,9 +57,10 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         totals.5 += r.joins;
         totals.6 += r.removals;
         totals.7 += r.docs_saved;
+        power_losses += r.power_losses;
     }
     eprintln!(
-        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes, {} partitions; {} joins, {} removals; {} documents saved",
+        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions; {} joins, {} removals; {} documents saved",
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
     assert!(
@@ -66,6 +68,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         "the workload acknowledged nothing: the simulation tests nothing"
     );
     assert!(totals.3 > 0 && totals.4 > 0, "no faults were injected");
+    assert!(power_losses > 0, "no power was lost: syncs went untested");
     assert!(
         totals.7 > 0,
         "no document was saved: documents went untested"

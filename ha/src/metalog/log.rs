@@ -89,10 +89,17 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, String> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    /// `None`: appends are reported at once, without an fsync, on the calling task (the
-    /// deterministic simulation, where a crash is a process crash and threads would make the
-    /// schedule depend on the host).
+    /// `None`: appends are made durable and reported on the appending task, one at a time
+    /// (the deterministic simulation, where a thread would make the schedule depend on the
+    /// host).
     flush: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+}
+
+/// An empty `Durability::Immediate` commit: redb then persists every earlier commit.
+fn make_durable(db: &Database) -> Result<(), String> {
+    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
+    tx.set_durability(Durability::Immediate);
+    tx.commit().map_err(|e| e.to_string())
 }
 
 /// Makes appends durable, many at a time, and reports each one to openraft.
@@ -101,11 +108,7 @@ fn flush_thread(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<LogFlushed<Ty
         let mut waiting = vec![first];
         waiting.extend(jobs.try_iter());
         tracing::trace!(appends = waiting.len(), "raft log flush");
-        let flushed = (|| {
-            let mut tx = db.begin_write().map_err(|e| e.to_string())?;
-            tx.set_durability(Durability::Immediate);
-            tx.commit().map_err(|e| e.to_string())
-        })();
+        let flushed = make_durable(&db);
         for callback in waiting {
             callback.log_io_completed(flushed.clone().map_err(std::io::Error::other));
         }
@@ -113,20 +116,30 @@ fn flush_thread(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<LogFlushed<Ty
 }
 
 impl LogStore {
+    /// A file; appends are made durable by the flush thread.
     pub fn open(path: &Path) -> Result<LogStore, String> {
-        Self::open_with(path, true)
+        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::with_db(db, false)
     }
 
-    /// `flushed`: appends are made durable by the flush thread (always, outside the
-    /// simulation).
-    pub fn open_with(path: &Path, flushed: bool) -> Result<LogStore, String> {
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// On the simulation's disk, which can lose power: each append is made durable before
+    /// it is reported, on the caller's task (a flush thread would not be deterministic).
+    #[doc(hidden)]
+    pub fn open_simulated(storage: impl redb::StorageBackend) -> Result<LogStore, String> {
+        let db = Database::builder()
+            .create_with_backend(storage)
+            .map_err(|e| format!("open the log: {e}"))?;
+        Self::with_db(db, true)
+    }
+
+    /// `inline`: each append is made durable on the appending task; else by the flush thread.
+    fn with_db(db: Database, inline: bool) -> Result<LogStore, String> {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(ENTRIES).map_err(|e| e.to_string())?;
         tx.open_table(STATE).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         let db = Arc::new(db);
-        if !flushed {
+        if inline {
             return Ok(LogStore { db, flush: None });
         }
         let (flush, jobs) = std::sync::mpsc::channel();
@@ -239,7 +252,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .send(callback)
                 .map_err(|_| write_err("the log flush thread stopped")),
             None => {
-                callback.log_io_completed(Ok(()));
+                callback.log_io_completed(make_durable(&self.db).map_err(std::io::Error::other));
                 Ok(())
             }
         }

@@ -21,6 +21,8 @@ pub mod log;
 pub mod net;
 pub mod pending;
 pub mod rpc;
+#[doc(hidden)]
+pub mod simdisk;
 pub mod sm;
 
 use std::collections::BTreeMap;
@@ -397,8 +399,9 @@ impl RaftMeta {
         network: N,
         members: BTreeMap<u64, BasicNode>,
         election_ms: u64,
+        disk: &simdisk::SimDisk,
     ) -> std::result::Result<RaftMeta, String> {
-        let sim = Some(election_ms);
+        let sim = Some((election_ms, disk));
         Self::open_inner_with(dir, node, tuning, network, members, None, sim).await
     }
 
@@ -420,11 +423,11 @@ impl RaftMeta {
         network: N,
         members: BTreeMap<u64, BasicNode>,
         serving: Option<(tokio::net::TcpListener, rpc::ClusterKey)>,
-        simulated: Option<u64>,
+        simulated: Option<(u64, &simdisk::SimDisk)>,
     ) -> std::result::Result<RaftMeta, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (election_min, election_max) = match simulated {
-            Some(ms) => (ms, ms + 1),
+            Some((ms, _)) => (ms, ms + 1),
             None => (300, 600),
         };
         let config = openraft::Config {
@@ -441,9 +444,17 @@ impl RaftMeta {
         }
         .validate()
         .map_err(|e| e.to_string())?;
-        let log = log::LogStore::open_with(&dir.join(LOG_FILE), simulated.is_none())?;
-        let meta = LocalMeta::open(&dir.join("meta.redb")).map_err(|e| e.to_string())?;
-        let sm_meta = Arc::new(meta);
+        let (log, meta) = match simulated {
+            None => (
+                log::LogStore::open(&dir.join(LOG_FILE))?,
+                LocalMeta::open(&dir.join("meta.redb")),
+            ),
+            Some((_, disk)) => (
+                log::LogStore::open_simulated(disk.open(&dir.join(LOG_FILE))?)?,
+                LocalMeta::open_on(disk.open(&dir.join("meta.redb"))?),
+            ),
+        };
+        let sm_meta = Arc::new(meta.map_err(|e| e.to_string())?);
         let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;
         let snapshots_installed = Arc::clone(&sm.installed);
         let raft = Raft::new(node, Arc::new(config), network, log, sm)

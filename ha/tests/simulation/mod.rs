@@ -32,9 +32,15 @@
 //! the workload are drawn from one generator, time is virtual (tokio's paused clock), the log
 //! is not flushed by a thread, and election timeouts are fixed per node (openraft draws them
 //! from a generator no seed reaches). So a seed replays: [`run`] returns a trace digest, and
-//! the same seed gives the same digest. A crash is a process crash: what a node wrote before it
-//! is still there when it restarts (redb writes without fsync here). Lying or failing fsyncs
-//! and lost power need a simulated disk, which this does not have yet.
+//! the same seed gives the same digest.
+//!
+//! Each node's redb files (log and state machine) live on a simulated disk
+//! (`ha::metalog::simdisk`) that keeps a file's bytes as written and as of its last sync. A
+//! crash is a process crash (what was written stays) or, half the time, a power loss too (each
+//! file goes back to its last sync), so every durability claim of the log and the state
+//! machine is tested against what they actually synced. With `liar`, one founding node's disk
+//! answers syncs without keeping anything: PROTOCOL.md §2 says what that breaks. Snapshot
+//! files are still real files, written and renamed with fsync.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -46,6 +52,7 @@ use backend::engine::{
     Batch, Inode, MetaOp, MetaStore, Precondition, RequestId, REQUEST_KEEP_SECS,
 };
 use backend::{Error, FileType};
+use ha::metalog::simdisk::SimDisk;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -195,11 +202,13 @@ struct FabricState {
     trace: u64,
 }
 
-/// The simulated network between the nodes, and the registry they join through.
+/// The simulated network between the nodes, the registry they join through, and each node's
+/// disk.
 #[derive(Clone)]
 pub struct Fabric {
     state: Arc<Mutex<FabricState>>,
     registry: SimRegistry,
+    disks: BTreeMap<u64, SimDisk>,
 }
 
 impl Fabric {
@@ -335,6 +344,8 @@ pub struct Report {
     pub creates_refused: usize,
     pub creates_unknown: usize,
     pub crashes: usize,
+    /// Crashes that lost power too (the disk kept only what it had synced).
+    pub power_losses: usize,
     pub partitions: usize,
     /// Nodes made voters, and voters removed, by the leader's reconciler.
     pub joins: usize,
@@ -386,8 +397,9 @@ async fn open_node(dir: &Path, node: u64, fabric: &Fabric) -> Option<Arc<RaftMet
         };
         // Distinct, fixed election timeouts: node 1 first, the others later.
         let election_ms = 300 + 150 * (node - 1);
-        match RaftMeta::open_simulated(dir, node, tuning, network, members.clone(), election_ms)
-            .await
+        let disk = &fabric.disks[&node];
+        let members = members.clone();
+        match RaftMeta::open_simulated(dir, node, tuning, network, members, election_ms, disk).await
         {
             Ok(meta) => {
                 fabric.lock().nodes.insert(node, meta.raft().clone());
@@ -428,6 +440,11 @@ async fn crash(fabric: &Fabric, nodes: &mut BTreeMap<u64, Arc<RaftMeta>>, node: 
     }
 }
 
+/// Which founding node lies (taken modulo their count), from the seed alone.
+fn rng_liar(seed: u64) -> u64 {
+    Rng::new(seed ^ 0x1ead).next()
+}
+
 /// Protocol-state documents the workload saves (`MetaOp::PutDoc`).
 const DOC_KEYS: u64 = 3;
 
@@ -445,7 +462,7 @@ const REQUEST_EPOCH: u64 = 1_800_000_000;
 
 /// Runs one seed for `steps` steps of the workload and checks the invariants. Call it on a
 /// current-thread runtime with a paused clock (see [`run_seed`]).
-pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
+pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
     let fabric = Fabric {
         state: Arc::new(Mutex::new(FabricState {
             rng: Rng::new(seed),
@@ -458,7 +475,13 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
             trace: 0xcbf2_9ce4_8422_2325,
         })),
         registry: SimRegistry::default(),
+        disks: (1..=ALL_NODES).map(|n| (n, SimDisk::default())).collect(),
     };
+    // A node whose disk lies about syncs, from the start (`liar`).
+    let liar = liar.then(|| 1 + rng_liar(seed) % NODES);
+    if let Some(n) = liar {
+        fabric.disks[&n].set_lying(true);
+    }
     let registry = fabric.registry.clone();
     let mut rng = Rng::new(seed ^ 0x5151_5151);
     let dirs: BTreeMap<u64, PathBuf> = (1..=ALL_NODES)
@@ -483,7 +506,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
     let mut asked: BTreeMap<u64, RequestId> = BTreeMap::new();
     let mut votes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut violations = Vec::new();
-    let (mut crashes, mut partitions) = (0, 0);
+    let (mut crashes, mut partitions, mut power_losses) = (0, 0, 0);
     let mut down: BTreeMap<u64, usize> = BTreeMap::new();
     let mut next_ino = 100u64;
     let mut tasks = Vec::new();
@@ -704,10 +727,17 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
                     _ => running[rng.below(running.len() as u64) as usize],
                 };
                 if nodes.contains_key(&n) {
+                    // Half the crashes lose power: the node's disk keeps only what it synced.
+                    let power = rng.chance(500);
                     if verbose {
-                        eprintln!("step {step}: crash node {n}");
+                        eprintln!("step {step}: crash node {n}, power lost: {power}");
                     }
                     crash(&fabric, &mut nodes, n).await;
+                    if power {
+                        fabric.disks[&n].power_loss();
+                        power_losses += 1;
+                        fabric.note(&[8, n]);
+                    }
                     down.insert(n, step + 5 + rng.below(30) as usize);
                     crashes += 1;
                     fabric.note(&[4, n]);
@@ -958,6 +988,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path) -> Report {
         creates_unknown: count(Outcome::Unknown),
         docs_saved,
         crashes,
+        power_losses,
         partitions,
         violations,
     }
@@ -990,7 +1021,8 @@ async fn converge(nodes: &BTreeMap<u64, Arc<RaftMeta>>) -> bool {
 
 /// Runs one seed on a fresh current-thread runtime with a paused clock, in a fresh directory
 /// under `scratch` (use a tmpfs such as /dev/shm: the state machines still fsync).
-pub fn run_seed(seed: u64, steps: usize, scratch: &Path) -> Report {
+/// `liar`: one of the founding nodes is on a disk that lies about syncs.
+pub fn run_seed(seed: u64, steps: usize, scratch: &Path, liar: bool) -> Report {
     let dir = scratch.join(format!("sim-{seed}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -998,7 +1030,7 @@ pub fn run_seed(seed: u64, steps: usize, scratch: &Path) -> Report {
         .start_paused(true)
         .build()
         .expect("a current-thread runtime");
-    let report = runtime.block_on(run(seed, steps, &dir));
+    let report = runtime.block_on(run(seed, steps, &dir, liar));
     drop(runtime);
     let _ = std::fs::remove_dir_all(&dir);
     report

@@ -1,0 +1,219 @@
+//! A simulated disk under redb, for the deterministic simulation (`ha/tests/simulation/`).
+//!
+//! Each file keeps two images: its bytes as written, and its bytes as of its last sync. A
+//! process crash keeps what was written (the page cache survives); a **power loss** puts every
+//! file of the disk back to its synced image. A **lying** disk answers every sync without
+//! keeping anything, so a power loss takes it back to its state before it started lying.
+//!
+//! A file is open through at most one [`SimBackend`] at a time, as redb's own file lock would
+//! have it. A power loss also ends the handles of the life that lost power: their reads and
+//! writes fail from then on, so the tasks of a dead process winding down cannot touch the disk
+//! of the next life.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One node's disk: its files by path.
+#[derive(Debug, Default, Clone)]
+pub struct SimDisk {
+    files: Arc<Mutex<BTreeMap<PathBuf, Arc<Mutex<FileState>>>>>,
+    lying: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct FileState {
+    written: Vec<u8>,
+    synced: Vec<u8>,
+    /// Ranges written since the last sync (what a sync copies).
+    dirty: Vec<(usize, usize)>,
+    /// The life of the handle that has the file open (0: none).
+    holder: u64,
+    /// Lives handed out so far; a power loss starts a new one for every file.
+    lives: u64,
+    /// Lives that lost power: their handles are dead.
+    dead_below: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SimDisk {
+    /// Opens `path` (created empty if new). Refused while another handle holds it, with a
+    /// message that says "already open", as redb's would.
+    pub fn open(&self, path: &Path) -> Result<SimBackend, String> {
+        let file = Arc::clone(lock(&self.files).entry(path.to_path_buf()).or_default());
+        let life = {
+            let mut f = lock(&file);
+            if f.holder != 0 {
+                return Err(format!("{}: already open", path.display()));
+            }
+            f.lives += 1;
+            f.holder = f.lives;
+            f.lives
+        };
+        Ok(SimBackend {
+            file,
+            life,
+            lying: Arc::clone(&self.lying),
+        })
+    }
+
+    /// The power fails: every file goes back to its last synced bytes, and every open handle
+    /// is dead.
+    pub fn power_loss(&self) {
+        for file in lock(&self.files).values() {
+            let mut f = lock(file);
+            f.written = f.synced.clone();
+            f.dirty.clear();
+            f.holder = 0;
+            f.dead_below = f.lives + 1;
+        }
+    }
+
+    /// From now on, syncs are answered and do nothing (`true`), or honoured again (`false`).
+    pub fn set_lying(&self, lying: bool) {
+        self.lying.store(lying, Ordering::SeqCst);
+    }
+}
+
+/// An open file of a [`SimDisk`], as redb's storage.
+#[derive(Debug)]
+pub struct SimBackend {
+    file: Arc<Mutex<FileState>>,
+    life: u64,
+    lying: Arc<AtomicBool>,
+}
+
+impl SimBackend {
+    fn state(&self) -> io::Result<MutexGuard<'_, FileState>> {
+        let f = lock(&self.file);
+        if self.life < f.dead_below {
+            return Err(io::Error::other(
+                "simulated power loss: this handle is dead",
+            ));
+        }
+        Ok(f)
+    }
+}
+
+impl Drop for SimBackend {
+    fn drop(&mut self) {
+        let mut f = lock(&self.file);
+        if f.holder == self.life {
+            f.holder = 0;
+        }
+    }
+}
+
+impl redb::StorageBackend for SimBackend {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.state()?.written.len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let f = self.state()?;
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let end = start.checked_add(len).filter(|&e| e <= f.written.len());
+        match end {
+            Some(end) => Ok(f.written[start..end].to_vec()),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of a simulated file",
+            )),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        let mut f = self.state()?;
+        let old = f.written.len();
+        f.written.resize(len, 0);
+        f.dirty.push((len.min(old), len.max(old)));
+        Ok(())
+    }
+
+    // `eventual` syncs are honoured at once: stronger than a disk must be, never weaker.
+    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+        let mut f = self.state()?;
+        if self.lying.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let f = &mut *f;
+        f.synced.resize(f.written.len(), 0);
+        for (start, end) in f.dirty.drain(..) {
+            let end = end.min(f.written.len());
+            if start < end {
+                f.synced[start..end].copy_from_slice(&f.written[start..end]);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut f = self.state()?;
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let end = start
+            .checked_add(data.len())
+            .ok_or_else(|| io::Error::other("write past the largest offset"))?;
+        if f.written.len() < end {
+            f.written.resize(end, 0);
+        }
+        f.written[start..end].copy_from_slice(data);
+        f.dirty.push((start, end));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::StorageBackend;
+
+    #[test]
+    fn a_power_loss_keeps_what_was_synced_and_drops_what_was_only_written() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        f.write(0, b"synced").unwrap();
+        f.sync_data(false).unwrap();
+        f.write(0, b"lost!!").unwrap();
+        assert_eq!(f.read(0, 6).unwrap(), b"lost!!");
+        disk.power_loss();
+        assert!(
+            f.read(0, 6).is_err(),
+            "the handle of the life that lost power is dead"
+        );
+        drop(f);
+        let g = disk.open(Path::new("a")).unwrap();
+        assert_eq!(g.read(0, 6).unwrap(), b"synced");
+    }
+
+    #[test]
+    fn a_lying_disk_answers_syncs_and_loses_them_at_the_power_loss() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        f.write(0, b"kept").unwrap();
+        f.sync_data(false).unwrap();
+        disk.set_lying(true);
+        f.write(0, b"lied").unwrap();
+        f.sync_data(false).unwrap();
+        disk.power_loss();
+        assert_eq!(
+            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
+            b"kept"
+        );
+    }
+
+    #[test]
+    fn a_file_is_open_through_one_handle_at_a_time() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        let err = disk.open(Path::new("a")).unwrap_err();
+        assert!(err.contains("already open"), "{err}");
+        drop(f);
+        disk.open(Path::new("a")).unwrap();
+    }
+}
