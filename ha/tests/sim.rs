@@ -39,7 +39,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         env("SIM_STEPS", 150),
     );
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
-    let mut power_losses = 0;
+    let (mut power_losses, mut late) = (0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps as usize, &scratch(), false);
         assert!(
@@ -58,9 +58,10 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         totals.6 += r.removals;
         totals.7 += r.docs_saved;
         power_losses += r.power_losses;
+        late += r.late_requests;
     }
     eprintln!(
-        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions; {} joins, {} removals; {} documents saved",
+        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late; {} joins, {} removals; {} documents saved",
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
     assert!(
@@ -69,6 +70,10 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     );
     assert!(totals.3 > 0 && totals.4 > 0, "no faults were injected");
     assert!(power_losses > 0, "no power was lost: syncs went untested");
+    assert!(
+        late > 0,
+        "no request arrived late: stale requests went untested"
+    );
     assert!(
         totals.7 > 0,
         "no document was saved: documents went untested"

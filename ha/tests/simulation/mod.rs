@@ -4,7 +4,8 @@
 //! A seeded, deterministic simulation of the metadata log: three nodes of `RaftMeta` that
 //! found the log and two that may join later, in one process, on one single-threaded runtime
 //! with virtual time, joined by a simulated fabric
-//! that loses, delays and reorders messages and partitions nodes, while nodes crash and
+//! that loses, delays and reorders messages, delivers some requests seconds late (after their
+//! sender gave up on them and terms moved on), and partitions nodes, while nodes crash and
 //! restart and clients create names through whichever node believes it leads. At the end the
 //! faults stop and the invariants of `ha/PROTOCOL.md` §9 that this layer owns are checked:
 //!
@@ -191,6 +192,10 @@ pub struct Faults {
     pub drop_per_mille: u64,
     /// Each message and reply is delayed by up to this (reordering follows).
     pub delay_max_ms: u64,
+    /// Requests, per mille, that arrive late: 1 to 4 s after they were sent, when the sender
+    /// has long given up on them (it sees a lost reply at once) and terms may have moved on. A
+    /// connection that delivers what a stalled peer sent before it was replaced.
+    pub late_per_mille: u64,
 }
 
 struct FabricState {
@@ -199,6 +204,8 @@ struct FabricState {
     /// Nodes on the minority side of a partition (empty: none).
     cut: BTreeSet<u64>,
     faults: Faults,
+    /// Requests delivered late so far.
+    late: usize,
     trace: u64,
 }
 
@@ -235,6 +242,15 @@ impl Fabric {
         (!split && !dropped).then(|| Duration::from_millis(delay))
     }
 
+    /// Whether a request is to arrive late, and when.
+    fn late(&self) -> Option<Duration> {
+        let mut s = self.lock();
+        let late = s.faults.late_per_mille;
+        s.rng
+            .chance(late)
+            .then(|| Duration::from_millis(1000 + s.rng.below(3000)))
+    }
+
     fn target(&self, to: u64) -> Option<Raft<TypeConfig>> {
         self.lock().nodes.get(&to).cloned()
     }
@@ -248,8 +264,8 @@ impl Fabric {
     ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
         E: std::error::Error,
-        F: FnOnce(Raft<TypeConfig>) -> Fut,
-        Fut: Future<Output = Result<T, RaftError<u64, E>>>,
+        F: FnOnce(Raft<TypeConfig>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, RaftError<u64, E>>> + Send,
     {
         let unreachable = || {
             let e = std::io::Error::other(format!("node {to} unreachable"));
@@ -259,6 +275,21 @@ impl Fabric {
             tokio::time::sleep(Duration::from_millis(20)).await;
             return Err(unreachable());
         };
+        if let Some(late) = self.late() {
+            // Delivered later, to whatever node `to` is by then; its answer goes nowhere.
+            let fabric = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                fabric.note(&[9, from, to]);
+                fabric.lock().late += 1;
+                if let Some(target) = fabric.target(to) {
+                    let _ = send(target).await;
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let e = std::io::Error::other("reply lost (the request is held in the network)");
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
         tokio::time::sleep(delay).await;
         let target = self.target(to).ok_or_else(unreachable)?;
         let answer = send(target).await;
@@ -347,6 +378,8 @@ pub struct Report {
     /// Crashes that lost power too (the disk kept only what it had synced).
     pub power_losses: usize,
     pub partitions: usize,
+    /// Requests the fabric delivered seconds late, after their sender gave up on them.
+    pub late_requests: usize,
     /// Nodes made voters, and voters removed, by the leader's reconciler.
     pub joins: usize,
     pub removals: usize,
@@ -471,7 +504,9 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
             faults: Faults {
                 drop_per_mille: 0,
                 delay_max_ms: 5,
+                late_per_mille: 0,
             },
+            late: 0,
             trace: 0xcbf2_9ce4_8422_2325,
         })),
         registry: SimRegistry::default(),
@@ -745,18 +780,26 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
             }
             // Change how lossy the fabric is.
             83..=87 => {
-                let faults = match rng.below(3) {
+                let faults = match rng.below(4) {
                     0 => Faults {
                         drop_per_mille: 0,
                         delay_max_ms: 5,
+                        late_per_mille: 0,
                     },
                     1 => Faults {
                         drop_per_mille: 20,
                         delay_max_ms: 40,
+                        late_per_mille: 0,
+                    },
+                    2 => Faults {
+                        drop_per_mille: 20,
+                        delay_max_ms: 40,
+                        late_per_mille: 250,
                     },
                     _ => Faults {
                         drop_per_mille: 150,
                         delay_max_ms: 120,
+                        late_per_mille: 50,
                     },
                 };
                 fabric.lock().faults = faults;
@@ -811,6 +854,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
         s.faults = Faults {
             drop_per_mille: 0,
             delay_max_ms: 2,
+            late_per_mille: 0,
         };
     }
     registry.lock().down = false;
@@ -971,7 +1015,10 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
     for meta in nodes.values() {
         let _ = meta.shutdown().await;
     }
-    let trace = fabric.lock().trace;
+    let (trace, late_requests) = {
+        let s = fabric.lock();
+        (s.trace, s.late)
+    };
     let docs_saved = saved.lock().unwrap().len();
     let changes = changes.lock().unwrap().clone();
     let joins = changes
@@ -990,6 +1037,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
         crashes,
         power_losses,
         partitions,
+        late_requests,
         violations,
     }
 }
