@@ -33,7 +33,7 @@ fn main() {
     let started = std::time::Instant::now();
     let mut failed = 0;
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
-    let (mut power_losses, mut late) = (0, 0);
+    let (mut power_losses, mut late, mut disks, mut stopped) = (0, 0, 0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps, &scratch, liar);
         if seeds == 1 {
@@ -53,9 +53,11 @@ fn main() {
         totals.7 += r.docs_saved;
         power_losses += r.power_losses;
         late += r.late_requests;
+        disks += r.disk_failures;
+        stopped += r.logs_stopped;
     }
     println!(
-        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late; {} joins, {} removals; {} documents saved",
+        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved",
         started.elapsed().as_secs_f64(),
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );

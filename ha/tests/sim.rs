@@ -39,7 +39,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         env("SIM_STEPS", 150),
     );
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
-    let (mut power_losses, mut late) = (0, 0);
+    let (mut power_losses, mut late, mut disks, mut stopped) = (0, 0, 0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps as usize, &scratch(), false);
         assert!(
@@ -59,9 +59,11 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         totals.7 += r.docs_saved;
         power_losses += r.power_losses;
         late += r.late_requests;
+        disks += r.disk_failures;
+        stopped += r.logs_stopped;
     }
     eprintln!(
-        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late; {} joins, {} removals; {} documents saved",
+        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved",
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
     assert!(
@@ -70,6 +72,10 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     );
     assert!(totals.3 > 0 && totals.4 > 0, "no faults were injected");
     assert!(power_losses > 0, "no power was lost: syncs went untested");
+    assert!(
+        stopped > 0,
+        "no log stopped on a failing disk: disk failures went untested"
+    );
     assert!(
         late > 0,
         "no request arrived late: stale requests went untested"

@@ -527,6 +527,26 @@ impl RaftMeta {
         self.raft.shutdown().await.map_err(|e| e.to_string())
     }
 
+    /// Resolves, with the reason, if the log stops on an error: its storage failed (a sync or
+    /// a write refused: a bad or full disk) or its core panicked. Never for a requested
+    /// shutdown. A node whose log stopped can change no metadata until it is restarted, so its
+    /// server exits and leaves the restart to its supervisor.
+    pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut metrics = self.raft.metrics();
+        async move {
+            loop {
+                if let Err(e) = &metrics.borrow_and_update().running_state {
+                    if !matches!(e, openraft::error::Fatal::Stopped) {
+                        return e.to_string();
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
     /// This node's id in the log.
     pub fn node(&self) -> u64 {
         self.node

@@ -3,7 +3,9 @@
 //! Each file keeps two images: its bytes as written, and its bytes as of its last sync. A
 //! process crash keeps what was written (the page cache survives); a **power loss** puts every
 //! file of the disk back to its synced image. A **lying** disk answers every sync without
-//! keeping anything, so a power loss takes it back to its state before it started lying.
+//! keeping anything, so a power loss takes it back to its state before it started lying. A
+//! **failing** disk refuses every sync (EIO) and every write past a file's end (the disk is
+//! full), keeping what it had.
 //!
 //! A file is open through at most one [`SimBackend`] at a time, as redb's own file lock would
 //! have it. A power loss also ends the handles of the life that lost power: their reads and
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct SimDisk {
     files: Arc<Mutex<BTreeMap<PathBuf, Arc<Mutex<FileState>>>>>,
     lying: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +62,7 @@ impl SimDisk {
             file,
             life,
             lying: Arc::clone(&self.lying),
+            failing: Arc::clone(&self.failing),
         })
     }
 
@@ -78,6 +82,15 @@ impl SimDisk {
     pub fn set_lying(&self, lying: bool) {
         self.lying.store(lying, Ordering::SeqCst);
     }
+
+    /// From now on, syncs fail and files cannot grow (`true`), or the disk works again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
 }
 
 /// An open file of a [`SimDisk`], as redb's storage.
@@ -86,6 +99,7 @@ pub struct SimBackend {
     file: Arc<Mutex<FileState>>,
     life: u64,
     lying: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
 }
 
 impl SimBackend {
@@ -98,6 +112,14 @@ impl SimBackend {
         }
         Ok(f)
     }
+
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+}
+
+fn disk_full() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "simulated disk full")
 }
 
 impl Drop for SimBackend {
@@ -131,6 +153,9 @@ impl redb::StorageBackend for SimBackend {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         let mut f = self.state()?;
         let old = f.written.len();
+        if len > old && self.failing() {
+            return Err(disk_full());
+        }
         f.written.resize(len, 0);
         f.dirty.push((len.min(old), len.max(old)));
         Ok(())
@@ -139,6 +164,9 @@ impl redb::StorageBackend for SimBackend {
     // `eventual` syncs are honoured at once: stronger than a disk must be, never weaker.
     fn sync_data(&self, _eventual: bool) -> io::Result<()> {
         let mut f = self.state()?;
+        if self.failing() {
+            return Err(io::Error::other("simulated EIO on sync"));
+        }
         if self.lying.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -160,6 +188,9 @@ impl redb::StorageBackend for SimBackend {
             .checked_add(data.len())
             .ok_or_else(|| io::Error::other("write past the largest offset"))?;
         if f.written.len() < end {
+            if self.failing() {
+                return Err(disk_full());
+            }
             f.written.resize(end, 0);
         }
         f.written[start..end].copy_from_slice(data);
@@ -201,6 +232,28 @@ mod tests {
         f.write(0, b"lied").unwrap();
         f.sync_data(false).unwrap();
         disk.power_loss();
+        assert_eq!(
+            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
+            b"kept"
+        );
+    }
+
+    #[test]
+    fn a_failing_disk_refuses_syncs_and_growth_and_keeps_what_it_synced() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        f.write(0, b"kept").unwrap();
+        f.sync_data(false).unwrap();
+        disk.set_failing(true);
+        f.write(0, b"over").unwrap();
+        assert!(f.sync_data(false).is_err());
+        assert_eq!(
+            f.write(4, b"more").unwrap_err().kind(),
+            io::ErrorKind::StorageFull
+        );
+        assert!(f.set_len(100).is_err());
+        disk.power_loss();
+        disk.set_failing(false);
         assert_eq!(
             disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
             b"kept"

@@ -380,6 +380,9 @@ pub struct Report {
     pub partitions: usize,
     /// Requests the fabric delivered seconds late, after their sender gave up on them.
     pub late_requests: usize,
+    /// Disks that failed for a while, and the logs that stopped (and restarted) on it.
+    pub disk_failures: usize,
+    pub logs_stopped: usize,
     /// Nodes made voters, and voters removed, by the leader's reconciler.
     pub joins: usize,
     pub removals: usize,
@@ -478,6 +481,34 @@ fn rng_liar(seed: u64) -> u64 {
     Rng::new(seed ^ 0x1ead).next()
 }
 
+/// Stops every node whose log stopped on an error (its disk failed), as its server would
+/// exit; returns them. Such a node must say why (`RaftMeta::failed`).
+async fn stop_failed(
+    fabric: &Fabric,
+    nodes: &mut BTreeMap<u64, Arc<RaftMeta>>,
+    violations: &mut Vec<String>,
+) -> Vec<u64> {
+    let stopped: Vec<u64> = nodes
+        .iter()
+        .filter(|(_, m)| m.raft().metrics().borrow().running_state.is_err())
+        .map(|(&n, _)| n)
+        .collect();
+    for &n in &stopped {
+        let failed = nodes[&n].failed();
+        if tokio::time::timeout(Duration::from_millis(1), failed)
+            .await
+            .is_err()
+        {
+            violations.push(format!(
+                "node {n}'s log stopped, and `failed` did not say so"
+            ));
+        }
+        crash(fabric, nodes, n).await;
+        fabric.note(&[12, n]);
+    }
+    stopped
+}
+
 /// Protocol-state documents the workload saves (`MetaOp::PutDoc`).
 const DOC_KEYS: u64 = 3;
 
@@ -542,6 +573,10 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
     let mut votes: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut violations = Vec::new();
     let (mut crashes, mut partitions, mut power_losses) = (0, 0, 0);
+    // Disks that fail (syncs refused, no room to grow) until a step, and the logs that
+    // stopped on such a failure.
+    let mut failing: BTreeMap<u64, usize> = BTreeMap::new();
+    let (mut disk_failures, mut logs_stopped) = (0, 0);
     let mut down: BTreeMap<u64, usize> = BTreeMap::new();
     let mut next_ino = 100u64;
     let mut tasks = Vec::new();
@@ -576,6 +611,21 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
             }
             votes.insert(n, vote);
         }
+        // Failing disks whose time is up work again.
+        failing.retain(|&n, until| {
+            let keep = *until > step;
+            if !keep {
+                fabric.disks[&n].set_failing(false);
+            }
+            keep
+        });
+        // A node whose log stopped on its disk exits (its server does, on `failed`); it
+        // restarts once its disk works again.
+        for n in stop_failed(&fabric, &mut nodes, &mut violations).await {
+            logs_stopped += 1;
+            let healed = failing.get(&n).copied().unwrap_or(step);
+            down.insert(n, healed.max(step) + 1);
+        }
         // Restarts that are due.
         let due: Vec<u64> = down
             .iter()
@@ -588,6 +638,11 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
                 gone.insert(n);
             }
             if gone.contains(&n) {
+                continue;
+            }
+            // A node cannot start on a failing disk (redb's recovery syncs): later.
+            if fabric.disks[&n].failing() {
+                down.insert(n, step + 1);
                 continue;
             }
             if let Some(meta) = open_node(&dirs[&n], n, &fabric).await {
@@ -834,6 +889,17 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
                     fabric.note(&[9, n]);
                 }
             }
+            // A node's disk fails for a few steps: syncs refused, files cannot grow.
+            95..=96 if down.is_empty() && failing.is_empty() => {
+                let running: Vec<u64> = nodes.keys().copied().collect();
+                if !running.is_empty() {
+                    let n = running[rng.below(running.len() as u64) as usize];
+                    fabric.disks[&n].set_failing(true);
+                    failing.insert(n, step + 2 + rng.below(10) as usize);
+                    disk_failures += 1;
+                    fabric.note(&[11, n]);
+                }
+            }
             // etcd becomes unreachable, or reachable again.
             93..=94 => {
                 let mut r = registry.lock();
@@ -858,6 +924,13 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
         };
     }
     registry.lock().down = false;
+    for (n, _) in std::mem::take(&mut failing) {
+        fabric.disks[&n].set_failing(false);
+    }
+    for n in stop_failed(&fabric, &mut nodes, &mut violations).await {
+        logs_stopped += 1;
+        down.insert(n, steps);
+    }
     for n in std::mem::take(&mut down).into_keys() {
         if registry.lock().removed.contains(&n) {
             gone.insert(n);
@@ -1038,6 +1111,8 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
         power_losses,
         partitions,
         late_requests,
+        disk_failures,
+        logs_stopped,
         violations,
     }
 }

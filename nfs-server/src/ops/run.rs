@@ -246,6 +246,10 @@ async fn serve_cluster<D: backend::engine::DataStore>(
         Ok(engine)
     });
     let held: Arc<dyn HeldData> = data;
+    // A log that stopped on an error (its disk refused a sync or a write) changes nothing
+    // until this node restarts, and its clients would stall here for good: exit instead, and
+    // let the supervisor restart the node, which recovers its files on the way up.
+    let failed = meta.failed();
     let store = ClusterStore::start(meta, peers, Some(held), factory)
         .await
         .map_err(|e| StartError(format!("cannot serve {}: {e}", config.data_dir.display())))?;
@@ -255,7 +259,17 @@ async fn serve_cluster<D: backend::engine::DataStore>(
         node,
         &config.data_dir,
     ));
-    serve_with(config, store, Some((members, docs))).await
+    tokio::select! {
+        served = serve_with(config, store, Some((members, docs))) => served,
+        reason = failed => {
+            tracing::error!(%reason, "the metadata log stopped; exiting");
+            Err(StartError(format!(
+                "the metadata log stopped: {reason}. Exiting so that this node restarts \
+                 (a supervisor such as systemd restarts it; the log recovers its files on \
+                 the way up). If the disk failed or is full, fix that first"
+            )))
+        }
+    }
 }
 
 /// The cluster key's bytes (the file that also signs file handles), created on a first start.
