@@ -1,10 +1,11 @@
 //! Runs the deterministic simulation of the metadata log by hand: many seeds, or one seed again.
 //!
 //! ```text
-//! cargo run --release -p ha --example sim -- [--seed N | --first N --seeds COUNT] [--steps S] [--liar]
+//! cargo run --release -p ha --example sim -- [--seed N | --first N --seeds COUNT] [--steps S] [--liar] [--eio]
 //! ```
-//! Prints one line per failing seed and a summary; exits 1 if any seed failed. `--liar`: one
-//! founding node's disk answers syncs without keeping anything (PROTOCOL.md §2).
+//! Prints one line per failing seed and a summary; exits 1 if any seed failed. Faults outside
+//! the model (PROTOCOL.md §2), by hand only: `--liar`, one founding node's disk answers syncs
+//! without keeping anything; `--eio`, a disk in trouble fails its syncs instead of filling up.
 
 #[path = "../tests/simulation/mod.rs"]
 mod sim;
@@ -29,13 +30,16 @@ fn main() {
     } else {
         std::env::temp_dir()
     };
-    let liar = args.iter().any(|a| a == "--liar");
+    let outside = sim::OutsideModel {
+        liar: args.iter().any(|a| a == "--liar"),
+        eio: args.iter().any(|a| a == "--eio"),
+    };
     let started = std::time::Instant::now();
     let mut failed = 0;
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
     let (mut power_losses, mut late, mut disks, mut stopped) = (0, 0, 0, 0);
     for seed in first..first + seeds {
-        let r = sim::run_seed(seed, steps, &scratch, liar);
+        let r = sim::run_seed(seed, steps, &scratch, outside);
         if seeds == 1 {
             println!("seed {} trace {:016x}\n{r:#?}", r.seed, r.trace);
         }

@@ -25,8 +25,8 @@ fn scratch() -> std::path::PathBuf {
 
 #[test]
 fn the_same_seed_replays_the_same_schedule() {
-    let a = sim::run_seed(7, 120, &scratch(), false);
-    let b = sim::run_seed(7, 120, &scratch(), false);
+    let a = sim::run_seed(7, 120, &scratch(), Default::default());
+    let b = sim::run_seed(7, 120, &scratch(), Default::default());
     assert_eq!(a.trace, b.trace, "seed 7 gave two different schedules");
     assert!(a.violations.is_empty(), "{:?}", a.violations);
 }
@@ -41,7 +41,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
     let (mut power_losses, mut late, mut disks, mut stopped) = (0, 0, 0, 0);
     for seed in first..first + seeds {
-        let r = sim::run_seed(seed, steps as usize, &scratch(), false);
+        let r = sim::run_seed(seed, steps as usize, &scratch(), Default::default());
         assert!(
             r.violations.is_empty(),
             "seed {} broke an invariant (replay: cargo run --release -p ha --example sim -- --seed {} --steps {steps}): {:?}",
@@ -66,6 +66,10 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved",
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
+    // Whether every fault happened at all: a question for many seeds, not for one replayed.
+    if seeds < 10 {
+        return;
+    }
     assert!(
         totals.0 > 0,
         "the workload acknowledged nothing: the simulation tests nothing"
@@ -74,7 +78,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     assert!(power_losses > 0, "no power was lost: syncs went untested");
     assert!(
         stopped > 0,
-        "no log stopped on a failing disk: disk failures went untested"
+        "no log stopped on a full disk: disk failures went untested"
     );
     assert!(
         late > 0,

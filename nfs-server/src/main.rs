@@ -108,6 +108,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     match rt.block_on(nfs_server::ops::run::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
+        Err(e) => {
+            // A failed server (its metadata log stopped on a bad disk, say) may leave a
+            // blocking task stuck on that disk: exit anyway, for the supervisor to restart.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            fail(&e.to_string())
+        }
     }
 }

@@ -535,13 +535,18 @@ impl RaftMeta {
         let mut metrics = self.raft.metrics();
         async move {
             loop {
-                if let Err(e) = &metrics.borrow_and_update().running_state {
-                    if !matches!(e, openraft::error::Fatal::Stopped) {
-                        return e.to_string();
-                    }
-                }
+                let stopped = match &metrics.borrow_and_update().running_state {
+                    Ok(()) => false,
+                    Err(openraft::error::Fatal::Stopped) => true,
+                    Err(e) => return e.to_string(),
+                };
                 if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+                    // A shutdown says `Stopped` before its metrics end; a core that panicked
+                    // says nothing.
+                    if stopped {
+                        std::future::pending::<()>().await;
+                    }
+                    return "the log's core ended without saying why (it panicked)".into();
                 }
             }
         }

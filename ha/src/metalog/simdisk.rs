@@ -4,8 +4,10 @@
 //! process crash keeps what was written (the page cache survives); a **power loss** puts every
 //! file of the disk back to its synced image. A **lying** disk answers every sync without
 //! keeping anything, so a power loss takes it back to its state before it started lying. A
-//! **failing** disk refuses every sync (EIO) and every write past a file's end (the disk is
-//! full), keeping what it had.
+//! disk in [`Trouble`] is **full** (every write refused, as on a copy-on-write file system
+//! with no room left; syncs honoured) or
+//! fails its syncs with **EIO**, dropping what they should have written as Linux does after a
+//! failed writeback: the pages count as clean, so no later sync writes them.
 //!
 //! A file is open through at most one [`SimBackend`] at a time, as redb's own file lock would
 //! have it. A power loss also ends the handles of the life that lost power: their reads and
@@ -15,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One node's disk: its files by path.
@@ -23,7 +25,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct SimDisk {
     files: Arc<Mutex<BTreeMap<PathBuf, Arc<Mutex<FileState>>>>>,
     lying: Arc<AtomicBool>,
-    failing: Arc<AtomicBool>,
+    trouble: Arc<AtomicU8>,
+}
+
+/// What is wrong with a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trouble {
+    None = 0,
+    /// No room: every write is refused (in place too, as on a copy-on-write file system);
+    /// syncs are honoured.
+    Full = 1,
+    /// Syncs fail, and what they should have written is lost at the next power loss.
+    Eio = 2,
 }
 
 #[derive(Debug, Default)]
@@ -62,8 +75,19 @@ impl SimDisk {
             file,
             life,
             lying: Arc::clone(&self.lying),
-            failing: Arc::clone(&self.failing),
+            trouble: Arc::clone(&self.trouble),
         })
+    }
+
+    /// The process using the disk dies (kill -9): every open handle is dead at once, so
+    /// nothing it had not written yet is written, and it closes nothing cleanly. What it
+    /// wrote stays (the page cache survives).
+    pub fn kill(&self) {
+        for file in lock(&self.files).values() {
+            let mut f = lock(file);
+            f.holder = 0;
+            f.dead_below = f.lives + 1;
+        }
     }
 
     /// The power fails: every file goes back to its last synced bytes, and every open handle
@@ -73,9 +97,8 @@ impl SimDisk {
             let mut f = lock(file);
             f.written = f.synced.clone();
             f.dirty.clear();
-            f.holder = 0;
-            f.dead_below = f.lives + 1;
         }
+        self.kill();
     }
 
     /// From now on, syncs are answered and do nothing (`true`), or honoured again (`false`).
@@ -83,13 +106,14 @@ impl SimDisk {
         self.lying.store(lying, Ordering::SeqCst);
     }
 
-    /// From now on, syncs fail and files cannot grow (`true`), or the disk works again.
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
+    /// From now on, the disk has `trouble` (`Trouble::None`: it works again).
+    pub fn set_trouble(&self, trouble: Trouble) {
+        self.trouble.store(trouble as u8, Ordering::SeqCst);
     }
 
-    pub fn failing(&self) -> bool {
-        self.failing.load(Ordering::SeqCst)
+    /// What is wrong with the disk now.
+    pub fn trouble(&self) -> Trouble {
+        trouble_of(&self.trouble)
     }
 }
 
@@ -99,7 +123,15 @@ pub struct SimBackend {
     file: Arc<Mutex<FileState>>,
     life: u64,
     lying: Arc<AtomicBool>,
-    failing: Arc<AtomicBool>,
+    trouble: Arc<AtomicU8>,
+}
+
+fn trouble_of(t: &AtomicU8) -> Trouble {
+    match t.load(Ordering::SeqCst) {
+        1 => Trouble::Full,
+        2 => Trouble::Eio,
+        _ => Trouble::None,
+    }
 }
 
 impl SimBackend {
@@ -113,8 +145,8 @@ impl SimBackend {
         Ok(f)
     }
 
-    fn failing(&self) -> bool {
-        self.failing.load(Ordering::SeqCst)
+    fn full(&self) -> bool {
+        trouble_of(&self.trouble) == Trouble::Full
     }
 }
 
@@ -153,7 +185,7 @@ impl redb::StorageBackend for SimBackend {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         let mut f = self.state()?;
         let old = f.written.len();
-        if len > old && self.failing() {
+        if len > old && self.full() {
             return Err(disk_full());
         }
         f.written.resize(len, 0);
@@ -164,7 +196,10 @@ impl redb::StorageBackend for SimBackend {
     // `eventual` syncs are honoured at once: stronger than a disk must be, never weaker.
     fn sync_data(&self, _eventual: bool) -> io::Result<()> {
         let mut f = self.state()?;
-        if self.failing() {
+        if trouble_of(&self.trouble) == Trouble::Eio {
+            // As Linux does after a failed writeback: the pages count as clean, so a later
+            // sync that succeeds does not write them either.
+            f.dirty.clear();
             return Err(io::Error::other("simulated EIO on sync"));
         }
         if self.lying.load(Ordering::SeqCst) {
@@ -183,14 +218,14 @@ impl redb::StorageBackend for SimBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut f = self.state()?;
+        if self.full() {
+            return Err(disk_full());
+        }
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let end = start
             .checked_add(data.len())
             .ok_or_else(|| io::Error::other("write past the largest offset"))?;
         if f.written.len() < end {
-            if self.failing() {
-                return Err(disk_full());
-            }
             f.written.resize(end, 0);
         }
         f.written[start..end].copy_from_slice(data);
@@ -239,24 +274,57 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_disk_refuses_syncs_and_growth_and_keeps_what_it_synced() {
+    fn a_full_disk_refuses_writes_and_keeps_what_it_has() {
         let disk = SimDisk::default();
         let f = disk.open(Path::new("a")).unwrap();
         f.write(0, b"kept").unwrap();
-        f.sync_data(false).unwrap();
-        disk.set_failing(true);
-        f.write(0, b"over").unwrap();
-        assert!(f.sync_data(false).is_err());
-        assert_eq!(
-            f.write(4, b"more").unwrap_err().kind(),
-            io::ErrorKind::StorageFull
-        );
+        disk.set_trouble(Trouble::Full);
+        let full = f.write(0, b"over").unwrap_err();
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
         assert!(f.set_len(100).is_err());
+        f.sync_data(false).unwrap();
         disk.power_loss();
-        disk.set_failing(false);
+        disk.set_trouble(Trouble::None);
         assert_eq!(
             disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
             b"kept"
+        );
+    }
+
+    #[test]
+    fn after_a_failed_sync_a_good_one_does_not_write_what_the_failed_one_dropped() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        f.write(0, b"old!").unwrap();
+        f.sync_data(false).unwrap();
+        f.write(0, b"lost").unwrap();
+        disk.set_trouble(Trouble::Eio);
+        assert!(f.sync_data(false).is_err());
+        disk.set_trouble(Trouble::None);
+        f.sync_data(false).unwrap();
+        assert_eq!(
+            f.read(0, 4).unwrap(),
+            b"lost",
+            "the page cache still has it"
+        );
+        disk.power_loss();
+        assert_eq!(
+            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
+            b"old!"
+        );
+    }
+
+    #[test]
+    fn a_killed_process_leaves_what_it_wrote_and_its_handles_dead() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        f.write(0, b"left").unwrap();
+        disk.kill();
+        assert!(f.write(0, b"late").is_err());
+        drop(f);
+        assert_eq!(
+            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
+            b"left"
         );
     }
 

@@ -53,7 +53,7 @@ use backend::engine::{
     Batch, Inode, MetaOp, MetaStore, Precondition, RequestId, REQUEST_KEEP_SECS,
 };
 use backend::{Error, FileType};
-use ha::metalog::simdisk::SimDisk;
+use ha::metalog::simdisk::{SimDisk, Trouble};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -280,7 +280,7 @@ impl Fabric {
             let fabric = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(late).await;
-                fabric.note(&[9, from, to]);
+                fabric.note(&[14, from, to]);
                 fabric.lock().late += 1;
                 if let Some(target) = fabric.target(to) {
                     let _ = send(target).await;
@@ -503,6 +503,8 @@ async fn stop_failed(
                 "node {n}'s log stopped, and `failed` did not say so"
             ));
         }
+        // The server exits: the disk is as the process left it.
+        fabric.disks[&n].kill();
         crash(fabric, nodes, n).await;
         fabric.note(&[12, n]);
     }
@@ -526,7 +528,7 @@ const REQUEST_EPOCH: u64 = 1_800_000_000;
 
 /// Runs one seed for `steps` steps of the workload and checks the invariants. Call it on a
 /// current-thread runtime with a paused clock (see [`run_seed`]).
-pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
+pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) -> Report {
     let fabric = Fabric {
         state: Arc::new(Mutex::new(FabricState {
             rng: Rng::new(seed),
@@ -544,7 +546,12 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
         disks: (1..=ALL_NODES).map(|n| (n, SimDisk::default())).collect(),
     };
     // A node whose disk lies about syncs, from the start (`liar`).
-    let liar = liar.then(|| 1 + rng_liar(seed) % NODES);
+    let liar = outside.liar.then(|| 1 + rng_liar(seed) % NODES);
+    // What a disk in trouble does: fills up, or (outside the model) fails its syncs.
+    let trouble = match outside.eio {
+        true => Trouble::Eio,
+        false => Trouble::Full,
+    };
     if let Some(n) = liar {
         fabric.disks[&n].set_lying(true);
     }
@@ -615,7 +622,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
         failing.retain(|&n, until| {
             let keep = *until > step;
             if !keep {
-                fabric.disks[&n].set_failing(false);
+                fabric.disks[&n].set_trouble(Trouble::None);
             }
             keep
         });
@@ -641,7 +648,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
                 continue;
             }
             // A node cannot start on a failing disk (redb's recovery syncs): later.
-            if fabric.disks[&n].failing() {
+            if fabric.disks[&n].trouble() != Trouble::None {
                 down.insert(n, step + 1);
                 continue;
             }
@@ -822,12 +829,15 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
                     if verbose {
                         eprintln!("step {step}: crash node {n}, power lost: {power}");
                     }
-                    crash(&fabric, &mut nodes, n).await;
+                    // Before the shutdown: the dead process closes nothing cleanly.
                     if power {
                         fabric.disks[&n].power_loss();
                         power_losses += 1;
-                        fabric.note(&[8, n]);
+                        fabric.note(&[13, n]);
+                    } else {
+                        fabric.disks[&n].kill();
                     }
+                    crash(&fabric, &mut nodes, n).await;
                     down.insert(n, step + 5 + rng.below(30) as usize);
                     crashes += 1;
                     fabric.note(&[4, n]);
@@ -889,15 +899,15 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
                     fabric.note(&[9, n]);
                 }
             }
-            // A node's disk fails for a few steps: syncs refused, files cannot grow.
+            // A node's disk is in trouble for a few steps: full (or failing its syncs).
             95..=96 if down.is_empty() && failing.is_empty() => {
                 let running: Vec<u64> = nodes.keys().copied().collect();
                 if !running.is_empty() {
                     let n = running[rng.below(running.len() as u64) as usize];
-                    fabric.disks[&n].set_failing(true);
+                    fabric.disks[&n].set_trouble(trouble);
                     failing.insert(n, step + 2 + rng.below(10) as usize);
                     disk_failures += 1;
-                    fabric.note(&[11, n]);
+                    fabric.note(&[15, n]);
                 }
             }
             // etcd becomes unreachable, or reachable again.
@@ -925,7 +935,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, liar: bool) -> Report {
     }
     registry.lock().down = false;
     for (n, _) in std::mem::take(&mut failing) {
-        fabric.disks[&n].set_failing(false);
+        fabric.disks[&n].set_trouble(Trouble::None);
     }
     for n in stop_failed(&fabric, &mut nodes, &mut violations).await {
         logs_stopped += 1;
@@ -1144,8 +1154,18 @@ async fn converge(nodes: &BTreeMap<u64, Arc<RaftMeta>>) -> bool {
 
 /// Runs one seed on a fresh current-thread runtime with a paused clock, in a fresh directory
 /// under `scratch` (use a tmpfs such as /dev/shm: the state machines still fsync).
-/// `liar`: one of the founding nodes is on a disk that lies about syncs.
-pub fn run_seed(seed: u64, steps: usize, scratch: &Path, liar: bool) -> Report {
+/// Faults outside the model (PROTOCOL.md §2): they break the invariants by design, so they
+/// run by hand only, to see how.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutsideModel {
+    /// One of the founding nodes is on a disk that lies about syncs.
+    pub liar: bool,
+    /// A disk in trouble fails its syncs (EIO, and what they should have written is lost at
+    /// the next power loss) instead of filling up.
+    pub eio: bool,
+}
+
+pub fn run_seed(seed: u64, steps: usize, scratch: &Path, outside: OutsideModel) -> Report {
     let dir = scratch.join(format!("sim-{seed}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1153,7 +1173,7 @@ pub fn run_seed(seed: u64, steps: usize, scratch: &Path, liar: bool) -> Report {
         .start_paused(true)
         .build()
         .expect("a current-thread runtime");
-    let report = runtime.block_on(run(seed, steps, &dir, liar));
+    let report = runtime.block_on(run(seed, steps, &dir, outside));
     drop(runtime);
     let _ = std::fs::remove_dir_all(&dir);
     report
