@@ -93,10 +93,34 @@ impl SimDisk {
     /// The power fails: every file goes back to its last synced bytes, and every open handle
     /// is dead.
     pub fn power_loss(&self) {
+        self.power_loss_keeping(&mut || false);
+    }
+
+    /// The power fails after the disk wrote some of what was not synced yet, in any order:
+    /// each unsynced 4 KiB sector keeps its new bytes if `kept()` says so, else goes back to
+    /// its last synced bytes (a file's length is kept). Every open handle is dead.
+    pub fn power_loss_keeping(&self, kept: &mut dyn FnMut() -> bool) {
+        const SECTOR: usize = 4096;
         for file in lock(&self.files).values() {
             let mut f = lock(file);
-            f.written = f.synced.clone();
-            f.dirty.clear();
+            let f = &mut *f;
+            let mut image = f.synced.clone();
+            image.resize(f.written.len(), 0);
+            let mut sectors: Vec<usize> = f
+                .dirty
+                .drain(..)
+                .flat_map(|(start, end)| (start / SECTOR)..end.div_ceil(SECTOR))
+                .collect();
+            sectors.sort_unstable();
+            sectors.dedup();
+            for sector in sectors {
+                let start = sector * SECTOR;
+                let end = (start + SECTOR).min(image.len());
+                if start < end && kept() {
+                    image[start..end].copy_from_slice(&f.written[start..end]);
+                }
+            }
+            f.written = image;
         }
         self.kill();
     }
@@ -255,6 +279,29 @@ mod tests {
         drop(f);
         let g = disk.open(Path::new("a")).unwrap();
         assert_eq!(g.read(0, 6).unwrap(), b"synced");
+    }
+
+    #[test]
+    fn a_power_loss_may_keep_some_unsynced_sectors_and_not_others() {
+        let disk = SimDisk::default();
+        let f = disk.open(Path::new("a")).unwrap();
+        f.write(0, &[1; 8192]).unwrap();
+        f.sync_data(false).unwrap();
+        f.write(0, &[2; 8192]).unwrap();
+        let mut first = true;
+        disk.power_loss_keeping(&mut || std::mem::replace(&mut first, false));
+        drop(f);
+        let g = disk.open(Path::new("a")).unwrap();
+        assert_eq!(
+            g.read(0, 4096).unwrap(),
+            vec![2; 4096],
+            "the first sector was written"
+        );
+        assert_eq!(
+            g.read(4096, 4096).unwrap(),
+            vec![1; 4096],
+            "the second was not"
+        );
     }
 
     #[test]

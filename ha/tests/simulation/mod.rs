@@ -831,7 +831,11 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
                     }
                     // Before the shutdown: the dead process closes nothing cleanly.
                     if power {
-                        fabric.disks[&n].power_loss();
+                        // Half of them after the disk wrote some unsynced sectors, any.
+                        match rng.chance(500) {
+                            true => fabric.disks[&n].power_loss_keeping(&mut || rng.chance(500)),
+                            false => fabric.disks[&n].power_loss(),
+                        }
                         power_losses += 1;
                         fabric.note(&[13, n]);
                     } else {
