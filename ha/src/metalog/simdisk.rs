@@ -263,6 +263,11 @@ mod tests {
     use super::*;
     use redb::StorageBackend;
 
+    /// The first 4 bytes of file "a", opened again (after its handle was dropped or died).
+    fn reopened(disk: &SimDisk) -> Vec<u8> {
+        disk.open(Path::new("a")).unwrap().read(0, 4).unwrap()
+    }
+
     #[test]
     fn a_power_loss_keeps_what_was_synced_and_drops_what_was_only_written() {
         let disk = SimDisk::default();
@@ -314,10 +319,7 @@ mod tests {
         f.write(0, b"lied").unwrap();
         f.sync_data(false).unwrap();
         disk.power_loss();
-        assert_eq!(
-            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
-            b"kept"
-        );
+        assert_eq!(reopened(&disk), b"kept");
     }
 
     #[test]
@@ -332,10 +334,7 @@ mod tests {
         f.sync_data(false).unwrap();
         disk.power_loss();
         disk.set_trouble(Trouble::None);
-        assert_eq!(
-            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
-            b"kept"
-        );
+        assert_eq!(reopened(&disk), b"kept");
     }
 
     #[test]
@@ -355,10 +354,7 @@ mod tests {
             "the page cache still has it"
         );
         disk.power_loss();
-        assert_eq!(
-            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
-            b"old!"
-        );
+        assert_eq!(reopened(&disk), b"old!");
     }
 
     #[test]
@@ -369,10 +365,7 @@ mod tests {
         disk.kill();
         assert!(f.write(0, b"late").is_err());
         drop(f);
-        assert_eq!(
-            disk.open(Path::new("a")).unwrap().read(0, 4).unwrap(),
-            b"left"
-        );
+        assert_eq!(reopened(&disk), b"left");
     }
 
     #[test]
