@@ -779,13 +779,14 @@ impl<E: Writer> ClusterStore<E> {
 
 /// Makes this node's engine current whenever it becomes leader, until the store is dropped.
 async fn lead<E: Writer>(store: Weak<ClusterStore<E>>) {
-    let Some(mut metrics) = store.upgrade().map(|s| s.meta.raft().metrics()) else {
+    // The server metrics: they change with the role and term, not with every entry.
+    let Some(mut metrics) = store.upgrade().map(|s| s.meta.raft().server_metrics()) else {
         return;
     };
     loop {
         let term = {
             let m = metrics.borrow_and_update();
-            (m.state == ServerState::Leader).then_some(m.current_term)
+            (m.state == ServerState::Leader).then_some(m.vote.leader_id().get_term())
         };
         if let Some(term) = term {
             let Some(s) = store.upgrade() else { return };

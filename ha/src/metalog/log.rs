@@ -7,6 +7,12 @@
 //! empty `Durability::Immediate` commit (redb then persists every earlier commit), and only
 //! then tells openraft, so concurrent proposals share one fsync (a group commit) and the async
 //! runtime never waits for the disk. Votes are durable before `save_vote` returns.
+//!
+//! A cluster of one has nobody to replicate to while its append is being flushed, so there an
+//! append with no flush outstanding is one durable commit on the appending task: one redb
+//! commit instead of two, and no round trip through the flush thread. Concurrent proposals
+//! still share that fsync, because the proposer groups everything that queued meanwhile into
+//! the next entry (`super::propose`).
 
 #![allow(
     clippy::result_large_err,
@@ -16,6 +22,7 @@
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -93,6 +100,11 @@ pub struct LogStore {
     /// (the deterministic simulation, where a thread would make the schedule depend on the
     /// host).
     flush: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// Appends handed to the flush thread and not yet reported.
+    outstanding: Arc<AtomicUsize>,
+    /// The voters of the log (kept by `super::watch_leading`); 0 until known. With one voter
+    /// an append is made durable inline when nothing is outstanding (see the module's text).
+    voters: Arc<AtomicU64>,
 }
 
 /// An empty `Durability::Immediate` commit: redb then persists every earlier commit.
@@ -103,23 +115,31 @@ fn make_durable(db: &Database) -> Result<(), String> {
 }
 
 /// Makes appends durable, many at a time, and reports each one to openraft.
-fn flush_thread(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn flush_thread(
+    db: Arc<Database>,
+    jobs: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>,
+    outstanding: Arc<AtomicUsize>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut waiting = vec![first];
         waiting.extend(jobs.try_iter());
         tracing::trace!(appends = waiting.len(), "raft log flush");
         let flushed = make_durable(&db);
+        let count = waiting.len();
         for callback in waiting {
             callback.log_io_completed(flushed.clone().map_err(std::io::Error::other));
         }
+        // After the reports: an inline append must not be reported before an earlier one.
+        outstanding.fetch_sub(count, Ordering::AcqRel);
     }
 }
 
 impl LogStore {
     /// A file; appends are made durable by the flush thread.
-    pub fn open(path: &Path) -> Result<LogStore, String> {
+    /// `voters`: the log's voter count, kept current by the caller (0 while unknown).
+    pub fn open(path: &Path, voters: Arc<AtomicU64>) -> Result<LogStore, String> {
         let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::with_db(db, false)
+        Self::with_db(db, false, voters)
     }
 
     /// On the simulation's disk, which can lose power: each append is made durable before
@@ -129,28 +149,36 @@ impl LogStore {
         let db = Database::builder()
             .create_with_backend(storage)
             .map_err(|e| format!("open the log: {e}"))?;
-        Self::with_db(db, true)
+        Self::with_db(db, true, Arc::new(AtomicU64::new(0)))
     }
 
     /// `inline`: each append is made durable on the appending task; else by the flush thread.
-    fn with_db(db: Database, inline: bool) -> Result<LogStore, String> {
+    fn with_db(db: Database, inline: bool, voters: Arc<AtomicU64>) -> Result<LogStore, String> {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(ENTRIES).map_err(|e| e.to_string())?;
         tx.open_table(STATE).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         let db = Arc::new(db);
+        let outstanding = Arc::new(AtomicUsize::new(0));
         if inline {
-            return Ok(LogStore { db, flush: None });
+            return Ok(LogStore {
+                db,
+                flush: None,
+                outstanding,
+                voters,
+            });
         }
         let (flush, jobs) = std::sync::mpsc::channel();
-        let flusher = Arc::clone(&db);
+        let (flusher, counter) = (Arc::clone(&db), Arc::clone(&outstanding));
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_thread(flusher, jobs))
+            .spawn(move || flush_thread(flusher, jobs, counter))
             .map_err(|e| format!("start the log flush thread: {e}"))?;
         Ok(LogStore {
             db,
             flush: Some(flush),
+            outstanding,
+            voters,
         })
     }
 
@@ -234,8 +262,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Inline: no flush thread (the simulation), or a cluster of one with nothing
+        // outstanding, whose entry this one commit makes durable.
+        let alone = self.voters.load(Ordering::Acquire) == 1
+            && self.outstanding.load(Ordering::Acquire) == 0;
+        let flush = self.flush.as_ref().filter(|_| !alone);
         let mut tx = self.db.begin_write().map_err(write_err)?;
-        tx.set_durability(Durability::None);
+        tx.set_durability(match (&self.flush, flush) {
+            (Some(_), None) => Durability::Immediate,
+            _ => Durability::None,
+        });
         {
             let mut table = tx.open_table(ENTRIES).map_err(write_err)?;
             for entry in entries {
@@ -247,11 +283,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         tx.commit().map_err(write_err)?;
         // The flush thread lives as long as any clone of this store.
-        match &self.flush {
-            Some(flush) => flush
-                .send(callback)
-                .map_err(|_| write_err("the log flush thread stopped")),
-            None => {
+        match (&self.flush, flush) {
+            (_, Some(flush)) => {
+                self.outstanding.fetch_add(1, Ordering::AcqRel);
+                flush.send(callback).map_err(|_| {
+                    self.outstanding.fetch_sub(1, Ordering::AcqRel);
+                    write_err("the log flush thread stopped")
+                })
+            }
+            // Already durable: that commit was `Durability::Immediate`.
+            (Some(_), None) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            (None, _) => {
                 callback.log_io_completed(make_durable(&self.db).map_err(std::io::Error::other));
                 Ok(())
             }

@@ -444,9 +444,11 @@ impl RaftMeta {
         }
         .validate()
         .map_err(|e| e.to_string())?;
+        // The voter count, kept by `watch_leading` once the log runs; the log store reads it.
+        let voters = Arc::new(AtomicU64::new(0));
         let (log, meta) = match simulated {
             None => (
-                log::LogStore::open(&dir.join(LOG_FILE))?,
+                log::LogStore::open(&dir.join(LOG_FILE), Arc::clone(&voters))?,
                 LocalMeta::open(&dir.join("meta.redb")),
             ),
             Some((_, disk)) => (
@@ -475,7 +477,7 @@ impl RaftMeta {
             .membership()
             .voter_ids()
             .count() as u64;
-        let voters = Arc::new(AtomicU64::new(count));
+        voters.store(count, Ordering::Release);
         tokio::spawn(watch_leading(
             raft.clone(),
             Arc::clone(&leading),
@@ -532,22 +534,21 @@ impl RaftMeta {
     /// shutdown. A node whose log stopped can change no metadata until it is restarted, so its
     /// server exits and leaves the restart to its supervisor.
     pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
-        let mut metrics = self.raft.metrics();
+        // The server metrics change only with the vote, role, leader or membership (not with
+        // every entry, as the full metrics do), and end when the core does; the full metrics
+        // then hold why it ended.
+        let (mut server, metrics) = (self.raft.server_metrics(), self.raft.metrics());
         async move {
-            loop {
-                let stopped = match &metrics.borrow_and_update().running_state {
-                    Ok(()) => false,
-                    Err(openraft::error::Fatal::Stopped) => true,
-                    Err(e) => return e.to_string(),
-                };
-                if metrics.changed().await.is_err() {
-                    // A shutdown says `Stopped` before its metrics end; a core that panicked
-                    // says nothing.
-                    if stopped {
-                        std::future::pending::<()>().await;
-                    }
-                    return "the log's core ended without saying why (it panicked)".into();
-                }
+            while server.changed().await.is_ok() {}
+            let why = match &metrics.borrow().running_state {
+                // A shutdown: not a failure.
+                Err(openraft::error::Fatal::Stopped) => None,
+                Err(e) => Some(e.to_string()),
+                Ok(()) => Some("the log's core ended without saying why (it panicked)".into()),
+            };
+            match why {
+                Some(why) => why,
+                None => std::future::pending().await,
             }
         }
     }
@@ -601,13 +602,15 @@ impl RaftMeta {
 
 /// Keeps `leading` at the term this node leads in (0 while it does not) and `voters` at the
 /// size of the membership.
+/// Watches the server metrics, which change with the vote, role, leader or membership only,
+/// not with every entry.
 async fn watch_leading(raft: Raft<TypeConfig>, leading: Arc<AtomicU64>, voters: Arc<AtomicU64>) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         {
             let m = metrics.borrow_and_update();
             let term = if m.state == ServerState::Leader {
-                m.current_term
+                m.vote.leader_id().get_term()
             } else {
                 0
             };

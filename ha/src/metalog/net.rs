@@ -254,9 +254,10 @@ impl RaftNetwork<TypeConfig> for TcpPeer {
     }
 }
 
-/// Resolves when the log has shut down (its metrics channel closes).
+/// Resolves when the log has shut down (its metrics channel closes). The server metrics,
+/// which do not change with every entry.
 async fn stopped(raft: &Raft<TypeConfig>) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     while metrics.changed().await.is_ok() {}
 }
 
