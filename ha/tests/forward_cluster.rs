@@ -445,3 +445,36 @@ async fn a_document_saved_through_a_follower_is_read_alike_through_every_node_an
         assert_eq!(store.doc(b"node/3/nsm").await.unwrap(), None);
     }
 }
+
+fn stat(node: &Node, name: &str) -> u64 {
+    node.stats()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_the_leader_within_a_lease_share_one_heartbeat_round() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let root = nodes[0].1.root();
+    let l = leader(&nodes).expect("a leader");
+    let store = &nodes[l].1;
+    let id = create(store, root, "read-me").await.unwrap();
+    // Past the lease of any round so far: the first read needs a round of its own.
+    tokio::time::sleep(ha::metalog::READ_LEASE + Duration::from_millis(50)).await;
+    let before = stat(store, "read_barrier_rounds");
+    let started = Instant::now();
+    for _ in 0..50 {
+        let attr = store.lookup(&Cred::root(), root, b"read-me").await.unwrap();
+        assert_eq!(attr.id, id);
+    }
+    let rounds = stat(store, "read_barrier_rounds") - before;
+    let took = started.elapsed();
+    // One round per lease (240 ms) at most; 50 reads each with its own round would be 50.
+    let allowed = 1 + (took.as_millis() / 200) as u64;
+    assert!(
+        rounds >= 1 && rounds <= allowed,
+        "{rounds} heartbeat rounds for 50 reads in {took:?} (at most {allowed})"
+    );
+}

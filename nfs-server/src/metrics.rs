@@ -271,8 +271,10 @@ impl Metrics {
              snapshot_index (of this node's last snapshot), purged_index (the log is compacted up \
              to it), snapshots_installed (sent by the \
              leader to a node that was behind), calls_shipped (to the leader), \
-             calls_answered (for other nodes) and calls_replayed (retried calls that had run \
-             under an earlier leader, answered from the state they left)",
+             calls_answered (for other nodes), calls_replayed (retried calls that had run \
+             under an earlier leader, answered from the state they left) and \
+             read_barrier_rounds (heartbeat rounds run to confirm the leadership for reads; \
+             reads within a round's lease need none)",
             store.clone(),
         );
 

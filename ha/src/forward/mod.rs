@@ -15,8 +15,11 @@
 //!   (`RaftMeta::set_writer_term`): a batch from a view older than T is refused.
 //! * **Linearizable reads.** A read answered by the leader's engine is preceded by a read
 //!   barrier (`ensure_linearizable`: a heartbeat round confirms that no other leader was
-//!   elected), shared by every read that arrived before the round started. A cluster of one
-//!   needs none. Followers keep no metadata caches, so they have nothing to keep coherent.
+//!   elected), shared by every read that arrived before the round started, or falls within
+//!   the lease of the latest such round: [`crate::metalog::READ_LEASE`] after it started, in
+//!   the same term (openraft's followers refuse votes for 600 ms after hearing from their
+//!   leader, and a restarted node answers no vote for that long). A cluster of one needs
+//!   none. Followers keep no metadata caches, so they have nothing to keep coherent.
 //! * **When no leader is known** (an election, a partitioned minority) a call waits up to
 //!   [`ROUTE_WAIT`] and then answers `Unavailable` (NFS3ERR_JUKEBOX / NFS4ERR_DELAY): clients
 //!   stall and retry, never see a split brain. A shipped call that got no answer is retried on
@@ -93,12 +96,16 @@ enum Route<'a, E> {
     Remote(String),
 }
 
-/// Read barriers in flight: a read waits for a round that started after it arrived.
+/// Read barriers in flight: a read waits for a round that started after it arrived, unless
+/// the lease of an earlier round still runs.
 #[derive(Default)]
 struct Barrier {
     started: u64,
     done: u64,
     running: bool,
+    /// The term and start of the latest round a quorum acknowledged: reads need no round
+    /// until [`crate::metalog::READ_LEASE`] after that start, in that term.
+    lease: Option<(u64, tokio::time::Instant)>,
 }
 
 /// The `Store` of a cluster node (a single node is a cluster of one, and runs this too).
@@ -116,6 +123,8 @@ pub struct ClusterStore<E> {
     held: Option<Arc<dyn HeldData>>,
     barrier: Mutex<Barrier>,
     barrier_done: watch::Sender<u64>,
+    /// Heartbeat rounds the read barrier ran (reads within a lease need none).
+    barrier_rounds: AtomicU64,
     root: std::sync::OnceLock<FileId>,
     /// Calls this node shipped to a leader, and calls it answered for other nodes.
     shipped: AtomicU64,
@@ -157,6 +166,7 @@ impl<E: Writer> ClusterStore<E> {
             held,
             barrier: Mutex::new(Barrier::default()),
             barrier_done: watch::Sender::new(0),
+            barrier_rounds: AtomicU64::new(0),
             root: std::sync::OnceLock::new(),
             shipped: AtomicU64::new(0),
             answered: AtomicU64::new(0),
@@ -265,7 +275,16 @@ impl<E: Writer> ClusterStore<E> {
         if self.meta.voters() <= 1 {
             return Ok(());
         }
-        let target = lock(&self.barrier).started + 1;
+        let term = *self.serving.borrow();
+        let target = {
+            let b = lock(&self.barrier);
+            if b.lease.is_some_and(|(t, at)| {
+                t == term && tokio::time::Instant::now() < at + crate::metalog::READ_LEASE
+            }) {
+                return Ok(());
+            }
+            b.started + 1
+        };
         let mut done = self.barrier_done.subscribe();
         loop {
             let round = {
@@ -283,12 +302,16 @@ impl<E: Writer> ClusterStore<E> {
             };
             match round {
                 Some(round) => {
+                    // Before the round: its heartbeats leave after this instant.
+                    let began = tokio::time::Instant::now();
+                    self.barrier_rounds.fetch_add(1, Ordering::Relaxed);
                     let r = self.meta.raft().ensure_linearizable().await;
                     {
                         let mut b = lock(&self.barrier);
                         b.running = false;
                         if r.is_ok() {
                             b.done = round;
+                            b.lease = Some((term, began));
                         }
                     }
                     self.barrier_done.send_replace(round);
@@ -1128,6 +1151,10 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("calls_shipped", self.shipped.load(Ordering::Relaxed)));
         stats.push(("calls_answered", self.answered.load(Ordering::Relaxed)));
         stats.push(("calls_replayed", self.replayed.load(Ordering::Relaxed)));
+        stats.push((
+            "read_barrier_rounds",
+            self.barrier_rounds.load(Ordering::Relaxed),
+        ));
         stats
     }
 }

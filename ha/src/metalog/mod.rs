@@ -289,6 +289,24 @@ impl Default for Tuning {
     }
 }
 
+/// Election timeouts of a real node. openraft makes a follower refuse votes for
+/// `ELECTION_MAX_MS` after it last heard from its leader (its `leader_lease`), which is what
+/// [`READ_LEASE`] rests on.
+const ELECTION_MIN_MS: u64 = 300;
+const ELECTION_MAX_MS: u64 = 600;
+
+/// How long after a heartbeat round that started at `t` and was acknowledged by a quorum the
+/// leader may answer reads without another round: no other leader can be elected before
+/// `t + ELECTION_MAX_MS` (a quorum refuses votes until then), and less than half of that
+/// leaves room for clocks that run at different rates. A node that restarts forgets whom it
+/// heard from, so it answers no vote for [`VOTE_QUIET`] after it starts (`net::serve`).
+pub const READ_LEASE: Duration = Duration::from_millis(ELECTION_MAX_MS * 2 / 5);
+
+/// After a start, votes are answered only once this has passed: a restarted follower could
+/// otherwise vote while the lease it granted before its crash still runs. A late answer is
+/// what a slow network gives, which Raft is safe against.
+pub const VOTE_QUIET: Duration = Duration::from_millis(ELECTION_MAX_MS);
+
 /// How long a cluster of one may take to elect itself and replay its log at open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The log's file in a node's data directory.
@@ -428,7 +446,7 @@ impl RaftMeta {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (election_min, election_max) = match simulated {
             Some((ms, _)) => (ms, ms + 1),
-            None => (300, 600),
+            None => (ELECTION_MIN_MS, ELECTION_MAX_MS),
         };
         let config = openraft::Config {
             cluster_name: "sluice-metadata".into(),

@@ -268,6 +268,8 @@ pub async fn serve(
     key: ClusterKey,
     calls: CallSlot,
 ) {
+    // No vote is answered before this (see `super::VOTE_QUIET`).
+    let quiet_until = tokio::time::Instant::now() + super::VOTE_QUIET;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -284,7 +286,7 @@ pub async fn serve(
         let _ = conn.set_nodelay(true);
         let (raft, key, calls) = (raft.clone(), key.clone(), Arc::clone(&calls));
         tokio::spawn(async move {
-            if let Err(e) = answer(conn, &raft, &key, &calls).await {
+            if let Err(e) = answer(conn, &raft, &key, &calls, quiet_until).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::warn!(%peer, error = %e, "metadata log: refused a peer's frame; connection closed");
                 }
@@ -298,6 +300,7 @@ async fn answer(
     raft: &Raft<TypeConfig>,
     key: &ClusterKey,
     calls: &CallSlot,
+    quiet_until: tokio::time::Instant,
 ) -> io::Result<()> {
     loop {
         let (kind, body) = read_frame(&mut conn, key).await?;
@@ -308,6 +311,7 @@ async fn answer(
             }
             Kind::Vote => {
                 let req = rpc::decode_vote(&body).map_err(io::Error::other)?;
+                tokio::time::sleep_until(quiet_until).await;
                 rpc::encode_reply(&raft.vote(req).await)
             }
             Kind::InstallSnapshot => {
