@@ -478,3 +478,37 @@ async fn reads_on_the_leader_within_a_lease_share_one_heartbeat_round() {
         "{rounds} heartbeat rounds for 50 reads in {took:?} (at most {allowed})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_request_ends_the_leader_s_read_lease() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let root = nodes[0].1.root();
+    let l = leader(&nodes).expect("a leader");
+    let (meta, store) = (&nodes[l].0, &nodes[l].1);
+    create(store, root, "read-me").await.unwrap();
+    tokio::time::sleep(ha::metalog::READ_LEASE + Duration::from_millis(50)).await;
+    store.lookup(&Cred::root(), root, b"read-me").await.unwrap();
+    let rounds = stat(store, "read_barrier_rounds");
+    let shipped = stat(store, "calls_shipped");
+    let votes = meta.votes_seen();
+    // A follower stands for election (skipping its own lease): its request reaches the leader,
+    // which may vote for it.
+    let f = (l + 1) % 3;
+    nodes[f].0.raft().trigger().elect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while meta.votes_seen() == votes {
+        assert!(
+            Instant::now() < deadline,
+            "the vote request never reached the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Within what would have been the lease, the next read is not answered on it: it runs a
+    // round of its own, or goes to whoever leads now.
+    store.lookup(&Cred::root(), root, b"read-me").await.unwrap();
+    assert!(
+        stat(store, "read_barrier_rounds") > rounds || stat(store, "calls_shipped") > shipped,
+        "a read after a vote request was answered on the old lease"
+    );
+}

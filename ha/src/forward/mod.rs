@@ -17,8 +17,9 @@
 //!   barrier (`ensure_linearizable`: a heartbeat round confirms that no other leader was
 //!   elected), shared by every read that arrived before the round started, or falls within
 //!   the lease of the latest such round: [`crate::metalog::READ_LEASE`] after it started, in
-//!   the same term (openraft's followers refuse votes for 600 ms after hearing from their
-//!   leader, and a restarted node answers no vote for that long). A cluster of one needs
+//!   the same term, while no vote request has reached this node (openraft's followers refuse
+//!   votes for 600 ms after hearing from their leader; the leader does not, so a vote request
+//!   ends its lease). A cluster of one needs
 //!   none. Followers keep no metadata caches, so they have nothing to keep coherent.
 //! * **When no leader is known** (an election, a partitioned minority) a call waits up to
 //!   [`ROUTE_WAIT`] and then answers `Unavailable` (NFS3ERR_JUKEBOX / NFS4ERR_DELAY): clients
@@ -103,9 +104,10 @@ struct Barrier {
     started: u64,
     done: u64,
     running: bool,
-    /// The term and start of the latest round a quorum acknowledged: reads need no round
-    /// until [`crate::metalog::READ_LEASE`] after that start, in that term.
-    lease: Option<(u64, tokio::time::Instant)>,
+    /// The term, start and vote count (`RaftMeta::votes_seen`) of the latest round a quorum
+    /// acknowledged: reads need no round until [`crate::metalog::READ_LEASE`] after that
+    /// start, in that term, while no vote request has arrived since.
+    lease: Option<(u64, tokio::time::Instant, u64)>,
 }
 
 /// The `Store` of a cluster node (a single node is a cluster of one, and runs this too).
@@ -278,8 +280,10 @@ impl<E: Writer> ClusterStore<E> {
         let term = *self.serving.borrow();
         let target = {
             let b = lock(&self.barrier);
-            if b.lease.is_some_and(|(t, at)| {
-                t == term && tokio::time::Instant::now() < at + crate::metalog::READ_LEASE
+            if b.lease.is_some_and(|(t, at, votes)| {
+                t == term
+                    && votes == self.meta.votes_seen()
+                    && tokio::time::Instant::now() < at + crate::metalog::READ_LEASE
             }) {
                 return Ok(());
             }
@@ -303,6 +307,7 @@ impl<E: Writer> ClusterStore<E> {
             match round {
                 Some(round) => {
                     // Before the round: its heartbeats leave after this instant.
+                    let votes = self.meta.votes_seen();
                     let began = tokio::time::Instant::now();
                     self.barrier_rounds.fetch_add(1, Ordering::Relaxed);
                     let r = self.meta.raft().ensure_linearizable().await;
@@ -311,7 +316,7 @@ impl<E: Writer> ClusterStore<E> {
                         b.running = false;
                         if r.is_ok() {
                             b.done = round;
-                            b.lease = Some((term, began));
+                            b.lease = Some((term, began, votes));
                         }
                     }
                     self.barrier_done.send_replace(round);

@@ -5,14 +5,16 @@
 //! entries are readable as soon as `append` returns. Durability is a flush thread's job: it
 //! takes every append that asked for one since its last flush, makes them durable with one
 //! empty `Durability::Immediate` commit (redb then persists every earlier commit), and only
-//! then tells openraft, so concurrent proposals share one fsync (a group commit) and the async
-//! runtime never waits for the disk. Votes are durable before `save_vote` returns.
+//! then tells openraft, so concurrent appends share one fsync (a group commit) and the async
+//! runtime's threads do not wait for the disk. Votes are durable before `save_vote` returns.
 //!
-//! A cluster of one has nobody to replicate to while its append is being flushed, so there an
-//! append with no flush outstanding is one durable commit on the appending task: one redb
-//! commit instead of two, and no round trip through the flush thread. Concurrent proposals
-//! still share that fsync, because the proposer groups everything that queued meanwhile into
-//! the next entry (`super::propose`).
+//! In a cluster of one an append with no flush outstanding is instead one durable commit on
+//! the appending task: one redb commit instead of two, and no round trip through the flush
+//! thread. That task (openraft's core) waits for the fsync, holding its runtime thread; the
+//! core waits for every append's flush before it goes on in openraft 0.9 anyway. Concurrent
+//! proposals still share that fsync, because the proposer groups everything that queued
+//! meanwhile into the next entry (`super::propose`). Nodes of a larger cluster keep the flush
+//! thread, so a fsync never holds a runtime thread that replication and NFS calls need.
 
 #![allow(
     clippy::result_large_err,

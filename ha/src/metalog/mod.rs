@@ -260,6 +260,8 @@ pub struct RaftMeta {
     leading: Arc<AtomicU64>,
     voters: Arc<AtomicU64>,
     snapshots_installed: Arc<AtomicU64>,
+    /// Vote requests this node received from other nodes (counted before each is answered).
+    votes_seen: Arc<AtomicU64>,
 }
 
 /// The other voters of a metadata log, and how to reach and serve them.
@@ -296,16 +298,16 @@ const ELECTION_MIN_MS: u64 = 300;
 const ELECTION_MAX_MS: u64 = 600;
 
 /// How long after a heartbeat round that started at `t` and was acknowledged by a quorum the
-/// leader may answer reads without another round: no other leader can be elected before
-/// `t + ELECTION_MAX_MS` (a quorum refuses votes until then), and less than half of that
-/// leaves room for clocks that run at different rates. A node that restarts forgets whom it
-/// heard from, so it answers no vote for [`VOTE_QUIET`] after it starts (`net::serve`).
+/// leader may answer reads without another round. Every follower that acknowledged refuses
+/// votes until `ELECTION_MAX_MS` after it accepted the heartbeat (openraft's follower lease,
+/// kept across a restart: a node starts with its stored vote fresh). The leader itself does
+/// not refuse: it votes for a higher-term candidate whose log is as long as its own, and a
+/// candidate can win with that vote. So any vote request this node receives ends its lease
+/// ([`RaftMeta::votes_seen`]). Every quorum that could elect another leader holds either an
+/// acknowledging follower or this node, so none can before `t + ELECTION_MAX_MS` without
+/// this node seeing a vote request first; less than half of that leaves room for clocks that
+/// run at different rates.
 pub const READ_LEASE: Duration = Duration::from_millis(ELECTION_MAX_MS * 2 / 5);
-
-/// After a start, votes are answered only once this has passed: a restarted follower could
-/// otherwise vote while the lease it granted before its crash still runs. A late answer is
-/// what a slow network gives, which Raft is safe against.
-pub const VOTE_QUIET: Duration = Duration::from_millis(ELECTION_MAX_MS);
 
 /// How long a cluster of one may take to elect itself and replay its log at open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -481,9 +483,16 @@ impl RaftMeta {
             .await
             .map_err(|e| e.to_string())?;
         let calls = net::CallSlot::default();
+        let votes_seen = Arc::new(AtomicU64::new(0));
         let cluster_key = serving.as_ref().map(|(_, key)| key.clone());
         if let Some((listener, key)) = serving {
-            tokio::spawn(net::serve(listener, raft.clone(), key, Arc::clone(&calls)));
+            tokio::spawn(net::serve(
+                listener,
+                raft.clone(),
+                key,
+                Arc::clone(&calls),
+                Arc::clone(&votes_seen),
+            ));
         }
         let leading = Arc::new(AtomicU64::new(0));
         // Read now, not left to the watcher's first turn: a read barrier must never see a
@@ -539,7 +548,15 @@ impl RaftMeta {
             leading,
             voters,
             snapshots_installed,
+            votes_seen,
         })
+    }
+
+    /// How many vote requests this node has received from other nodes. Counted before each is
+    /// handed to the log, so a read lease taken before a vote request is seen as ended by
+    /// the time that request can change anything ([`READ_LEASE`]).
+    pub fn votes_seen(&self) -> u64 {
+        self.votes_seen.load(Ordering::SeqCst)
     }
 
     /// Stops the log (its files can be opened again once this returns).

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -267,9 +268,8 @@ pub async fn serve(
     raft: Raft<TypeConfig>,
     key: ClusterKey,
     calls: CallSlot,
+    votes_seen: Arc<AtomicU64>,
 ) {
-    // No vote is answered before this (see `super::VOTE_QUIET`).
-    let quiet_until = tokio::time::Instant::now() + super::VOTE_QUIET;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -285,8 +285,9 @@ pub async fn serve(
         };
         let _ = conn.set_nodelay(true);
         let (raft, key, calls) = (raft.clone(), key.clone(), Arc::clone(&calls));
+        let votes_seen = Arc::clone(&votes_seen);
         tokio::spawn(async move {
-            if let Err(e) = answer(conn, &raft, &key, &calls, quiet_until).await {
+            if let Err(e) = answer(conn, &raft, &key, &calls, &votes_seen).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::warn!(%peer, error = %e, "metadata log: refused a peer's frame; connection closed");
                 }
@@ -300,7 +301,7 @@ async fn answer(
     raft: &Raft<TypeConfig>,
     key: &ClusterKey,
     calls: &CallSlot,
-    quiet_until: tokio::time::Instant,
+    votes_seen: &AtomicU64,
 ) -> io::Result<()> {
     loop {
         let (kind, body) = read_frame(&mut conn, key).await?;
@@ -311,7 +312,8 @@ async fn answer(
             }
             Kind::Vote => {
                 let req = rpc::decode_vote(&body).map_err(io::Error::other)?;
-                tokio::time::sleep_until(quiet_until).await;
+                // Before the log sees it: ends this node's read lease (`super::READ_LEASE`).
+                votes_seen.fetch_add(1, Ordering::SeqCst);
                 rpc::encode_reply(&raft.vote(req).await)
             }
             Kind::InstallSnapshot => {
