@@ -636,9 +636,8 @@ impl RaftMeta {
 }
 
 /// Keeps `leading` at the term this node leads in (0 while it does not) and `voters` at the
-/// size of the membership.
-/// Watches the server metrics, which change with the vote, role, leader or membership only,
-/// not with every entry.
+/// size of the membership, from the server metrics (which change with the vote, role, leader
+/// or membership only, not with every entry).
 async fn watch_leading(raft: Raft<TypeConfig>, leading: Arc<AtomicU64>, voters: Arc<AtomicU64>) {
     let mut metrics = raft.server_metrics();
     loop {
