@@ -98,9 +98,9 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, String> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    /// `None`: appends are made durable and reported on the appending task, one at a time
+    /// `None`: every append is one durable commit on the appending task, reported at once
     /// (the deterministic simulation, where a thread would make the schedule depend on the
-    /// host).
+    /// host), as a cluster of one's appends are when nothing is outstanding.
     flush: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
     /// Appends handed to the flush thread and not yet reported.
     outstanding: Arc<AtomicUsize>,
@@ -264,15 +264,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Inline: no flush thread (the simulation), or a cluster of one with nothing
-        // outstanding, whose entry this one commit makes durable.
+        // The flush thread, unless this one commit makes the entry durable: always without a
+        // thread (the simulation), and in a cluster of one with nothing outstanding.
         let alone = self.voters.load(Ordering::Acquire) == 1
             && self.outstanding.load(Ordering::Acquire) == 0;
-        let flush = self.flush.as_ref().filter(|_| !alone);
+        let thread = self.flush.as_ref().filter(|_| !alone);
         let mut tx = self.db.begin_write().map_err(write_err)?;
-        tx.set_durability(match (&self.flush, flush) {
-            (Some(_), None) => Durability::Immediate,
-            _ => Durability::None,
+        tx.set_durability(match thread {
+            Some(_) => Durability::None,
+            None => Durability::Immediate,
         });
         {
             let mut table = tx.open_table(ENTRIES).map_err(write_err)?;
@@ -285,8 +285,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         tx.commit().map_err(write_err)?;
         // The flush thread lives as long as any clone of this store.
-        match (&self.flush, flush) {
-            (_, Some(flush)) => {
+        match thread {
+            Some(flush) => {
                 self.outstanding.fetch_add(1, Ordering::AcqRel);
                 flush.send(callback).map_err(|_| {
                     self.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -294,12 +294,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 })
             }
             // Already durable: that commit was `Durability::Immediate`.
-            (Some(_), None) => {
+            None => {
                 callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            (None, _) => {
-                callback.log_io_completed(make_durable(&self.db).map_err(std::io::Error::other));
                 Ok(())
             }
         }
