@@ -390,14 +390,7 @@ async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_
     assert_eq!(after, first);
     let (_, removed) = ship(&peers, &addr(new), &remove, request(4)).await;
     assert!(matches!(removed, Answer::Wcc(_)), "{removed:?}");
-    let replayed = |i: usize| {
-        nodes[i]
-            .1
-            .stats()
-            .into_iter()
-            .find(|(k, _)| *k == "calls_replayed")
-            .map(|(_, v)| v)
-    };
+    let replayed = |i: usize| stat(&nodes[i].1, "calls_replayed");
     assert_eq!(replayed(old), Some(2));
     assert_eq!(replayed(new), Some(2));
     // A request number never used runs as a call of its own.
@@ -446,11 +439,20 @@ async fn a_document_saved_through_a_follower_is_read_alike_through_every_node_an
     }
 }
 
-fn stat(node: &Node, name: &str) -> u64 {
+/// One of the node's `Store::stats`, `None` if it reports no such stat.
+fn stat(node: &Node, name: &str) -> Option<u64> {
     node.stats()
         .into_iter()
         .find(|(n, _)| *n == name)
-        .map_or(0, |(_, v)| v)
+        .map(|(_, v)| v)
+}
+
+/// Makes `read-me` in `root` through `store` (the leader), then waits out the lease of every
+/// read round so far, so the next read needs a round of its own. Returns the file's id.
+async fn read_me_past_the_lease(store: &Node, root: FileId) -> FileId {
+    let id = create(store, root, "read-me").await.unwrap();
+    tokio::time::sleep(ha::metalog::READ_LEASE + Duration::from_millis(50)).await;
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,16 +462,14 @@ async fn reads_on_the_leader_within_a_lease_share_one_heartbeat_round() {
     let root = nodes[0].1.root();
     let l = leader(&nodes).expect("a leader");
     let store = &nodes[l].1;
-    let id = create(store, root, "read-me").await.unwrap();
-    // Past the lease of any round so far: the first read needs a round of its own.
-    tokio::time::sleep(ha::metalog::READ_LEASE + Duration::from_millis(50)).await;
-    let before = stat(store, "read_barrier_rounds");
+    let id = read_me_past_the_lease(store, root).await;
+    let before = stat(store, "read_barrier_rounds").unwrap();
     let started = Instant::now();
     for _ in 0..50 {
         let attr = store.lookup(&Cred::root(), root, b"read-me").await.unwrap();
         assert_eq!(attr.id, id);
     }
-    let rounds = stat(store, "read_barrier_rounds") - before;
+    let rounds = stat(store, "read_barrier_rounds").unwrap() - before;
     let took = started.elapsed();
     // One round per lease (240 ms) at most; 50 reads each with its own round would be 50.
     let allowed = 1 + (took.as_millis() / 200) as u64;
@@ -486,11 +486,10 @@ async fn a_vote_request_ends_the_leader_s_read_lease() {
     let root = nodes[0].1.root();
     let l = leader(&nodes).expect("a leader");
     let (meta, store) = (&nodes[l].0, &nodes[l].1);
-    create(store, root, "read-me").await.unwrap();
-    tokio::time::sleep(ha::metalog::READ_LEASE + Duration::from_millis(50)).await;
+    read_me_past_the_lease(store, root).await;
     store.lookup(&Cred::root(), root, b"read-me").await.unwrap();
-    let rounds = stat(store, "read_barrier_rounds");
-    let shipped = stat(store, "calls_shipped");
+    let rounds = stat(store, "read_barrier_rounds").unwrap();
+    let shipped = stat(store, "calls_shipped").unwrap();
     let votes = meta.votes_seen();
     // A follower stands for election (skipping its own lease): its request reaches the leader,
     // which may vote for it.
@@ -508,7 +507,8 @@ async fn a_vote_request_ends_the_leader_s_read_lease() {
     // round of its own, or goes to whoever leads now.
     store.lookup(&Cred::root(), root, b"read-me").await.unwrap();
     assert!(
-        stat(store, "read_barrier_rounds") > rounds || stat(store, "calls_shipped") > shipped,
+        stat(store, "read_barrier_rounds").unwrap() > rounds
+            || stat(store, "calls_shipped").unwrap() > shipped,
         "a read after a vote request was answered on the old lease"
     );
 }
