@@ -48,6 +48,9 @@ tests/e2e/rpcbind-register.sh
 step "admin API against its OpenAPI document (schemathesis)"
 tests/e2e/schemathesis.sh
 
+step "Terraform provider, offline: Terraform 1.0.3 and 1.15.5 against a sluice serve on loopback"
+tests/e2e/terraform.sh
+
 step "libnfs userspace clients (one node, and a three-node cluster), kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 

@@ -342,6 +342,9 @@ impl Resource for Export {
         _config: ExportState,
         _meta: ValueEmpty,
     ) -> Option<(ExportState, ValueEmpty)> {
+        if let Some(p) = known(&proposed.path) {
+            self.api.plan_export(p);
+        }
         Some((with_defaults(proposed), Default::default()))
     }
 
@@ -364,6 +367,9 @@ impl Resource for Export {
             if changed {
                 replace.push(AttributePath::new(name));
             }
+        }
+        if let (false, Some(p)) = (replace.is_empty(), known(&planned.path)) {
+            self.api.plan_export(p);
         }
         Some((planned, private_state, replace))
     }

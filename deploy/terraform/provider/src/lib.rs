@@ -14,7 +14,7 @@ pub mod data;
 pub mod export;
 pub mod target;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +36,10 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9050";
 #[derive(Clone, Default)]
 pub struct Api {
     client: Arc<Mutex<Option<Arc<Client>>>>,
+    /// Export paths this provider instance planned to create: a target planned in the same
+    /// run may name them before they exist on the server (Terraform plans the export first
+    /// when the target refers to `sluice_export.NAME.path`).
+    planned_exports: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// An API call that failed, as Terraform should show it.
@@ -49,6 +53,34 @@ pub struct CallError {
 impl Api {
     fn set(&self, client: Client) {
         *self.client.lock().expect("api lock poisoned") = Some(Arc::new(client));
+    }
+
+    pub fn plan_export(&self, path: &str) {
+        self.planned_exports
+            .lock()
+            .expect("planned exports lock poisoned")
+            .insert(path.to_string());
+    }
+
+    /// For each of `paths` that is neither on the server nor planned in this run, its index.
+    pub async fn missing_exports(&self, paths: &[String]) -> Result<Vec<usize>, CallError> {
+        let list = self.call("GET", "/v1/exports".into(), None).await?;
+        let on_server: BTreeSet<&str> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["path"].as_str())
+            .collect();
+        let planned = self
+            .planned_exports
+            .lock()
+            .expect("planned exports lock poisoned");
+        Ok(paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !on_server.contains(p.as_str()) && !planned.contains(p.as_str()))
+            .map(|(i, _)| i)
+            .collect())
     }
 
     /// One request; the blocking client runs off the async runtime, so Terraform's parallel

