@@ -11,6 +11,8 @@
 #   e  an invalid tier and an unknown export fail at plan time, naming the field
 #   f  the two examples under deploy/terraform/examples validate, apply and destroy
 #   g  destroy leaves the server as it was (targets and exports as before)
+#   h  (once, with 1.0.3) an https admin API: endpoint, token_file and ca_file from the
+#      provider block alone; a wrong CA is refused with a message about the certificate
 # Every check prints PASS or FAIL; the summary counts them; any FAIL exits 1.
 #
 # Environment:
@@ -56,11 +58,13 @@ fi
 
 TMP=$(mktemp -d /tmp/sluice-terraform.XXXXXX)
 SERVER_PID=
+TLS_PID=
 HOLD_PID=
 cleanup() {
   local rc=$?
   [ -n "$HOLD_PID" ] && kill "$HOLD_PID" 2>/dev/null
   stop_pid "$SERVER_PID" sluice
+  stop_pid "$TLS_PID" sluice
   if [ "${KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
     log "scratch dir kept: $TMP"
   else
@@ -227,6 +231,33 @@ time.sleep(120)
   check "$v e: an invalid rate fails at plan, naming rates.write" \
     bash -c "[ $rc = 1 ] && grep -q 'expected a rate' '$E/plan3.out' && grep -q 'write' '$E/plan3.out'"
   check "$v e: nothing was applied by the failed plans" [ "$(target_names)" = "['ckpt', 'data']" ]
+  # An error only the server can find (the address is taken) reaches the user at apply.
+  local taken; taken=$(free_port)
+  python3 -c "
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', $taken)); s.listen(1)
+print('bound', flush=True); time.sleep(60)" >"$E/bound.out" 2>&1 &
+  HOLD_PID=$!
+  for _ in $(seq 50); do grep -q bound "$E/bound.out" && break; sleep 0.1; done
+  cat >"$E/main.tf" <<EOF
+terraform {
+  required_providers {
+    sluice = { source = "sluice.local/sluice/sluice" }
+  }
+}
+provider "sluice" {}
+resource "sluice_mount_target" "taken" {
+  name           = "taken"
+  listen         = ["127.0.0.1:$taken"]
+  bandwidth_tier = "1g"
+}
+EOF
+  rm -f "$E/terraform.tfstate"
+  rc=0; run_tf apply "$E" apply -auto-approve -input=false || rc=$?
+  check "$v e: an address in use fails the apply with the API's message, at listen" \
+    bash -c "[ $rc = 1 ] && grep -q 'HTTP 409' '$E/apply.out' && grep -q 'cannot listen on 127.0.0.1:$taken' '$E/apply.out' && grep -q 'listen' '$E/apply.out'"
+  kill "$HOLD_PID" 2>/dev/null; wait "$HOLD_PID" 2>/dev/null || true; HOLD_PID=
+  check "$v e: the refused target does not exist" [ "$(target_names)" = "['ckpt', 'data']" ]
 
   # f: the examples, as a user would run them
   local ex
@@ -249,6 +280,72 @@ time.sleep(120)
 for v in $VERSIONS; do
   scenario "$v"
 done
+
+# h: the admin API over https, the provider configured by its block alone
+tls_scenario() {
+  local H=$TMP/tls W port admin
+  TF=$(tf_cmd 1.0)
+  mkdir -p "$H/w" "$H/wrong"
+  local c
+  for c in server other; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj /CN=sluice-test -addext subjectAltName=IP:127.0.0.1 \
+      -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth \
+      -keyout "$H/$c.key" -out "$H/$c.crt" 2>/dev/null || die "openssl could not make a certificate"
+  done
+  admin=$(free_port)
+  cat >"$H/sluice.toml" <<EOF
+[server]
+admin_listen = "127.0.0.1:$admin"
+metrics_listen = "127.0.0.1:$(free_port)"
+admin_tls_cert = "$H/server.crt"
+admin_tls_key = "$H/server.key"
+EOF
+  SLUICE_LOG=info NO_COLOR=1 "$BIN" serve --memory --data-dir "$H/data" \
+    --listen "127.0.0.1:$(free_port)" --mount-listen "127.0.0.1:$(free_port)" --portmap off \
+    --config "$H/sluice.toml" </dev/null >"$H/sluice.log" 2>&1 &
+  TLS_PID=$!
+  for _ in $(seq 150); do grep -q "sluice ready" "$H/sluice.log" && break; sleep 0.1; done
+  grep -q "sluice ready" "$H/sluice.log" || { cat "$H/sluice.log" >&2; die "the https sluice is not ready"; }
+  port=$(free_port)
+  for W in "$H/w" "$H/wrong"; do
+    local ca=$H/server.crt; [ "$W" = "$H/wrong" ] && ca=$H/other.crt
+    cat >"$W/main.tf" <<EOF
+terraform {
+  required_providers {
+    sluice = { source = "sluice.local/sluice/sluice" }
+  }
+}
+provider "sluice" {
+  endpoint   = "https://127.0.0.1:$admin"
+  token_file = "$H/data/admin.token"
+  ca_file    = "$ca"
+}
+resource "sluice_mount_target" "secure" {
+  name           = "secure"
+  listen         = ["127.0.0.1:$port"]
+  bandwidth_tier = "40g"
+}
+EOF
+  done
+  # Nothing from the environment: the block alone must do.
+  local saved_api=$SLUICE_API saved_token=$SLUICE_TOKEN
+  unset SLUICE_API SLUICE_TOKEN
+  check "h: https: init" run_tf init "$H/w" init -input=false
+  check "h: https: apply with endpoint, token_file and ca_file from the block" \
+    run_tf apply "$H/w" apply -auto-approve -input=false
+  local rc=0; run_tf plan "$H/w" plan -detailed-exitcode -input=false || rc=$?
+  check "h: https: plan is clean" [ $rc = 0 ]
+  cp -r "$H/w/.terraform" "$H/w/.terraform.lock.hcl" "$H/w/terraform.tfstate" "$H/wrong/"
+  rc=0; run_tf plan "$H/wrong" plan -input=false || rc=$?
+  check "h: https: a certificate the CA file does not vouch for is refused" \
+    bash -c "[ $rc = 1 ] && grep -qi 'certificate' '$H/wrong/plan.out'"
+  check "h: https: destroy" run_tf destroy "$H/w" destroy -auto-approve -input=false
+  export SLUICE_API=$saved_api SLUICE_TOKEN=$saved_token
+  check "h: https: the target is gone" bash -c "! curl -sS --cacert '$H/server.crt' \
+    -H \"Authorization: Bearer \$(cat '$H/data/admin.token')\" 'https://127.0.0.1:$admin/v1/targets' | grep -q secure"
+}
+tls_scenario
 
 alive "$SERVER_PID" || fail "sluice stayed up"
 ! grep -qi panicked "$TMP/sluice.log" || fail "sluice did not panic"

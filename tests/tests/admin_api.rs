@@ -791,6 +791,7 @@ fn a_target_refused_because_one_address_is_taken_leaves_no_listener_behind() {
     );
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.error().contains("cannot listen"), "{r:?}");
+    assert!(r.error().starts_with("listen: "), "names the field: {r:?}");
     assert_eq!(api.get("/v1/targets/half").status, 404);
     assert!(
         refuses_connections(free),

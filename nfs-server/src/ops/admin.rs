@@ -940,7 +940,8 @@ impl<S: Store> Admin<S> {
         // In a cluster, an address another node holds is served there.
         if let Err(e) = self.start_listeners(&target, self.is_cluster()).await {
             stop_listeners(&target);
-            return Err(error(409, e));
+            // Prefixed with the field, as the 400s are (the Terraform provider underlines it).
+            return Err(error(409, format!("listen: {e}")));
         }
         st.tiers.remove(&cfg.name);
         st.targets.push(cfg);
