@@ -272,10 +272,42 @@ EOF
     check "$v f: example $ex: destroy" run_tf destroy "$X" destroy -auto-approve -input=false -var "listen=[\"127.0.0.1:$lp\"]"
   done
 
+  # f: the module, called as its header shows
+  local Mo=$W/module mp; mp=$(free_port)
+  mkdir -p "$Mo"
+  cat >"$Mo/main.tf" <<EOF
+terraform {
+  required_providers {
+    sluice = { source = "sluice.local/sluice/sluice" }
+  }
+}
+provider "sluice" {}
+module "checkpoints" {
+  source  = "$REPO_ROOT/deploy/terraform/modules/mount-target"
+  name    = "mod"
+  listen  = ["127.0.0.1:$mp"]
+  exports = ["/mod-a", "/mod-b"]
+  clients = ["127.0.0.0/8"]
+  rates   = { write = "200MB/s", burst = "32MiB" }
+}
+output "mounts" { value = module.checkpoints.mounts }
+EOF
+  check "$v f: module mount-target: init" run_tf init "$Mo" init -input=false
+  check "$v f: module mount-target: validate" run_tf validate "$Mo" validate
+  check "$v f: module mount-target: apply" run_tf apply "$Mo" apply -auto-approve -input=false
+  check "$v f: module mount-target: its outputs name both mounts" \
+    bash -c "grep -q '127.0.0.1:/mod-a' '$Mo/apply.out' && grep -q '127.0.0.1:/mod-b' '$Mo/apply.out'"
+  rc=0; run_tf plan "$Mo" plan -detailed-exitcode -input=false || rc=$?
+  check "$v f: module mount-target: plan is clean" [ $rc = 0 ]
+  check "$v f: module mount-target: destroy" run_tf destroy "$Mo" destroy -auto-approve -input=false
+
   # g: destroy
   check "$v g: destroy" run_tf destroy "$W" destroy -auto-approve -input=false -var tier=1g
   check "$v g: the server is as it was before Terraform" [ "$(snapshot)" = "$BEFORE" ]
 }
+
+check "the HCL under deploy/terraform is terraform fmt clean" \
+  "$VENV/bin/terraform" fmt -check -recursive -diff "$REPO_ROOT/deploy/terraform"
 
 for v in $VERSIONS; do
   scenario "$v"

@@ -325,6 +325,40 @@ impl Provider for SluiceProvider {
     }
 }
 
+/// An optional nested block (at most one), as Terraform sends it: a list of zero or one
+/// objects, or unknown as a whole (a `dynamic` block whose `for_each` is not known yet, as in
+/// `terraform validate` of a module). tf-provider's `serde_as_vec` cannot take the latter.
+pub mod optional_block {
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+    use tf_provider::value::Value;
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Value<T>, s: S) -> Result<S::Ok, S::Error> {
+        let list: Value<Vec<&T>> = match v {
+            Value::Value(t) => Value::Value(vec![t]),
+            Value::Null => Value::Value(Vec::new()),
+            Value::Unknown => Value::Unknown,
+        };
+        list.serialize(s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Value<T>, D::Error> {
+        match Value::<Vec<Value<T>>>::deserialize(d)? {
+            Value::Unknown => Ok(Value::Unknown),
+            Value::Null => Ok(Value::Null),
+            Value::Value(items) => {
+                let mut it = items.into_iter();
+                match (it.next(), it.next()) {
+                    (None, _) => Ok(Value::Null),
+                    (Some(one), None) => Ok(one),
+                    (Some(_), Some(_)) => Err(D::Error::custom("at most one such block")),
+                }
+            }
+        }
+    }
+}
+
 /// A known string, or None while Terraform does not know it yet (or it is null).
 pub fn known(v: &Value<String>) -> Option<&str> {
     match v {
@@ -357,6 +391,21 @@ pub fn string_list(v: &Json) -> Value<Vec<Value<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_block_may_be_unknown_as_a_whole() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct S {
+            #[serde(with = "optional_block")]
+            b: Value<Vec<u8>>,
+        }
+        for v in [Value::Unknown, Value::Null, Value::Value(vec![1, 2])] {
+            let s = S { b: v };
+            let bytes = rmp_serde::to_vec_named(&s).expect("encodes");
+            let back: S = rmp_serde::from_slice(&bytes).expect("decodes");
+            assert_eq!(back, s);
+        }
+    }
 
     #[test]
     fn settings_prefer_the_block_then_the_environment_then_the_default() {

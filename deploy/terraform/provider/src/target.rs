@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 use tf_provider::schema::{
     Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
 };
-use tf_provider::value::{self, Value, ValueEmpty};
+use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
 use crate::{known, known_list, report, string_list, Api, CallError};
@@ -44,7 +44,7 @@ pub struct TargetState {
     pub exports: Value<Vec<Value<String>>>,
     #[serde(default)]
     pub bandwidth_tier: Value<String>,
-    #[serde(default, with = "value::serde_as_vec")]
+    #[serde(default, with = "crate::optional_block")]
     pub rates: Value<Rates>,
 }
 
