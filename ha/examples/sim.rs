@@ -38,6 +38,7 @@ fn main() {
     let mut failed = 0;
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
     let (mut power_losses, mut late, mut disks, mut stopped) = (0, 0, 0, 0);
+    let (mut by_lease, mut by_round) = (0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps, &scratch, outside);
         if seeds == 1 {
@@ -59,9 +60,11 @@ fn main() {
         late += r.late_requests;
         disks += r.disk_failures;
         stopped += r.logs_stopped;
+        by_lease += r.reads_by_lease;
+        by_round += r.reads_by_round;
     }
     println!(
-        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved",
+        "{seeds} seeds x {steps} steps in {:.1} s: {failed} failed; {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved; {by_lease} reads in a lease, {by_round} after a round",
         started.elapsed().as_secs_f64(),
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );

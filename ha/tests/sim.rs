@@ -1,4 +1,5 @@
-//! The deterministic simulation of the metadata log (see `simulation/mod.rs`): SIM_SEEDS seeds
+//! The deterministic simulation of the metadata log and of linearizable reads on it (see
+//! `simulation/mod.rs`): SIM_SEEDS seeds
 //! (default 20: this is a debug build, ~1.5 s a seed) from SIM_FIRST (default 1), each
 //! SIM_STEPS steps (default 150). `tests/run.sh` runs 500 more in a release build
 //! (`examples/sim.rs`, ~60 ms a seed). A failing seed is named in the failure; replay it with
@@ -40,6 +41,7 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     );
     let mut totals = (0, 0, 0, 0, 0, 0, 0, 0);
     let (mut power_losses, mut late, mut disks, mut stopped) = (0, 0, 0, 0);
+    let (mut by_lease, mut by_round) = (0, 0);
     for seed in first..first + seeds {
         let r = sim::run_seed(seed, steps as usize, &scratch(), Default::default());
         assert!(
@@ -61,9 +63,11 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
         late += r.late_requests;
         disks += r.disk_failures;
         stopped += r.logs_stopped;
+        by_lease += r.reads_by_lease;
+        by_round += r.reads_by_round;
     }
     eprintln!(
-        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved",
+        "{seeds} seeds: {} creates acknowledged, {} refused, {} unknown; {} crashes ({power_losses} with power lost), {} partitions, {late} requests delivered late, {disks} disks failing ({stopped} logs stopped on it); {} joins, {} removals; {} documents saved; {by_lease} reads in a lease, {by_round} after a round",
         totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7
     );
     // Whether every fault happened at all: a question for many seeds, not for one replayed.
@@ -91,5 +95,9 @@ fn no_seed_loses_an_acknowledged_create_splits_the_brain_or_diverges() {
     assert!(
         totals.5 > 0 && totals.6 > 0,
         "no node joined or left: membership changes went untested"
+    );
+    assert!(
+        by_lease > 0 && by_round > 0,
+        "reads within a lease and after a round: one kind never ran, so went untested"
     );
 }

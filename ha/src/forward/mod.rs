@@ -107,7 +107,7 @@ struct Barrier {
     /// The term, start and vote count (`RaftMeta::votes_seen`) of the latest round a quorum
     /// acknowledged: reads need no round until [`crate::metalog::READ_LEASE`] after that
     /// start, in that term, while no vote request has arrived since.
-    lease: Option<(u64, tokio::time::Instant, u64)>,
+    lease: crate::metalog::ReadLease,
 }
 
 /// The `Store` of a cluster node (a single node is a cluster of one, and runs this too).
@@ -277,11 +277,9 @@ impl<E: Writer> ClusterStore<E> {
         let term = *self.serving.borrow();
         let target = {
             let b = lock(&self.barrier);
-            if b.lease.is_some_and(|(t, at, votes)| {
-                t == term
-                    && votes == self.meta.votes_seen()
-                    && tokio::time::Instant::now() < at + crate::metalog::READ_LEASE
-            }) {
+            if b.lease
+                .holds(term, self.meta.votes_seen(), tokio::time::Instant::now())
+            {
                 return Ok(());
             }
             b.started + 1
@@ -312,7 +310,7 @@ impl<E: Writer> ClusterStore<E> {
                         b.running = false;
                         if r.is_ok() {
                             b.done = round;
-                            b.lease = Some((term, began, votes));
+                            b.lease.renew(term, began, votes);
                         }
                     }
                     self.barrier_done.send_replace(round);
@@ -830,14 +828,11 @@ async fn lead<E: Writer>(store: Weak<ClusterStore<E>>) {
 }
 
 impl<E: Writer> ClusterStore<E> {
-    /// Becomes the writer for `term`: applies everything committed before it, then builds or
-    /// resumes the engine, then lets batches of `term` through.
+    /// Becomes the writer for `term`: applies everything committed before it (an entry of
+    /// its own committed and applied: `RaftMeta::establish`), then builds or resumes the
+    /// engine, then lets batches of `term` through.
     async fn take_over(self: &Arc<Self>, term: u64) -> std::result::Result<(), String> {
-        self.meta
-            .raft()
-            .ensure_linearizable()
-            .await
-            .map_err(|e| e.to_string())?;
+        self.meta.establish().await?;
         let store = Arc::clone(self);
         tokio::task::spawn_blocking(move || -> Result<()> {
             let meta = Arc::clone(&store.meta);

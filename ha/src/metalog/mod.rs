@@ -309,6 +309,30 @@ const ELECTION_MAX_MS: u64 = 600;
 /// run at different rates.
 pub const READ_LEASE: Duration = Duration::from_millis(ELECTION_MAX_MS * 2 / 5);
 
+/// A leader's read lease: the term, start and vote count ([`RaftMeta::votes_seen`]) of its
+/// latest heartbeat round that a quorum acknowledged. Reads need no round of their own while
+/// it [`holds`](ReadLease::holds). Kept by the caller that runs the rounds (`forward`'s read
+/// barrier; the simulation's reads), so both run this one rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadLease(Option<(u64, tokio::time::Instant, u64)>);
+
+impl ReadLease {
+    /// Whether a read at `now`, by a leader of `term` that has seen `votes_seen` vote
+    /// requests, may skip the round: within [`READ_LEASE`] of the last acknowledged round's
+    /// start, in the same term, with no vote request since that round began.
+    pub fn holds(&self, term: u64, votes_seen: u64, now: tokio::time::Instant) -> bool {
+        self.0.is_some_and(|(t, began, votes)| {
+            t == term && votes == votes_seen && now < began + READ_LEASE
+        })
+    }
+
+    /// Records a round a quorum acknowledged: it began at `began` (before its heartbeats
+    /// left), in `term`, when this node had seen `votes_seen` vote requests.
+    pub fn renew(&mut self, term: u64, began: tokio::time::Instant, votes_seen: u64) {
+        self.0 = Some((term, began, votes_seen));
+    }
+}
+
 /// How long a cluster of one may take to elect itself and replay its log at open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The log's file in a node's data directory.
@@ -397,6 +421,22 @@ impl RaftMeta {
     }
 
     /// Waits until this node has applied every entry of its log.
+    /// Commits an empty entry as this node's leader and waits until it is applied here: then
+    /// every entry committed before it, by any leader in any term, is applied here too. A
+    /// leader runs this before it serves (`forward`'s take-over). openraft 0.9 restarts a node
+    /// whose saved vote is its own committed vote as the leader of that same term, appending
+    /// nothing, and the commit index is not saved: until an entry of its own commits, such a
+    /// leader's read index (`ensure_linearizable`) can be older than entries it acknowledged
+    /// before the restart, and its state machine (durable only once in 64 applies) older
+    /// still. Found by the simulation's reads.
+    pub async fn establish(&self) -> std::result::Result<(), String> {
+        self.raft
+            .client_write(Proposal(encode_group(&[])))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn caught_up(&self) -> std::result::Result<(), String> {
         let last = self.raft.metrics().borrow().last_log_index;
         self.raft

@@ -63,7 +63,7 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft, ServerState};
 
 use ha::members::{reconcile_once, Change, Founding, Registered, Registry};
-use ha::metalog::{RaftMeta, Tuning, TypeConfig};
+use ha::metalog::{RaftMeta, ReadLease, Tuning, TypeConfig};
 
 /// etcd as the membership layer sees it: registrations, the founder, removal requests and
 /// tombstones, linearizable, and unreachable while `down`.
@@ -388,8 +388,82 @@ pub struct Report {
     pub removals: usize,
     /// Protocol-state document saves acknowledged.
     pub docs_saved: usize,
+    /// Linearizable reads on nodes that believed they led: answered within a read lease
+    /// (no round of their own), and after a heartbeat round.
+    pub reads_by_lease: usize,
+    pub reads_by_round: usize,
     /// The broken invariants (empty: the run passed).
     pub violations: Vec<String>,
+}
+
+/// A read of the directory's names, as `forward`'s read barrier would serve it on a node
+/// that believes it leads.
+struct Read {
+    node: u64,
+    /// When the read arrived: every create acknowledged before must be in it.
+    at: tokio::time::Instant,
+    by_lease: bool,
+    /// Name -> inode, as the node's state machine held them.
+    seen: BTreeMap<u64, u64>,
+}
+
+/// What `forward::ClusterStore` keeps for reads in one life of a node: the term it took over
+/// in, and its read lease.
+#[derive(Default)]
+struct Serving {
+    term: u64,
+    lease: ReadLease,
+}
+
+/// Serves one read on `meta` as `forward::ClusterStore` does: once the node took over in its
+/// term (`take_over`: `RaftMeta::establish`), within the lease of its last acknowledged round
+/// at once, else after a round of its own (`read_barrier`, which renews the lease). None: the
+/// node does not lead, or the take-over or round failed (the client would retry).
+async fn lease_read(node: u64, meta: &RaftMeta, serving: &Mutex<Serving>) -> Option<Read> {
+    let at = tokio::time::Instant::now();
+    let term = meta.leading()?;
+    if serving.lock().unwrap().term != term {
+        tokio::time::timeout(Duration::from_secs(5), meta.establish())
+            .await
+            .ok()?
+            .ok()?;
+        serving.lock().unwrap().term = term;
+    }
+    let now = tokio::time::Instant::now();
+    let by_lease = serving
+        .lock()
+        .unwrap()
+        .lease
+        .holds(term, meta.votes_seen(), now);
+    if !by_lease {
+        let votes = meta.votes_seen();
+        let began = tokio::time::Instant::now();
+        let round = tokio::time::timeout(Duration::from_secs(5), meta.raft().ensure_linearizable());
+        match round.await {
+            Ok(Ok(_)) => serving.lock().unwrap().lease.renew(term, began, votes),
+            _ => return None,
+        }
+    }
+    if std::env::var_os("SIM_VERBOSE").is_some() {
+        let m = meta.raft().metrics().borrow().clone();
+        eprintln!(
+            "read on {node} arrived {at:?} (lease {by_lease}): {:?} term {} last log {:?} applied {:?}",
+            m.state, m.current_term, m.last_log_index, m.last_applied
+        );
+    }
+    let sm = meta.state_machine();
+    let seen = (0..NAMES)
+        .filter_map(|k| {
+            let entry = sm.entry(1, format!("n{k}").as_bytes()).ok().flatten()?;
+            Some((k, entry.0))
+        })
+        .collect();
+    Some(Read {
+        node,
+        at,
+        by_lease,
+        seen,
+    })
 }
 
 /// The outcome of one create as its client saw it.
@@ -590,6 +664,14 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
     // Documents: the last version handed out, and the (key, version) saves acknowledged.
     let mut doc_version = 0u64;
     let saved: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    // Reads served, when each acknowledged create was acknowledged, and each running node's
+    // read lease (a restarted node starts without one: it lives in memory).
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let acked_at: Arc<Mutex<BTreeMap<u64, tokio::time::Instant>>> = Arc::default();
+    // Keyed by the node's life: a Weak keeps its allocation, so a restarted node's new
+    // `RaftMeta` never compares equal to the old one.
+    let mut leases: BTreeMap<u64, (std::sync::Weak<RaftMeta>, Arc<Mutex<Serving>>)> =
+        BTreeMap::new();
 
     let verbose = std::env::var_os("SIM_VERBOSE").is_some();
     for step in 0..steps {
@@ -782,10 +864,15 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
                         Err(_) => outcomes.lock().unwrap().push((name, ino, Outcome::Unknown)),
                         Ok(()) => {
                             let commit = meta.commit(false);
+                            let acked_at = Arc::clone(&acked_at);
                             tasks.push(tokio::spawn(async move {
                                 let r = tokio::time::timeout(Duration::from_secs(5), commit).await;
                                 let outcome = match r {
-                                    Ok(Ok(())) => Outcome::Acknowledged,
+                                    Ok(Ok(())) => {
+                                        let now = tokio::time::Instant::now();
+                                        acked_at.lock().unwrap().insert(ino, now);
+                                        Outcome::Acknowledged
+                                    }
                                     Ok(Err(Error::GuardMismatch)) => Outcome::Refused,
                                     _ => Outcome::Unknown,
                                 };
@@ -924,6 +1011,34 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
             }
             _ => {}
         }
+        // A read on a node that believes it leads, half the steps, a few ms into the step.
+        if rng.chance(500) {
+            let believers: Vec<u64> = nodes
+                .iter()
+                .filter(|(_, m)| m.leading().is_some())
+                .map(|(&n, _)| n)
+                .collect();
+            if let Some(&n) = believers.get(rng.below(believers.len() as u64) as usize) {
+                let meta = Arc::clone(&nodes[&n]);
+                let lease = match leases.get(&n) {
+                    Some((life, lease)) if life.ptr_eq(&Arc::downgrade(&meta)) => Arc::clone(lease),
+                    _ => {
+                        let lease: Arc<Mutex<Serving>> = Arc::default();
+                        leases.insert(n, (Arc::downgrade(&meta), Arc::clone(&lease)));
+                        lease
+                    }
+                };
+                let delay = Duration::from_millis(rng.below(30));
+                let reads = Arc::clone(&reads);
+                fabric.note(&[16, n]);
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Some(r) = lease_read(n, &meta, &lease).await {
+                        reads.lock().unwrap().push(r);
+                    }
+                }));
+            }
+        }
         tokio::time::sleep(Duration::from_millis(1 + rng.below(60))).await;
     }
 
@@ -1021,6 +1136,30 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
             }
         }
     }
+    // Reads are linearizable: each holds every create acknowledged before it arrived.
+    let acked_at = acked_at.lock().unwrap().clone();
+    let reads = std::mem::take(&mut *reads.lock().unwrap());
+    for r in &reads {
+        for (name, ino, o) in &outcomes {
+            let Some(&at) = acked_at.get(ino) else {
+                continue;
+            };
+            if *o == Outcome::Acknowledged && at < r.at && r.seen.get(name) != Some(ino) {
+                violations.push(format!(
+                    "node {} read at {:?} ({}) without n{name} -> {ino}, acknowledged at {:?}",
+                    r.node,
+                    r.at,
+                    if r.by_lease {
+                        "in its lease"
+                    } else {
+                        "after a round"
+                    },
+                    at
+                ));
+            }
+        }
+    }
+    let reads_by_lease = reads.iter().filter(|r| r.by_lease).count();
     let mut exports = Vec::new();
     for (&n, meta) in &nodes {
         let sm = meta.state_machine();
@@ -1121,6 +1260,8 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
         creates_refused: count(Outcome::Refused),
         creates_unknown: count(Outcome::Unknown),
         docs_saved,
+        reads_by_lease,
+        reads_by_round: reads.len() - reads_by_lease,
         crashes,
         power_losses,
         partitions,
