@@ -934,7 +934,10 @@ impl<S: Store> Admin<S> {
             || cfg.name == "default"
             || st.targets.iter().any(|t| t.name == cfg.name)
         {
-            return Err(error(409, format!("a target named {:?} exists", cfg.name)));
+            return Err(error(
+                409,
+                format!("name: a target named {:?} exists", cfg.name),
+            ));
         }
         let target = Target::new(&cfg, Source::Api).map_err(|e| error(400, e))?;
         // In a cluster, an address another node holds is served there.

@@ -45,5 +45,6 @@ resource "sluice_mount_target" "checkpoints" {
 }
 
 output "mount" {
-  value = "${split(":", sluice_mount_target.checkpoints.listen[0])[0]}:${sluice_export.checkpoints.path}"
+  # host:port -> host:/path (an IPv6 host keeps its brackets)
+  value = "${regex("^(.*):[0-9]+$", sluice_mount_target.checkpoints.listen[0])[0]}:${sluice_export.checkpoints.path}"
 }

@@ -6,7 +6,8 @@ output "mounts" {
   description = "host:path pairs for mount -t nfs, one per address and export"
   value = flatten([
     for a in sluice_mount_target.this.listen : [
-      for p in sluice_mount_target.this.exports : "${regex("^\\[?([^\\]]*)\\]?:[0-9]+$", a)[0]}:${p}"
+      # host:port -> host (an IPv6 host keeps its brackets: [fd00::5]:/path)
+      for p in sluice_mount_target.this.exports : "${regex("^(.*):[0-9]+$", a)[0]}:${p}"
     ]
   ])
 }

@@ -31,7 +31,9 @@ pub struct StatusState {
     #[serde(default)]
     pub version: Value<String>,
     #[serde(default)]
-    pub node: Value<i64>,
+    pub node: Value<String>,
+    #[serde(default)]
+    pub node_id: Value<i64>,
     #[serde(default)]
     pub connections: Value<i64>,
     #[serde(default)]
@@ -44,7 +46,11 @@ pub fn status_from_api(v: &Json) -> StatusState {
             .as_str()
             .map(|s| Value::Value(s.to_string()))
             .unwrap_or(Value::Null),
-        node: number(&v["node"]),
+        node: v["node"]
+            .as_str()
+            .map(|s| Value::Value(s.to_string()))
+            .unwrap_or(Value::Null),
+        node_id: number(&v["cluster"]["node_id"]),
         connections: number(&v["connections"]),
         json: Value::Value(v.to_string()),
     }
@@ -69,7 +75,8 @@ impl DataSource for Status {
                 description: Description::markdown("The answering Sluice node's status."),
                 attributes: map! {
                     "version" => computed(String, "The server's version."),
-                    "node" => computed(Number, "The answering node's id."),
+                    "node" => computed(String, "The answering node's host name."),
+                    "node_id" => computed(Number, "The answering node's id in the cluster."),
                     "connections" => computed(Number, "Open NFS connections on that node."),
                     "json" => computed(String, "The whole `GET /v1/status` answer, as JSON."),
                 },

@@ -5,7 +5,7 @@
 //! known at plan time: the one given, else the server's hash of the path.
 
 use async_trait::async_trait;
-use nfs_server::export::{normalize_path, ExportConfig};
+use nfs_server::export::{normalize_path, ClientMatch, ExportConfig};
 use nfs_server::ops::admin::{export_config, ApiExport};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
@@ -67,6 +67,27 @@ pub fn field_path(field: &str) -> Option<AttributePath> {
         Some(a) => path.attribute(a.to_string()),
         None => path,
     })
+}
+
+/// How the server writes a client match back (`*`, `net/prefix`), or None for a host name,
+/// which is kept as written (and resolved by the server, never here). Err: not a match.
+pub fn canonical_match(m: &str) -> Result<Option<String>, String> {
+    if m == "*" || m.contains('/') || m.parse::<std::net::IpAddr>().is_ok() {
+        return match ClientMatch::parse(m)? {
+            ClientMatch::Any => Ok(Some("*".into())),
+            ClientMatch::Cidr { net, prefix } => Ok(Some(format!("{net}/{prefix}"))),
+            ClientMatch::Host { name, .. } => Ok(Some(name)),
+        };
+    }
+    let host_like = !m.is_empty()
+        && m.len() <= 253
+        && m.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if host_like {
+        Ok(None)
+    } else {
+        Err("expected *, a CIDR (10.0.0.0/8), an address or a host name".into())
+    }
 }
 
 /// The `POST /v1/exports` body, once every value is known.
@@ -131,7 +152,66 @@ pub fn check(state: &ExportState) -> Vec<(AttributePath, String)> {
         ));
         return problems;
     }
-    let Some(body) = create_body(state) else {
+    let Value::Value(rules) = &state.client else {
+        return problems;
+    };
+    // Each rule alone, so a problem is underlined at its own attribute. Host names are
+    // checked for their form only: the server resolves them, not the Terraform machine.
+    let mut checkable = state.clone();
+    let mut clean = true;
+    for (i, r) in rules.iter().enumerate() {
+        let at = |a: &'static str| AttributePath::new("client").index(i as i64).attribute(a);
+        if let Value::Value(m) = &r.matcher {
+            match canonical_match(m) {
+                Ok(Some(c)) if c != *m => {
+                    problems.push((
+                        at("match"),
+                        format!("{m:?}: write it as the server keeps it, {c:?}"),
+                    ));
+                    clean = false;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    problems.push((at("match"), format!("{m:?}: {e}")));
+                    clean = false;
+                }
+            }
+        }
+        if let Value::Value(a) = &r.access {
+            if a != "rw" && a != "ro" {
+                problems.push((at("access"), format!("{a:?}: use \"rw\" or \"ro\"")));
+                clean = false;
+            }
+        }
+        if let Value::Value(q) = &r.squash {
+            if !["root", "all", "none"].contains(&q.as_str()) {
+                problems.push((
+                    at("squash"),
+                    format!("{q:?}: use \"root\", \"all\" or \"none\""),
+                ));
+                clean = false;
+            }
+        }
+        for (name, v) in [("anonuid", &r.anonuid), ("anongid", &r.anongid)] {
+            if let Value::Value(n) = v {
+                if u32::try_from(*n).is_err() {
+                    problems.push((at(name), format!("{n}: an id is 0 to 4294967295")));
+                    clean = false;
+                }
+            }
+        }
+    }
+    if !clean {
+        return problems;
+    }
+    if let Value::Value(rules) = &mut checkable.client {
+        for r in rules.iter_mut() {
+            if matches!(&r.matcher, Value::Value(m) if canonical_match(m) == Ok(None)) {
+                r.matcher = Value::Value("*".into());
+            }
+        }
+    }
+    let Some(body) = create_body(&checkable) else {
         return problems;
     };
     let api: ApiExport = match serde_json::from_value(body) {
@@ -325,6 +405,9 @@ impl Resource for Export {
         _meta: ValueEmpty,
     ) -> Option<(ExportState, ValueEmpty)> {
         let key = known(&state.id)?.to_string();
+        if self.api.deferred() {
+            return Some((state, private_state));
+        }
         match self.fetch(&key).await {
             Ok(Some(now)) => Some((now, private_state)),
             Ok(None) => None,
@@ -353,11 +436,19 @@ impl Resource for Export {
         _diags: &mut Diagnostics,
         prior: ExportState,
         proposed: ExportState,
-        _config: ExportState,
+        config: ExportState,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(ExportState, ValueEmpty, Vec<AttributePath>)> {
-        let planned = with_defaults(proposed);
+        // From the configuration, not the proposal: an optional attribute removed from the
+        // configuration returns to the server's default (Terraform would keep the old value
+        // of an optional-and-computed attribute).
+        let planned = with_defaults(ExportState {
+            id: proposed.id,
+            path: proposed.path,
+            export_id: config.export_id,
+            client: config.client,
+        });
         let mut replace = Vec::new();
         for (name, changed) in [
             ("path", prior.path != planned.path),
@@ -539,6 +630,44 @@ mod tests {
             problems[0].0,
             AttributePath::new("client").index(0).attribute("access"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_match_the_server_would_rewrite_is_refused_at_plan() {
+        let problems = check(&export("/d", "10.0.0.5"));
+        assert_eq!(
+            problems[0].0,
+            AttributePath::new("client").index(0).attribute("match")
+        );
+        assert!(problems[0].1.contains("\"10.0.0.5/32\""), "{problems:?}");
+        assert!(check(&export("/d", "FD00::/8"))[0].1.contains("fd00::/8"));
+        assert!(check(&export("/d", "10.0.0.5/32")).is_empty());
+    }
+
+    #[test]
+    fn a_host_name_is_checked_for_its_form_only() {
+        assert!(check(&export("/d", "gpu-node-1.cluster.invalid")).is_empty());
+        assert_eq!(
+            check(&export("/d", "gpu node"))[0].0,
+            AttributePath::new("client").index(0).attribute("match")
+        );
+    }
+
+    #[test]
+    fn squash_and_ids_are_checked_at_their_own_attribute() {
+        let mut e = export("/d", "*");
+        if let Value::Value(r) = &mut e.client {
+            r[0].squash = s("nobody");
+            r[0].anongid = Value::Value(-1);
+        }
+        let paths: Vec<AttributePath> = check(&e).into_iter().map(|p| p.0).collect();
+        assert_eq!(
+            paths,
+            vec![
+                AttributePath::new("client").index(0).attribute("squash"),
+                AttributePath::new("client").index(0).attribute("anongid"),
+            ]
         );
     }
 

@@ -40,6 +40,9 @@ pub struct Api {
     /// run may name them before they exist on the server (Terraform plans the export first
     /// when the target refers to `sluice_export.NAME.path`).
     planned_exports: Arc<Mutex<BTreeSet<String>>>,
+    /// Some provider setting comes from a value Terraform knows only at apply (another
+    /// resource's attribute): nothing is called until then, rather than the default server.
+    deferred: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An API call that failed, as Terraform should show it.
@@ -53,6 +56,14 @@ pub struct CallError {
 impl Api {
     fn set(&self, client: Client) {
         *self.client.lock().expect("api lock poisoned") = Some(Arc::new(client));
+        self.deferred
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the provider's settings are not known yet (see `deferred`): plans then keep
+    /// what the state holds and skip the server's checks.
+    pub fn deferred(&self) -> bool {
+        self.deferred.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn plan_export(&self, path: &str) {
@@ -92,6 +103,14 @@ impl Api {
         body: Option<Json>,
     ) -> Result<Json, CallError> {
         let client = self.client.lock().expect("api lock poisoned").clone();
+        if client.is_none() && self.deferred() {
+            return Err(CallError {
+                status: None,
+                message: "the provider's settings (endpoint, token, token_file, ca_file) are \
+                          not known until apply"
+                    .into(),
+            });
+        }
         let Some(client) = client else {
             return Err(CallError {
                 status: None,
@@ -153,7 +172,8 @@ pub struct ProviderConfig {
 }
 
 /// Where the provider's settings come from: the block, else the CLI's environment variables
-/// (`SLUICE_API`, `SLUICE_TOKEN`, `SLUICE_CA`), else the defaults.
+/// (`SLUICE_API`, `SLUICE_TOKEN`, `SLUICE_CA`), else the defaults. For the token, the block's
+/// `token`, then its `token_file`, then `SLUICE_TOKEN`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub endpoint: String,
@@ -170,7 +190,11 @@ pub fn settings(config: &ProviderConfig, env: impl Fn(&str) -> Option<String>) -
     };
     Settings {
         endpoint: given(&config.endpoint, "SLUICE_API").unwrap_or_else(|| DEFAULT_ENDPOINT.into()),
-        token: given(&config.token, "SLUICE_TOKEN"),
+        token: match (&config.token, &config.token_file) {
+            (Value::Value(t), _) if !t.is_empty() => Some(t.clone()),
+            (_, Value::Value(f)) if !f.is_empty() => None,
+            _ => env("SLUICE_TOKEN").filter(|t| !t.is_empty()),
+        },
         token_file: match &config.token_file {
             Value::Value(s) if !s.is_empty() => Some(PathBuf::from(s)),
             _ => None,
@@ -248,6 +272,18 @@ impl Provider for SluiceProvider {
         _terraform_version: String,
         config: ProviderConfig,
     ) -> Option<()> {
+        let settings_known = [
+            &config.endpoint,
+            &config.token,
+            &config.token_file,
+            &config.ca_file,
+        ];
+        if settings_known.iter().any(|v| matches!(v, Value::Unknown)) {
+            self.api
+                .deferred
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Some(());
+        }
         let s = settings(&config, |k| std::env::var(k).ok());
         let token = match (&s.token, &s.token_file) {
             (Some(t), _) => t.trim().to_string(),
@@ -430,6 +466,14 @@ mod tests {
         let s = settings(&none, |_| None);
         assert_eq!(s.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(s.token, None);
+        // A token file in the block beats SLUICE_TOKEN.
+        let file = ProviderConfig {
+            token_file: Value::Value("/etc/sluice/admin.token".into()),
+            ..Default::default()
+        };
+        let s = settings(&file, env);
+        assert_eq!(s.token, None);
+        assert_eq!(s.token_file, Some(PathBuf::from("/etc/sluice/admin.token")));
     }
 
     #[test]

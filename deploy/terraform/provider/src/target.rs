@@ -159,11 +159,22 @@ pub fn check(state: &TargetState) -> Vec<(AttributePath, String)> {
         }
         for (i, a) in items.iter().enumerate() {
             if let Value::Value(a) = a {
-                if a.parse::<std::net::SocketAddr>().is_err() {
-                    problems.push((
-                        AttributePath::new("listen").index(i as i64),
+                let at = AttributePath::new("listen").index(i as i64);
+                match a.parse::<std::net::SocketAddr>() {
+                    Err(_) => problems.push((
+                        at,
                         format!("{a:?}: expected ADDR:PORT, e.g. 10.0.0.5:2049 or [fd00::5]:2049"),
-                    ));
+                    )),
+                    // The server writes addresses back in this form; another spelling would
+                    // show as a change on every plan.
+                    Ok(parsed) if parsed.to_string() != *a => problems.push((
+                        at,
+                        format!(
+                            "{a:?}: write it as the server keeps it, {:?}",
+                            parsed.to_string()
+                        ),
+                    )),
+                    Ok(_) => {}
                 }
             }
         }
@@ -265,6 +276,9 @@ impl MountTarget {
         let Some(paths) = known_list(&state.exports) else {
             return;
         };
+        if self.api.deferred() {
+            return;
+        }
         if paths.is_empty() {
             return;
         }
@@ -389,6 +403,9 @@ impl Resource for MountTarget {
         _meta: ValueEmpty,
     ) -> Option<(TargetState, ValueEmpty)> {
         let name = known(&state.id).or(known(&state.name))?.to_string();
+        if self.api.deferred() {
+            return Some((state, private_state));
+        }
         match self.fetch(&name).await {
             Ok(Some(mut now)) => {
                 // Unset in the configuration and empty on the server are the same thing.
@@ -426,14 +443,17 @@ impl Resource for MountTarget {
         diags: &mut Diagnostics,
         prior: TargetState,
         proposed: TargetState,
-        _config: TargetState,
+        config: TargetState,
         private_state: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(TargetState, ValueEmpty, Vec<AttributePath>)> {
         let mut state = proposed;
-        if state.exports == Value::Null {
-            state.exports = Value::Value(Vec::new());
-        }
+        // From the configuration: `exports` removed means every export again (Terraform
+        // would keep the old list of an optional-and-computed attribute).
+        state.exports = match config.exports {
+            Value::Null => Value::Value(Vec::new()),
+            other => other,
+        };
         let replace = replaced_by(&prior, &state);
         if prior.exports != state.exports {
             self.check_exports(diags, &state).await;
@@ -648,6 +668,15 @@ mod tests {
         let body = create_body(&st).expect("known");
         assert_eq!(body["tier"], json!({"read": "40MB/s", "iops": 100}));
         assert_eq!(body["exports"], json!(["/ckpt"]));
+    }
+
+    #[test]
+    fn an_address_the_server_would_rewrite_is_refused_at_plan() {
+        let mut t = target("1g");
+        t.listen = Value::Value(vec![s("[FD00::5]:2049")]);
+        let problems = check(&t);
+        assert_eq!(problems[0].0, AttributePath::new("listen").index(0));
+        assert!(problems[0].1.contains("[fd00::5]:2049"), "{problems:?}");
     }
 
     #[test]
