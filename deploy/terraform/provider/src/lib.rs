@@ -129,7 +129,7 @@ impl Api {
             }),
             Ok(Err(e)) => Err(CallError {
                 status: None,
-                message: e.to_string(),
+                message: in_provider_terms(&e.to_string()),
             }),
             Err(e) => Err(CallError {
                 status: None,
@@ -137,6 +137,15 @@ impl Api {
             }),
         }
     }
+}
+
+/// The CLI client's messages name its flags; here the provider's settings are meant.
+pub fn in_provider_terms(message: &str) -> String {
+    message
+        .replace("--token-file", "token_file")
+        .replace("--token", "token")
+        .replace("--api", "endpoint")
+        .replace("--ca", "ca_file")
 }
 
 /// Reports an API error; the API prefixes its messages with the field at fault ("tier: ...",
@@ -474,6 +483,18 @@ mod tests {
         let s = settings(&file, env);
         assert_eq!(s.token, None);
         assert_eq!(s.token_file, Some(PathBuf::from("/etc/sluice/admin.token")));
+    }
+
+    #[test]
+    fn client_messages_name_the_providers_settings() {
+        assert_eq!(
+            in_provider_terms("is `sluice serve` running? (set --api or SLUICE_API)"),
+            "is `sluice serve` running? (set endpoint or SLUICE_API)"
+        );
+        assert_eq!(
+            in_provider_terms("give --ca FILE; or --token-file"),
+            "give ca_file FILE; or token_file"
+        );
     }
 
     #[test]
