@@ -184,6 +184,38 @@ impl LogStore {
         })
     }
 
+    /// Before the log opens: a saved vote that is this node's own committed leadership is
+    /// saved again uncommitted (same term, same node), so openraft starts the node as a
+    /// follower and it must win a new term before it leads again. Returns whether it did.
+    ///
+    /// openraft 0.9 would restart it as the leader of its old term at once
+    /// (`Engine::startup`) and append under that term's leader id. A leader's entries reach
+    /// its followers before its own fsync (the flush thread), and two followers can commit
+    /// them, so after a power loss its log can be shorter than theirs. An entry it then
+    /// appended under the old leader id (`RaftMeta::establish` does so at once) would take a
+    /// log id the followers hold with other content; they keep theirs, the ids being equal,
+    /// and the state machines diverge. A new term brings new log ids, and a node that lost
+    /// its tail cannot win one. A cluster of one elects itself at once.
+    pub(crate) fn step_down_at_open(&self, node: u64) -> Result<bool, String> {
+        let vote: Option<Vote<u64>> = self.get_state("vote").map_err(|e| e.to_string())?;
+        let Some(vote) = vote else {
+            return Ok(false);
+        };
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(node) {
+            return Ok(false);
+        }
+        let plain = Vote::new(vote.leader_id().term, node);
+        let bytes = serde_json::to_vec(&plain).map_err(|e| e.to_string())?;
+        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        tx.set_durability(Durability::Immediate);
+        tx.open_table(STATE)
+            .map_err(|e| e.to_string())?
+            .insert("vote", bytes.as_slice())
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
     fn get_state<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let tx = self.db.begin_read().map_err(read_err)?;
         let table = tx.open_table(STATE).map_err(read_err)?;

@@ -516,12 +516,20 @@ impl RaftMeta {
                 LocalMeta::open_on(disk.open(&dir.join("meta.redb"))?),
             ),
         };
+        // Never the leader of an old term after a restart (`LogStore::step_down_at_open`).
+        let stepped_down = log.step_down_at_open(node)?;
         let sm_meta = Arc::new(meta.map_err(|e| e.to_string())?);
         let sm = sm::StateMachine::open(Arc::clone(&sm_meta), &dir.join("raft-snapshot"))?;
         let snapshots_installed = Arc::clone(&sm.installed);
         let raft = Raft::new(node, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| e.to_string())?;
+        if stepped_down {
+            // It led before: ask for the next term now rather than after a timeout (a cluster
+            // of one wins it at once; a cluster's followers may still refuse while their
+            // lease of the old term runs, and the election timer retries).
+            raft.trigger().elect().await.map_err(|e| e.to_string())?;
+        }
         let calls = net::CallSlot::default();
         let votes_seen = Arc::new(AtomicU64::new(0));
         let cluster_key = serving.as_ref().map(|(_, key)| key.clone());
