@@ -503,7 +503,7 @@ pub fn query_escape(s: &str) -> String {
 }
 
 /// Percent-encodes one path segment.
-fn segment_escape(s: &str) -> String {
+pub fn segment_escape(s: &str) -> String {
     query_escape(s).replace('/', "%2F")
 }
 

@@ -13,12 +13,7 @@ use tf_provider::{map, DataSource, Diagnostics};
 use crate::{report, Api};
 
 fn computed(ty: AttributeType, description: &str) -> Attribute {
-    Attribute {
-        attr_type: ty,
-        description: Description::markdown(description.to_string()),
-        constraint: AttributeConstraint::Computed,
-        ..Default::default()
-    }
+    crate::attr(ty, description, AttributeConstraint::Computed)
 }
 
 fn number(v: &Json) -> Value<i64> {

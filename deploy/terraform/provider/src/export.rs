@@ -10,12 +10,12 @@ use nfs_server::ops::admin::{export_config, ApiExport};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
+    AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema,
 };
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
-use crate::{known, report, Api, CallError};
+use crate::{attr, known, report, Api, CallError};
 
 /// Defaults the server fills in for a rule (docs/openapi.json, ExportRuleInput).
 const DEFAULT_ACCESS: &str = "rw";
@@ -329,15 +329,6 @@ impl Export {
             }
         });
         Ok(found.map(from_api))
-    }
-}
-
-fn attr(ty: AttributeType, description: &str, constraint: AttributeConstraint) -> Attribute {
-    Attribute {
-        attr_type: ty,
-        description: Description::markdown(description.to_string()),
-        constraint,
-        ..Default::default()
     }
 }
 

@@ -218,13 +218,22 @@ pub struct SluiceProvider {
     api: Api,
 }
 
-fn optional_string(description: &str) -> Attribute {
+/// An attribute of a schema: its type, a markdown description, and who sets it.
+pub fn attr(ty: AttributeType, description: &str, constraint: AttributeConstraint) -> Attribute {
     Attribute {
-        attr_type: AttributeType::String,
+        attr_type: ty,
         description: Description::markdown(description.to_string()),
-        constraint: AttributeConstraint::Optional,
+        constraint,
         ..Default::default()
     }
+}
+
+fn optional_string(description: &str) -> Attribute {
+    attr(
+        AttributeType::String,
+        description,
+        AttributeConstraint::Optional,
+    )
 }
 
 #[async_trait]
@@ -267,7 +276,7 @@ impl Provider for SluiceProvider {
             if let Err(err) = nfs_server::ops::cli::ApiUrl::parse(e) {
                 diags.error(
                     "invalid endpoint",
-                    err.to_string().replace("--api", "endpoint"),
+                    in_provider_terms(&err.to_string()),
                     AttributePath::new("endpoint"),
                 );
             }
@@ -326,7 +335,7 @@ impl Provider for SluiceProvider {
             Ok(c) => c,
             Err(e) => {
                 diags.error_short(
-                    e.to_string().replace("--api", "endpoint"),
+                    in_provider_terms(&e.to_string()),
                     AttributePath::new("endpoint"),
                 );
                 return None;
@@ -337,7 +346,7 @@ impl Provider for SluiceProvider {
                 Ok(c) => c,
                 Err(e) => {
                     diags.error_short(
-                        e.to_string().replace("--ca", "ca_file"),
+                        in_provider_terms(&e.to_string()),
                         AttributePath::new("ca_file"),
                     );
                     return None;

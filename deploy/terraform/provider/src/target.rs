@@ -258,10 +258,7 @@ pub fn replaced_by(prior: &TargetState, proposed: &TargetState) -> Vec<Attribute
 }
 
 fn target_path(name: &str) -> String {
-    format!(
-        "/v1/targets/{}",
-        nfs_server::ops::cli::query_escape(name).replace('/', "%2F")
-    )
+    format!("/v1/targets/{}", nfs_server::ops::cli::segment_escape(name))
 }
 
 /// The `sluice_mount_target` resource.
@@ -313,12 +310,7 @@ impl MountTarget {
 }
 
 fn string_attr(description: &str, constraint: AttributeConstraint) -> Attribute {
-    Attribute {
-        attr_type: AttributeType::String,
-        description: Description::markdown(description.to_string()),
-        constraint,
-        ..Default::default()
-    }
+    crate::attr(AttributeType::String, description, constraint)
 }
 
 #[async_trait]
