@@ -407,6 +407,18 @@ struct Read {
     seen: BTreeMap<u64, u64>,
 }
 
+/// A running node that believes it leads, drawn with `rng` (one draw, even when there is none).
+fn pick_believer(nodes: &BTreeMap<u64, Arc<RaftMeta>>, rng: &mut Rng) -> Option<u64> {
+    let believers: Vec<u64> = nodes
+        .iter()
+        .filter(|(_, m)| m.leading().is_some())
+        .map(|(&n, _)| n)
+        .collect();
+    believers
+        .get(rng.below(believers.len() as u64) as usize)
+        .copied()
+}
+
 /// What `forward::ClusterStore` keeps for reads in one life of a node: the term it took over
 /// in, and its read lease.
 #[derive(Default)]
@@ -770,12 +782,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
             // A protocol-state document saved through a node that believes it leads, at times
             // with a version below one saved before (saves arrive out of order).
             60..=69 => {
-                let believers: Vec<u64> = nodes
-                    .iter()
-                    .filter(|(_, m)| m.leading().is_some())
-                    .map(|(&n, _)| n)
-                    .collect();
-                if let Some(&n) = believers.get(rng.below(believers.len() as u64) as usize) {
+                if let Some(n) = pick_believer(&nodes, &mut rng) {
                     let meta = Arc::clone(&nodes[&n]);
                     let key = rng.below(DOC_KEYS);
                     doc_version += 1;
@@ -1013,12 +1020,7 @@ pub async fn run(seed: u64, steps: usize, root: &Path, outside: OutsideModel) ->
         }
         // A read on a node that believes it leads, half the steps, a few ms into the step.
         if rng.chance(500) {
-            let believers: Vec<u64> = nodes
-                .iter()
-                .filter(|(_, m)| m.leading().is_some())
-                .map(|(&n, _)| n)
-                .collect();
-            if let Some(&n) = believers.get(rng.below(believers.len() as u64) as usize) {
+            if let Some(n) = pick_believer(&nodes, &mut rng) {
                 let meta = Arc::clone(&nodes[&n]);
                 let lease = match leases.get(&n) {
                     Some((life, lease)) if life.ptr_eq(&Arc::downgrade(&meta)) => Arc::clone(lease),
