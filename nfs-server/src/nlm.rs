@@ -122,7 +122,7 @@ impl<S: Store> Server<S> {
                     .nlm
                     .forget_client(&String::from_utf8_lossy(&name), None);
                 self.send_grants(grants);
-                self.save_forgotten().await;
+                let _ = self.save_forgotten().await;
                 NlmReply::Void
             }
         };
@@ -370,7 +370,7 @@ impl<S: Store> Server<S> {
                 tracing::info!(client = %name, state, from = %req.peer.ip(), "client rebooted: releasing its locks");
                 let grants = self.state.nlm.forget_client(&name, Some(req.peer.ip()));
                 self.send_grants(grants);
-                self.save_forgotten().await;
+                let _ = self.save_forgotten().await;
             }
         }
         w
@@ -405,16 +405,22 @@ impl<S: Store> Server<S> {
             }
             self.state.nlm.notified(&c.name);
         }
-        self.save_forgotten().await;
+        if self.save_forgotten().await {
+            tracing::info!("NSM monitor list saved after the notifications");
+        }
     }
 
     /// Saves the monitor list after clients left it. A failure leaves them in the saved list,
     /// so a later restart notifies them once more, which is harmless (a client that rebooted
     /// ignores a notification about locks it no longer has): it is logged, and the next save
     /// retries.
-    async fn save_forgotten(&self) {
-        if let Err(e) = self.state.save_nsm().await {
-            tracing::error!("cannot save the NSM monitor list: {e}");
+    async fn save_forgotten(&self) -> bool {
+        match self.state.save_nsm().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot save the NSM monitor list: {e}");
+                false
+            }
         }
     }
 }
