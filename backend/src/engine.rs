@@ -437,6 +437,18 @@ pub trait DataStore: Send + Sync + 'static {
     fn remove(&self, ino: u64) -> Result<()>;
     /// Capacity figures; `files_used` is the number of inodes.
     fn space(&self, files_used: u64) -> Result<FsStat>;
+    /// Where a new regular file made by node `node` keeps its data. A store that reaches
+    /// other nodes may place copies there; by default, one copy on `node`.
+    fn place(&self, node: u64) -> Layout {
+        Layout::on(node)
+    }
+    /// How many times data this store accepted, but had not synced, may have been lost
+    /// outside this process (a node holding a copy restarted). The engine's write verifier
+    /// moves with it, so clients send their uncommitted writes again. 0 for a local store,
+    /// whose unsynced data dies with the process (and the verifier with it).
+    fn losses(&self) -> u64 {
+        0
+    }
     /// Where the bytes of `ino` (of logical size `size`) live.
     fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency>;
 }
@@ -1097,7 +1109,9 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     }
 
     fn verifier(&self) -> [u8; 8] {
-        self.verifier.load(Ordering::SeqCst).to_be_bytes()
+        // Both only grow, so their sum never repeats.
+        let v = self.verifier.load(Ordering::SeqCst);
+        v.wrapping_add(self.data.losses()).to_be_bytes()
     }
 
     /// Syncs file data. A failure changes the write verifier, because data acknowledged as
@@ -1568,7 +1582,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             }
             NodeKind::BlockDevice { rdev } | NodeKind::CharDevice { rdev } => inode.rdev = rdev,
             NodeKind::Directory => inode.parent = dir_ino,
-            NodeKind::Regular => inode.layout = Some(Layout::on(self.node())),
+            NodeKind::Regular => inode.layout = Some(self.data.place(self.node())),
             _ => {}
         }
         let rest = SetAttr {

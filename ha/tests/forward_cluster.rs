@@ -30,6 +30,18 @@ async fn open(
     listener: tokio::net::TcpListener,
     members: &BTreeMap<u64, String>,
 ) -> (Arc<RaftMeta>, Node) {
+    let (meta, store, _) = open_with(dir, node, listener, members, 1).await;
+    (meta, store)
+}
+
+/// A node whose new files get `copies` copies; also returns its own data store.
+async fn open_with(
+    dir: &Path,
+    node: u64,
+    listener: tokio::net::TcpListener,
+    members: &BTreeMap<u64, String>,
+    copies: u8,
+) -> (Arc<RaftMeta>, Node, Arc<LocalData>) {
     let cluster = Cluster {
         listener,
         members: members.clone(),
@@ -44,16 +56,18 @@ async fn open(
     let peers = Peers::new(Arc::clone(&meta));
     let (m, h, p) = (Arc::clone(&meta), Arc::clone(&held), Arc::clone(&peers));
     let factory = Box::new(move || {
-        let data = ClusterData::new(Arc::clone(&h), node, Arc::clone(&m), Arc::clone(&p));
+        let data =
+            ClusterData::new(Arc::clone(&h), node, Arc::clone(&m), Arc::clone(&p)).copies(copies);
         let engine = Engine::with_stores(Arc::clone(&m), data)?;
         engine.set_node(node);
         Ok(engine)
     });
+    let local = Arc::clone(&held);
     let held: Arc<dyn HeldData> = held;
     let store = ClusterStore::start(Arc::clone(&meta), peers, Some(held), factory)
         .await
         .unwrap();
-    (meta, store)
+    (meta, store, local)
 }
 
 async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<(Arc<RaftMeta>, Node)> {
@@ -511,4 +525,78 @@ async fn a_vote_request_ends_the_leader_s_read_lease() {
             || stat(store, "calls_shipped").unwrap() > shipped,
         "a read after a vote request was answered on the old lease"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_copies_both_holders_have_every_byte_and_the_file_reads_back_through_every_survivor_of_a_holder_s_stop(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut listeners, members) = common::loopback_members(3).await;
+    let (a, b, c) = tokio::join!(
+        open_with(dirs[0].path(), 1, listeners.next().unwrap(), &members, 2),
+        open_with(dirs[1].path(), 2, listeners.next().unwrap(), &members, 2),
+        open_with(dirs[2].path(), 3, listeners.next().unwrap(), &members, 2),
+    );
+    let nodes = [a, b, c];
+    let stores: Vec<_> = nodes
+        .iter()
+        .map(|n| (Arc::clone(&n.0), Arc::clone(&n.1)))
+        .collect();
+    let root = nodes[0].1.root();
+    let l = leader(&stores).expect("a leader");
+
+    // Made through one follower, written through the other (both shipped to the leader).
+    let id = create(&nodes[(l + 1) % 3].1, root, "checkpoint")
+        .await
+        .unwrap();
+    let payload: Vec<u8> = (0..2_621_440u32).map(|i| (i % 251) as u8).collect();
+    for (k, piece) in payload.chunks(512 * 1024).enumerate() {
+        nodes[(l + 2) % 3]
+            .1
+            .write(
+                &Cred::root(),
+                id,
+                (k * 512 * 1024) as u64,
+                Bytes::copy_from_slice(piece),
+                Stability::Unstable,
+            )
+            .await
+            .unwrap();
+    }
+    nodes[(l + 2) % 3].1.commit(id, 0, 0).await.unwrap();
+
+    // The leader made it, so it holds the first copy; one other node holds the second.
+    let placement = nodes[l].1.residency(id).await.unwrap().placement.unwrap();
+    assert_eq!(placement.copies, 2);
+    assert_eq!(placement.nodes[0], nodes[l].0.node());
+    for node in &nodes {
+        let here = node.2.read(id.ino, 0, payload.len()).unwrap();
+        assert_eq!(
+            placement.nodes.contains(&node.0.node()),
+            here[..] == payload[..],
+            "node {} holds a copy exactly when the layout names it",
+            node.0.node()
+        );
+    }
+
+    // The first copy's node stops: the file reads back whole through each survivor, MiB by
+    // MiB (reads start at a different copy per MiB, so some try the stopped node first).
+    nodes[l].0.shutdown().await.unwrap();
+    for k in 1..3 {
+        let store = &nodes[(l + k) % 3].1;
+        let mut back = Vec::new();
+        while back.len() < payload.len() {
+            let r = store
+                .read(&Cred::root(), id, back.len() as u64, 1 << 20)
+                .await
+                .unwrap();
+            assert!(!r.data.is_empty());
+            back.extend_from_slice(&r.data);
+        }
+        assert!(
+            back == payload,
+            "the file reads back through node {}",
+            (l + k) % 3 + 1
+        );
+    }
 }

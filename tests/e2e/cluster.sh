@@ -11,6 +11,7 @@
 #    client sees an error (a create the dying leader ran but could not answer is retried under
 #    its request id and answered from the log, never EEXIST); the longest create (the stall)
 #    and the retries answered from the log are reported.
+#    With node L down, the SIZE MiB file (three copies) reads back through both survivors.
 # 3. The killed node restarts on its data and catches up from a snapshot (snapshots every 16
 #    entries, 40 creates while it is down, and the leader compacts its log past every entry the
 #    node has): it lists every file.
@@ -186,6 +187,17 @@ for s in "${others[@]}"; do
   [ "$missing" = 0 ]; cluster_record "node $s has every acknowledged create" $? "$(wc -l < "$WORK/acked") acknowledged, $missing missing"
 done
 cluster_record "longest create across the kill (stall)" 0 "${stall} ms"
+
+# 2b. Replicated data: the big file has a copy on every node (cluster.replicas = 3), so it
+#     reads back whole through each survivor while node L is down (without copies it lived
+#     only on the node that led when it was made).
+for s in "${others[@]}"; do
+  t=$(now_ns); rm -f "$WORK/back-$s.bin"
+  timeout 120 ip netns exec slc nfs-cp "$(url "$s" big.bin)" "$WORK/back-$s.bin" >/dev/null 2>&1
+  rc=$?
+  got=$(sha256sum < "$WORK/back-$s.bin" 2>/dev/null | cut -c1-16)
+  [ "$rc" = 0 ] && [ "$got" = "$want" ]; cluster_record "node $L down: the big file reads back through node $s, sha256" $? "$(ms_since "$t") ms rc=$rc sha=$got"
+done
 
 # 3. The old leader comes back and catches up; the log moves on by more than a snapshot's
 #    worth of entries while it is down, and the leader compacts its log past every entry node L

@@ -34,8 +34,8 @@
 //! * **The write verifier** a follower reports is the leader's, carried in every answer, so it
 //!   changes whenever the leader (and with it the engine holding UNSTABLE state) changes.
 //! * **File data** lives where the writing engine placed it: on the leader of the term in which
-//!   the file was created. A later leader reaches it there with data calls ([`ClusterData`]);
-//!   while that node is down the data is `Unavailable` (issue 18 replicates it).
+//!   the file was created and on `copies - 1` other nodes. Any later leader reaches the copies
+//!   with data calls ([`ClusterData`]); reads go on from the other copies while one is down.
 
 pub mod data;
 pub mod wire;
@@ -137,6 +137,8 @@ pub struct ClusterStore<E> {
     running: Mutex<std::collections::HashSet<RequestId>>,
     /// Retried calls answered from the state their first run left.
     replayed: AtomicU64,
+    /// When this process started (ns since 1970): the boot id data answers carry.
+    boot: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,7 +157,9 @@ impl<E: Writer> ClusterStore<E> {
         held: Option<Arc<dyn HeldData>>,
         factory: Factory<E>,
     ) -> std::result::Result<Arc<ClusterStore<E>>, String> {
+        let boot = unix_nanos();
         let store = Arc::new(ClusterStore {
+            boot,
             node: meta.node(),
             meta: Arc::clone(&meta),
             engine: std::sync::OnceLock::new(),
@@ -169,7 +173,7 @@ impl<E: Writer> ClusterStore<E> {
             root: std::sync::OnceLock::new(),
             shipped: AtomicU64::new(0),
             answered: AtomicU64::new(0),
-            next_request: AtomicU64::new(unix_nanos()),
+            next_request: AtomicU64::new(boot),
             running: Mutex::default(),
             replayed: AtomicU64::new(0),
         });
@@ -772,15 +776,27 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
 impl<E: Writer> Calls for ClusterStore<E> {
     fn call(self: Arc<Self>, body: Bytes) -> CallFuture {
         Box::pin(async move {
-            let answer = match wire::decode_shipped(body) {
-                Err(e) => Answer::Failed(Error::Io(format!("a shipped call did not decode: {e}"))),
-                Ok((_, call)) if call.is_data() => match &self.held {
-                    Some(held) => serve_data(Arc::clone(held), call).await,
-                    None => Answer::Failed(Error::Unavailable),
-                },
-                Ok((request, call)) => self.answer_shipped(call, request).await,
+            // A data call is answered with this process's boot id where other answers carry
+            // the leader's write verifier: the writer learns from it that this node restarted
+            // and may have lost data it had not synced (see `ClusterData`).
+            let (stamp, answer) = match wire::decode_shipped(body) {
+                Err(e) => (
+                    self.write_verifier(),
+                    Answer::Failed(Error::Io(format!("a shipped call did not decode: {e}"))),
+                ),
+                Ok((_, call)) if call.is_data() => (
+                    self.boot.to_be_bytes(),
+                    match &self.held {
+                        Some(held) => serve_data(Arc::clone(held), call).await,
+                        None => Answer::Failed(Error::Unavailable),
+                    },
+                ),
+                Ok((request, call)) => {
+                    let answer = self.answer_shipped(call, request).await;
+                    (self.write_verifier(), answer)
+                }
             };
-            wire::encode_answer(self.write_verifier(), &answer)
+            wire::encode_answer(stamp, &answer)
         })
     }
 }

@@ -214,6 +214,11 @@ pub struct ClusterConfig {
     /// A node that was away longer than this catches up from a snapshot, and the log on disk
     /// stays within about this size. 16 to 10 000 000; default 50 000.
     pub log_snapshot_every: u64,
+    /// Copies of each new file's data, each on a different voter of the metadata log (fewer
+    /// while the cluster has fewer voters: a single node keeps one). Every copy takes every
+    /// write, a COMMIT syncs them all, and reads go on from the others while one node is
+    /// down. 1 to 3; default 3 (docs/cluster.md).
+    pub replicas: u8,
 }
 
 impl ClusterConfig {
@@ -265,6 +270,7 @@ impl Default for ClusterConfig {
             listen: None,
             etcd: Vec::new(),
             log_snapshot_every: 50_000,
+            replicas: 3,
         }
     }
 }
@@ -468,6 +474,12 @@ impl Config {
                 "cluster.log_snapshot_every: {} is out of range; give 16 to 10000000 (default \
                  50000)",
                 self.cluster.log_snapshot_every
+            )));
+        }
+        if !(1..=3).contains(&self.cluster.replicas) {
+            return Err(ConfigError(format!(
+                "cluster.replicas: {} is out of range; give 1, 2 or 3 (default 3)",
+                self.cluster.replicas
             )));
         }
         if !self.cluster.etcd.is_empty() {

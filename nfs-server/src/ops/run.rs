@@ -229,6 +229,7 @@ async fn serve_cluster<D: backend::engine::DataStore>(
 ) -> Result<(), StartError> {
     use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
     let node = config.cluster.node_id;
+    let copies = config.cluster.replicas;
     let peers = Peers::new(Arc::clone(&meta));
     let (for_engine, for_data, engine_peers) =
         (Arc::clone(&meta), Arc::clone(&data), Arc::clone(&peers));
@@ -240,7 +241,8 @@ async fn serve_cluster<D: backend::engine::DataStore>(
             node,
             Arc::clone(&for_engine),
             Arc::clone(&engine_peers),
-        );
+        )
+        .copies(copies);
         let engine = backend::engine::Engine::with_stores(Arc::clone(&for_engine), engine_data)?;
         engine.set_node(node);
         Ok(engine)
