@@ -42,6 +42,7 @@ pub mod nfsstat {
     pub const STALE: u32 = 70;
     pub const BADHANDLE: u32 = 10001;
     pub const BAD_COOKIE: u32 = 10003;
+    pub const JUKEBOX: u32 = 10008;
 }
 
 /// accept_stat values.
@@ -187,6 +188,27 @@ impl Sluice {
     }
 
     pub fn start_with(opts: Options) -> Sluice {
+        let mut s = Sluice::prepare(opts);
+        s.spawn();
+        s
+    }
+
+    /// Several servers started at once (the nodes of one cluster, which become ready only
+    /// when a majority of them runs); each waits for "sluice ready".
+    pub fn start_together(opts: Vec<Options>) -> Vec<Sluice> {
+        let mut all: Vec<Sluice> = opts.into_iter().map(Sluice::prepare).collect();
+        for s in &mut all {
+            s.launch();
+        }
+        for s in &mut all {
+            if let Err(log) = s.wait_ready() {
+                panic!("sluice exited before ready:\n{log}");
+            }
+        }
+        all
+    }
+
+    fn prepare(opts: Options) -> Sluice {
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
@@ -196,16 +218,14 @@ impl Sluice {
         while mount == nfs {
             mount = SocketAddr::from(([127, 0, 0, 1], free_port()));
         }
-        let mut s = Sluice {
+        Sluice {
             child: None,
             dir,
             opts,
             nfs,
             mount,
             starts: 0,
-        };
-        s.spawn();
-        s
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -241,6 +261,12 @@ impl Sluice {
     }
 
     fn spawn_once(&mut self) -> Result<(), String> {
+        self.launch();
+        self.wait_ready()
+    }
+
+    /// Starts the process, without waiting for it.
+    fn launch(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path(self.starts)).expect("create log file");
         let mut cmd = Command::new(sluice_bin());
@@ -269,7 +295,6 @@ impl Sluice {
             .stderr(log);
         let child = cmd.spawn().expect("spawn sluice");
         self.child = Some(child);
-        self.wait_ready()
     }
 
     /// `Err(log)` if the process exited before it was ready.

@@ -1,0 +1,133 @@
+//! Replicated file data through the NFSv3 wire: three `sluice serve` processes on loopback
+//! form one cluster (a fixed member table) with `replicas = 3`, so every file has a copy on
+//! every node. A node holding a copy that is killed between UNSTABLE writes and their COMMIT
+//! changes the write verifier (the client resends), nothing committed is lost, and the file
+//! reads back through the survivors of a further kill.
+
+use std::time::{Duration, Instant};
+
+use nfs_proto::v3::StableHow;
+use sluice_tests::{free_port, nfsstat, NfsResult, Options, Sluice};
+
+/// The cluster's shared key file (its directory lives as long as the nodes) and the nodes.
+fn three_nodes() -> (tempfile::TempDir, Vec<Sluice>) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("cluster.key");
+    std::fs::write(&key, *b"replication-key!").expect("write key");
+    let links: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let opts = (1..=3)
+        .map(|node| Options {
+            config: Some(format!(
+                "cluster_key_file = \"{}\"\n\
+                 [server]\n\
+                 admin_listen = \"127.0.0.1:{}\"\n\
+                 metrics_listen = \"127.0.0.1:{}\"\n\
+                 [cluster]\n\
+                 id = \"replication-test\"\n\
+                 node_id = {node}\n\
+                 replicas = 3\n\
+                 [cluster.members]\n\
+                 1 = \"127.0.0.1:{}\"\n\
+                 2 = \"127.0.0.1:{}\"\n\
+                 3 = \"127.0.0.1:{}\"\n",
+                key.display(),
+                free_port(),
+                free_port(),
+                links[0],
+                links[1],
+                links[2],
+            )),
+            ..Options::default()
+        })
+        .collect();
+    (keys, Sluice::start_together(opts))
+}
+
+/// The node whose engine writes the metadata now (the last to say so).
+fn leader(nodes: &[Sluice]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leading: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].log().contains("this node writes the metadata now"))
+            .collect();
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no single leader: {leading:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Retries while the answer is NFS3ERR_JUKEBOX (an election, a copy's node coming back).
+fn patiently<T>(mut f: impl FnMut() -> NfsResult<T>) -> NfsResult<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(nfsstat::JUKEBOX) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+const PIECE: usize = 256 * 1024;
+
+#[test]
+fn a_copy_s_node_killed_between_unstable_writes_and_commit_changes_the_verifier_and_nothing_committed_is_lost(
+) {
+    let (_keys, mut nodes) = three_nodes();
+    let l = leader(&nodes);
+    let k = (l + 1) % 3;
+    let (mut c, root) = nodes[l].mounted("/");
+    let fh = patiently(|| c.create(&root, "checkpoint")).expect("create");
+    let payload: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+
+    let write_all = |c: &mut sluice_tests::RpcClient| -> [u8; 8] {
+        let mut verf = None;
+        for (i, piece) in payload.chunks(PIECE).enumerate() {
+            let w = patiently(|| c.write(&fh, (i * PIECE) as u64, piece, StableHow::Unstable))
+                .expect("unstable write");
+            assert_eq!(
+                *verf.get_or_insert(w.verf),
+                w.verf,
+                "one verifier across the writes"
+            );
+        }
+        verf.expect("some writes")
+    };
+    let first = write_all(&mut c);
+
+    // A copy's node is down: a write is not acknowledged (the client retries), never taken by
+    // two copies of three.
+    nodes[k].kill9();
+    let refused = c.write(&fh, 0, b"not while a copy is down", StableHow::Unstable);
+    assert_eq!(refused.err(), Some(nfsstat::JUKEBOX));
+
+    // It comes back (what it had not synced may be gone): the COMMIT answers a new verifier.
+    nodes[k].restart();
+    let committed = patiently(|| c.commit(&fh)).expect("commit");
+    assert_ne!(
+        committed, first,
+        "a copy's node restarted after the UNSTABLE writes: the verifier must change"
+    );
+
+    // The client sends its uncommitted writes again and commits them under one verifier.
+    let again = write_all(&mut c);
+    assert_eq!(again, committed);
+    assert_eq!(patiently(|| c.commit(&fh)).expect("commit"), again);
+
+    // Every node serves the committed bytes; then the leader dies and the two others still do.
+    for node in &nodes {
+        let (mut c, _) = node.mounted("/");
+        assert!(patiently(|| c.read_all(&fh)).expect("read") == payload);
+    }
+    nodes[l].kill9();
+    for k in [(l + 1) % 3, (l + 2) % 3] {
+        let (mut c, _) = nodes[k].mounted("/");
+        let back = patiently(|| c.read_all(&fh)).expect("read");
+        assert!(back == payload, "node {} reads the file back", k + 1);
+    }
+}
