@@ -629,6 +629,39 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
         Ok(())
     }
 
+    /// Runs `f` with the data of regular file `ino` held still: no write, truncation or
+    /// COMMIT of it runs meanwhile (the file's stripe lock, taken exclusively). `f` gets the
+    /// file's current record, UNSTABLE size included. For copying a file's data elsewhere
+    /// (the cluster's rebuild) a piece at a time. `Stale` if the file is gone.
+    pub fn with_data_held<T>(&self, ino: u64, f: impl FnOnce(&Inode) -> Result<T>) -> Result<T> {
+        let _exclusive = self.inner.stripe_exclusive(ino);
+        let inode = {
+            let mut state = self.inner.lock();
+            let entry = cached(&self.inner.meta, &mut state, ino)?.ok_or(Error::Stale)?;
+            if entry.inode.file_type != FileType::Regular {
+                return Err(Error::Invalid);
+            }
+            entry.inode.clone()
+        };
+        f(&inode)
+    }
+
+    /// Gives regular file `ino` the layout `to` if it still has `from` (else `Stale`: it
+    /// changed or went meanwhile), in one metadata batch, with its data held still.
+    pub fn change_layout(&self, ino: u64, from: &Layout, to: Layout) -> Result<()> {
+        let _exclusive = self.inner.stripe_exclusive(ino);
+        let mut state = self.inner.lock();
+        let entry = cached(&self.inner.meta, &mut state, ino)?.ok_or(Error::Stale)?;
+        if entry.inode.file_type != FileType::Regular || entry.inode.layout.as_ref() != Some(from) {
+            return Err(Error::Stale);
+        }
+        let mut record = entry.inode.clone();
+        record.layout = Some(to);
+        let mut tx = Tx::new(&self.inner.meta, &mut state);
+        tx.put(ino, record);
+        tx.commit(&CallCx::default())
+    }
+
     /// Whether another writer took over (see [`Error::Fenced`]).
     pub fn is_fenced(&self) -> bool {
         self.inner.lock().fenced

@@ -600,3 +600,98 @@ async fn with_two_copies_both_holders_have_every_byte_and_the_file_reads_back_th
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_lost_with_a_node_that_left_is_made_again_on_the_free_voter_while_the_file_is_written(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut listeners, members) = common::loopback_members(3).await;
+    let (a, b, c) = tokio::join!(
+        open_with(dirs[0].path(), 1, listeners.next().unwrap(), &members, 2),
+        open_with(dirs[1].path(), 2, listeners.next().unwrap(), &members, 2),
+        open_with(dirs[2].path(), 3, listeners.next().unwrap(), &members, 2),
+    );
+    let nodes = [a, b, c];
+    let stores: Vec<_> = nodes
+        .iter()
+        .map(|n| (Arc::clone(&n.0), Arc::clone(&n.1)))
+        .collect();
+    let root = nodes[0].1.root();
+    let l = leader(&stores).expect("a leader");
+    let writer = &nodes[l].1;
+    let id = create(writer, root, "dataset").await.unwrap();
+    let mut payload: Vec<u8> = (0..3_500_000u32).map(|i| (i % 241) as u8).collect();
+    writer
+        .write(
+            &Cred::root(),
+            id,
+            0,
+            Bytes::from(payload.clone()),
+            Stability::FileSync,
+        )
+        .await
+        .unwrap();
+    let before = writer.residency(id).await.unwrap().placement.unwrap();
+    let partner = before.nodes[1];
+    let free = (1..=3).find(|n| !before.nodes.contains(n)).unwrap();
+
+    // The partner leaves the voters (as `sluice cluster remove` does first). While the copy
+    // is rebuilt on the free node, writes go on; each lands in the file as it ends up.
+    nodes[l]
+        .0
+        .raft()
+        .change_membership(
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([partner])),
+            false,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut k = 0usize;
+    let after = loop {
+        let offset = (k * 300_007) % payload.len();
+        let piece = vec![(k % 200) as u8 + 1; 4096];
+        writer
+            .write(
+                &Cred::root(),
+                id,
+                offset as u64,
+                Bytes::from(piece.clone()),
+                Stability::Unstable,
+            )
+            .await
+            .unwrap();
+        let end = (offset + piece.len()).min(payload.len());
+        payload[offset..end].copy_from_slice(&piece[..end - offset]);
+        k += 1;
+        let now = writer.residency(id).await.unwrap().placement.unwrap();
+        if !now.nodes.contains(&partner) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy was not restored: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(after.copies, 2);
+    assert_eq!(after.nodes, vec![before.nodes[0], free]);
+    writer.commit(id, 0, 0).await.unwrap();
+
+    // The new copy is whole, with every write made while it was copied; the departed node
+    // is read from no more.
+    let held = &nodes[(free - 1) as usize].2;
+    let copy = held.read(id.ino, 0, payload.len()).unwrap();
+    assert!(
+        copy[..] == payload[..],
+        "the free node's copy has every byte"
+    );
+    let r = writer.read(&Cred::root(), id, 0, 1 << 20).await.unwrap();
+    assert!(r.data[..] == payload[..1 << 20]);
+    let stats: BTreeMap<_, _> = writer.stats().into_iter().collect();
+    assert!(stats["copies_restored"] >= 1, "{stats:?}");
+    assert!(
+        stats["copies_restored_bytes"] >= payload.len() as u64,
+        "{stats:?}"
+    );
+}

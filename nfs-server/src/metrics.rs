@@ -274,7 +274,11 @@ impl Metrics {
              calls_answered (for other nodes), calls_replayed (retried calls that had run \
              under an earlier leader, answered from the state they left) and \
              read_barrier_rounds (heartbeat rounds run to confirm the leadership for reads; \
-             reads within a round's lease need none)",
+             reads within a round's lease need none); on the writing node, the rebuild of file \
+             copies lost with nodes that left: copies_restored and copies_restored_bytes, \
+             files_degraded (after the last pass: files with a copy on a departed node and no \
+             free voter to take it), files_restore_failed (the last pass could not copy them; \
+             retried) and rebuild_passes",
             store.clone(),
         );
 

@@ -9,10 +9,15 @@
 //! * **Every change goes to every copy** (WRITE, truncation, COMMIT, removal), in parallel,
 //!   and succeeds only when every copy took it. A copy on a node that cannot be reached makes
 //!   the call fail with `Unavailable` (NFS3ERR_JUKEBOX: the client retries) until the node
-//!   is back or removed from the cluster. A node removed from the cluster (`sluice cluster
-//!   remove`) never returns, so its copies are skipped (the file has one copy fewer until a
-//!   rebuild, which is not built yet). So every copy on a member node has every acknowledged
-//!   write.
+//!   is back or removed from the cluster. A node that is no longer a voter (`sluice cluster
+//!   remove`, `leave`) never returns, so its copies are skipped for writes and reads alike.
+//!   So every copy on a voter has every acknowledged write.
+//! * **The rebuild** ([`restore_copies`], run every few seconds by the writing node after the
+//!   voters changed) gives each file with a copy on a departed node a new copy on a voter
+//!   its layout does not name: copied a MiB at a time while the file's data is held still,
+//!   with the new node taking every change made meanwhile, synced, and only then named in the
+//!   layout (one metadata batch). With no free voter the file stays degraded until one
+//!   joins.
 //! * **A COMMIT** syncs every copy. Each data answer carries its node's boot id: when a copy's
 //!   node restarted since this engine last reached it, UNSTABLE data it held may be gone, so
 //!   [`DataStore::losses`] rises, which changes the engine's write verifier and makes clients
@@ -24,11 +29,11 @@
 //! Data calls carry no fencing epoch yet: the mount-target issue makes the holder refuse a
 //! writer older than the one it has seen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use backend::engine::{DataStore, Layout, MetaStore, Staged};
+use backend::engine::{Counter, DataStore, Engine, Layout, MetaStore, Staged};
 use backend::{Error, FsStat, Residency, Result};
 use bytes::Bytes;
 
@@ -36,8 +41,11 @@ use super::wire::{Answer, Call};
 use super::{lock, Peers};
 use crate::metalog::RaftMeta;
 
-/// Files whose copies are remembered (layouts do not change once made): cleared when full.
+/// Files whose copies are remembered (cleared when full, and per file when its layout
+/// changes).
 const HOLDERS_CACHED_MAX: usize = 1 << 16;
+/// What a rebuild copies under one hold of a file's data.
+const COPY_PIECE: u64 = 1 << 20;
 
 /// See the module docs.
 pub struct ClusterData<D> {
@@ -55,6 +63,28 @@ pub struct ClusterData<D> {
     losses: AtomicU64,
     /// Turns the choice of partners for new files and of the copy a read starts at.
     turn: AtomicU64,
+    /// Files being copied to a new node by the rebuild: that node takes every change too,
+    /// but serves no read until the layout names it.
+    filling: Mutex<HashMap<u64, u64>>,
+}
+
+/// What one pass of [`restore_copies`] found and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopiesPass {
+    /// Copies made on a new node (one per file and lost node), and the bytes they took.
+    pub restored: u64,
+    pub bytes: u64,
+    /// Files left with fewer copies than their layout asks: no voter is free to hold one.
+    pub degraded: u64,
+    /// Files whose copy failed (a node unreachable, a read error): tried again next pass.
+    pub failed: u64,
+}
+
+impl CopiesPass {
+    /// Nothing left to do until the voters change (a degraded file waits for a new voter).
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0
+    }
 }
 
 impl<D: DataStore> ClusterData<D> {
@@ -73,6 +103,7 @@ impl<D: DataStore> ClusterData<D> {
             boots: Mutex::new(HashMap::new()),
             losses: AtomicU64::new(0),
             turn: AtomicU64::new(0),
+            filling: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,9 +139,111 @@ impl<D: DataStore> ClusterData<D> {
         Ok(nodes)
     }
 
-    /// Whether this node holds every copy of `ino` (the common single-node case).
+    /// Whether this node holds every copy of `ino` (the common single-node case), and no
+    /// rebuild is copying it.
     fn only_here(&self, ino: u64) -> Result<bool> {
-        Ok(*self.holders(ino)? == [self.node])
+        Ok(*self.holders(ino)? == [self.node] && !lock(&self.filling).contains_key(&ino))
+    }
+
+    /// The voters of the metadata log: the nodes copies may be placed on.
+    fn voters(&self) -> BTreeSet<u64> {
+        let metrics = self.meta.raft().metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    fn done(&self, node: u64, call: &Call) -> Result<()> {
+        match self.call_blocking(node, call)? {
+            Answer::Done => Ok(()),
+            other => Err(Error::Io(format!("a data call answered {other:?}"))),
+        }
+    }
+
+    /// Gives `ino` a copy on every voter that replaces a node its layout names but that left
+    /// the cluster. `Ok(false)`: no voter was free for some lost copy (the file stays
+    /// degraded). Each copy is made under the file's data hold a piece at a time, with the
+    /// new node taking every change made meanwhile, and the layout names it only once its
+    /// copy is whole and synced.
+    fn restore_file<M: MetaStore>(
+        &self,
+        engine: &Engine<M, Self>,
+        ino: u64,
+        layout: &Layout,
+        voters: &BTreeSet<u64>,
+        pass: &mut CopiesPass,
+    ) -> Result<bool> {
+        let mut current = layout.clone();
+        for slot in 0..current.nodes.len() {
+            let lost = current.nodes[slot];
+            if voters.contains(&lost) {
+                continue;
+            }
+            let free: Vec<u64> = voters
+                .iter()
+                .copied()
+                .filter(|v| !current.nodes.contains(v))
+                .collect();
+            if free.is_empty() {
+                return Ok(false);
+            }
+            let new = free[(self.turn.fetch_add(1, Ordering::Relaxed) as usize) % free.len()];
+            lock(&self.filling).insert(ino, new);
+            let copied = self.fill(engine, ino, new).and_then(|bytes| {
+                let mut next = current.clone();
+                next.nodes[slot] = new;
+                engine.change_layout(ino, &current, next.clone())?;
+                Ok((bytes, next))
+            });
+            lock(&self.filling).remove(&ino);
+            lock(&self.holders).remove(&ino);
+            let (bytes, next) = copied?;
+            tracing::info!(
+                ino,
+                lost,
+                new,
+                bytes,
+                "a lost copy was made again on another node"
+            );
+            pass.restored += 1;
+            pass.bytes += bytes;
+            current = next;
+        }
+        Ok(true)
+    }
+
+    /// Copies all of `ino` to `new` (see [`ClusterData::restore_file`]); the bytes copied.
+    fn fill<M: MetaStore>(&self, engine: &Engine<M, Self>, ino: u64, new: u64) -> Result<u64> {
+        let mut offset = 0u64;
+        let mut bytes = 0u64;
+        loop {
+            let piece = engine.with_data_held(ino, |inode| {
+                if offset >= inode.size {
+                    // The exact length (a shorter file drops what the new node held past
+                    // it), then durable before the layout names the copy.
+                    self.done(
+                        new,
+                        &Call::DataSetLen {
+                            ino,
+                            len: inode.size,
+                        },
+                    )?;
+                    self.done(new, &Call::DataSync(ino))?;
+                    return Ok(None);
+                }
+                let len = (inode.size - offset).min(COPY_PIECE) as usize;
+                let data = DataStore::read(self, ino, offset, len)?;
+                let n = data.len() as u64;
+                self.done(new, &Call::DataWrite { ino, offset, data })?;
+                Ok(Some(n))
+            })?;
+            match piece {
+                Some(n) => {
+                    bytes += n;
+                    offset += COPY_PIECE;
+                }
+                None => return Ok(bytes),
+            }
+        }
     }
 
     /// The copies a read tries, in order: this node's first, then the others starting at
@@ -121,7 +254,14 @@ impl<D: DataStore> ClusterData<D> {
         if nodes.contains(&self.node) {
             order.push(self.node);
         }
-        let others: Vec<u64> = nodes.iter().copied().filter(|&n| n != self.node).collect();
+        // A node that left the cluster (a learner on its way out included) took no change
+        // since: never read from it.
+        let voters = self.voters();
+        let others: Vec<u64> = nodes
+            .iter()
+            .copied()
+            .filter(|&n| n != self.node && voters.contains(&n))
+            .collect();
         if !others.is_empty() {
             let start = ((offset >> 20) as usize) % others.len();
             order.extend(others[start..].iter().chain(&others[..start]));
@@ -170,15 +310,17 @@ impl<D: DataStore> ClusterData<D> {
         call: Call,
     ) -> Result<()> {
         let nodes = self.holders(ino)?;
+        let filling = lock(&self.filling).get(&ino).copied();
+        let voters = self.voters();
         let mut remote = Vec::new();
         let mut local = false;
-        for &node in nodes.iter() {
+        for &node in nodes.iter().chain(filling.iter()) {
             if node == self.node {
                 local = true;
-            } else if self.peers.addr_of(node).is_some() {
+            } else if voters.contains(&node) {
                 remote.push(node);
             } else {
-                tracing::warn!(
+                tracing::debug!(
                     ino,
                     node,
                     "a copy's node left the cluster: the copy is skipped"
@@ -188,7 +330,7 @@ impl<D: DataStore> ClusterData<D> {
         if !local && remote.is_empty() {
             tracing::warn!(
                 ino,
-                "no node holding a copy of the file is a member of the cluster"
+                "no node holding a copy of the file is a voter of the cluster"
             );
             return Err(Error::Unavailable);
         }
@@ -275,15 +417,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     const REACHES_EVERY_NODE: bool = true;
 
     fn place(&self, node: u64) -> Layout {
-        let voters: Vec<u64> = {
-            let metrics = self.meta.raft().metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .voter_ids()
-                .filter(|&n| n != node)
-                .collect()
-        };
+        let voters: Vec<u64> = self.voters().into_iter().filter(|&n| n != node).collect();
         let partners = usize::from(self.copies - 1).min(voters.len());
         let mut nodes = vec![node];
         if partners > 0 {
@@ -417,4 +551,36 @@ impl<D: DataStore> DataStore for ClusterData<D> {
             },
         )
     }
+}
+
+/// One pass of the rebuild, run by the writing engine's node: every regular file whose layout
+/// names a node that is no longer a voter gets a new copy on a voter its layout does not name
+/// yet (see `ClusterData::restore_file`). Reads the applied metadata inode by inode.
+pub fn restore_copies<M: MetaStore, D: DataStore>(
+    engine: &Engine<M, ClusterData<D>>,
+) -> Result<CopiesPass> {
+    let data = engine.data();
+    let voters = data.voters();
+    let sm = data.meta.state_machine();
+    let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
+    let mut pass = CopiesPass::default();
+    for ino in 1..next {
+        let Some(layout) = sm.inode(ino)?.and_then(|i| i.layout) else {
+            continue;
+        };
+        if layout.nodes.iter().all(|n| voters.contains(n)) {
+            continue;
+        }
+        match data.restore_file(engine, ino, &layout, &voters, &mut pass) {
+            Ok(true) => {}
+            Ok(false) => pass.degraded += 1,
+            // Removed or changed meanwhile: the next pass sees what it is now.
+            Err(Error::Stale) => {}
+            Err(e) => {
+                tracing::warn!(ino, error = %e, "could not restore a lost copy; trying again later");
+                pass.failed += 1;
+            }
+        }
+    }
+    Ok(pass)
 }

@@ -40,7 +40,7 @@
 pub mod data;
 pub mod wire;
 
-pub use self::data::ClusterData;
+pub use self::data::{ClusterData, CopiesPass};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,11 +80,16 @@ pub trait Writer: Store {
     /// Drops what was cached, re-reads the counters, changes the write verifier; `before`
     /// runs once that is done, before any call can use the engine again.
     fn resume(&self, before: &mut dyn FnMut()) -> Result<()>;
+    /// One pass of the rebuild of copies lost with nodes that left ([`data::restore_copies`]).
+    fn restore_copies(&self) -> Result<CopiesPass>;
 }
 
-impl<M: MetaStore, D: DataStore> Writer for Engine<M, D> {
+impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
     fn resume(&self, before: &mut dyn FnMut()) -> Result<()> {
         Engine::resume(self, before)
+    }
+    fn restore_copies(&self) -> Result<CopiesPass> {
+        data::restore_copies(self)
     }
 }
 
@@ -139,6 +144,17 @@ pub struct ClusterStore<E> {
     replayed: AtomicU64,
     /// When this process started (ns since 1970): the boot id data answers carry.
     boot: u64,
+    /// The rebuild of lost copies, while this node writes: copies made and their bytes, and
+    /// what the last pass left degraded or failed.
+    copies: Mutex<CopiesTotals>,
+}
+
+#[derive(Default)]
+struct CopiesTotals {
+    restored: u64,
+    bytes: u64,
+    last: CopiesPass,
+    passes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,6 +176,7 @@ impl<E: Writer> ClusterStore<E> {
         let boot = unix_nanos();
         let store = Arc::new(ClusterStore {
             boot,
+            copies: Mutex::default(),
             node: meta.node(),
             meta: Arc::clone(&meta),
             engine: std::sync::OnceLock::new(),
@@ -181,6 +198,7 @@ impl<E: Writer> ClusterStore<E> {
         meta.serve_calls(Arc::downgrade(&handler));
         drop(handler);
         tokio::spawn(lead(Arc::downgrade(&store)));
+        tokio::spawn(rebuild(Arc::downgrade(&store)));
         // The root is the one FileId every front end needs before its first call.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -843,6 +861,53 @@ async fn lead<E: Writer>(store: Weak<ClusterStore<E>>) {
     }
 }
 
+/// How often the writing node looks for copies lost with nodes that left the cluster (only
+/// after the voters changed, or while the last pass left work).
+const REBUILD_EVERY: Duration = Duration::from_secs(2);
+
+/// Restores copies lost with nodes that left, while this node writes the metadata.
+async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
+    // The voters for which a pass found nothing left to do.
+    let mut clean_for: Option<Vec<u64>> = None;
+    loop {
+        tokio::time::sleep(REBUILD_EVERY).await;
+        let Some(s) = store.upgrade() else { return };
+        if s.local().is_none() {
+            clean_for = None;
+            continue;
+        }
+        let voters: Vec<u64> = {
+            let metrics = s.meta.raft().metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().voter_ids().collect()
+        };
+        if clean_for.as_ref() == Some(&voters) {
+            continue;
+        }
+        let task = Arc::clone(&s);
+        let pass =
+            tokio::task::spawn_blocking(move || task.local().map(|engine| engine.restore_copies()))
+                .await;
+        match pass {
+            Ok(Some(Ok(pass))) => {
+                if pass != CopiesPass::default() {
+                    tracing::info!(?pass, "rebuild pass");
+                }
+                if pass.is_clean() {
+                    clean_for = Some(voters);
+                }
+                let mut totals = lock(&s.copies);
+                totals.restored += pass.restored;
+                totals.bytes += pass.bytes;
+                totals.last = pass;
+                totals.passes += 1;
+            }
+            Ok(Some(Err(e))) => tracing::warn!(error = %e, "a rebuild pass failed"),
+            Ok(None) | Err(_) => {}
+        }
+    }
+}
+
 impl<E: Writer> ClusterStore<E> {
     /// Becomes the writer for `term`: applies everything committed before it (an entry of
     /// its own committed and applied: `RaftMeta::establish`), then builds or resumes the
@@ -1165,6 +1230,12 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("calls_replayed", self.replayed.load(Ordering::Relaxed)));
         // Every round a read barrier ran (reads within a lease need none).
         stats.push(("read_barrier_rounds", lock(&self.barrier).started));
+        let copies = lock(&self.copies);
+        stats.push(("copies_restored", copies.restored));
+        stats.push(("copies_restored_bytes", copies.bytes));
+        stats.push(("files_degraded", copies.last.degraded));
+        stats.push(("files_restore_failed", copies.last.failed));
+        stats.push(("rebuild_passes", copies.passes));
         stats
     }
 }
