@@ -22,6 +22,9 @@
 #    killed; a fourth node (`cluster.sh add 4`) joins as a voter (from a snapshot: the log is
 #    compacted by then) and serves every file and the cluster's export; `sluice cluster leave`
 #    on it takes it out of the log and stops it; the three go on.
+# 6. Rebuild: a fifth node joins, three files are written through it, it is killed with
+#    kill -9 and removed (`sluice cluster remove 5`): the leader makes the copies it held
+#    again on the other nodes (copies_restored, files_degraded 0) and the files read back.
 # Between 1 and 2, settings made through one node's admin API are every node's: a target
 # created through node 1 is listed by node 3, retiered through node 3 and seen so by node 1,
 # deleted through node 2 and gone on node 1; an export added through node 2 mounts on node 1.
@@ -312,6 +315,44 @@ m=$(members 1)
 cluster_record "node 4 leaves: out of the log, and it stops" $? "$(ms_since "$t") ms: $m"
 in_ns nfs-cp "$WORK/empty" "$(url 2 after-node-4-left)" >/dev/null 2>&1
 cluster_record "the three go on taking creates" $? ""
+
+# 6. Rebuild: a node holding copies is killed and removed; its copies are made again on the
+#    three others (replicas = 3), and the files read back whole.
+t=$(now_ns)
+"$CL" add 5 --dir "$CDIR" >/dev/null 2>"$WORK/add5.err"; rc=$?
+voters5=1
+for _ in $(seq 100); do
+  [ "$(members 1)" = "1:voter:up 2:voter:up 3:voter:up 5:voter:up" ] && { voters5=0; break; }
+  sleep 0.2
+done
+[ "$rc" = 0 ] && [ "$voters5" = 0 ]; cluster_record "node 5 joins as a voter" $? "$(ms_since "$t") ms: $(members 1)"
+rc=0
+for i in 1 2 3; do
+  head -c $((3 << 20)) /dev/urandom > "$WORK/r$i.bin"
+  in_ns nfs-cp "$WORK/r$i.bin" "$(url 5 "r$i.bin")" >/dev/null 2>&1 || rc=1
+done
+cluster_record "three 3 MiB files written through node 5 (four voters: two have a copy on it)" $rc ""
+NL=$(wait_leader) || NL=""
+before=$(log_metric "${NL:-1}" copies_restored)
+"$CL" kill 5 --dir "$CDIR" >/dev/null 2>&1
+t=$(now_ns)
+"$CL" sluice 1 cluster remove 5 --dir "$CDIR" >/dev/null 2>"$WORK/remove5.err"; rc=$?
+restored="" degraded=""
+for _ in $(seq 150); do
+  NL=$(leader)
+  if [ -n "$NL" ]; then
+    restored=$(log_metric "$NL" copies_restored); degraded=$(log_metric "$NL" files_degraded)
+    [ "$(members 1)" = "1:voter:up 2:voter:up 3:voter:up" ] && [ "${restored:-0}" -ge $(( ${before:-0} + 2 )) ] && [ "${degraded:-1}" = 0 ] && break
+  fi
+  sleep 0.2
+done
+[ "$rc" = 0 ] && [ "${restored:-0}" -ge $(( ${before:-0} + 2 )) ] && [ "${degraded:-1}" = 0 ]
+cluster_record "node 5 killed and removed: its copies are made again" $? "$(ms_since "$t") ms: restored ${before:-0} -> ${restored:-none}, degraded ${degraded:-none}, on node ${NL:-none}$([ "$rc" = 0 ] || echo "; remove: $(tail -2 "$WORK/remove5.err" | tr '\n' ' ')")"
+rc=0
+for i in 1 2 3; do
+  in_ns nfs-cp "$(url 2 "r$i.bin")" "$WORK/r$i.back" >/dev/null 2>&1 && cmp -s "$WORK/r$i.bin" "$WORK/r$i.back" || rc=1
+done
+cluster_record "... and the three files read back whole through node 2" $rc ""
 
 echo
 echo "=== cluster e2e summary (3 nodes, ${SIZE_MB} MiB, $NFILES files, $CLIENTS clients, $(ms_since "$T0") ms) ==="

@@ -867,8 +867,9 @@ const REBUILD_EVERY: Duration = Duration::from_secs(2);
 
 /// Restores copies lost with nodes that left, while this node writes the metadata.
 async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
-    // The voters for which a pass found nothing left to do.
-    let mut clean_for: Option<Vec<u64>> = None;
+    // The membership (by the log id of its entry: a set of voters can come back, as when a
+    // node joins and is removed between two looks) for which a pass left nothing to do.
+    let mut clean_for = None;
     loop {
         tokio::time::sleep(REBUILD_EVERY).await;
         let Some(s) = store.upgrade() else { return };
@@ -876,12 +877,8 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
             clean_for = None;
             continue;
         }
-        let voters: Vec<u64> = {
-            let metrics = s.meta.raft().metrics();
-            let m = metrics.borrow();
-            m.membership_config.membership().voter_ids().collect()
-        };
-        if clean_for.as_ref() == Some(&voters) {
+        let membership = Some(*s.meta.raft().metrics().borrow().membership_config.log_id());
+        if clean_for == membership {
             continue;
         }
         let task = Arc::clone(&s);
@@ -894,7 +891,7 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
                     tracing::info!(?pass, "rebuild pass");
                 }
                 if pass.is_clean() {
-                    clean_for = Some(voters);
+                    clean_for = membership;
                 }
                 let mut totals = lock(&s.copies);
                 totals.restored += pass.restored;
