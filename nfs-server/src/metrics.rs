@@ -278,7 +278,8 @@ impl Metrics {
              copies lost with nodes that left: copies_restored and copies_restored_bytes, \
              files_degraded (after the last pass: files with a copy on a departed node and no \
              free voter to take it), files_restore_failed (the last pass could not copy them; \
-             retried) and rebuild_passes",
+             retried), rebuild_passes, and copies_repaired (ranges of a copy that failed a read, \
+             written again from a good copy)",
             store.clone(),
         );
 

@@ -131,3 +131,52 @@ fn a_copy_s_node_killed_between_unstable_writes_and_commit_changes_the_verifier_
         assert!(back == payload, "node {} reads the file back", k + 1);
     }
 }
+
+#[test]
+fn a_bad_block_in_one_copy_is_read_from_another_and_written_again() {
+    let (_keys, nodes) = three_nodes();
+    let l = leader(&nodes);
+    let (mut c, root) = nodes[l].mounted("/");
+    let fh = patiently(|| c.create(&root, "dataset")).expect("create");
+    let payload: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_246_822_519).rotate_left(7) >> 11) as u8)
+        .collect();
+    for (i, piece) in payload.chunks(PIECE).enumerate() {
+        patiently(|| c.write(&fh, (i * PIECE) as u64, piece, StableHow::FileSync)).expect("write");
+    }
+
+    // Flip a byte of the block at 256 KiB in the leader's own copy (its device file): the
+    // leader reads its own copy first.
+    let device = nodes[l].data_dir().join("nvme/dev0");
+    let disk = std::fs::read(&device).expect("read the device file");
+    let block = &payload[256 << 10..(256 << 10) + 4096];
+    let at = (0..disk.len() / 4096)
+        .map(|b| b * 4096)
+        .find(|&at| &disk[at..at + 4096] == block)
+        .expect("the block is on the leader's device");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&device)
+        .expect("open the device file");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[disk[at + 100] ^ 0xff], (at + 100) as u64)
+        .expect("corrupt one byte");
+    drop(disk);
+
+    // The read is whole (from another copy), and the bad range is written again.
+    let back = patiently(|| c.read_all(&fh)).expect("read");
+    assert!(back == payload, "the read returns the right bytes");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !nodes[l].log().contains("repaired a copy from another") {
+        assert!(Instant::now() < deadline, "no repair:\n{}", nodes[l].log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failed = nodes[l].log().matches("checksum mismatch").count();
+    assert!(failed >= 1);
+    let back = patiently(|| c.read_all(&fh)).expect("read");
+    assert!(back == payload);
+    assert_eq!(
+        nodes[l].log().matches("checksum mismatch").count(),
+        failed,
+        "the repaired copy reads clean"
+    );
+}

@@ -46,6 +46,10 @@ use crate::metalog::RaftMeta;
 const HOLDERS_CACHED_MAX: usize = 1 << 16;
 /// What a rebuild copies under one hold of a file's data.
 const COPY_PIECE: u64 = 1 << 20;
+/// Repairs are written in whole pieces of this size (a multiple of every store's block).
+const REPAIR_ALIGN: u64 = 64 * 1024;
+/// Repairs waiting at most; more wait for a scrub.
+const REPAIRS_QUEUED_MAX: usize = 4096;
 
 /// See the module docs.
 pub struct ClusterData<D> {
@@ -66,6 +70,17 @@ pub struct ClusterData<D> {
     /// Files being copied to a new node by the rebuild: that node takes every change too,
     /// but serves no read until the layout names it.
     filling: Mutex<HashMap<u64, u64>>,
+    /// Bytes a copy failed to read (a bad block), to write again there from a good copy.
+    repairs: Mutex<Vec<Repair>>,
+}
+
+/// See [`ClusterData::repair`].
+#[derive(Clone, Copy, Debug)]
+struct Repair {
+    ino: u64,
+    offset: u64,
+    len: u64,
+    node: u64,
 }
 
 /// What one pass of [`restore_copies`] found and did.
@@ -78,6 +93,8 @@ pub struct CopiesPass {
     pub degraded: u64,
     /// Files whose copy failed (a node unreachable, a read error): tried again next pass.
     pub failed: u64,
+    /// Ranges of a copy that failed a read (a bad block) written again from a good copy.
+    pub repaired: u64,
 }
 
 impl CopiesPass {
@@ -104,6 +121,7 @@ impl<D: DataStore> ClusterData<D> {
             losses: AtomicU64::new(0),
             turn: AtomicU64::new(0),
             filling: Mutex::new(HashMap::new()),
+            repairs: Mutex::new(Vec::new()),
         }
     }
 
@@ -371,15 +389,18 @@ impl<D: DataStore> ClusterData<D> {
     }
 
     /// Reads from the first copy that answers (see [`ClusterData::read_order`]).
+    /// `len` bytes at `offset` are a data read (not a residency call): a copy that failed
+    /// with an I/O error (a bad block) is queued for repair when another copy answered.
     fn read_any<T>(
         &self,
         ino: u64,
-        offset: u64,
+        (offset, len): (u64, u64),
         here: impl Fn(&D) -> Result<T>,
         call: Call,
         answer: impl Fn(Answer) -> Result<T>,
     ) -> Result<T> {
         let mut last = Error::Unavailable;
+        let mut bad = Vec::new();
         for node in self.read_order(ino, offset)? {
             let r = if node == self.node {
                 here(&self.local)
@@ -387,14 +408,104 @@ impl<D: DataStore> ClusterData<D> {
                 self.call_blocking(node, &call).and_then(&answer)
             };
             match r {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.queue_repairs(ino, offset, len, bad);
+                    return Ok(v);
+                }
                 Err(e) => {
                     tracing::debug!(ino, node, error = %e, "a copy could not be read; trying the next");
+                    if matches!(e, Error::Io(_)) {
+                        bad.push(node);
+                    }
                     last = e;
                 }
             }
         }
         Err(last)
+    }
+
+    fn queue_repairs(&self, ino: u64, offset: u64, len: u64, bad: Vec<u64>) {
+        if bad.is_empty() || len == 0 {
+            return;
+        }
+        let mut repairs = lock(&self.repairs);
+        for node in bad {
+            if repairs.len() >= REPAIRS_QUEUED_MAX {
+                tracing::warn!(
+                    ino,
+                    node,
+                    "too many repairs queued: this one waits for a scrub"
+                );
+                return;
+            }
+            tracing::warn!(
+                ino,
+                node,
+                offset,
+                len,
+                "a copy failed a read; read from another copy, repair queued"
+            );
+            repairs.push(Repair {
+                ino,
+                offset,
+                len,
+                node,
+            });
+        }
+    }
+
+    /// Writes the bytes of `r` again on its node from another copy, with the file's data held
+    /// still, in whole aligned blocks (a partial block would be read, and fail, first).
+    fn repair<M: MetaStore>(&self, engine: &Engine<M, Self>, r: &Repair) -> Result<()> {
+        engine.with_data_held(r.ino, |inode| {
+            let align = |v: u64| v.div_ceil(REPAIR_ALIGN) * REPAIR_ALIGN;
+            let start = r.offset / REPAIR_ALIGN * REPAIR_ALIGN;
+            let end = align(r.offset.saturating_add(r.len)).min(align(inode.size));
+            if start >= end {
+                return Ok(());
+            }
+            let len = (end - start) as usize;
+            let call = Call::DataRead {
+                ino: r.ino,
+                offset: start,
+                len: len32(len)?,
+            };
+            let mut good = None;
+            for node in self.read_order(r.ino, start)? {
+                if node == r.node {
+                    continue;
+                }
+                let got = if node == self.node {
+                    self.local.read(r.ino, start, len)
+                } else {
+                    self.call_blocking(node, &call).and_then(Self::data)
+                };
+                if let Ok(data) = got {
+                    good = Some(data);
+                    break;
+                }
+            }
+            let data = good.ok_or(Error::Unavailable)?;
+            if r.node == self.node {
+                self.local.write_at(r.ino, start, &data)?;
+                self.local.sync(r.ino)
+            } else {
+                self.done(
+                    r.node,
+                    &Call::DataWrite {
+                        ino: r.ino,
+                        offset: start,
+                        data,
+                    },
+                )?;
+                self.done(r.node, &Call::DataSync(r.ino))
+            }
+        })
+    }
+
+    /// Whether reads queued repairs.
+    pub fn repairs_pending(&self) -> bool {
+        !lock(&self.repairs).is_empty()
     }
 
     fn data(answer: Answer) -> Result<Bytes> {
@@ -441,7 +552,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         let len = len32(buf.len())?;
         let data = self.read_any(
             ino,
-            offset,
+            (offset, u64::from(len)),
             |d| d.read(ino, offset, len as usize),
             Call::DataRead { ino, offset, len },
             Self::data,
@@ -456,6 +567,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         let order = self.read_order(ino, offset)?;
         let len32 = len32(len)?;
         let mut last = Error::Unavailable;
+        let mut bad = Vec::new();
         for node in order {
             let r = if node == self.node {
                 self.local.read_async(ino, offset, len).await
@@ -471,8 +583,16 @@ impl<D: DataStore> DataStore for ClusterData<D> {
                 }
             };
             match r {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
+                Ok(v) => {
+                    self.queue_repairs(ino, offset, len as u64, bad);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    if matches!(e, Error::Io(_)) {
+                        bad.push(node);
+                    }
+                    last = e;
+                }
             }
         }
         Err(last)
@@ -498,7 +618,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         }
         self.read_any(
             ino,
-            offset,
+            (offset, len as u64),
             |d| d.read(ino, offset, len),
             Call::DataRead {
                 ino,
@@ -542,7 +662,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
         self.read_any(
             ino,
-            0,
+            (0, 0),
             |d| d.residency(ino, size),
             Call::DataResidency { ino, size },
             |answer| match answer {
@@ -553,17 +673,41 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     }
 }
 
-/// One pass of the rebuild, run by the writing engine's node: every regular file whose layout
-/// names a node that is no longer a voter gets a new copy on a voter its layout does not name
-/// yet (see `ClusterData::restore_file`). Reads the applied metadata inode by inode.
+/// One pass of the rebuild, run by the writing engine's node: first the repairs reads queued
+/// (see `ClusterData::repair`); then, with `scan`, every regular file whose layout names a
+/// node that is no longer a voter gets a new copy on a voter its layout does not name yet
+/// (see `ClusterData::restore_file`), reading the applied metadata inode by inode.
 pub fn restore_copies<M: MetaStore, D: DataStore>(
     engine: &Engine<M, ClusterData<D>>,
+    scan: bool,
 ) -> Result<CopiesPass> {
     let data = engine.data();
+    let mut pass = CopiesPass::default();
+    let repairs = std::mem::take(&mut *lock(&data.repairs));
+    for r in &repairs {
+        match data.repair(engine, r) {
+            Ok(()) => {
+                tracing::info!(
+                    ino = r.ino,
+                    node = r.node,
+                    offset = r.offset,
+                    len = r.len,
+                    "repaired a copy from another"
+                );
+                pass.repaired += 1;
+            }
+            Err(Error::Stale) => {}
+            Err(e) => {
+                tracing::warn!(ino = r.ino, node = r.node, error = %e, "could not repair a copy")
+            }
+        }
+    }
+    if !scan {
+        return Ok(pass);
+    }
     let voters = data.voters();
     let sm = data.meta.state_machine();
     let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
-    let mut pass = CopiesPass::default();
     for ino in 1..next {
         let Some(layout) = sm.inode(ino)?.and_then(|i| i.layout) else {
             continue;

@@ -80,16 +80,22 @@ pub trait Writer: Store {
     /// Drops what was cached, re-reads the counters, changes the write verifier; `before`
     /// runs once that is done, before any call can use the engine again.
     fn resume(&self, before: &mut dyn FnMut()) -> Result<()>;
-    /// One pass of the rebuild of copies lost with nodes that left ([`data::restore_copies`]).
-    fn restore_copies(&self) -> Result<CopiesPass>;
+    /// One pass of the rebuild of copies lost with nodes that left, and of copies a read
+    /// found bad ([`data::restore_copies`]; `scan`: look for lost copies too).
+    fn restore_copies(&self, scan: bool) -> Result<CopiesPass>;
+    /// Whether reads queued repairs.
+    fn repairs_pending(&self) -> bool;
 }
 
 impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
     fn resume(&self, before: &mut dyn FnMut()) -> Result<()> {
         Engine::resume(self, before)
     }
-    fn restore_copies(&self) -> Result<CopiesPass> {
-        data::restore_copies(self)
+    fn restore_copies(&self, scan: bool) -> Result<CopiesPass> {
+        data::restore_copies(self, scan)
+    }
+    fn repairs_pending(&self) -> bool {
+        self.data().repairs_pending()
     }
 }
 
@@ -151,6 +157,7 @@ pub struct ClusterStore<E> {
 
 #[derive(Default)]
 struct CopiesTotals {
+    repaired: u64,
     restored: u64,
     bytes: u64,
     last: CopiesPass,
@@ -878,26 +885,31 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
             continue;
         }
         let membership = Some(*s.meta.raft().metrics().borrow().membership_config.log_id());
-        if clean_for == membership {
+        let scan = clean_for != membership;
+        if !scan && !s.local().is_some_and(|e| e.repairs_pending()) {
             continue;
         }
         let task = Arc::clone(&s);
-        let pass =
-            tokio::task::spawn_blocking(move || task.local().map(|engine| engine.restore_copies()))
-                .await;
+        let pass = tokio::task::spawn_blocking(move || {
+            task.local().map(|engine| engine.restore_copies(scan))
+        })
+        .await;
         match pass {
             Ok(Some(Ok(pass))) => {
                 if pass != CopiesPass::default() {
                     tracing::info!(?pass, "rebuild pass");
                 }
-                if pass.is_clean() {
+                if scan && pass.is_clean() {
                     clean_for = membership;
                 }
                 let mut totals = lock(&s.copies);
+                totals.repaired += pass.repaired;
                 totals.restored += pass.restored;
                 totals.bytes += pass.bytes;
-                totals.last = pass;
-                totals.passes += 1;
+                if scan {
+                    totals.last = pass;
+                    totals.passes += 1;
+                }
             }
             Ok(Some(Err(e))) => tracing::warn!(error = %e, "a rebuild pass failed"),
             Ok(None) | Err(_) => {}
@@ -1233,6 +1245,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("files_degraded", copies.last.degraded));
         stats.push(("files_restore_failed", copies.last.failed));
         stats.push(("rebuild_passes", copies.passes));
+        stats.push(("copies_repaired", copies.repaired));
         stats
     }
 }
