@@ -5,6 +5,7 @@
 #   deploy/local/cluster.sh up [--nodes N] [--netns NS] [--bin PATH] [--dir DIR]
 #                              [--store local|nvme] [--membership etcd|static]
 #                              [--snapshot-every N]   (cluster.log_snapshot_every)
+#                              [--replicas N]   (cluster.replicas: copies of new files, 1-3)
 #   deploy/local/cluster.sh down [--dir DIR]
 #   deploy/local/cluster.sh status [--dir DIR]        one line per node, with its role
 #   deploy/local/cluster.sh kill ID [--dir DIR]       kill -9 node ID
@@ -39,6 +40,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local MEMBERSHIP=etcd SNAPSHOT_EVERY=50000
+REPLICAS=3
 cmd=${1:-}; shift || true
 ARG=""
 case "$cmd" in kill|kill-etcd|start|add|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --store) STORE=$2; shift 2;;
     --membership) MEMBERSHIP=$2; shift 2;;
     --snapshot-every) SNAPSHOT_EVERY=$2; shift 2;;
+    --replicas) REPLICAS=$2; shift 2;;
     -h|--help) sed -n "2,39p" "$0"; exit 0;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2;;
   esac
@@ -65,7 +68,7 @@ log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 STATE=$DIR/cluster.state
 # state lines: "bridge_ns NAME made|joined", "bridge NAME", "prefix P", "bin PATH",
-# "membership etcd|static", "store KIND", "snapshot_every N", "etcd I NETNS ADDR",
+# "membership etcd|static", "store KIND", "snapshot_every N", "replicas N", "etcd I NETNS ADDR",
 # "node ID NETNS ADDR"
 state() { awk -v k="$1" '$1==k {print $2; exit}' "$STATE"; }
 # alive PID: some thread of the process has not exited yet (after kill -9 the main thread
@@ -129,8 +132,8 @@ up() {
     prefix=$(ip -n "$NS" -o -4 addr show dev "$bridge" | awk '{print $4}' | cut -d/ -f1 | cut -d. -f1-3)
     [ -n "$prefix" ] || die "bridge $bridge in $NS has no IPv4 address"
   fi
-  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\nsnapshot_every %s\n' \
-    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" "$SNAPSHOT_EVERY" > "$STATE"
+  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\nsnapshot_every %s\nreplicas %s\n' \
+    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" "$SNAPSHOT_EVERY" "$REPLICAS" > "$STATE"
   # One key for the cluster: it signs file handles and the nodes' frames.
   head -c 16 /dev/urandom > "$DIR/cluster.key"
   local id
@@ -235,6 +238,7 @@ id = "local-cluster"
 node_id = $id
 metadata = "log"
 log_snapshot_every = $(state snapshot_every)
+replicas = $(r=$(state replicas); echo "${r:-3}")
 $membership
 
 [[export]]

@@ -2,24 +2,27 @@
 //! (append entries, vote, snapshot chunks) and the answers, authenticated with the cluster key.
 //!
 //! ```text
-//! frame = magic "SLRF" | version:u8 (1) | kind:u8 | len:u32 | body[len] | mac[32]
-//! mac   = HMAC-SHA256(cluster key, magic .. body)
+//! frame = magic "SLRF" | version:u8 (2) | kind:u8 | len:u32 | body[len] | mac[32]
+//! mac   = BLAKE3-keyed(derive_key(MAC_CONTEXT, cluster key), magic .. body)
 //! ```
+//! Version 1 used HMAC-SHA256, which took nearly half of every node's CPU when file data
+//! flows between nodes (each copy of a write is signed once and checked once); BLAKE3 in
+//! keyed mode is a MAC of the same strength at several times the speed.
 //! The length is checked against [`FRAME_BODY_MAX`] before anything is allocated, and the MAC
 //! before the body is parsed: a node without the key, or a damaged frame, is refused whole.
 //! Bodies: append entries carry a small JSON header and the entries in the log's own binary
 //! form ([`super::log::encode_entry`]), so file-system data is never JSON; snapshot chunks carry
 //! their bytes raw; votes and every answer are JSON.
 
-use hmac::{Hmac, Mac};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{LogId, SnapshotMeta, Vote};
-use sha2::Sha256;
 
 use super::TypeConfig;
 
 pub const MAGIC: &[u8; 4] = b"SLRF";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The BLAKE3 key-derivation context of the frame MAC key.
+const MAC_CONTEXT: &str = "sluice 2026-12-06 inter-node frame mac";
 /// The largest body: the biggest append (see `openraft::Config::max_payload_entries`) or
 /// snapshot chunk must fit.
 pub const FRAME_BODY_MAX: usize = 64 << 20;
@@ -51,21 +54,17 @@ impl Kind {
     }
 }
 
-/// The shared secret every node of a cluster holds.
+/// The shared secret every node of a cluster holds (kept as the MAC key derived from it).
 #[derive(Clone)]
-pub struct ClusterKey(Vec<u8>);
+pub struct ClusterKey([u8; 32]);
 
 impl ClusterKey {
     pub fn new(bytes: &[u8]) -> ClusterKey {
-        ClusterKey(bytes.to_vec())
+        ClusterKey(blake3::derive_key(MAC_CONTEXT, bytes))
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes a key of any length.
-        match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts keys of every length"),
-        }
+    fn mac(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.0)
     }
 }
 
@@ -79,7 +78,7 @@ pub fn encode_frame(key: &ClusterKey, kind: Kind, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     let mut mac = key.mac();
     mac.update(&out);
-    out.extend_from_slice(&mac.finalize().into_bytes());
+    out.extend_from_slice(mac.finalize().as_bytes());
     out
 }
 
@@ -102,7 +101,7 @@ pub fn encode_frame_parts(
     let mut mac = key.mac();
     mac.update(&out);
     mac.update(data);
-    (out, mac.finalize().into_bytes().into())
+    (out, *mac.finalize().as_bytes())
 }
 
 /// A frame's header, read before its body.
@@ -150,8 +149,13 @@ pub fn verify<'a>(
     let mut mac = key.mac();
     mac.update(header);
     mac.update(body);
-    mac.verify_slice(tag)
-        .map_err(|_| "frame MAC does not match: wrong cluster key or damaged frame".to_string())?;
+    let tag: [u8; MAC_LEN] = tag
+        .try_into()
+        .map_err(|_| "frame MAC of the wrong length")?;
+    // `blake3::Hash` compares in constant time.
+    if mac.finalize() != blake3::Hash::from_bytes(tag) {
+        return Err("frame MAC does not match: wrong cluster key or damaged frame".to_string());
+    }
     Ok(body)
 }
 
@@ -355,7 +359,7 @@ mod tests {
             decode_header(&h)
         };
         assert!(header(&|h| h[0] = b'X').is_err());
-        assert!(header(&|h| h[4] = 2).is_err());
+        assert!(header(&|h| h[4] = 1).is_err());
         assert!(header(&|h| h[5] = 9).is_err());
         assert!(header(&|h| h[6..10].copy_from_slice(&u32::MAX.to_le_bytes())).is_err());
         assert!(header(&|_| {}).is_ok());
