@@ -67,9 +67,16 @@ pub async fn read_frame(
     let mut header = [0u8; rpc::HEADER_BYTES];
     r.read_exact(&mut header).await?;
     let h = rpc::decode_header(&header).map_err(io::Error::other)?;
-    // Bounded by FRAME_BODY_MAX in decode_header.
-    let mut rest = vec![0u8; rpc::rest_len(&h)];
-    r.read_exact(&mut rest).await?;
+    // Bounded by FRAME_BODY_MAX in decode_header. Read into spare capacity rather than zero
+    // a MiB of file data first only to overwrite it.
+    let len = rpc::rest_len(&h);
+    let mut rest = Vec::with_capacity(len);
+    while rest.len() < len {
+        let left = (len - rest.len()) as u64;
+        if (&mut *r).take(left).read_buf(&mut rest).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     rpc::verify(key, &header, &rest).map_err(io::Error::other)?;
     // The body is what precedes the MAC: keep the buffer rather than copy it out.
     rest.truncate(h.len);
