@@ -1378,6 +1378,22 @@ pub fn render_status(s: &Value) -> String {
                 text(&log["entries_proposed"])
             ),
         ));
+        if log["is_leader"].as_u64() == Some(1) && log.get("rebuild_passes").is_some() {
+            fields.push((
+                "data copies",
+                format!(
+                    "{} files degraded, {} failing to copy (last pass); {} copies made again ({}), {} ranges repaired",
+                    text(&log["files_degraded"]),
+                    text(&log["files_restore_failed"]),
+                    text(&log["copies_restored"]),
+                    log["copies_restored_bytes"]
+                        .as_u64()
+                        .map(human_bytes)
+                        .unwrap_or_else(|| "-".into()),
+                    text(&log["copies_repaired"])
+                ),
+            ));
+        }
     }
     let mut out = render_fields(&fields);
     out.push('\n');
@@ -1503,6 +1519,27 @@ mod tests {
             out.contains(
                 "3 voters, term 2, leader node 1 (slowest follower 4 behind), applied 57 \
                  (lag 0), 120 batches in 40 entries"
+            ),
+            "{out}"
+        );
+        assert!(
+            !out.contains("data copies"),
+            "a follower's figures say nothing: {out}"
+        );
+    }
+
+    #[test]
+    fn status_on_the_writing_node_shows_the_state_of_the_data_copies() {
+        let s = json!({"cluster": {"metadata_log": {
+            "voters": 3, "is_leader": 1, "rebuild_passes": 4, "files_degraded": 2,
+            "files_restore_failed": 1, "copies_restored": 5, "copies_restored_bytes": 3_000_000,
+            "copies_repaired": 7,
+        }}, "targets": []});
+        let out = render_status(&s);
+        assert!(
+            out.contains(
+                "2 files degraded, 1 failing to copy (last pass); 5 copies made again (3.0 MB), \
+                 7 ranges repaired"
             ),
             "{out}"
         );
