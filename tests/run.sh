@@ -54,7 +54,7 @@ tests/e2e/terraform.sh
 step "libnfs userspace clients (one node, and a three-node cluster), kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 
-step "a three-node cluster with the kernel client: VM 1 writes 1000 files and 256 MiB through node 1, VM 2 reads them through node 3 (vers=3 and 4.1)"
+step "a three-node cluster with the kernel client: VM 1 writes 1000 files and 256 MiB through node 1, VM 2 reads them through node 3 (vers=3 and 4.1), and the big file again after node 1 is killed"
 tests/e2e/kclient-cluster.sh
 
 step "bandwidth tiers: the kernel client (a 20 MB/s mount target), then fio-nfs from two hosts (cap, fairness, live change)"

@@ -3,7 +3,8 @@
 # joins the kernel-client bridge (deploy/local/cluster.sh up --netns kc: nodes at
 # 10.77.0.101-103). For each of vers=3 and vers=4.1, one VM mounts node 1 and writes FILES
 # small files and a SIZE MiB file with their sha256 sums; a second VM mounts node 3 and checks
-# every file against those sums.
+# every file against those sums. Then node 1 is killed with kill -9 and a VM reads the big
+# file back through node 3 from the other copies.
 #
 #   tests/e2e/kclient-cluster.sh [--bin PATH] [--size-mb N] [--files N] [--vers "3 4.1"] [--keep]
 #
@@ -72,6 +73,24 @@ for v in $VERSIONS; do
   cluster_record "vers=$v: VM 2 reads them back through node 3" $rc "$(grep -o 'files=[0-9]*' "$WORK/read-$d.out" | tail -1), sha256 of all $((NFILES + 1)), $(ms_since "$t") ms"
   [ "$rc" = 0 ] || tail -20 "$WORK/read-$d.out" >&2
 done
+
+# Node 1, through which VM 1 wrote (it made the files, so it holds their first copy, and it
+# led the metadata log), is killed with kill -9: a VM reads the big file back whole through
+# node 3, from the other copies (cluster.replicas = 3), once a new leader took over.
+first=${VERSIONS%% *}
+d="v${first/./}"
+"$CL" kill 1 --dir "$CDIR" >/dev/null 2>&1
+t=$(now_ns)
+# shellcheck disable=SC2046
+"$KCLIENT" run --vers "$first" --server 10.77.0.103 $(opts_for "$first") -- "
+  set -e
+  cd /mnt/$d
+  grep ' big\$' sums | sha256sum -c -s && echo verified=yes
+" > "$WORK/after-kill.out" 2>&1
+rc=$?
+grep -q 'verified=yes' "$WORK/after-kill.out" || rc=1
+cluster_record "node 1 killed: VM 2 reads the big file back through node 3 (vers=$first)" $rc "sha256 of ${SIZE_MB} MiB, $(ms_since "$t") ms"
+[ "$rc" = 0 ] || tail -20 "$WORK/after-kill.out" >&2
 
 echo
 echo "=== kernel client against a 3-node cluster ($SIZE_MB MiB, $NFILES files, vers $VERSIONS, $(ms_since "$T0") ms) ==="
