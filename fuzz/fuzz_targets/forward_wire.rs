@@ -7,12 +7,12 @@ use ha::forward::wire;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
-    if let Ok((request, call)) = wire::decode_shipped(body.clone()) {
-        let (mut again, tail) = wire::encode_shipped(&call, request);
+    if let Ok((envelope, call)) = wire::decode_shipped(body.clone()) {
+        let (mut again, tail) = wire::encode_shipped(&call, envelope);
         again.extend_from_slice(tail.as_deref().unwrap_or_default());
         assert_eq!(
             wire::decode_shipped(Bytes::from(again)).ok(),
-            Some((request, call))
+            Some((envelope, call))
         );
     }
     if let Ok((verifier, answer)) = wire::decode_answer(body) {

@@ -695,3 +695,33 @@ async fn a_copy_lost_with_a_node_that_left_is_made_again_on_the_free_voter_while
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_call_from_the_writer_of_an_older_term_is_refused() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let l = leader(&nodes).expect("a leader");
+    let term = nodes[l].0.leading().expect("leads");
+    let peers = Peers::new(Arc::clone(&nodes[l].0));
+    let write = || Call::DataWrite {
+        ino: 999_999,
+        offset: 0,
+        data: Bytes::from_static(b"x"),
+    };
+    let (a, b) = ((l + 1) % 3, (l + 2) % 3);
+    let addr = peers.addr_of(nodes[a].0.node()).unwrap();
+    // The writer's term is taken; so is a newer one, which the node remembers ...
+    for t in [term, term + 1] {
+        let (_, answer) = peers.call_in_term(&addr, &write(), t).await.unwrap();
+        assert_eq!(answer, Answer::Done, "term {t}");
+    }
+    // ... and from then on the older one is refused.
+    let (_, answer) = peers.call_in_term(&addr, &write(), term).await.unwrap();
+    assert_eq!(answer, Answer::Failed(Error::Fenced));
+    // A term older than the node's own log is refused without any data call before it.
+    let addr = peers.addr_of(nodes[b].0.node()).unwrap();
+    let (_, answer) = peers.call_in_term(&addr, &write(), term - 1).await.unwrap();
+    assert_eq!(answer, Answer::Failed(Error::Fenced));
+    let stats: BTreeMap<_, _> = nodes[a].1.stats().into_iter().collect();
+    assert_eq!(stats["data_calls_fenced"], 1, "{stats:?}");
+}

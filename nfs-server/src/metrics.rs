@@ -278,8 +278,9 @@ impl Metrics {
              copies lost with nodes that left: copies_restored and copies_restored_bytes, \
              files_degraded (after the last pass: files with a copy on a departed node and no \
              free voter to take it), files_restore_failed (the last pass could not copy them; \
-             retried), rebuild_passes, and copies_repaired (ranges of a copy that failed a read, \
-             written again from a good copy)",
+             retried), rebuild_passes, copies_repaired (ranges of a copy that failed a read, \
+             written again from a good copy), and data_calls_fenced (data calls this node \
+             refused because their writer's term was older than one it had seen)",
             store.clone(),
         );
 

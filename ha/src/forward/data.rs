@@ -26,8 +26,9 @@
 //!   (starting at a different one per MiB, to spread the load); a copy that fails (its node
 //!   down, a bad block) is passed over for the next.
 //!
-//! Data calls carry no fencing epoch yet: the mount-target issue makes the holder refuse a
-//! writer older than the one it has seen.
+//! * **Fencing**: every data call carries the term this node's engine writes in; a node
+//!   refuses one older than the newest term it has seen (in a data call or in its own log),
+//!   so a leader that lost its term cannot change a copy after its successor did.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,6 +162,12 @@ impl<D: DataStore> ClusterData<D> {
     /// rebuild is copying it.
     fn only_here(&self, ino: u64) -> Result<bool> {
         Ok(*self.holders(ino)? == [self.node] && !lock(&self.filling).contains_key(&ino))
+    }
+
+    /// The term this node's engine writes in, which every data call carries: `Unavailable`
+    /// once this node no longer leads (its client retries and reaches the new leader).
+    fn term(&self) -> Result<u64> {
+        self.meta.leading().ok_or(Error::Unavailable)
     }
 
     /// The voters of the metadata log: the nodes copies may be placed on.
@@ -306,7 +313,7 @@ impl<D: DataStore> ClusterData<D> {
             tracing::warn!(node, "a copy's node is not a member of the cluster");
             return Err(Error::Unavailable);
         };
-        let (boot, answer) = self.peers.call(&addr, call).await?;
+        let (boot, answer) = self.peers.call_in_term(&addr, call, self.term()?).await?;
         self.saw(node, boot);
         match answer {
             Answer::Failed(e) => Err(e),
@@ -353,13 +360,14 @@ impl<D: DataStore> ClusterData<D> {
             return Err(Error::Unavailable);
         }
         let call = Arc::new(call);
+        let term = if remote.is_empty() { 0 } else { self.term()? };
         let tasks: Vec<_> = remote
             .into_iter()
             .map(|node| {
                 let (peers, call) = (Arc::clone(&self.peers), Arc::clone(&call));
                 let task = self.runtime.spawn(async move {
                     let addr = peers.addr_of(node).ok_or(Error::Unavailable)?;
-                    peers.call(&addr, &call).await
+                    peers.call_in_term(&addr, &call, term).await
                 });
                 (node, task)
             })

@@ -150,6 +150,9 @@ pub struct ClusterStore<E> {
     replayed: AtomicU64,
     /// When this process started (ns since 1970): the boot id data answers carry.
     boot: u64,
+    /// The newest writer term seen in a data call, and data calls refused as older.
+    data_epoch: AtomicU64,
+    fenced: AtomicU64,
     /// The rebuild of lost copies, while this node writes: copies made and their bytes, and
     /// what the last pass left degraded or failed.
     copies: Mutex<CopiesTotals>,
@@ -183,6 +186,8 @@ impl<E: Writer> ClusterStore<E> {
         let boot = unix_nanos();
         let store = Arc::new(ClusterStore {
             boot,
+            data_epoch: AtomicU64::new(0),
+            fenced: AtomicU64::new(0),
             copies: Mutex::default(),
             node: meta.node(),
             meta: Arc::clone(&meta),
@@ -561,13 +566,41 @@ impl Peers {
         call: &Call,
         request: Option<RequestId>,
     ) -> Result<([u8; 8], Answer)> {
+        let envelope = wire::Envelope {
+            request,
+            epoch: None,
+        };
+        self.call_with(addr, call, envelope).await
+    }
+
+    /// [`Peers::call`] of a data call sent by the writing engine of `term`: the node refuses
+    /// it (`Fenced`) once it has seen a newer term.
+    pub async fn call_in_term(
+        &self,
+        addr: &str,
+        call: &Call,
+        term: u64,
+    ) -> Result<([u8; 8], Answer)> {
+        let envelope = wire::Envelope {
+            request: None,
+            epoch: Some(term),
+        };
+        self.call_with(addr, call, envelope).await
+    }
+
+    async fn call_with(
+        &self,
+        addr: &str,
+        call: &Call,
+        envelope: wire::Envelope,
+    ) -> Result<([u8; 8], Answer)> {
         let timeout = if call.is_data() {
             DATA_CALL_TIMEOUT
         } else {
             SHIP_TIMEOUT
         };
         let key = self.meta.key().ok_or(Error::Unavailable)?;
-        let (body, data) = wire::encode_shipped(call, request);
+        let (body, data) = wire::encode_shipped(call, envelope);
         let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -809,15 +842,16 @@ impl<E: Writer> Calls for ClusterStore<E> {
                     self.write_verifier(),
                     Answer::Failed(Error::Io(format!("a shipped call did not decode: {e}"))),
                 ),
-                Ok((_, call)) if call.is_data() => (
+                Ok((envelope, call)) if call.is_data() => (
                     self.boot.to_be_bytes(),
-                    match &self.held {
-                        Some(held) => serve_data(Arc::clone(held), call).await,
-                        None => Answer::Failed(Error::Unavailable),
+                    match (&self.held, self.fence(envelope.epoch)) {
+                        (_, Err(e)) => Answer::Failed(e),
+                        (Some(held), Ok(())) => serve_data(Arc::clone(held), call).await,
+                        (None, Ok(())) => Answer::Failed(Error::Unavailable),
                     },
                 ),
-                Ok((request, call)) => {
-                    let answer = self.answer_shipped(call, request).await;
+                Ok((envelope, call)) => {
+                    let answer = self.answer_shipped(call, envelope.request).await;
                     (self.write_verifier(), answer)
                 }
             };
@@ -827,6 +861,28 @@ impl<E: Writer> Calls for ClusterStore<E> {
 }
 
 impl<E: Writer> ClusterStore<E> {
+    /// Fencing of data calls: one sent by the writer of a term older than the newest term
+    /// this node has seen (in a data call, or in its own metadata log) is refused, so a
+    /// leader that lost its term cannot change a copy after its successor did.
+    fn fence(&self, epoch: Option<u64>) -> Result<()> {
+        let Some(term) = epoch else {
+            return Ok(());
+        };
+        let seen = self.data_epoch.fetch_max(term, Ordering::AcqRel);
+        let current = self.meta.raft().metrics().borrow().current_term;
+        if term < seen || term < current {
+            tracing::warn!(
+                term,
+                seen,
+                current,
+                "a data call from the writer of an older term was refused"
+            );
+            self.fenced.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Fenced);
+        }
+        Ok(())
+    }
+
     /// A call another node shipped here: answered by the engine while this node leads, else
     /// refused with `Unavailable`, and the caller asks the next leader. Never shipped on:
     /// two nodes that each believe the other leads must not bounce a call between them.
@@ -1246,6 +1302,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("files_restore_failed", copies.last.failed));
         stats.push(("rebuild_passes", copies.passes));
         stats.push(("copies_repaired", copies.repaired));
+        stats.push(("data_calls_fenced", self.fenced.load(Ordering::Relaxed)));
         stats
     }
 }

@@ -387,12 +387,28 @@ impl Out {
 /// Leads a shipped call that names its request: `0 secs:u64 node:u64 seq:u64` (no call
 /// starts with 0).
 const REQUEST_TAG: u8 = 0;
+/// Leads a data call that names the term of the writer sending it: `254 term:u64` (no call
+/// starts with 254). Comes before a request tag when both are present.
+const EPOCH_TAG: u8 = 254;
 
-/// Encodes a call that runs as `request` (a mutating call; see
-/// `backend::engine::on_behalf_of`), or as none.
-pub fn encode_shipped(call: &Call, request: Option<RequestId>) -> (Vec<u8>, Option<Bytes>) {
-    let mut o = Out(Vec::with_capacity(64 + 25));
-    if let Some(r) = request {
+/// What travels ahead of a shipped call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The request a mutating call runs as (see `backend::engine::on_behalf_of`).
+    pub request: Option<RequestId>,
+    /// For a data call: the metadata-log term of the writing engine that sends it. The
+    /// receiving node refuses a term older than one it has seen (fencing).
+    pub epoch: Option<u64>,
+}
+
+/// Encodes a call behind its envelope.
+pub fn encode_shipped(call: &Call, envelope: Envelope) -> (Vec<u8>, Option<Bytes>) {
+    let mut o = Out(Vec::with_capacity(64 + 34));
+    if let Some(term) = envelope.epoch {
+        o.u8(EPOCH_TAG);
+        o.u64(term);
+    }
+    if let Some(r) = envelope.request {
         o.u8(REQUEST_TAG);
         o.u64(r.secs);
         o.u64(r.node);
@@ -981,10 +997,16 @@ pub fn decode_call(body: Bytes) -> Decoded<Call> {
     decode_call_in(&mut i)
 }
 
-/// Decodes a call that may name its request ([`encode_shipped`]).
-pub fn decode_shipped(body: Bytes) -> Decoded<(Option<RequestId>, Call)> {
+/// Decodes a call behind its envelope ([`encode_shipped`]).
+pub fn decode_shipped(body: Bytes) -> Decoded<(Envelope, Call)> {
     let mut i = In { buf: body, pos: 0 };
-    let request = if i.buf.first() == Some(&REQUEST_TAG) {
+    let epoch = if i.buf.first() == Some(&EPOCH_TAG) {
+        i.u8()?;
+        Some(i.u64()?)
+    } else {
+        None
+    };
+    let request = if i.buf.get(i.pos) == Some(&REQUEST_TAG) {
         i.u8()?;
         Some(RequestId {
             secs: i.u64()?,
@@ -994,7 +1016,7 @@ pub fn decode_shipped(body: Bytes) -> Decoded<(Option<RequestId>, Call)> {
     } else {
         None
     };
-    Ok((request, decode_call_in(&mut i)?))
+    Ok((Envelope { request, epoch }, decode_call_in(&mut i)?))
 }
 
 fn decode_call_in(i: &mut In) -> Decoded<Call> {
@@ -1291,19 +1313,34 @@ mod tests {
         let (mut body, data) = encode_call(&call);
         body.extend_from_slice(data.as_deref().unwrap_or_default());
         assert_eq!(decode_call(Bytes::from(body.clone())), Ok(call.clone()));
-        assert_eq!(decode_shipped(Bytes::from(body)), Ok((None, call.clone())));
-        // And as a request: the same call behind its id.
+        assert_eq!(
+            decode_shipped(Bytes::from(body)),
+            Ok((Envelope::default(), call.clone()))
+        );
+        // And as a request: the same call behind its id (and a writer's term).
         let request = RequestId {
             secs: 1_800_000_000,
             node: 2,
             seq: u64::MAX,
         };
-        let (mut body, data) = encode_shipped(&call, Some(request));
+        for epoch in [None, Some(7)] {
+            let envelope = Envelope {
+                request: Some(request),
+                epoch,
+            };
+            let (mut body, data) = encode_shipped(&call, envelope);
+            body.extend_from_slice(data.as_deref().unwrap_or_default());
+            assert_eq!(
+                decode_shipped(Bytes::from(body.clone())),
+                Ok((envelope, call.clone()))
+            );
+        }
+        let envelope = Envelope {
+            request: Some(request),
+            epoch: None,
+        };
+        let (mut body, data) = encode_shipped(&call, envelope);
         body.extend_from_slice(data.as_deref().unwrap_or_default());
-        assert_eq!(
-            decode_shipped(Bytes::from(body.clone())),
-            Ok((Some(request), call))
-        );
         // A plain call decoder refuses it; a truncated id is refused.
         assert!(decode_call(Bytes::from(body.clone())).is_err());
         assert!(decode_shipped(Bytes::copy_from_slice(&body[..20])).is_err());
