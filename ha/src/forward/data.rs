@@ -572,6 +572,9 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     }
 
     async fn read_async(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
+        if self.only_here(ino)? {
+            return self.local.read_async(ino, offset, len).await;
+        }
         let order = self.read_order(ino, offset)?;
         let len32 = len32(len)?;
         let mut last = Error::Unavailable;
@@ -650,10 +653,16 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     }
 
     fn set_len(&self, ino: u64, len: u64) -> Result<()> {
+        if self.only_here(ino)? {
+            return self.local.set_len(ino, len);
+        }
         self.on_every_copy(ino, |d| d.set_len(ino, len), Call::DataSetLen { ino, len })
     }
 
     fn sync(&self, ino: u64) -> Result<()> {
+        if self.only_here(ino)? {
+            return self.local.sync(ino);
+        }
         self.on_every_copy(ino, |d| d.sync(ino), Call::DataSync(ino))
     }
 
