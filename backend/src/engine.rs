@@ -1257,7 +1257,9 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     /// Whether a WRITE may take the async path: the inode is cached, already trimmed in this
     /// run, and `cred` may write it. `None`: take the blocking path (which reports errors).
     fn async_write_allowed(&self, cred: &Cred, id: FileId) -> Option<()> {
-        let state = self.lock();
+        // On the async runtime: never wait for the state mutex, whose holder may be waiting
+        // on other nodes through this runtime (the blocking path asks instead).
+        let state = self.try_lock()?;
         let cached = state.cache.get(&id.ino)?;
         let inode = &cached.inode;
         let ok = cached.trimmed
@@ -1303,7 +1305,8 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     /// [`Inner::io_target`] from the inode cache alone: `None` when the inode is not cached
     /// (the caller then asks the blocking path, which may read the metadata store).
     fn io_target_cached(&self, cred: &Cred, id: FileId, want: u32) -> Option<Result<Inode>> {
-        let state = self.lock();
+        // See `async_write_allowed`: `None` sends the caller to the blocking path.
+        let state = self.try_lock()?;
         let inode = &state.cache.get(&id.ino)?.inode;
         Some(if inode.generation != id.generation {
             Err(Error::Stale)
@@ -1362,12 +1365,23 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         self.trim_once(id)?;
         let _shared = self.stripe_shared(id.ino);
         self.io_target(cred, id, MAY_WRITE)?;
+        // A node holding a copy that restarts between the write and its sync may have lost
+        // the write and still answer the sync: a durable write then fails (the client
+        // retries it) rather than be acknowledged (`DataStore::losses`).
+        let losses = self.data.losses();
         let landed = self
             .data
             .write_at(id.ino, offset, data)
             .and_then(|()| match stability {
                 Stability::Unstable => Ok(()),
-                _ => self.sync_data(id.ino),
+                _ if self.data.losses() != losses => Err(Error::Unavailable),
+                _ => self.sync_data(id.ino).and_then(|()| {
+                    if self.data.losses() == losses {
+                        Ok(())
+                    } else {
+                        Err(Error::Unavailable)
+                    }
+                }),
             });
         if let Err(e) = landed {
             // The bytes (or part of them) may sit past the recorded size, which stays as it was.
@@ -1393,11 +1407,20 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             }
         }
         let _exclusive = self.stripe_exclusive(id.ino);
-        let mut state = self.lock();
-        let cached = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
-        if !cached.trimmed && cached.inode.file_type == FileType::Regular {
+        let size = {
+            let mut state = self.lock();
+            let cached = cached(&self.meta, &mut state, id.ino)?.ok_or(Error::Stale)?;
+            if cached.trimmed || cached.inode.file_type != FileType::Regular {
+                return Ok(());
+            }
             self.data_here(&cached.inode)?;
-            self.data.set_len(id.ino, cached.inode.size)?;
+            cached.inode.size
+        };
+        // Not under the state mutex: in a cluster this may wait on other nodes. The exclusive
+        // stripe lock keeps the size as read (writes and truncations of the file take it).
+        self.data.set_len(id.ino, size)?;
+        let mut state = self.lock();
+        if let Some(cached) = cached(&self.meta, &mut state, id.ino)? {
             cached.trimmed = true;
         }
         Ok(())
@@ -1486,9 +1509,14 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         let cuts = attr.size.filter(|&size| size != 0 || before.size != 0);
         if let Some(size) = cuts {
             self.data_here(&before)?;
-            // Durable before the record says so: a crash must not resurrect cut bytes.
+            // Durable before the record says so: a crash must not resurrect cut bytes (nor a
+            // copy's node that restarted in between and lost the cut).
+            let losses = self.data.losses();
             self.data.set_len(id.ino, size.min(before.size))?;
             self.sync_data(id.ino)?;
+            if self.data.losses() != losses {
+                return Err(Error::Unavailable);
+            }
         }
         tx.put(id.ino, after.clone());
         tx.commit(cx)?;

@@ -73,6 +73,8 @@ pub struct ClusterData<D> {
     filling: Mutex<HashMap<u64, u64>>,
     /// Bytes a copy failed to read (a bad block), to write again there from a good copy.
     repairs: Mutex<Vec<Repair>>,
+    /// Bumped whenever remembered layouts are replaced or dropped (see `holders`).
+    layouts_changed: AtomicU64,
 }
 
 /// See [`ClusterData::repair`].
@@ -123,6 +125,7 @@ impl<D: DataStore> ClusterData<D> {
             turn: AtomicU64::new(0),
             filling: Mutex::new(HashMap::new()),
             repairs: Mutex::new(Vec::new()),
+            layouts_changed: AtomicU64::new(0),
         }
     }
 
@@ -140,6 +143,9 @@ impl<D: DataStore> ClusterData<D> {
         if let Some(nodes) = lock(&self.holders).get(&ino) {
             return Ok(Arc::clone(nodes));
         }
+        // A layout read before a rebuild changed it must not be cached after: the rebuild
+        // bumps the generation when it sets the new one.
+        let generation = self.layouts_changed.load(Ordering::Acquire);
         // The writer's view first (a file made in this term may not be applied yet), then the
         // applied state (a file whose removal is pending still names its holders there).
         let inode = match self.meta.inode(ino)? {
@@ -151,11 +157,21 @@ impl<D: DataStore> ClusterData<D> {
             None => Arc::new([self.node]),
         };
         let mut holders = lock(&self.holders);
-        if holders.len() >= HOLDERS_CACHED_MAX {
-            holders.clear();
+        if self.layouts_changed.load(Ordering::Acquire) == generation {
+            if holders.len() >= HOLDERS_CACHED_MAX {
+                holders.clear();
+            }
+            holders.insert(ino, Arc::clone(&nodes));
         }
-        holders.insert(ino, Arc::clone(&nodes));
         Ok(nodes)
+    }
+
+    /// Drops every remembered layout: another leader may have changed them (a rebuild)
+    /// while this node did not write. Called when this node's engine takes over again.
+    pub fn forget_layouts(&self) {
+        let mut holders = lock(&self.holders);
+        self.layouts_changed.fetch_add(1, Ordering::AcqRel);
+        holders.clear();
     }
 
     /// Whether this node holds every copy of `ino` (the common single-node case), and no
@@ -219,8 +235,31 @@ impl<D: DataStore> ClusterData<D> {
                 engine.change_layout(ino, &current, next.clone())?;
                 Ok((bytes, next))
             });
-            lock(&self.filling).remove(&ino);
-            lock(&self.holders).remove(&ino);
+            // With the file's data held still, so that no write sees the old copies without
+            // the filling node, nor the layout before this change once it is made.
+            let settle = || {
+                let mut holders = lock(&self.holders);
+                self.layouts_changed.fetch_add(1, Ordering::AcqRel);
+                match &copied {
+                    Ok((_, next)) => {
+                        holders.insert(ino, next.nodes.clone().into());
+                    }
+                    Err(_) => {
+                        holders.remove(&ino);
+                    }
+                }
+                lock(&self.filling).remove(&ino);
+            };
+            if engine
+                .with_data_held(ino, |_| {
+                    settle();
+                    Ok(())
+                })
+                .is_err()
+            {
+                // The file is gone: nothing writes it any more.
+                settle();
+            }
             let (bytes, next) = copied?;
             tracing::info!(
                 ino,
@@ -240,6 +279,9 @@ impl<D: DataStore> ClusterData<D> {
     fn fill<M: MetaStore>(&self, engine: &Engine<M, Self>, ino: u64, new: u64) -> Result<u64> {
         let mut offset = 0u64;
         let mut bytes = 0u64;
+        // The new node's boot id after the first piece: if it restarts before the final sync,
+        // pieces it had not synced may be gone, and the copy must not be named.
+        let mut boot = None;
         loop {
             let piece = engine.with_data_held(ino, |inode| {
                 if offset >= inode.size {
@@ -261,6 +303,13 @@ impl<D: DataStore> ClusterData<D> {
                 self.done(new, &Call::DataWrite { ino, offset, data })?;
                 Ok(Some(n))
             })?;
+            let now = lock(&self.boots).get(&new).copied();
+            if boot.is_some() && boot != now {
+                return Err(Error::Io(format!(
+                    "node {new} restarted while the file was copied to it"
+                )));
+            }
+            boot = now;
             match piece {
                 Some(n) => {
                     bytes += n;

@@ -89,6 +89,8 @@ pub trait Writer: Store {
 
 impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
     fn resume(&self, before: &mut dyn FnMut()) -> Result<()> {
+        // Layouts may have changed while another node wrote (a rebuild).
+        self.data().forget_layouts();
         Engine::resume(self, before)
     }
     fn restore_copies(&self, scan: bool) -> Result<CopiesPass> {
