@@ -781,6 +781,11 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
         if layout.nodes.iter().all(|n| voters.contains(n)) {
             continue;
         }
+        if !layout.nodes.iter().any(|n| voters.contains(n)) {
+            // Every copy left with its node: nothing to copy from (counted, not retried).
+            pass.degraded += 1;
+            continue;
+        }
         match data.restore_file(engine, ino, &layout, &voters, &mut pass) {
             Ok(true) => {}
             Ok(false) => pass.degraded += 1,
