@@ -16,27 +16,13 @@ ROOT=$(dirname "$HERE")
 CL=$ROOT/deploy/local/cluster.sh
 WORK=${BENCH_WORK:-/var/tmp/sluice-bench-cluster}
 META_N=${META_N:-2000} META_P=${META_P:-8} SEQ_MB=${SEQ_MB:-256}
-CLK=$(getconf CLK_TCK)
 say() { echo "[bench-cluster $(date -u +%H:%M:%S)] $*" >&2; }
 [ "$(id -u)" = 0 ] || { say "run as root"; exit 1; }
-BIN=${SLUICE_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && cargo build --release -q -p nfs-server --bin sluice)
-  BIN=$ROOT/target/release/sluice
-fi
+. "$HERE/cluster-lib.sh"
 mkdir -p "$WORK/bin" "$HERE/results"
 gcc -O2 -Wall -o "$WORK/bin/nfsbench" "$HERE/nfsbench.c" -lnfs -lpthread
 OUT=$HERE/results/$(date -u +%Y-%m-%dT%H%M%SZ)-cluster.txt
 head -c $((SEQ_MB << 20)) /dev/urandom > "$WORK/seq.bin"
-
-cpu() {  # cpu DIR: CPU ticks of every node process of the cluster in DIR
-  local t=0 p
-  for p in "$1"/n*/pid; do
-    p=$(cat "$p")
-    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
 
 run() {  # run LABEL DIR NODE: the three measurements through NODE
   local label=$1 dir=$2 node=$3 url c0 c1 t0 ms

@@ -23,27 +23,14 @@ CL=$ROOT/deploy/local/cluster.sh
 WORK=${BENCH_WORK:-/var/tmp/sluice-bench-replication}
 SEQ_MB=${SEQ_MB:-1024}
 CLUSTERS=${CLUSTERS:-one three-r1 three-r3 four-r3}
-CLK=$(getconf CLK_TCK)
 say() { echo "[bench-replication $(date -u +%H:%M:%S)] $*" >&2; }
 [ "$(id -u)" = 0 ] || { say "run as root"; exit 1; }
-BIN=${SLUICE_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && cargo build --release -q -p nfs-server --bin sluice)
-  BIN=$ROOT/target/release/sluice
-fi
+. "$HERE/cluster-lib.sh"
 mkdir -p "$WORK" "$HERE/results"
 OUT=$HERE/results/$(date -u +%Y-%m-%dT%H%M%SZ)-replication.txt
 head -c $((SEQ_MB << 20)) /dev/urandom > "$WORK/seq.bin"
 want=$(sha256sum < "$WORK/seq.bin" | cut -c1-16)
 
-cpu() {  # cpu DIR: CPU ticks of every running node process of the cluster in DIR
-  local t=0 p
-  for p in "$1"/n*/pid; do
-    p=$(cat "$p")
-    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 metric() {  # metric DIR NODE NAME: a sluice_metadata_log figure of node NODE
   ip netns exec "slc-n$2" curl -s http://127.0.0.1:9049/metrics \

@@ -1374,7 +1374,6 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             .write_at(id.ino, offset, data)
             .and_then(|()| match stability {
                 Stability::Unstable => Ok(()),
-                _ if self.data.losses() != losses => Err(Error::Unavailable),
                 _ => self.sync_data(id.ino).and_then(|()| {
                     if self.data.losses() == losses {
                         Ok(())

@@ -24,16 +24,6 @@ const KEY: &[u8] = b"forwarding test cluster key";
 
 type Node = Arc<ClusterStore<Engine<Arc<RaftMeta>, ClusterData<LocalData>>>>;
 
-async fn open(
-    dir: &Path,
-    node: u64,
-    listener: tokio::net::TcpListener,
-    members: &BTreeMap<u64, String>,
-) -> (Arc<RaftMeta>, Node) {
-    let (meta, store, _) = open_with(dir, node, listener, members, 1).await;
-    (meta, store)
-}
-
 /// A node whose new files get `copies` copies; also returns its own data store.
 async fn open_with(
     dir: &Path,
@@ -71,17 +61,54 @@ async fn open_with(
 }
 
 async fn cluster(dirs: &[tempfile::TempDir]) -> Vec<(Arc<RaftMeta>, Node)> {
-    let (mut listeners, members) = common::loopback_members(3).await;
-    let (a, b, c) = tokio::join!(
-        open(dirs[0].path(), 1, listeners.next().unwrap(), &members),
-        open(dirs[1].path(), 2, listeners.next().unwrap(), &members),
-        open(dirs[2].path(), 3, listeners.next().unwrap(), &members),
-    );
-    vec![a, b, c]
+    cluster_with_copies(dirs, 1)
+        .await
+        .into_iter()
+        .map(|(meta, store, _)| (meta, store))
+        .collect()
 }
 
 fn leader(nodes: &[(Arc<RaftMeta>, Node)]) -> Option<usize> {
     nodes.iter().position(|(m, _)| m.leading().is_some())
+}
+
+/// Three nodes whose new files get `copies` copies, each with its own data store.
+async fn cluster_with_copies(
+    dirs: &[tempfile::TempDir],
+    copies: u8,
+) -> [(Arc<RaftMeta>, Node, Arc<LocalData>); 3] {
+    let (mut listeners, members) = common::loopback_members(3).await;
+    let (a, b, c) = tokio::join!(
+        open_with(
+            dirs[0].path(),
+            1,
+            listeners.next().unwrap(),
+            &members,
+            copies
+        ),
+        open_with(
+            dirs[1].path(),
+            2,
+            listeners.next().unwrap(),
+            &members,
+            copies
+        ),
+        open_with(
+            dirs[2].path(),
+            3,
+            listeners.next().unwrap(),
+            &members,
+            copies
+        ),
+    );
+    [a, b, c]
+}
+
+fn leader_of(nodes: &[(Arc<RaftMeta>, Node, Arc<LocalData>)]) -> usize {
+    nodes
+        .iter()
+        .position(|(m, _, _)| m.leading().is_some())
+        .expect("a leader")
 }
 
 async fn create(store: &Node, dir: FileId, name: &str) -> backend::Result<FileId> {
@@ -531,19 +558,9 @@ async fn a_vote_request_ends_the_leader_s_read_lease() {
 async fn with_two_copies_both_holders_have_every_byte_and_the_file_reads_back_through_every_survivor_of_a_holder_s_stop(
 ) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut listeners, members) = common::loopback_members(3).await;
-    let (a, b, c) = tokio::join!(
-        open_with(dirs[0].path(), 1, listeners.next().unwrap(), &members, 2),
-        open_with(dirs[1].path(), 2, listeners.next().unwrap(), &members, 2),
-        open_with(dirs[2].path(), 3, listeners.next().unwrap(), &members, 2),
-    );
-    let nodes = [a, b, c];
-    let stores: Vec<_> = nodes
-        .iter()
-        .map(|n| (Arc::clone(&n.0), Arc::clone(&n.1)))
-        .collect();
+    let nodes = cluster_with_copies(&dirs, 2).await;
     let root = nodes[0].1.root();
-    let l = leader(&stores).expect("a leader");
+    let l = leader_of(&nodes);
 
     // Made through one follower, written through the other (both shipped to the leader).
     let id = create(&nodes[(l + 1) % 3].1, root, "checkpoint")
@@ -580,7 +597,8 @@ async fn with_two_copies_both_holders_have_every_byte_and_the_file_reads_back_th
     }
 
     // The first copy's node stops: the file reads back whole through each survivor, MiB by
-    // MiB (reads start at a different copy per MiB, so some try the stopped node first).
+    // MiB (a new leader without a copy starts each MiB at a different copy, the stopped one
+    // included).
     nodes[l].0.shutdown().await.unwrap();
     for k in 1..3 {
         let store = &nodes[(l + k) % 3].1;
@@ -605,19 +623,9 @@ async fn with_two_copies_both_holders_have_every_byte_and_the_file_reads_back_th
 async fn a_copy_lost_with_a_node_that_left_is_made_again_on_the_free_voter_while_the_file_is_written(
 ) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut listeners, members) = common::loopback_members(3).await;
-    let (a, b, c) = tokio::join!(
-        open_with(dirs[0].path(), 1, listeners.next().unwrap(), &members, 2),
-        open_with(dirs[1].path(), 2, listeners.next().unwrap(), &members, 2),
-        open_with(dirs[2].path(), 3, listeners.next().unwrap(), &members, 2),
-    );
-    let nodes = [a, b, c];
-    let stores: Vec<_> = nodes
-        .iter()
-        .map(|n| (Arc::clone(&n.0), Arc::clone(&n.1)))
-        .collect();
+    let nodes = cluster_with_copies(&dirs, 2).await;
     let root = nodes[0].1.root();
-    let l = leader(&stores).expect("a leader");
+    let l = leader_of(&nodes);
     let writer = &nodes[l].1;
     let id = create(writer, root, "dataset").await.unwrap();
     let mut payload: Vec<u8> = (0..3_500_000u32).map(|i| (i % 241) as u8).collect();

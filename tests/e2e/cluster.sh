@@ -284,17 +284,17 @@ members() {  # members NODE: "id:role:health" per member, from `sluice cluster s
   "$CL" sluice "$1" cluster status --json --dir "$CDIR" 2>/dev/null \
     | python3 -c 'import json,sys; print(" ".join("%d:%s:%s" % (m["node"], m["role"], m["health"]) for m in json.load(sys.stdin)["members"]))'
 }
+wait_members() {  # wait_members NODE WANT: until `members NODE` is WANT (20 s); 0 if it came
+  for _ in $(seq 100); do [ "$(members "$1")" = "$2" ] && return 0; sleep 0.2; done
+  return 1
+}
 m=$(members 2)
 [ "$m" = "1:voter:up 2:voter:up 3:voter:up" ]; cluster_record "cluster status through node 2: 3 voters up" $? "$m"
 # One of the three etcd members dies first: the join goes through the other two.
 "$CL" kill-etcd 1 --dir "$CDIR" 2>/dev/null
 t=$(now_ns)
 "$CL" add 4 --dir "$CDIR" >/dev/null 2>"$WORK/add4.err"; rc=$?
-voters4=1
-for _ in $(seq 100); do
-  [ "$(members 3)" = "1:voter:up 2:voter:up 3:voter:up 4:voter:up" ] && { voters4=0; break; }
-  sleep 0.2
-done
+wait_members 3 "1:voter:up 2:voter:up 3:voter:up 4:voter:up"; voters4=$?
 [ "$rc" = 0 ] && [ "$voters4" = 0 ]; cluster_record "node 4 joins (etcd member 1 killed) and is a voter" $? "$(ms_since "$t") ms: $(members 3)$([ "$rc" = 0 ] || echo "; add: rc=$rc $(tail -3 "$WORK/add4.err" | tr '\n' ' ' | cut -c1-600)")"
 installed=$(log_metric 4 snapshots_installed)
 [ "${installed:-0}" -ge 1 ]; cluster_record "... caught up from a snapshot (the log is compacted)" $? "${installed:-none} installed"
@@ -320,11 +320,7 @@ cluster_record "the three go on taking creates" $? ""
 #    three others (replicas = 3), and the files read back whole.
 t=$(now_ns)
 "$CL" add 5 --dir "$CDIR" >/dev/null 2>"$WORK/add5.err"; rc=$?
-voters5=1
-for _ in $(seq 100); do
-  [ "$(members 1)" = "1:voter:up 2:voter:up 3:voter:up 5:voter:up" ] && { voters5=0; break; }
-  sleep 0.2
-done
+wait_members 1 "1:voter:up 2:voter:up 3:voter:up 5:voter:up"; voters5=$?
 [ "$rc" = 0 ] && [ "$voters5" = 0 ]; cluster_record "node 5 joins as a voter" $? "$(ms_since "$t") ms: $(members 1)"
 rc=0
 for i in 1 2 3; do

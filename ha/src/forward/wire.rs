@@ -1334,16 +1334,12 @@ mod tests {
                 decode_shipped(Bytes::from(body.clone())),
                 Ok((envelope, call.clone()))
             );
+            if epoch.is_none() {
+                // A plain call decoder refuses it; a truncated id is refused.
+                assert!(decode_call(Bytes::from(body.clone())).is_err());
+                assert!(decode_shipped(Bytes::copy_from_slice(&body[..20])).is_err());
+            }
         }
-        let envelope = Envelope {
-            request: Some(request),
-            epoch: None,
-        };
-        let (mut body, data) = encode_shipped(&call, envelope);
-        body.extend_from_slice(data.as_deref().unwrap_or_default());
-        // A plain call decoder refuses it; a truncated id is refused.
-        assert!(decode_call(Bytes::from(body.clone())).is_err());
-        assert!(decode_shipped(Bytes::copy_from_slice(&body[..20])).is_err());
     }
 
     fn round_trip_answer(answer: Answer) {
