@@ -41,7 +41,7 @@ cargo run --release -q -p ha --example sim -- --first 1000 --seeds 500
 step "fuzz smoke (${FUZZ_SECONDS:-30} s per target)"
 fuzz/run.sh "${FUZZ_SECONDS:-30}"
 
-need_pkg libnfs-utils rpcbind nftables
+need_pkg libnfs-utils rpcbind nftables iputils-arping
 step "rpcbind registration (Debian's rpcbind in a private netns)"
 tests/e2e/rpcbind-register.sh
 

@@ -23,3 +23,4 @@
 pub mod forward;
 pub mod members;
 pub mod metalog;
+pub mod targets;

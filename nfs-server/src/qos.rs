@@ -586,6 +586,11 @@ pub struct TargetConfig {
     /// NFSv4.1 pseudo file system does not show them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
+    /// In a cluster with etcd: one node at a time serves the target, claimed under an etcd
+    /// lease; it puts the `listen` addresses on `cluster.interface` and takes them off when
+    /// it loses the target, and another node takes over when it dies (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub floating: bool,
 }
 
 /// Where a target or export was defined: the config file (the API may not delete it) or the
@@ -631,6 +636,13 @@ pub struct Target {
     pub connections: std::sync::atomic::AtomicUsize,
     /// Listener tasks of this target's own addresses, stopped when it is deleted.
     pub listeners: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Served only while this node owns it (`TargetConfig::floating`).
+    pub floating: bool,
+    /// Bumped to close every open connection of the target (a floating target this node
+    /// stopped owning); each connection watches it.
+    pub cut: tokio::sync::watch::Sender<u64>,
+    /// A floating target's owner (node, epoch) as this node last read it from etcd.
+    pub owner: Mutex<Option<(u64, i64)>>,
 }
 
 impl Target {
@@ -647,7 +659,15 @@ impl Target {
             source,
             connections: std::sync::atomic::AtomicUsize::new(0),
             listeners: Mutex::new(Vec::new()),
+            floating: config.floating,
+            cut: tokio::sync::watch::Sender::new(0),
+            owner: Mutex::new(None),
         }))
+    }
+
+    /// Closes every open connection of the target (they notice at once, mid-call or idle).
+    pub fn cut_connections(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 
     /// Whether the export at `path` is served through this target.
@@ -689,6 +709,7 @@ impl TargetTable {
             listen: Vec::new(),
             tier: TierConfig::Named("unlimited".into()),
             exports: Vec::new(),
+            floating: false,
         };
         let restricts = targets.iter().any(|t| !t.exports.is_empty());
         Ok(TargetTable {
@@ -899,6 +920,7 @@ mod tests {
             listen: vec![addr.parse().unwrap()],
             tier: TierConfig::Named("1g".into()),
             exports: Vec::new(),
+            floating: false,
         };
         let t =
             TargetTable::new(&[cfg("a", "127.0.0.2:2049"), cfg("b", "127.0.0.3:2049")]).unwrap();

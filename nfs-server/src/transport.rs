@@ -21,6 +21,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use nfs_proto::limits::RECORD_LEN_MAX;
 use nfs_proto::rpc::{record_mark, RecordDecoder};
 use nfs_proto::{mount, nlm, portmap, xdr};
+use std::os::fd::AsFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -95,8 +96,26 @@ pub async fn serve_tcp<S: Store>(
                     metrics.connection_opened(&t.name);
                     targets.connection(&t, peer.ip(), true);
                     let span = tracing::debug_span!("conn", client = %peer, target = %t.name);
+                    // A cut (this node stopped owning the target) shuts the socket down: the
+                    // connection then ends as if the client had gone, between calls or not.
+                    let sock = stream.as_fd().try_clone_to_owned();
+                    let mut cut = t.cut.subscribe();
                     let conn = serve_connection(server, stream, &limits, target);
-                    if let Err(e) = tracing::Instrument::instrument(conn, span).await {
+                    let conn = tracing::Instrument::instrument(conn, span);
+                    tokio::pin!(conn);
+                    let ended = loop {
+                        tokio::select! {
+                            r = &mut conn => break r,
+                            Ok(()) = cut.changed() => {
+                                if let Ok(fd) = &sock {
+                                    let _ = socket2::SockRef::from(fd)
+                                        .shutdown(std::net::Shutdown::Both);
+                                }
+                            }
+                        }
+                    };
+                    drop(sock);
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     targets.connection(&t, peer.ip(), false);

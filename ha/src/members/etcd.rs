@@ -429,3 +429,158 @@ impl Registry for EtcdRegistry {
         Ok(r.count() > 0)
     }
 }
+
+/// Mount-target ownership in etcd (`ha/PROTOCOL.md` §6): `/sluice/<cluster>/targets/<name>`
+/// holds the owner's node id under the owner's lease; the key's create revision is the
+/// ownership epoch. Every call is bounded by the time given (no retries beyond it): the
+/// driver calls again on its next round, and its self-fencing must not wait on etcd.
+#[derive(Clone)]
+pub struct EtcdTargets {
+    members: Members,
+    prefix: String,
+}
+
+impl Members {
+    /// Like [`Members::run`], but one pass over the endpoints within `bound`.
+    async fn once<T, F, Fut>(&self, what: &str, bound: Duration, op: F) -> Result<T, String>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let deadline = tokio::time::Instant::now() + bound;
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for i in 0..n {
+            let at = (first + i) % n;
+            let (endpoint, client) = &self.clients[at];
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, op(client.clone())).await {
+                Ok(Ok(v)) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(e)) if !unreachable(&e) => return Err(format!("etcd: {what}: {e}")),
+                Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
+                Err(_) => errors.push(format!("{endpoint}: no answer in {left:?}")),
+            }
+        }
+        Err(format!("etcd: {what}: {}", errors.join("; ")))
+    }
+}
+
+impl EtcdTargets {
+    pub async fn connect(endpoints: &[String], cluster: &str) -> Result<EtcdTargets, String> {
+        let r = EtcdRegistry::connect(endpoints, cluster).await?;
+        Ok(EtcdTargets {
+            members: r.members,
+            prefix: r.prefix,
+        })
+    }
+
+    fn target_key(&self, name: &str) -> String {
+        format!("{}targets/{name}", self.prefix)
+    }
+
+    /// A new lease of `ttl` seconds.
+    pub async fn grant(&self, ttl: i64, bound: Duration) -> Result<i64, String> {
+        self.members
+            .once("grant the targets' lease", bound, |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
+            .await
+            .map(|r| r.id())
+    }
+
+    /// One keep-alive of `lease`: `Ok(false)` when etcd no longer has it.
+    pub async fn keep_alive(&self, lease: i64, bound: Duration) -> Result<bool, String> {
+        self.members
+            .once("renew the targets' lease", bound, |mut c| async move {
+                let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                Ok(answers.message().await?.map(|a| a.ttl()).unwrap_or(0) > 0)
+            })
+            .await
+    }
+
+    /// Claims `target` for `node` under `lease` if nobody owns it: the epoch, or `None` when
+    /// another claim won.
+    pub async fn claim(
+        &self,
+        target: &str,
+        node: u64,
+        lease: i64,
+        bound: Duration,
+    ) -> Result<Option<i64>, String> {
+        let key = self.target_key(target);
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                node.to_string(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let r = self
+            .members
+            .once("claim a target", bound, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(r.succeeded()
+            .then(|| r.header().map(|h| h.revision()))
+            .flatten())
+    }
+
+    /// Gives `target` up if `node` still owns it at `epoch` (a planned move, a clean stop).
+    pub async fn release(&self, target: &str, epoch: i64, bound: Duration) -> Result<(), String> {
+        let key = self.target_key(target);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                epoch,
+            )])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        self.members
+            .once("release a target", bound, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The owners of every target, and the nodes whose registration is live.
+    pub async fn view(&self, bound: Duration) -> Result<crate::targets::View, String> {
+        let p = self.prefix.as_str();
+        let r = self
+            .members
+            .once("read the targets' owners", bound, |mut c| async move {
+                c.get(p, Some(GetOptions::new().with_prefix())).await
+            })
+            .await?;
+        let mut view = crate::targets::View::default();
+        let (targets, nodes) = (format!("{p}targets/"), format!("{p}nodes/"));
+        for kv in r.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            if let Some(name) = key.strip_prefix(&targets) {
+                let Ok(node) = String::from_utf8_lossy(kv.value()).parse() else {
+                    continue;
+                };
+                let owner = crate::targets::Owner {
+                    node,
+                    lease: kv.lease(),
+                    epoch: kv.create_revision(),
+                };
+                view.owners.insert(name.to_string(), owner);
+            } else if let Some(node) = key.strip_prefix(&nodes).and_then(|n| n.parse().ok()) {
+                view.alive.insert(node);
+            }
+        }
+        Ok(view)
+    }
+}

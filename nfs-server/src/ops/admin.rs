@@ -264,6 +264,45 @@ fn stop_listeners(t: &Target) {
     }
 }
 
+/// Listens on `target`'s addresses that no NFS listener (`nfs_bound`) covers. `elsewhere`: an
+/// address that is not this node's (EADDRNOTAVAIL) is left to the node that holds it.
+pub async fn listen_on<S: Store>(
+    server: &Arc<Server<S>>,
+    limits: &ConnLimits,
+    targets: &Arc<TargetTable>,
+    nfs_bound: &[SocketAddr],
+    target: &Arc<Target>,
+    elsewhere: bool,
+) -> Result<(), String> {
+    let covered = |a: &SocketAddr| {
+        nfs_bound
+            .iter()
+            .any(|b| b.port() == a.port() && (b.ip().is_unspecified() || b.ip() == a.ip()))
+    };
+    for a in target.listen.iter().filter(|a| !covered(a)) {
+        let l = match TcpListener::bind(a).await {
+            Ok(l) => l,
+            Err(e) if elsewhere && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tracing::debug!(target = %target.name, %a, "address not on this node");
+                continue;
+            }
+            Err(e) => return Err(format!("cannot listen on {a}: {e}")),
+        };
+        let task = tokio::spawn(crate::transport::serve_tcp(
+            server.clone(),
+            l,
+            limits.clone(),
+            targets.clone(),
+        ));
+        target
+            .listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .push(task.abort_handle());
+    }
+    Ok(())
+}
+
 /// A parsed request.
 struct Request {
     method: String,
@@ -560,6 +599,9 @@ impl<S: Store> Admin<S> {
             "tier": *t.tier_config.lock().expect("tier lock poisoned"),
             "source": t.source,
             "connections": t.connections.load(std::sync::atomic::Ordering::Relaxed),
+            "floating": t.floating,
+            "owner": (*t.owner.lock().expect("owner lock poisoned"))
+                .map(|(node, epoch)| json!({ "node": node, "epoch": epoch })),
             "rate_bytes_per_second": {
                 "read": tier.read.unwrap_or(0),
                 "write": tier.write.unwrap_or(0),
@@ -918,6 +960,13 @@ impl<S: Store> Admin<S> {
     async fn create_target(&self, body: &[u8]) -> Result<Response, Response> {
         let cfg: TargetConfig = parse_body(body)?;
         crate::qos::check_target_name(&cfg.name).map_err(|e| error(400, format!("name: {e}")))?;
+        if cfg.floating {
+            return Err(error(
+                400,
+                "floating: floating targets are defined in every node's config file \
+                 ([[target]] floating = true), not through the API yet",
+            ));
+        }
         if cfg.listen.is_empty() {
             return Err(error(
                 400,
@@ -970,39 +1019,25 @@ impl<S: Store> Admin<S> {
     }
 
     /// Listens on a target's addresses that no NFS listener covers. `elsewhere`: an address
-    /// that is not this node's (EADDRNOTAVAIL) is left to the node that holds it.
+    /// that is not this node's (EADDRNOTAVAIL) is left to the node that holds it. A floating
+    /// target is listened on only while this node owns it (`ops::failover`).
     pub async fn start_listeners(
         &self,
         target: &Arc<Target>,
         elsewhere: bool,
     ) -> Result<(), String> {
-        let covered = |a: &SocketAddr| {
-            self.nfs_bound
-                .iter()
-                .any(|b| b.port() == a.port() && (b.ip().is_unspecified() || b.ip() == a.ip()))
-        };
-        for a in target.listen.iter().filter(|a| !covered(a)) {
-            let l = match TcpListener::bind(a).await {
-                Ok(l) => l,
-                Err(e) if elsewhere && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-                    tracing::debug!(target = %target.name, %a, "address not on this node");
-                    continue;
-                }
-                Err(e) => return Err(format!("cannot listen on {a}: {e}")),
-            };
-            let task = tokio::spawn(crate::transport::serve_tcp(
-                self.server.clone(),
-                l,
-                self.limits.clone(),
-                self.targets.clone(),
-            ));
-            target
-                .listeners
-                .lock()
-                .expect("listeners lock poisoned")
-                .push(task.abort_handle());
+        if target.floating {
+            return Ok(());
         }
-        Ok(())
+        listen_on(
+            &self.server,
+            &self.limits,
+            &self.targets,
+            &self.nfs_bound,
+            target,
+            elsewhere,
+        )
+        .await
     }
 
     async fn set_tier(&self, name: &str, body: &[u8]) -> Result<Response, Response> {

@@ -1153,6 +1153,7 @@ pub fn render_targets(targets: &[Value]) -> String {
                 rate_cell(t, "write"),
                 rate_cell(t, "total"),
                 text(&t["source"]),
+                owner_text(t),
             ]
         })
         .collect();
@@ -1166,6 +1167,7 @@ pub fn render_targets(targets: &[Value]) -> String {
             "WRITE",
             "TOTAL",
             "SOURCE",
+            "OWNER",
         ],
         &rows,
     )
@@ -1190,7 +1192,20 @@ pub fn render_target(t: &Value) -> String {
         ("read", rate_cell(t, "read")),
         ("write", rate_cell(t, "write")),
         ("total", rate_cell(t, "total")),
+        ("owner", owner_text(t)),
     ])
+}
+
+/// A floating target's owner (`node 2, epoch 57`), `none` while it has none, `-` for a target
+/// that does not float (every node serves it).
+fn owner_text(t: &Value) -> String {
+    if t["floating"].as_bool() != Some(true) {
+        return "-".into();
+    }
+    match (t["owner"]["node"].as_u64(), t["owner"]["epoch"].as_i64()) {
+        (Some(node), Some(epoch)) => format!("node {node}, epoch {epoch}"),
+        _ => "none".into(),
+    }
 }
 
 fn rule_text(r: &Value) -> String {

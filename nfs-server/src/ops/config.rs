@@ -219,6 +219,50 @@ pub struct ClusterConfig {
     /// write, a COMMIT syncs them all, and reads go on from the others while one node is
     /// down. 1 to 3; default 3 (docs/cluster.md).
     pub replicas: u8,
+    /// The interface a node puts a floating target's addresses on while it owns the target
+    /// (`[[target]] floating = true`), e.g. `"eth0"`. Needed by floating targets unless
+    /// `address_hook` is set.
+    pub interface: Option<String>,
+    /// The prefix length floating addresses get on `interface`. 1 to 128; default 24.
+    pub address_prefix: u8,
+    /// A command run instead of `ip addr` to bring a floating address up or down (a cloud's
+    /// secondary-IP API): `HOOK up|down ADDRESS/PREFIX TARGET EPOCH`. It must finish within
+    /// 10 s and exit 0. Default: none.
+    pub address_hook: Option<PathBuf>,
+    /// The TTL of the etcd lease a node owns its floating targets under. A node that dies is
+    /// replaced within about this long; a node that cannot renew it for half of it stops
+    /// serving its targets. 2 to 60; default 4.
+    pub target_lease_seconds: u64,
+}
+
+impl Config {
+    /// A floating target needs etcd (its owner holds it under a lease there), specific
+    /// addresses, and a way to bring them up.
+    pub fn check_floating(
+        &self,
+        at: &str,
+        t: &crate::qos::TargetConfig,
+    ) -> Result<(), ConfigError> {
+        if self.cluster.etcd.is_empty() {
+            return Err(ConfigError(format!(
+                "{at}.floating: a floating target needs cluster.etcd (one node at a time owns \
+                 it under an etcd lease)"
+            )));
+        }
+        if self.cluster.interface.is_none() && self.cluster.address_hook.is_none() {
+            return Err(ConfigError(format!(
+                "{at}.floating: set cluster.interface (e.g. \"eth0\", where the owner puts \
+                 the target's addresses) or cluster.address_hook"
+            )));
+        }
+        if let Some(a) = t.listen.iter().find(|a| a.ip().is_unspecified()) {
+            return Err(ConfigError(format!(
+                "{at}.listen: {a} cannot float; give the address clients mount, e.g. \
+                 \"10.0.0.100:2049\""
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ClusterConfig {
@@ -271,6 +315,10 @@ impl Default for ClusterConfig {
             etcd: Vec::new(),
             log_snapshot_every: 50_000,
             replicas: 3,
+            interface: None,
+            address_prefix: 24,
+            address_hook: None,
+            target_lease_seconds: 4,
         }
     }
 }
@@ -482,6 +530,18 @@ impl Config {
                 self.cluster.replicas
             )));
         }
+        if !(2..=60).contains(&self.cluster.target_lease_seconds) {
+            return Err(ConfigError(format!(
+                "cluster.target_lease_seconds: {} is out of range; give 2 to 60 (default 4)",
+                self.cluster.target_lease_seconds
+            )));
+        }
+        if !(1..=128).contains(&self.cluster.address_prefix) {
+            return Err(ConfigError(format!(
+                "cluster.address_prefix: {} is out of range; give 1 to 128 (default 24)",
+                self.cluster.address_prefix
+            )));
+        }
         if !self.cluster.etcd.is_empty() {
             let c = &self.cluster;
             let need = |what: &str| {
@@ -571,6 +631,9 @@ impl Config {
                 return Err(ConfigError(format!(
                     "target[{i}].listen: give at least one address, e.g. [\"10.0.0.5:2049\"]"
                 )));
+            }
+            if t.floating {
+                self.check_floating(&format!("target[{i}]"), t)?;
             }
             t.tier
                 .resolve()

@@ -6,5 +6,6 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod failover;
 pub mod run;
 pub mod tls;

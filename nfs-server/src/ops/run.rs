@@ -704,7 +704,16 @@ pub async fn serve_with<S: Store>(
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });
     }
-    start_admin(&config, &server, &targets, &limits, nfs_bound, members).await?;
+    start_admin(
+        &config,
+        &server,
+        &targets,
+        &limits,
+        nfs_bound.clone(),
+        members,
+    )
+    .await?;
+    start_floating(&config, &server, &targets, &limits, nfs_bound).await?;
     for e in server.exports().iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
@@ -750,11 +759,63 @@ async fn bind_targets(
     };
     let mut out = Vec::new();
     for t in &config.targets {
-        for a in t.listen.iter().filter(|a| !covered(a)) {
+        // A floating target is listened on while this node owns it (start_floating).
+        for a in t.listen.iter().filter(|a| !covered(a) && !t.floating) {
             out.push(bind_tcp(*a, &format!("mount target {:?}", t.name)).await?);
         }
     }
     Ok(out)
+}
+
+/// Starts the ownership loop of the floating targets (`ops::failover`), if there are any.
+async fn start_floating<S: Store>(
+    config: &Config,
+    server: &Arc<Server<S>>,
+    targets: &Arc<crate::qos::TargetTable>,
+    limits: &ConnLimits,
+    nfs_bound: Vec<SocketAddr>,
+) -> Result<(), StartError> {
+    if !config.targets.iter().any(|t| t.floating) {
+        return Ok(());
+    }
+    // Checked by Config::check: a floating target needs etcd, so a cluster id.
+    let cluster = config.cluster.id.clone().unwrap_or_default();
+    let etcd = ha::members::etcd::EtcdTargets::connect(&config.cluster.etcd, &cluster)
+        .await
+        .map_err(|e| StartError(format!("floating targets: {e}")))?;
+    let ttl = std::time::Duration::from_secs(config.cluster.target_lease_seconds);
+    let (server, limits, table) = (server.clone(), limits.clone(), targets.clone());
+    let listen = Box::new(move |t: Arc<crate::qos::Target>| {
+        let (server, limits, table, bound) = (
+            server.clone(),
+            limits.clone(),
+            table.clone(),
+            nfs_bound.clone(),
+        );
+        Box::pin(async move {
+            crate::ops::admin::listen_on(&server, &limits, &table, &bound, &t, false).await
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+    });
+    let floating = Arc::new(crate::ops::failover::Floating {
+        node: config.cluster.node_id,
+        ttl,
+        etcd,
+        targets: targets.clone(),
+        addresses: crate::ops::failover::Addresses {
+            interface: config.cluster.interface.clone(),
+            prefix: config.cluster.address_prefix,
+            hook: config.cluster.address_hook.clone(),
+            lifetime: ttl / 2,
+        },
+        listen,
+    });
+    tracing::info!(
+        ttl = ?ttl,
+        targets = ?config.targets.iter().filter(|t| t.floating).map(|t| &t.name).collect::<Vec<_>>(),
+        "floating targets: owned through etcd leases"
+    );
+    tokio::spawn(floating.run());
+    Ok(())
 }
 
 /// SIGHUP: re-reads the config file and applies tier changes to running targets. Other changes

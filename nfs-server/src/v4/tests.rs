@@ -1496,6 +1496,7 @@ async fn a_client_its_target_keeps_waiting_is_asked_for_fewer_slots() {
         listen: vec![request().local],
         tier: crate::qos::TierConfig::Named("1g".into()),
         exports: Vec::new(),
+        floating: false,
     };
     let table = Arc::new(crate::qos::TargetTable::new(&[target]).unwrap());
     let t = table.classify(request().local);
@@ -1537,6 +1538,7 @@ async fn through_a_target_with_its_own_exports_the_pseudo_fs_shows_only_those() 
         listen: vec![request().local],
         tier: crate::qos::TierConfig::Named("unlimited".into()),
         exports: vec!["/b".into()],
+        floating: false,
     };
     assert!(server
         .targets

@@ -1,0 +1,347 @@
+//! Mount-target ownership (`ha/PROTOCOL.md` §6), sans-IO: which floating targets this node
+//! serves, decided from what it last read of etcd and from when its ownership lease was last
+//! renewed. The driver (`nfs-server/src/ops/failover.rs`) does the etcd calls, the addresses
+//! and the listeners; this module only decides, with time passed in as `now`.
+//!
+//! * A target without an owner is claimed by the live node with the fewest targets (ties:
+//!   the lowest node id), one claim at a time, with an etcd transaction that only one claimant
+//!   wins. The claim's revision is the target's **epoch**.
+//! * A node serves a target only while etcd names it the owner **under its current lease**
+//!   (a node that restarted within its old lease's life does not serve under the old key).
+//! * **Self-fencing**: a node that has gone half the lease's TTL without a successful
+//!   keep-alive stops serving every target at once; etcd expires the lease no earlier than a
+//!   whole TTL after the last keep-alive it granted, so the old owner has stopped before a new
+//!   owner can exist. Renewals are timed from when the keep-alive was *sent*.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Who owns a target, as etcd says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub node: u64,
+    /// The etcd lease the owner key is attached to.
+    pub lease: i64,
+    /// The claim's revision: the ownership epoch.
+    pub epoch: i64,
+}
+
+/// One read of etcd: the owners of targets, and the nodes whose registration lease is live.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    pub owners: BTreeMap<String, Owner>,
+    pub alive: BTreeSet<u64>,
+}
+
+/// Why a node stops serving a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopWhy {
+    /// No successful keep-alive for half the lease's TTL (or the lease expired).
+    SelfFenced,
+    /// etcd names another owner, or another epoch, or none.
+    Lost,
+    /// The target is no longer floating here (removed from the settings).
+    Gone,
+}
+
+/// What the driver does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Try to claim the target (an etcd transaction under this node's lease).
+    Claim(String),
+    /// Bring the target's addresses up and serve it.
+    Serve { target: String, epoch: i64 },
+    /// Stop serving it: listeners, connections and addresses go.
+    Stop {
+        target: String,
+        epoch: i64,
+        why: StopWhy,
+    },
+}
+
+/// What a node knows of its own lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    /// When the last keep-alive that etcd granted was sent (or the grant asked for).
+    pub renewed: Instant,
+}
+
+/// This node's ownership state: the targets it serves, and at which epoch.
+#[derive(Debug)]
+pub struct Ownership {
+    me: u64,
+    ttl: Duration,
+    serving: BTreeMap<String, i64>,
+}
+
+impl Ownership {
+    pub fn new(me: u64, ttl: Duration) -> Ownership {
+        Ownership {
+            me,
+            ttl,
+            serving: BTreeMap::new(),
+        }
+    }
+
+    /// The targets served now, with their epochs.
+    pub fn serving(&self) -> &BTreeMap<String, i64> {
+        &self.serving
+    }
+
+    /// How long a node may go without a renewal before it stops serving.
+    pub fn fence_after(&self) -> Duration {
+        self.ttl / 2
+    }
+
+    fn fresh(&self, now: Instant, lease: Option<Lease>) -> bool {
+        lease.is_some_and(|l| now.saturating_duration_since(l.renewed) < self.fence_after())
+    }
+
+    /// Whether the kernel lifetime of the served addresses may be extended now: only while
+    /// the last renewal is younger than a quarter of the TTL, so that addresses given a
+    /// lifetime of half the TTL vanish by themselves before etcd can expire the lease, even
+    /// if this process is stopped or killed.
+    pub fn may_extend(&self, now: Instant, lease: Option<Lease>) -> bool {
+        lease.is_some_and(|l| now.saturating_duration_since(l.renewed) < self.ttl / 4)
+    }
+
+    /// Decides what to do. `floating`: the floating targets this node knows of. `view`: a
+    /// fresh read of etcd, or `None` (then only self-fencing is checked, as a watchdog does
+    /// between reads).
+    pub fn step(
+        &mut self,
+        now: Instant,
+        lease: Option<Lease>,
+        floating: &BTreeSet<String>,
+        view: Option<&View>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let fresh = self.fresh(now, lease);
+        let current = |v: &View, t: &str, epoch: i64| {
+            v.owners.get(t).is_some_and(|o| {
+                o.node == self.me && Some(o.lease) == lease.map(|l| l.id) && o.epoch == epoch
+            })
+        };
+        let stops: Vec<(String, i64, StopWhy)> = self
+            .serving
+            .iter()
+            .filter_map(|(t, &epoch)| {
+                let why = if !fresh {
+                    StopWhy::SelfFenced
+                } else if !floating.contains(t) {
+                    StopWhy::Gone
+                } else if view.is_some_and(|v| !current(v, t, epoch)) {
+                    StopWhy::Lost
+                } else {
+                    return None;
+                };
+                Some((t.clone(), epoch, why))
+            })
+            .collect();
+        for (target, epoch, why) in stops {
+            self.serving.remove(&target);
+            out.push(Action::Stop { target, epoch, why });
+        }
+        let (Some(view), Some(lease), true) = (view, lease, fresh) else {
+            return out;
+        };
+        for t in floating {
+            if let Some(o) = view.owners.get(t) {
+                if o.node == self.me && o.lease == lease.id && !self.serving.contains_key(t) {
+                    self.serving.insert(t.clone(), o.epoch);
+                    out.push(Action::Serve {
+                        target: t.clone(),
+                        epoch: o.epoch,
+                    });
+                }
+            }
+        }
+        // Unowned targets go to the live node with the fewest, one at a time in name order;
+        // a node that is not the pick leaves the target to the node that is.
+        let mut load: BTreeMap<u64, usize> = view.alive.iter().map(|&n| (n, 0)).collect();
+        load.insert(self.me, 0);
+        for o in view.owners.values() {
+            if let Some(n) = load.get_mut(&o.node) {
+                *n += 1;
+            }
+        }
+        for t in floating.iter().filter(|t| !view.owners.contains_key(*t)) {
+            let (&pick, _) = load
+                .iter()
+                .min_by_key(|(&node, &n)| (n, node))
+                .expect("this node is in the load table");
+            if pick == self.me {
+                out.push(Action::Claim(t.clone()));
+            }
+            *load.get_mut(&pick).expect("picked from the table") += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(4);
+
+    fn names(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn view(owners: &[(&str, u64, i64, i64)], alive: &[u64]) -> View {
+        View {
+            owners: owners
+                .iter()
+                .map(|&(t, node, lease, epoch)| (t.to_string(), Owner { node, lease, epoch }))
+                .collect(),
+            alive: alive.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn an_unowned_target_is_claimed_by_the_least_loaded_live_node() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a", "b"]);
+        // Node 2 owns "b"; nodes 1 and 3 own nothing: node 1 (the lower id) claims "a".
+        let v = view(&[("b", 2, 70, 5)], &[1, 2, 3]);
+        let mut one = Ownership::new(1, TTL);
+        assert_eq!(
+            one.step(now, lease, &floating, Some(&v)),
+            vec![Action::Claim("a".into())]
+        );
+        let mut three = Ownership::new(3, TTL);
+        assert!(three.step(now, lease, &floating, Some(&v)).is_empty());
+    }
+
+    #[test]
+    fn a_node_serves_a_target_only_under_its_current_lease() {
+        let now = Instant::now();
+        let floating = names(&["a"]);
+        let mut own = Ownership::new(1, TTL);
+        // The key names node 1 under lease 6, from before a restart: not served.
+        let old = view(&[("a", 1, 6, 10)], &[1]);
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        assert!(own.step(now, lease, &floating, Some(&old)).is_empty());
+        let claimed = view(&[("a", 1, 7, 12)], &[1]);
+        assert_eq!(
+            own.step(now, lease, &floating, Some(&claimed)),
+            vec![Action::Serve {
+                target: "a".into(),
+                epoch: 12
+            }]
+        );
+        assert!(own.step(now, lease, &floating, Some(&claimed)).is_empty());
+    }
+
+    #[test]
+    fn a_node_without_a_renewal_for_half_the_ttl_stops_serving_even_without_a_read() {
+        let start = Instant::now();
+        let floating = names(&["a"]);
+        let lease = Some(Lease {
+            id: 7,
+            renewed: start,
+        });
+        let mut own = Ownership::new(1, TTL);
+        let v = view(&[("a", 1, 7, 12)], &[1]);
+        own.step(start, lease, &floating, Some(&v));
+        assert!(own
+            .step(
+                start + TTL / 2 - Duration::from_millis(1),
+                lease,
+                &floating,
+                None
+            )
+            .is_empty());
+        assert!(own.may_extend(start + TTL / 4 - Duration::from_millis(1), lease));
+        assert!(!own.may_extend(start + TTL / 4, lease));
+        assert_eq!(
+            own.step(start + TTL / 2, lease, &floating, None),
+            vec![Action::Stop {
+                target: "a".into(),
+                epoch: 12,
+                why: StopWhy::SelfFenced
+            }]
+        );
+        // Stale, it claims nothing and serves nothing even when etcd still names it.
+        assert!(own
+            .step(start + TTL / 2, lease, &floating, Some(&v))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_node_that_sees_another_owner_or_epoch_stops_at_once() {
+        let now = Instant::now();
+        let floating = names(&["a"]);
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let mut own = Ownership::new(1, TTL);
+        own.step(
+            now,
+            lease,
+            &floating,
+            Some(&view(&[("a", 1, 7, 12)], &[1, 2])),
+        );
+        assert_eq!(
+            own.step(
+                now,
+                lease,
+                &floating,
+                Some(&view(&[("a", 2, 8, 15)], &[1, 2]))
+            ),
+            vec![Action::Stop {
+                target: "a".into(),
+                epoch: 12,
+                why: StopWhy::Lost
+            }]
+        );
+    }
+
+    #[test]
+    fn a_target_dropped_from_the_settings_stops_being_served() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let mut own = Ownership::new(1, TTL);
+        let v = view(&[("a", 1, 7, 12)], &[1]);
+        own.step(now, lease, &names(&["a"]), Some(&v));
+        assert_eq!(
+            own.step(now, lease, &names(&[]), Some(&v)),
+            vec![Action::Stop {
+                target: "a".into(),
+                epoch: 12,
+                why: StopWhy::Gone
+            }]
+        );
+    }
+
+    #[test]
+    fn unowned_targets_spread_over_the_live_nodes() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a", "b", "c", "d"]);
+        let v = view(&[], &[1, 2, 3]);
+        let claims = |me| {
+            Ownership::new(me, TTL)
+                .step(now, lease, &floating, Some(&v))
+                .len()
+        };
+        // Four targets over three nodes: node 1 claims two ("a" and "d"), the others one each.
+        assert_eq!((claims(1), claims(2), claims(3)), (2, 1, 1));
+    }
+}

@@ -1,0 +1,437 @@
+//! Floating mount targets (issue 19, `ha/PROTOCOL.md` §6): one node at a time owns each, under
+//! an etcd lease; the owner puts the target's addresses on its interface and serves them, and
+//! when it dies another node claims the target and does the same. The decisions are
+//! `ha::targets::Ownership` (sans-IO); this module does the etcd calls, the addresses and the
+//! listeners.
+//!
+//! Two things stop a node that lost touch from answering for a target it may no longer own:
+//! * it stops serving (listeners, open connections, addresses) once half the lease's TTL has
+//!   passed without a renewal, checked ten times a second;
+//! * the addresses it adds carry a kernel lifetime of half the TTL, extended only while the
+//!   last renewal is younger than a quarter of it, so they vanish by themselves even if the
+//!   process is killed or stopped (SIGSTOP) and cannot answer ARP for the new owner's address.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ha::members::etcd::EtcdTargets;
+use ha::targets::{Action, Lease, Ownership, StopWhy};
+
+use crate::qos::{Target, TargetTable};
+
+/// A bound on every etcd call of the loop.
+const CALL: Duration = Duration::from_millis(500);
+/// How often the owners are read (and unowned targets claimed).
+const READ_EVERY: Duration = Duration::from_millis(250);
+/// How often the watchdog checks that the lease is fresh.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// A hook or `ip` command that takes longer is killed and counted as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a node brings a floating target's addresses up and down.
+#[derive(Clone, Debug)]
+pub struct Addresses {
+    pub interface: Option<String>,
+    pub prefix: u8,
+    pub hook: Option<PathBuf>,
+    /// The kernel lifetime given to an address (half the lease's TTL, at least 1 s).
+    pub lifetime: Duration,
+}
+
+/// The distinct IP addresses of a target.
+fn ips(t: &Target) -> BTreeSet<IpAddr> {
+    t.listen.iter().map(|a| a.ip()).collect()
+}
+
+/// Runs `program args` on the blocking pool, killed after [`COMMAND_TIMEOUT`]; its stderr on
+/// failure.
+async fn run(program: PathBuf, args: Vec<String>) -> Result<(), String> {
+    let what = format!("{} {}", program.display(), args.join(" "));
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(&program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{what}: {e}"))?;
+        let started = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    return Err(format!("{what}: {status}: {}", err.trim()));
+                }
+                Ok(None) if started.elapsed() > COMMAND_TIMEOUT => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("{what}: no exit within {COMMAND_TIMEOUT:?}"));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => return Err(format!("{what}: {e}")),
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("command task: {e}"))?
+}
+
+impl Addresses {
+    fn cidr(&self, ip: IpAddr) -> String {
+        let prefix = match ip {
+            IpAddr::V4(_) => self.prefix.min(32),
+            IpAddr::V6(_) => self.prefix,
+        };
+        format!("{ip}/{prefix}")
+    }
+
+    /// `ip addr replace` with the lifetime: adds the address, or renews its lifetime.
+    async fn place(&self, ip: IpAddr) -> Result<(), String> {
+        let Some(dev) = &self.interface else {
+            return Ok(());
+        };
+        let life = self.lifetime.as_secs().max(1).to_string();
+        let mut args: Vec<String> = ["addr", "replace", &self.cidr(ip), "dev", dev]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend([
+            "valid_lft".into(),
+            life.clone(),
+            "preferred_lft".into(),
+            life,
+        ]);
+        if ip.is_ipv6() {
+            // Usable at once: the owner key in etcd already says that nobody else has it.
+            args.push("nodad".into());
+        }
+        run("ip".into(), args).await
+    }
+
+    /// Brings the target's addresses up and announces them.
+    async fn up(&self, t: &Target, epoch: i64) -> Result<(), String> {
+        for ip in ips(t) {
+            match &self.hook {
+                Some(hook) => {
+                    let args = vec![
+                        "up".into(),
+                        self.cidr(ip),
+                        t.name.clone(),
+                        epoch.to_string(),
+                    ];
+                    run(hook.clone(), args).await?
+                }
+                None => {
+                    self.place(ip).await?;
+                    self.announce(ip);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Extends the kernel lifetime of the target's addresses (not with a hook).
+    async fn extend(&self, t: &Target) -> Result<(), String> {
+        if self.hook.is_some() {
+            return Ok(());
+        }
+        for ip in ips(t) {
+            self.place(ip).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the target's addresses down (an address already gone is no error).
+    async fn down(&self, t: &Target, epoch: i64) {
+        for ip in ips(t) {
+            let done = match (&self.hook, &self.interface) {
+                (Some(hook), _) => {
+                    let args = vec![
+                        "down".into(),
+                        self.cidr(ip),
+                        t.name.clone(),
+                        epoch.to_string(),
+                    ];
+                    run(hook.clone(), args).await
+                }
+                (None, Some(dev)) => {
+                    let args = ["addr", "del", &self.cidr(ip), "dev", dev];
+                    match run("ip".into(), args.map(String::from).to_vec()).await {
+                        Err(e) if e.contains("Cannot assign requested address") => Ok(()),
+                        r => r,
+                    }
+                }
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = done {
+                tracing::error!(target = %t.name, %ip, "floating address not taken down: {e}");
+            }
+        }
+    }
+
+    /// Gratuitous ARP (iputils `arping -U`), twice a second apart, in the background: clients
+    /// on the link then send to this node at once instead of after their ARP entry ages out.
+    /// IPv6 addresses are not announced (the neighbours learn them by solicitation).
+    fn announce(&self, ip: IpAddr) {
+        let (IpAddr::V4(v4), Some(dev)) = (ip, &self.interface) else {
+            return;
+        };
+        let args: Vec<String> = ["-U", "-c", "2", "-I", dev, &v4.to_string()]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        tokio::spawn(async move {
+            if let Err(e) = run("arping".into(), args).await {
+                tracing::warn!(
+                    %ip,
+                    "gratuitous ARP not sent ({e}); clients reach the address once their ARP \
+                     entries age out (Debian: apt-get install iputils-arping)"
+                );
+            }
+        });
+    }
+}
+
+/// What the ownership loop needs from the running server.
+pub struct Floating {
+    pub node: u64,
+    pub ttl: Duration,
+    pub etcd: EtcdTargets,
+    pub targets: Arc<TargetTable>,
+    pub addresses: Addresses,
+    /// Starts a target's listeners (those no NFS listener covers).
+    #[allow(clippy::type_complexity)]
+    pub listen: Box<
+        dyn Fn(
+                Arc<Target>,
+            )
+                -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+            + Send
+            + Sync,
+    >,
+}
+
+struct Shared {
+    own: Ownership,
+    lease: Option<Lease>,
+}
+
+impl Floating {
+    fn floating(&self) -> BTreeSet<String> {
+        self.targets
+            .list()
+            .into_iter()
+            .filter(|t| t.floating)
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// Runs for the life of the server.
+    pub async fn run(self: Arc<Self>) {
+        // Addresses left by an earlier run of this node (killed within their lifetime).
+        for t in self.targets.list().into_iter().filter(|t| t.floating) {
+            self.addresses.down(&t, 0).await;
+        }
+        let shared = Arc::new(Mutex::new(Shared {
+            own: Ownership::new(self.node, self.ttl),
+            lease: None,
+        }));
+        {
+            let (me, shared) = (Arc::clone(&self), Arc::clone(&shared));
+            tokio::spawn(async move { me.watchdog(shared).await });
+        }
+        {
+            let (me, shared) = (Arc::clone(&self), Arc::clone(&shared));
+            tokio::spawn(async move { me.renew(shared).await });
+        }
+        let mut last_extend = Instant::now();
+        let mut warned = false;
+        loop {
+            let view = self.etcd.view(CALL).await;
+            let view = match view {
+                Ok(v) => {
+                    warned = false;
+                    v
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!("floating targets: cannot read their owners: {e}");
+                        warned = true;
+                    }
+                    tokio::time::sleep(READ_EVERY).await;
+                    continue;
+                }
+            };
+            for t in self.targets.list().into_iter().filter(|t| t.floating) {
+                let o = view.owners.get(&t.name).map(|o| (o.node, o.epoch));
+                *t.owner.lock().expect("owner lock poisoned") = o;
+            }
+            let (actions, lease, extend) = {
+                let mut s = shared.lock().expect("ownership lock poisoned");
+                let now = Instant::now();
+                let lease = s.lease;
+                let actions = s.own.step(now, lease, &self.floating(), Some(&view));
+                (actions, lease, s.own.may_extend(now, lease))
+            };
+            let mut claimed = false;
+            for a in actions {
+                claimed |= self.act(a, lease).await;
+            }
+            if extend && last_extend.elapsed() >= Duration::from_millis(500) {
+                last_extend = Instant::now();
+                let serving: Vec<String> = shared
+                    .lock()
+                    .expect("ownership lock poisoned")
+                    .own
+                    .serving()
+                    .keys()
+                    .cloned()
+                    .collect();
+                for t in serving.iter().filter_map(|n| self.targets.by_name(n)) {
+                    if let Err(e) = self.addresses.extend(&t).await {
+                        tracing::warn!(target = %t.name, "floating address not renewed: {e}");
+                    }
+                }
+            }
+            // After a won claim, read again at once: the next round serves the target.
+            if !claimed {
+                tokio::time::sleep(READ_EVERY).await;
+            }
+        }
+    }
+
+    /// Does one action; whether it was a won claim.
+    async fn act(&self, a: Action, lease: Option<Lease>) -> bool {
+        match a {
+            Action::Claim(name) => {
+                let Some(lease) = lease else { return false };
+                match self.etcd.claim(&name, self.node, lease.id, CALL).await {
+                    Ok(Some(epoch)) => {
+                        tracing::info!(target = %name, epoch, "claimed the floating target");
+                        return true;
+                    }
+                    Ok(None) => tracing::debug!(target = %name, "another node claimed it first"),
+                    Err(e) => tracing::warn!(target = %name, "claim failed: {e}"),
+                }
+            }
+            Action::Serve { target, epoch } => {
+                let Some(t) = self.targets.by_name(&target) else {
+                    return false;
+                };
+                let started = Instant::now();
+                let up = match self.addresses.up(&t, epoch).await {
+                    Ok(()) => (self.listen)(Arc::clone(&t)).await,
+                    Err(e) => Err(e),
+                };
+                match up {
+                    Ok(()) => tracing::info!(
+                        target = %target, epoch, took = ?started.elapsed(),
+                        "serving the floating target: its addresses are up here"
+                    ),
+                    // The addresses stay as they are; the next rounds keep the ownership, and
+                    // an operator sees the error (a wrong interface, a failing hook).
+                    Err(e) => tracing::error!(
+                        target = %target, epoch,
+                        "owning the floating target, but cannot serve it: {e}"
+                    ),
+                }
+            }
+            Action::Stop { target, epoch, why } => {
+                if let Some(t) = self.targets.by_name(&target) {
+                    self.stop(&t, epoch, why).await;
+                }
+            }
+        }
+        false
+    }
+
+    async fn stop(&self, t: &Target, epoch: i64, why: StopWhy) {
+        for l in t
+            .listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .drain(..)
+        {
+            l.abort();
+        }
+        t.cut_connections();
+        self.addresses.down(t, epoch).await;
+        match why {
+            StopWhy::SelfFenced => tracing::warn!(
+                target = %t.name, epoch,
+                "stopped serving the floating target: no etcd renewal for half the lease \
+                 (another node takes it over)"
+            ),
+            StopWhy::Lost => tracing::warn!(
+                target = %t.name, epoch,
+                "stopped serving the floating target: etcd names another owner"
+            ),
+            StopWhy::Gone => tracing::info!(target = %t.name, epoch, "floating target removed"),
+        }
+    }
+
+    /// Keeps the lease alive (a keep-alive every eighth of the TTL), granting a new one when etcd
+    /// no longer has it.
+    async fn renew(&self, shared: Arc<Mutex<Shared>>) {
+        let ttl = self.ttl.as_secs() as i64;
+        let mut warned = false;
+        loop {
+            let lease = shared.lock().expect("ownership lock poisoned").lease;
+            let sent = Instant::now();
+            let result = match lease {
+                None => self.etcd.grant(ttl, CALL).await.map(Some),
+                Some(l) => self
+                    .etcd
+                    .keep_alive(l.id, CALL)
+                    .await
+                    .map(|live| live.then_some(l.id)),
+            };
+            let next = match result {
+                Ok(Some(id)) => {
+                    if warned {
+                        tracing::info!("floating targets: lease renewed again");
+                        warned = false;
+                    }
+                    Some(Lease { id, renewed: sent })
+                }
+                Ok(None) => {
+                    tracing::warn!("floating targets: the lease expired; asking for a new one");
+                    None
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!("floating targets: cannot renew the lease: {e}");
+                        warned = true;
+                    }
+                    lease
+                }
+            };
+            shared.lock().expect("ownership lock poisoned").lease = next;
+            // Eight tries per TTL: a node fences itself after four failed ones in a row.
+            tokio::time::sleep_until((sent + self.ttl / 8).into()).await;
+        }
+    }
+
+    /// Stops serving on time even while the read loop waits on etcd.
+    async fn watchdog(&self, shared: Arc<Mutex<Shared>>) {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let actions = {
+                let mut s = shared.lock().expect("ownership lock poisoned");
+                let lease = s.lease;
+                s.own.step(Instant::now(), lease, &self.floating(), None)
+            };
+            for a in actions {
+                self.act(a, None).await;
+            }
+        }
+    }
+}
