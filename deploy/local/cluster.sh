@@ -6,6 +6,9 @@
 #                              [--store local|nvme] [--membership etcd|static]
 #                              [--snapshot-every N]   (cluster.log_snapshot_every)
 #                              [--replicas N]   (cluster.replicas: copies of new files, 1-3)
+#                              [--floating ADDR]  a floating mount target "float" at ADDR (on
+#                                 the bridge's subnet, e.g. 10.78.0.200): one node at a time
+#                                 owns it (etcd lease) and holds ADDR on its eth0
 #   deploy/local/cluster.sh down [--dir DIR]
 #   deploy/local/cluster.sh status [--dir DIR]        one line per node, with its role
 #   deploy/local/cluster.sh kill ID [--dir DIR]       kill -9 node ID
@@ -40,7 +43,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=/tmp/sluice-cluster NODES=3 NS="" BIN="" STORE=local MEMBERSHIP=etcd SNAPSHOT_EVERY=50000
-REPLICAS=3
+REPLICAS=3 FLOATING=""
 cmd=${1:-}; shift || true
 ARG=""
 case "$cmd" in kill|kill-etcd|start|add|cut|heal|isolate|rejoin) ARG=${1:?"$cmd needs a node id"}; shift;; esac
@@ -59,7 +62,8 @@ while [ $# -gt 0 ]; do
     --membership) MEMBERSHIP=$2; shift 2;;
     --snapshot-every) SNAPSHOT_EVERY=$2; shift 2;;
     --replicas) REPLICAS=$2; shift 2;;
-    -h|--help) sed -n "2,39p" "$0"; exit 0;;
+    --floating) FLOATING=$2; shift 2;;
+    -h|--help) sed -n "2,42p" "$0"; exit 0;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -68,8 +72,8 @@ log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 STATE=$DIR/cluster.state
 # state lines: "bridge_ns NAME made|joined", "bridge NAME", "prefix P", "bin PATH",
-# "membership etcd|static", "store KIND", "snapshot_every N", "replicas N", "etcd I NETNS ADDR",
-# "node ID NETNS ADDR"
+# "membership etcd|static", "store KIND", "snapshot_every N", "replicas N", "floating ADDR",
+# "etcd I NETNS ADDR", "node ID NETNS ADDR"
 state() { awk -v k="$1" '$1==k {print $2; exit}' "$STATE"; }
 # alive PID: some thread of the process has not exited yet (after kill -9 the main thread
 # shows Z while the others still exit, holding the node's sockets and databases).
@@ -132,8 +136,12 @@ up() {
     prefix=$(ip -n "$NS" -o -4 addr show dev "$bridge" | awk '{print $4}' | cut -d/ -f1 | cut -d. -f1-3)
     [ -n "$prefix" ] || die "bridge $bridge in $NS has no IPv4 address"
   fi
-  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\nsnapshot_every %s\nreplicas %s\n' \
-    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" "$SNAPSHOT_EVERY" "$REPLICAS" > "$STATE"
+  if [ -n "$FLOATING" ]; then
+    [ "$MEMBERSHIP" = etcd ] || die "--floating needs etcd membership"
+    [ "${FLOATING%.*}" = "$prefix" ] || die "--floating $FLOATING is not on the bridge's subnet $prefix.0/24"
+  fi
+  printf 'bridge_ns %s %s\nbridge %s\nprefix %s\nbin %s\nmembership %s\nstore %s\nsnapshot_every %s\nreplicas %s\nfloating %s\n' \
+    "$NS" "$made" "$bridge" "$prefix" "$BIN" "$MEMBERSHIP" "$STORE" "$SNAPSHOT_EVERY" "$REPLICAS" "${FLOATING:--}" > "$STATE"
   # One key for the cluster: it signs file handles and the nodes' frames.
   head -c 16 /dev/urandom > "$DIR/cluster.key"
   local id
@@ -212,7 +220,7 @@ attach() {  # attach NETNS LINK ADDR: a veth from the bridge into NETNS, with AD
 }
 
 make_node() {  # make_node ID: its namespace, link, data directory and config
-  local id=$1 ns addr prefix membership i
+  local id=$1 ns addr prefix membership i float target=""
   ns=$(node_ns "$id"); addr=$(node_addr "$id"); prefix=$(state prefix)
   ip netns list | grep -qw "^$ns" && die "netns $ns exists already"
   ip netns add "$ns"
@@ -225,6 +233,11 @@ make_node() {  # make_node ID: its namespace, link, data directory and config
   else
     membership=$'\n[cluster.members]'
     for i in $(seq "$NODES"); do membership+=$'\n'"$i = \"$prefix.$((100 + i)):2050\""; done
+  fi
+  float=$(state floating)
+  if [ -n "$float" ] && [ "$float" != - ]; then
+    membership+=$'\n'"interface = \"eth0\""
+    target=$'\n[[target]]\nname = "float"\n'"listen = [\"$float:2049\", \"$float:20048\"]"$'\ntier = "unlimited"\nfloating = true'
   fi
   cat > "$DIR/n$id/sluice.toml" <<EOF
 store = "$(state store)"
@@ -247,6 +260,7 @@ path = "/"
 match = "$prefix.0/24"
 access = "rw"
 squash = "none"
+$target
 EOF
   "$(state bin)" check-config "$DIR/n$id/sluice.toml" >/dev/null || die "node $id: config rejected"
 }
@@ -346,5 +360,5 @@ EOF
   rejoin) ip netns exec "$(node_ns "$ARG")" nft delete table inet slc_isolate 2>/dev/null || true
           log "node $ARG rejoined";;
   heal) ip -n "$(state bridge_ns)" link set "slcv$ARG" up; log "node $ARG back on the bridge";;
-  *) sed -n "2,39p" "$0"; exit 2;;
+  *) sed -n "2,42p" "$0"; exit 2;;
 esac

@@ -26,7 +26,8 @@ pub struct Owner {
     pub epoch: i64,
 }
 
-/// One read of etcd: the owners of targets, and the nodes whose registration lease is live.
+/// One read of etcd: the owners of targets, and the nodes that may own one (their targets'
+/// lease is live).
 #[derive(Clone, Debug, Default)]
 pub struct View {
     pub owners: BTreeMap<String, Owner>,

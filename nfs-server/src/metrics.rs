@@ -279,7 +279,11 @@ impl Metrics {
              files_degraded (after the last pass: files with a copy on a departed node and no \
              free voter to take it), files_restore_failed (the last pass could not copy them; \
              retried), rebuild_passes, copies_repaired (ranges of a copy that failed a read, \
-             written again from a good copy), and data_calls_fenced (data calls this node \
+             written again from a good copy), copies_dropped (copies taken out of their \
+             file's layout because their node did not answer a change the other copies took), \
+             files_waiting_for_copies (after the last pass: files with fewer copies than \
+             cluster.replicas whose free voters did not answer lately), and data_calls_fenced \
+             (data calls this node \
              refused because their writer's term was older than one it had seen)",
             store.clone(),
         );

@@ -33,6 +33,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use backend::engine::{Counter, DataStore, Engine, Layout, MetaStore, Staged};
 use backend::{Error, FsStat, Residency, Result};
@@ -51,6 +52,10 @@ const COPY_PIECE: u64 = 1 << 20;
 const REPAIR_ALIGN: u64 = 64 * 1024;
 /// Repairs waiting at most; more wait for a scrub.
 const REPAIRS_QUEUED_MAX: usize = 4096;
+/// How often a change waiting on a copy's node checks that the node still takes connections.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long a node that failed a data call as unreachable gets no new file and no new copy.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
 /// See the module docs.
 pub struct ClusterData<D> {
@@ -75,6 +80,12 @@ pub struct ClusterData<D> {
     repairs: Mutex<Vec<Repair>>,
     /// Bumped whenever remembered layouts are replaced or dropped (see `holders`).
     layouts_changed: AtomicU64,
+    /// When each node last failed a data call as unreachable: new files and new copies
+    /// avoid it for [`UNREACHABLE_FOR`].
+    unreachable: Mutex<HashMap<u64, Instant>>,
+    /// Copies to take out of their file's layout, `(ino, node)`: the node did not answer a
+    /// change that the file's other copies took (see the module docs).
+    drops: Mutex<BTreeSet<(u64, u64)>>,
 }
 
 /// See [`ClusterData::repair`].
@@ -98,12 +109,18 @@ pub struct CopiesPass {
     pub failed: u64,
     /// Ranges of a copy that failed a read (a bad block) written again from a good copy.
     pub repaired: u64,
+    /// Copies taken out of their file's layout because their node did not answer a change
+    /// the other copies took.
+    pub dropped: u64,
+    /// Files with fewer copies than new files get, waiting for an unreachable voter to
+    /// answer again (looked at again every pass).
+    pub waiting: u64,
 }
 
 impl CopiesPass {
     /// Nothing left to do until the voters change (a degraded file waits for a new voter).
     pub fn is_clean(&self) -> bool {
-        self.failed == 0
+        self.failed == 0 && self.waiting == 0
     }
 }
 
@@ -126,6 +143,8 @@ impl<D: DataStore> ClusterData<D> {
             filling: Mutex::new(HashMap::new()),
             repairs: Mutex::new(Vec::new()),
             layouts_changed: AtomicU64::new(0),
+            unreachable: Mutex::new(HashMap::new()),
+            drops: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -213,13 +232,15 @@ impl<D: DataStore> ClusterData<D> {
         voters: &BTreeSet<u64>,
         pass: &mut CopiesPass,
     ) -> Result<bool> {
+        let wanted = usize::from(self.copies).min(voters.len());
         let mut current = layout.clone();
-        for slot in 0..current.nodes.len() {
-            let lost = current.nodes[slot];
-            if voters.contains(&lost) {
-                continue;
+        loop {
+            // A copy on a departed node to replace, else a missing one to add.
+            let lost_slot = current.nodes.iter().position(|n| !voters.contains(n));
+            if lost_slot.is_none() && current.nodes.len() >= wanted {
+                return Ok(true);
             }
-            let free: Vec<u64> = voters
+            let free: BTreeSet<u64> = voters
                 .iter()
                 .copied()
                 .filter(|v| !current.nodes.contains(v))
@@ -227,11 +248,23 @@ impl<D: DataStore> ClusterData<D> {
             if free.is_empty() {
                 return Ok(false);
             }
+            let free: Vec<u64> = self.reachable(free).into_iter().collect();
+            if free.is_empty() {
+                // Its free voters did not answer lately: looked at again next pass.
+                pass.waiting += 1;
+                return Ok(true);
+            }
             let new = free[(self.turn.fetch_add(1, Ordering::Relaxed) as usize) % free.len()];
             lock(&self.filling).insert(ino, new);
             let copied = self.fill(engine, ino, new).and_then(|bytes| {
                 let mut next = current.clone();
-                next.nodes[slot] = new;
+                match lost_slot {
+                    Some(slot) => next.nodes[slot] = new,
+                    None => {
+                        next.nodes.push(new);
+                        next.copies = next.nodes.len() as u8;
+                    }
+                }
                 engine.change_layout(ino, &current, next.clone())?;
                 Ok((bytes, next))
             });
@@ -260,19 +293,21 @@ impl<D: DataStore> ClusterData<D> {
                 // The file is gone: nothing writes it any more.
                 settle();
             }
+            if let Err(Error::Unavailable) = &copied {
+                lock(&self.unreachable).insert(new, Instant::now());
+            }
             let (bytes, next) = copied?;
             tracing::info!(
                 ino,
-                lost,
+                lost = ?lost_slot.map(|s| current.nodes[s]),
                 new,
                 bytes,
-                "a lost copy was made again on another node"
+                "a missing copy was made on another node"
             );
             pass.restored += 1;
             pass.bytes += bytes;
             current = next;
         }
-        Ok(true)
     }
 
     /// Copies all of `ino` to `new` (see [`ClusterData::restore_file`]); the bytes copied.
@@ -341,6 +376,67 @@ impl<D: DataStore> ClusterData<D> {
             order.extend(others[start..].iter().chain(&others[..start]));
         }
         Ok(order)
+    }
+
+    /// `nodes` without those that failed a data call as unreachable lately.
+    fn reachable(&self, nodes: BTreeSet<u64>) -> BTreeSet<u64> {
+        let mut unreachable = lock(&self.unreachable);
+        unreachable.retain(|_, at| at.elapsed() < UNREACHABLE_FOR);
+        nodes
+            .into_iter()
+            .filter(|n| !unreachable.contains_key(n))
+            .collect()
+    }
+
+    /// Whether copies wait to be taken out of their layouts.
+    pub fn drops_pending(&self) -> bool {
+        !lock(&self.drops).is_empty()
+    }
+
+    /// Takes the unreachable copy `node` out of `ino`'s layout (the file keeps its other
+    /// copies, and every acknowledged write is on each of them). `Ok(false)`: nothing to do
+    /// (the layout no longer names it, or it is the file's last copy).
+    fn drop_copy<M: MetaStore>(
+        &self,
+        engine: &Engine<M, Self>,
+        ino: u64,
+        node: u64,
+    ) -> Result<bool> {
+        let Some(layout) = self.meta.inode(ino)?.and_then(|i| i.layout) else {
+            return Ok(false);
+        };
+        if !layout.nodes.contains(&node) || layout.nodes.len() < 2 {
+            return Ok(false);
+        }
+        let nodes: Vec<u64> = layout
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&n| n != node)
+            .collect();
+        let next = Layout {
+            copies: nodes.len() as u8,
+            nodes,
+        };
+        let changed = engine.change_layout(ino, &layout, next.clone());
+        let settle = || {
+            let mut holders = lock(&self.holders);
+            self.layouts_changed.fetch_add(1, Ordering::AcqRel);
+            match &changed {
+                Ok(()) => holders.insert(ino, next.nodes.clone().into()),
+                Err(_) => holders.remove(&ino),
+            };
+        };
+        if engine
+            .with_data_held(ino, |_| {
+                settle();
+                Ok(())
+            })
+            .is_err()
+        {
+            settle();
+        }
+        changed.map(|()| true)
     }
 
     /// Notes the boot id `boot` that node `node` answered with.
@@ -416,12 +512,17 @@ impl<D: DataStore> ClusterData<D> {
                 let (peers, call) = (Arc::clone(&self.peers), Arc::clone(&call));
                 let task = self.runtime.spawn(async move {
                     let addr = peers.addr_of(node).ok_or(Error::Unavailable)?;
-                    peers.call_in_term(&addr, &call, term).await
+                    tokio::select! {
+                        answer = peers.call_in_term(&addr, &call, term) => answer,
+                        () = unresponsive(&addr) => Err(Error::Unavailable),
+                    }
                 });
                 (node, task)
             })
             .collect();
         let mut result = if local { here(&self.local) } else { Ok(()) };
+        let mut took = result.is_ok();
+        let mut unanswered = Vec::new();
         for (node, task) in tasks {
             let answer = match self.runtime.block_on(task) {
                 Ok(Ok((boot, answer))) => {
@@ -432,14 +533,29 @@ impl<D: DataStore> ClusterData<D> {
                 Err(e) => Answer::Failed(Error::Io(format!("a data call task failed: {e}"))),
             };
             match answer {
-                Answer::Done => {}
+                Answer::Done => took = true,
                 Answer::Failed(e) => {
                     tracing::debug!(ino, node, error = %e, "a copy did not take a change");
+                    if e == Error::Unavailable {
+                        unanswered.push(node);
+                    }
                     result = result.and(Err(e));
                 }
                 other => {
                     result = result.and(Err(Error::Io(format!("a data call answered {other:?}"))));
                 }
+            }
+        }
+        // A copy whose node does not answer while others took the change leaves the layout
+        // (the rebuild does it at once); the caller fails with `Unavailable` meanwhile, and
+        // the client's retry reaches only the copies left.
+        if took && !unanswered.is_empty() {
+            let now = Instant::now();
+            let mut unreachable = lock(&self.unreachable);
+            let mut drops = lock(&self.drops);
+            for node in unanswered {
+                unreachable.insert(node, now);
+                drops.insert((ino, node));
             }
         }
         result
@@ -573,6 +689,20 @@ impl<D: DataStore> ClusterData<D> {
     }
 }
 
+/// Returns once `addr` neither accepts nor refuses a new connection in time, probed every
+/// [`PROBE_EVERY`]: a node that is cut off, as opposed to one that is slow (whose kernel still
+/// accepts connections). A change to a copy on it then fails at once instead of after the
+/// call's timeout, and the copy leaves the layout.
+async fn unresponsive(addr: &str) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        match tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
 fn len32(len: usize) -> Result<u32> {
     u32::try_from(len).map_err(|_| Error::Invalid)
 }
@@ -585,7 +715,11 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     const REACHES_EVERY_NODE: bool = true;
 
     fn place(&self, node: u64) -> Layout {
-        let voters: Vec<u64> = self.voters().into_iter().filter(|&n| n != node).collect();
+        let voters: Vec<u64> = self
+            .reachable(self.voters())
+            .into_iter()
+            .filter(|&n| n != node)
+            .collect();
         let partners = usize::from(self.copies - 1).min(voters.len());
         let mut nodes = vec![node];
         if partners > 0 {
@@ -749,6 +883,25 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
 ) -> Result<CopiesPass> {
     let data = engine.data();
     let mut pass = CopiesPass::default();
+    let drops = std::mem::take(&mut *lock(&data.drops));
+    for &(ino, node) in &drops {
+        match data.drop_copy(engine, ino, node) {
+            Ok(true) => {
+                tracing::warn!(
+                    ino,
+                    node,
+                    "a copy's node did not answer: the copy left the file's layout (the \
+                     rebuild makes it again when a voter can take it)"
+                );
+                pass.dropped += 1;
+            }
+            Ok(false) | Err(Error::Stale) => {}
+            Err(e) => {
+                tracing::warn!(ino, node, error = %e, "could not take a copy out of a layout");
+                lock(&data.drops).insert((ino, node));
+            }
+        }
+    }
     let repairs = std::mem::take(&mut *lock(&data.repairs));
     for r in &repairs {
         match data.repair(engine, r) {
@@ -772,13 +925,14 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
         return Ok(pass);
     }
     let voters = data.voters();
+    let wanted = usize::from(data.copies).min(voters.len());
     let sm = data.meta.state_machine();
     let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
     for ino in 1..next {
         let Some(layout) = sm.inode(ino)?.and_then(|i| i.layout) else {
             continue;
         };
-        if layout.nodes.iter().all(|n| voters.contains(n)) {
+        if layout.nodes.iter().all(|n| voters.contains(n)) && layout.nodes.len() >= wanted {
             continue;
         }
         if !layout.nodes.iter().any(|n| voters.contains(n)) {

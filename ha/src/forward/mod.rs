@@ -71,6 +71,9 @@ pub const ROUTE_WAIT: Duration = Duration::from_secs(5);
 const SHIP_TIMEOUT: Duration = ROUTE_WAIT;
 /// How long a data call may take at the holder (a sync of a large file included).
 const DATA_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a data write may take at the holder: a copy whose node takes longer is taken
+/// out of the file's layout (`data::ClusterData`), so writes go on with the other copies.
+const DATA_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Idle connections kept per leader address.
 const IDLE_CONNECTIONS_MAX: usize = 32;
@@ -85,6 +88,8 @@ pub trait Writer: Store {
     fn restore_copies(&self, scan: bool) -> Result<CopiesPass>;
     /// Whether reads queued repairs.
     fn repairs_pending(&self) -> bool;
+    /// Whether copies wait to leave their layouts (their node did not answer a change).
+    fn drops_pending(&self) -> bool;
 }
 
 impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
@@ -98,6 +103,9 @@ impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
     }
     fn repairs_pending(&self) -> bool {
         self.data().repairs_pending()
+    }
+    fn drops_pending(&self) -> bool {
+        self.data().drops_pending()
     }
 }
 
@@ -163,6 +171,7 @@ pub struct ClusterStore<E> {
 #[derive(Default)]
 struct CopiesTotals {
     repaired: u64,
+    dropped: u64,
     restored: u64,
     bytes: u64,
     last: CopiesPass,
@@ -596,10 +605,10 @@ impl Peers {
         call: &Call,
         envelope: wire::Envelope,
     ) -> Result<([u8; 8], Answer)> {
-        let timeout = if call.is_data() {
-            DATA_CALL_TIMEOUT
-        } else {
-            SHIP_TIMEOUT
+        let timeout = match call {
+            Call::DataWrite { .. } => DATA_WRITE_TIMEOUT,
+            c if c.is_data() => DATA_CALL_TIMEOUT,
+            _ => SHIP_TIMEOUT,
         };
         let key = self.meta.key().ok_or(Error::Unavailable)?;
         let (body, data) = wire::encode_shipped(call, envelope);
@@ -929,22 +938,36 @@ async fn lead<E: Writer>(store: Weak<ClusterStore<E>>) {
 /// How often the writing node looks for copies lost with nodes that left the cluster (only
 /// after the voters changed, or while the last pass left work).
 const REBUILD_EVERY: Duration = Duration::from_secs(2);
+/// How soon a copy whose node did not answer is taken out of its file's layout.
+const DROPS_EVERY: Duration = Duration::from_millis(100);
 
 /// Restores copies lost with nodes that left, while this node writes the metadata.
 async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
     // The membership (by the log id of its entry: a set of voters can come back, as when a
     // node joins and is removed between two looks) for which a pass left nothing to do.
     let mut clean_for = None;
+    let mut last = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(REBUILD_EVERY).await;
+        // Copies to drop are taken out at once (writes to their files fail until then); the
+        // rest waits for the next round.
+        tokio::time::sleep(DROPS_EVERY).await;
         let Some(s) = store.upgrade() else { return };
         if s.local().is_none() {
             clean_for = None;
             continue;
         }
+        let drops = s.local().is_some_and(|e| e.drops_pending());
+        if !drops && last.elapsed() < REBUILD_EVERY {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        if drops {
+            // A file left with fewer copies gets them back once a voter can take them.
+            clean_for = None;
+        }
         let membership = Some(*s.meta.raft().metrics().borrow().membership_config.log_id());
-        let scan = clean_for != membership;
-        if !scan && !s.local().is_some_and(|e| e.repairs_pending()) {
+        let scan = clean_for != membership && !drops;
+        if !scan && !drops && !s.local().is_some_and(|e| e.repairs_pending()) {
             continue;
         }
         let task = Arc::clone(&s);
@@ -962,6 +985,7 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
                 }
                 let mut totals = lock(&s.copies);
                 totals.repaired += pass.repaired;
+                totals.dropped += pass.dropped;
                 totals.restored += pass.restored;
                 totals.bytes += pass.bytes;
                 if scan {
@@ -1304,6 +1328,8 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("files_restore_failed", copies.last.failed));
         stats.push(("rebuild_passes", copies.passes));
         stats.push(("copies_repaired", copies.repaired));
+        stats.push(("copies_dropped", copies.dropped));
+        stats.push(("files_waiting_for_copies", copies.last.waiting));
         stats.push(("data_calls_fenced", self.fenced.load(Ordering::Relaxed)));
         stats
     }

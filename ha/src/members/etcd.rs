@@ -485,14 +485,25 @@ impl EtcdTargets {
         format!("{}targets/{name}", self.prefix)
     }
 
-    /// A new lease of `ttl` seconds.
-    pub async fn grant(&self, ttl: i64, bound: Duration) -> Result<i64, String> {
-        self.members
+    /// A new lease of `ttl` seconds for `node`, with the node's candidate key under it
+    /// (`candidates/<node>`): the nodes that may claim targets are those whose key is there.
+    pub async fn grant(&self, node: u64, ttl: i64, bound: Duration) -> Result<i64, String> {
+        let lease = self
+            .members
             .once("grant the targets' lease", bound, |mut c| async move {
                 c.lease_grant(ttl, None).await
             })
-            .await
-            .map(|r| r.id())
+            .await?
+            .id();
+        let key = format!("{}candidates/{node}", self.prefix);
+        let k = key.as_str();
+        self.members
+            .once("put the candidate key", bound, |mut c| async move {
+                c.put(k, "", Some(PutOptions::new().with_lease(lease)))
+                    .await
+            })
+            .await?;
+        Ok(lease)
     }
 
     /// One keep-alive of `lease`: `Ok(false)` when etcd no longer has it.
@@ -554,7 +565,7 @@ impl EtcdTargets {
             .map(|_| ())
     }
 
-    /// The owners of every target, and the nodes whose registration is live.
+    /// The owners of every target, and the nodes whose targets' lease is live.
     pub async fn view(&self, bound: Duration) -> Result<crate::targets::View, String> {
         let p = self.prefix.as_str();
         let r = self
@@ -564,7 +575,7 @@ impl EtcdTargets {
             })
             .await?;
         let mut view = crate::targets::View::default();
-        let (targets, nodes) = (format!("{p}targets/"), format!("{p}nodes/"));
+        let (targets, nodes) = (format!("{p}targets/"), format!("{p}candidates/"));
         for kv in r.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             if let Some(name) = key.strip_prefix(&targets) {

@@ -1397,9 +1397,11 @@ pub fn render_status(s: &Value) -> String {
             fields.push((
                 "data copies",
                 format!(
-                    "{} files degraded, {} failing to copy (last pass); {} copies made again ({}), {} ranges repaired",
+                    "{} files degraded, {} waiting for a node, {} failing to copy (last pass); {} copies dropped, {} made again ({}), {} ranges repaired",
                     text(&log["files_degraded"]),
+                    text(&log["files_waiting_for_copies"]),
                     text(&log["files_restore_failed"]),
+                    text(&log["copies_dropped"]),
                     text(&log["copies_restored"]),
                     log["copies_restored_bytes"]
                         .as_u64()

@@ -231,7 +231,7 @@ pub struct ClusterConfig {
     pub address_hook: Option<PathBuf>,
     /// The TTL of the etcd lease a node owns its floating targets under. A node that dies is
     /// replaced within about this long; a node that cannot renew it for half of it stops
-    /// serving its targets. 2 to 60; default 4.
+    /// serving its targets. 2 to 60; default 3.
     pub target_lease_seconds: u64,
 }
 
@@ -318,7 +318,7 @@ impl Default for ClusterConfig {
             interface: None,
             address_prefix: 24,
             address_hook: None,
-            target_lease_seconds: 4,
+            target_lease_seconds: 3,
         }
     }
 }
@@ -532,7 +532,7 @@ impl Config {
         }
         if !(2..=60).contains(&self.cluster.target_lease_seconds) {
             return Err(ConfigError(format!(
-                "cluster.target_lease_seconds: {} is out of range; give 2 to 60 (default 4)",
+                "cluster.target_lease_seconds: {} is out of range; give 2 to 60 (default 3)",
                 self.cluster.target_lease_seconds
             )));
         }

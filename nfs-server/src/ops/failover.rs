@@ -165,7 +165,11 @@ impl Addresses {
                 (None, Some(dev)) => {
                     let args = ["addr", "del", &self.cidr(ip), "dev", dev];
                     match run("ip".into(), args.map(String::from).to_vec()).await {
-                        Err(e) if e.contains("Cannot assign requested address") => Ok(()),
+                        Err(e)
+                            if e.contains("Address not found") || e.contains("Cannot assign") =>
+                        {
+                            Ok(())
+                        }
                         r => r,
                     }
                 }
@@ -387,7 +391,7 @@ impl Floating {
             let lease = shared.lock().expect("ownership lock poisoned").lease;
             let sent = Instant::now();
             let result = match lease {
-                None => self.etcd.grant(ttl, CALL).await.map(Some),
+                None => self.etcd.grant(self.node, ttl, CALL).await.map(Some),
                 Some(l) => self
                     .etcd
                     .keep_alive(l.id, CALL)

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Floating mount target failover (issue 19): a 3-node cluster (deploy/local/cluster.sh) with a
+# floating target at 10.78.0.200; an NFSv3 client (libnfs, in the bridge's namespace) writes
+# a stream of files through the target's address while its owner is
+#   1. killed (kill -9), then
+#   2. cut off (its link down), healed afterwards.
+# Each time: another node takes the address over, the client carries on, every file it was
+# told was written reads back whole, the old owner's address is gone, and the target's epoch
+# grew. The stall (the longest gap between two completed writes) is printed per phase.
+#
+#   tests/e2e/failover.sh [--bin PATH] [--rounds N]
+#
+# Needs root, etcd-server, libnfs-utils, iputils-arping. Bounded: at most 400 writes per
+# phase, each within 30 s.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN="" ROUNDS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN=$2; shift 2;;
+    --rounds) ROUNDS=$2; shift 2;;
+    *) echo "failover.sh: unknown option $1" >&2; exit 2;;
+  esac
+done
+log() { printf '[failover %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+for c in nfs-cp etcd arping; do
+  command -v "$c" >/dev/null || die "$c missing (Debian: libnfs-utils, etcd-server, iputils-arping)"
+done
+if [ -z "$BIN" ]; then
+  (cd "$ROOT" && cargo build --release -q -p nfs-server --bin sluice) || die "build failed"
+  BIN=$ROOT/target/release/sluice
+fi
+DIR=$(mktemp -d /tmp/sluice-failover.XXXXXX)
+WORK=$DIR/work
+mkdir -p "$WORK"
+FLOAT=10.78.0.200
+CL() { "$ROOT/deploy/local/cluster.sh" "$@" --dir "$DIR/cluster"; }
+cleanup() {
+  [ -n "${WRITER:-}" ] && kill "$WRITER" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || CL down >/dev/null 2>&1 || true
+  [ -n "${KEEP:-}" ] && log "kept $DIR" || rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+CL up --bin "$BIN" --floating "$FLOAT" >/dev/null
+holder() {  # the node whose eth0 holds the floating address (empty: none)
+  local id
+  for id in 1 2 3; do
+    ip -n "slc-n$id" -4 -o addr show dev eth0 2>/dev/null | grep -q " $FLOAT/" && { echo "$id"; return; }
+  done
+  true
+}
+owner_epoch() {  # OWNER column of `sluice target list` through node $1: "node N, epoch R"
+  CL sluice "$1" target list 2>/dev/null | awk '$1=="float" {for (i=9;i<=NF;i++) printf "%s ", $i; print ""}'
+}
+for _ in $(seq 100); do [ -n "$(holder)" ] && break; sleep 0.1; done
+[ -n "$(holder)" ] || die "no node put up the floating address within 10 s"
+
+url() { echo "nfs://$FLOAT//$1?version=3"; }
+head -c 65536 /dev/urandom > "$WORK/payload"
+
+# writer PHASE N: writes files PHASE-1..N through the floating address; logs "i start end"
+# per acknowledged file. A failed one (its mount or a write refused while no node serves the
+# address) is not retried under its name (nfs-cp creates exclusively): the next one is tried
+# after 0.2 s, as a client that retries would.
+writer() {
+  local phase=$1 n=$2 i start
+  for i in $(seq "$n"); do
+    start=$(date +%s.%N)
+    if timeout 30 ip netns exec slc nfs-cp "$WORK/payload" "$(url "$phase-$i")" >/dev/null 2>&1; then
+      echo "$i $start $(date +%s.%N)" >> "$WORK/$phase.log"
+    else
+      sleep 0.2
+    fi
+  done
+}
+
+# check_phase PHASE: every acknowledged file reads back whole; prints the stall.
+check_phase() {
+  local phase=$1 i bad=0
+  while read -r i _ _; do
+    rm -f "$WORK/back"
+    timeout 30 ip netns exec slc nfs-cp "$(url "$phase-$i")" "$WORK/back" >/dev/null 2>&1 \
+      && cmp -s "$WORK/payload" "$WORK/back" || { bad=$((bad + 1)); log "$phase-$i did not read back"; }
+  done < "$WORK/$phase.log"
+  [ "$bad" = 0 ] || die "$phase: $bad acknowledged files lost or changed"
+  awk 'NR>1 {g=$3-prev; if (g>max) max=g} {prev=$3} END {printf "%.2f\n", max}' "$WORK/$phase.log"
+}
+
+fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut
+  local phase=$1 how=$2 old new before after stall t
+  old=$(holder)
+  before=$(owner_epoch "$old")
+  log "$phase: the target is on node $old ($before); writing, then: $how node $old"
+  writer "$phase" 400 &
+  WRITER=$!
+  sleep 3
+  case "$how" in
+    kill) CL kill "$old" >/dev/null 2>&1;;
+    cut) CL cut "$old" >/dev/null 2>&1;;
+  esac
+  local failed_at
+  failed_at=$(date +%s.%N)
+  # The address must leave the old node by itself (its kernel lifetime or self-fencing)
+  # and reach another node.
+  for t in $(seq 150); do
+    new=$(holder)
+    [ -n "$new" ] && [ "$new" != "$old" ] && break
+    sleep 0.1
+  done
+  [ -n "$new" ] && [ "$new" != "$old" ] || die "$phase: no other node took the address within 15 s"
+  log "$phase: node $new holds the address $(echo "$(date +%s.%N) - $failed_at" | bc) s after the $how"
+  # Writes go on after the takeover (20 acknowledged after the failure, within 30 s).
+  for t in $(seq 300); do
+    [ "$(awk -v t="$failed_at" '$3 > t+0' "$WORK/$phase.log" | wc -l)" -ge 20 ] && break
+    sleep 0.1
+  done
+  kill "$WRITER" 2>/dev/null || true
+  wait "$WRITER" 2>/dev/null || true
+  WRITER=""
+  local n
+  n=$(wc -l < "$WORK/$phase.log")
+  awk -v t="$failed_at" '$3 > t+0 {after++} END {exit !(after > 0)}' "$WORK/$phase.log" \
+    || die "$phase: no write completed after the $how"
+  after=$(owner_epoch "$new")
+  [ "${after#node $new, epoch }" -gt "${before#node $old, epoch }" ] \
+    || die "$phase: the epoch did not grow ($before -> $after)"
+  stall=$(check_phase "$phase")
+  log "$phase: $n files acknowledged, all read back; owner $before-> $after; longest gap between two acknowledged writes: $stall s"
+  echo "$phase $how stall_s $stall files $n"
+}
+
+for r in $(seq "$ROUNDS"); do
+  fail_owner "kill$r" kill
+  gone=$(CL status | awk '$NF=="down" {print $2}')
+  for id in $gone; do CL start "$id" >/dev/null; done
+  sleep 3
+  fail_owner "cut$r" cut
+  cut=$(ip -n slc -o link show | awk -F'[ :@]+' '/slcv[0-9]/ && /state DOWN/ {sub("slcv","",$2); print $2}')
+  for id in $cut; do
+    CL heal "$id" >/dev/null 2>&1
+    sleep 2
+    ip -n "slc-n$id" -4 -o addr show dev eth0 | grep -q " $FLOAT/" \
+      && die "cut$r: node $id still holds the floating address after healing"
+  done
+  [ "$(holder)" != "" ] || die "cut$r: nobody holds the address after healing"
+  sleep 3
+done
+log "PASS"
