@@ -51,7 +51,7 @@ tests/e2e/schemathesis.sh
 step "Terraform provider, offline: Terraform 1.0.3 and 1.15.5 against a sluice serve on loopback"
 tests/e2e/terraform.sh
 
-step "libnfs userspace clients (one node, and a three-node cluster), kernel client (../shared/kclient) v3 default and nconnect=16"
+step "libnfs userspace clients (one node, a three-node cluster, a floating target's failover), kernel client (../shared/kclient) v3 default and nconnect=16"
 tests/e2e/run-all.sh
 
 step "a three-node cluster with the kernel client: VM 1 writes 1000 files and 256 MiB through node 1, VM 2 reads them through node 3 (vers=3 and 4.1), and the big file again after node 1 is killed"

@@ -4,6 +4,8 @@
 #      metadata straight to meta.redb, and through the metadata log (restarted after kill -9)
 #   2. tests/e2e/cluster.sh                     (three nodes in network namespaces, libnfs clients:
 #      any node serves any file, kill -9 of the leader, restart, an isolated minority)
+#   2b. tests/e2e/failover.sh                   (a floating mount target: its owner killed, then
+#      cut off; another node takes the address over, nothing acknowledged lost)
 #   3. tests/e2e/kclient-v3.sh                  (kernel NFSv3 client, nconnect=1)
 #   4. tests/e2e/kclient-v3.sh --nconnect 16    (kernel NFSv3 client, nconnect=16)
 # and prints every summary at the end. Exits non-zero if any part failed.
@@ -49,6 +51,7 @@ if [ "$DO_LIBNFS" = 1 ]; then
   part libnfs "$E2E_DIR/libnfs.sh" --bin "$BIN" --crash
   part libnfs-local "$E2E_DIR/libnfs.sh" --bin "$BIN" --metadata local --size-mb 20 --files 100 --crash
   part cluster "$E2E_DIR/cluster.sh" --bin "$BIN"
+  part failover "$E2E_DIR/failover.sh" --bin "$BIN"
 fi
 if [ "$DO_KC" = 1 ]; then
   part kclient-nc1 "$E2E_DIR/kclient-v3.sh" --bin "$BIN" --size-mb "$SIZE"

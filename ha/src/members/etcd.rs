@@ -565,6 +565,16 @@ impl EtcdTargets {
             .map(|_| ())
     }
 
+    /// Revokes `lease`: its owner keys and candidate key go at once (a clean stop).
+    pub async fn revoke(&self, lease: i64, bound: Duration) -> Result<(), String> {
+        self.members
+            .once("revoke the targets' lease", bound, |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// The owners of every target, and the nodes whose targets' lease is live.
     pub async fn view(&self, bound: Duration) -> Result<crate::targets::View, String> {
         let p = self.prefix.as_str();

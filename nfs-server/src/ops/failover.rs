@@ -221,14 +221,66 @@ pub struct Floating {
             + Send
             + Sync,
     >,
+    /// The loop's state (see [`Floating::shared`]); `None` until first used.
+    pub shared: Mutex<Option<Arc<Mutex<Shared>>>>,
 }
 
-struct Shared {
+pub struct Shared {
     own: Ownership,
     lease: Option<Lease>,
+    /// Set by [`Floating::release_all`]: nothing is claimed or served any more.
+    stopping: bool,
 }
 
 impl Floating {
+    /// The ownership loop's state.
+    fn shared(&self) -> Arc<Mutex<Shared>> {
+        let mut s = self.shared.lock().expect("ownership lock poisoned");
+        Arc::clone(s.get_or_insert_with(|| {
+            Arc::new(Mutex::new(Shared {
+                own: Ownership::new(self.node, self.ttl),
+                lease: None,
+                stopping: false,
+            }))
+        }))
+    }
+
+    /// A clean stop (SIGTERM): stops serving every target and gives it up in etcd, so that
+    /// another node claims it at once instead of after the lease.
+    pub async fn release_all(&self) {
+        let shared = self.shared();
+        let (serving, lease): (Vec<(String, i64)>, _) = {
+            let mut s = shared.lock().expect("ownership lock poisoned");
+            s.stopping = true;
+            let lease = s.lease;
+            let serving = s
+                .own
+                .step(Instant::now(), lease, &BTreeSet::new(), None)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Stop { target, epoch, .. } => Some((target, epoch)),
+                    _ => None,
+                })
+                .collect();
+            (serving, lease)
+        };
+        for (name, epoch) in serving {
+            if let Some(t) = self.targets.by_name(&name) {
+                self.stop(&t, epoch, StopWhy::Gone).await;
+            }
+            match self.etcd.release(&name, epoch, CALL).await {
+                Ok(()) => tracing::info!(target = %name, epoch, "floating target handed over"),
+                Err(e) => tracing::warn!(target = %name, "floating target not released: {e}"),
+            }
+        }
+        // This node is no candidate any more: the others claim without waiting for its lease.
+        if let Some(l) = lease {
+            if let Err(e) = self.etcd.revoke(l.id, CALL).await {
+                tracing::warn!("floating targets: lease not revoked: {e}");
+            }
+        }
+    }
+
     fn floating(&self) -> BTreeSet<String> {
         self.targets
             .list()
@@ -244,10 +296,7 @@ impl Floating {
         for t in self.targets.list().into_iter().filter(|t| t.floating) {
             self.addresses.down(&t, 0).await;
         }
-        let shared = Arc::new(Mutex::new(Shared {
-            own: Ownership::new(self.node, self.ttl),
-            lease: None,
-        }));
+        let shared = self.shared();
         {
             let (me, shared) = (Arc::clone(&self), Arc::clone(&shared));
             tokio::spawn(async move { me.watchdog(shared).await });
@@ -280,6 +329,9 @@ impl Floating {
             }
             let (actions, lease, extend) = {
                 let mut s = shared.lock().expect("ownership lock poisoned");
+                if s.stopping {
+                    return;
+                }
                 let now = Instant::now();
                 let lease = s.lease;
                 let actions = s.own.step(now, lease, &self.floating(), Some(&view));
@@ -430,6 +482,9 @@ impl Floating {
             tokio::time::sleep(WATCH_EVERY).await;
             let actions = {
                 let mut s = shared.lock().expect("ownership lock poisoned");
+                if s.stopping {
+                    return;
+                }
                 let lease = s.lease;
                 s.own.step(Instant::now(), lease, &self.floating(), None)
             };

@@ -713,7 +713,7 @@ pub async fn serve_with<S: Store>(
         members,
     )
     .await?;
-    start_floating(&config, &server, &targets, &limits, nfs_bound).await?;
+    let floating = start_floating(&config, &server, &targets, &limits, nfs_bound).await?;
     for e in server.exports().iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
@@ -736,6 +736,9 @@ pub async fn serve_with<S: Store>(
         }
     }
     tracing::info!("shutting down");
+    if let Some(f) = floating {
+        f.release_all().await;
+    }
     if !registered.is_empty() {
         let _ = tokio::task::spawn_blocking(move || {
             portmap::unregister_from_system_rpcbind(&registered)
@@ -774,9 +777,9 @@ async fn start_floating<S: Store>(
     targets: &Arc<crate::qos::TargetTable>,
     limits: &ConnLimits,
     nfs_bound: Vec<SocketAddr>,
-) -> Result<(), StartError> {
+) -> Result<Option<Arc<crate::ops::failover::Floating>>, StartError> {
     if !config.targets.iter().any(|t| t.floating) {
-        return Ok(());
+        return Ok(None);
     }
     // Checked by Config::check: a floating target needs etcd, so a cluster id.
     let cluster = config.cluster.id.clone().unwrap_or_default();
@@ -808,14 +811,15 @@ async fn start_floating<S: Store>(
             lifetime: ttl / 2,
         },
         listen,
+        shared: Default::default(),
     });
     tracing::info!(
         ttl = ?ttl,
         targets = ?config.targets.iter().filter(|t| t.floating).map(|t| &t.name).collect::<Vec<_>>(),
         "floating targets: owned through etcd leases"
     );
-    tokio::spawn(floating.run());
-    Ok(())
+    tokio::spawn(Arc::clone(&floating).run());
+    Ok(Some(floating))
 }
 
 /// SIGHUP: re-reads the config file and applies tier changes to running targets. Other changes
