@@ -1550,16 +1550,36 @@ mod tests {
         let s = json!({"cluster": {"metadata_log": {
             "voters": 3, "is_leader": 1, "rebuild_passes": 4, "files_degraded": 2,
             "files_restore_failed": 1, "copies_restored": 5, "copies_restored_bytes": 3_000_000,
-            "copies_repaired": 7,
+            "copies_repaired": 7, "copies_dropped": 6, "files_waiting_for_copies": 3,
         }}, "targets": []});
         let out = render_status(&s);
         assert!(
             out.contains(
-                "2 files degraded, 1 failing to copy (last pass); 5 copies made again (3.0 MB), \
-                 7 ranges repaired"
+                "2 files degraded, 3 waiting for a node, 1 failing to copy (last pass); 6 copies \
+                 dropped, 5 made again (3.0 MB), 7 ranges repaired"
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_floating_target_shows_its_owner_and_epoch_and_a_fixed_one_a_dash() {
+        let t = |floating: bool, owner: Value| {
+            json!({"name": "t", "tier": "unlimited", "listen": ["10.0.0.100:2049"],
+                   "connections": 0, "source": "config", "floating": floating, "owner": owner,
+                   "rate_bytes_per_second": {"read": 0, "write": 0, "total": 0}})
+        };
+        let out = render_targets(&[
+            t(true, json!({"node": 2, "epoch": 57})),
+            t(true, Value::Null),
+            t(false, Value::Null),
+        ]);
+        let owners: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split("config").nth(1).unwrap_or("").trim())
+            .collect();
+        assert_eq!(owners, ["node 2, epoch 57", "none", "-"], "{out}");
     }
 
     #[test]
