@@ -451,6 +451,13 @@ pub trait DataStore: Send + Sync + 'static {
     }
     /// Where the bytes of `ino` (of logical size `size`) live.
     fn residency(&self, ino: u64, size: u64) -> Result<crate::Residency>;
+    /// Takes copies out of their files' layouts whose node did not answer a change that the
+    /// file's other copies took, through `change(ino, from, to)` (a committed layout change);
+    /// whether any layout changed. A change that failed with `Unavailable` is then tried again:
+    /// it needs only the copies left. Default: nothing to do.
+    fn drop_unanswered(&self, _change: &dyn Fn(u64, &Layout, Layout) -> Result<()>) -> bool {
+        false
+    }
 }
 
 /// A write that a [`DataStore`] has put on disk but not yet into the file; only the store that
@@ -649,17 +656,7 @@ impl<M: MetaStore, D: DataStore> Engine<M, D> {
     /// Gives regular file `ino` the layout `to` if it still has `from` (else `Stale`: it
     /// changed or went meanwhile), in one metadata batch, with its data held still.
     pub fn change_layout(&self, ino: u64, from: &Layout, to: Layout) -> Result<()> {
-        let _exclusive = self.inner.stripe_exclusive(ino);
-        let mut state = self.inner.lock();
-        let entry = cached(&self.inner.meta, &mut state, ino)?.ok_or(Error::Stale)?;
-        if entry.inode.file_type != FileType::Regular || entry.inode.layout.as_ref() != Some(from) {
-            return Err(Error::Stale);
-        }
-        let mut record = entry.inode.clone();
-        record.layout = Some(to);
-        let mut tx = Tx::new(&self.inner.meta, &mut state);
-        tx.put(ino, record);
-        tx.commit(&CallCx::default())
+        self.inner.change_layout(ino, from, to)
     }
 
     /// Whether another writer took over (see [`Error::Fenced`]).
@@ -1124,6 +1121,42 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
 
     fn stripe_exclusive(&self, ino: u64) -> RwLockWriteGuard<'_, ()> {
         self.stripe(ino).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`Engine::change_layout`].
+    fn change_layout(&self, ino: u64, from: &Layout, to: Layout) -> Result<()> {
+        let _exclusive = self.stripe_exclusive(ino);
+        let mut state = self.lock();
+        let entry = cached(&self.meta, &mut state, ino)?.ok_or(Error::Stale)?;
+        if entry.inode.file_type != FileType::Regular || entry.inode.layout.as_ref() != Some(from) {
+            return Err(Error::Stale);
+        }
+        let mut record = entry.inode.clone();
+        record.layout = Some(to);
+        let mut tx = Tx::new(&self.meta, &mut state);
+        tx.put(ino, record);
+        tx.commit(&CallCx::default())
+    }
+
+    /// Runs `op` again (at most twice more) when it failed with `Unavailable` and the data
+    /// store then took copies whose node did not answer out of their layouts
+    /// ([`DataStore::drop_unanswered`]): the change needs only the copies left, each of which
+    /// took every acknowledged write, so the client sees no error for a node that died.
+    fn retrying<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            match op() {
+                Err(Error::Unavailable)
+                    if tries < 2
+                        && self.data.drop_unanswered(&|ino, from, to| {
+                            self.change_layout(ino, from, to)
+                        }) =>
+                {
+                    tries += 1;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// A commit failed: the applied batches it covered may be lost (a failed flush) or rolled
@@ -1877,7 +1910,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     ) -> Result<Wcc> {
         let cred = cred.clone();
         if attr.size.is_some() {
-            self.run(move |s, cx| s.setattr(cx, &cred, id, &attr, guard))
+            self.run(move |s, cx| s.retrying(|| s.setattr(cx, &cred, id, &attr, guard)))
                 .await
         } else {
             self.run_mut(move |s, cx| s.setattr(cx, &cred, id, &attr, guard))
@@ -1982,7 +2015,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
             }
         }
         let cred = cred.clone();
-        self.run(move |s, cx| s.write(cx, &cred, id, offset, &data, stability))
+        self.run(move |s, cx| s.retrying(|| s.write(cx, &cred, id, offset, &data, stability)))
             .await
     }
 
@@ -2052,7 +2085,7 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
     }
 
     async fn commit(&self, id: FileId, _offset: u64, _count: u64) -> Result<Attr> {
-        self.run(move |s, cx| s.commit(cx, id)).await
+        self.run(move |s, cx| s.retrying(|| s.commit(cx, id))).await
     }
 
     async fn residency(&self, id: FileId) -> Result<crate::Residency> {

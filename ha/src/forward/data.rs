@@ -393,14 +393,15 @@ impl<D: DataStore> ClusterData<D> {
         !lock(&self.drops).is_empty()
     }
 
-    /// Takes the unreachable copy `node` out of `ino`'s layout (the file keeps its other
-    /// copies, and every acknowledged write is on each of them). `Ok(false)`: nothing to do
-    /// (the layout no longer names it, or it is the file's last copy).
-    fn drop_copy<M: MetaStore>(
+    /// Takes the unreachable copy `node` out of `ino`'s layout through `change` (a committed
+    /// layout change; the file keeps its other copies, and every acknowledged write is on each
+    /// of them). `Ok(false)`: nothing to do (the layout no longer names it, or it is the
+    /// file's last copy).
+    fn drop_copy(
         &self,
-        engine: &Engine<M, Self>,
         ino: u64,
         node: u64,
+        change: &dyn Fn(u64, &Layout, Layout) -> Result<()>,
     ) -> Result<bool> {
         let Some(layout) = self.meta.inode(ino)?.and_then(|i| i.layout) else {
             return Ok(false);
@@ -418,25 +419,41 @@ impl<D: DataStore> ClusterData<D> {
             copies: nodes.len() as u8,
             nodes,
         };
-        let changed = engine.change_layout(ino, &layout, next.clone());
-        let settle = || {
-            let mut holders = lock(&self.holders);
-            self.layouts_changed.fetch_add(1, Ordering::AcqRel);
-            match &changed {
-                Ok(()) => holders.insert(ino, next.nodes.clone().into()),
-                Err(_) => holders.remove(&ino),
-            };
+        let changed = change(ino, &layout, next.clone());
+        // A layout read before the change must not be remembered after it (the generation).
+        let mut holders = lock(&self.holders);
+        self.layouts_changed.fetch_add(1, Ordering::AcqRel);
+        match &changed {
+            Ok(()) => holders.insert(ino, next.nodes.clone().into()),
+            Err(_) => holders.remove(&ino),
         };
-        if engine
-            .with_data_held(ino, |_| {
-                settle();
-                Ok(())
-            })
-            .is_err()
-        {
-            settle();
+        drop(holders);
+        changed?;
+        tracing::warn!(
+            ino,
+            node,
+            "a copy's node did not answer: the copy left the file's layout (the rebuild makes \
+             it again when a voter can take it)"
+        );
+        Ok(true)
+    }
+
+    /// Takes every copy waiting in `drops` out of its layout; how many left, and the pairs
+    /// that failed for another reason than a changed layout (kept for the next try).
+    fn drop_pending(&self, change: &dyn Fn(u64, &Layout, Layout) -> Result<()>) -> u64 {
+        let drops = std::mem::take(&mut *lock(&self.drops));
+        let mut dropped = 0;
+        for (ino, node) in drops {
+            match self.drop_copy(ino, node, change) {
+                Ok(true) => dropped += 1,
+                Ok(false) | Err(Error::Stale) => {}
+                Err(e) => {
+                    tracing::warn!(ino, node, error = %e, "could not take a copy out of a layout");
+                    lock(&self.drops).insert((ino, node));
+                }
+            }
         }
-        changed.map(|()| true)
+        dropped
     }
 
     /// Notes the boot id `boot` that node `node` answered with.
@@ -859,6 +876,14 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         self.local.space(files_used)
     }
 
+    fn drop_unanswered(&self, change: &dyn Fn(u64, &Layout, Layout) -> Result<()>) -> bool {
+        // Whether there was anything to drop: the rebuild task may have dropped this call's
+        // copy a moment ago, and the call must then be tried again all the same.
+        let pending = self.drops_pending();
+        self.drop_pending(change);
+        pending
+    }
+
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
         self.read_any(
             ino,
@@ -882,26 +907,10 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
     scan: bool,
 ) -> Result<CopiesPass> {
     let data = engine.data();
-    let mut pass = CopiesPass::default();
-    let drops = std::mem::take(&mut *lock(&data.drops));
-    for &(ino, node) in &drops {
-        match data.drop_copy(engine, ino, node) {
-            Ok(true) => {
-                tracing::warn!(
-                    ino,
-                    node,
-                    "a copy's node did not answer: the copy left the file's layout (the \
-                     rebuild makes it again when a voter can take it)"
-                );
-                pass.dropped += 1;
-            }
-            Ok(false) | Err(Error::Stale) => {}
-            Err(e) => {
-                tracing::warn!(ino, node, error = %e, "could not take a copy out of a layout");
-                lock(&data.drops).insert((ino, node));
-            }
-        }
-    }
+    let mut pass = CopiesPass {
+        dropped: data.drop_pending(&|ino, from, to| engine.change_layout(ino, from, to)),
+        ..CopiesPass::default()
+    };
     let repairs = std::mem::take(&mut *lock(&data.repairs));
     for r in &repairs {
         match data.repair(engine, r) {
