@@ -825,6 +825,53 @@ mod tests {
     }
 
     #[test]
+    fn a_floating_target_needs_etcd_an_interface_and_a_specific_address() {
+        let target = |listen: &str| {
+            format!(
+                "[[target]]\nname = \"f\"\nlisten = [\"{listen}\"]\ntier = \"1g\"\n\
+                 floating = true\n"
+            )
+        };
+        let cluster = |extra: &str| {
+            format!(
+                "[cluster]\nid = \"c\"\nlisten = \"10.0.0.1:2050\"\n\
+                 etcd = [\"http://10.0.0.9:2379\"]\n{extra}"
+            )
+        };
+        let no_etcd = Config::from_toml(&target("10.0.0.100:2049")).unwrap_err();
+        assert!(no_etcd.0.contains("target[0].floating"), "{no_etcd}");
+        assert!(no_etcd.0.contains("cluster.etcd"), "{no_etcd}");
+        let text = format!("{}{}", cluster(""), target("10.0.0.100:2049"));
+        let no_interface = Config::from_toml(&text).unwrap_err();
+        assert!(
+            no_interface.0.contains("cluster.interface"),
+            "{no_interface}"
+        );
+        let text = format!(
+            "{}{}",
+            cluster("interface = \"eth0\"\n"),
+            target("0.0.0.0:2049")
+        );
+        let wildcard = Config::from_toml(&text).unwrap_err();
+        assert!(wildcard.0.contains("cannot float"), "{wildcard}");
+        let text = format!(
+            "{}{}",
+            cluster("interface = \"eth0\"\n"),
+            target("10.0.0.100:2049")
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert!(c.targets[0].floating);
+        assert_eq!(c.cluster.target_lease_seconds, 3);
+        let text = format!(
+            "{}{}",
+            cluster("interface = \"eth0\"\ntarget_lease_seconds = 1\n"),
+            target("10.0.0.100:2049")
+        );
+        let short = Config::from_toml(&text).unwrap_err();
+        assert!(short.0.contains("cluster.target_lease_seconds"), "{short}");
+    }
+
+    #[test]
     fn an_unknown_tier_names_the_target() {
         let text = "[[target]]\nname = \"t\"\nlisten = [\"10.0.0.5:2049\"]\ntier = \"7g\"\n";
         let e = Config::from_toml(text).unwrap_err();
