@@ -126,9 +126,13 @@ impl EtcdRegistry {
         if endpoints.is_empty() {
             return Err("no etcd endpoints".into());
         }
+        // HTTP/2 pings find a connection that a cut link left hanging (its TCP retransmits back
+        // off for minutes), so the next call reconnects instead of waiting on it.
         let options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT);
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
+            .with_keep_alive_while_idle(true);
         let mut clients = Vec::new();
         for e in endpoints {
             let client = Client::connect([e.as_str()], Some(options.clone()))
@@ -441,7 +445,8 @@ pub struct EtcdTargets {
 }
 
 impl Members {
-    /// Like [`Members::run`], but one pass over the endpoints within `bound`.
+    /// Like [`Members::run`], but one pass over the endpoints within `bound`, each given an
+    /// equal share of it; an endpoint that fails or is slow is not tried first next time.
     async fn once<T, F, Fut>(&self, what: &str, bound: Duration, op: F) -> Result<T, String>
     where
         F: Fn(Client) -> Fut,
@@ -449,6 +454,7 @@ impl Members {
     {
         let n = self.clients.len();
         let deadline = tokio::time::Instant::now() + bound;
+        let share = bound / n.max(1) as u32;
         let first = self.preferred.load(Ordering::Relaxed);
         let mut errors = Vec::new();
         for i in 0..n {
@@ -458,6 +464,14 @@ impl Members {
             if left.is_zero() {
                 break;
             }
+            let left = if i + 1 < n { left.min(share) } else { left };
+            // Until this endpoint answers, the next call starts at the next one.
+            let _ = self.preferred.compare_exchange(
+                at,
+                (at + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             match tokio::time::timeout(left, op(client.clone())).await {
                 Ok(Ok(v)) => {
                     self.preferred.store(at, Ordering::Relaxed);

@@ -181,14 +181,14 @@ impl Addresses {
         }
     }
 
-    /// Gratuitous ARP (iputils `arping -U`), twice a second apart, in the background: clients
+    /// Gratuitous ARP (iputils `arping -U`), three times a second apart, in the background: clients
     /// on the link then send to this node at once instead of after their ARP entry ages out.
     /// IPv6 addresses are not announced (the neighbours learn them by solicitation).
     fn announce(&self, ip: IpAddr) {
         let (IpAddr::V4(v4), Some(dev)) = (ip, &self.interface) else {
             return;
         };
-        let args: Vec<String> = ["-U", "-c", "2", "-I", dev, &v4.to_string()]
+        let args: Vec<String> = ["-U", "-c", "3", "-I", dev, &v4.to_string()]
             .into_iter()
             .map(String::from)
             .collect();
@@ -467,7 +467,9 @@ impl Floating {
                         tracing::warn!("floating targets: cannot renew the lease: {e}");
                         warned = true;
                     }
-                    lease
+                    // Unrenewed for a whole TTL, the lease is gone in etcd (which may answer
+                    // "not found" rather than a TTL of 0): ask for a new one.
+                    lease.filter(|l| sent.saturating_duration_since(l.renewed) < self.ttl)
                 }
             };
             shared.lock().expect("ownership lock poisoned").lease = next;
