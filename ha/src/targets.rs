@@ -95,7 +95,8 @@ impl Ownership {
         self.ttl / 2
     }
 
-    fn fresh(&self, now: Instant, lease: Option<Lease>) -> bool {
+    /// Whether this node may serve at `now`: its last renewal is younger than half the TTL.
+    pub fn fresh(&self, now: Instant, lease: Option<Lease>) -> bool {
         lease.is_some_and(|l| now.saturating_duration_since(l.renewed) < self.fence_after())
     }
 

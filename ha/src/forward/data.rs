@@ -86,6 +86,32 @@ pub struct ClusterData<D> {
     /// Copies to take out of their file's layout, `(ino, node)`: the node did not answer a
     /// change that the file's other copies took (see the module docs).
     drops: Mutex<BTreeSet<(u64, u64)>>,
+    /// When a copy last left a layout (a change that failed meanwhile is tried again).
+    last_drop: Mutex<Option<Instant>>,
+    /// Writes staged on this node's store only and not yet installed (see `fill`).
+    staging: Arc<AtomicU64>,
+}
+
+/// A write this node's store staged, with the count of staged writes in flight it holds.
+struct ClusterStaged {
+    inner: Staged,
+    _guard: StagingGuard,
+}
+
+/// One staged write in flight (counted in `ClusterData::staging` while it lives).
+struct StagingGuard(Arc<AtomicU64>);
+
+impl StagingGuard {
+    fn new(count: &Arc<AtomicU64>) -> StagingGuard {
+        count.fetch_add(1, Ordering::SeqCst);
+        StagingGuard(Arc::clone(count))
+    }
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// See [`ClusterData::repair`].
@@ -145,6 +171,8 @@ impl<D: DataStore> ClusterData<D> {
             layouts_changed: AtomicU64::new(0),
             unreachable: Mutex::new(HashMap::new()),
             drops: Mutex::new(BTreeSet::new()),
+            last_drop: Mutex::new(None),
+            staging: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -312,6 +340,15 @@ impl<D: DataStore> ClusterData<D> {
 
     /// Copies all of `ino` to `new` (see [`ClusterData::restore_file`]); the bytes copied.
     fn fill<M: MetaStore>(&self, engine: &Engine<M, Self>, ino: u64, new: u64) -> Result<u64> {
+        // Writes staged on this node alone before `filling` named the new node would be
+        // installed only here, possibly behind a piece already copied: wait for them.
+        let waited = Instant::now();
+        while self.staging.load(Ordering::SeqCst) > 0 {
+            if waited.elapsed() > Duration::from_secs(5) {
+                return Err(Error::Unavailable);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut offset = 0u64;
         let mut bytes = 0u64;
         // The new node's boot id after the first piece: if it restarts before the final sync,
@@ -445,7 +482,10 @@ impl<D: DataStore> ClusterData<D> {
         let mut dropped = 0;
         for (ino, node) in drops {
             match self.drop_copy(ino, node, change) {
-                Ok(true) => dropped += 1,
+                Ok(true) => {
+                    dropped += 1;
+                    *lock(&self.last_drop) = Some(Instant::now());
+                }
                 Ok(false) | Err(Error::Stale) => {}
                 Err(e) => {
                     tracing::warn!(ino, node, error = %e, "could not take a copy out of a layout");
@@ -810,17 +850,30 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     }
 
     async fn write_staged(&self, ino: u64, offset: u64, data: &Bytes) -> Result<Option<Staged>> {
-        if self.only_here(ino)? {
-            self.local.write_staged(ino, offset, data).await
-        } else {
+        // Counted before the check: a rebuild that starts filling a new copy of this file
+        // after the check waits for the count to drop (see `fill`), so no staged write lands
+        // on the old copy only, behind a piece already copied.
+        let guard = StagingGuard::new(&self.staging);
+        if !self.only_here(ino)? {
             // Written to every copy, on the blocking path.
-            Ok(None)
+            return Ok(None);
         }
+        let Some(inner) = self.local.write_staged(ino, offset, data).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Staged(Box::new(ClusterStaged {
+            inner,
+            _guard: guard,
+        }))))
     }
 
     fn install(&self, staged: Staged) -> Result<()> {
-        // Only this node's own store stages writes.
-        self.local.install(staged)
+        // Only this node's own store stages writes; the guard goes once it is installed.
+        let Ok(staged) = staged.0.downcast::<ClusterStaged>() else {
+            return Err(Error::Io("a staged write from another store".into()));
+        };
+        let ClusterStaged { inner, _guard } = *staged;
+        self.local.install(inner)
     }
 
     fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
@@ -877,11 +930,11 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     }
 
     fn drop_unanswered(&self, change: &dyn Fn(u64, &Layout, Layout) -> Result<()>) -> bool {
-        // Whether there was anything to drop: the rebuild task may have dropped this call's
-        // copy a moment ago, and the call must then be tried again all the same.
+        // Whether there was anything to drop, or a copy left a layout a moment ago (another
+        // thread may have dropped this call's copy): the call is then tried again.
         let pending = self.drops_pending();
         self.drop_pending(change);
-        pending
+        pending || lock(&self.last_drop).is_some_and(|at| at.elapsed() < Duration::from_secs(1))
     }
 
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {

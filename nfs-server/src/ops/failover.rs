@@ -26,6 +26,8 @@ use crate::qos::{Target, TargetTable};
 const CALL: Duration = Duration::from_millis(500);
 /// How often the owners are read (and unowned targets claimed).
 const READ_EVERY: Duration = Duration::from_millis(250);
+/// How often the kernel lifetime of served addresses is extended.
+const EXTEND_EVERY: Duration = Duration::from_millis(250);
 /// How often the watchdog checks that the lease is fresh.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// A hook or `ip` command that takes longer is killed and counted as failed.
@@ -223,6 +225,9 @@ pub struct Floating {
     >,
     /// The loop's state (see [`Floating::shared`]); `None` until first used.
     pub shared: Mutex<Option<Arc<Mutex<Shared>>>>,
+    /// Held while addresses or listeners change, so that a stop never runs before an up or an
+    /// extension decided earlier (which would put an address back after it was taken down).
+    pub acting: tokio::sync::Mutex<()>,
 }
 
 pub struct Shared {
@@ -264,6 +269,7 @@ impl Floating {
                 .collect();
             (serving, lease)
         };
+        let _acting = self.acting.lock().await;
         for (name, epoch) in serving {
             if let Some(t) = self.targets.by_name(&name) {
                 self.stop(&t, epoch, StopWhy::Gone).await;
@@ -305,7 +311,6 @@ impl Floating {
             let (me, shared) = (Arc::clone(&self), Arc::clone(&shared));
             tokio::spawn(async move { me.renew(shared).await });
         }
-        let mut last_extend = Instant::now();
         let mut warned = false;
         loop {
             let view = self.etcd.view(CALL).await;
@@ -327,7 +332,7 @@ impl Floating {
                 let o = view.owners.get(&t.name).map(|o| (o.node, o.epoch));
                 *t.owner.lock().expect("owner lock poisoned") = o;
             }
-            let (actions, lease, extend) = {
+            let (actions, lease) = {
                 let mut s = shared.lock().expect("ownership lock poisoned");
                 if s.stopping {
                     return;
@@ -335,27 +340,11 @@ impl Floating {
                 let now = Instant::now();
                 let lease = s.lease;
                 let actions = s.own.step(now, lease, &self.floating(), Some(&view));
-                (actions, lease, s.own.may_extend(now, lease))
+                (actions, lease)
             };
             let mut claimed = false;
             for a in actions {
                 claimed |= self.act(a, lease).await;
-            }
-            if extend && last_extend.elapsed() >= Duration::from_millis(500) {
-                last_extend = Instant::now();
-                let serving: Vec<String> = shared
-                    .lock()
-                    .expect("ownership lock poisoned")
-                    .own
-                    .serving()
-                    .keys()
-                    .cloned()
-                    .collect();
-                for t in serving.iter().filter_map(|n| self.targets.by_name(n)) {
-                    if let Err(e) = self.addresses.extend(&t).await {
-                        tracing::warn!(target = %t.name, "floating address not renewed: {e}");
-                    }
-                }
             }
             // After a won claim, read again at once: the next round serves the target.
             if !claimed {
@@ -364,8 +353,19 @@ impl Floating {
         }
     }
 
+    /// Whether this node still serves `target` at `epoch` and may: checked again right
+    /// before and after addresses go up, since the watchdog may have fenced meanwhile.
+    fn still_serving(&self, target: &str, epoch: i64) -> bool {
+        let shared = self.shared();
+        let s = shared.lock().expect("ownership lock poisoned");
+        !s.stopping
+            && s.own.serving().get(target) == Some(&epoch)
+            && s.own.fresh(Instant::now(), s.lease)
+    }
+
     /// Does one action; whether it was a won claim.
     async fn act(&self, a: Action, lease: Option<Lease>) -> bool {
+        let _acting = self.acting.lock().await;
         match a {
             Action::Claim(name) => {
                 let Some(lease) = lease else { return false };
@@ -382,11 +382,19 @@ impl Floating {
                 let Some(t) = self.targets.by_name(&target) else {
                     return false;
                 };
+                if !self.still_serving(&target, epoch) {
+                    return false;
+                }
                 let started = Instant::now();
                 let up = match self.addresses.up(&t, epoch).await {
                     Ok(()) => (self.listen)(Arc::clone(&t)).await,
                     Err(e) => Err(e),
                 };
+                if !self.still_serving(&target, epoch) {
+                    // Fenced while the addresses went up: take them down again.
+                    self.stop(&t, epoch, StopWhy::SelfFenced).await;
+                    return false;
+                }
                 match up {
                     Ok(()) => tracing::info!(
                         target = %target, epoch, took = ?started.elapsed(),
@@ -418,8 +426,9 @@ impl Floating {
         {
             l.abort();
         }
-        t.cut_connections();
         self.addresses.down(t, epoch).await;
+        // After the addresses: a client that reconnected meanwhile is cut too.
+        t.cut_connections();
         match why {
             StopWhy::SelfFenced => tracing::warn!(
                 target = %t.name, epoch,
@@ -440,7 +449,13 @@ impl Floating {
         let ttl = self.ttl.as_secs() as i64;
         let mut warned = false;
         loop {
-            let lease = shared.lock().expect("ownership lock poisoned").lease;
+            let (lease, stopping) = {
+                let s = shared.lock().expect("ownership lock poisoned");
+                (s.lease, s.stopping)
+            };
+            if stopping {
+                return;
+            }
             let sent = Instant::now();
             let result = match lease {
                 None => self.etcd.grant(self.node, ttl, CALL).await.map(Some),
@@ -478,10 +493,30 @@ impl Floating {
         }
     }
 
-    /// Stops serving on time even while the read loop waits on etcd.
+    /// Stops serving on time even while the read loop waits on etcd, and extends the
+    /// kernel lifetime of the served addresses while the lease is fresh.
     async fn watchdog(&self, shared: Arc<Mutex<Shared>>) {
+        let mut last_extend = Instant::now();
         loop {
             tokio::time::sleep(WATCH_EVERY).await;
+            if last_extend.elapsed() >= EXTEND_EVERY {
+                last_extend = Instant::now();
+                let _acting = self.acting.lock().await;
+                // Decided with the lock held: no stop can be pending behind this extension.
+                let serving: Vec<String> = {
+                    let s = shared.lock().expect("ownership lock poisoned");
+                    if s.stopping || !s.own.may_extend(Instant::now(), s.lease) {
+                        Vec::new()
+                    } else {
+                        s.own.serving().keys().cloned().collect()
+                    }
+                };
+                for t in serving.iter().filter_map(|n| self.targets.by_name(n)) {
+                    if let Err(e) = self.addresses.extend(&t).await {
+                        tracing::warn!(target = %t.name, "floating address not renewed: {e}");
+                    }
+                }
+            }
             let actions = {
                 let mut s = shared.lock().expect("ownership lock poisoned");
                 if s.stopping {

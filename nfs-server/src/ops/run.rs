@@ -812,6 +812,7 @@ async fn start_floating<S: Store>(
         },
         listen,
         shared: Default::default(),
+        acting: Default::default(),
     });
     tracing::info!(
         ttl = ?ttl,
