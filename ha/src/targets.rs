@@ -90,6 +90,12 @@ impl Ownership {
         &self.serving
     }
 
+    /// Forgets that `target` is served (its addresses or listeners could not be brought
+    /// up): the next step with a view that still names this node serves it again.
+    pub fn forget(&mut self, target: &str) {
+        self.serving.remove(target);
+    }
+
     /// How long a node may go without a renewal before it stops serving.
     pub fn fence_after(&self) -> Duration {
         self.ttl / 2
@@ -305,6 +311,27 @@ mod tests {
                 target: "a".into(),
                 epoch: 12,
                 why: StopWhy::Lost
+            }]
+        );
+    }
+
+    #[test]
+    fn a_target_that_could_not_be_brought_up_is_served_again_at_the_next_read() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a"]);
+        let v = view(&[("a", 1, 7, 12)], &[1]);
+        let mut own = Ownership::new(1, TTL);
+        assert_eq!(own.step(now, lease, &floating, Some(&v)).len(), 1);
+        own.forget("a");
+        assert_eq!(
+            own.step(now, lease, &floating, Some(&v)),
+            vec![Action::Serve {
+                target: "a".into(),
+                epoch: 12
             }]
         );
     }

@@ -400,12 +400,27 @@ impl Floating {
                         target = %target, epoch, took = ?started.elapsed(),
                         "serving the floating target: its addresses are up here"
                     ),
-                    // The addresses stay as they are; the next rounds keep the ownership, and
-                    // an operator sees the error (a wrong interface, a failing hook).
-                    Err(e) => tracing::error!(
-                        target = %target, epoch,
-                        "owning the floating target, but cannot serve it: {e}"
-                    ),
+                    // Tried again at the next read (a listener that has not let go of the
+                    // port yet, a hook that failed once); an operator sees the error.
+                    Err(e) => {
+                        tracing::error!(
+                            target = %target, epoch,
+                            "owning the floating target, but cannot serve it (trying again): {e}"
+                        );
+                        for l in t
+                            .listeners
+                            .lock()
+                            .expect("listeners lock poisoned")
+                            .drain(..)
+                        {
+                            l.abort();
+                        }
+                        self.shared()
+                            .lock()
+                            .expect("ownership lock poisoned")
+                            .own
+                            .forget(&target);
+                    }
                 }
             }
             Action::Stop { target, epoch, why } => {
