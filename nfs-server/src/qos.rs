@@ -665,6 +665,18 @@ impl Target {
         }))
     }
 
+    /// Stops the target's listener tasks (dropping an `AbortHandle` would leave them running).
+    pub fn stop_listeners(&self) {
+        for l in self
+            .listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .drain(..)
+        {
+            l.abort();
+        }
+    }
+
     /// Closes every open connection of the target (they notice at once, mid-call or idle).
     pub fn cut_connections(&self) {
         self.cut.send_modify(|n| *n += 1);
@@ -754,14 +766,7 @@ impl TargetTable {
         let i = g.iter().position(|t| t.name == name)?;
         let t = g.remove(i);
         self.note_exports(&g);
-        for l in t
-            .listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .drain(..)
-        {
-            l.abort();
-        }
+        t.stop_listeners();
         Some(t)
     }
 

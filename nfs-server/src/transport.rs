@@ -98,7 +98,8 @@ pub async fn serve_tcp<S: Store>(
                     let span = tracing::debug_span!("conn", client = %peer, target = %t.name);
                     // A cut (this node stopped owning the target) shuts the socket down: the
                     // connection then ends as if the client had gone, between calls or not.
-                    let sock = stream.as_fd().try_clone_to_owned();
+                    // Only a floating target is ever cut: others need no second descriptor.
+                    let sock = t.floating.then(|| stream.as_fd().try_clone_to_owned());
                     let mut cut = t.cut.subscribe();
                     let conn = serve_connection(server, stream, &limits, target);
                     let conn = tracing::Instrument::instrument(conn, span);
@@ -107,7 +108,7 @@ pub async fn serve_tcp<S: Store>(
                         tokio::select! {
                             r = &mut conn => break r,
                             Ok(()) = cut.changed() => {
-                                if let Ok(fd) = &sock {
+                                if let Some(Ok(fd)) = &sock {
                                     let _ = socket2::SockRef::from(fd)
                                         .shutdown(std::net::Shutdown::Both);
                                 }

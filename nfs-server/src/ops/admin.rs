@@ -252,18 +252,6 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// Stops a target's listener tasks (dropping an `AbortHandle` would leave them running).
-fn stop_listeners(t: &Target) {
-    for l in t
-        .listeners
-        .lock()
-        .expect("listeners lock poisoned")
-        .drain(..)
-    {
-        l.abort();
-    }
-}
-
 /// Listens on `target`'s addresses that no NFS listener (`nfs_bound`) covers. `elsewhere`: an
 /// address that is not this node's (EADDRNOTAVAIL) is left to the node that holds it.
 pub async fn listen_on<S: Store>(
@@ -836,7 +824,7 @@ impl<S: Store> Admin<S> {
                         }
                     };
                     if let Err(e) = self.start_listeners(&t, self.is_cluster()).await {
-                        stop_listeners(&t);
+                        t.stop_listeners();
                         problem(format!(
                             "target {:?} served only where other listeners cover its addresses: {e}",
                             cfg.name
@@ -848,7 +836,7 @@ impl<S: Store> Admin<S> {
                             tracing::info!(target = %cfg.name, "mount target added from the settings");
                         }
                         Err(e) => {
-                            stop_listeners(&t);
+                            t.stop_listeners();
                             problem(format!("target {:?} not served: {e}", cfg.name));
                         }
                     }
@@ -991,7 +979,7 @@ impl<S: Store> Admin<S> {
         let target = Target::new(&cfg, Source::Api).map_err(|e| error(400, e))?;
         // In a cluster, an address another node holds is served there.
         if let Err(e) = self.start_listeners(&target, self.is_cluster()).await {
-            stop_listeners(&target);
+            target.stop_listeners();
             // Prefixed with the field, as the 400s are (the Terraform provider underlines it).
             return Err(error(409, format!("listen: {e}")));
         }
@@ -1000,12 +988,12 @@ impl<S: Store> Admin<S> {
         let version = match self.write_book(version, &st).await {
             Ok(v) => v,
             Err(e) => {
-                stop_listeners(&target);
+                target.stop_listeners();
                 return Err(e);
             }
         };
         if let Err(e) = self.targets.add(target.clone()) {
-            stop_listeners(&target);
+            target.stop_listeners();
             return Err(error(409, e));
         }
         crate::ops::run::publish_rates(&self.server.metrics, &target);

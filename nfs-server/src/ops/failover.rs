@@ -407,14 +407,7 @@ impl Floating {
                             target = %target, epoch,
                             "owning the floating target, but cannot serve it (trying again): {e}"
                         );
-                        for l in t
-                            .listeners
-                            .lock()
-                            .expect("listeners lock poisoned")
-                            .drain(..)
-                        {
-                            l.abort();
-                        }
+                        t.stop_listeners();
                         self.shared()
                             .lock()
                             .expect("ownership lock poisoned")
@@ -433,14 +426,7 @@ impl Floating {
     }
 
     async fn stop(&self, t: &Target, epoch: i64, why: StopWhy) {
-        for l in t
-            .listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .drain(..)
-        {
-            l.abort();
-        }
+        t.stop_listeners();
         self.addresses.down(t, epoch).await;
         // After the addresses: a client that reconnected meanwhile is cut too.
         t.cut_connections();
