@@ -246,13 +246,20 @@ async fn overwrites_without_commit_reuse_space_instead_of_growing_the_device() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_aligned_writes_take_the_async_path_and_survive_commit_and_reopen() {
+async fn aligned_unstable_writes_take_the_async_path_and_concurrent_ones_survive_commit_and_reopen()
+{
     let tmp = tempfile::tempdir().unwrap();
     let file = {
         let s = std::sync::Arc::new(open(tmp.path()));
         let file = create(&s, "f").await;
         // The first write of a run takes the blocking path (it trims and caches the chunk).
         write(&s, &file, 0, &pattern(2 << 20, 7), Stability::Unstable).await;
+        // With nothing else running, the next aligned UNSTABLE write is staged on the runtime.
+        let before = s.data().staged_writes();
+        write(&s, &file, 0, &pattern(4096, 7), Stability::Unstable).await;
+        assert_eq!(s.data().staged_writes(), before + 1);
+        // Concurrent writes: each one whose state lock is busy at that instant goes to the
+        // blocking path by design, so how many were staged varies; what they leave must not.
         let tasks: Vec<_> = (0..64u64)
             .map(|i| {
                 let s = std::sync::Arc::clone(&s);
@@ -268,11 +275,6 @@ async fn concurrent_aligned_writes_take_the_async_path_and_survive_commit_and_re
         for t in tasks {
             t.await.unwrap();
         }
-        assert!(
-            s.data().staged_writes() >= 64,
-            "{}",
-            s.data().staged_writes()
-        );
         s.commit(file.id, 0, 0).await.unwrap();
         file
     };
