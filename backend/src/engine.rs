@@ -458,6 +458,10 @@ pub trait DataStore: Send + Sync + 'static {
     fn drop_unanswered(&self, _change: &dyn Fn(u64, &Layout, Layout) -> Result<()>) -> bool {
         false
     }
+    /// Figures for metrics, read at scrape time (see `Store::data_stats`). None by default.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A write that a [`DataStore`] has put on disk but not yet into the file; only the store that
@@ -2122,5 +2126,9 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
 
     fn stats(&self) -> Vec<(&'static str, u64)> {
         self.inner.meta.stats()
+    }
+
+    fn data_stats(&self) -> Vec<(&'static str, u64)> {
+        self.inner.data.stats()
     }
 }

@@ -492,6 +492,11 @@ pub trait Store: Send + Sync + 'static {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+
+    /// Figures about the data store for metrics (e.g. its block cache), like [`Store::stats`].
+    fn data_stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A shared store is a store (a cluster node hands its store to the front ends and keeps a
@@ -643,5 +648,8 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         (**self).stats()
+    }
+    fn data_stats(&self) -> Vec<(&'static str, u64)> {
+        (**self).data_stats()
     }
 }

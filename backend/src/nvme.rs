@@ -26,6 +26,7 @@
 //! was reordered or belongs to another store is refused at open.
 
 mod alloc;
+pub mod cache;
 /// Public for the fuzz target of its decoder; not a stable interface.
 #[doc(hidden)]
 pub mod chunk;
@@ -43,6 +44,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use self::alloc::FreeMap;
+use self::cache::BlockCache;
 use self::chunk::{ChunkMap, Slot};
 use self::io::{EngineChoice, IoEngine, Op, Request, Span};
 use crate::engine::{DataStore, Engine, MetaStore, Staged};
@@ -92,6 +94,8 @@ pub struct NvmeConfig {
     pub queue_depth: u32,
     /// Threads of the portable engine.
     pub io_threads: usize,
+    /// Bytes of file data kept in memory ([`cache`]); 0 turns the cache off.
+    pub cache_bytes: u64,
 }
 
 impl NvmeConfig {
@@ -102,6 +106,7 @@ impl NvmeConfig {
             engine: EngineChoice::Auto,
             queue_depth: 256,
             io_threads: 32,
+            cache_bytes: cache::default_capacity(),
         }
     }
 }
@@ -308,6 +313,8 @@ pub struct NvmeData {
     flush: GroupCommit,
     /// Writes that took the async path, for tests and diagnostics.
     staged_writes: AtomicU64,
+    /// File data in memory, keyed by physical block ([`cache`]).
+    blocks: BlockCache,
     /// (inode, device) -> the physical block where the file's chunk 0 would start on that
     /// device (may be below 0 or past the end: only a placement hint).
     anchors: Mutex<std::collections::HashMap<(u64, u16), i128>>,
@@ -394,6 +401,7 @@ impl NvmeData {
             dirty: Mutex::new(BTreeSet::new()),
             flush: GroupCommit::default(),
             staged_writes: AtomicU64::new(0),
+            blocks: BlockCache::new(config.cache_bytes),
             anchors: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -431,6 +439,11 @@ impl NvmeData {
     /// Writes that took the async (staged) path so far.
     pub fn staged_writes(&self) -> u64 {
         self.staged_writes.load(Ordering::Relaxed)
+    }
+
+    /// The block cache's counters and size.
+    pub fn cache_stats(&self) -> cache::CacheStats {
+        self.blocks.stats()
     }
 
     /// Free blocks over all devices.
@@ -565,24 +578,58 @@ impl NvmeData {
         free.take(n).ok_or(Error::NoSpace)
     }
 
+    /// Gives blocks that no durable map references any more back to the free map. Their
+    /// cached content goes first: once free, a block may be written with other data.
     fn release(&self, device: u16, blocks: impl IntoIterator<Item = u64>) {
+        let blocks: Vec<u64> = blocks.into_iter().collect();
+        self.blocks.remove(device, blocks.iter().copied());
         let mut free = lock(&self.free[usize::from(device)]);
         for b in blocks {
             free.release(b, 1);
         }
     }
 
-    /// Reads physical blocks into `buf` (block `i` of `buf` from `physical[i]`, holes zeroed)
-    /// and checks each against its checksum.
+    /// Copies the cached blocks of `slots` into `buf` (block `i` at `i * BLOCK`) and zeroes
+    /// its holes; returns the slots still to read from disk (cached blocks and holes are
+    /// holes there) and whether there are any.
+    fn fill_from_cache(&self, device: u16, slots: &[Slot], buf: &mut [u8]) -> (Vec<Slot>, bool) {
+        let mut io = slots.to_vec();
+        let mut missing = false;
+        if !self.blocks.enabled() {
+            chunk::zero_holes(slots, buf);
+            return (io, slots.iter().any(|s| !s.is_hole()));
+        }
+        for (i, slot) in io.iter_mut().enumerate() {
+            let block = &mut buf[i * BLOCK..(i + 1) * BLOCK];
+            if slot.is_hole() {
+                block.fill(0);
+            } else if let Some(data) = self.blocks.get(device, *slot) {
+                block.copy_from_slice(&data);
+                *slot = Slot::default();
+            } else {
+                missing = true;
+            }
+        }
+        (io, missing)
+    }
+
+    /// Reads physical blocks into `buf` (block `i` of `buf` from `physical[i]`, holes zeroed),
+    /// from the block cache where it has them, and checks each block read from disk against
+    /// its checksum (and then caches it). The caller holds the lock of the chunk the slots
+    /// come from, so they cannot be freed meanwhile.
     fn read_blocks(
         &self,
         device: u16,
-        slots: &[Slot],
+        all: &[Slot],
         buf: &mut [u8],
         what: &dyn Fn(usize) -> String,
     ) -> Result<()> {
         let dev = &self.devices[usize::from(device)];
-        chunk::zero_holes(slots, buf);
+        let (slots, missing) = self.fill_from_cache(device, all, buf);
+        if !missing {
+            return Ok(());
+        }
+        let slots = &slots[..];
         let reqs: Vec<Request> = chunk::runs(slots)
             .into_iter()
             .map(|(start, len, physical)| Request {
@@ -624,15 +671,17 @@ impl NvmeData {
                 slot.physical
             )));
         }
+        self.blocks.insert(device, slots, buf);
         Ok(())
     }
 
-    /// Writes `buf` (whole blocks) to freshly allocated blocks of `device`; returns the
-    /// physical block of each buffer block.
+    /// Writes `buf` (whole blocks, with checksums `crcs`) to freshly allocated blocks of
+    /// `device` and caches them; returns the physical block of each buffer block.
     fn write_new_blocks(
         &self,
         device: u16,
         buf: &mut [u8],
+        crcs: &[u32],
         place: Option<(u64, u64, usize)>,
     ) -> Result<Vec<u64>> {
         let n = (buf.len() / BLOCK) as u64;
@@ -672,6 +721,9 @@ impl NvmeData {
             }
             return Err(e);
         }
+        // Fresh blocks that no map references yet: nothing can free them before the caller
+        // installs them, so their cache entries are right from the start.
+        self.blocks.insert(device, &slots_of(&physical, crcs), buf);
         Ok(physical)
     }
 
@@ -707,7 +759,7 @@ impl NvmeData {
         }
         buf[head..head + data.len()].copy_from_slice(data);
         let crcs: Vec<u32> = buf.chunks(BLOCK).map(crc32c::crc32c).collect();
-        let physical = self.write_new_blocks(device, &mut buf, Some((ino, index, first)))?;
+        let physical = self.write_new_blocks(device, &mut buf, &crcs, Some((ino, index, first)))?;
         let map = state.map.get_or_insert_with(|| ChunkMap::empty(device));
         let mut replaced = Vec::new();
         for (i, (&phys, &crc)) in physical.iter().zip(&crcs).enumerate() {
@@ -751,7 +803,7 @@ impl NvmeData {
             self.read_blocks(device, &[new_map.slots[b]], &mut buf, &what)?;
             buf[keep % BLOCK..].fill(0);
             let crc = crc32c::crc32c(&buf);
-            let phys = self.write_new_blocks(device, &mut buf, None)?;
+            let phys = self.write_new_blocks(device, &mut buf, &[crc], None)?;
             dropped.push(new_map.slots[b].physical);
             new_map.slots[b] = Slot {
                 physical: phys[0],
@@ -842,16 +894,32 @@ impl NvmeData {
         let end = offset.checked_add(len as u64).ok_or(Error::Invalid)?;
         let first_block = offset / BLOCK as u64;
         let blocks = (end.div_ceil(BLOCK as u64) - first_block) as usize;
+        let head = (offset % BLOCK as u64) as usize;
         let mut plan = self.plan_off_runtime(ino, first_block, blocks)?;
+        // One cached block: its bytes go to the reply as they are, without a copy.
+        if let [(device, slots)] = &plan[..] {
+            if let [slot] = &slots[..] {
+                if let Some(data) = (!slot.is_hole())
+                    .then(|| self.blocks.get(*device, *slot))
+                    .flatten()
+                {
+                    return Ok(data.slice(head..head + len));
+                }
+            }
+        }
         for attempt in 0.. {
             let mut buf = self.pool.get(blocks);
             let mut spans = Vec::new();
             let mut at = 0usize;
-            for (device, slots) in &plan {
+            // Per piece of the plan, the slots to read from disk (cached blocks are copied in
+            // and count as holes here).
+            let mut from_disk = Vec::with_capacity(plan.len());
+            for (device, all) in &plan {
                 let fd = self.devices[usize::from(*device)].file.as_raw_fd();
-                chunk::zero_holes(slots, &mut buf[at * BLOCK..(at + slots.len()) * BLOCK]);
+                let piece = &mut buf[at * BLOCK..(at + all.len()) * BLOCK];
+                let (slots, _) = self.fill_from_cache(*device, all, piece);
                 spans.extend(
-                    chunk::runs(slots)
+                    chunk::runs(&slots)
                         .into_iter()
                         .map(|(start, len, physical)| Span {
                             op: Op::Read,
@@ -862,8 +930,13 @@ impl NvmeData {
                         }),
                 );
                 at += slots.len();
+                from_disk.push(slots);
             }
-            let (buf, results) = self.io.run_owned(&spans, buf).await;
+            let (buf, results) = if spans.is_empty() {
+                (buf, Vec::new())
+            } else {
+                self.io.run_owned(&spans, buf).await
+            };
             for (span, result) in spans.iter().zip(results) {
                 match result {
                     Ok(n) if n == span.len => {}
@@ -875,7 +948,7 @@ impl NvmeData {
             }
             let mut bad = None;
             let mut at = 0usize;
-            for (device, slots) in &plan {
+            for ((device, _), slots) in plan.iter().zip(&from_disk) {
                 let piece = &buf[at * BLOCK..(at + slots.len()) * BLOCK];
                 if let Some(i) = chunk::first_bad_block(slots, piece) {
                     bad = Some((*device, slots[i], first_block + (at + i) as u64));
@@ -884,7 +957,9 @@ impl NvmeData {
                 at += slots.len();
             }
             let Some((device, slot, block)) = bad else {
-                let head = (offset % BLOCK as u64) as usize;
+                if !spans.is_empty() {
+                    self.cache_read(ino, first_block, &plan, &from_disk, &buf);
+                }
                 return Ok(buf.into_bytes().slice(head..head + len));
             };
             let fresh = self.plan_off_runtime(ino, first_block, blocks)?;
@@ -907,6 +982,41 @@ impl NvmeData {
             )));
         }
         unreachable!("the loop above returns")
+    }
+
+    /// Caches the blocks a lock-free read took from disk. The plan was copied, not locked,
+    /// so a block may have been freed (its entry removed) and reused while the read ran; the
+    /// blocks go in first, then the plan is taken again: if it is unchanged, every block was
+    /// still mapped after its entry went in, so a later release removes the entry. If it
+    /// changed, the entries come out again.
+    fn cache_read(
+        &self,
+        ino: u64,
+        first_block: u64,
+        plan: &ReadPlan,
+        from_disk: &[Vec<Slot>],
+        buf: &[u8],
+    ) {
+        if !self.blocks.enabled() {
+            return;
+        }
+        let mut at = 0usize;
+        for ((device, _), slots) in plan.iter().zip(from_disk) {
+            self.blocks
+                .insert(*device, slots, &buf[at * BLOCK..(at + slots.len()) * BLOCK]);
+            at += slots.len();
+        }
+        let blocks = plan.iter().map(|(_, s)| s.len()).sum();
+        let unchanged = matches!(
+            self.read_plan(ino, first_block, blocks, true),
+            Ok(Some(fresh)) if fresh == *plan
+        );
+        if !unchanged {
+            for ((device, _), slots) in plan.iter().zip(from_disk) {
+                let mapped = slots.iter().filter(|s| !s.is_hole()).map(|s| s.physical);
+                self.blocks.remove(*device, mapped);
+            }
+        }
     }
 
     /// First half of a block-aligned write on the async runtime: allocates fresh blocks,
@@ -993,7 +1103,7 @@ impl NvmeData {
             });
             at += n;
         }
-        let (_buf, results) = self.io.run_owned(&spans, buf).await;
+        let (buf, results) = self.io.run_owned(&spans, buf).await;
         let failed = spans.iter().zip(results).find_map(|(span, r)| match r {
             Ok(n) if n == span.len => None,
             Ok(n) => Some(Error::Io(format!(
@@ -1008,6 +1118,15 @@ impl NvmeData {
                 lock(&self.free[usize::from(device)]).release(start, len);
             }
             return Err(e);
+        }
+        // The blocks are fresh and referenced by no map until installed: cache them now.
+        let mut at = 0usize;
+        for piece in &staged {
+            let n = piece.physical.len();
+            let slots = slots_of(&piece.physical, &piece.crcs);
+            self.blocks
+                .insert(piece.device, &slots, &buf[at * BLOCK..(at + n) * BLOCK]);
+            at += n;
         }
         self.staged_writes.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Staged(Box::new(StagedWrite {
@@ -1128,6 +1247,15 @@ impl NvmeData {
         }
         tx.commit().map_err(db_error)
     }
+}
+
+/// Slots for blocks just written at `physical` with checksums `crcs`.
+fn slots_of(physical: &[u64], crcs: &[u32]) -> Vec<Slot> {
+    physical
+        .iter()
+        .zip(crcs)
+        .map(|(&physical, &crc)| Slot { physical, crc })
+        .collect()
 }
 
 /// Drops a quarter of the clean, unused chunk states.
@@ -1414,6 +1542,19 @@ impl DataStore for NvmeData {
 
     fn remove(&self, ino: u64) -> Result<()> {
         self.set_len(ino, 0)
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        let c = self.blocks.stats();
+        vec![
+            ("block_cache_capacity_bytes", c.capacity_bytes),
+            ("block_cache_bytes", c.bytes),
+            ("block_cache_blocks", c.blocks),
+            ("block_cache_hits", c.hits),
+            ("block_cache_misses", c.misses),
+            ("block_cache_inserts", c.inserts),
+            ("block_cache_evictions", c.evictions),
+        ]
     }
 
     fn space(&self, files_used: u64) -> Result<FsStat> {

@@ -358,3 +358,205 @@ async fn chunks_written_out_of_order_are_laid_out_in_file_order() {
         pattern(1 << 20, 5)
     );
 }
+
+fn open_with_cache(dir: &Path, cache_bytes: u64) -> NvmeStore {
+    let mut config = NvmeConfig::new(dir);
+    config.cache_bytes = cache_bytes;
+    NvmeStore::open_with(&config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_read_again_comes_from_memory_until_the_store_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = {
+        let s = open_with_cache(tmp.path(), 64 << 20);
+        let file = create(&s, "f").await;
+        write(&s, &file, 0, &pattern(3 * 4096, 1), Stability::FileSync).await;
+        // Damage the middle block on disk: the cached copy (filled by the write) answers.
+        let (device, at) = s.data().locate(file.id.ino, 4096).unwrap().unwrap();
+        let dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(device)
+            .unwrap();
+        dev.write_all_at(b"rot", at).unwrap();
+        let before = s.data().cache_stats();
+        assert_eq!(
+            read(&s, &file, 0, 3 * 4096).await.unwrap(),
+            pattern(3 * 4096, 1)
+        );
+        assert_eq!(
+            read(&s, &file, 4096 + 7, 100).await.unwrap()[..],
+            { pattern(3 * 4096, 1)[4096 + 7..4096 + 107].to_vec() }[..]
+        );
+        let after = s.data().cache_stats();
+        assert_eq!(after.hits - before.hits, 4);
+        assert_eq!(after.misses, before.misses);
+        file
+    };
+    // A reopened store starts empty and reads the disk, checksums and all.
+    let s = open_with_cache(tmp.path(), 64 << 20);
+    assert!(matches!(read(&s, &file, 4096, 10).await, Err(Error::Io(_))));
+    assert_eq!(read(&s, &file, 0, 4096).await.unwrap(), pattern(4096, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_truncations_and_removals_never_let_an_old_block_be_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open_with_cache(tmp.path(), 64 << 20);
+    let f = create(&s, "f").await;
+    write(&s, &f, 0, &pattern(1 << 20, 1), Stability::FileSync).await;
+    assert_eq!(read(&s, &f, 0, 1 << 20).await.unwrap(), pattern(1 << 20, 1));
+    // Overwrite (aligned, partial, unstable), then read before and after the commit.
+    write(&s, &f, 8192, &[9u8; 4096], Stability::Unstable).await;
+    write(&s, &f, 100, b"xyz", Stability::Unstable).await;
+    let mut want = pattern(1 << 20, 1);
+    want[8192..12288].fill(9);
+    want[100..103].copy_from_slice(b"xyz");
+    assert_eq!(read(&s, &f, 0, 1 << 20).await.unwrap(), want);
+    s.commit(f.id, 0, 0).await.unwrap();
+    assert_eq!(read(&s, &f, 0, 1 << 20).await.unwrap(), want);
+    // Cut inside a block, then grow again: the tail reads as zeros, not as the cached tail.
+    let size = |n| SetAttr {
+        size: Some(n),
+        ..SetAttr::default()
+    };
+    s.setattr(&root(), f.id, size(5000), None).await.unwrap();
+    s.setattr(&root(), f.id, size(1 << 20), None).await.unwrap();
+    let back = read(&s, &f, 0, 1 << 20).await.unwrap();
+    assert_eq!(back[..5000], want[..5000]);
+    assert!(back[5000..].iter().all(|&b| b == 0));
+    // Remove it; new files take the freed blocks and read only their own data.
+    s.remove(&root(), s.root(), b"f").await.unwrap();
+    s.commit(s.root(), 0, 0).await.unwrap();
+    for i in 0..4u8 {
+        let g = create(&s, &format!("g{i}")).await;
+        write(&s, &g, 0, &pattern(256 << 10, 50 + i), Stability::FileSync).await;
+        assert_eq!(
+            read(&s, &g, 0, 256 << 10).await.unwrap(),
+            pattern(256 << 10, 50 + i)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_racing_overwrites_and_commits_see_only_whole_blocks_of_their_own_file_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_with_cache(tmp.path(), 64 << 20));
+    let f = create(&s, "f").await;
+    // Block k holds k in its first half and a version (u16, repeated) in its second.
+    const BLOCKS: u64 = 256;
+    let version = |v: u16| {
+        let mut data = vec![0u8; BLOCKS as usize * 4096];
+        for (k, b) in data.chunks_mut(4096).enumerate() {
+            b[..2048].fill(k as u8);
+            for pair in b[2048..].chunks_mut(2) {
+                pair.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        data
+    };
+    write(&s, &f, 0, &version(0), Stability::FileSync).await;
+    // 320 versions of 1 MiB: more than the device file's first 256 MiB, so blocks freed by
+    // the commits are allocated again while the readers (and the cache) still know them.
+    const VERSIONS: u16 = 320;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let s = std::sync::Arc::clone(&s);
+        let id = f.id;
+        let done = std::sync::Arc::clone(&done);
+        tokio::spawn(async move {
+            for v in 1..=VERSIONS {
+                let data = Bytes::from(version(v));
+                s.write(&root(), id, 0, data, Stability::Unstable)
+                    .await
+                    .unwrap();
+                // Each commit frees the blocks of the version before.
+                s.commit(id, 0, 0).await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let s = std::sync::Arc::clone(&s);
+            let id = f.id;
+            let done = std::sync::Arc::clone(&done);
+            tokio::spawn(async move {
+                // Each read starts after the one before ended: a block never goes back
+                // to an older version (a stale cached copy would).
+                let mut seen = [0u16; BLOCKS as usize];
+                let mut reads = 0u64;
+                // While the writer runs (bounded in count).
+                while !done.load(std::sync::atomic::Ordering::SeqCst) && reads < 3000 {
+                    let k = (reads * 7 + r * 13) % BLOCKS;
+                    let got = s.read(&root(), id, k * 4096, 8192).await.unwrap().data;
+                    for (i, b) in got.chunks(4096).enumerate() {
+                        let at = (k + i as u64) as usize;
+                        assert!(b[..2048].iter().all(|&x| x == at as u8), "block {at}");
+                        let v = u16::from_le_bytes([b[2048], b[2049]]);
+                        assert!(
+                            b[2048..].chunks(2).all(|p| p == v.to_le_bytes()),
+                            "block {at} torn"
+                        );
+                        assert!(
+                            v >= seen[at],
+                            "block {at} went back from {} to {v}",
+                            seen[at]
+                        );
+                        seen[at] = v;
+                    }
+                    reads += 1;
+                }
+            })
+        })
+        .collect();
+    writer.await.unwrap();
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(read(&s, &f, 0, 1 << 20).await.unwrap(), version(VERSIONS));
+    assert!(s.data().cache_stats().hits > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_many_times_the_cache_keeps_memory_within_the_cache_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capacity = 2 << 20;
+    let s = open_with_cache(tmp.path(), capacity);
+    let f = create(&s, "f").await;
+    for i in 0..16u64 {
+        write(
+            &s,
+            &f,
+            i << 20,
+            &pattern(1 << 20, i as u8),
+            Stability::Unstable,
+        )
+        .await;
+    }
+    s.commit(f.id, 0, 0).await.unwrap();
+    for _ in 0..2 {
+        for i in 0..16u64 {
+            let got = read(&s, &f, i << 20, 1 << 20).await.unwrap();
+            assert_eq!(got, pattern(1 << 20, i as u8));
+            let c = s.data().cache_stats();
+            assert!(c.bytes <= capacity, "{c:?}");
+        }
+    }
+    let c = s.data().cache_stats();
+    assert!(c.evictions > 0 && c.misses > 0, "{c:?}");
+    assert_eq!(c.capacity_bytes, capacity);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_a_cache_reads_everything_from_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open_with_cache(tmp.path(), 0);
+    let f = create(&s, "f").await;
+    write(&s, &f, 0, &pattern(64 << 10, 3), Stability::FileSync).await;
+    assert_eq!(
+        read(&s, &f, 0, 64 << 10).await.unwrap(),
+        pattern(64 << 10, 3)
+    );
+    assert_eq!(s.data().cache_stats(), Default::default());
+}

@@ -143,7 +143,9 @@ pub struct Metrics {
     state_source: std::sync::OnceLock<StateSource>,
     /// The store's own figures (the metadata log's, when metadata goes through it).
     store: Family<RuntimeLabels, Gauge>,
+    data: Family<RuntimeLabels, Gauge>,
     store_source: std::sync::OnceLock<StoreSource>,
+    data_source: std::sync::OnceLock<StoreSource>,
 }
 
 /// Reads the store's figures at a scrape (`Store::stats`).
@@ -188,6 +190,7 @@ impl Metrics {
         let runtime = Family::<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let nfs4 = Family::<RuntimeLabels, Gauge>::default();
         let store = Family::<RuntimeLabels, Gauge>::default();
+        let data = Family::<RuntimeLabels, Gauge>::default();
 
         // Names are given without the `_total` suffix: prometheus-client appends it to
         // counter samples (and OpenMetrics names the counter family without it).
@@ -287,9 +290,20 @@ impl Metrics {
              refused because their writer's term was older than one it had seen)",
             store.clone(),
         );
+        registry.register(
+            "sluice_data_store",
+            "This node's data store, read at scrape time (nvme store): block_cache_capacity_bytes \
+             (the [nvme] cache_mib bound), block_cache_bytes and block_cache_blocks (held now, \
+             bytes with overhead), block_cache_hits and block_cache_misses (4 KiB block lookups \
+             by reads), block_cache_inserts (blocks put in by reads and writes) and \
+             block_cache_evictions",
+            data.clone(),
+        );
 
         Metrics {
             store,
+            data,
+            data_source: std::sync::OnceLock::new(),
             store_source: std::sync::OnceLock::new(),
             task_monitor: tokio_metrics::TaskMonitor::new(),
             runtime,
@@ -426,14 +440,24 @@ impl Metrics {
         let _ = self.store_source.set(source);
     }
 
+    /// Where the data store's figures come from (`Store::data_stats`).
+    pub fn set_data_source(&self, source: StoreSource) {
+        let _ = self.data_source.set(source);
+    }
+
     fn refresh_store(&self) {
-        let Some(source) = self.store_source.get() else {
-            return;
-        };
-        for (metric, value) in source() {
-            self.store
-                .get_or_create(&RuntimeLabels { metric })
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        for (family, source) in [
+            (&self.store, &self.store_source),
+            (&self.data, &self.data_source),
+        ] {
+            let Some(source) = source.get() else {
+                continue;
+            };
+            for (metric, value) in source() {
+                family
+                    .get_or_create(&RuntimeLabels { metric })
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
         }
     }
 
@@ -825,10 +849,20 @@ mod tests {
         let m = Metrics::new();
         assert!(!m.encode().contains("sluice_metadata_log{"));
         m.set_store_source(Box::new(|| vec![("term", 3), ("apply_lag", 0)]));
+        m.set_data_source(Box::new(|| vec![("block_cache_hits", 12)]));
         let text = m.encode();
         assert_eq!(
             sample(&text, "sluice_metadata_log", &[("metric", "term")]),
             Some(3.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "sluice_data_store",
+                &[("metric", "block_cache_hits")]
+            ),
+            Some(12.0),
             "{text}"
         );
     }

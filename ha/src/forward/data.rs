@@ -937,6 +937,10 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         pending || lock(&self.last_drop).is_some_and(|at| at.elapsed() < Duration::from_secs(1))
     }
 
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        self.local.stats()
+    }
+
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
         self.read_any(
             ino,

@@ -678,6 +678,7 @@ pub trait HeldData: Send + Sync + 'static {
     fn sync(&self, ino: u64) -> Result<()>;
     fn remove(&self, ino: u64) -> Result<()>;
     fn residency(&self, ino: u64, size: u64) -> Result<Residency>;
+    fn stats(&self) -> Vec<(&'static str, u64)>;
 }
 
 impl<D: DataStore> HeldData for D {
@@ -698,6 +699,9 @@ impl<D: DataStore> HeldData for D {
     }
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
         DataStore::residency(self, ino, size)
+    }
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        DataStore::stats(self)
     }
 }
 
@@ -1312,6 +1316,11 @@ impl<E: Writer> Store for ClusterStore<E> {
             return engine.doc(key).await;
         }
         answer!(self.dispatch(Call::Doc(key.to_vec())).await?, Answer::Doc(d) => d)
+    }
+
+    fn data_stats(&self) -> Vec<(&'static str, u64)> {
+        // This node's own data store, whether or not its engine serves the metadata now.
+        self.held.as_ref().map(|h| h.stats()).unwrap_or_default()
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {

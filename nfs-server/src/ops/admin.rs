@@ -638,6 +638,9 @@ impl<S: Store> Admin<S> {
                     .map(|(k, v)| (k.to_string(), json!(v)))
                     .collect::<serde_json::Map<String, Value>>(),
             },
+            "data_store": self.server.store.data_stats().into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect::<serde_json::Map<String, Value>>(),
             "settings": {
                 "kept_in": self.book.name(),
                 "version": self.applied.load(std::sync::atomic::Ordering::Relaxed),

@@ -1377,6 +1377,27 @@ pub fn render_status(s: &Value) -> String {
             format!("read {}, written {}", moved("read"), moved("write")),
         ),
     ];
+    let data = &s["data_store"];
+    if let Some(capacity) = data["block_cache_capacity_bytes"].as_u64() {
+        let hits = data["block_cache_hits"].as_u64().unwrap_or(0);
+        let misses = data["block_cache_misses"].as_u64().unwrap_or(0);
+        fields.push((
+            "block cache",
+            if capacity == 0 {
+                "off ([nvme] cache_mib = 0)".to_string()
+            } else {
+                format!(
+                    "{} MiB of {} MiB, {} hits, {} misses ({:.0}% hits), {} evictions",
+                    data["block_cache_bytes"].as_u64().unwrap_or(0) >> 20,
+                    capacity >> 20,
+                    hits,
+                    misses,
+                    100.0 * hits as f64 / (hits + misses).max(1) as f64,
+                    text(&data["block_cache_evictions"])
+                )
+            },
+        ));
+    }
     let log = &s["cluster"]["metadata_log"];
     if log.as_object().is_some_and(|o| !o.is_empty()) {
         fields.push((

@@ -93,6 +93,9 @@ pub struct NvmeSettings {
     pub queue_depth: u32,
     /// Threads of the portable engine. Default 32.
     pub io_threads: usize,
+    /// MiB of file data the block cache keeps in memory; 0 turns it off. Default (unset): a
+    /// quarter of the machine's memory (or of the cgroup's limit).
+    pub cache_mib: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -111,6 +114,7 @@ impl Default for NvmeSettings {
             io_engine: IoEngineKind::Auto,
             queue_depth: 256,
             io_threads: 32,
+            cache_mib: None,
         }
     }
 }

@@ -85,6 +85,9 @@ fn nvme_config(config: &Config) -> backend::nvme::NvmeConfig {
     nvme.devices = settings.devices.clone();
     nvme.queue_depth = settings.queue_depth;
     nvme.io_threads = settings.io_threads;
+    if let Some(mib) = settings.cache_mib {
+        nvme.cache_bytes = mib.saturating_mul(1 << 20);
+    }
     nvme.engine = match settings.io_engine {
         crate::ops::config::IoEngineKind::Auto => EngineChoice::Auto,
         crate::ops::config::IoEngineKind::IoUring => EngineChoice::Uring,
@@ -639,6 +642,12 @@ pub async fn serve_with<S: Store>(
         let weak = Arc::downgrade(&server);
         metrics.set_store_source(Box::new(move || {
             weak.upgrade().map(|s| s.store.stats()).unwrap_or_default()
+        }));
+        let weak = Arc::downgrade(&server);
+        metrics.set_data_source(Box::new(move || {
+            weak.upgrade()
+                .map(|s| s.store.data_stats())
+                .unwrap_or_default()
         }));
     }
     for t in targets.list() {
