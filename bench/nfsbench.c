@@ -13,6 +13,12 @@
  *                               three times. Prints JSON.
  *   nfsbench commit URL FILE... open each file and send COMMIT (nfs_fsync). Prints JSON.
  *   nfsbench memcpy MIB         memcpy of a 64 MiB buffer until MIB MiB were copied. Prints JSON.
+ *   nfsbench dataset URL fill|read N KIB P
+ *                               a training data set in /dataset: N files of KIB KiB. "fill" writes
+ *                               them (each closed after a COMMIT); "read" reads every file whole,
+ *                               once (one epoch). P clients (processes, one connection each) take
+ *                               every P-th file; timed from a common start until the slowest is
+ *                               done. Prints JSON with bytes, seconds and MBps.
  *
  * URL is a libnfs URL of the export, e.g. nfs://127.0.0.1/?version=3&nfsport=2049&mountport=20048
  * Paths (FILE) are relative to the export root. The directory cache is off, so every stat is a
@@ -250,6 +256,95 @@ static int mcopy(long mib) {
   return 0;
 }
 
+/* One client's share of a data-set pass: files c, c+P, c+2P, ... Returns errors. */
+static long dataset_client(const char *url, int fill, int n, int kib, int c, int p,
+                           pthread_barrier_t *bar) {
+  struct nfs_context *nfs = connect_url(url);
+  size_t size = (size_t)kib << 10;
+  char *buf = malloc(size), path[128];
+  long errs = 0;
+  if (!buf) exit(2);
+  for (size_t i = 0; i < size; i++) buf[i] = (char)(i * 31 + c);
+  pthread_barrier_wait(bar);
+  for (int i = c; i < n; i += p) {
+    struct nfsfh *fh;
+    snprintf(path, sizeof path, "/dataset/f%06d", i);
+    if ((fill ? nfs_creat(nfs, path, 0644, &fh) : nfs_open(nfs, path, O_RDONLY, &fh)) != 0) {
+      if (errs++ < 3) fprintf(stderr, "nfsbench: open %s: %s\n", path, nfs_get_error(nfs));
+      continue;
+    }
+    size_t done = 0;
+    while (done < size) {
+      int got = fill ? nfs_write(nfs, fh, size - done, buf + done)
+                     : nfs_read(nfs, fh, size - done, buf + done);
+      if (got <= 0) {
+        if (errs++ < 3) fprintf(stderr, "nfsbench: %s %s: %s\n", fill ? "write" : "read", path,
+                                got < 0 ? nfs_get_error(nfs) : "short file");
+        break;
+      }
+      done += (size_t)got;
+    }
+    if (fill && nfs_fsync(nfs, fh) != 0 && errs++ < 3)
+      fprintf(stderr, "nfsbench: commit %s: %s\n", path, nfs_get_error(nfs));
+    nfs_close(nfs, fh);
+  }
+  pthread_barrier_wait(bar);
+  free(buf);
+  nfs_destroy_context(nfs);
+  return errs;
+}
+
+static int dataset(const char *url, const char *what, int n, int kib, int clients) {
+  int fill = !strcmp(what, "fill");
+  if ((!fill && strcmp(what, "read")) || n < 1 || kib < 1 || kib > 65536 || clients < 1 ||
+      clients > 64) {
+    fprintf(stderr, "nfsbench: dataset needs fill|read, N >= 1, 1 <= KIB <= 65536, 1 <= P <= 64\n");
+    return 2;
+  }
+  if (fill) {
+    struct nfs_context *nfs = connect_url(url);
+    if (nfs_mkdir(nfs, "/dataset") != 0)
+      fprintf(stderr, "nfsbench: mkdir /dataset: %s (going on)\n", nfs_get_error(nfs));
+    nfs_destroy_context(nfs);
+  }
+  struct shared {
+    pthread_barrier_t bar;
+    long errs[64];
+  } *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED) return 2;
+  memset(sh, 0, sizeof *sh);
+  pthread_barrierattr_t attr;
+  pthread_barrierattr_init(&attr);
+  pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_barrier_init(&sh->bar, &attr, clients + 1);
+  alarm(3600);
+  for (int c = 0; c < clients; c++) {
+    pid_t pid = fork();
+    if (pid < 0) { perror("nfsbench: fork"); return 2; }
+    if (pid == 0) {
+      alarm(3600);
+      sh->errs[c] = dataset_client(url, fill, n, kib, c, clients, &sh->bar);
+      _exit(sh->errs[c] ? 1 : 0);
+    }
+  }
+  pthread_barrier_wait(&sh->bar);
+  double t0 = now();
+  pthread_barrier_wait(&sh->bar);
+  double secs = now() - t0;
+  int failed = 0;
+  long errs = 0;
+  for (int c = 0; c < clients; c++) {
+    int st;
+    if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) failed = 1;
+    errs += sh->errs[c];
+  }
+  double bytes = (double)n * ((double)kib * 1024);
+  printf("{\"n\":%d,\"kib\":%d,\"clients\":%d,\"phase\":\"%s\",\"bytes\":%.0f,\"seconds\":%.6f,"
+         "\"MBps\":%.1f,\"files_per_s\":%.1f,\"errors\":%ld}\n",
+         n, kib, clients, what, bytes, secs, bytes / secs / 1e6, n / secs, errs);
+  return failed || errs ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 4 && !strcmp(argv[1], "meta"))
     return meta(argv[2], atoi(argv[3]), argc >= 5 ? atoi(argv[4]) : 1);
@@ -257,6 +352,9 @@ int main(int argc, char **argv) {
   if (argc >= 4 && !strcmp(argv[1], "list")) return list(argv[2], atoi(argv[3]));
   if (argc >= 4 && !strcmp(argv[1], "commit")) return commit(argv[2], argc - 3, argv + 3);
   if (argc >= 3 && !strcmp(argv[1], "memcpy")) return mcopy(atol(argv[2]));
-  fprintf(stderr, "usage: nfsbench meta URL N [P] | rtt URL N | list URL N | commit URL FILE... | memcpy MIB\n");
+  if (argc >= 7 && !strcmp(argv[1], "dataset"))
+    return dataset(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+  fprintf(stderr, "usage: nfsbench meta URL N [P] | rtt URL N | list URL N | commit URL FILE... | "
+                  "memcpy MIB | dataset URL fill|read N KIB P\n");
   return 2;
 }

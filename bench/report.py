@@ -13,6 +13,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("raw")
 ap.add_argument("out")
 for a in ("mode", "command", "reps", "jobs", "seq-mb", "runtime", "meta-n", "meta-p", "list-n", "rtt-n",
+          "ds-n", "ds-kib", "ds-p",
           "sluice", "sluice-rev",
           "nfsserve", "ganesha", "fio", "libnfs", "load-start", "build-s", "bench-s", "logs"):
     ap.add_argument("--" + a, default="?")
@@ -68,7 +69,7 @@ def meta_rate(r, phase):
 WL = [
     ("seqwrite", "MB/s", f"Checkpoint save: 1 MiB seq. write + COMMIT, {o.jobs} jobs x QD1"),
     ("seqread", "MB/s", f"Restore: 1 MiB seq. read, {o.jobs} jobs x QD4"),
-    ("seqread_cold", "MB/s", f"Restore, cold: the same after dropping the page cache"),
+    ("seqread_cold", "MB/s", f"Restore, cold: the same after dropping the page cache (and restarting Sluice)"),
     ("randread", "IOPS", f"4 KiB random read, {o.jobs} jobs x QD32"),
     ("randwrite", "IOPS", f"4 KiB random write + COMMIT, {o.jobs} jobs x QD32"),
 ]
@@ -89,7 +90,16 @@ LIST_LABEL = f"`ls -l` of a {o.list_n}-entry directory (READDIRPLUS, 1 client)"
 for s in SERVERS:
     table[(RTT_LABEL, s)] = med([nfsbench_rate(r, "seconds") for r in metas(s, "rtt")])
     table[(LIST_LABEL, s)] = med([nfsbench_rate(r, "list_mean_s") for r in metas(s, "list")])
-labels = [(l, u) for _, u, l in WL] + meta_labels + [(RTT_LABEL, "ops/s"), (LIST_LABEL, "entries/s")]
+DS = [
+    ("dsfill", f"Data set: write {o.ds_n} files of {o.ds_kib} KiB (+ COMMIT each), {o.ds_p} clients"),
+    ("dsread1", f"Data set: epoch 1, read every file, {o.ds_p} clients, cold (caches dropped, Sluice restarted)"),
+    ("dsread2", f"Data set: epoch 2, the same again (warm)"),
+]
+for kind, label in DS:
+    for s in SERVERS:
+        table[(label, s)] = med([r["res"].get("MBps") for r in metas(s, kind)
+                                 if not r.get("rc") and r["res"].get("MBps")])
+labels = [(l, u) for _, u, l in WL] + [(l, "MB/s") for _, l in DS] + meta_labels + [(RTT_LABEL, "ops/s"), (LIST_LABEL, "entries/s")]
 
 
 def fmt(v, unit=""):
@@ -125,6 +135,7 @@ L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 DISK_OF = {"seqwrite": "disk-write", "seqread": "disk-read", "seqread_cold": "disk-read",
            "randread": "disk-randread", "randwrite": "disk-randwrite"}
 disk_of_label = {label: DISK_OF[w] for w, _, label in WL}
+disk_of_label.update({DS[0][1]: "disk-write", DS[1][1]: "disk-read", DS[2][1]: "disk-read"})
 for label, unit in labels:
     v = {s: table[(label, s)] for s in SERVERS}
     c = ceil.get("tcp") if unit == "MB/s" else None
@@ -163,6 +174,12 @@ L.append("|---|---:|---:|---:|---:|---:|---:|")
 for w, unit, label in WL:
     cpu_ = {s: med([r["cpu_s"] / (r["bytes"] / GiB) for r in runs(s, w) if ok_run(r)]) for s in SERVERS}
     rss = {s: med([r["hwm_kb"] / 1024 for r in runs(s, w) if r.get("hwm_kb")]) for s in SERVERS}
+    L.append(f"| {label} | " + " | ".join(f"{cpu_[s]:.2f} s/GiB" if cpu_[s] is not None else "FAIL" for s in SERVERS)
+             + " | " + " | ".join(f"{rss[s]:.0f}" if rss[s] is not None else "-" for s in SERVERS) + " |")
+for kind, label in DS:
+    cpu_ = {s: med([r["cpu_s"] / (r["res"]["bytes"] / GiB) for r in metas(s, kind)
+                    if not r.get("rc") and r["res"].get("bytes")]) for s in SERVERS}
+    rss = {s: med([r["hwm_kb"] / 1024 for r in metas(s, kind) if r.get("hwm_kb")]) for s in SERVERS}
     L.append(f"| {label} | " + " | ".join(f"{cpu_[s]:.2f} s/GiB" if cpu_[s] is not None else "FAIL" for s in SERVERS)
              + " | " + " | ".join(f"{rss[s]:.0f}" if rss[s] is not None else "-" for s in SERVERS) + " |")
 for kind in ("meta", "metap"):
@@ -209,7 +226,7 @@ for r in rows:
         if r["commit"].get("errors") and not unavail:
             probs.append(f"- {NAMES[r['server']]}, rep {r['rep']}, {r['workload']}: COMMIT failed "
                          f"(see {o.logs}/{r['server']}.{r['rep']}.{r['workload']}.err)")
-    elif r["kind"] in ("meta", "metap", "rtt", "list"):
+    elif r["kind"] in ("meta", "metap", "rtt", "list", "dsfill", "dsread1", "dsread2"):
         res = r["res"]
         if r.get("rc") or not res.get("n"):
             probs.append(f"- {NAMES[r['server']]}, rep {r['rep']}, {r['kind']}: exit {r.get('rc')}, {json.dumps(res)} "

@@ -10,10 +10,11 @@
 # Env: SLUICE_BIN=path        use this sluice binary instead of building the workspace
 #      SLUICE_REV=text        how the report names that binary's source (e.g. a commit)
 #      SLUICE_METADATA=log    run Sluice's metadata through the metadata log ([cluster] metadata)
+#      SLUICE_CACHE_MIB=n     Sluice's block cache size ([nvme] cache_mib; 0: off)
 #      BENCH_WORK=/var/tmp/sluice-bench   data dirs and state (must be on a real disk, not tmpfs)
 #      NFSSERVE_BIN=path      use this nfsserve directory server instead of building bench/nfsserve-dir
 #      PEERS=<repo>/../shared/peers   REPS=, JOBS=, SEQ_MB=, RUNTIME=, META_N=, META_P=, LIST_N=,
-#      RTT_N= override the mode
+#      RTT_N=, DS_N=, DS_KIB=, DS_P= override the mode
 #      SERVERS="sluice ganesha nfsserve"   a subset, for debugging
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,14 +24,17 @@ MODE=full
 [ "${1:-}" = --quick ] && MODE=quick
 if [ $MODE = quick ]; then
   REPS=${REPS:-1}; JOBS=${JOBS:-4}; SEQ_MB=${SEQ_MB:-32}; RUNTIME=${RUNTIME:-4}; META_N=${META_N:-2000}
-  LIST_N=${LIST_N:-5000}
+  LIST_N=${LIST_N:-5000}; DS_N=${DS_N:-2000}
   TCP_T=3; MEM_MB=4096; CAP=${CAP:-60}
 else
-  REPS=${REPS:-3}; JOBS=${JOBS:-4}; SEQ_MB=${SEQ_MB:-256}; RUNTIME=${RUNTIME:-15}; META_N=${META_N:-10000}
-  LIST_N=${LIST_N:-50000}
+  # 4 jobs x 1 GiB: a 4 GiB checkpoint; a data set of 20 000 files of 128 KiB (issue 22).
+  REPS=${REPS:-3}; JOBS=${JOBS:-4}; SEQ_MB=${SEQ_MB:-1024}; RUNTIME=${RUNTIME:-15}; META_N=${META_N:-10000}
+  LIST_N=${LIST_N:-50000}; DS_N=${DS_N:-20000}
   TCP_T=10; MEM_MB=20000; CAP=${CAP:-180}
 fi
 SERVERS=${SERVERS:-"sluice ganesha nfsserve"}
+DS_KIB=${DS_KIB:-128}             # size of a data-set file
+DS_P=${DS_P:-4}                  # clients reading the data set
 META_P=${META_P:-8}              # clients of the parallel metadata run (processes, one connection each)
 RTT_N=${RTT_N:-10000}            # GETATTRs of the round-trip floor
 WORK=${BENCH_WORK:-/var/tmp/sluice-bench}
@@ -161,12 +165,20 @@ d=json.load(sys.stdin); print(json.dumps({"kind":"ceiling","what":"tcp","MBps":d
 
 # ----------------------------------------------------------------------------- servers
 # Each start_* sets SPID (the server process measured), URL (libnfs URL of the export) and SLOG.
+# start_sluice REP [keep]: with "keep", the data of the last run stays (a restart).
 start_sluice() {
   local ns=$NSP-sluice d=$WORK/sluice-data
-  mkns $ns; rm -rf "$d"; mkdir -p "$d"
+  if [ "${2:-}" = keep ]; then
+    ip netns list | grep -qw "$ns" || mkns $ns
+  else
+    mkns $ns; rm -rf "$d"; mkdir -p "$d"
+  fi
   printf '[[export]]\npath = "/"\n[[export.clients]]\nmatch = "*"\nsquash = "none"\n' >"$WORK/sluice.toml"
   if [ -n "${SLUICE_METADATA:-}" ]; then
     printf '[cluster]\nmetadata = "%s"\n' "$SLUICE_METADATA" >>"$WORK/sluice.toml"
+  fi
+  if [ -n "${SLUICE_CACHE_MIB:-}" ]; then
+    printf '[nvme]\ncache_mib = %s\n' "$SLUICE_CACHE_MIB" >>"$WORK/sluice.toml"
   fi
   SLOG=$LOG/sluice.$1.log
   SLUICE_LOG=${SLUICE_LOG:-info} ip netns exec $ns "$SLUICE" serve --config "$WORK/sluice.toml" \
@@ -193,6 +205,19 @@ start_nfsserve() {
   SPID=$!
   URL="nfs://127.0.0.1/?version=3&nfsport=2049&mountport=2049"
   waitport $ns 2049
+}
+# cold SERVER REP: empty the caches a re-read could hit: the kernel's page cache (Ganesha and
+# nfsserve read through it) and, for Sluice, its own block cache (a restart on the same data;
+# it reads with O_DIRECT, so the page cache holds none of its data).
+cold() {
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  if [ "$1" = sluice ] && [ -n "$SPID" ]; then
+    kill "$SPID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SPID" 2>/dev/null || true
+    wait "$SPID" 2>/dev/null || true
+    start_sluice "$2" keep || say "sluice did not come back after a restart (log: $SLOG)"
+  fi
 }
 stop_server() {
   local s=$1
@@ -310,14 +335,14 @@ bench_server() {
   fi
   rec "{\"kind\":\"start\",\"server\":\"$s\",\"rep\":$r,\"pid\":$SPID}"
   local w
-  for w in seqwrite seqread seqread_cold randread randwrite rtt meta metap list; do
+  for w in seqwrite seqread seqread_cold randread randwrite rtt meta metap list dsfill dsread1 dsread2; do
     if ! kill -0 "$SPID" 2>/dev/null; then
       rec "{\"kind\":\"fail\",\"server\":\"$s\",\"rep\":$r,\"what\":\"died before $w\"}"; break
     fi
     case $w in
       seqwrite)  run_fio "$s" "$r" $w --rw=write --bs=1M --iodepth=1 ;;
       seqread)   run_fio "$s" "$r" $w --rw=read --bs=1M --iodepth=4 ;;
-      seqread_cold) sync; echo 3 >/proc/sys/vm/drop_caches
+      seqread_cold) cold "$s" "$r"
                  run_fio "$s" "$r" $w --rw=read --bs=1M --iodepth=4 ;;
       randread)  run_fio "$s" "$r" $w --rw=randread --bs=4k --iodepth=32 --norandommap --time_based --runtime=$RUNTIME ;;
       randwrite) run_fio "$s" "$r" $w --rw=randwrite --bs=4k --iodepth=32 --norandommap --time_based --runtime=$RUNTIME ;;
@@ -327,6 +352,11 @@ bench_server() {
       list)      # One fill per server (it is the slow part: 50 000 synchronous creates), listed
                  # three times; the later repetitions skip it to keep a full run within 30 min.
                  [ "$r" = 1 ] && run_nfsbench "$s" "$r" list list "$URL" "$LIST_N" ;;
+      # A training data set: written once, then read in two epochs, the first one cold.
+      dsfill)    run_nfsbench "$s" "$r" dsfill dataset "$URL" fill "$DS_N" "$DS_KIB" "$DS_P" ;;
+      dsread1)   cold "$s" "$r"
+                 run_nfsbench "$s" "$r" dsread1 dataset "$URL" read "$DS_N" "$DS_KIB" "$DS_P" ;;
+      dsread2)   run_nfsbench "$s" "$r" dsread2 dataset "$URL" read "$DS_N" "$DS_KIB" "$DS_P" ;;
     esac
   done
   kill -0 "$SPID" 2>/dev/null || rec "{\"kind\":\"fail\",\"server\":\"$s\",\"rep\":$r,\"what\":\"died\"}"
@@ -344,6 +374,7 @@ T1=$(date +%s)
 python3 "$HERE/report.py" "$RAW" "$OUTDIR/$NAME.md" \
   --mode "$MODE" --command "bench/run.sh$([ $MODE = quick ] && echo ' --quick' || true)" \
   --reps "$REPS" --jobs "$JOBS" --seq-mb "$SEQ_MB" --runtime "$RUNTIME" --meta-n "$META_N" --meta-p "$META_P" --list-n "$LIST_N" --rtt-n "$RTT_N" \
+  --ds-n "$DS_N" --ds-kib "$DS_KIB" --ds-p "$DS_P" \
   --sluice "$SLUICE" --sluice-rev "${SLUICE_REV:-$([ -n "${SLUICE_BIN:-}" ] && echo 'given by SLUICE_BIN' || git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')}" \
   --nfsserve "${NFSSERVE_VER:-nfsserve}" --ganesha "$(dpkg-query -W -f '${Version}' nfs-ganesha 2>/dev/null || echo '?')" \
   --fio "$("$FIOBIN" --version)" --libnfs "$(dpkg-query -W -f '${Version}' libnfs-dev 2>/dev/null || echo '?')" \

@@ -143,7 +143,7 @@ fn db_error(e: impl Into<redb::Error>) -> Error {
     Error::Io(format!("extent store: {}", e.into()))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -389,6 +389,7 @@ impl NvmeData {
             direct,
             devices = devices.len(),
             free_blocks = free.iter().map(FreeMap::free_blocks).sum::<u64>(),
+            block_cache_mib = config.cache_bytes >> 20,
             "nvme data store ready"
         );
         Ok(NvmeData {
@@ -723,7 +724,8 @@ impl NvmeData {
         }
         // Fresh blocks that no map references yet: nothing can free them before the caller
         // installs them, so their cache entries are right from the start.
-        self.blocks.insert(device, &slots_of(&physical, crcs), buf);
+        self.blocks
+            .insert_written(device, &slots_of(&physical, crcs), buf);
         Ok(physical)
     }
 
@@ -1125,7 +1127,7 @@ impl NvmeData {
             let n = piece.physical.len();
             let slots = slots_of(&piece.physical, &piece.crcs);
             self.blocks
-                .insert(piece.device, &slots, &buf[at * BLOCK..(at + n) * BLOCK]);
+                .insert_written(piece.device, &slots, &buf[at * BLOCK..(at + n) * BLOCK]);
             at += n;
         }
         self.staged_writes.fetch_add(1, Ordering::Relaxed);
@@ -1549,10 +1551,12 @@ impl DataStore for NvmeData {
         vec![
             ("block_cache_capacity_bytes", c.capacity_bytes),
             ("block_cache_bytes", c.bytes),
+            ("block_cache_memory_bytes", c.memory_bytes),
             ("block_cache_blocks", c.blocks),
             ("block_cache_hits", c.hits),
             ("block_cache_misses", c.misses),
             ("block_cache_inserts", c.inserts),
+            ("block_cache_writes_skipped", c.writes_skipped),
             ("block_cache_evictions", c.evictions),
         ]
     }

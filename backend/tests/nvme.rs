@@ -372,7 +372,9 @@ async fn a_block_read_again_comes_from_memory_until_the_store_reopens() {
         let s = open_with_cache(tmp.path(), 64 << 20);
         let file = create(&s, "f").await;
         write(&s, &file, 0, &pattern(3 * 4096, 1), Stability::FileSync).await;
-        // Damage the middle block on disk: the cached copy (filled by the write) answers.
+        // A first read fills the cache (a write does too, once the cache has memory).
+        read(&s, &file, 0, 3 * 4096).await.unwrap();
+        // Damage the middle block on disk: the cached copy answers.
         let (device, at) = s.data().locate(file.id.ino, 4096).unwrap().unwrap();
         let dev = std::fs::OpenOptions::new()
             .write(true)

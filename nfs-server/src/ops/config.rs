@@ -791,8 +791,11 @@ mod tests {
             devices = ["/dev/nvme0n1", "/dev/nvme1n1"]
             io_engine = "io_uring"
             queue_depth = 64
+            cache_mib = 512
         "#;
         let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.nvme.cache_mib, Some(512));
+        assert_eq!(Config::from_toml("").unwrap().nvme.cache_mib, None);
         assert_eq!(c.store, StoreKind::Nvme);
         assert_eq!(c.nvme.devices.len(), 2);
         assert_eq!(c.nvme.io_engine, IoEngineKind::IoUring);
