@@ -96,6 +96,10 @@ pub struct NvmeConfig {
     pub io_threads: usize,
     /// Bytes of file data kept in memory ([`cache`]); 0 turns the cache off.
     pub cache_bytes: u64,
+    /// The cache takes its memory on a background thread (the default; see
+    /// [`BlockCache::with_background_growth`]). Off: reads take it inline, so what a test
+    /// reads is cached at once.
+    pub cache_background_growth: bool,
 }
 
 impl NvmeConfig {
@@ -107,6 +111,7 @@ impl NvmeConfig {
             queue_depth: 256,
             io_threads: 32,
             cache_bytes: cache::default_capacity(),
+            cache_background_growth: true,
         }
     }
 }
@@ -402,7 +407,11 @@ impl NvmeData {
             dirty: Mutex::new(BTreeSet::new()),
             flush: GroupCommit::default(),
             staged_writes: AtomicU64::new(0),
-            blocks: BlockCache::new(config.cache_bytes),
+            blocks: if config.cache_background_growth {
+                BlockCache::with_background_growth(config.cache_bytes)
+            } else {
+                BlockCache::new(config.cache_bytes)
+            },
             anchors: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -1556,7 +1565,7 @@ impl DataStore for NvmeData {
             ("block_cache_hits", c.hits),
             ("block_cache_misses", c.misses),
             ("block_cache_inserts", c.inserts),
-            ("block_cache_writes_skipped", c.writes_skipped),
+            ("block_cache_fills_skipped", c.fills_skipped),
             ("block_cache_evictions", c.evictions),
         ]
     }

@@ -362,6 +362,8 @@ async fn chunks_written_out_of_order_are_laid_out_in_file_order() {
 fn open_with_cache(dir: &Path, cache_bytes: u64) -> NvmeStore {
     let mut config = NvmeConfig::new(dir);
     config.cache_bytes = cache_bytes;
+    // What a test reads is cached at once (no background thread to wait for).
+    config.cache_background_growth = false;
     NvmeStore::open_with(&config).unwrap()
 }
 

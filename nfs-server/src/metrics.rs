@@ -294,8 +294,10 @@ impl Metrics {
             "sluice_data_store",
             "This node's data store, read at scrape time (nvme store): block_cache_capacity_bytes \
              (the [nvme] cache_mib bound), block_cache_bytes and block_cache_blocks (held now, \
-             bytes with overhead), block_cache_hits and block_cache_misses (4 KiB block lookups \
-             by reads), block_cache_inserts (blocks put in by reads and writes) and \
+             bytes with overhead), block_cache_memory_bytes (memory taken for blocks, in 2 MiB \
+             slabs), block_cache_hits and block_cache_misses (4 KiB block lookups by reads), \
+             block_cache_inserts (blocks put in by reads and writes), block_cache_fills_skipped \
+             (blocks left out while the cache's memory was still growing) and \
              block_cache_evictions",
             data.clone(),
         );
