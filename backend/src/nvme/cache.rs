@@ -100,7 +100,9 @@ impl Slabs {
         (crate::nvme::lock(&self.slabs).len() * SLAB) as u64
     }
 
-    /// Allocates one more slab; returns its first piece and frees the others.
+    /// Allocates one more slab and touches each of its pages (so the page faults happen
+    /// here, on the growing thread, not in the request that copies into a piece); returns
+    /// its first piece and frees the others.
     fn grow(&self) -> NonNull<u8> {
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc(Self::layout()) };
@@ -110,12 +112,20 @@ impl Slabs {
         // SAFETY: advice on memory this function just allocated, SLAB-aligned and SLAB long;
         // the call changes no contents, only how the kernel backs the range.
         unsafe { libc::madvise(base.as_ptr().cast(), SLAB, libc::MADV_HUGEPAGE) };
-        crate::nvme::lock(&self.slabs).push(base);
-        let mut free = crate::nvme::lock(&self.free);
-        for i in 1..SLAB / BLOCK {
-            // SAFETY: i * BLOCK < SLAB: inside the slab.
-            free.push(unsafe { base.add(i * BLOCK) });
+        for page in (0..SLAB).step_by(BLOCK) {
+            // SAFETY: inside the slab, which nothing else references yet; a raw write (no
+            // reference to uninitialized memory is made).
+            unsafe { base.as_ptr().add(page).write(0) };
         }
+        {
+            let mut free = crate::nvme::lock(&self.free);
+            for i in 1..SLAB / BLOCK {
+                // SAFETY: i * BLOCK < SLAB: inside the slab.
+                free.push(unsafe { base.add(i * BLOCK) });
+            }
+        }
+        // Counted last: whoever sees the slab in `bytes()` finds its pieces free already.
+        crate::nvme::lock(&self.slabs).push(base);
         base
     }
 }
@@ -149,8 +159,8 @@ fn spawn_grower(
                 libc::setpriority(libc::PRIO_PROCESS, tid, 19);
             }
             while rx.recv().is_ok() {
-                while wanted.load(Ordering::Relaxed) > 0 && memory.bytes() + SLAB as u64 <= capacity
-                {
+                // (May end one slab past a capacity that is not a multiple of 2 MiB.)
+                while wanted.load(Ordering::Relaxed) > 0 && memory.bytes() < capacity {
                     let first = memory.grow();
                     crate::nvme::lock(&memory.free).push(first);
                     let pieces = (SLAB / BLOCK) as u64;
@@ -158,7 +168,7 @@ fn spawn_grower(
                         Some(w.saturating_sub(pieces))
                     });
                 }
-                if memory.bytes() + SLAB as u64 > capacity {
+                if memory.bytes() >= capacity {
                     wanted.store(0, Ordering::Relaxed);
                 }
             }
@@ -293,7 +303,9 @@ impl BlockCache {
         let evictions = Evictions::default();
         let map = (capacity_bytes >= ENTRY_WEIGHT * 64).then(|| {
             // The table grows as entries arrive; only a modest start is allocated up front.
-            let estimate = (capacity_bytes / ENTRY_WEIGHT).min(4096) as usize;
+            // (quick_cache 0.6 allocates its tables as entries arrive; the estimate sizes
+            // the ghost list that recognises returning blocks, so it must be the real one.)
+            let estimate = (capacity_bytes / ENTRY_WEIGHT) as usize;
             Cache::with(
                 estimate,
                 capacity_bytes,
