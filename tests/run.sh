@@ -38,8 +38,8 @@ cargo test --workspace
 step "deterministic simulation of the metadata log and its membership: 500 seeds (release build)"
 cargo run --release -q -p ha --example sim -- --first 1000 --seeds 500
 
-step "fuzz smoke (${FUZZ_SECONDS:-30} s per target)"
-fuzz/run.sh "${FUZZ_SECONDS:-30}"
+step "fuzz smoke (${FUZZ_SECONDS:-15} s per target)"
+fuzz/run.sh "${FUZZ_SECONDS:-15}"
 
 need_pkg libnfs-utils rpcbind nftables iputils-arping
 step "rpcbind registration (Debian's rpcbind in a private netns)"
