@@ -59,6 +59,14 @@ static struct nfs_context *connect_url(const char *url) {
   return nfs;
 }
 
+/* A barrier for `count` processes, in memory the caller shares with its children. */
+static void shared_barrier(pthread_barrier_t *bar, int count) {
+  pthread_barrierattr_t attr;
+  pthread_barrierattr_init(&attr);
+  pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_barrier_init(bar, &attr, count);
+}
+
 /* Creates, stats and removes n files in its own directory. With a barrier (several clients),
  * waits on it before each phase and after the last, even after an error, so that the parent's
  * timing never hangs. Returns 0, or 1 after errors. */
@@ -114,10 +122,7 @@ static int meta(const char *url, int n, int clients) {
   } *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (sh == MAP_FAILED) return 2;
   memset(sh, 0, sizeof *sh);
-  pthread_barrierattr_t attr;
-  pthread_barrierattr_init(&attr);
-  pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  pthread_barrier_init(&sh->bar, &attr, clients + 1);
+  shared_barrier(&sh->bar, clients + 1);
   alarm(3600); /* a client that dies leaves the others at a barrier: end rather than hang */
   for (int c = 0; c < clients; c++) {
     pid_t pid = fork();
@@ -313,10 +318,7 @@ static int dataset(const char *url, const char *what, int n, int kib, int client
   } *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (sh == MAP_FAILED) return 2;
   memset(sh, 0, sizeof *sh);
-  pthread_barrierattr_t attr;
-  pthread_barrierattr_init(&attr);
-  pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  pthread_barrier_init(&sh->bar, &attr, clients + 1);
+  shared_barrier(&sh->bar, clients + 1);
   alarm(3600);
   for (int c = 0; c < clients; c++) {
     pid_t pid = fork();
