@@ -602,20 +602,26 @@ impl NvmeData {
     /// Copies the cached blocks of `slots` into `buf` (block `i` at `i * BLOCK`) and zeroes
     /// its holes; returns the slots still to read from disk (cached blocks and holes are
     /// holes there) and whether there are any.
-    fn fill_from_cache(&self, device: u16, slots: &[Slot], buf: &mut [u8]) -> (Vec<Slot>, bool) {
-        let mut io = slots.to_vec();
+    fn fill_from_cache<'a>(
+        &self,
+        device: u16,
+        slots: &'a [Slot],
+        buf: &mut [u8],
+    ) -> (std::borrow::Cow<'a, [Slot]>, bool) {
+        let mut io = std::borrow::Cow::Borrowed(slots);
         let mut missing = false;
         if !self.blocks.enabled() {
             chunk::zero_holes(slots, buf);
             return (io, slots.iter().any(|s| !s.is_hole()));
         }
-        for (i, slot) in io.iter_mut().enumerate() {
+        for (i, slot) in slots.iter().enumerate() {
             let block = &mut buf[i * BLOCK..(i + 1) * BLOCK];
             if slot.is_hole() {
                 block.fill(0);
             } else if let Some(data) = self.blocks.get(device, *slot) {
                 block.copy_from_slice(&data);
-                *slot = Slot::default();
+                // Copied only when a block is cached: most reads take the slots as they are.
+                io.to_mut()[i] = Slot::default();
             } else {
                 missing = true;
             }
@@ -1005,7 +1011,7 @@ impl NvmeData {
         ino: u64,
         first_block: u64,
         plan: &ReadPlan,
-        from_disk: &[Vec<Slot>],
+        from_disk: &[std::borrow::Cow<'_, [Slot]>],
         buf: &[u8],
     ) {
         if !self.blocks.enabled() {
