@@ -567,3 +567,37 @@ async fn a_store_without_a_cache_reads_everything_from_disk() {
     );
     assert_eq!(s.data().cache_stats(), Default::default());
 }
+
+/// The store never writes over a mapped block, so a cached block can only go stale when its
+/// block is freed and allocated again. Two guards stop that: `release` drops the entries of
+/// freed blocks, and every hit must carry the crc the chunk map expects. Either alone keeps
+/// this test green; without both, the new file reads the removed file's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freed_block_allocated_again_never_reads_as_its_old_cached_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open_with_cache(tmp.path(), 64 << 20);
+    // 2 MiB: one whole slab of cache memory, so no piece is left free for later writes
+    // (which, given one, would replace the stale entries and hide the bug).
+    const LEN: usize = 2 << 20;
+    let old = create(&s, "old").await;
+    write(&s, &old, 0, &pattern(LEN, 1), Stability::FileSync).await;
+    assert_eq!(
+        read(&s, &old, 0, LEN as u32).await.unwrap(),
+        pattern(LEN, 1)
+    );
+    let old_at = s.data().locate(old.id.ino, 0).unwrap().unwrap();
+    s.remove(&root(), s.root(), b"old").await.unwrap();
+    s.commit(s.root(), 0, 0).await.unwrap();
+    // New files until one lands on the freed blocks (the 256 MiB first extent of the device
+    // file bounds the search: next fit comes back to them before the device grows).
+    for i in 0..140u8 {
+        let new = create(&s, &format!("new{i}")).await;
+        write(&s, &new, 0, &pattern(LEN, 100 + i), Stability::FileSync).await;
+        let got = read(&s, &new, 0, LEN as u32).await.unwrap();
+        assert!(got == pattern(LEN, 100 + i), "new{i} read other bytes");
+        if s.data().locate(new.id.ino, 0).unwrap().unwrap() == old_at {
+            return;
+        }
+    }
+    panic!("no new file took the freed blocks: the test no longer exercises reuse");
+}
