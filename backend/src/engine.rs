@@ -429,6 +429,11 @@ pub trait DataStore: Send + Sync + 'static {
         }
         Ok(Bytes::from(buf))
     }
+    /// Checks that `len` bytes from `offset` read back as written, from the medium itself
+    /// (past any cache): a scrub's read. `Error::Io` when a block is bad. By default a read.
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()> {
+        self.read(ino, offset, len).map(|_| ())
+    }
     fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()>;
     /// Cuts or extends the backing area; bytes past `len` are gone.
     fn set_len(&self, ino: u64, len: u64) -> Result<()>;

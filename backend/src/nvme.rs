@@ -640,8 +640,27 @@ impl NvmeData {
         buf: &mut [u8],
         what: &dyn Fn(usize) -> String,
     ) -> Result<()> {
+        self.read_blocks_via(device, all, buf, what, true)
+    }
+
+    /// [`NvmeData::read_blocks`]; with `cached` false, every block comes from the disk and
+    /// none is put in the cache (a scrub checks the disk, and must not push out hot data).
+    fn read_blocks_via(
+        &self,
+        device: u16,
+        all: &[Slot],
+        buf: &mut [u8],
+        what: &dyn Fn(usize) -> String,
+        cached: bool,
+    ) -> Result<()> {
         let dev = &self.devices[usize::from(device)];
-        let (slots, missing) = self.fill_from_cache(device, all, buf);
+        let (slots, missing) = if cached {
+            self.fill_from_cache(device, all, buf)
+        } else {
+            chunk::zero_holes(all, buf);
+            let any = all.iter().any(|s| !s.is_hole());
+            (std::borrow::Cow::Borrowed(all), any)
+        };
         if !missing {
             return Ok(());
         }
@@ -687,7 +706,9 @@ impl NvmeData {
                 slot.physical
             )));
         }
-        self.blocks.insert(device, slots, buf);
+        if cached {
+            self.blocks.insert(device, slots, buf);
+        }
         Ok(())
     }
 
@@ -1453,6 +1474,48 @@ fn rebuild_free_space(
         .collect())
 }
 
+impl NvmeData {
+    /// `len` bytes from `offset`, from the cache where it has them when `cached`.
+    fn read_via(&self, ino: u64, offset: u64, len: usize, cached: bool) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.checked_add(len as u64).ok_or(Error::Invalid)?;
+        let first_block = offset / BLOCK as u64;
+        let blocks = (end.div_ceil(BLOCK as u64) - first_block) as usize;
+        let mut buf = self.pool.get(blocks);
+        let mut block = first_block;
+        let mut at = 0usize;
+        while at < blocks {
+            let index = block / CHUNK_BLOCKS as u64;
+            let in_chunk = (block % CHUNK_BLOCKS as u64) as usize;
+            let n = (CHUNK_BLOCKS - in_chunk).min(blocks - at);
+            let chunk = self.chunk((ino, index))?;
+            let state = chunk.read().unwrap_or_else(|e| e.into_inner());
+            let target = &mut buf[at * BLOCK..(at + n) * BLOCK];
+            match state.map.as_ref() {
+                None => target.fill(0),
+                Some(map) => {
+                    let what =
+                        |i: usize| format!("inode {ino} chunk {index} block {}", in_chunk + i);
+                    self.read_blocks_via(
+                        state.device,
+                        &map.slots[in_chunk..in_chunk + n],
+                        target,
+                        &what,
+                        cached,
+                    )?
+                }
+            }
+            drop(state);
+            at += n;
+            block += n as u64;
+        }
+        let head = (offset % BLOCK as u64) as usize;
+        Ok(buf.into_bytes().slice(head..head + len))
+    }
+}
+
 impl DataStore for NvmeData {
     const BLOCKING: bool = true;
     const ASYNC_READ: bool = true;
@@ -1487,41 +1550,11 @@ impl DataStore for NvmeData {
     }
 
     fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Bytes> {
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        let end = offset.checked_add(len as u64).ok_or(Error::Invalid)?;
-        let first_block = offset / BLOCK as u64;
-        let blocks = (end.div_ceil(BLOCK as u64) - first_block) as usize;
-        let mut buf = self.pool.get(blocks);
-        let mut block = first_block;
-        let mut at = 0usize;
-        while at < blocks {
-            let index = block / CHUNK_BLOCKS as u64;
-            let in_chunk = (block % CHUNK_BLOCKS as u64) as usize;
-            let n = (CHUNK_BLOCKS - in_chunk).min(blocks - at);
-            let chunk = self.chunk((ino, index))?;
-            let state = chunk.read().unwrap_or_else(|e| e.into_inner());
-            let target = &mut buf[at * BLOCK..(at + n) * BLOCK];
-            match state.map.as_ref() {
-                None => target.fill(0),
-                Some(map) => {
-                    let what =
-                        |i: usize| format!("inode {ino} chunk {index} block {}", in_chunk + i);
-                    self.read_blocks(
-                        state.device,
-                        &map.slots[in_chunk..in_chunk + n],
-                        target,
-                        &what,
-                    )?
-                }
-            }
-            drop(state);
-            at += n;
-            block += n as u64;
-        }
-        let head = (offset % BLOCK as u64) as usize;
-        Ok(buf.into_bytes().slice(head..head + len))
+        self.read_via(ino, offset, len, true)
+    }
+
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()> {
+        self.read_via(ino, offset, len, false).map(|_| ())
     }
 
     fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {

@@ -601,3 +601,36 @@ async fn a_freed_block_allocated_again_never_reads_as_its_old_cached_content() {
     }
     panic!("no new file took the freed blocks: the test no longer exercises reuse");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_s_verify_reads_the_disk_and_finds_a_bad_block_that_the_cache_still_hides() {
+    use backend::engine::DataStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open_with_cache(tmp.path(), 64 << 20);
+    let f = create(&s, "f").await;
+    write(&s, &f, 0, &pattern(3 * 4096, 4), Stability::FileSync).await;
+    read(&s, &f, 0, 3 * 4096).await.unwrap();
+    assert!(s.data().verify(f.id.ino, 0, 3 * 4096).is_ok());
+    let (device, at) = s.data().locate(f.id.ino, 4096).unwrap().unwrap();
+    let dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .unwrap();
+    dev.write_all_at(b"rot", at).unwrap();
+    // Reads are answered from memory; the scrub's read is not.
+    assert_eq!(
+        read(&s, &f, 0, 3 * 4096).await.unwrap(),
+        pattern(3 * 4096, 4)
+    );
+    let before = s.data().cache_stats();
+    assert!(matches!(
+        s.data().verify(f.id.ino, 0, 3 * 4096),
+        Err(Error::Io(_))
+    ));
+    assert!(s.data().verify(f.id.ino, 8192, 4096).is_ok());
+    assert_eq!(
+        s.data().cache_stats().inserts,
+        before.inserts,
+        "a scrub caches nothing"
+    );
+}

@@ -11,6 +11,11 @@ use sluice_tests::{free_port, nfsstat, NfsResult, Options, Sluice};
 
 /// The cluster's shared key file (its directory lives as long as the nodes) and the nodes.
 fn three_nodes() -> (tempfile::TempDir, Vec<Sluice>) {
+    three_nodes_with("")
+}
+
+/// [`three_nodes`] with more settings in `[cluster]`.
+fn three_nodes_with(cluster: &str) -> (tempfile::TempDir, Vec<Sluice>) {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("cluster.key");
     std::fs::write(&key, *b"replication-key!").expect("write key");
@@ -26,6 +31,7 @@ fn three_nodes() -> (tempfile::TempDir, Vec<Sluice>) {
                  id = \"replication-test\"\n\
                  node_id = {node}\n\
                  replicas = 3\n\
+                 {cluster}\n\
                  [cluster.members]\n\
                  1 = \"127.0.0.1:{}\"\n\
                  2 = \"127.0.0.1:{}\"\n\
@@ -193,4 +199,60 @@ fn a_bad_block_in_one_copy_is_read_from_another_and_written_again() {
         failed,
         "the repaired copy reads clean"
     );
+}
+
+#[test]
+fn the_scrub_finds_a_bad_block_in_a_copy_no_client_reads_and_writes_it_again() {
+    let (_keys, nodes) = three_nodes_with("scrub_mib_per_second = 64\nscrub_every_seconds = 1");
+    let l = leader(&nodes);
+    let (mut c, root) = nodes[l].mounted("/");
+    let fh = patiently(|| c.create(&root, "checkpoint")).expect("create");
+    let payload: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761).rotate_left(5) >> 9) as u8)
+        .collect();
+    for (i, piece) in payload.chunks(PIECE).enumerate() {
+        patiently(|| c.write(&fh, (i * PIECE) as u64, piece, StableHow::FileSync)).expect("write");
+    }
+
+    // Flip a byte in another node's copy: reads start at the leader's own copy, so only the
+    // scrub (through a data call to that node, past its cache) can find it.
+    let other = (l + 1) % nodes.len();
+    let device = nodes[other].data_dir().join("nvme/dev0");
+    let disk = std::fs::read(&device).expect("read the device file");
+    let block = &payload[512 << 10..(512 << 10) + 4096];
+    let at = (0..disk.len() / 4096)
+        .map(|b| b * 4096)
+        .find(|&at| &disk[at..at + 4096] == block)
+        .expect("the block is on the other node's device");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&device)
+        .expect("open the device file");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[disk[at + 7] ^ 0xff], (at + 7) as u64)
+        .expect("corrupt one byte");
+    drop(disk);
+
+    let wait_for = |node: &Sluice, what: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node.log().matches(what).count() < count {
+            assert!(Instant::now() < deadline, "no {what:?}:\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&nodes[l], "scrub: a copy failed its check", 1);
+    wait_for(&nodes[l], "repaired a copy from another", 1);
+    assert!(nodes[other].log().contains("checksum mismatch"));
+    // Two more passes find nothing: the copy was written again, whole.
+    let passes = nodes[l].log().matches("scrub pass ended").count();
+    wait_for(&nodes[l], "scrub pass ended", passes + 2);
+    assert_eq!(
+        nodes[l]
+            .log()
+            .matches("scrub: a copy failed its check")
+            .count(),
+        1,
+        "the repaired copy checks clean"
+    );
+    let back = patiently(|| c.read_all(&fh)).expect("read");
+    assert!(back == payload);
 }

@@ -90,6 +90,10 @@ pub struct ClusterData<D> {
     last_drop: Mutex<Option<Instant>>,
     /// Writes staged on this node's store only and not yet installed (see `fill`).
     staging: Arc<AtomicU64>,
+    /// The background scrub's rate (bytes per second, every copy counted; 0: off) and the
+    /// least time between the starts of two passes (see [`scrub`]).
+    scrub_rate: u64,
+    scrub_every: Duration,
 }
 
 /// A write this node's store staged, with the count of staged writes in flight it holds.
@@ -173,7 +177,21 @@ impl<D: DataStore> ClusterData<D> {
             drops: Mutex::new(BTreeSet::new()),
             last_drop: Mutex::new(None),
             staging: Arc::new(AtomicU64::new(0)),
+            scrub_rate: 0,
+            scrub_every: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+
+    /// Scrubs every copy at `bytes_per_second` (0: never), a pass at most every `every`.
+    #[must_use]
+    pub fn scrub(mut self, bytes_per_second: u64, every: Duration) -> Self {
+        self.scrub_rate = bytes_per_second;
+        self.scrub_every = every;
+        self
+    }
+
+    pub(super) fn scrub_settings(&self) -> (u64, Duration) {
+        (self.scrub_rate, self.scrub_every)
     }
 
     /// New files get `copies` copies, on as many distinct voters (fewer while the cluster
@@ -1018,4 +1036,90 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
         }
     }
     Ok(pass)
+}
+
+/// How much of one copy a scrub checks in one call.
+const SCRUB_STEP: u64 = 1 << 20;
+
+/// Where a scrub goes on from: the next inode and the offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScrubCursor {
+    pub ino: u64,
+    pub offset: u64,
+}
+
+impl Default for ScrubCursor {
+    fn default() -> Self {
+        ScrubCursor { ino: 1, offset: 0 }
+    }
+}
+
+/// What one call of [`scrub`] checked and found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrubStep {
+    /// Bytes checked, every copy counted.
+    pub bytes: u64,
+    /// Ranges of a copy that failed the check (queued for repair from a good copy).
+    pub bad: u64,
+    /// The scrub went past the last inode: a pass over every file ended.
+    pub wrapped: bool,
+}
+
+/// Checks every copy of every file, about `budget` bytes per call (every copy counted), from
+/// `cursor` on, reading each copy's medium past its cache ([`DataStore::verify`] on the copy's
+/// node). A range that fails the check (a bad block: `Error::Io`) is queued for repair, which
+/// the next rebuild pass writes again from a good copy. Run by the writing engine's node;
+/// copies that do not answer are left to the rebuild.
+pub fn scrub<M: MetaStore, D: DataStore>(
+    engine: &Engine<M, ClusterData<D>>,
+    cursor: &mut ScrubCursor,
+    budget: u64,
+) -> Result<ScrubStep> {
+    let data = engine.data();
+    let sm = data.meta.state_machine();
+    let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
+    let mut step = ScrubStep::default();
+    while step.bytes < budget {
+        if cursor.ino >= next {
+            *cursor = ScrubCursor::default();
+            step.wrapped = true;
+            return Ok(step);
+        }
+        let size = match sm.inode(cursor.ino)? {
+            Some(inode) if inode.layout.is_some() => inode.size,
+            _ => 0,
+        };
+        if cursor.offset >= size {
+            cursor.ino += 1;
+            cursor.offset = 0;
+            continue;
+        }
+        let (ino, offset) = (cursor.ino, cursor.offset);
+        let len = SCRUB_STEP.min(size - offset);
+        for node in data.read_order(ino, offset)? {
+            let checked = if node == data.node {
+                data.local.verify(ino, offset, len as usize)
+            } else {
+                let call = Call::DataVerify {
+                    ino,
+                    offset,
+                    len: len32(len as usize)?,
+                };
+                data.done(node, &call)
+            };
+            step.bytes += len;
+            match checked {
+                Ok(()) => {}
+                Err(Error::Io(e)) => {
+                    tracing::warn!(ino, node, offset, len, error = %e, "scrub: a copy failed its check");
+                    step.bad += 1;
+                    data.queue_repairs(ino, offset, len, vec![node]);
+                }
+                // Removed or cut meanwhile, or the node is away: the rebuild's business.
+                Err(e) => tracing::debug!(ino, node, error = %e, "scrub: a copy was not checked"),
+            }
+        }
+        cursor.offset += len;
+    }
+    Ok(step)
 }

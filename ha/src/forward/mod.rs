@@ -40,7 +40,7 @@
 pub mod data;
 pub mod wire;
 
-pub use self::data::{ClusterData, CopiesPass};
+pub use self::data::{ClusterData, CopiesPass, ScrubCursor, ScrubStep};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +90,11 @@ pub trait Writer: Store {
     fn repairs_pending(&self) -> bool;
     /// Whether copies wait to leave their layouts (their node did not answer a change).
     fn drops_pending(&self) -> bool;
+    /// One step of the background scrub from `cursor`, a second's worth at the engine's
+    /// rate ([`data::scrub`]); `None` while scrubbing is off.
+    fn scrub(&self, cursor: &mut ScrubCursor) -> Option<Result<ScrubStep>>;
+    /// The least time from the start of one scrub pass to the start of the next.
+    fn scrub_every(&self) -> Duration;
 }
 
 impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
@@ -106,6 +111,13 @@ impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
     }
     fn drops_pending(&self) -> bool {
         self.data().drops_pending()
+    }
+    fn scrub(&self, cursor: &mut ScrubCursor) -> Option<Result<ScrubStep>> {
+        let (rate, _) = self.data().scrub_settings();
+        (rate > 0).then(|| data::scrub(self, cursor, rate))
+    }
+    fn scrub_every(&self) -> Duration {
+        self.data().scrub_settings().1
     }
 }
 
@@ -170,6 +182,10 @@ pub struct ClusterStore<E> {
 
 #[derive(Default)]
 struct CopiesTotals {
+    /// The scrub: bytes checked (every copy counted), ranges found bad, passes ended.
+    scrub_bytes: u64,
+    scrub_bad: u64,
+    scrub_passes: u64,
     repaired: u64,
     dropped: u64,
     restored: u64,
@@ -222,6 +238,7 @@ impl<E: Writer> ClusterStore<E> {
         drop(handler);
         tokio::spawn(lead(Arc::downgrade(&store)));
         tokio::spawn(rebuild(Arc::downgrade(&store)));
+        tokio::spawn(scrub(Arc::downgrade(&store)));
         // The root is the one FileId every front end needs before its first call.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -678,6 +695,7 @@ pub trait HeldData: Send + Sync + 'static {
     fn sync(&self, ino: u64) -> Result<()>;
     fn remove(&self, ino: u64) -> Result<()>;
     fn residency(&self, ino: u64, size: u64) -> Result<Residency>;
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()>;
     fn stats(&self) -> Vec<(&'static str, u64)>;
 }
 
@@ -700,6 +718,9 @@ impl<D: DataStore> HeldData for D {
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
         DataStore::residency(self, ino, size)
     }
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()> {
+        DataStore::verify(self, ino, offset, len)
+    }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         DataStore::stats(self)
     }
@@ -720,6 +741,7 @@ async fn serve_data(held: Arc<dyn HeldData>, call: Call) -> Answer {
             Call::DataResidency { ino, size } => held
                 .residency(ino, size)
                 .map_or_else(Answer::Failed, Answer::Residency),
+            Call::DataVerify { ino, offset, len } => done(held.verify(ino, offset, len as usize)),
             _ => Answer::Failed(Error::Invalid),
         }
     });
@@ -842,7 +864,8 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
         | Call::DataSetLen { .. }
         | Call::DataSync(_)
         | Call::DataRemove(_)
-        | Call::DataResidency { .. } => Answer::Failed(Error::Invalid),
+        | Call::DataResidency { .. }
+        | Call::DataVerify { .. } => Answer::Failed(Error::Invalid),
     }
 }
 
@@ -999,6 +1022,57 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
             }
             Ok(Some(Err(e))) => tracing::warn!(error = %e, "a rebuild pass failed"),
             Ok(None) | Err(_) => {}
+        }
+    }
+}
+
+/// How often the scrub runs a step (a second's worth of its rate).
+const SCRUB_TICK: Duration = Duration::from_secs(1);
+/// The first pass starts this long after the process (or `scrub_every`, if shorter): a node
+/// that just started has better things to do, and one restarted often still scrubs.
+const SCRUB_FIRST: Duration = Duration::from_secs(3600);
+
+/// Checks every copy of every file in the background while this node writes the metadata,
+/// at the engine's rate, a pass at most every `scrub_every` ([`data::scrub`]).
+async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
+    let mut cursor = ScrubCursor::default();
+    let mut not_before: Option<tokio::time::Instant> = None;
+    let mut pass_started = None;
+    loop {
+        tokio::time::sleep(SCRUB_TICK).await;
+        let Some(s) = store.upgrade() else { return };
+        let Some(every) = s.local().map(|e| e.scrub_every()) else {
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        let start_at = *not_before.get_or_insert(now + every.min(SCRUB_FIRST));
+        if now < start_at {
+            continue;
+        }
+        let started = *pass_started.get_or_insert(now);
+        let task = Arc::clone(&s);
+        let step = tokio::task::spawn_blocking(move || {
+            let step = task.local().and_then(|e| e.scrub(&mut cursor));
+            (step, cursor)
+        })
+        .await;
+        let Ok((step, at)) = step else { continue };
+        cursor = at;
+        match step {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "a scrub step failed; trying again"),
+            Some(Ok(step)) => {
+                let mut totals = lock(&s.copies);
+                totals.scrub_bytes += step.bytes;
+                totals.scrub_bad += step.bad;
+                if step.wrapped {
+                    totals.scrub_passes += 1;
+                    drop(totals);
+                    tracing::info!(took = ?started.elapsed(), "scrub pass ended");
+                    pass_started = None;
+                    not_before = Some(started + every);
+                }
+            }
         }
     }
 }
@@ -1337,6 +1411,9 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("files_restore_failed", copies.last.failed));
         stats.push(("rebuild_passes", copies.passes));
         stats.push(("copies_repaired", copies.repaired));
+        stats.push(("scrub_bytes", copies.scrub_bytes));
+        stats.push(("scrub_bad_ranges", copies.scrub_bad));
+        stats.push(("scrub_passes", copies.scrub_passes));
         stats.push(("copies_dropped", copies.dropped));
         stats.push(("files_waiting_for_copies", copies.last.waiting));
         stats.push(("data_calls_fenced", self.fenced.load(Ordering::Relaxed)));

@@ -123,6 +123,13 @@ pub enum Call {
         ino: u64,
         size: u64,
     },
+    /// A scrub's read: checks `len` bytes at `offset` on the holder's medium, past its cache
+    /// (`DataStore::verify`).
+    DataVerify {
+        ino: u64,
+        offset: u64,
+        len: u32,
+    },
     /// `Store::put_doc`: protocol state kept in the metadata log.
     PutDoc {
         key: Vec<u8>,
@@ -176,6 +183,7 @@ impl Call {
                 | Call::DataSync(_)
                 | Call::DataRemove(_)
                 | Call::DataResidency { .. }
+                | Call::DataVerify { .. }
         )
     }
 }
@@ -615,6 +623,12 @@ fn encode_call_into(o: &mut Out, call: &Call) -> Option<Bytes> {
             o.bytes(key);
             o.u64(*version);
             o.bytes(doc);
+        }
+        Call::DataVerify { ino, offset, len } => {
+            o.u8(26);
+            o.u64(*ino);
+            o.u64(*offset);
+            o.u32(*len);
         }
         Call::Doc(key) => {
             o.u8(25);
@@ -1138,6 +1152,11 @@ fn decode_call_in(i: &mut In) -> Decoded<Call> {
             doc: i.doc()?,
         },
         25 => Call::Doc(i.doc_key()?),
+        26 => Call::DataVerify {
+            ino: i.u64()?,
+            offset: i.u64()?,
+            len: i.u32()?,
+        },
         v => return Err(format!("call {v}")),
     };
     i.end()?;
@@ -1472,6 +1491,11 @@ mod tests {
             Call::DataSync(5),
             Call::DataRemove(5),
             Call::DataResidency { ino: 5, size: 10 },
+            Call::DataVerify {
+                ino: 5,
+                offset: 2 << 20,
+                len: 1 << 20,
+            },
             Call::PutDoc {
                 key: b"node/2/nfs4-clients".to_vec(),
                 version: 9,

@@ -1431,6 +1431,20 @@ pub fn render_status(s: &Value) -> String {
                     text(&log["copies_repaired"])
                 ),
             ));
+            if log.get("scrub_bytes").is_some() {
+                fields.push((
+                    "scrub",
+                    format!(
+                        "{} checked, {} passes, {} bad ranges found",
+                        log["scrub_bytes"]
+                            .as_u64()
+                            .map(human_bytes)
+                            .unwrap_or_else(|| "-".into()),
+                        text(&log["scrub_passes"]),
+                        text(&log["scrub_bad_ranges"])
+                    ),
+                ));
+            }
         }
     }
     let mut out = render_fields(&fields);
@@ -1572,6 +1586,7 @@ mod tests {
             "voters": 3, "is_leader": 1, "rebuild_passes": 4, "files_degraded": 2,
             "files_restore_failed": 1, "copies_restored": 5, "copies_restored_bytes": 3_000_000,
             "copies_repaired": 7, "copies_dropped": 6, "files_waiting_for_copies": 3,
+            "scrub_bytes": 5_000_000, "scrub_passes": 2, "scrub_bad_ranges": 1,
         }}, "targets": []});
         let out = render_status(&s);
         assert!(
@@ -1579,6 +1594,10 @@ mod tests {
                 "2 files degraded, 3 waiting for a node, 1 failing to copy (last pass); 6 copies \
                  dropped, 5 made again (3.0 MB), 7 ranges repaired"
             ),
+            "{out}"
+        );
+        assert!(
+            out.contains("5.0 MB checked, 2 passes, 1 bad ranges found"),
             "{out}"
         );
     }

@@ -237,6 +237,14 @@ pub struct ClusterConfig {
     /// replaced within about this long; a node that cannot renew it for half of it stops
     /// serving its targets. 2 to 60; default 3.
     pub target_lease_seconds: u64,
+    /// The background scrub: every copy of every file is read back from its node's disk
+    /// (past the block cache) and checked against its block checksums; a bad range is written
+    /// again from a good copy. Its rate in MiB per second, all copies together, read by the
+    /// node that writes the metadata. 0 turns it off; at most 10 000; default 32.
+    pub scrub_mib_per_second: u64,
+    /// The least time between the starts of two scrub passes (the first starts an hour after
+    /// the node leads, or this long if shorter). 1 to 31 536 000; default 604 800 (a week).
+    pub scrub_every_seconds: u64,
 }
 
 impl Config {
@@ -323,6 +331,8 @@ impl Default for ClusterConfig {
             address_prefix: 24,
             address_hook: None,
             target_lease_seconds: 3,
+            scrub_mib_per_second: 32,
+            scrub_every_seconds: 7 * 24 * 3600,
         }
     }
 }
@@ -532,6 +542,20 @@ impl Config {
             return Err(ConfigError(format!(
                 "cluster.replicas: {} is out of range; give 1, 2 or 3 (default 3)",
                 self.cluster.replicas
+            )));
+        }
+        if self.cluster.scrub_mib_per_second > 10_000 {
+            return Err(ConfigError(format!(
+                "cluster.scrub_mib_per_second: {} is out of range; give 0 (off) to 10000 \
+                 (default 32)",
+                self.cluster.scrub_mib_per_second
+            )));
+        }
+        if !(1..=31_536_000).contains(&self.cluster.scrub_every_seconds) {
+            return Err(ConfigError(format!(
+                "cluster.scrub_every_seconds: {} is out of range; give 1 to 31536000 (default \
+                 604800, a week)",
+                self.cluster.scrub_every_seconds
             )));
         }
         if !(2..=60).contains(&self.cluster.target_lease_seconds) {
@@ -829,6 +853,19 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.targets[1].tier.resolve().unwrap().write, Some(80_000_000));
+    }
+
+    #[test]
+    fn the_scrub_runs_by_default_and_out_of_range_settings_name_their_field() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.cluster.scrub_mib_per_second, 32);
+        assert_eq!(c.cluster.scrub_every_seconds, 604_800);
+        let off = Config::from_toml("[cluster]\nscrub_mib_per_second = 0\n").unwrap();
+        assert_eq!(off.cluster.scrub_mib_per_second, 0);
+        let fast = Config::from_toml("[cluster]\nscrub_mib_per_second = 20000\n").unwrap_err();
+        assert!(fast.0.contains("cluster.scrub_mib_per_second"), "{fast}");
+        let never = Config::from_toml("[cluster]\nscrub_every_seconds = 0\n").unwrap_err();
+        assert!(never.0.contains("cluster.scrub_every_seconds"), "{never}");
     }
 
     #[test]

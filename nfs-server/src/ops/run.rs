@@ -233,6 +233,8 @@ async fn serve_cluster<D: backend::engine::DataStore>(
     use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
     let node = config.cluster.node_id;
     let copies = config.cluster.replicas;
+    let scrub_rate = config.cluster.scrub_mib_per_second << 20;
+    let scrub_every = std::time::Duration::from_secs(config.cluster.scrub_every_seconds);
     let peers = Peers::new(Arc::clone(&meta));
     let (for_engine, for_data, engine_peers) =
         (Arc::clone(&meta), Arc::clone(&data), Arc::clone(&peers));
@@ -245,7 +247,8 @@ async fn serve_cluster<D: backend::engine::DataStore>(
             Arc::clone(&for_engine),
             Arc::clone(&engine_peers),
         )
-        .copies(copies);
+        .copies(copies)
+        .scrub(scrub_rate, scrub_every);
         let engine = backend::engine::Engine::with_stores(Arc::clone(&for_engine), engine_data)?;
         engine.set_node(node);
         Ok(engine)
