@@ -12,6 +12,10 @@
 //!   keep-alive stops serving every target at once; etcd expires the lease no earlier than a
 //!   whole TTL after the last keep-alive it granted, so the old owner has stopped before a new
 //!   owner can exist. Renewals are timed from when the keep-alive was *sent*.
+//! * **Preferred owner** (a planned move, `sluice target move`): a target may name the node
+//!   that should own it. While that node is live and says it can serve the target, its owner
+//!   elsewhere stops and releases it, and only the preferred node claims it; otherwise the
+//!   preference is ignored (a dead or unable preferred node never leaves a target unowned).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -32,6 +36,20 @@ pub struct Owner {
 pub struct View {
     pub owners: BTreeMap<String, Owner>,
     pub alive: BTreeSet<u64>,
+    /// The floating targets each live node says it can serve (its settings name them).
+    pub able: BTreeMap<u64, BTreeSet<String>>,
+    /// The node each target should be owned by, where one was asked for.
+    pub preferred: BTreeMap<String, u64>,
+}
+
+impl View {
+    /// The node that should own `target` now: its preferred node, if that one is live and
+    /// can serve it.
+    pub fn preferred_owner(&self, target: &str) -> Option<u64> {
+        self.preferred.get(target).copied().filter(|n| {
+            self.alive.contains(n) && self.able.get(n).is_some_and(|a| a.contains(target))
+        })
+    }
 }
 
 /// Why a node stops serving a target.
@@ -43,6 +61,8 @@ pub enum StopWhy {
     Lost,
     /// The target is no longer floating here (removed from the settings).
     Gone,
+    /// Another live node is its preferred owner: stop, then release the target to it.
+    Moved,
 }
 
 /// What the driver does next.
@@ -141,12 +161,15 @@ impl Ownership {
                     StopWhy::Gone
                 } else if view.is_some_and(|v| !current(v, t, epoch)) {
                     StopWhy::Lost
+                } else if view.is_some_and(|v| v.preferred_owner(t).is_some_and(|n| n != self.me)) {
+                    StopWhy::Moved
                 } else {
                     return None;
                 };
                 Some((t.clone(), epoch, why))
             })
             .collect();
+        let stopped: BTreeSet<String> = stops.iter().map(|(t, _, _)| t.clone()).collect();
         for (target, epoch, why) in stops {
             self.serving.remove(&target);
             out.push(Action::Stop { target, epoch, why });
@@ -156,7 +179,17 @@ impl Ownership {
         };
         for t in floating {
             if let Some(o) = view.owners.get(t) {
-                if o.node == self.me && o.lease == lease.id && !self.serving.contains_key(t) {
+                let mine = o.node == self.me && o.lease == lease.id;
+                if mine && view.preferred_owner(t).is_some_and(|n| n != self.me) {
+                    // Claimed just before the preference came: give it up unserved.
+                    if !self.serving.contains_key(t) && !stopped.contains(t) {
+                        out.push(Action::Stop {
+                            target: t.clone(),
+                            epoch: o.epoch,
+                            why: StopWhy::Moved,
+                        });
+                    }
+                } else if mine && !self.serving.contains_key(t) {
                     self.serving.insert(t.clone(), o.epoch);
                     out.push(Action::Serve {
                         target: t.clone(),
@@ -175,14 +208,17 @@ impl Ownership {
             }
         }
         for t in floating.iter().filter(|t| !view.owners.contains_key(*t)) {
-            let (&pick, _) = load
-                .iter()
-                .min_by_key(|(&node, &n)| (n, node))
-                .expect("this node is in the load table");
+            let least = || {
+                load.iter()
+                    .min_by_key(|(&node, &n)| (n, node))
+                    .map(|(&node, _)| node)
+                    .expect("this node is in the load table")
+            };
+            let pick = view.preferred_owner(t).unwrap_or_else(least);
             if pick == self.me {
                 out.push(Action::Claim(t.clone()));
             }
-            *load.get_mut(&pick).expect("picked from the table") += 1;
+            *load.entry(pick).or_insert(0) += 1;
         }
         out
     }
@@ -205,6 +241,7 @@ mod tests {
                 .map(|&(t, node, lease, epoch)| (t.to_string(), Owner { node, lease, epoch }))
                 .collect(),
             alive: alive.iter().copied().collect(),
+            ..View::default()
         }
     }
 
@@ -372,5 +409,92 @@ mod tests {
         };
         // Four targets over three nodes: node 1 claims two ("a" and "d"), the others one each.
         assert_eq!((claims(1), claims(2), claims(3)), (2, 1, 1));
+    }
+
+    /// `v` with `target` preferred on `node`, every live node able to serve `able`.
+    fn preferring(mut v: View, target: &str, node: u64, able: &[&str]) -> View {
+        v.preferred.insert(target.into(), node);
+        for &n in &v.alive {
+            v.able.insert(n, names(able));
+        }
+        v
+    }
+
+    #[test]
+    fn a_moved_target_is_released_by_its_owner_and_claimed_only_by_the_preferred_node() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a"]);
+        let mut one = Ownership::new(1, TTL);
+        let owned = view(&[("a", 1, 7, 10)], &[1, 2, 3]);
+        assert_eq!(one.step(now, lease, &floating, Some(&owned)).len(), 1);
+        // "a" should be on node 3: node 1 stops and releases it.
+        let moved = preferring(owned, "a", 3, &["a"]);
+        assert_eq!(
+            one.step(now, lease, &floating, Some(&moved)),
+            vec![Action::Stop {
+                target: "a".into(),
+                epoch: 10,
+                why: StopWhy::Moved
+            }]
+        );
+        assert!(one.serving().is_empty());
+        // Unowned now: node 2 (the least loaded, by id) leaves it to node 3.
+        let free = preferring(view(&[], &[1, 2, 3]), "a", 3, &["a"]);
+        assert!(Ownership::new(2, TTL)
+            .step(now, lease, &floating, Some(&free))
+            .is_empty());
+        assert!(one.step(now, lease, &floating, Some(&free)).is_empty());
+        assert_eq!(
+            Ownership::new(3, TTL).step(now, lease, &floating, Some(&free)),
+            vec![Action::Claim("a".into())]
+        );
+    }
+
+    #[test]
+    fn a_preferred_node_that_is_dead_or_cannot_serve_the_target_is_ignored() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a"]);
+        // Node 4 is not live: node 1 keeps serving, and an unowned "a" goes to node 1.
+        let mut one = Ownership::new(1, TTL);
+        let owned = preferring(view(&[("a", 1, 7, 10)], &[1, 2]), "a", 4, &["a"]);
+        assert_eq!(one.step(now, lease, &floating, Some(&owned)).len(), 1);
+        assert!(one.step(now, lease, &floating, Some(&owned)).is_empty());
+        let free = preferring(view(&[], &[1, 2]), "a", 4, &["a"]);
+        assert_eq!(
+            Ownership::new(1, TTL).step(now, lease, &floating, Some(&free)),
+            vec![Action::Claim("a".into())]
+        );
+        // Node 2 is live but its settings do not name "a": the same.
+        let unable = preferring(view(&[("a", 1, 7, 10)], &[1, 2]), "a", 2, &["b"]);
+        assert!(one.step(now, lease, &floating, Some(&unable)).is_empty());
+    }
+
+    #[test]
+    fn a_target_claimed_just_before_it_was_moved_is_given_up_unserved() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a"]);
+        let mut one = Ownership::new(1, TTL);
+        let v = preferring(view(&[("a", 1, 7, 10)], &[1, 2]), "a", 2, &["a"]);
+        assert_eq!(
+            one.step(now, lease, &floating, Some(&v)),
+            vec![Action::Stop {
+                target: "a".into(),
+                epoch: 10,
+                why: StopWhy::Moved
+            }]
+        );
+        assert!(one.serving().is_empty());
     }
 }

@@ -4,7 +4,9 @@
 # a stream of files through the target's address while its owner is
 #   1. killed (kill -9), then
 #   2. cut off (its link down), healed afterwards,
-#   3. stopped cleanly (SIGTERM): it hands the target over at once.
+#   3. stopped cleanly (SIGTERM): it hands the target over at once,
+#   4. asked to move it (`sluice target move float N`, a planned move): it hands the target
+#      over to node N at its next read of etcd.
 # Each time: another node takes the address over, the client carries on, every file it was
 # told was written reads back whole, the old owner's address is gone, and the target's epoch
 # grew. The stall (the longest gap between two completed writes) is printed per phase.
@@ -103,8 +105,8 @@ check_phase() {
   awk 'NR>1 {g=$3-prev; if (g>max) max=g} {prev=$3} END {printf "%.2f\n", max}' "$WORK/$phase.log"
 }
 
-fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop
-  local phase=$1 how=$2 old new before after stall t
+fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop | move
+  local phase=$1 how=$2 old new before after stall t dest=""
   old=$(holder)
   before=$(owner_epoch "$old")
   log "$phase: the target is on node $old ($before); writing, then: $how node $old"
@@ -115,6 +117,9 @@ fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop
     kill) CL kill "$old" >/dev/null 2>&1;;
     cut) CL cut "$old" >/dev/null 2>&1;;
     stop) kill -TERM "$(cat "$DIR/cluster/n$old/pid")";;
+    move)
+      dest=$(( old % 3 + 1 ))
+      CL sluice "$old" target move float "$dest" >/dev/null || die "$phase: sluice target move failed";;
   esac
   local failed_at
   failed_at=$(date +%s.%N)
@@ -126,6 +131,7 @@ fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop
     sleep 0.1
   done
   [ -n "$new" ] && [ "$new" != "$old" ] || die "$phase: no other node took the address within 15 s"
+  [ -z "$dest" ] || [ "$new" = "$dest" ] || die "$phase: node $new took the address, not node $dest"
   local took
   took=$(echo "$(date +%s.%N) - $failed_at" | bc | xargs printf '%.1f')
   log "$phase: node $new holds the address $took s after the $how"
@@ -169,6 +175,10 @@ for r in $(seq "$ROUNDS"); do
   gone=$(CL status | awk '$NF=="down" {print $2}')
   for id in $gone; do CL start "$id" >/dev/null; done
   sleep 3
+  fail_owner "move$r" move
+  # The preference stays until dropped; later rounds fail whichever node owns the target.
+  CL sluice "$(holder)" target move float any >/dev/null || die "move$r: dropping the preferred node failed"
+  sleep 1
 done
 echo
 echo "=== failover e2e summary (3 nodes, floating target at $FLOAT, lease TTL 3 s) ==="

@@ -436,7 +436,8 @@ impl Registry for EtcdRegistry {
 
 /// Mount-target ownership in etcd (`ha/PROTOCOL.md` §6): `/sluice/<cluster>/targets/<name>`
 /// holds the owner's node id under the owner's lease; the key's create revision is the
-/// ownership epoch. Every call is bounded by the time given (no retries beyond it): the
+/// ownership epoch. `candidates/<node>` (under the node's lease) lists the floating targets
+/// the node can serve; `preferred/<name>` (no lease) the node a target should move to. Every call is bounded by the time given (no retries beyond it): the
 /// driver calls again on its next round, and its self-fencing must not wait on etcd.
 #[derive(Clone)]
 pub struct EtcdTargets {
@@ -500,8 +501,15 @@ impl EtcdTargets {
     }
 
     /// A new lease of `ttl` seconds for `node`, with the node's candidate key under it
-    /// (`candidates/<node>`): the nodes that may claim targets are those whose key is there.
-    pub async fn grant(&self, node: u64, ttl: i64, bound: Duration) -> Result<i64, String> {
+    /// (`candidates/<node>`, naming the floating targets `able` it can serve): the nodes
+    /// that may claim targets are those whose key is there.
+    pub async fn grant(
+        &self,
+        node: u64,
+        able: &BTreeSet<String>,
+        ttl: i64,
+        bound: Duration,
+    ) -> Result<i64, String> {
         let lease = self
             .members
             .once("grant the targets' lease", bound, |mut c| async move {
@@ -511,10 +519,11 @@ impl EtcdTargets {
             .id();
         let key = format!("{}candidates/{node}", self.prefix);
         let k = key.as_str();
+        let names = able.iter().cloned().collect::<Vec<_>>().join(",");
+        let v = names.as_str();
         self.members
             .once("put the candidate key", bound, |mut c| async move {
-                c.put(k, "", Some(PutOptions::new().with_lease(lease)))
-                    .await
+                c.put(k, v, Some(PutOptions::new().with_lease(lease))).await
             })
             .await?;
         Ok(lease)
@@ -579,6 +588,40 @@ impl EtcdTargets {
             .map(|_| ())
     }
 
+    /// Makes `node` the preferred owner of `target` (a planned move), or clears the
+    /// preference (`None`). The owner hands the target over at its next read (see
+    /// [`crate::targets`]).
+    pub async fn prefer(
+        &self,
+        target: &str,
+        node: Option<u64>,
+        bound: Duration,
+    ) -> Result<(), String> {
+        let key = format!("{}preferred/{target}", self.prefix);
+        let k = key.as_str();
+        match node {
+            Some(n) => {
+                let v = n.to_string();
+                let v = v.as_str();
+                self.members
+                    .once("set a target's preferred node", bound, |mut c| async move {
+                        c.put(k, v, None).await
+                    })
+                    .await
+                    .map(|_| ())
+            }
+            None => self
+                .members
+                .once(
+                    "clear a target's preferred node",
+                    bound,
+                    |mut c| async move { c.delete(k, None).await },
+                )
+                .await
+                .map(|_| ()),
+        }
+    }
+
     /// Revokes `lease`: its owner keys and candidate key go at once (a clean stop).
     pub async fn revoke(&self, lease: i64, bound: Duration) -> Result<(), String> {
         self.members
@@ -600,6 +643,7 @@ impl EtcdTargets {
             .await?;
         let mut view = crate::targets::View::default();
         let (targets, nodes) = (format!("{p}targets/"), format!("{p}candidates/"));
+        let preferred = format!("{p}preferred/");
         for kv in r.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             if let Some(name) = key.strip_prefix(&targets) {
@@ -614,6 +658,13 @@ impl EtcdTargets {
                 view.owners.insert(name.to_string(), owner);
             } else if let Some(node) = key.strip_prefix(&nodes).and_then(|n| n.parse().ok()) {
                 view.alive.insert(node);
+                let able = String::from_utf8_lossy(kv.value());
+                let able = able.split(',').filter(|t| !t.is_empty()).map(String::from);
+                view.able.insert(node, able.collect());
+            } else if let Some(name) = key.strip_prefix(&preferred) {
+                if let Ok(node) = String::from_utf8_lossy(kv.value()).parse() {
+                    view.preferred.insert(name.to_string(), node);
+                }
             }
         }
         Ok(view)

@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/targets"),
     ("GET", "/v1/targets/{name}"),
     ("PUT", "/v1/targets/{name}/tier"),
+    ("PUT", "/v1/targets/{name}/node"),
     ("DELETE", "/v1/targets/{name}"),
     ("GET", "/v1/exports"),
     ("POST", "/v1/exports"),
@@ -85,6 +86,12 @@ pub struct ApiExport {
 #[serde(deny_unknown_fields)]
 struct TierBody {
     tier: TierConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeBody {
+    node: Option<u64>,
 }
 
 /// What the API changed, persisted across restarts.
@@ -209,6 +216,9 @@ impl Book {
 pub struct Admin<S> {
     /// The cluster's membership (`None`: the metadata is not in the log, a cluster of one).
     pub members: Option<Arc<dyn ha::members::ClusterAdmin>>,
+    /// This node's floating-target ownership loop, once started (none without floating
+    /// targets).
+    pub floating: Arc<std::sync::OnceLock<Arc<crate::ops::failover::Floating>>>,
     pub server: Arc<Server<S>>,
     pub targets: Arc<TargetTable>,
     pub limits: ConnLimits,
@@ -510,6 +520,7 @@ impl<S: Store> Admin<S> {
                 .map(|t| Response(200, Some(self.target_json(&t))))
                 .ok_or_else(|| error(404, format!("no target named {name:?}"))),
             ("PUT", ["v1", "targets", name, "tier"]) => self.set_tier(name, &req.body).await,
+            ("PUT", ["v1", "targets", name, "node"]) => self.move_target(name, &req.body).await,
             ("DELETE", ["v1", "targets", name]) => self.delete_target(name).await,
             ("GET", ["v1", "exports"]) => Ok(Response(200, Some(self.exports_json()))),
             ("POST", ["v1", "exports"]) => self.create_export(&req.body).await,
@@ -590,6 +601,7 @@ impl<S: Store> Admin<S> {
             "floating": t.floating,
             "owner": (*t.owner.lock().expect("owner lock poisoned"))
                 .map(|(node, epoch)| json!({ "node": node, "epoch": epoch })),
+            "preferred_node": self.floating.get().and_then(|f| f.preferred_of(&t.name)),
             "rate_bytes_per_second": {
                 "read": tier.read.unwrap_or(0),
                 "write": tier.write.unwrap_or(0),
@@ -1052,6 +1064,53 @@ impl<S: Store> Admin<S> {
         let _ = self.apply(version, &st).await;
         tracing::info!(target = %name, tier = ?b.tier, "tier changed by the admin API");
         Ok(Response(200, Some(self.target_json(&t))))
+    }
+
+    /// A planned move: the floating target's preferred node (`{"node": N}`), or none
+    /// (`{"node": null}`). Answers 202: the owner hands the target over at its next read of
+    /// etcd (within a second), and the new owner brings the addresses up.
+    async fn move_target(&self, name: &str, body: &[u8]) -> Result<Response, Response> {
+        use crate::ops::failover::PreferError;
+        let b: NodeBody = parse_body(body)?;
+        let t = self
+            .targets
+            .by_name(name)
+            .ok_or_else(|| error(404, format!("no target named {name:?}")))?;
+        if b.node == Some(0) {
+            return Err(error(400, "node: node ids start at 1"));
+        }
+        let floating = self.floating.get().filter(|_| t.floating).ok_or_else(|| {
+            error(
+                400,
+                format!(
+                    "node: target {name:?} is not floating; only a floating target \
+                     ([[target]] floating = true) moves between nodes"
+                ),
+            )
+        })?;
+        floating.prefer(name, b.node).await.map_err(|e| match e {
+            PreferError::NotFloating => error(
+                400,
+                format!("node: target {name:?} is not floating on this node"),
+            ),
+            PreferError::NodeNotLive(live) => error(
+                409,
+                format!(
+                    "node: node {} is not live (the live nodes: {live:?})",
+                    b.node.unwrap_or(0)
+                ),
+            ),
+            PreferError::NodeCannotServe => error(
+                409,
+                format!(
+                    "node: node {} does not serve target {name:?} (its config has no floating \
+                     [[target]] of that name)",
+                    b.node.unwrap_or(0)
+                ),
+            ),
+            PreferError::Etcd(e) => error(503, format!("the preferred node was not set: {e}")),
+        })?;
+        Ok(Response(202, Some(self.target_json(&t))))
     }
 
     async fn delete_target(&self, name: &str) -> Result<Response, Response> {

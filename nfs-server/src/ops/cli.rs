@@ -214,6 +214,30 @@ pub enum TargetCommand {
     },
     /// Delete a target created through the API (config-file targets cannot be deleted).
     Delete { name: String },
+    /// Move a floating target to a node (a planned move, e.g. before maintenance): its owner
+    /// hands it over within about a second, and it stays on that node while the node is live.
+    /// `any` drops the preference (the target stays where it is).
+    Move {
+        name: String,
+        /// A node id, or `any`.
+        #[arg(value_parser = parse_node_choice)]
+        node: NodeChoice,
+    },
+}
+
+/// `sluice target move`'s node: an id, or none (`any`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeChoice(pub Option<u64>);
+
+/// `sluice target move`'s node: an id (1 or more), or `any` (no preference).
+fn parse_node_choice(s: &str) -> Result<NodeChoice, String> {
+    if s == "any" {
+        return Ok(NodeChoice(None));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(NodeChoice(Some(n))),
+        _ => Err(format!("{s:?} is not a node id (1 or more) or \"any\"")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -902,6 +926,24 @@ pub fn execute(client: &Client, json_out: bool, command: &Command) -> Result<Str
                 let v = client.call_raw("DELETE", &path, None)?;
                 show(&v, &|_| format!("deleted target {name}\n"))
             }
+            TargetCommand::Move {
+                name,
+                node: NodeChoice(node),
+            } => {
+                let path = format!("/v1/targets/{}/node", segment_escape(name));
+                let v = client.call_raw("PUT", &path, Some(&json!({ "node": node })))?;
+                show(&v, &|v| match node {
+                    Some(n) => format!(
+                        "target {name}: moving to node {n} (its owner hands it over within \
+                         about a second)\n{}",
+                        render_target(v)
+                    ),
+                    None => format!(
+                        "target {name}: no preferred node (it stays where it is)\n{}",
+                        render_target(v)
+                    ),
+                })
+            }
         },
         Command::Export(e) => match e {
             ExportCommand::List => show(&client.call_raw("GET", "/v1/exports", None)?, &|v| {
@@ -1193,6 +1235,12 @@ pub fn render_target(t: &Value) -> String {
         ("write", rate_cell(t, "write")),
         ("total", rate_cell(t, "total")),
         ("owner", owner_text(t)),
+        (
+            "preferred node",
+            t["preferred_node"]
+                .as_u64()
+                .map_or_else(|| "-".into(), |n| n.to_string()),
+        ),
     ])
 }
 
@@ -1620,6 +1668,23 @@ mod tests {
             .map(|l| l.split("config").nth(1).unwrap_or("").trim())
             .collect();
         assert_eq!(owners, ["node 2, epoch 57", "none", "-"], "{out}");
+    }
+
+    #[test]
+    fn target_move_takes_a_node_id_or_any_and_refuses_anything_else() {
+        let node = |arg: &str| match Cli::try_parse_from(["sluice", "target", "move", "ckpt", arg])
+        {
+            Ok(Cli {
+                command: Command::Target(TargetCommand::Move { node, .. }),
+                ..
+            }) => Ok(node.0),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(node("3"), Ok(Some(3)));
+        assert_eq!(node("any"), Ok(None));
+        assert!(node("0").unwrap_err().contains("not a node id"));
+        assert!(node("node2").unwrap_err().contains("not a node id"));
     }
 
     #[test]

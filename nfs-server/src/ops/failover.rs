@@ -206,6 +206,16 @@ impl Addresses {
     }
 }
 
+/// Why [`Floating::prefer`] refused.
+#[derive(Debug)]
+pub enum PreferError {
+    NotFloating,
+    /// With the live nodes.
+    NodeNotLive(Vec<u64>),
+    NodeCannotServe,
+    Etcd(String),
+}
+
 /// What the ownership loop needs from the running server.
 pub struct Floating {
     pub node: u64,
@@ -228,6 +238,8 @@ pub struct Floating {
     /// Held while addresses or listeners change, so that a stop never runs before an up or an
     /// extension decided earlier (which would put an address back after it was taken down).
     pub acting: tokio::sync::Mutex<()>,
+    /// The preferred node of each target, as this node last read it from etcd.
+    pub preferred: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 pub struct Shared {
@@ -287,6 +299,44 @@ impl Floating {
         }
     }
 
+    /// Asks for `target` to move to `node` (`None`: to no node in particular), checked against
+    /// what this node knows: the target must be floating here, and the node live and able to
+    /// serve it at the last read. The owner hands it over at its next read.
+    pub async fn prefer(&self, target: &str, node: Option<u64>) -> Result<(), PreferError> {
+        if !self.floating().contains(target) {
+            return Err(PreferError::NotFloating);
+        }
+        if let Some(n) = node {
+            let view = self.etcd.view(CALL).await.map_err(PreferError::Etcd)?;
+            if !view.alive.contains(&n) {
+                return Err(PreferError::NodeNotLive(view.alive.into_iter().collect()));
+            }
+            if !view.able.get(&n).is_some_and(|a| a.contains(target)) {
+                return Err(PreferError::NodeCannotServe);
+            }
+        }
+        self.etcd
+            .prefer(target, node, CALL)
+            .await
+            .map_err(PreferError::Etcd)?;
+        let mut preferred = self.preferred.lock().expect("preferred lock poisoned");
+        match node {
+            Some(n) => preferred.insert(target.to_string(), n),
+            None => preferred.remove(target),
+        };
+        tracing::info!(target = %target, node = ?node, "preferred node of the floating target set");
+        Ok(())
+    }
+
+    /// The preferred node of `target`, as last read.
+    pub fn preferred_of(&self, target: &str) -> Option<u64> {
+        self.preferred
+            .lock()
+            .expect("preferred lock poisoned")
+            .get(target)
+            .copied()
+    }
+
     fn floating(&self) -> BTreeSet<String> {
         self.targets
             .list()
@@ -332,6 +382,8 @@ impl Floating {
                 let o = view.owners.get(&t.name).map(|o| (o.node, o.epoch));
                 *t.owner.lock().expect("owner lock poisoned") = o;
             }
+            view.preferred
+                .clone_into(&mut self.preferred.lock().expect("preferred lock poisoned"));
             let (actions, lease) = {
                 let mut s = shared.lock().expect("ownership lock poisoned");
                 if s.stopping {
@@ -420,6 +472,17 @@ impl Floating {
                 if let Some(t) = self.targets.by_name(&target) {
                     self.stop(&t, epoch, why).await;
                 }
+                if why == StopWhy::Moved {
+                    // Given up only now that nothing here answers for it any more.
+                    match self.etcd.release(&target, epoch, CALL).await {
+                        Ok(()) => {
+                            tracing::info!(target = %target, epoch, "floating target released to its preferred node")
+                        }
+                        Err(e) => {
+                            tracing::warn!(target = %target, "floating target not released (its lease will expire): {e}")
+                        }
+                    }
+                }
             }
         }
         false
@@ -441,6 +504,10 @@ impl Floating {
                 "stopped serving the floating target: etcd names another owner"
             ),
             StopWhy::Gone => tracing::info!(target = %t.name, epoch, "floating target removed"),
+            StopWhy::Moved => tracing::info!(
+                target = %t.name, epoch,
+                "stopped serving the floating target: it moves to its preferred node"
+            ),
         }
     }
 
@@ -459,7 +526,10 @@ impl Floating {
             }
             let sent = Instant::now();
             let result = match lease {
-                None => self.etcd.grant(self.node, ttl, CALL).await.map(Some),
+                None => {
+                    let able = self.floating();
+                    self.etcd.grant(self.node, &able, ttl, CALL).await.map(Some)
+                }
                 Some(l) => self
                     .etcd
                     .keep_alive(l.id, CALL)

@@ -716,6 +716,7 @@ pub async fn serve_with<S: Store>(
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });
     }
+    let floating_slot = Arc::new(std::sync::OnceLock::new());
     start_admin(
         &config,
         &server,
@@ -723,9 +724,13 @@ pub async fn serve_with<S: Store>(
         &limits,
         nfs_bound.clone(),
         members,
+        Arc::clone(&floating_slot),
     )
     .await?;
     let floating = start_floating(&config, &server, &targets, &limits, nfs_bound).await?;
+    if let Some(f) = &floating {
+        let _ = floating_slot.set(Arc::clone(f));
+    }
     for e in server.exports().iter() {
         tracing::info!(export = %e.path, id = e.id, rules = e.rules.len(), "exporting");
     }
@@ -825,6 +830,7 @@ async fn start_floating<S: Store>(
         listen,
         shared: Default::default(),
         acting: Default::default(),
+        preferred: Default::default(),
     });
     tracing::info!(
         ttl = ?ttl,
@@ -877,6 +883,7 @@ async fn start_admin<S: Store>(
     limits: &ConnLimits,
     nfs_bound: Vec<SocketAddr>,
     members: Option<Arc<dyn ha::members::ClusterAdmin>>,
+    floating: Arc<std::sync::OnceLock<Arc<crate::ops::failover::Floating>>>,
 ) -> Result<(), StartError> {
     use crate::ops::admin::{Admin, Book};
     let file = config.data_dir.join("admin-state.json");
@@ -894,6 +901,7 @@ async fn start_admin<S: Store>(
         .map_err(|e| StartError(format!("admin token {}: {e}", token_path.display())))?;
     let admin = Arc::new(Admin {
         members,
+        floating,
         server: server.clone(),
         targets: targets.clone(),
         limits: limits.clone(),
