@@ -52,6 +52,53 @@ impl View {
     }
 }
 
+/// Where the targets of `node` should go to drain it (`sluice node drain`): each target it
+/// owns or is preferred on moves to another live node that can serve it, the one with the
+/// fewest targets (owned, or preferred there) first, ties by node id. Targets no other node can
+/// serve are left out (named in the second list).
+pub fn drain_plan(view: &View, node: u64) -> (Vec<(String, u64)>, Vec<String>) {
+    let mut load: BTreeMap<u64, usize> = view
+        .alive
+        .iter()
+        .filter(|&&n| n != node)
+        .map(|&n| (n, 0))
+        .collect();
+    for (t, o) in &view.owners {
+        let on = view.preferred_owner(t).unwrap_or(o.node);
+        if let Some(n) = load.get_mut(&on) {
+            *n += 1;
+        }
+    }
+    let mut names: BTreeSet<&String> = view
+        .owners
+        .iter()
+        .filter(|(_, o)| o.node == node)
+        .map(|(t, _)| t)
+        .collect();
+    names.extend(
+        view.preferred
+            .iter()
+            .filter(|(_, &n)| n == node)
+            .map(|(t, _)| t),
+    );
+    let (mut moves, mut stuck) = (Vec::new(), Vec::new());
+    for t in names {
+        let pick = load
+            .iter()
+            .filter(|(n, _)| view.able.get(n).is_some_and(|a| a.contains(t)))
+            .min_by_key(|(&n, &count)| (count, n))
+            .map(|(&n, _)| n);
+        match pick {
+            Some(n) => {
+                *load.get_mut(&n).expect("picked from the table") += 1;
+                moves.push((t.clone(), n));
+            }
+            None => stuck.push(t.clone()),
+        }
+    }
+    (moves, stuck)
+}
+
 /// Why a node stops serving a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopWhy {
@@ -496,5 +543,42 @@ mod tests {
             }]
         );
         assert!(one.serving().is_empty());
+    }
+
+    #[test]
+    fn draining_a_node_spreads_its_targets_over_the_others_that_can_serve_them() {
+        // Node 1 owns a, b and c, and d is preferred on it; node 2 owns e. Node 3 cannot
+        // serve c; nobody else can serve d... except node 2.
+        let mut v = view(
+            &[
+                ("a", 1, 7, 1),
+                ("b", 1, 7, 2),
+                ("c", 1, 7, 3),
+                ("e", 2, 8, 4),
+            ],
+            &[1, 2, 3],
+        );
+        v.preferred.insert("d".into(), 1);
+        v.able.insert(1, names(&["a", "b", "c", "d", "e"]));
+        v.able.insert(2, names(&["a", "b", "c", "d", "e"]));
+        v.able.insert(3, names(&["a", "b", "e"]));
+        let (moves, stuck) = drain_plan(&v, 1);
+        // Loads before: node 2 has e, node 3 nothing. a -> 3, b -> 2 (tie 1:1, lower id),
+        // c -> only 2 can, d -> only 2 can.
+        assert_eq!(
+            moves,
+            vec![
+                ("a".to_string(), 3),
+                ("b".to_string(), 2),
+                ("c".to_string(), 2),
+                ("d".to_string(), 2)
+            ]
+        );
+        assert!(stuck.is_empty());
+        // With node 2 gone too, c and d have nowhere to go.
+        v.alive.remove(&2);
+        let (moves, stuck) = drain_plan(&v, 1);
+        assert_eq!(moves, vec![("a".to_string(), 3), ("b".to_string(), 3)]);
+        assert_eq!(stuck, vec!["c".to_string(), "d".to_string()]);
     }
 }

@@ -6,7 +6,8 @@
 #   2. cut off (its link down), healed afterwards,
 #   3. stopped cleanly (SIGTERM): it hands the target over at once,
 #   4. asked to move it (`sluice target move float N`, a planned move): it hands the target
-#      over to node N at its next read of etcd.
+#      over to node N at its next read of etcd,
+#   5. drained (`sluice node drain N`): the target goes to another node.
 # Each time: another node takes the address over, the client carries on, every file it was
 # told was written reads back whole, the old owner's address is gone, and the target's epoch
 # grew. The stall (the longest gap between two completed writes) is printed per phase.
@@ -105,7 +106,7 @@ check_phase() {
   awk 'NR>1 {g=$3-prev; if (g>max) max=g} {prev=$3} END {printf "%.2f\n", max}' "$WORK/$phase.log"
 }
 
-fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop | move
+fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop | move | drain
   local phase=$1 how=$2 old new before after stall t dest=""
   old=$(holder)
   before=$(owner_epoch "$old")
@@ -120,6 +121,9 @@ fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop | move
     move)
       dest=$(( old % 3 + 1 ))
       CL sluice "$old" target move float "$dest" >/dev/null || die "$phase: sluice target move failed";;
+    drain)
+      CL sluice "$(( old % 3 + 1 ))" node drain "$old" | grep -q "target float: moving to node" \
+        || die "$phase: sluice node drain did not move the target";;
   esac
   local failed_at
   failed_at=$(date +%s.%N)
@@ -176,8 +180,10 @@ for r in $(seq "$ROUNDS"); do
   for id in $gone; do CL start "$id" >/dev/null; done
   sleep 3
   fail_owner "move$r" move
+  sleep 2
+  fail_owner "drain$r" drain
   # The preference stays until dropped; later rounds fail whichever node owns the target.
-  CL sluice "$(holder)" target move float any >/dev/null || die "move$r: dropping the preferred node failed"
+  CL sluice "$(holder)" target move float any >/dev/null || die "drain$r: dropping the preferred node failed"
   sleep 1
 done
 echo

@@ -47,6 +47,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/cluster"),
     ("POST", "/v1/cluster/leave"),
     ("DELETE", "/v1/cluster/nodes/{node}"),
+    ("POST", "/v1/cluster/nodes/{node}/drain"),
 ];
 
 /// An export rule as the API writes it.
@@ -528,6 +529,10 @@ impl<S: Store> Admin<S> {
             ("GET", ["v1", "residency"]) => self.residency(&req.query).await,
             ("GET", ["v1", "cluster"]) => Ok(self.cluster_status().await),
             ("POST", ["v1", "cluster", "leave"]) => self.remove_member(None).await,
+            ("POST", ["v1", "cluster", "nodes", node, "drain"]) => match node.parse::<u64>() {
+                Ok(n) => self.drain(n).await,
+                Err(_) => Err(error(400, format!("{node:?} is not a node id"))),
+            },
             ("DELETE", ["v1", "cluster", "nodes", node]) => match node.parse::<u64>() {
                 Ok(n) => self.remove_member(Some(n)).await,
                 Err(_) => Err(error(400, format!("{node:?} is not a node id"))),
@@ -1111,6 +1116,31 @@ impl<S: Store> Admin<S> {
             PreferError::Etcd(e) => error(503, format!("the preferred node was not set: {e}")),
         })?;
         Ok(Response(202, Some(self.target_json(&t))))
+    }
+
+    /// `sluice node drain`: every floating target of `node` gets another preferred node.
+    async fn drain(&self, node: u64) -> Result<Response, Response> {
+        let floating = self.floating.get().ok_or_else(|| {
+            error(
+                400,
+                "node: this node has no floating targets ([[target]] floating = true); only \
+                 those move between nodes",
+            )
+        })?;
+        let (moves, stuck) = floating.drain(node).await.map_err(|e| {
+            error(
+                503,
+                format!("the node was not drained (some targets may have moved): {e}"),
+            )
+        })?;
+        let moves: Vec<Value> = moves
+            .iter()
+            .map(|(t, n)| json!({"target": t, "node": n}))
+            .collect();
+        Ok(Response(
+            202,
+            Some(json!({"node": node, "moves": moves, "stuck": stuck})),
+        ))
     }
 
     async fn delete_target(&self, name: &str) -> Result<Response, Response> {

@@ -99,6 +99,9 @@ pub enum Command {
     /// The cluster: members, their roles and health, and the log; nodes leaving.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// One node of the cluster: moving its floating targets away for maintenance.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -182,6 +185,17 @@ pub enum ClusterCommand {
     Leave,
     /// Take NODE out of the cluster (it need not be running).
     Remove {
+        /// The node id.
+        node: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Move every floating target NODE owns (or is preferred on) to the other live nodes
+    /// that can serve them, fewest targets first; each stays there (its preferred node) until
+    /// moved again (`sluice target move NAME NODE|any`).
+    Drain {
         /// The node id.
         node: u64,
     },
@@ -993,6 +1007,10 @@ pub fn execute(client: &Client, json_out: bool, command: &Command) -> Result<Str
                 })
             }
         },
+        Command::Node(NodeCommand::Drain { node }) => {
+            let v = client.call_raw("POST", &format!("/v1/cluster/nodes/{node}/drain"), None)?;
+            show(&v, &|v| render_drain(*node, v))
+        }
         Command::Serve(_)
         | Command::Config(_)
         | Command::CheckConfig { .. }
@@ -1221,6 +1239,29 @@ fn render_fields(fields: &[(&str, String)]) -> String {
         .iter()
         .map(|(k, v)| format!("{k:<w$}  {v}\n"))
         .collect()
+}
+
+/// What `sluice node drain` set in motion.
+fn render_drain(node: u64, v: &Value) -> String {
+    let mut out = String::new();
+    let moves = v["moves"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if moves.is_empty() {
+        out.push_str(&format!("node {node} has no floating targets to move\n"));
+    }
+    for m in moves {
+        out.push_str(&format!(
+            "target {}: moving to node {}\n",
+            text(&m["target"]),
+            text(&m["node"])
+        ));
+    }
+    for t in v["stuck"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        out.push_str(&format!(
+            "target {}: stays (no other live node can serve it)\n",
+            text(t)
+        ));
+    }
+    out
 }
 
 /// One target as a field block.
@@ -1668,6 +1709,20 @@ mod tests {
             .map(|l| l.split("config").nth(1).unwrap_or("").trim())
             .collect();
         assert_eq!(owners, ["node 2, epoch 57", "none", "-"], "{out}");
+    }
+
+    #[test]
+    fn a_drain_lists_each_target_s_new_node_and_the_ones_that_stay() {
+        let v = json!({"node": 1, "moves": [{"target": "ckpt", "node": 3}], "stuck": ["data"]});
+        assert_eq!(
+            render_drain(1, &v),
+            "target ckpt: moving to node 3\ntarget data: stays (no other live node can serve it)\n"
+        );
+        let none = json!({"node": 2, "moves": [], "stuck": []});
+        assert_eq!(
+            render_drain(2, &none),
+            "node 2 has no floating targets to move\n"
+        );
     }
 
     #[test]

@@ -328,6 +328,24 @@ impl Floating {
         Ok(())
     }
 
+    /// Gives every floating target that `node` owns or is preferred on another preferred
+    /// node ([`ha::targets::drain_plan`]): the moves set, and the targets left where they are
+    /// (no other live node can serve them).
+    #[allow(clippy::type_complexity)]
+    pub async fn drain(&self, node: u64) -> Result<(Vec<(String, u64)>, Vec<String>), String> {
+        let view = self.etcd.view(CALL).await?;
+        let (moves, stuck) = ha::targets::drain_plan(&view, node);
+        for (t, n) in &moves {
+            self.etcd.prefer(t, Some(*n), CALL).await?;
+            self.preferred
+                .lock()
+                .expect("preferred lock poisoned")
+                .insert(t.clone(), *n);
+            tracing::info!(target = %t, from = node, to = n, "draining: the floating target moves");
+        }
+        Ok((moves, stuck))
+    }
+
     /// The preferred node of `target`, as last read.
     pub fn preferred_of(&self, target: &str) -> Option<u64> {
         self.preferred
