@@ -87,6 +87,18 @@ struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnershipLabels {
+    target: String,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TakeoverLabels {
+    target: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetDirLabels {
     target: String,
     direction: &'static str,
@@ -131,6 +143,8 @@ pub struct Metrics {
     target_bytes: Family<TargetDirLabels, Counter>,
     throttle_delay: HistogramFamily<TargetDirLabels>,
     target_rate: Family<TargetDirLabels, Gauge>,
+    ownership: Family<OwnershipLabels, Counter>,
+    takeover: Family<TakeoverLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Target names seen so far, for the [`TARGETS_MAX`] bound.
     targets: RwLock<HashSet<String>>,
     /// Wraps every request future (transport.rs): poll, scheduling and idle time of requests.
@@ -187,6 +201,9 @@ impl Metrics {
         let throttle_delay: HistogramFamily<TargetDirLabels> =
             Family::new_with_constructor(throttle_histogram);
         let target_rate = Family::<TargetDirLabels, Gauge>::default();
+        let ownership = Family::<OwnershipLabels, Counter>::default();
+        let takeover =
+            Family::<TakeoverLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let runtime = Family::<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let nfs4 = Family::<RuntimeLabels, Gauge>::default();
         let store = Family::<RuntimeLabels, Gauge>::default();
@@ -246,6 +263,21 @@ impl Metrics {
             "sluice_target_rate_bytes_per_second",
             "Configured rate limit of a target by direction (read, write, total); 0 is unlimited",
             target_rate.clone(),
+        );
+        registry.register(
+            "sluice_target_ownership",
+            "Ownership events of floating targets on this node: claimed (an etcd claim won), \
+             serving (addresses up and listening), stopped_self_fenced, stopped_lost, \
+             stopped_moved, stopped_gone, released (the owner key given up)",
+            ownership.clone(),
+        );
+        registry.register(
+            "sluice_target_takeover_seconds",
+            "This node's last takeover of a floating target, by phase: unowned_to_claimed \
+             (from the first read that found the target without an owner to the won claim; \
+             the dead owner's lease, target_lease_seconds, comes before it) and \
+             claimed_to_serving (addresses up, announced and listening)",
+            takeover.clone(),
         );
 
         registry.register(
@@ -324,6 +356,8 @@ impl Metrics {
             target_bytes,
             throttle_delay,
             target_rate,
+            ownership,
+            takeover,
             targets: RwLock::new(HashSet::new()),
         }
     }
@@ -408,6 +442,26 @@ impl Metrics {
         self.target_rate
             .get_or_create(&self.target_dir(target, direction))
             .set(value);
+    }
+
+    /// An ownership event of a floating target (see `sluice_target_ownership`).
+    pub fn ownership(&self, target: &str, event: &'static str) {
+        self.ownership
+            .get_or_create(&OwnershipLabels {
+                target: self.target_label(target),
+                event,
+            })
+            .inc();
+    }
+
+    /// How long a phase of this node's last takeover of `target` took.
+    pub fn takeover(&self, target: &str, phase: &'static str, took: Duration) {
+        self.takeover
+            .get_or_create(&TakeoverLabels {
+                target: self.target_label(target),
+                phase,
+            })
+            .set(took.as_secs_f64());
     }
 
     /// Prometheus text exposition (OpenMetrics text format as prometheus-client encodes it,
@@ -897,6 +951,8 @@ mod tests {
         m.target_bytes("t", "read", 1);
         m.throttle_delay("t", "read", Duration::ZERO);
         m.target_rate("t", "read", 0);
+        m.ownership("t", "claimed");
+        m.takeover("t", "claimed_to_serving", Duration::ZERO);
         let text = m.encode();
         let mut got = families(&text);
         got.sort_unstable();
@@ -912,11 +968,42 @@ mod tests {
             "sluice_target_bytes",
             "sluice_target_throttle_delay_seconds",
             "sluice_target_rate_bytes_per_second",
+            "sluice_target_ownership",
+            "sluice_target_takeover_seconds",
         ];
         want.sort_unstable();
         assert_eq!(got, want, "{text}");
         // Every sample line parses as `name{labels} value` or `name value`.
         assert!(!samples(&text).is_empty());
+    }
+
+    #[test]
+    fn ownership_events_count_per_target_and_takeover_phases_keep_the_last_duration() {
+        let m = Metrics::new();
+        m.ownership("ckpt", "claimed");
+        m.ownership("ckpt", "claimed");
+        m.ownership("ckpt", "stopped_moved");
+        m.takeover("ckpt", "unowned_to_claimed", Duration::from_millis(300));
+        m.takeover("ckpt", "unowned_to_claimed", Duration::from_millis(250));
+        let text = m.encode();
+        let events = |e| {
+            sample(
+                &text,
+                "sluice_target_ownership_total",
+                &[("target", "ckpt"), ("event", e)],
+            )
+        };
+        assert_eq!(events("claimed"), Some(2.0), "{text}");
+        assert_eq!(events("stopped_moved"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "sluice_target_takeover_seconds",
+                &[("target", "ckpt"), ("phase", "unowned_to_claimed")]
+            ),
+            Some(0.25),
+            "{text}"
+        );
     }
 
     #[test]

@@ -154,9 +154,15 @@ fail_owner() {  # fail_owner PHASE HOW: HOW = kill | cut | stop | move | drain
   after=$(owner_epoch "$new")
   [ "${after#node $new, epoch }" -gt "${before#node $old, epoch }" ] \
     || die "$phase: the epoch did not grow ($before -> $after)"
+  # The new owner counts the takeover and times its phases (sluice_target_takeover_seconds).
+  local m phases
+  m=$(ip netns exec "slc-n$new" curl -s --max-time 2 http://127.0.0.1:9049/metrics)
+  echo "$m" | grep -q '^sluice_target_ownership_total{target="float",event="serving"} [1-9]' \
+    || die "$phase: node $new's metrics show no serving event for the target"
+  phases=$(echo "$m" | awk -F'[{}" ]+' '/^sluice_target_takeover_seconds/ {printf "%s%s %.2f s", sep, $5, $6; sep=", "}')
   stall=$(check_phase "$phase" "$failed_at")
   log "$phase: $n files acknowledged, all read back; owner $before-> $after; longest gap between two acknowledged writes: $stall s"
-  echo "$phase: $how of the owner (node $old): node $new holds the address after $took s; longest gap between acknowledged writes $stall s; $n files acknowledged, all read back$([ -s "$WORK/$phase.inflight" ] && echo " but one: $(cat "$WORK/$phase.inflight")"); epoch ${before##* } -> ${after##* }" >> "$WORK/summary"
+  echo "$phase: $how of the owner (node $old): node $new holds the address after $took s; longest gap between acknowledged writes $stall s; $n files acknowledged, all read back$([ -s "$WORK/$phase.inflight" ] && echo " but one: $(cat "$WORK/$phase.inflight")"); epoch ${before##* } -> ${after##* }; new owner's last takeover: ${phases:-none}" >> "$WORK/summary"
 }
 
 for r in $(seq "$ROUNDS"); do

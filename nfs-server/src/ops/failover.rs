@@ -240,6 +240,11 @@ pub struct Floating {
     pub acting: tokio::sync::Mutex<()>,
     /// The preferred node of each target, as this node last read it from etcd.
     pub preferred: Mutex<std::collections::BTreeMap<String, u64>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Takeover timing: when each target was first read without an owner, and when this
+    /// node's claim of it was won (`sluice_target_takeover_seconds`).
+    pub unowned_since: Mutex<std::collections::BTreeMap<String, Instant>>,
+    pub claimed_at: Mutex<std::collections::BTreeMap<String, Instant>>,
 }
 
 pub struct Shared {
@@ -287,7 +292,10 @@ impl Floating {
                 self.stop(&t, epoch, StopWhy::Gone).await;
             }
             match self.etcd.release(&name, epoch, CALL).await {
-                Ok(()) => tracing::info!(target = %name, epoch, "floating target handed over"),
+                Ok(()) => {
+                    self.metrics.ownership(&name, "released");
+                    tracing::info!(target = %name, epoch, "floating target handed over")
+                }
                 Err(e) => tracing::warn!(target = %name, "floating target not released: {e}"),
             }
         }
@@ -402,6 +410,16 @@ impl Floating {
             }
             view.preferred
                 .clone_into(&mut self.preferred.lock().expect("preferred lock poisoned"));
+            {
+                let now = Instant::now();
+                let mut unowned = self.unowned_since.lock().expect("timing lock poisoned");
+                unowned.retain(|t, _| !view.owners.contains_key(t));
+                for t in self.floating() {
+                    if !view.owners.contains_key(&t) {
+                        unowned.entry(t).or_insert(now);
+                    }
+                }
+            }
             let (actions, lease) = {
                 let mut s = shared.lock().expect("ownership lock poisoned");
                 if s.stopping {
@@ -442,6 +460,21 @@ impl Floating {
                 match self.etcd.claim(&name, self.node, lease.id, CALL).await {
                     Ok(Some(epoch)) => {
                         tracing::info!(target = %name, epoch, "claimed the floating target");
+                        let now = Instant::now();
+                        self.metrics.ownership(&name, "claimed");
+                        if let Some(since) = self
+                            .unowned_since
+                            .lock()
+                            .expect("timing lock poisoned")
+                            .remove(&name)
+                        {
+                            self.metrics
+                                .takeover(&name, "unowned_to_claimed", now - since);
+                        }
+                        self.claimed_at
+                            .lock()
+                            .expect("timing lock poisoned")
+                            .insert(name, now);
                         return true;
                     }
                     Ok(None) => tracing::debug!(target = %name, "another node claimed it first"),
@@ -466,10 +499,22 @@ impl Floating {
                     return false;
                 }
                 match up {
-                    Ok(()) => tracing::info!(
-                        target = %target, epoch, took = ?started.elapsed(),
-                        "serving the floating target: its addresses are up here"
-                    ),
+                    Ok(()) => {
+                        tracing::info!(
+                            target = %target, epoch, took = ?started.elapsed(),
+                            "serving the floating target: its addresses are up here"
+                        );
+                        self.metrics.ownership(&target, "serving");
+                        if let Some(at) = self
+                            .claimed_at
+                            .lock()
+                            .expect("timing lock poisoned")
+                            .remove(&target)
+                        {
+                            self.metrics
+                                .takeover(&target, "claimed_to_serving", at.elapsed());
+                        }
+                    }
                     // Tried again at the next read (a listener that has not let go of the
                     // port yet, a hook that failed once); an operator sees the error.
                     Err(e) => {
@@ -494,6 +539,7 @@ impl Floating {
                     // Given up only now that nothing here answers for it any more.
                     match self.etcd.release(&target, epoch, CALL).await {
                         Ok(()) => {
+                            self.metrics.ownership(&target, "released");
                             tracing::info!(target = %target, epoch, "floating target released to its preferred node")
                         }
                         Err(e) => {
@@ -507,6 +553,15 @@ impl Floating {
     }
 
     async fn stop(&self, t: &Target, epoch: i64, why: StopWhy) {
+        self.metrics.ownership(
+            &t.name,
+            match why {
+                StopWhy::SelfFenced => "stopped_self_fenced",
+                StopWhy::Lost => "stopped_lost",
+                StopWhy::Moved => "stopped_moved",
+                StopWhy::Gone => "stopped_gone",
+            },
+        );
         t.stop_listeners();
         self.addresses.down(t, epoch).await;
         // After the addresses: a client that reconnected meanwhile is cut too.

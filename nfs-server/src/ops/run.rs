@@ -804,6 +804,7 @@ async fn start_floating<S: Store>(
         .await
         .map_err(|e| StartError(format!("floating targets: {e}")))?;
     let ttl = std::time::Duration::from_secs(config.cluster.target_lease_seconds);
+    let metrics = Arc::clone(&server.metrics);
     let (server, limits, table) = (server.clone(), limits.clone(), targets.clone());
     let listen = Box::new(move |t: Arc<crate::qos::Target>| {
         let (server, limits, table, bound) = (
@@ -831,6 +832,9 @@ async fn start_floating<S: Store>(
         shared: Default::default(),
         acting: Default::default(),
         preferred: Default::default(),
+        metrics,
+        unowned_since: Default::default(),
+        claimed_at: Default::default(),
     });
     tracing::info!(
         ttl = ?ttl,
