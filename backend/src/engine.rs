@@ -430,9 +430,13 @@ pub trait DataStore: Send + Sync + 'static {
         Ok(Bytes::from(buf))
     }
     /// Checks that `len` bytes from `offset` read back as written, from the medium itself
-    /// (past any cache): a scrub's read. `Error::Io` when a block is bad. By default a read.
-    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()> {
-        self.read(ino, offset, len).map(|_| ())
+    /// (past any cache): a scrub's read. `Ok(None)`: clean; `Ok(Some(why))`: the medium gave
+    /// back bad or short data (a checksum mismatch, a read error), so the range wants a repair
+    /// from a good copy; `Err`: not checked (the store could not look). By default
+    /// `NotSupported`: a store without checksums, read through the OS page cache, has nothing
+    /// a scrub could check, and reading it would only push clients' data out of that cache.
+    fn verify(&self, _ino: u64, _offset: u64, _len: usize) -> Result<Option<String>> {
+        Err(Error::NotSupported)
     }
     fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()>;
     /// Cuts or extends the backing area; bytes past `len` are gone.

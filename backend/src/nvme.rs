@@ -60,6 +60,9 @@ pub const CHUNK_BLOCKS: usize = 256;
 const CHUNK_BYTES: u64 = (BLOCK * CHUNK_BLOCKS) as u64;
 /// A file-backed device grows by at least this many blocks (256 MiB) at a time.
 const GROW_BLOCKS: u64 = 65_536;
+/// Starts the message of an `Error::Io` that the device gave back bad or short data (not a
+/// failure of the map or of the database): what a scrub repairs (`DataStore::verify`).
+const MEDIA_ERROR: &str = "bad data on disk: ";
 /// Clean chunk maps kept in memory; past this, unused clean ones are dropped.
 const CACHED_CHUNKS_MAX: usize = 32_768;
 /// Files whose placement anchor is remembered (see `NvmeData::allocate`); past this the
@@ -683,12 +686,17 @@ impl NvmeData {
                 Ok(n) if n == req.len => {}
                 Ok(n) => {
                     return Err(Error::Io(format!(
-                        "short read from {} ({n} of {} bytes)",
+                        "{MEDIA_ERROR}short read from {} ({n} of {} bytes)",
                         dev.path.display(),
                         req.len
                     )))
                 }
-                Err(e) => return Err(Error::Io(format!("read {}: {e}", dev.path.display()))),
+                Err(e) => {
+                    return Err(Error::Io(format!(
+                        "{MEDIA_ERROR}read {}: {e}",
+                        dev.path.display()
+                    )))
+                }
             }
         }
         if let Some(i) = chunk::first_bad_block(slots, buf) {
@@ -700,7 +708,7 @@ impl NvmeData {
                 "checksum mismatch: the block on disk is not what was written"
             );
             return Err(Error::Io(format!(
-                "checksum mismatch in {} (device {} block {})",
+                "{MEDIA_ERROR}checksum mismatch in {} (device {} block {})",
                 what(i),
                 dev.path.display(),
                 slot.physical
@@ -1553,8 +1561,12 @@ impl DataStore for NvmeData {
         self.read_via(ino, offset, len, true)
     }
 
-    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()> {
-        self.read_via(ino, offset, len, false).map(|_| ())
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<Option<String>> {
+        match self.read_via(ino, offset, len, false) {
+            Ok(_) => Ok(None),
+            Err(Error::Io(e)) if e.starts_with(MEDIA_ERROR) => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
     }
 
     fn write_at(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {

@@ -314,9 +314,10 @@ impl Metrics {
              files_degraded (after the last pass: files with a copy on a departed node and no \
              free voter to take it), files_restore_failed (the last pass could not copy them; \
              retried), rebuild_passes, copies_repaired (ranges of a copy that failed a read, \
-             written again from a good copy), scrub_bytes, scrub_passes and scrub_bad_ranges \
-             (the background scrub: bytes of copies checked on their disks, passes ended, \
-             ranges that failed the check and were queued for repair), copies_dropped (copies taken out of their \
+             written again from a good copy), scrub_bytes, scrub_skipped_bytes, scrub_passes \
+             and scrub_bad_ranges (the background scrub: bytes of copies checked on their \
+             disks, bytes it could not check, passes ended, ranges that failed the check and \
+             were queued for repair), copies_dropped (copies taken out of their \
              file's layout because their node did not answer a change the other copies took), \
              files_waiting_for_copies (after the last pass: files with fewer copies than \
              cluster.replicas whose free voters did not answer lately), and data_calls_fenced \

@@ -242,6 +242,12 @@ fn the_scrub_finds_a_bad_block_in_a_copy_no_client_reads_and_writes_it_again() {
     wait_for(&nodes[l], "scrub: a copy failed its check", 1);
     wait_for(&nodes[l], "repaired a copy from another", 1);
     assert!(nodes[other].log().contains("checksum mismatch"));
+    // The other node's device holds the block whole again (written to fresh blocks).
+    let disk = std::fs::read(&device).expect("read the device file");
+    assert!(
+        disk.chunks(4096).any(|b| b == block),
+        "the repaired block is on the other node's device"
+    );
     // Two more passes find nothing: the copy was written again, whole.
     let passes = nodes[l].log().matches("scrub pass ended").count();
     wait_for(&nodes[l], "scrub pass ended", passes + 2);

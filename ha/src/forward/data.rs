@@ -1041,16 +1041,24 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
 /// How much of one copy a scrub checks in one call.
 const SCRUB_STEP: u64 = 1 << 20;
 
-/// Where a scrub goes on from: the next inode and the offset in it.
+/// Where a scrub goes on from: the next inode and the offset in it, and the inode its pass
+/// ends before (the files that existed when the pass began: files made meanwhile wait for
+/// the next pass, so a pass ends even while files are made faster than it checks them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScrubCursor {
     pub ino: u64,
     pub offset: u64,
+    /// 0: not started (set from the next inode number at the pass's first step).
+    pub end: u64,
 }
 
 impl Default for ScrubCursor {
     fn default() -> Self {
-        ScrubCursor { ino: 1, offset: 0 }
+        ScrubCursor {
+            ino: 1,
+            offset: 0,
+            end: 0,
+        }
     }
 }
 
@@ -1059,6 +1067,8 @@ impl Default for ScrubCursor {
 pub struct ScrubStep {
     /// Bytes checked, every copy counted.
     pub bytes: u64,
+    /// Bytes of copies not checked: their node did not answer, or its store cannot check.
+    pub skipped: u64,
     /// Ranges of a copy that failed the check (queued for repair from a good copy).
     pub bad: u64,
     /// The scrub went past the last inode: a pass over every file ended.
@@ -1077,10 +1087,15 @@ pub fn scrub<M: MetaStore, D: DataStore>(
 ) -> Result<ScrubStep> {
     let data = engine.data();
     let sm = data.meta.state_machine();
-    let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
+    if cursor.end == 0 {
+        cursor.end = sm.counter(Counter::NextIno)?.unwrap_or(0).max(1);
+    }
     let mut step = ScrubStep::default();
-    while step.bytes < budget {
-        if cursor.ino >= next {
+    // Inodes looked at count too, so a long run of removed or empty ones takes several steps.
+    let mut looked = 0u64;
+    while step.bytes + step.skipped + looked * 4096 < budget {
+        looked += 1;
+        if cursor.ino >= cursor.end {
             *cursor = ScrubCursor::default();
             step.wrapped = true;
             return Ok(step);
@@ -1105,18 +1120,29 @@ pub fn scrub<M: MetaStore, D: DataStore>(
                     offset,
                     len: len32(len as usize)?,
                 };
-                data.done(node, &call)
+                match data.call_blocking(node, &call) {
+                    Ok(Answer::Done) => Ok(None),
+                    Ok(Answer::Bad(why)) => Ok(Some(why)),
+                    Ok(other) => Err(Error::Io(format!("a verify call answered {other:?}"))),
+                    Err(e) => Err(e),
+                }
             };
-            step.bytes += len;
             match checked {
-                Ok(()) => {}
-                Err(Error::Io(e)) => {
-                    tracing::warn!(ino, node, offset, len, error = %e, "scrub: a copy failed its check");
+                Ok(None) => step.bytes += len,
+                // Only what the copy's medium gave back bad is repaired: a node that could
+                // not look (an older version, a database error) is no reason to rewrite.
+                Ok(Some(why)) => {
+                    tracing::warn!(ino, node, offset, len, error = %why, "scrub: a copy failed its check");
+                    step.bytes += len;
                     step.bad += 1;
                     data.queue_repairs(ino, offset, len, vec![node]);
                 }
-                // Removed or cut meanwhile, or the node is away: the rebuild's business.
-                Err(e) => tracing::debug!(ino, node, error = %e, "scrub: a copy was not checked"),
+                // Removed or cut meanwhile, the node away, or its store cannot check: the
+                // rebuild's business, or nothing to do.
+                Err(e) => {
+                    step.skipped += len;
+                    tracing::debug!(ino, node, error = %e, "scrub: a copy was not checked");
+                }
             }
         }
         cursor.offset += len;

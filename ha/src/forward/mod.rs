@@ -182,8 +182,10 @@ pub struct ClusterStore<E> {
 
 #[derive(Default)]
 struct CopiesTotals {
-    /// The scrub: bytes checked (every copy counted), ranges found bad, passes ended.
+    /// The scrub: bytes checked (every copy counted), bytes of copies it could not check,
+    /// ranges found bad, passes ended.
     scrub_bytes: u64,
+    scrub_skipped: u64,
     scrub_bad: u64,
     scrub_passes: u64,
     repaired: u64,
@@ -695,7 +697,7 @@ pub trait HeldData: Send + Sync + 'static {
     fn sync(&self, ino: u64) -> Result<()>;
     fn remove(&self, ino: u64) -> Result<()>;
     fn residency(&self, ino: u64, size: u64) -> Result<Residency>;
-    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()>;
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<Option<String>>;
     fn stats(&self) -> Vec<(&'static str, u64)>;
 }
 
@@ -718,7 +720,7 @@ impl<D: DataStore> HeldData for D {
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
         DataStore::residency(self, ino, size)
     }
-    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<()> {
+    fn verify(&self, ino: u64, offset: u64, len: usize) -> Result<Option<String>> {
         DataStore::verify(self, ino, offset, len)
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
@@ -741,7 +743,11 @@ async fn serve_data(held: Arc<dyn HeldData>, call: Call) -> Answer {
             Call::DataResidency { ino, size } => held
                 .residency(ino, size)
                 .map_or_else(Answer::Failed, Answer::Residency),
-            Call::DataVerify { ino, offset, len } => done(held.verify(ino, offset, len as usize)),
+            Call::DataVerify { ino, offset, len } => match held.verify(ino, offset, len as usize) {
+                Ok(None) => Answer::Done,
+                Ok(Some(why)) => Answer::Bad(why),
+                Err(e) => Answer::Failed(e),
+            },
             _ => Answer::Failed(Error::Invalid),
         }
     });
@@ -1064,6 +1070,7 @@ async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
             Some(Ok(step)) => {
                 let mut totals = lock(&s.copies);
                 totals.scrub_bytes += step.bytes;
+                totals.scrub_skipped += step.skipped;
                 totals.scrub_bad += step.bad;
                 if step.wrapped {
                     totals.scrub_passes += 1;
@@ -1412,6 +1419,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("rebuild_passes", copies.passes));
         stats.push(("copies_repaired", copies.repaired));
         stats.push(("scrub_bytes", copies.scrub_bytes));
+        stats.push(("scrub_skipped_bytes", copies.scrub_skipped));
         stats.push(("scrub_bad_ranges", copies.scrub_bad));
         stats.push(("scrub_passes", copies.scrub_passes));
         stats.push(("copies_dropped", copies.dropped));

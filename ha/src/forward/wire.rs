@@ -209,6 +209,8 @@ pub enum Answer {
     Data(Bytes),
     /// A document and its version (`Call::Doc`).
     Doc(Option<(u64, Vec<u8>)>),
+    /// `Call::DataVerify` found the range bad on the holder's medium, and why.
+    Bad(String),
 }
 
 /// The most entries a directory page may carry on the wire (a READDIR reply is far smaller).
@@ -757,6 +759,10 @@ pub fn encode_answer(verifier: [u8; 8], answer: &Answer) -> (Vec<u8>, Option<Byt
                 o.bytes(doc);
             }
         }
+        Answer::Bad(why) => {
+            o.u8(16);
+            o.bytes(why.as_bytes());
+        }
     }
     (o.0, data)
 }
@@ -1270,6 +1276,7 @@ pub fn decode_answer(body: Bytes) -> Decoded<([u8; 8], Answer)> {
         } else {
             None
         }),
+        16 => Answer::Bad(String::from_utf8_lossy(&i.bytes()?).into_owned()),
         v => return Err(format!("answer {v}")),
     };
     i.end()?;
@@ -1570,6 +1577,7 @@ mod tests {
             Answer::Data(Bytes::from_static(b"held here")),
             Answer::Doc(None),
             Answer::Doc(Some((3, b"doc".to_vec()))),
+            Answer::Bad("bad data on disk: checksum mismatch".into()),
         ] {
             round_trip_answer(answer);
         }

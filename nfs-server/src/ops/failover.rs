@@ -432,7 +432,33 @@ impl Floating {
             };
             let mut claimed = false;
             for a in actions {
-                claimed |= self.act(a, lease).await;
+                // A claim of a target whose preferred node is down (or cannot serve it): once
+                // won, the preference goes, so that the target does not move back (one more
+                // stall) whenever that node returns, and a node that keeps failing does not
+                // take its targets down with it each time. Move it back by hand.
+                let passed_over = match &a {
+                    Action::Claim(t) => view.preferred.get(t).map(|&n| (t.clone(), n)),
+                    _ => None,
+                };
+                let won = self.act(a, lease).await;
+                claimed |= won;
+                if let Some((t, n)) = passed_over.filter(|_| won) {
+                    match self.etcd.prefer(&t, None, CALL).await {
+                        Ok(()) => {
+                            self.preferred
+                                .lock()
+                                .expect("preferred lock poisoned")
+                                .remove(&t);
+                            tracing::warn!(
+                                target = %t, preferred = n,
+                                "took the floating target over from its preferred node, which \
+                                 is down or cannot serve it: the preference is dropped (sluice \
+                                 target move to move it back)"
+                            );
+                        }
+                        Err(e) => tracing::warn!(target = %t, "preference not dropped: {e}"),
+                    }
+                }
             }
             // After a won claim, read again at once: the next round serves the target.
             if !claimed {
