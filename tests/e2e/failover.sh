@@ -7,7 +7,9 @@
 #   3. stopped cleanly (SIGTERM): it hands the target over at once,
 #   4. asked to move it (`sluice target move float N`, a planned move): it hands the target
 #      over to node N at its next read of etcd,
-#   5. drained (`sluice node drain N`): the target goes to another node.
+#   5. drained (`sluice node drain N`): the target goes to another node,
+#   6. killed while it is the target's preferred node: the node that takes over drops the
+#      preference, and the target does not move back when the killed node returns.
 # Each time: another node takes the address over, the client carries on, every file it was
 # told was written reads back whole, the old owner's address is gone, and the target's epoch
 # grew. The stall (the longest gap between two completed writes) is printed per phase.
@@ -188,8 +190,17 @@ for r in $(seq "$ROUNDS"); do
   fail_owner "move$r" move
   sleep 2
   fail_owner "drain$r" drain
-  # The preference stays until dropped; later rounds fail whichever node owns the target.
-  CL sluice "$(holder)" target move float any >/dev/null || die "drain$r: dropping the preferred node failed"
+  # The drain made the owner the preferred node. Kill it: the node that takes over drops the
+  # preference, so the target stays put when the killed node returns.
+  fail_owner "killpreferred$r" kill
+  CL sluice "$(holder)" target show float | grep -q '^preferred node *-$' \
+    || die "killpreferred$r: the preference survived a takeover from the preferred node"
+  kept=$(holder)
+  gone=$(CL status | awk '$NF=="down" {print $2}')
+  for id in $gone; do CL start "$id" >/dev/null; done
+  sleep 4
+  [ "$(holder)" = "$kept" ] || die "killpreferred$r: the target moved back to node $(holder) on its return"
+  CL sluice "$kept" target move float any >/dev/null || die "dropping the preferred node failed"
   sleep 1
 done
 echo
