@@ -40,6 +40,9 @@ pub struct View {
     pub able: BTreeMap<u64, BTreeSet<String>>,
     /// The node each target should be owned by, where one was asked for.
     pub preferred: BTreeMap<String, u64>,
+    /// Nodes drained for maintenance (`sluice node drain`, until they start again): they
+    /// claim a target only when no other live node can.
+    pub drained: BTreeSet<u64>,
 }
 
 impl View {
@@ -60,7 +63,7 @@ pub fn drain_plan(view: &View, node: u64) -> (Vec<(String, u64)>, Vec<String>) {
     let mut load: BTreeMap<u64, usize> = view
         .alive
         .iter()
-        .filter(|&&n| n != node)
+        .filter(|&&n| n != node && !view.drained.contains(&n))
         .map(|&n| (n, 0))
         .collect();
     for (t, o) in &view.owners {
@@ -246,9 +249,16 @@ impl Ownership {
             }
         }
         // Unowned targets go to the live node with the fewest, one at a time in name order;
-        // a node that is not the pick leaves the target to the node that is.
+        // a node that is not the pick leaves the target to the node that is. Drained nodes
+        // only when every live node is drained.
         let mut load: BTreeMap<u64, usize> = view.alive.iter().map(|&n| (n, 0)).collect();
         load.insert(self.me, 0);
+        if load.keys().any(|n| !view.drained.contains(n)) {
+            load.retain(|n, _| !view.drained.contains(n));
+        }
+        if !load.contains_key(&self.me) {
+            return out;
+        }
         for o in view.owners.values() {
             if let Some(n) = load.get_mut(&o.node) {
                 *n += 1;
@@ -580,5 +590,38 @@ mod tests {
         let (moves, stuck) = drain_plan(&v, 1);
         assert_eq!(moves, vec![("a".to_string(), 3), ("b".to_string(), 3)]);
         assert_eq!(stuck, vec!["c".to_string(), "d".to_string()]);
+    }
+
+    #[test]
+    fn a_drained_node_claims_no_target_while_another_live_node_can() {
+        let now = Instant::now();
+        let lease = Some(Lease {
+            id: 7,
+            renewed: now,
+        });
+        let floating = names(&["a"]);
+        // Node 1 is drained and owns nothing, node 2 owns two targets: node 2 claims "a".
+        let mut v = view(&[("x", 2, 8, 1), ("y", 2, 8, 2)], &[1, 2]);
+        v.drained.insert(1);
+        assert!(Ownership::new(1, TTL)
+            .step(now, lease, &floating, Some(&v))
+            .is_empty());
+        assert_eq!(
+            Ownership::new(2, TTL).step(now, lease, &floating, Some(&v)),
+            vec![Action::Claim("a".into())]
+        );
+        // Only drained nodes are live: one of them still claims it.
+        v.drained.insert(2);
+        assert_eq!(
+            Ownership::new(1, TTL).step(now, lease, &floating, Some(&v)),
+            vec![Action::Claim("a".into())]
+        );
+        // A drain never sends targets to another drained node.
+        let mut d = view(&[("a", 1, 7, 1)], &[1, 2, 3]);
+        for n in 1..=3 {
+            d.able.insert(n, names(&["a"]));
+        }
+        d.drained.insert(2);
+        assert_eq!(drain_plan(&d, 1).0, vec![("a".to_string(), 3)]);
     }
 }

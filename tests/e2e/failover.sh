@@ -189,6 +189,7 @@ for r in $(seq "$ROUNDS"); do
   sleep 3
   fail_owner "move$r" move
   sleep 2
+  drained=$(holder)
   fail_owner "drain$r" drain
   # The drain made the owner the preferred node. Kill it: the node that takes over drops the
   # preference, so the target stays put when the killed node returns.
@@ -200,7 +201,19 @@ for r in $(seq "$ROUNDS"); do
   for id in $gone; do CL start "$id" >/dev/null; done
   sleep 4
   [ "$(holder)" = "$kept" ] || die "killpreferred$r: the target moved back to node $(holder) on its return"
-  CL sluice "$kept" target move float any >/dev/null || die "dropping the preferred node failed"
+  [ "$(holder)" != "$drained" ] || die "killpreferred$r: the drained node $drained took the target"
+  # A drained node takes targets again once it has restarted.
+  CL sluice "$kept" target move float "$drained" >/dev/null 2>&1 \
+    && die "drain$r: a target could be moved to the drained node $drained"
+  kill -TERM "$(cat "$DIR/cluster/n$drained/pid")"
+  for _ in $(seq 100); do [ "$(CL status | awk '$NF=="down"' | wc -l)" = 1 ] && break; sleep 0.1; done
+  CL start "$drained" >/dev/null
+  sleep 2
+  CL sluice "$kept" target move float "$drained" >/dev/null \
+    || die "drain$r: the restarted node $drained still counts as drained"
+  for _ in $(seq 50); do [ "$(holder)" = "$drained" ] && break; sleep 0.1; done
+  [ "$(holder)" = "$drained" ] || die "drain$r: the target did not move to the restarted node $drained"
+  CL sluice "$drained" target move float any >/dev/null || die "dropping the preferred node failed"
   sleep 1
 done
 echo

@@ -437,7 +437,8 @@ impl Registry for EtcdRegistry {
 /// Mount-target ownership in etcd (`ha/PROTOCOL.md` §6): `/sluice/<cluster>/targets/<name>`
 /// holds the owner's node id under the owner's lease; the key's create revision is the
 /// ownership epoch. `candidates/<node>` (under the node's lease) lists the floating targets
-/// the node can serve; `preferred/<name>` (no lease) the node a target should move to. Every call is bounded by the time given (no retries beyond it): the
+/// the node can serve; `preferred/<name>` (no lease) the node a target should move to;
+/// `drained/<node>` (no lease) marks a node drained until it starts again. Every call is bounded by the time given (no retries beyond it): the
 /// driver calls again on its next round, and its self-fencing must not wait on etcd.
 #[derive(Clone)]
 pub struct EtcdTargets {
@@ -622,6 +623,33 @@ impl EtcdTargets {
         }
     }
 
+    /// Marks `node` drained (`sluice node drain`), or not (a node clears its own mark when
+    /// it starts).
+    pub async fn set_drained(
+        &self,
+        node: u64,
+        drained: bool,
+        bound: Duration,
+    ) -> Result<(), String> {
+        let key = format!("{}drained/{node}", self.prefix);
+        let k = key.as_str();
+        if drained {
+            self.members
+                .once("mark a node drained", bound, |mut c| async move {
+                    c.put(k, "", None).await
+                })
+                .await
+                .map(|_| ())
+        } else {
+            self.members
+                .once("clear a node's drained mark", bound, |mut c| async move {
+                    c.delete(k, None).await
+                })
+                .await
+                .map(|_| ())
+        }
+    }
+
     /// Revokes `lease`: its owner keys and candidate key go at once (a clean stop).
     pub async fn revoke(&self, lease: i64, bound: Duration) -> Result<(), String> {
         self.members
@@ -644,6 +672,7 @@ impl EtcdTargets {
         let mut view = crate::targets::View::default();
         let (targets, nodes) = (format!("{p}targets/"), format!("{p}candidates/"));
         let preferred = format!("{p}preferred/");
+        let drained = format!("{p}drained/");
         for kv in r.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             if let Some(name) = key.strip_prefix(&targets) {
@@ -661,6 +690,8 @@ impl EtcdTargets {
                 let able = String::from_utf8_lossy(kv.value());
                 let able = able.split(',').filter(|t| !t.is_empty()).map(String::from);
                 view.able.insert(node, able.collect());
+            } else if let Some(node) = key.strip_prefix(&drained).and_then(|n| n.parse().ok()) {
+                view.drained.insert(node);
             } else if let Some(name) = key.strip_prefix(&preferred) {
                 if let Ok(node) = String::from_utf8_lossy(kv.value()).parse() {
                     view.preferred.insert(name.to_string(), node);

@@ -1113,6 +1113,14 @@ impl<S: Store> Admin<S> {
                     b.node.unwrap_or(0)
                 ),
             ),
+            PreferError::NodeDrained => error(
+                409,
+                format!(
+                    "node: node {} is drained (sluice node drain); it takes targets again once \
+                     it has restarted",
+                    b.node.unwrap_or(0)
+                ),
+            ),
             PreferError::Etcd(e) => error(503, format!("the preferred node was not set: {e}")),
         })?;
         Ok(Response(202, Some(self.target_json(&t))))

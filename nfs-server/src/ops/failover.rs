@@ -213,6 +213,7 @@ pub enum PreferError {
     /// With the live nodes.
     NodeNotLive(Vec<u64>),
     NodeCannotServe,
+    NodeDrained,
     Etcd(String),
 }
 
@@ -322,6 +323,9 @@ impl Floating {
             if !view.able.get(&n).is_some_and(|a| a.contains(target)) {
                 return Err(PreferError::NodeCannotServe);
             }
+            if view.drained.contains(&n) {
+                return Err(PreferError::NodeDrained);
+            }
         }
         self.etcd
             .prefer(target, node, CALL)
@@ -341,6 +345,8 @@ impl Floating {
     /// (no other live node can serve them).
     #[allow(clippy::type_complexity)]
     pub async fn drain(&self, node: u64) -> Result<(Vec<(String, u64)>, Vec<String>), String> {
+        // Marked first: no target left unowned meanwhile goes to it.
+        self.etcd.set_drained(node, true, CALL).await?;
         let view = self.etcd.view(CALL).await?;
         let (moves, stuck) = ha::targets::drain_plan(&view, node);
         for (t, n) in &moves {
@@ -377,6 +383,10 @@ impl Floating {
         // Addresses left by an earlier run of this node (killed within their lifetime).
         for t in self.targets.list().into_iter().filter(|t| t.floating) {
             self.addresses.down(&t, 0).await;
+        }
+        // A drain lasts until the node starts again (targets come back only when moved).
+        if let Err(e) = self.etcd.set_drained(self.node, false, CALL).await {
+            tracing::warn!("floating targets: this node's drained mark not cleared: {e}");
         }
         let shared = self.shared();
         {
@@ -589,8 +599,16 @@ impl Floating {
             },
         );
         t.stop_listeners();
+        // Cut while the address is still here, so that the clients' kernels get the FIN and
+        // reconnect at once (to the next owner): once the address is gone, nothing this node
+        // sends from it arrives, and a client learns of the move only when a retransmission,
+        // after its backoff, reaches the next owner (a 1 s stall, once 30 s, in failover.sh).
+        t.cut_connections();
+        // (The connections' tasks close their sockets when woken: a moment for the FINs.)
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.addresses.down(t, epoch).await;
-        // After the addresses: a client that reconnected meanwhile is cut too.
+        // Again after the addresses: a client that reconnected meanwhile through a wildcard
+        // NFS listener (which covers the address, and stays) is cut too.
         t.cut_connections();
         match why {
             StopWhy::SelfFenced => tracing::warn!(
