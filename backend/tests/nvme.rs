@@ -45,6 +45,15 @@ async fn write(s: &NvmeStore, file: &Attr, offset: u64, data: &[u8], how: Stabil
         .unwrap();
 }
 
+/// Writes `bytes` at byte `at` of a device file, behind the store's back (a bad disk).
+fn write_on_disk(device: &Path, at: u64, bytes: &[u8]) {
+    let dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .unwrap();
+    dev.write_all_at(bytes, at).unwrap();
+}
+
 fn open(dir: &Path) -> NvmeStore {
     NvmeStore::open(dir).unwrap()
 }
@@ -57,11 +66,7 @@ async fn a_corrupted_block_reads_as_an_io_error_never_as_data() {
         let file = create(&s, "f").await;
         write(&s, &file, 0, &pattern(3 * 4096, 1), Stability::FileSync).await;
         let (device, at) = s.data().locate(file.id.ino, 4096 + 100).unwrap().unwrap();
-        let dev = std::fs::OpenOptions::new()
-            .write(true)
-            .open(device)
-            .unwrap();
-        dev.write_all_at(b"rot", at).unwrap();
+        write_on_disk(&device, at, b"rot");
         file
     };
     let s = open(tmp.path());
@@ -86,11 +91,7 @@ async fn a_partial_write_next_to_a_corrupted_block_fails_instead_of_spreading_it
     write(&s, &file, 0, &pattern(4096, 2), Stability::FileSync).await;
     let (device, at) = s.data().locate(file.id.ino, 0).unwrap().unwrap();
     drop(s);
-    let dev = std::fs::OpenOptions::new()
-        .write(true)
-        .open(device)
-        .unwrap();
-    dev.write_all_at(b"X", at + 4000).unwrap();
+    write_on_disk(&device, at + 4000, b"X");
     let s = open(tmp.path());
     let partial = s
         .write(
@@ -378,11 +379,7 @@ async fn a_block_read_again_comes_from_memory_until_the_store_reopens() {
         read(&s, &file, 0, 3 * 4096).await.unwrap();
         // Damage the middle block on disk: the cached copy answers.
         let (device, at) = s.data().locate(file.id.ino, 4096).unwrap().unwrap();
-        let dev = std::fs::OpenOptions::new()
-            .write(true)
-            .open(device)
-            .unwrap();
-        dev.write_all_at(b"rot", at).unwrap();
+        write_on_disk(&device, at, b"rot");
         let before = s.data().cache_stats();
         assert_eq!(
             read(&s, &file, 0, 3 * 4096).await.unwrap(),
@@ -619,11 +616,7 @@ async fn a_scrub_s_verify_reads_the_disk_and_finds_a_bad_block_that_the_cache_st
     );
     read(&s, &f, 0, 3 * 4096).await.unwrap();
     let (device, at) = s.data().locate(f.id.ino, 4096).unwrap().unwrap();
-    let dev = std::fs::OpenOptions::new()
-        .write(true)
-        .open(device)
-        .unwrap();
-    dev.write_all_at(b"rot", at).unwrap();
+    write_on_disk(&device, at, b"rot");
     // Reads are answered from memory; the scrub's read is not.
     assert_eq!(
         read(&s, &f, 0, 3 * 4096).await.unwrap(),

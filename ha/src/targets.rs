@@ -291,6 +291,11 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    /// This node's lease (id 7), last renewed at `at`.
+    fn lease_renewed(at: Instant) -> Option<Lease> {
+        Some(Lease { id: 7, renewed: at })
+    }
+
     fn view(owners: &[(&str, u64, i64, i64)], alive: &[u64]) -> View {
         View {
             owners: owners
@@ -305,10 +310,7 @@ mod tests {
     #[test]
     fn an_unowned_target_is_claimed_by_the_least_loaded_live_node() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a", "b"]);
         // Node 2 owns "b"; nodes 1 and 3 own nothing: node 1 (the lower id) claims "a".
         let v = view(&[("b", 2, 70, 5)], &[1, 2, 3]);
@@ -328,10 +330,7 @@ mod tests {
         let mut own = Ownership::new(1, TTL);
         // The key names node 1 under lease 6, from before a restart: not served.
         let old = view(&[("a", 1, 6, 10)], &[1]);
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         assert!(own.step(now, lease, &floating, Some(&old)).is_empty());
         let claimed = view(&[("a", 1, 7, 12)], &[1]);
         assert_eq!(
@@ -348,10 +347,7 @@ mod tests {
     fn a_node_without_a_renewal_for_half_the_ttl_stops_serving_even_without_a_read() {
         let start = Instant::now();
         let floating = names(&["a"]);
-        let lease = Some(Lease {
-            id: 7,
-            renewed: start,
-        });
+        let lease = lease_renewed(start);
         let mut own = Ownership::new(1, TTL);
         let v = view(&[("a", 1, 7, 12)], &[1]);
         own.step(start, lease, &floating, Some(&v));
@@ -383,10 +379,7 @@ mod tests {
     fn a_node_that_sees_another_owner_or_epoch_stops_at_once() {
         let now = Instant::now();
         let floating = names(&["a"]);
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let mut own = Ownership::new(1, TTL);
         own.step(
             now,
@@ -412,10 +405,7 @@ mod tests {
     #[test]
     fn a_target_that_could_not_be_brought_up_is_served_again_at_the_next_read() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a"]);
         let v = view(&[("a", 1, 7, 12)], &[1]);
         let mut own = Ownership::new(1, TTL);
@@ -433,10 +423,7 @@ mod tests {
     #[test]
     fn a_target_dropped_from_the_settings_stops_being_served() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let mut own = Ownership::new(1, TTL);
         let v = view(&[("a", 1, 7, 12)], &[1]);
         own.step(now, lease, &names(&["a"]), Some(&v));
@@ -453,10 +440,7 @@ mod tests {
     #[test]
     fn unowned_targets_spread_over_the_live_nodes() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a", "b", "c", "d"]);
         let v = view(&[], &[1, 2, 3]);
         let claims = |me| {
@@ -480,10 +464,7 @@ mod tests {
     #[test]
     fn a_moved_target_is_released_by_its_owner_and_claimed_only_by_the_preferred_node() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a"]);
         let mut one = Ownership::new(1, TTL);
         let owned = view(&[("a", 1, 7, 10)], &[1, 2, 3]);
@@ -514,10 +495,7 @@ mod tests {
     #[test]
     fn a_preferred_node_that_is_dead_or_cannot_serve_the_target_is_ignored() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a"]);
         // Node 4 is not live: node 1 keeps serving, and an unowned "a" goes to node 1.
         let mut one = Ownership::new(1, TTL);
@@ -537,10 +515,7 @@ mod tests {
     #[test]
     fn a_target_claimed_just_before_it_was_moved_is_given_up_unserved() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a"]);
         let mut one = Ownership::new(1, TTL);
         let v = preferring(view(&[("a", 1, 7, 10)], &[1, 2]), "a", 2, &["a"]);
@@ -595,10 +570,7 @@ mod tests {
     #[test]
     fn a_drained_node_claims_no_target_while_another_live_node_can() {
         let now = Instant::now();
-        let lease = Some(Lease {
-            id: 7,
-            renewed: now,
-        });
+        let lease = lease_renewed(now);
         let floating = names(&["a"]);
         // Node 1 is drained and owns nothing, node 2 owns two targets: node 2 claims "a".
         let mut v = view(&[("x", 2, 8, 1), ("y", 2, 8, 2)], &[1, 2]);

@@ -79,6 +79,28 @@ fn patiently<T>(mut f: impl FnMut() -> NfsResult<T>) -> NfsResult<T> {
 
 const PIECE: usize = 256 * 1024;
 
+/// Flips byte `at` of the 4 KiB `block` in `node`'s device file (where it holds a copy of
+/// it); returns the device file's path.
+fn flip_a_byte(node: &Sluice, block: &[u8], at: usize) -> std::path::PathBuf {
+    let device = node.data_dir().join("nvme/dev0");
+    let disk = std::fs::read(&device).expect("read the device file");
+    let start = (0..disk.len() / 4096)
+        .map(|b| b * 4096)
+        .find(|&s| &disk[s..s + 4096] == block)
+        .expect("the block is on the node's device");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&device)
+        .expect("open the device file");
+    std::os::unix::fs::FileExt::write_all_at(
+        &file,
+        &[disk[start + at] ^ 0xff],
+        (start + at) as u64,
+    )
+    .expect("corrupt one byte");
+    device
+}
+
 #[test]
 fn a_copy_s_node_killed_between_unstable_writes_and_commit_leaves_the_layout_and_nothing_committed_is_lost(
 ) {
@@ -167,20 +189,8 @@ fn a_bad_block_in_one_copy_is_read_from_another_and_written_again() {
 
     // Flip a byte of the block at 256 KiB in the leader's own copy (its device file): the
     // leader reads its own copy first.
-    let device = nodes[l].data_dir().join("nvme/dev0");
-    let disk = std::fs::read(&device).expect("read the device file");
     let block = &payload[256 << 10..(256 << 10) + 4096];
-    let at = (0..disk.len() / 4096)
-        .map(|b| b * 4096)
-        .find(|&at| &disk[at..at + 4096] == block)
-        .expect("the block is on the leader's device");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&device)
-        .expect("open the device file");
-    std::os::unix::fs::FileExt::write_all_at(&file, &[disk[at + 100] ^ 0xff], (at + 100) as u64)
-        .expect("corrupt one byte");
-    drop(disk);
+    flip_a_byte(&nodes[l], block, 100);
 
     // The read is whole (from another copy), and the bad range is written again.
     let back = patiently(|| c.read_all(&fh)).expect("read");
@@ -217,20 +227,8 @@ fn the_scrub_finds_a_bad_block_in_a_copy_no_client_reads_and_writes_it_again() {
     // Flip a byte in another node's copy: reads start at the leader's own copy, so only the
     // scrub (through a data call to that node, past its cache) can find it.
     let other = (l + 1) % nodes.len();
-    let device = nodes[other].data_dir().join("nvme/dev0");
-    let disk = std::fs::read(&device).expect("read the device file");
     let block = &payload[512 << 10..(512 << 10) + 4096];
-    let at = (0..disk.len() / 4096)
-        .map(|b| b * 4096)
-        .find(|&at| &disk[at..at + 4096] == block)
-        .expect("the block is on the other node's device");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&device)
-        .expect("open the device file");
-    std::os::unix::fs::FileExt::write_all_at(&file, &[disk[at + 7] ^ 0xff], (at + 7) as u64)
-        .expect("corrupt one byte");
-    drop(disk);
+    let device = flip_a_byte(&nodes[other], block, 7);
 
     let wait_for = |node: &Sluice, what: &str, count: usize| {
         let deadline = Instant::now() + Duration::from_secs(30);

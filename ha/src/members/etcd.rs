@@ -598,29 +598,18 @@ impl EtcdTargets {
         node: Option<u64>,
         bound: Duration,
     ) -> Result<(), String> {
-        let key = format!("{}preferred/{target}", self.prefix);
-        let k = key.as_str();
-        match node {
-            Some(n) => {
-                let v = n.to_string();
-                let v = v.as_str();
-                self.members
-                    .once("set a target's preferred node", bound, |mut c| async move {
-                        c.put(k, v, None).await
-                    })
-                    .await
-                    .map(|_| ())
-            }
-            None => self
-                .members
-                .once(
-                    "clear a target's preferred node",
-                    bound,
-                    |mut c| async move { c.delete(k, None).await },
-                )
-                .await
-                .map(|_| ()),
-        }
+        let value = node.map(|n| n.to_string());
+        self.put_or_delete(
+            format!("{}preferred/{target}", self.prefix),
+            value.as_deref(),
+            if node.is_some() {
+                "set a target's preferred node"
+            } else {
+                "clear a target's preferred node"
+            },
+            bound,
+        )
+        .await
     }
 
     /// Marks `node` drained (`sluice node drain`), or not (a node clears its own mark when
@@ -631,22 +620,40 @@ impl EtcdTargets {
         drained: bool,
         bound: Duration,
     ) -> Result<(), String> {
-        let key = format!("{}drained/{node}", self.prefix);
+        self.put_or_delete(
+            format!("{}drained/{node}", self.prefix),
+            drained.then_some(""),
+            if drained {
+                "mark a node drained"
+            } else {
+                "clear a node's drained mark"
+            },
+            bound,
+        )
+        .await
+    }
+
+    /// Puts `value` at `key` (no lease), or deletes the key (`None`); `what` names the call in
+    /// errors.
+    async fn put_or_delete(
+        &self,
+        key: String,
+        value: Option<&str>,
+        what: &str,
+        bound: Duration,
+    ) -> Result<(), String> {
         let k = key.as_str();
-        if drained {
-            self.members
-                .once("mark a node drained", bound, |mut c| async move {
-                    c.put(k, "", None).await
-                })
+        match value {
+            Some(v) => self
+                .members
+                .once(what, bound, |mut c| async move { c.put(k, v, None).await })
                 .await
-                .map(|_| ())
-        } else {
-            self.members
-                .once("clear a node's drained mark", bound, |mut c| async move {
-                    c.delete(k, None).await
-                })
+                .map(|_| ()),
+            None => self
+                .members
+                .once(what, bound, |mut c| async move { c.delete(k, None).await })
                 .await
-                .map(|_| ())
+                .map(|_| ()),
         }
     }
 

@@ -487,6 +487,20 @@ impl Floating {
             && s.own.fresh(Instant::now(), s.lease)
     }
 
+    /// Records how long a takeover `phase` of `target` took, if `started` holds its start.
+    fn phase_ended(
+        &self,
+        started: &Mutex<std::collections::BTreeMap<String, Instant>>,
+        target: &str,
+        phase: &'static str,
+        now: Instant,
+    ) {
+        let start = started.lock().expect("timing lock poisoned").remove(target);
+        if let Some(start) = start {
+            self.metrics.takeover(target, phase, now - start);
+        }
+    }
+
     /// Does one action; whether it was a won claim.
     async fn act(&self, a: Action, lease: Option<Lease>) -> bool {
         let _acting = self.acting.lock().await;
@@ -498,15 +512,7 @@ impl Floating {
                         tracing::info!(target = %name, epoch, "claimed the floating target");
                         let now = Instant::now();
                         self.metrics.ownership(&name, "claimed");
-                        if let Some(since) = self
-                            .unowned_since
-                            .lock()
-                            .expect("timing lock poisoned")
-                            .remove(&name)
-                        {
-                            self.metrics
-                                .takeover(&name, "unowned_to_claimed", now - since);
-                        }
+                        self.phase_ended(&self.unowned_since, &name, "unowned_to_claimed", now);
                         self.claimed_at
                             .lock()
                             .expect("timing lock poisoned")
@@ -541,15 +547,8 @@ impl Floating {
                             "serving the floating target: its addresses are up here"
                         );
                         self.metrics.ownership(&target, "serving");
-                        if let Some(at) = self
-                            .claimed_at
-                            .lock()
-                            .expect("timing lock poisoned")
-                            .remove(&target)
-                        {
-                            self.metrics
-                                .takeover(&target, "claimed_to_serving", at.elapsed());
-                        }
+                        let now = Instant::now();
+                        self.phase_ended(&self.claimed_at, &target, "claimed_to_serving", now);
                     }
                     // Tried again at the next read (a listener that has not let go of the
                     // port yet, a hook that failed once); an operator sees the error.
