@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-pub use record::{Inode, Layout, LAYOUT_NODES_MAX};
+pub use record::{Inode, Layout, LAYOUT_NODES_MAX, REPLICATION_MAX};
 
 use self::perm::{may, may_io, require, require_sticky, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::{
@@ -59,6 +59,9 @@ const FIRST_SEQ: u64 = 3;
 const READ_BYTES_MAX: u64 = 4 << 20;
 /// Most hard links to one inode.
 const LINK_MAX: u32 = 65_000;
+/// The most directories a walk up the tree visits (to find a replication factor): far more
+/// than any real path has; it only stops a walk round a cycle in corrupt metadata.
+const DEPTH_MAX: usize = 4096;
 const STRIPES: usize = 64;
 /// The node id of a store nobody assigned one (a single node's default `[cluster] node_id`).
 pub const DEFAULT_NODE: u64 = 1;
@@ -446,9 +449,11 @@ pub trait DataStore: Send + Sync + 'static {
     fn remove(&self, ino: u64) -> Result<()>;
     /// Capacity figures; `files_used` is the number of inodes.
     fn space(&self, files_used: u64) -> Result<FsStat>;
-    /// Where a new regular file made by node `node` keeps its data. A store that reaches
+    /// Where a new regular file made by node `node` keeps its data, `copies` the replication
+    /// factor its directory asks for (`None`: the store's default). A store that reaches
     /// other nodes may place copies there; by default, one copy on `node`.
-    fn place(&self, node: u64) -> Layout {
+    fn place(&self, node: u64, copies: Option<u8>) -> Layout {
+        let _ = copies;
         Layout::on(node)
     }
     /// How many times data this store accepted, but had not synced, may have been lost
@@ -834,6 +839,7 @@ fn new_inode(
         last_seq: if is_dir { FIRST_SEQ - 1 } else { 0 },
         verifier: None,
         layout: None,
+        replication: None,
         target: Vec::new(),
     }
 }
@@ -897,6 +903,23 @@ impl<'a, M: MetaStore> Tx<'a, M> {
         } else {
             Err(Error::NotDir)
         }
+    }
+
+    /// The replication factor for regular files made in directory `ino` (record `dir`): the
+    /// nearest factor up the tree from it, `None` when no directory up to the root has one.
+    fn replication_below(&mut self, ino: u64, dir: &Inode) -> Result<Option<u8>> {
+        let (mut ino, mut parent, mut found) = (ino, dir.parent, dir.replication);
+        // A directory's parent chain ends at the root, its own parent; the bound only keeps
+        // corrupt metadata (a cycle) from looping.
+        for _ in 0..DEPTH_MAX {
+            if found.is_some() || parent == ino || parent == 0 {
+                break;
+            }
+            ino = parent;
+            let up = self.child(ino)?;
+            (parent, found) = (up.parent, up.replication);
+        }
+        Ok(found)
     }
 
     /// The record a directory entry points at; a dangling entry is corruption.
@@ -1617,8 +1640,12 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             }
         }
         require(may(cred, &dir, MAY_WRITE | MAY_EXEC))?;
+        let copies = match kind {
+            NodeKind::Regular => tx.replication_below(dir_id.ino, &dir)?,
+            _ => None,
+        };
         let ino = tx.allocate_ino();
-        let inode = self.new_child(cred, &dir, dir_id.ino, kind, attr, mode)?;
+        let inode = self.new_child(cred, &dir, dir_id.ino, kind, attr, mode, copies)?;
         let mut dir_after = dir.clone();
         if inode.is_dir() {
             dir_after.nlink = dir_after.nlink.checked_add(1).ok_or(Error::TooManyLinks)?;
@@ -1654,6 +1681,10 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
     }
 
     /// The record of a new object, with the caller's attributes applied by the setattr rules.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the create arguments and the replication factor found for them"
+    )]
     fn new_child(
         &self,
         cred: &Cred,
@@ -1662,6 +1693,7 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
         kind: NodeKind,
         attr: &SetAttr,
         mode: CreateMode,
+        copies: Option<u8>,
     ) -> Result<Inode> {
         let (file_type, default_mode) = match &kind {
             NodeKind::Regular => (FileType::Regular, 0o644),
@@ -1688,7 +1720,10 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
             }
             NodeKind::BlockDevice { rdev } | NodeKind::CharDevice { rdev } => inode.rdev = rdev,
             NodeKind::Directory => inode.parent = dir_ino,
-            NodeKind::Regular => inode.layout = Some(self.data.place(self.node())),
+            NodeKind::Regular => {
+                inode.replication = copies;
+                inode.layout = Some(self.data.place(self.node(), copies));
+            }
             _ => {}
         }
         let rest = SetAttr {
@@ -1772,6 +1807,23 @@ impl<M: MetaStore, D: DataStore> Inner<M, D> {
                 tracing::warn!(ino, error = %e, "could not free the data of a removed file");
             }
         }
+    }
+
+    fn set_replication(&self, cx: &CallCx, id: FileId, copies: Option<u8>) -> Result<()> {
+        if copies.is_some_and(|c| !(1..=REPLICATION_MAX).contains(&c)) {
+            return Err(Error::Invalid);
+        }
+        let mut state = self.lock();
+        let mut tx = Tx::new(&self.meta, &mut state);
+        let before = tx.dir(id)?;
+        if before.replication == copies {
+            return Ok(());
+        }
+        let mut after = before;
+        after.replication = copies;
+        after.touch_ctime(Timestamp::now());
+        tx.put(id.ino, after);
+        tx.commit(cx)
     }
 
     fn put_doc(&self, cx: &CallCx, key: Vec<u8>, version: u64, doc: Vec<u8>) -> Result<()> {
@@ -2120,6 +2172,15 @@ impl<M: MetaStore, D: DataStore> Store for Engine<M, D> {
 
     async fn fsstat(&self, id: FileId) -> Result<FsStat> {
         self.run(move |s, _| s.fsstat(id)).await
+    }
+
+    async fn set_replication(&self, dir: FileId, copies: Option<u8>) -> Result<()> {
+        self.run_mut(move |s, cx| s.set_replication(cx, dir, copies))
+            .await
+    }
+
+    async fn replication(&self, id: FileId) -> Result<Option<u8>> {
+        self.run(move |s, _| Ok(s.record(id)?.replication)).await
     }
 
     async fn put_doc(&self, key: &[u8], version: u64, doc: Vec<u8>) -> Result<()> {

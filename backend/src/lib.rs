@@ -473,6 +473,21 @@ pub trait Store: Send + Sync + 'static {
     /// Where the data of a regular file lives (for operators; not on any hot path).
     fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send;
 
+    /// Sets the replication factor of directory `dir` (`None`: none of its own): regular files
+    /// made below it from now on get that many copies, unless a directory nearer to them has
+    /// a factor of its own. Files made before keep theirs. An administrative call (an
+    /// export's `replication`), never one a client can make. [`Error::Invalid`] outside
+    /// `1..=`[`engine::REPLICATION_MAX`]; [`Error::NotDir`] for a non-directory.
+    fn set_replication(
+        &self,
+        dir: FileId,
+        copies: Option<u8>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The replication factor `id` carries itself (see [`Store::set_replication`]; for a
+    /// regular file, the one it was made with). `None`: the cluster's default.
+    fn replication(&self, id: FileId) -> impl Future<Output = Result<Option<u8>>> + Send;
+
     /// Makes `doc` the document under `key`, unless one of `version` or above is kept
     /// ([`engine::MetaOp::PutDoc`]): protocol state kept beside the metadata, and with it in a
     /// cluster's log. Durable (committed by the log) when the future returns `Ok`. Bounded by
@@ -634,6 +649,16 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn residency(&self, id: FileId) -> impl Future<Output = Result<Residency>> + Send {
         (**self).residency(id)
+    }
+    fn set_replication(
+        &self,
+        dir: FileId,
+        copies: Option<u8>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).set_replication(dir, copies)
+    }
+    fn replication(&self, id: FileId) -> impl Future<Output = Result<Option<u8>>> + Send {
+        (**self).replication(id)
     }
     fn put_doc(
         &self,

@@ -86,6 +86,7 @@ pub fn inode(kind: FileType) -> Inode {
             copies: 2,
             nodes: vec![3, 1, 2],
         }),
+        replication: None,
         target: Vec::new(),
     }
 }

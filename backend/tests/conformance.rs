@@ -853,6 +853,49 @@ async fn residency_lists_written_ranges_and_leaves_out_holes<S: Store>(s: &S) {
     assert_eq!(dir, Err(Error::Invalid), "directories hold no file data");
 }
 
+async fn a_directory_s_replication_factor_reaches_files_made_below_it_and_not_files_made_before<
+    S: Store,
+>(
+    s: &S,
+) {
+    let before = create_file(s, &root(), s.root(), "before").await;
+    let top = create_dir(s, &root(), s.root(), "export", 0o755).await;
+    let deep = create_dir(s, &root(), top.id, "a", 0o755).await;
+    let deep = create_dir(s, &root(), deep.id, "b", 0o755).await;
+    assert_eq!(s.replication(top.id).await, Ok(None));
+    s.set_replication(top.id, Some(2)).await.unwrap();
+    assert_eq!(s.replication(top.id).await, Ok(Some(2)));
+    // The nearest factor up the tree decides, for directories made before it was set too.
+    let file = create_file(s, &root(), deep.id, "f").await;
+    assert_eq!(s.replication(file.id).await, Ok(Some(2)));
+    assert_eq!(s.replication(deep.id).await, Ok(None), "a directory keeps its own");
+    let nearer = create_dir(s, &root(), deep.id, "c", 0o755).await;
+    s.set_replication(nearer.id, Some(1)).await.unwrap();
+    let one = create_file(s, &root(), nearer.id, "g").await;
+    assert_eq!(s.replication(one.id).await, Ok(Some(1)));
+    assert_eq!(s.replication(before.id).await, Ok(None));
+    // Taken off: files made afterwards get the default again, earlier ones keep theirs.
+    s.set_replication(top.id, None).await.unwrap();
+    let after = create_file(s, &root(), deep.id, "h").await;
+    assert_eq!(s.replication(after.id).await, Ok(None));
+    assert_eq!(s.replication(file.id).await, Ok(Some(2)));
+    // Kept with the record: still there after a rename moves the file.
+    s.rename(&root(), deep.id, b"f", s.root(), b"moved")
+        .await
+        .unwrap();
+    assert_eq!(s.replication(file.id).await, Ok(Some(2)));
+    for bad in [0, backend::engine::REPLICATION_MAX + 1] {
+        assert_eq!(
+            s.set_replication(top.id, Some(bad)).await,
+            Err(Error::Invalid)
+        );
+    }
+    assert_eq!(
+        s.set_replication(file.id, Some(2)).await,
+        Err(Error::NotDir)
+    );
+}
+
 async fn file_id_is_stale_after_remove<S: Store>(s: &S) {
     let file = create_file(s, &root(), s.root(), "f").await;
     write(s, &root(), file.id, 0, b"data").await;
@@ -1278,6 +1321,7 @@ conformance!(
     setting_times_explicitly_needs_ownership_and_to_now_needs_write,
     file_id_is_stale_after_remove,
     residency_lists_written_ranges_and_leaves_out_holes,
+    a_directory_s_replication_factor_reaches_files_made_below_it_and_not_files_made_before,
     remove_of_a_directory_fails_with_is_dir_and_rmdir_of_a_file_with_not_dir,
     remove_of_nonempty_directory_fails_with_not_empty,
     directory_nlink_counts_its_subdirectories,

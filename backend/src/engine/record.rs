@@ -4,9 +4,15 @@
 
 use crate::{Attr, Error, FileId, FileType, Result, Timestamp};
 
-/// Version 2 added the layout; version 1 records (no layout) still decode.
-const RECORD_VERSION: u8 = 2;
+/// Version 2 added the layout; version 3 the replication factor (written only by records
+/// that have one, so a node of an older build reads every other record). Versions 1 (no
+/// layout) and 2 still decode.
+const RECORD_VERSION: u8 = 3;
+const RECORD_VERSION_2: u8 = 2;
 const RECORD_VERSION_1: u8 = 1;
+/// The most copies a replication factor may ask for (the 1, 2 or 3; `cluster.replicas`
+/// has the same bound).
+pub const REPLICATION_MAX: u8 = 3;
 /// Most nodes one layout names: a bound checked before anything is allocated when decoding.
 pub const LAYOUT_NODES_MAX: usize = 32;
 
@@ -84,6 +90,11 @@ pub struct Inode {
     /// Regular files: where the data lives. `None` for other types, and for files written
     /// before layouts existed (their data is on the node whose store holds this record).
     pub layout: Option<Layout>,
+    /// The replication factor asked for. Directories: what regular files made below them get
+    /// (the nearest directory up the tree that has one decides; an export's root carries the
+    /// export's). Regular files: the copies the rebuild keeps them at. `None`: the cluster's
+    /// default (`cluster.replicas`). 1 to [`REPLICATION_MAX`].
+    pub replication: Option<u8>,
     /// Symlinks: the target.
     pub target: Vec<u8>,
 }
@@ -133,7 +144,11 @@ impl Inode {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(112 + self.target.len());
-        out.push(RECORD_VERSION);
+        out.push(if self.replication.is_some() {
+            RECORD_VERSION
+        } else {
+            RECORD_VERSION_2
+        });
         out.push(file_type_code(self.file_type));
         for v in [
             self.mode,
@@ -178,6 +193,10 @@ impl Inode {
             }
             None => out.push(0),
         }
+        if let Some(r) = self.replication {
+            debug_assert!((1..=REPLICATION_MAX).contains(&r), "replication {r}");
+            out.push(r);
+        }
         out.extend_from_slice(&self.target);
         out
     }
@@ -185,7 +204,7 @@ impl Inode {
     pub fn decode(bytes: &[u8]) -> Result<Inode> {
         let mut r = Reader(bytes);
         let version = r.take::<1>()?[0];
-        if version != RECORD_VERSION && version != RECORD_VERSION_1 {
+        if ![RECORD_VERSION, RECORD_VERSION_2, RECORD_VERSION_1].contains(&version) {
             return Err(corrupt());
         }
         let file_type = file_type_from_code(r.take::<1>()?[0])?;
@@ -217,6 +236,13 @@ impl Inode {
                 _ => return Err(corrupt()),
             },
         };
+        let replication = match version {
+            RECORD_VERSION => match r.take::<1>()?[0] {
+                r @ 1..=REPLICATION_MAX => Some(r),
+                _ => return Err(corrupt()),
+            },
+            _ => None,
+        };
         Ok(Inode {
             generation: generation?,
             file_type,
@@ -234,6 +260,7 @@ impl Inode {
             last_seq: last_seq?,
             verifier,
             layout,
+            replication,
             target: r.0.to_vec(),
         })
     }
@@ -327,9 +354,34 @@ mod tests {
             last_seq: 0,
             verifier: Some([1; 8]),
             layout: None,
+            replication: None,
             target: b"abc".to_vec(),
         };
         assert_eq!(Inode::decode(&inode.encode()), Ok(inode));
+    }
+
+    #[test]
+    fn a_record_with_a_replication_factor_keeps_it_and_one_without_stays_version_2() {
+        let dir = crate::testing::inode(FileType::Directory);
+        assert_eq!(dir.encode()[0], RECORD_VERSION_2);
+        let asks = Inode {
+            replication: Some(2),
+            ..dir
+        };
+        let bytes = asks.encode();
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(Inode::decode(&bytes), Ok(asks.clone()));
+        let file = Inode {
+            replication: Some(1),
+            target: Vec::new(),
+            ..regular(Some(Layout::on(4)))
+        };
+        assert_eq!(Inode::decode(&file.encode()), Ok(file));
+        for bad in [0, REPLICATION_MAX + 1] {
+            let mut b = bytes.clone();
+            *b.last_mut().expect("the factor is last") = bad;
+            assert!(Inode::decode(&b).is_err(), "factor {bad}");
+        }
     }
 
     fn regular(layout: Option<Layout>) -> Inode {

@@ -275,10 +275,10 @@ impl<D: DataStore> ClusterData<D> {
         engine: &Engine<M, Self>,
         ino: u64,
         layout: &Layout,
+        wanted: usize,
         voters: &BTreeSet<u64>,
         pass: &mut CopiesPass,
     ) -> Result<bool> {
-        let wanted = usize::from(self.copies).min(voters.len());
         let mut current = layout.clone();
         loop {
             // A copy on a departed node to replace, else a missing one to add.
@@ -789,13 +789,14 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     const ASYNC_WRITE: bool = D::ASYNC_WRITE;
     const REACHES_EVERY_NODE: bool = true;
 
-    fn place(&self, node: u64) -> Layout {
+    fn place(&self, node: u64, copies: Option<u8>) -> Layout {
+        let copies = copies.unwrap_or(self.copies).max(1);
         let voters: Vec<u64> = self
             .reachable(self.voters())
             .into_iter()
             .filter(|&n| n != node)
             .collect();
-        let partners = usize::from(self.copies - 1).min(voters.len());
+        let partners = usize::from(copies - 1).min(voters.len());
         let mut nodes = vec![node];
         if partners > 0 {
             let start = (self.turn.fetch_add(1, Ordering::Relaxed) as usize) % voters.len();
@@ -1009,13 +1010,15 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
         return Ok(pass);
     }
     let voters = data.voters();
-    let wanted = usize::from(data.copies).min(voters.len());
     let sm = data.meta.state_machine();
     let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
     for ino in 1..next {
-        let Some(layout) = sm.inode(ino)?.and_then(|i| i.layout) else {
+        let Some((layout, replication)) = sm.inode(ino)?.and_then(|i| Some((i.layout?, i.replication)))
+        else {
             continue;
         };
+        // The file's own factor (its directory's when it was made), else the cluster's.
+        let wanted = usize::from(replication.unwrap_or(data.copies)).min(voters.len());
         if layout.nodes.iter().all(|n| voters.contains(n)) && layout.nodes.len() >= wanted {
             continue;
         }
@@ -1024,7 +1027,7 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
             pass.degraded += 1;
             continue;
         }
-        match data.restore_file(engine, ino, &layout, &voters, &mut pass) {
+        match data.restore_file(engine, ino, &layout, wanted, &voters, &mut pass) {
             Ok(true) => {}
             Ok(false) => pass.degraded += 1,
             // Removed or changed meanwhile: the next pass sees what it is now.

@@ -864,6 +864,10 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
             done(store.put_doc(&key, version, doc).await, |()| Answer::Done)
         }
         Call::Doc(key) => done(store.doc(&key).await, Answer::Doc),
+        Call::SetReplication { dir, copies } => {
+            done(store.set_replication(dir, copies).await, |()| Answer::Done)
+        }
+        Call::Replication(id) => done(store.replication(id).await, Answer::Replication),
         // Data calls go to the holder's data store (`serve_data`), never to a writer.
         Call::DataRead { .. }
         | Call::DataWrite { .. }
@@ -1378,6 +1382,21 @@ impl<E: Writer> Store for ClusterStore<E> {
             return engine.residency(id).await;
         }
         answer!(self.dispatch(Call::Residency(id)).await?, Answer::Residency(r) => r)
+    }
+
+    async fn set_replication(&self, dir: FileId, copies: Option<u8>) -> Result<()> {
+        if let Some(engine) = self.alone() {
+            return engine.set_replication(dir, copies).await;
+        }
+        let call = Call::SetReplication { dir, copies };
+        answer!(self.dispatch(call).await?, Answer::Done => ())
+    }
+
+    async fn replication(&self, id: FileId) -> Result<Option<u8>> {
+        if let Some(engine) = self.here(true).await {
+            return engine.replication(id).await;
+        }
+        answer!(self.dispatch(Call::Replication(id)).await?, Answer::Replication(r) => r)
     }
 
     async fn put_doc(&self, key: &[u8], version: u64, doc: Vec<u8>) -> Result<()> {

@@ -138,6 +138,10 @@ pub enum Call {
     },
     /// `Store::doc`.
     Doc(Vec<u8>),
+    /// `Store::set_replication` (an export's replication factor on its root).
+    SetReplication { dir: FileId, copies: Option<u8> },
+    /// `Store::replication`.
+    Replication(FileId),
 }
 
 impl Call {
@@ -155,6 +159,7 @@ impl Call {
                 | Call::Fsstat(_)
                 | Call::Residency(_)
                 | Call::Doc(_)
+                | Call::Replication(_)
         )
     }
 
@@ -211,6 +216,8 @@ pub enum Answer {
     Doc(Option<(u64, Vec<u8>)>),
     /// `Call::DataVerify` found the range bad on the holder's medium, and why.
     Bad(String),
+    /// `Call::Replication`'s factor.
+    Replication(Option<u8>),
 }
 
 /// The most entries a directory page may carry on the wire (a READDIR reply is far smaller).
@@ -636,6 +643,15 @@ fn encode_call_into(o: &mut Out, call: &Call) -> Option<Bytes> {
             o.u8(25);
             o.bytes(key);
         }
+        Call::SetReplication { dir, copies } => {
+            o.u8(27);
+            o.id(*dir);
+            o.u8(copies.unwrap_or(0));
+        }
+        Call::Replication(id) => {
+            o.u8(28);
+            o.id(*id);
+        }
     }
     data
 }
@@ -762,6 +778,10 @@ pub fn encode_answer(verifier: [u8; 8], answer: &Answer) -> (Vec<u8>, Option<Byt
         Answer::Bad(why) => {
             o.u8(16);
             o.bytes(why.as_bytes());
+        }
+        Answer::Replication(copies) => {
+            o.u8(17);
+            o.u8(copies.unwrap_or(0));
         }
     }
     (o.0, data)
@@ -1163,6 +1183,12 @@ fn decode_call_in(i: &mut In) -> Decoded<Call> {
             offset: i.u64()?,
             len: i.u32()?,
         },
+        // 0: none (the engine checks the range of the others).
+        27 => Call::SetReplication {
+            dir: i.id()?,
+            copies: Some(i.u8()?).filter(|&c| c != 0),
+        },
+        28 => Call::Replication(i.id()?),
         v => return Err(format!("call {v}")),
     };
     i.end()?;
@@ -1277,6 +1303,7 @@ pub fn decode_answer(body: Bytes) -> Decoded<([u8; 8], Answer)> {
             None
         }),
         16 => Answer::Bad(String::from_utf8_lossy(&i.bytes()?).into_owned()),
+        17 => Answer::Replication(Some(i.u8()?).filter(|&c| c != 0)),
         v => return Err(format!("answer {v}")),
     };
     i.end()?;
@@ -1484,6 +1511,15 @@ mod tests {
             },
             Call::Fsstat(id(1)),
             Call::Residency(id(5)),
+            Call::SetReplication {
+                dir: id(1),
+                copies: Some(2),
+            },
+            Call::SetReplication {
+                dir: id(1),
+                copies: None,
+            },
+            Call::Replication(id(5)),
             Call::DataRead {
                 ino: 5,
                 offset: 1 << 20,
@@ -1570,6 +1606,8 @@ mod tests {
                 extents: vec![(0, 4096), (1 << 20, 8192)],
             }),
             Answer::Residency(Residency::default()),
+            Answer::Replication(Some(3)),
+            Answer::Replication(None),
             Answer::Failed(Error::NotRegular(FileType::Directory)),
             Answer::Failed(Error::Io("disk on fire".into())),
             Answer::Failed(Error::Unavailable),
