@@ -868,7 +868,11 @@ async fn a_directory_s_replication_factor_reaches_files_made_below_it_and_not_fi
     // The nearest factor up the tree decides, for directories made before it was set too.
     let file = create_file(s, &root(), deep.id, "f").await;
     assert_eq!(s.replication(file.id).await, Ok(Some(2)));
-    assert_eq!(s.replication(deep.id).await, Ok(None), "a directory keeps its own");
+    assert_eq!(
+        s.replication(deep.id).await,
+        Ok(None),
+        "a directory keeps its own"
+    );
     let nearer = create_dir(s, &root(), deep.id, "c", 0o755).await;
     s.set_replication(nearer.id, Some(1)).await.unwrap();
     let one = create_file(s, &root(), nearer.id, "g").await;

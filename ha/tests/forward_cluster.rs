@@ -733,3 +733,82 @@ async fn a_data_call_from_the_writer_of_an_older_term_is_refused() {
     let stats: BTreeMap<_, _> = nodes[a].1.stats().into_iter().collect();
     assert_eq!(stats["data_calls_fenced"], 1, "{stats:?}");
 }
+
+async fn mkdir(store: &Node, dir: FileId, name: &str) -> FileId {
+    let (attr, _) = store
+        .create(
+            &Cred::root(),
+            dir,
+            name.as_bytes(),
+            NodeKind::Directory,
+            SetAttr::default(),
+            CreateMode::Guarded,
+        )
+        .await
+        .unwrap();
+    attr.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_s_replication_factor_set_through_a_follower_decides_the_copies_of_its_files_and_the_rebuild_keeps_it(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster_with_copies(&dirs, 3).await;
+    let root = nodes[0].1.root();
+    let l = leader_of(&nodes);
+    let follower = &nodes[(l + 1) % 3].1;
+    let one = mkdir(follower, root, "scratch").await;
+    let two = mkdir(follower, root, "ckpt").await;
+    follower.set_replication(one, Some(1)).await.unwrap();
+    follower.set_replication(two, Some(2)).await.unwrap();
+    assert_eq!(nodes[l].1.replication(two).await, Ok(Some(2)));
+    let placed =
+        |id: FileId| async move { follower.residency(id).await.unwrap().placement.unwrap() };
+    let single = create(follower, one, "a").await.unwrap();
+    let double = create(follower, two, "b").await.unwrap();
+    let triple = create(follower, root, "c").await.unwrap();
+    assert_eq!(placed(single).await.nodes.len(), 1);
+    assert_eq!(placed(double).await.nodes.len(), 2);
+    assert_eq!(placed(triple).await.nodes.len(), 3);
+    for id in [single, double] {
+        follower
+            .write(
+                &Cred::root(),
+                id,
+                0,
+                Bytes::from(vec![7u8; 100_000]),
+                Stability::FileSync,
+            )
+            .await
+            .unwrap();
+    }
+
+    // The two-copy file's partner leaves: its copy is made again on the free voter, and the
+    // one-copy file, visited by the same pass, is not given a second copy (the cluster's
+    // default of three would want one on each of the two voters left).
+    let before = placed(double).await;
+    let partner = before.nodes[1];
+    nodes[l]
+        .0
+        .raft()
+        .change_membership(
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([partner])),
+            false,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let writer = &nodes[l].1;
+    loop {
+        let now = writer.residency(double).await.unwrap().placement.unwrap();
+        if !now.nodes.contains(&partner) {
+            assert_eq!(now.nodes.len(), 2, "{now:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rebuild: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = writer.residency(single).await.unwrap().placement.unwrap();
+    assert_eq!(kept.nodes.len(), 1, "{kept:?}");
+    assert_eq!(writer.replication(single).await, Ok(Some(1)));
+}

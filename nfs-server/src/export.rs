@@ -191,6 +191,10 @@ pub struct ExportConfig {
     /// Client rules, first match wins. A client that matches none is refused.
     #[serde(default, deserialize_with = "deserialize_rules")]
     pub clients: Vec<ClientRule>,
+    /// Copies of each file made in the export (1, 2 or 3), kept on its root directory; `None`:
+    /// the cluster's default (`cluster.replicas`). Files made before a change keep theirs.
+    #[serde(default)]
+    pub replication: Option<u8>,
     #[serde(skip)]
     pub is_builtin_default: bool,
 }
@@ -248,6 +252,7 @@ impl ExportConfig {
             )));
         }
         self.path = normalize_path(&self.path);
+        check_replication(self.replication).map_err(|e| ConfigError(format!("export[{i}].{e}")))?;
         if self.clients.is_empty() {
             return Err(ConfigError(format!(
                 "export[{i}].clients: no client rule, so nobody could mount {:?}; add e.g. \
@@ -272,6 +277,17 @@ impl ExportConfig {
     }
 }
 
+/// Checks an export's replication factor; the error names the field.
+pub fn check_replication(r: Option<u8>) -> Result<(), String> {
+    match r {
+        Some(n) if !(1..=backend::engine::REPLICATION_MAX).contains(&n) => Err(format!(
+            "replication: {n} is out of range; give 1, 2 or 3, or leave it out for the \
+             cluster's default (cluster.replicas)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// An export path in its one spelling: "/p/" and "//p" are "/p", one export per directory.
 pub fn normalize_path(path: &str) -> String {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
@@ -291,6 +307,8 @@ pub struct Export {
     pub path: String,
     pub root: FileId,
     pub rules: Vec<ClientRule>,
+    /// The replication factor set on the root (`None`: the cluster's default).
+    pub replication: Option<u8>,
 }
 
 impl Export {
@@ -318,6 +336,22 @@ impl ExportTable {
     pub fn with(&self, export: Export) -> ExportTable {
         let mut exports = self.exports.clone();
         exports.push(std::sync::Arc::new(export));
+        ExportTable { exports }
+    }
+
+    /// A table with `export` in place of the export of the same id.
+    pub fn replaced(&self, export: Export) -> ExportTable {
+        let exports = self
+            .exports
+            .iter()
+            .map(|e| {
+                if e.id == export.id {
+                    std::sync::Arc::new(export.clone())
+                } else {
+                    std::sync::Arc::clone(e)
+                }
+            })
+            .collect();
         ExportTable { exports }
     }
 
@@ -414,6 +448,7 @@ mod tests {
                 generation: 1,
             },
             rules: Vec::new(),
+            replication: None,
         };
         let t = ExportTable::new(vec![export("/"), export("/data/sets")]);
         assert_eq!(t.by_path("").map(|e| e.path.as_str()), Some("/"));

@@ -106,6 +106,7 @@ impl<S: Store> Server<S> {
                 path: "/".into(),
                 root,
                 rules: vec![rule],
+                replication: None,
             }]))),
             fh_key: FhKey::from_bytes([3; 16]),
             drc: Drc::new(16),

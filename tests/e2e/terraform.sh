@@ -114,6 +114,9 @@ rate() { # rate TARGET DIRECTION: the gauge from /metrics
   curl -sS --max-time 10 "http://127.0.0.1:$METRICS_PORT/metrics" \
     | sed -n "s/^sluice_target_rate_bytes_per_second{target=\"$1\",direction=\"$2\"} //p"
 }
+export_field() { api /v1/exports | python3 -c "import json,sys; print([e['$2'] for e in json.load(sys.stdin) if e['path'] == '$1'][0])"; }
+export_replication() { export_field "$1" replication; }
+export_id() { export_field "$1" id; }
 target_names() { api /v1/targets | python3 -c 'import json,sys; print(sorted(t["name"] for t in json.load(sys.stdin)))'; }
 connections() { api "/v1/targets/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"])'; }
 
@@ -156,8 +159,13 @@ variable "every_export" {
   type    = bool
   default = false
 }
+variable "replication" {
+  type    = number
+  default = null
+}
 resource "sluice_export" "ckpt" {
-  path = "/ckpt"
+  path        = "/ckpt"
+  replication = var.replication
   client {
     match  = "127.0.0.0/8"
     squash = var.squash
@@ -240,6 +248,24 @@ time.sleep(120)
   check "$v i: exports removed from a target plans its replacement (every export)" \
     bash -c "[ $rc = 2 ] && grep -q 'must be replaced' '$W/plan8.out' && grep -q 'exports' '$W/plan8.out'"
 
+  # r: an export's replication factor changes in place; a change made with the CLI is drift
+  rc=0; run_tf plan9 "$W" plan -detailed-exitcode -input=false -var tier=1g -var replication=2 || rc=$?
+  check "$v r: a replication factor plans as an in-place update" \
+    bash -c "[ $rc = 2 ] && grep -q 'update in-place' '$W/plan9.out' && grep -q 'replication *= 2' '$W/plan9.out' && ! grep -q 'must be replaced' '$W/plan9.out'"
+  check "$v r: apply sets it" run_tf apply9 "$W" apply -auto-approve -input=false -var tier=1g -var replication=2
+  check "$v r: the server has replication 2" [ "$(export_replication /ckpt)" = 2 ]
+  check "$v r: the CLI changes it out of band" "$BIN" export replication "$(export_id /ckpt)" 1
+  rc=0; run_tf plan10 "$W" plan -detailed-exitcode -input=false -var tier=1g -var replication=2 || rc=$?
+  check "$v r: plan shows the drift (exit 2, replication 1 -> 2)" \
+    bash -c "[ $rc = 2 ] && grep -q 'replication *= 1 -> 2' '$W/plan10.out'"
+  check "$v r: apply puts it back" run_tf apply10 "$W" apply -auto-approve -input=false -var tier=1g -var replication=2
+  check "$v r: the server has replication 2 again" [ "$(export_replication /ckpt)" = 2 ]
+  check "$v r: removed from the configuration, apply returns it to the default" \
+    run_tf apply11 "$W" apply -auto-approve -input=false -var tier=1g
+  check "$v r: the server has no factor of the export's own" [ "$(export_replication /ckpt)" = None ]
+  rc=0; run_tf plan11 "$W" plan -detailed-exitcode -input=false -var tier=1g || rc=$?
+  check "$v r: then the plan is clean" [ $rc = 0 ]
+
   # e: plan-time errors that name the field (a copy of the config, nothing applied)
   local E=$W/bad; mkdir -p "$E"
   sed 's/bandwidth_tier = var.tier/bandwidth_tier = "3g"/' "$W/main.tf" >"$E/main.tf"
@@ -255,6 +281,10 @@ time.sleep(120)
   rc=0; run_tf plan3 "$E" plan -input=false || rc=$?
   check "$v e: an invalid rate fails at plan, naming rates.write" \
     bash -c "[ $rc = 1 ] && grep -q 'expected a rate' '$E/plan3.out' && grep -q '[0-9]: *write *= \"fast\"' '$E/plan3.out'"
+  cp "$W/main.tf" "$E/main.tf"
+  rc=0; run_tf plan4 "$E" plan -input=false -var replication=5 || rc=$?
+  check "$v e: a replication factor out of range fails at plan, naming replication" \
+    bash -c "[ $rc = 1 ] && grep -q 'replication: 5 is out of range' '$E/plan4.out' && grep -q '[0-9]: *replication *= var.replication' '$E/plan4.out'"
   check "$v e: nothing was applied by the failed plans" [ "$(target_names)" = "['ckpt', 'data']" ]
   # An error only the server can find (the address is taken) reaches the user at apply.
   local taken; taken=$(free_port)

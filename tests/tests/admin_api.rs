@@ -881,3 +881,94 @@ fn a_node_moving_to_the_metadata_log_imports_its_admin_state_file_once() {
     assert!(api.s.data_dir().join("admin-state.json.ignored").exists());
     assert!(api.s.log().contains("not imported"), "{}", api.s.log());
 }
+
+#[test]
+fn an_export_s_replication_reaches_the_files_made_in_it_and_survives_a_restart() {
+    let cfg = "\n[[export]]\npath = \"/\"\nreplication = 2\n[[export.clients]]\nmatch = \"*\"\nsquash = \"none\"\n\
+               \n[cluster]\nmetadata = \"log\"\n";
+    let mut api = Api::start(cfg);
+    let list = api.get("/v1/exports");
+    let root = find(list.body(), "path", &json!("/")).expect("the config export");
+    assert_eq!(root["replication"], 2, "{list:?}");
+    let r = api.send(
+        "POST",
+        "/v1/exports",
+        &json!({"path": "/ckpt", "id": 91, "replication": 3,
+                "clients": [{"match": "127.0.0.0/8", "squash": "none"}]}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body()["replication"], 3, "{r:?}");
+    let (mut c, ckpt) = api.s.mounted("/ckpt");
+    c.create(&ckpt, "three").expect("create");
+    let (mut c2, top) = api.s.mounted("/");
+    c2.create(&top, "two").expect("create");
+    let copies = |api: &Api, path: &str| {
+        let r = api.get(&format!("/v1/residency?path={path}"));
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body()["replication"].clone()
+    };
+    assert_eq!(copies(&api, "/ckpt/three"), 3);
+    assert_eq!(copies(&api, "/two"), 2);
+
+    // In place: files made from now on get the new factor, earlier ones keep theirs.
+    let r = api.send(
+        "PUT",
+        "/v1/exports/91/replication",
+        &json!({"replication": 1}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body()["replication"], 1, "{r:?}");
+    c.create(&ckpt, "one").expect("create");
+    assert_eq!(copies(&api, "/ckpt/one"), 1);
+    assert_eq!(copies(&api, "/ckpt/three"), 3);
+
+    // Bad input names the field; a config export changes in its file; unknown ids are 404.
+    let r = api.send(
+        "PUT",
+        "/v1/exports/91/replication",
+        &json!({"replication": 4}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().starts_with("replication: 4"), "{r:?}");
+    let r = api.send(
+        "POST",
+        "/v1/exports",
+        &json!({"path": "/bad", "replication": 0, "clients": [{"match": "*"}]}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().contains("replication"), "{r:?}");
+    let root_id = root["id"].clone();
+    let r = api.send(
+        "PUT",
+        &format!("/v1/exports/{root_id}/replication"),
+        &json!({"replication": 1}),
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(
+        api.send(
+            "PUT",
+            "/v1/exports/12345/replication",
+            &json!({"replication": 1})
+        )
+        .status,
+        404
+    );
+
+    // No factor of its own again, kept across a restart.
+    let r = api.send(
+        "PUT",
+        "/v1/exports/91/replication",
+        &json!({"replication": null}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body()["replication"].is_null(), "{r:?}");
+    api.s.restart();
+    let list = api.get("/v1/exports");
+    let ckpt_export = find(list.body(), "id", &json!(91)).expect("the API export");
+    assert!(ckpt_export["replication"].is_null(), "{list:?}");
+    let (mut c, ckpt) = api.s.mounted("/ckpt");
+    c.create(&ckpt, "default").expect("create");
+    // Without a factor of its own, the export's files take the one of the export above it.
+    assert_eq!(copies(&api, "/ckpt/default"), 2);
+    assert_eq!(copies(&api, "/ckpt/three"), 3);
+}

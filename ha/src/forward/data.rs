@@ -1013,7 +1013,9 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
     let sm = data.meta.state_machine();
     let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
     for ino in 1..next {
-        let Some((layout, replication)) = sm.inode(ino)?.and_then(|i| Some((i.layout?, i.replication)))
+        let Some((layout, replication)) = sm
+            .inode(ino)?
+            .and_then(|i| Some((i.layout?, i.replication)))
         else {
             continue;
         };

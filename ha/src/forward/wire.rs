@@ -139,7 +139,10 @@ pub enum Call {
     /// `Store::doc`.
     Doc(Vec<u8>),
     /// `Store::set_replication` (an export's replication factor on its root).
-    SetReplication { dir: FileId, copies: Option<u8> },
+    SetReplication {
+        dir: FileId,
+        copies: Option<u8>,
+    },
     /// `Store::replication`.
     Replication(FileId),
 }

@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/exports"),
     ("POST", "/v1/exports"),
     ("DELETE", "/v1/exports/{id}"),
+    ("PUT", "/v1/exports/{id}/replication"),
     ("GET", "/v1/residency"),
     ("GET", "/v1/cluster"),
     ("POST", "/v1/cluster/leave"),
@@ -81,6 +82,15 @@ pub struct ApiExport {
     #[serde(default)]
     pub id: Option<u32>,
     pub clients: Vec<ApiRule>,
+    /// Copies of each file made in the export (1-3); absent or null: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<u8>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicationBody {
+    replication: Option<u8>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -130,6 +140,7 @@ fn api_export_id(e: &ApiExport) -> u32 {
         path: crate::export::normalize_path(&e.path),
         id: e.id,
         clients: Vec::new(),
+        replication: None,
         is_builtin_default: false,
     }
     .export_id()
@@ -162,6 +173,7 @@ pub fn export_config(e: &ApiExport) -> Result<ExportConfig, String> {
         path: e.path.clone(),
         id: e.id,
         clients,
+        replication: e.replication,
         is_builtin_default: false,
     };
     c.validate(0)
@@ -526,6 +538,9 @@ impl<S: Store> Admin<S> {
             ("GET", ["v1", "exports"]) => Ok(Response(200, Some(self.exports_json()))),
             ("POST", ["v1", "exports"]) => self.create_export(&req.body).await,
             ("DELETE", ["v1", "exports", id]) => self.delete_export(id).await,
+            ("PUT", ["v1", "exports", id, "replication"]) => {
+                self.set_replication(id, &req.body).await
+            }
             ("GET", ["v1", "residency"]) => self.residency(&req.query).await,
             ("GET", ["v1", "cluster"]) => Ok(self.cluster_status().await),
             ("POST", ["v1", "cluster", "leave"]) => self.remove_member(None).await,
@@ -879,7 +894,31 @@ impl<S: Store> Admin<S> {
                 ));
                 continue;
             }
-            if self.server.exports().by_id(id).is_some() {
+            if let Some(served) = self.server.exports().by_id(id).cloned() {
+                if served.replication != e.replication {
+                    let cfg = ExportConfig {
+                        replication: e.replication,
+                        path: served.path.clone(),
+                        id: Some(id),
+                        clients: Vec::new(),
+                        is_builtin_default: false,
+                    };
+                    let set = crate::ops::run::set_export_replication(
+                        &cfg,
+                        &self.server.store,
+                        served.root,
+                    );
+                    match set.await {
+                        Ok(()) => {
+                            let mut w = self.server.exports.write().expect("exports lock poisoned");
+                            *w = Arc::new(w.replaced(crate::export::Export {
+                                replication: e.replication,
+                                ..(*served).clone()
+                            }));
+                        }
+                        Err(err) => problem(format!("export {:?}: {}", e.path, err.0)),
+                    }
+                }
                 continue;
             }
             let cfg = match export_config(e) {
@@ -1184,6 +1223,7 @@ impl<S: Store> Admin<S> {
                         "path": e.path,
                         "source": if self.config_exports.contains(&e.id) { "config" } else { "api" },
                         "clients": e.rules.iter().map(rule_json).collect::<Vec<_>>(),
+                        "replication": e.replication,
                     })
                 })
                 .collect(),
@@ -1226,6 +1266,55 @@ impl<S: Store> Admin<S> {
             None => Err(error(
                 500,
                 format!("export {id} was saved but is not served here: see the server's log"),
+            )),
+        }
+    }
+
+    /// `PUT /v1/exports/{id}/replication`: the copies files made in the export from now on
+    /// get (`null`: the cluster's default). Files made before keep theirs.
+    async fn set_replication(&self, id: &str, body: &[u8]) -> Result<Response, Response> {
+        let id: u32 = id
+            .parse()
+            .map_err(|_| error(400, format!("{id:?} is not an export id")))?;
+        let b: ReplicationBody = parse_body(body)?;
+        crate::export::check_replication(b.replication).map_err(|e| error(400, e))?;
+        let _held = self.changes.lock().await;
+        let (version, mut st) = self.catch_up().await?;
+        if self.server.exports().by_id(id).is_none() {
+            return Err(error(404, format!("no export with id {id}")));
+        }
+        if self.config_exports.contains(&id) {
+            return Err(error(
+                409,
+                format!(
+                    "export {id} is defined in the config file: set replication there and restart"
+                ),
+            ));
+        }
+        let saved = st
+            .exports
+            .iter_mut()
+            .find(|e| api_export_id(e) == id)
+            .ok_or_else(|| error(404, format!("no export with id {id} in the settings")))?;
+        saved.replication = b.replication;
+        let version = self.write_book(version, &st).await?;
+        let problems = self.apply(version, &st).await;
+        let v = self.exports_json();
+        let changed = v
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["id"] == json!(id)).cloned())
+            .filter(|e| e["replication"] == json!(b.replication));
+        match changed {
+            Some(e) => {
+                tracing::info!(id, replication = ?b.replication, "export's replication set by the admin API");
+                Ok(Response(200, Some(e)))
+            }
+            None => Err(error(
+                500,
+                format!(
+                    "the replication of export {id} was saved but not applied here: {}",
+                    problems.join("; ")
+                ),
             )),
         }
     }
@@ -1296,6 +1385,12 @@ impl<S: Store> Admin<S> {
             }
             Err(e) => return Err(error(500, format!("{path}: {e}"))),
         };
+        let replication = self
+            .server
+            .store
+            .replication(id)
+            .await
+            .map_err(|e| error(500, format!("{path}: {e}")))?;
         let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -1308,6 +1403,7 @@ impl<S: Store> Admin<S> {
                 "node": node,
                 "store": r.store,
                 "placement": r.placement.as_ref().map(|l| json!({"copies": l.copies, "nodes": l.nodes})),
+                "replication": replication,
                 "device": r.device,
                 "data_file": r.data_file,
                 "extents": r.extents.iter().map(|(o, l)| json!({"offset": o, "length": l})).collect::<Vec<_>>(),
@@ -1367,8 +1463,17 @@ mod tests {
                 anonuid: 1,
                 anongid: 1,
             }],
+            replication: None,
         };
         assert!(export_config(&e).unwrap_err().contains("clients[0].match"));
+        let e = ApiExport {
+            replication: Some(4),
+            clients: Vec::new(),
+            ..e
+        };
+        assert!(export_config(&e)
+            .unwrap_err()
+            .starts_with("replication: 4 is out of range"));
     }
 
     #[test]

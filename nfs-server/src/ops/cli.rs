@@ -270,9 +270,29 @@ pub enum ExportCommand {
         /// Export id written into file handles (default: derived from the path).
         #[arg(long, value_name = "N")]
         id: Option<u32>,
+        /// Copies of each file made in the export, 1 to 3 (default: the cluster's
+        /// `cluster.replicas`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=3))]
+        replication: Option<u8>,
+    },
+    /// Set the copies files made in an export from now on get: 1 to 3, or "default" for the
+    /// cluster's `cluster.replicas`. Files made before keep theirs.
+    Replication {
+        id: u32,
+        #[arg(value_name = "N|default", value_parser = parse_replication)]
+        copies: Value,
     },
     /// Remove an export created through the API; its file handles turn stale.
     Remove { id: u32 },
+}
+
+/// A replication argument: 1 to 3, or "default" (JSON null: the cluster's default).
+fn parse_replication(s: &str) -> Result<Value, String> {
+    match s {
+        "default" => Ok(Value::Null),
+        "1" | "2" | "3" => Ok(json!(s.parse::<u8>().expect("a digit"))),
+        _ => Err("give 1, 2 or 3, or \"default\" for the cluster's default".into()),
+    }
 }
 
 fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -963,10 +983,18 @@ pub fn execute(client: &Client, json_out: bool, command: &Command) -> Result<Str
             ExportCommand::List => show(&client.call_raw("GET", "/v1/exports", None)?, &|v| {
                 render_exports(v.as_array().map(Vec::as_slice).unwrap_or_default())
             }),
-            ExportCommand::Add { path, clients, id } => {
+            ExportCommand::Add {
+                path,
+                clients,
+                id,
+                replication,
+            } => {
                 let mut body = json!({"path": path, "clients": clients});
                 if let Some(id) = id {
                     body["id"] = json!(id);
+                }
+                if let Some(r) = replication {
+                    body["replication"] = json!(r);
                 }
                 let v = client.call_raw("POST", "/v1/exports", Some(&body))?;
                 show(&v, &|v| {
@@ -974,6 +1002,21 @@ pub fn execute(client: &Client, json_out: bool, command: &Command) -> Result<Str
                         "created export {} {}\n",
                         v["id"],
                         v["path"].as_str().unwrap_or(path)
+                    ) + &render_exports(std::slice::from_ref(v))
+                })
+            }
+            ExportCommand::Replication { id, copies } => {
+                let body = json!({ "replication": copies });
+                let p = format!("/v1/exports/{id}/replication");
+                let v = client.call_raw("PUT", &p, Some(&body))?;
+                show(&v, &|v| {
+                    format!(
+                        "export {id}: files made from now on get {}\n",
+                        match v["replication"].as_u64() {
+                            Some(1) => "1 copy".to_string(),
+                            Some(n) => format!("{n} copies"),
+                            None => "the cluster's default number of copies".to_string(),
+                        }
                     ) + &render_exports(std::slice::from_ref(v))
                 })
             }
@@ -1327,15 +1370,20 @@ pub fn render_exports(exports: &[Value]) -> String {
                 .as_array()
                 .map(|a| a.iter().map(rule_text).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default();
+            let replication = match e["replication"].as_u64() {
+                Some(n) => n.to_string(),
+                None => "default".into(),
+            };
             vec![
                 text(&e["id"]),
                 text(&e["path"]),
                 text(&e["source"]),
+                replication,
                 clients,
             ]
         })
         .collect();
-    render_table(&["ID", "PATH", "SOURCE", "CLIENTS"], &rows)
+    render_table(&["ID", "PATH", "SOURCE", "COPIES", "CLIENTS"], &rows)
 }
 
 /// `cluster status`: the log, then one row per member.
@@ -1572,6 +1620,13 @@ pub fn render_residency(r: &Value) -> String {
             ),
         ));
     }
+    fields.push((
+        "replication",
+        match r["replication"].as_u64() {
+            Some(n) => format!("{n} (from its directory when it was made)"),
+            None => "the cluster's default".into(),
+        },
+    ));
     if !r["device"].is_null() {
         fields.push(("device", text(&r["device"])));
     }

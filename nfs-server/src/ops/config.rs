@@ -694,6 +694,7 @@ impl ExportConfig {
         ExportConfig {
             path: "/".into(),
             id: None,
+            replication: None,
             clients: vec![ClientRule {
                 matcher: ClientMatch::Any,
                 read_only: false,

@@ -449,12 +449,35 @@ pub async fn resolve_export<S: Store>(e: &ExportConfig, store: &S) -> Result<Exp
     if e.is_builtin_default {
         init_default_root(store, dir).await?;
     }
+    set_export_replication(e, store, dir).await?;
     Ok(Export {
         id: e.export_id(),
         path: e.path.clone(),
         root: dir,
         rules: e.clients.clone(),
+        replication: e.replication,
     })
+}
+
+/// Makes the export's replication factor the one its root carries (a metadata change only
+/// when it differs, so restarts and every node applying the same settings write nothing).
+pub async fn set_export_replication<S: Store>(
+    e: &ExportConfig,
+    store: &S,
+    root: FileId,
+) -> Result<(), StartError> {
+    let current = store
+        .replication(root)
+        .await
+        .map_err(|err| StartError(format!("export {:?}: replication: {err}", e.path)))?;
+    if current != e.replication {
+        store
+            .set_replication(root, e.replication)
+            .await
+            .map_err(|err| StartError(format!("export {:?}: replication: {err}", e.path)))?;
+        tracing::info!(export = %e.path, replication = ?e.replication, "export's replication factor set");
+    }
+    Ok(())
 }
 
 /// On a fresh store (empty root), makes the root world-writable and sticky. An administrator's

@@ -1369,6 +1369,7 @@ fn export(id: u32, path: &str, root: backend::FileId) -> Export {
             anonuid: 65534,
             anongid: 65534,
         }],
+        replication: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! `sluice_export`: a directory served over NFS, with its client rules.
 //!
-//! The API has no call that changes an export, so any change replaces it (its file handles
-//! turn stale, as with `sluice export remove` + `add`). The id written into file handles is
-//! known at plan time: the one given, else the server's hash of the path.
+//! The replication factor changes in place (`PUT /v1/exports/{id}/replication`; files made
+//! from then on take it). The API has no call that changes anything else of an export, so
+//! any other change replaces it (its file handles turn stale, as with `sluice export remove`
+//! then `add`). The id written into file handles is known at plan time: the one given, else
+//! the server's hash of the path.
 
 use async_trait::async_trait;
 use nfs_server::export::{normalize_path, ClientMatch, ExportConfig};
@@ -48,10 +50,15 @@ pub struct ExportState {
     pub export_id: Value<i64>,
     #[serde(default)]
     pub client: Value<Vec<Rule>>,
+    #[serde(default)]
+    pub replication: Value<i64>,
 }
 
 /// `clients[2].match` (the API's and `export_config`'s field names) as a Terraform path.
 pub fn field_path(field: &str) -> Option<AttributePath> {
+    if field == "replication" {
+        return Some(AttributePath::new("replication"));
+    }
     if field == "path" || field == "id" {
         let name = if field == "id" { "export_id" } else { "path" };
         return Some(AttributePath::new(name));
@@ -120,6 +127,11 @@ pub fn create_body(state: &ExportState) -> Option<Json> {
         Value::Null => {}
         Value::Unknown => return None,
     }
+    match state.replication {
+        Value::Value(r) => body["replication"] = json!(r),
+        Value::Null => {}
+        Value::Unknown => return None,
+    }
     Some(body)
 }
 
@@ -142,6 +154,15 @@ pub fn check(state: &ExportState) -> Vec<(AttributePath, String)> {
                 AttributePath::new("export_id"),
                 format!("{id}: an export id is 0 to 4294967295"),
             ));
+            return problems;
+        }
+    }
+    if let Value::Value(r) = state.replication {
+        let checked = u8::try_from(r)
+            .map_err(|_| format!("replication: {r} is out of range; give 1, 2 or 3"))
+            .and_then(|n| nfs_server::export::check_replication(Some(n)));
+        if let Err(e) = checked {
+            problems.push((AttributePath::new("replication"), e));
             return problems;
         }
     }
@@ -240,6 +261,7 @@ pub fn planned_id(state: &ExportState) -> Value<i64> {
                 path: normalize_path(p),
                 id: None,
                 clients: Vec::new(),
+                replication: None,
                 is_builtin_default: false,
             }
             .export_id(),
@@ -309,6 +331,10 @@ pub fn from_api(v: &Json) -> ExportState {
         },
         export_id: Value::Value(id),
         client: Value::Value(rules),
+        replication: match v["replication"].as_i64() {
+            Some(r) => Value::Value(r),
+            None => Value::Null,
+        },
     }
 }
 
@@ -347,7 +373,8 @@ impl Resource for Export {
                 version: 1,
                 description: Description::markdown(
                     "A Sluice export: a directory (created if missing) served over NFS to the \
-                     clients its rules admit. Any change replaces it.",
+                     clients its rules admit. A change of `replication` is made in place; any \
+                     other change replaces it.",
                 ),
                 attributes: map! {
                     "id" => attr(String, "The export id, in decimal.", Computed),
@@ -357,6 +384,11 @@ impl Resource for Export {
                     "export_id" => attr(Number,
                         "The id written into file handles (default: a hash of the path).",
                         OptionalComputed),
+                    "replication" => attr(Number,
+                        "Copies of each file made in the export from now on: 1, 2 or 3 \
+                         (default: the cluster's `cluster.replicas`, or the factor of an \
+                         export above this one). Changed in place; files made before keep \
+                         theirs.", Optional),
                 },
                 blocks: map! {
                     "client" => NestedBlock::List(Block {
@@ -439,6 +471,7 @@ impl Resource for Export {
             path: proposed.path,
             export_id: config.export_id,
             client: config.client,
+            replication: config.replication,
         });
         let mut replace = Vec::new();
         for (name, changed) in [
@@ -501,15 +534,38 @@ impl Resource for Export {
     async fn update<'a>(
         &self,
         diags: &mut Diagnostics,
-        _prior: ExportState,
-        _planned: ExportState,
+        prior: ExportState,
+        planned: ExportState,
         _config: ExportState,
-        _private_state: ValueEmpty,
+        private_state: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(ExportState, ValueEmpty)> {
-        // plan_update marks every change as a replacement.
-        diags.root_error_short("an export cannot change in place; this is a provider bug");
-        None
+        // plan_update replaces the export on any other change: only the factor is left.
+        let id = known(&prior.id)?.to_string();
+        let body = match planned.replication {
+            Value::Value(r) => json!({ "replication": r }),
+            Value::Null => json!({ "replication": null }),
+            Value::Unknown => {
+                diags.root_error_short("the export's replication is not known at apply");
+                return None;
+            }
+        };
+        match self
+            .api
+            .call("PUT", format!("/v1/exports/{id}/replication"), Some(body))
+            .await
+        {
+            Ok(_) => Some((planned, private_state)),
+            Err(e) => {
+                report(
+                    diags,
+                    &format!("set the replication of export {id}"),
+                    &e,
+                    field_path,
+                );
+                None
+            }
+        }
     }
 
     async fn destroy<'a>(
@@ -574,7 +630,29 @@ mod tests {
                 matcher: s(matcher),
                 ..Default::default()
             }]),
+            replication: Value::Null,
         }
+    }
+
+    #[test]
+    fn a_replication_factor_out_of_range_is_refused_at_plan_and_one_in_range_is_sent() {
+        for bad in [0, 4, -1, 300] {
+            let e = ExportState {
+                replication: Value::Value(bad),
+                ..export("/ckpt", "*")
+            };
+            let problems = check(&e);
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].0, AttributePath::new("replication"));
+            assert!(problems[0].1.starts_with("replication: "), "{problems:?}");
+        }
+        let e = ExportState {
+            replication: Value::Value(2),
+            ..export("/ckpt", "*")
+        };
+        assert!(check(&e).is_empty());
+        assert_eq!(create_body(&e).expect("known")["replication"], 2);
+        assert!(create_body(&export("/ckpt", "*")).expect("known")["replication"].is_null());
     }
 
     #[test]

@@ -91,6 +91,7 @@ fn cur_for<S: Store>(cx: &Ctx<'_, S>, path: &str) -> CurFh {
                 generation: 0,
             },
             rules: Vec::new(),
+            replication: None,
         }),
         id,
         cred: Cred {
@@ -298,6 +299,7 @@ mod tests {
                 generation: 1,
             },
             rules: Vec::new(),
+            replication: None,
         };
         let t = ExportTable::new(vec![e("/data/a", 1), e("/data/b/", 2), e("/scratch", 3)]);
         let n: Vec<String> = nodes(&t).into_iter().collect();
