@@ -339,7 +339,7 @@ case "$cmd" in
              kill -KILL "$pid"; log "etcd member $ARG (pid $pid) killed";;
   sluice) [ -e "$STATE" ] || die "no cluster in $DIR"
           ip netns exec "$(node_ns "$ARG")" "$(state bin)" \
-            --token-file "$DIR/n$ARG/data/admin.token" "${SLUICE_ARGS[@]}";;
+            --api http://127.0.0.1:9050 --token-file "$DIR/n$ARG/data/admin.token" "${SLUICE_ARGS[@]}";;
   start) [ -e "$STATE" ] || die "no cluster in $DIR"
          alive "$(node_pid "$ARG")" && die "node $ARG is running"
          start_node "$ARG"

@@ -188,6 +188,9 @@ for r in $(seq "$ROUNDS"); do
   for id in $gone; do CL start "$id" >/dev/null; done
   sleep 3
   fail_owner "move$r" move
+  # The node moved to keeps the preference (it claimed as the preferred node).
+  CL sluice "$(holder)" target show float | grep -q "^preferred node *$(holder)\$" \
+    || die "move$r: the preferred node $(holder) lost its preference when it claimed the target"
   sleep 2
   drained=$(holder)
   fail_owner "drain$r" drain

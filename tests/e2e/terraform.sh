@@ -13,6 +13,11 @@
 #   g  destroy leaves the server as it was (targets and exports as before)
 #   h  (once, with 1.0.3) an https admin API: endpoint, token_file and ca_file from the
 #      provider block alone; a wrong CA is refused with a message about the certificate
+#   r  an export's replication factor changes in place; a change made with the CLI is drift
+#   k  (once, with 1.0.3, as root) a 3-node cluster with etcd (deploy/local/cluster.sh): a
+#      floating target's preferred node (sluice_target_placement) moves it; a move made with
+#      the CLI is drift; destroy clears the preference; an export's replication factor gives
+#      the files made in it that many copies
 # Every check prints PASS or FAIL; the summary counts them; any FAIL exits 1.
 #
 # Environment:
@@ -60,9 +65,11 @@ TMP=$(mktemp -d /tmp/sluice-terraform.XXXXXX)
 SERVER_PID=
 TLS_PID=
 HOLD_PID=
+CLUSTER_DIR=
 cleanup() {
   local rc=$?
   [ -n "$HOLD_PID" ] && kill "$HOLD_PID" 2>/dev/null
+  [ -n "$CLUSTER_DIR" ] && "$REPO_ROOT/deploy/local/cluster.sh" down --dir "$CLUSTER_DIR" >/dev/null 2>&1
   stop_pid "$SERVER_PID" sluice
   stop_pid "$TLS_PID" sluice
   if [ "${KEEP_TMP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
@@ -436,6 +443,110 @@ EOF
   check "h: https: the target is gone" [ "$(tr -d '[:space:]' <<<"$left")" = "[]" ]
 }
 tls_scenario
+
+# k: the cluster attributes, against a 3-node cluster (deploy/local/cluster.sh: network
+# namespaces and etcd) with a floating target "float" and `replicas = 1`: a floating
+# target's preferred node (sluice_target_placement) moves it, a move made with the CLI is
+# drift, destroy clears the preference; an export's replication factor reaches the files
+# made in it through any node.
+cluster_scenario() {
+  local C=$TMP/cluster W=$TMP/cluster-w float=10.78.0.200 token rc
+  if [ "$(id -u)" != 0 ] || ! command -v etcd >/dev/null || ! command -v nfs-cp >/dev/null; then
+    fail "k: cluster: needs root, etcd (etcd-server) and nfs-cp (libnfs-utils)"
+    return
+  fi
+  CLUSTER_DIR=$C
+  if ! "$REPO_ROOT/deploy/local/cluster.sh" up --bin "$BIN" --floating "$float" --replicas 1 \
+      --dir "$C" >"$TMP/cluster-up.log" 2>&1; then
+    cat "$TMP/cluster-up.log" >&2
+    fail "k: cluster: up"
+    return
+  fi
+  holder() {
+    local id
+    for id in 1 2 3; do
+      ip -n "slc-n$id" -4 -o addr show dev eth0 2>/dev/null | grep -q " $float/" && { echo "$id"; return; }
+    done
+    true
+  }
+  held_by() {  # waits up to 20 s for node $1 to hold the floating address
+    local _
+    for _ in $(seq 200); do [ "$(holder)" = "$1" ] && return 0; sleep 0.1; done
+    return 1
+  }
+  token=$(tr -d '[:space:]' <"$C/n1/data/admin.token")
+  capi() { ip netns exec slc-n1 curl -sS --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:9050$1"; }
+  preferred() { capi /v1/targets/float | python3 -c 'import json,sys; print(json.load(sys.stdin)["preferred_node"])'; }
+  copies() { capi "/v1/residency?path=$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(len(r["placement"]["nodes"]), r["replication"])'; }
+  local saved=$TF
+  TF="ip netns exec slc-n1 env SLUICE_API=http://127.0.0.1:9050 SLUICE_TOKEN=$token $(tf_cmd 1.0)"
+  mkdir -p "$W"
+  cat >"$W/main.tf" <<HCL
+terraform {
+  required_providers {
+    sluice = { source = "sluice.local/sluice/sluice" }
+  }
+}
+provider "sluice" {}
+variable "node" {
+  type    = number
+  default = 2
+}
+resource "sluice_target_placement" "float" {
+  target = "float"
+  node   = var.node
+}
+resource "sluice_export" "ckpt" {
+  path        = "/ckpt2"
+  replication = 2
+  client {
+    match  = "10.78.0.0/24"
+    squash = "none"
+  }
+}
+HCL
+  check "k: cluster: init" run_tf init "$W" init -input=false
+  check "k: cluster: apply places the floating target on node 2 and makes an export" \
+    run_tf apply "$W" apply -auto-approve -input=false
+  check "k: cluster: node 2 holds the target's address" held_by 2
+  rc=0; run_tf plan1 "$W" plan -detailed-exitcode -input=false || rc=$?
+  check "k: cluster: plan after apply is clean (exit 0)" [ $rc = 0 ]
+
+  check "k: cluster: the CLI moves the target to node 3 out of band" \
+    "$REPO_ROOT/deploy/local/cluster.sh" sluice 1 target move float 3 --dir "$C"
+  check "k: cluster: node 3 holds the address" held_by 3
+  rc=0; run_tf plan2 "$W" plan -detailed-exitcode -input=false || rc=$?
+  check "k: cluster: plan shows the drift (exit 2, node 3 -> 2)" \
+    bash -c "[ $rc = 2 ] && grep -q 'node *= 3 -> 2' '$W/plan2.out' && grep -q 'update in-place' '$W/plan2.out'"
+  check "k: cluster: apply moves it back" run_tf apply2 "$W" apply -auto-approve -input=false
+  check "k: cluster: node 2 holds the address again" held_by 2
+
+  rc=0; run_tf plan3 "$W" plan -input=false -var node=0 || rc=$?
+  check "k: cluster: node 0 fails at plan, naming node" \
+    bash -c "[ $rc = 1 ] && grep -q 'node ids start at 1' '$W/plan3.out' && grep -q '[0-9]: *node *= var.node' '$W/plan3.out'"
+  rc=0; run_tf apply3 "$W" apply -auto-approve -input=false -var node=9 || rc=$?
+  check "k: cluster: a node that is not live fails the apply with the API's message, at node" \
+    bash -c "[ $rc = 1 ] && grep -q 'HTTP 409' '$W/apply3.out' && grep -q 'node 9 is not live' '$W/apply3.out' && grep -q '[0-9]: *node *= var.node' '$W/apply3.out'"
+  check "k: cluster: the refused move left the target on node 2" held_by 2
+
+  # The export's factor: a file written through node 3 gets two copies; one in the default
+  # export (the cluster's replicas = 1) gets one.
+  head -c 300000 /dev/urandom >"$TMP/cluster-payload"
+  check "k: cluster: a file is written into the export through node 3" \
+    timeout 60 ip netns exec slc nfs-cp "$TMP/cluster-payload" "nfs://10.78.0.103//ckpt2/f?version=3"
+  check "k: cluster: and one into the default export" \
+    timeout 60 ip netns exec slc nfs-cp "$TMP/cluster-payload" "nfs://10.78.0.103//one?version=3"
+  check "k: cluster: the export's file has 2 copies (replication 2)" [ "$(copies /ckpt2/f)" = "2 2" ]
+  check "k: cluster: the default export's file has 1 copy (the cluster's default)" [ "$(copies /one)" = "1 None" ]
+
+  check "k: cluster: destroy" run_tf destroy "$W" destroy -auto-approve -input=false
+  check "k: cluster: the preference is cleared" [ "$(preferred)" = None ]
+  check "k: cluster: the target stays on node 2" held_by 2
+  TF=$saved
+  "$REPO_ROOT/deploy/local/cluster.sh" down --dir "$C" >/dev/null 2>&1 || fail "k: cluster: down"
+  CLUSTER_DIR=
+}
+cluster_scenario
 
 alive "$SERVER_PID" || fail "sluice stayed up"
 ! grep -qi panicked "$TMP/sluice.log" || fail "sluice did not panic"

@@ -446,8 +446,13 @@ impl Floating {
                 // won, the preference goes, so that the target does not move back (one more
                 // stall) whenever that node returns, and a node that keeps failing does not
                 // take its targets down with it each time. Move it back by hand.
+                // (Not when this node is the preferred one: a planned move ends that way.)
                 let passed_over = match &a {
-                    Action::Claim(t) => view.preferred.get(t).map(|&n| (t.clone(), n)),
+                    Action::Claim(t) => view
+                        .preferred
+                        .get(t)
+                        .filter(|&&n| n != self.node)
+                        .map(|&n| (t.clone(), n)),
                     _ => None,
                 };
                 let won = self.act(a, lease).await;

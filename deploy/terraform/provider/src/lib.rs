@@ -12,6 +12,7 @@
 
 pub mod data;
 pub mod export;
+pub mod placement;
 pub mod target;
 
 use std::collections::{BTreeSet, HashMap};
@@ -365,6 +366,7 @@ impl Provider for SluiceProvider {
         Some(map! {
             "mount_target" => target::MountTarget { api: self.api.clone() },
             "export" => export::Export { api: self.api.clone() },
+            "target_placement" => placement::Placement { api: self.api.clone() },
         })
     }
 
