@@ -267,6 +267,18 @@ pub struct Residency {
     pub data_file: Option<std::path::PathBuf>,
     /// Byte ranges (offset, length) that hold data; holes are left out.
     pub extents: Vec<(u64, u64)>,
+    /// In a cluster, every copy the placement names, asked of its node (the fields above are
+    /// the first copy that answered). Empty on a single node: the fields above are the copy.
+    pub copies: Vec<CopyResidency>,
+}
+
+/// One copy of a file's data, on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyResidency {
+    pub node: u64,
+    /// What the node's store said (its `placement` and `copies` left empty), or why the node
+    /// could not be asked.
+    pub found: std::result::Result<Residency, String>,
 }
 
 /// Errors of the store. The NFS layer maps each one to a wire status; no `_` arm there, so a new

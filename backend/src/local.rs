@@ -723,6 +723,7 @@ impl DataStore for LocalData {
             device: device_of(&self.dir),
             data_file: Some(self.path(ino)),
             extents,
+            copies: Vec::new(),
         })
     }
 

@@ -208,6 +208,7 @@ impl DataStore for MemData {
             device: None,
             data_file: None,
             extents,
+            copies: Vec::new(),
         })
     }
 

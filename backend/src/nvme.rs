@@ -1678,6 +1678,7 @@ impl DataStore for NvmeData {
             device,
             data_file,
             extents,
+            copies: Vec::new(),
         })
     }
 }

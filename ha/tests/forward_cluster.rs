@@ -583,9 +583,18 @@ async fn with_two_copies_both_holders_have_every_byte_and_the_file_reads_back_th
     nodes[(l + 2) % 3].1.commit(id, 0, 0).await.unwrap();
 
     // The leader made it, so it holds the first copy; one other node holds the second.
-    let placement = nodes[l].1.residency(id).await.unwrap().placement.unwrap();
+    // Residency asked through a follower lists both copies, each from its own node.
+    let residency = nodes[(l + 1) % 3].1.residency(id).await.unwrap();
+    let placement = residency.placement.clone().unwrap();
     assert_eq!(placement.copies, 2);
     assert_eq!(placement.nodes[0], nodes[l].0.node());
+    let listed: Vec<u64> = residency.copies.iter().map(|c| c.node).collect();
+    assert_eq!(listed, placement.nodes);
+    for c in &residency.copies {
+        let held = c.found.as_ref().expect("every copy's node answers");
+        let bytes: u64 = held.extents.iter().map(|e| e.1).sum();
+        assert!(bytes >= payload.len() as u64, "node {}: {held:?}", c.node);
+    }
     for node in &nodes {
         let here = node.2.read(id.ino, 0, payload.len()).unwrap();
         assert_eq!(

@@ -477,7 +477,7 @@ cluster_scenario() {
   token=$(tr -d '[:space:]' <"$C/n1/data/admin.token")
   capi() { ip netns exec slc-n1 curl -sS --max-time 10 -H "Authorization: Bearer $token" "http://127.0.0.1:9050$1"; }
   preferred() { capi /v1/targets/float | python3 -c 'import json,sys; print(json.load(sys.stdin)["preferred_node"])'; }
-  copies() { capi "/v1/residency?path=$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(len(r["placement"]["nodes"]), r["replication"])'; }
+  copies() { capi "/v1/residency?path=$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(len(r["placement"]["nodes"]), r["replication"], sum(1 for c in r["copies"] if c.get("extents")))'; }
   local saved=$TF
   TF="ip netns exec slc-n1 env SLUICE_API=http://127.0.0.1:9050 SLUICE_TOKEN=$token $(tf_cmd 1.0)"
   mkdir -p "$W"
@@ -536,8 +536,8 @@ HCL
     timeout 60 ip netns exec slc nfs-cp "$TMP/cluster-payload" "nfs://10.78.0.103//ckpt2/f?version=3"
   check "k: cluster: and one into the default export" \
     timeout 60 ip netns exec slc nfs-cp "$TMP/cluster-payload" "nfs://10.78.0.103//one?version=3"
-  check "k: cluster: the export's file has 2 copies (replication 2)" [ "$(copies /ckpt2/f)" = "2 2" ]
-  check "k: cluster: the default export's file has 1 copy (the cluster's default)" [ "$(copies /one)" = "1 None" ]
+  check "k: cluster: the export's file has 2 copies (replication 2), each with data on its node" [ "$(copies /ckpt2/f)" = "2 2 2" ]
+  check "k: cluster: the default export's file has 1 copy (the cluster's default)" [ "$(copies /one)" = "1 None 1" ]
 
   check "k: cluster: destroy" run_tf destroy "$W" destroy -auto-approve -input=false
   check "k: cluster: the preference is cleared" [ "$(preferred)" = None ]

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backend::engine::{Counter, DataStore, Engine, Layout, MetaStore, Staged};
-use backend::{Error, FsStat, Residency, Result};
+use backend::{CopyResidency, Error, FsStat, Residency, Result};
 use bytes::Bytes;
 
 use super::wire::{Answer, Call};
@@ -960,17 +960,30 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         self.local.stats()
     }
 
+    /// Asks every node the file's layout names for its copy (for operators: a node that
+    /// does not answer is reported, not retried).
     fn residency(&self, ino: u64, size: u64) -> Result<Residency> {
-        self.read_any(
-            ino,
-            (0, 0),
-            |d| d.residency(ino, size),
-            Call::DataResidency { ino, size },
-            |answer| match answer {
-                Answer::Residency(r) => Ok(r),
-                other => Err(Error::Io(format!("a residency call answered {other:?}"))),
-            },
-        )
+        let holders = self.holders(ino)?;
+        let mut copies = Vec::with_capacity(holders.len());
+        for &node in holders.iter() {
+            let found = if node == self.node {
+                self.local.residency(ino, size).map_err(|e| e.to_string())
+            } else {
+                match self.call_blocking(node, &Call::DataResidency { ino, size }) {
+                    Ok(Answer::Residency(r)) => Ok(r),
+                    Ok(Answer::Failed(e)) => Err(e.to_string()),
+                    Ok(other) => Err(format!("a residency call answered {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            copies.push(CopyResidency { node, found });
+        }
+        let mut first = copies
+            .iter()
+            .find_map(|c| c.found.as_ref().ok().cloned())
+            .unwrap_or_default();
+        first.copies = copies;
+        Ok(first)
     }
 }
 

@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use backend::engine::{Layout, RequestId};
 use backend::{
-    AccessMask, Attr, CreateMode, Cred, DirEntry, DirPage, Error, FileId, FileType, FsStat,
-    NodeKind, PreAttr, ReadResult, Residency, SetAttr, SetTime, Stability, Timestamp, Wcc,
+    AccessMask, Attr, CopyResidency, CreateMode, Cred, DirEntry, DirPage, Error, FileId, FileType,
+    FsStat, NodeKind, PreAttr, ReadResult, Residency, SetAttr, SetTime, Stability, Timestamp, Wcc,
     WriteResult,
 };
 
@@ -265,6 +265,23 @@ impl Out {
         self.bool(v.is_some());
         if let Some(v) = v {
             self.u32(v);
+        }
+    }
+    /// A residency's own fields (not its placement or copies).
+    fn residency(&mut self, r: &Residency) {
+        self.bytes(r.store.as_bytes());
+        self.bool(r.device.is_some());
+        if let Some(d) = &r.device {
+            self.bytes(d.as_bytes());
+        }
+        self.bool(r.data_file.is_some());
+        if let Some(f) = &r.data_file {
+            self.bytes(f.as_os_str().as_encoded_bytes());
+        }
+        self.u32(r.extents.len() as u32);
+        for (off, len) in &r.extents {
+            self.u64(*off);
+            self.u64(*len);
         }
     }
     fn cred(&mut self, c: &Cred) {
@@ -745,19 +762,19 @@ pub fn encode_answer(verifier: [u8; 8], answer: &Answer) -> (Vec<u8>, Option<Byt
                     o.u64(*n);
                 }
             }
-            o.bytes(r.store.as_bytes());
-            o.bool(r.device.is_some());
-            if let Some(d) = &r.device {
-                o.bytes(d.as_bytes());
-            }
-            o.bool(r.data_file.is_some());
-            if let Some(f) = &r.data_file {
-                o.bytes(f.as_os_str().as_encoded_bytes());
-            }
-            o.u32(r.extents.len() as u32);
-            for (off, len) in &r.extents {
-                o.u64(*off);
-                o.u64(*len);
+            o.residency(r);
+            // Only when there are copies, so that a holder's answer (none) reads the same to
+            // a node of an older build.
+            if !r.copies.is_empty() {
+                o.u32(r.copies.len() as u32);
+                for c in &r.copies {
+                    o.u64(c.node);
+                    o.bool(c.found.is_ok());
+                    match &c.found {
+                        Ok(r) => o.residency(r),
+                        Err(why) => o.bytes(why.as_bytes()),
+                    }
+                }
             }
         }
         Answer::Failed(e) => {
@@ -1026,6 +1043,35 @@ impl In {
             v => return Err(format!("error code {v}")),
         })
     }
+    /// A residency's own fields (`Out::residency`).
+    fn residency(&mut self) -> Decoded<Residency> {
+        let store = known_store(&self.bytes()?);
+        let device = if self.bool()? {
+            Some(String::from_utf8_lossy(&self.bytes()?).into_owned())
+        } else {
+            None
+        };
+        let data_file = if self.bool()? {
+            Some(std::path::PathBuf::from(
+                String::from_utf8_lossy(&self.bytes()?).into_owned(),
+            ))
+        } else {
+            None
+        };
+        let n = self.count(16, usize::MAX)?;
+        let extents = (0..n)
+            .map(|_| Ok((self.u64()?, self.u64()?)))
+            .collect::<Decoded<_>>()?;
+        Ok(Residency {
+            placement: None,
+            store,
+            device,
+            data_file,
+            extents,
+            copies: Vec::new(),
+        })
+    }
+
     fn end(&self) -> Decoded<()> {
         if self.left() != 0 {
             return Err(format!("{} bytes after the end", self.left()));
@@ -1269,30 +1315,22 @@ pub fn decode_answer(body: Bytes) -> Decoded<([u8; 8], Answer)> {
             } else {
                 None
             };
-            let store = known_store(&i.bytes()?);
-            let device = if i.bool()? {
-                Some(String::from_utf8_lossy(&i.bytes()?).into_owned())
-            } else {
-                None
-            };
-            let data_file = if i.bool()? {
-                Some(std::path::PathBuf::from(
-                    String::from_utf8_lossy(&i.bytes()?).into_owned(),
-                ))
-            } else {
-                None
-            };
-            let n = i.count(16, usize::MAX)?;
-            let extents = (0..n)
-                .map(|_| Ok((i.u64()?, i.u64()?)))
-                .collect::<Decoded<_>>()?;
-            Answer::Residency(Residency {
-                placement,
-                store,
-                device,
-                data_file,
-                extents,
-            })
+            let mut r = i.residency()?;
+            r.placement = placement;
+            if i.left() > 0 {
+                // Each copy is at least a node, a flag and a length.
+                let n = i.count(13, backend::engine::LAYOUT_NODES_MAX)?;
+                for _ in 0..n {
+                    let node = i.u64()?;
+                    let found = if i.bool()? {
+                        Ok(i.residency()?)
+                    } else {
+                        Err(String::from_utf8_lossy(&i.bytes()?).into_owned())
+                    };
+                    r.copies.push(CopyResidency { node, found });
+                }
+            }
+            Answer::Residency(r)
         }
         12 => Answer::Failed(i.error()?),
         13 => Answer::Done,
@@ -1607,6 +1645,31 @@ mod tests {
                 device: Some("/dev/nvme0n1".into()),
                 data_file: Some("/data/x".into()),
                 extents: vec![(0, 4096), (1 << 20, 8192)],
+                copies: Vec::new(),
+            }),
+            Answer::Residency(Residency {
+                placement: Some(Layout {
+                    copies: 2,
+                    nodes: vec![3, 1],
+                }),
+                store: "local",
+                extents: vec![(0, 4096)],
+                copies: vec![
+                    CopyResidency {
+                        node: 3,
+                        found: Ok(Residency {
+                            store: "nvme",
+                            device: Some("/dev/nvme1n1".into()),
+                            extents: vec![(0, 4096)],
+                            ..Residency::default()
+                        }),
+                    },
+                    CopyResidency {
+                        node: 1,
+                        found: Err("node 1 did not answer".into()),
+                    },
+                ],
+                ..Residency::default()
             }),
             Answer::Residency(Residency::default()),
             Answer::Replication(Some(3)),

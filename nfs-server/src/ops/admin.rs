@@ -1406,10 +1406,27 @@ impl<S: Store> Admin<S> {
                 "replication": replication,
                 "device": r.device,
                 "data_file": r.data_file,
-                "extents": r.extents.iter().map(|(o, l)| json!({"offset": o, "length": l})).collect::<Vec<_>>(),
+                "extents": extents_json(&r.extents),
+                "copies": r.copies.iter().map(|c| match &c.found {
+                    Ok(h) => json!({
+                        "node": c.node,
+                        "store": h.store,
+                        "device": h.device,
+                        "data_file": h.data_file,
+                        "extents": extents_json(&h.extents),
+                    }),
+                    Err(why) => json!({"node": c.node, "error": why}),
+                }).collect::<Vec<_>>(),
             })),
         ))
     }
+}
+
+fn extents_json(extents: &[(u64, u64)]) -> Vec<Value> {
+    extents
+        .iter()
+        .map(|(o, l)| json!({"offset": o, "length": l}))
+        .collect()
 }
 
 fn percent_decode(s: &str) -> String {

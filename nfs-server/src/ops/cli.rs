@@ -1657,6 +1657,48 @@ pub fn render_residency(r: &Value) -> String {
         out.push('\n');
         out.push_str(&render_table(&["OFFSET", "LENGTH", "END", "SIZE"], &rows));
     }
+    // In a cluster: every copy, asked of its node (the extents above are the first's).
+    let copies = r["copies"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !copies.is_empty() {
+        let rows: Vec<Vec<String>> = copies
+            .iter()
+            .map(|c| {
+                if let Some(why) = c["error"].as_str() {
+                    return vec![
+                        text(&c["node"]),
+                        format!("not asked: {why}"),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ];
+                }
+                let extents = c["extents"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let bytes: u64 = extents.iter().filter_map(|e| e["length"].as_u64()).sum();
+                vec![
+                    text(&c["node"]),
+                    text(&c["store"]),
+                    if c["device"].is_null() {
+                        "-".into()
+                    } else {
+                        text(&c["device"])
+                    },
+                    extents.len().to_string(),
+                    human_bytes(bytes),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render_table(
+            &["COPY ON NODE", "STORE", "DEVICE", "EXTENTS", "DATA"],
+            &rows,
+        ));
+    }
     out
 }
 
@@ -1814,6 +1856,29 @@ mod tests {
             "placement": null, "device": null, "data_file": null, "extents": [],
         });
         assert!(!render_residency(&legacy).contains("placement"));
+    }
+
+    #[test]
+    fn residency_in_a_cluster_lists_every_copy_and_a_node_that_did_not_answer() {
+        let r = json!({
+            "path": "/f", "inode": 9, "size": 8192, "node": "n1", "store": "nvme",
+            "placement": {"copies": 2, "nodes": [1, 3]}, "replication": 2,
+            "device": null, "data_file": null, "extents": [{"offset": 0, "length": 8192}],
+            "copies": [
+                {"node": 1, "store": "nvme", "device": "/dev/vdb", "data_file": null,
+                 "extents": [{"offset": 0, "length": 8192}]},
+                {"node": 3, "error": "the node did not answer"},
+            ],
+        });
+        let out = render_residency(&r);
+        assert!(out.contains("COPY ON NODE"), "{out}");
+        assert!(out.contains("/dev/vdb"), "{out}");
+        assert!(out.contains("8.2 KB"), "{out}");
+        assert!(out.contains("not asked: the node did not answer"), "{out}");
+        assert!(
+            out.contains("2 (from its directory when it was made)"),
+            "{out}"
+        );
     }
 
     #[test]
