@@ -31,6 +31,7 @@ async fn open_with(
     listener: tokio::net::TcpListener,
     members: &BTreeMap<u64, String>,
     copies: u8,
+    scrub: Scrub,
 ) -> (Arc<RaftMeta>, Node, Arc<LocalData>) {
     let cluster = Cluster {
         listener,
@@ -46,8 +47,9 @@ async fn open_with(
     let peers = Peers::new(Arc::clone(&meta));
     let (m, h, p) = (Arc::clone(&meta), Arc::clone(&held), Arc::clone(&peers));
     let factory = Box::new(move || {
-        let data =
-            ClusterData::new(Arc::clone(&h), node, Arc::clone(&m), Arc::clone(&p)).copies(copies);
+        let data = ClusterData::new(Arc::clone(&h), node, Arc::clone(&m), Arc::clone(&p))
+            .copies(copies)
+            .scrub(scrub.0, scrub.1);
         let engine = Engine::with_stores(Arc::clone(&m), data)?;
         engine.set_node(node);
         Ok(engine)
@@ -73,9 +75,21 @@ fn leader(nodes: &[(Arc<RaftMeta>, Node)]) -> Option<usize> {
 }
 
 /// Three nodes whose new files get `copies` copies, each with its own data store.
+/// The scrub's rate (bytes a second; 0: off) and the least time between passes.
+type Scrub = (u64, Duration);
+const NO_SCRUB: Scrub = (0, Duration::from_secs(3600));
+
 async fn cluster_with_copies(
     dirs: &[tempfile::TempDir],
     copies: u8,
+) -> [(Arc<RaftMeta>, Node, Arc<LocalData>); 3] {
+    cluster_with(dirs, copies, NO_SCRUB).await
+}
+
+async fn cluster_with(
+    dirs: &[tempfile::TempDir],
+    copies: u8,
+    scrub: Scrub,
 ) -> [(Arc<RaftMeta>, Node, Arc<LocalData>); 3] {
     let (mut listeners, members) = common::loopback_members(3).await;
     let (a, b, c) = tokio::join!(
@@ -84,21 +98,24 @@ async fn cluster_with_copies(
             1,
             listeners.next().unwrap(),
             &members,
-            copies
+            copies,
+            scrub
         ),
         open_with(
             dirs[1].path(),
             2,
             listeners.next().unwrap(),
             &members,
-            copies
+            copies,
+            scrub
         ),
         open_with(
             dirs[2].path(),
             3,
             listeners.next().unwrap(),
             &members,
-            copies
+            copies,
+            scrub
         ),
     );
     [a, b, c]
@@ -820,4 +837,45 @@ async fn a_directory_s_replication_factor_set_through_a_follower_decides_the_cop
     let kept = writer.residency(single).await.unwrap().placement.unwrap();
     assert_eq!(kept.nodes.len(), 1, "{kept:?}");
     assert_eq!(writer.replication(single).await, Ok(Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_keeps_its_progress_in_the_log_where_every_node_reads_it() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster_with(&dirs, 2, (64 << 20, Duration::from_secs(1))).await;
+    let root = nodes[0].1.root();
+    let l = leader_of(&nodes);
+    let id = create(&nodes[l].1, root, "data").await.unwrap();
+    nodes[l]
+        .1
+        .write(
+            &Cred::root(),
+            id,
+            0,
+            Bytes::from(vec![3u8; 300_000]),
+            Stability::FileSync,
+        )
+        .await
+        .unwrap();
+    // A pass (the local store cannot check, so its copies count as skipped) ends and is
+    // saved; a follower reads it from the log.
+    let follower = &nodes[(l + 1) % 3].1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let saved = loop {
+        let doc = follower.doc(ha::forward::SCRUB_DOC).await.unwrap();
+        if let Some(st) = doc.and_then(|(_, b)| ha::forward::ScrubState::decode(&b)) {
+            if st.ended > 0 {
+                break st;
+            }
+        }
+        assert!(Instant::now() < deadline, "no scrub pass saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        saved.started > 0 && saved.started <= saved.ended,
+        "{saved:?}"
+    );
+    let stats: BTreeMap<_, _> = nodes[l].1.stats().into_iter().collect();
+    assert!(stats["scrub_passes"] >= 1, "{stats:?}");
+    assert!(stats["scrub_skipped_bytes"] >= 600_000, "{stats:?}");
 }

@@ -1070,6 +1070,73 @@ pub struct ScrubCursor {
     pub end: u64,
 }
 
+/// The key of the scrub's progress ([`ScrubState`]) among the metadata log's documents.
+pub const SCRUB_DOC: &[u8] = b"cluster/scrub";
+
+/// The scrub's progress as the metadata log keeps it ([`SCRUB_DOC`]), saved every few
+/// seconds and at each pass's end: a restarted node or a new leader goes on from where the
+/// last one was, and waits out the time to the next pass, instead of starting over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrubState {
+    /// The pass under way (`end == 0`: none).
+    pub cursor: ScrubCursor,
+    /// Unix seconds: when the pass under way (or else the last one) started; 0: never.
+    pub started: u64,
+    /// Unix seconds: when the last pass ended; 0: never.
+    pub ended: u64,
+}
+
+const SCRUB_STATE_VERSION: u8 = 1;
+
+impl ScrubState {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![SCRUB_STATE_VERSION];
+        for v in [
+            self.cursor.ino,
+            self.cursor.offset,
+            self.cursor.end,
+            self.started,
+            self.ended,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// `None` for a document of another version or length (the scrub then starts afresh).
+    pub fn decode(bytes: &[u8]) -> Option<ScrubState> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != SCRUB_STATE_VERSION || rest.len() != 40 {
+            return None;
+        }
+        let v = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Some(ScrubState {
+            cursor: ScrubCursor {
+                ino: v(0).max(1),
+                offset: v(1),
+                end: v(2),
+            },
+            started: v(3),
+            ended: v(4),
+        })
+    }
+
+    /// How long a node that starts scrubbing at `now` (Unix seconds) waits before its first
+    /// step, passes starting at most every `every`: none while a pass is under way; `first`
+    /// (capped by `every`) when no pass ever started; else until `every` after the last
+    /// pass started.
+    pub fn wait(&self, now: u64, every: Duration, first: Duration) -> Duration {
+        if self.cursor.end != 0 {
+            return Duration::ZERO;
+        }
+        if self.started == 0 {
+            return every.min(first);
+        }
+        let due = self.started.saturating_add(every.as_secs());
+        Duration::from_secs(due.saturating_sub(now))
+    }
+}
+
 impl Default for ScrubCursor {
     fn default() -> Self {
         ScrubCursor {
@@ -1166,4 +1233,54 @@ pub fn scrub<M: MetaStore, D: DataStore>(
         cursor.offset += len;
     }
     Ok(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scrub_state_round_trips_and_a_document_of_another_shape_is_ignored() {
+        let st = ScrubState {
+            cursor: ScrubCursor {
+                ino: 77,
+                offset: 3 << 20,
+                end: 900,
+            },
+            started: 1_700_000_000,
+            ended: 1_699_000_000,
+        };
+        assert_eq!(ScrubState::decode(&st.encode()), Some(st));
+        let mut other = st.encode();
+        other[0] = 2;
+        assert_eq!(ScrubState::decode(&other), None);
+        assert_eq!(ScrubState::decode(&st.encode()[..20]), None);
+        assert_eq!(ScrubState::decode(&[]), None);
+    }
+
+    #[test]
+    fn a_new_leader_goes_on_with_a_pass_under_way_and_otherwise_waits_out_the_interval() {
+        let every = Duration::from_secs(100);
+        let first = Duration::from_secs(3600);
+        let never = ScrubState::default();
+        assert_eq!(never.wait(5_000, every, first), every);
+        assert_eq!(never.wait(5_000, Duration::from_secs(7200), first), first);
+        let under_way = ScrubState {
+            cursor: ScrubCursor {
+                ino: 9,
+                offset: 0,
+                end: 50,
+            },
+            started: 4_000,
+            ended: 3_990,
+        };
+        assert_eq!(under_way.wait(5_000, every, first), Duration::ZERO);
+        let done = ScrubState {
+            cursor: ScrubCursor::default(),
+            started: 4_950,
+            ended: 4_990,
+        };
+        assert_eq!(done.wait(5_000, every, first), Duration::from_secs(50));
+        assert_eq!(done.wait(6_000, every, first), Duration::ZERO);
+    }
 }

@@ -40,7 +40,7 @@
 pub mod data;
 pub mod wire;
 
-pub use self::data::{ClusterData, CopiesPass, ScrubCursor, ScrubStep};
+pub use self::data::{ClusterData, CopiesPass, ScrubCursor, ScrubState, ScrubStep, SCRUB_DOC};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1038,38 +1038,77 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
 
 /// How often the scrub runs a step (a second's worth of its rate).
 const SCRUB_TICK: Duration = Duration::from_secs(1);
-/// The first pass starts this long after the process (or `scrub_every`, if shorter): a node
-/// that just started has better things to do, and one restarted often still scrubs.
+/// A file system's first pass starts this long after its first leader started (or
+/// `scrub_every`, if shorter): a new cluster has better things to do. Later leaders go on
+/// from the state the log keeps ([`ScrubState`]), so a node restarted often still scrubs.
 const SCRUB_FIRST: Duration = Duration::from_secs(3600);
+/// How often the scrub saves its progress in the metadata log while a pass is under way.
+const SCRUB_SAVE_EVERY: Duration = Duration::from_secs(10);
 
 /// Checks every copy of every file in the background while this node writes the metadata,
 /// at the engine's rate, a pass at most every `scrub_every` ([`data::scrub`]).
 async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
-    let mut cursor = ScrubCursor::default();
-    let mut not_before: Option<tokio::time::Instant> = None;
-    let mut pass_started = None;
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let mut state = ScrubState::default();
+    // The version of the saved state this node read or wrote last (`None`: not read since
+    // it started leading).
+    let mut version: Option<u64> = None;
+    let mut not_before = tokio::time::Instant::now();
+    let mut saved_at = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(SCRUB_TICK).await;
         let Some(s) = store.upgrade() else { return };
-        let Some(every) = s.local().map(|e| e.scrub_every()) else {
+        let Some(engine) = s.local() else {
+            version = None;
             continue;
         };
+        let every = engine.scrub_every();
         let now = tokio::time::Instant::now();
-        let start_at = *not_before.get_or_insert(now + every.min(SCRUB_FIRST));
-        if now < start_at {
+        if version.is_none() {
+            // Leading (again): go on from the state the log keeps.
+            match engine.doc(SCRUB_DOC).await {
+                Ok(found) => {
+                    let (v, st) = found
+                        .map(|(v, b)| (v, ScrubState::decode(&b).unwrap_or_default()))
+                        .unwrap_or_default();
+                    state = st;
+                    version = Some(v);
+                    not_before = now + state.wait(unix_now(), every, SCRUB_FIRST);
+                    if state.cursor.end != 0 {
+                        tracing::info!(
+                            ino = state.cursor.ino,
+                            "scrub: going on with the pass under way"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "scrub: its state not read yet");
+                    continue;
+                }
+            }
+        }
+        if now < not_before {
             continue;
         }
-        let started = *pass_started.get_or_insert(now);
+        if state.cursor.end == 0 && state.cursor == ScrubCursor::default() {
+            state.started = unix_now();
+        }
         let task = Arc::clone(&s);
+        let mut cursor = state.cursor;
         let step = tokio::task::spawn_blocking(move || {
             let step = task.local().and_then(|e| e.scrub(&mut cursor));
             (step, cursor)
         })
         .await;
         let Ok((step, at)) = step else { continue };
-        cursor = at;
+        state.cursor = at;
+        let mut save = saved_at.elapsed() >= SCRUB_SAVE_EVERY;
         match step {
-            None => {}
+            None => save = false,
             Some(Err(e)) => tracing::warn!(error = %e, "a scrub step failed; trying again"),
             Some(Ok(step)) => {
                 let mut totals = lock(&s.copies);
@@ -1079,11 +1118,29 @@ async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
                 if step.wrapped {
                     totals.scrub_passes += 1;
                     drop(totals);
-                    tracing::info!(took = ?started.elapsed(), "scrub pass ended");
-                    pass_started = None;
-                    not_before = Some(started + every);
+                    let ended = unix_now();
+                    tracing::info!(
+                        took = ?Duration::from_secs(ended.saturating_sub(state.started)),
+                        "scrub pass ended"
+                    );
+                    state.ended = ended;
+                    state.cursor = ScrubCursor::default();
+                    not_before = now + state.wait(ended, every, SCRUB_FIRST);
+                    save = true;
                 }
             }
+        }
+        if save {
+            let next = version.unwrap_or(0) + 1;
+            match engine.put_doc(SCRUB_DOC, next, state.encode()).await {
+                Ok(()) => version = Some(next),
+                // Another leader wrote meanwhile, or this node no longer leads: read again.
+                Err(e) => {
+                    tracing::debug!(error = %e, "scrub: its state not saved");
+                    version = None;
+                }
+            }
+            saved_at = tokio::time::Instant::now();
         }
     }
 }
