@@ -728,6 +728,17 @@ async fn a_copy_lost_with_a_node_that_left_is_made_again_on_the_free_voter_while
         stats["copies_restored_bytes"] >= payload.len() as u64,
         "{stats:?}"
     );
+    // Between passes the progress reads zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: BTreeMap<_, _> = writer.stats().into_iter().collect();
+        if stats["rebuild_files_left"] == 0 {
+            assert_eq!(stats["rebuild_bytes_left"], 0, "{stats:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pass never ended: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

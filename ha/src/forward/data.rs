@@ -94,6 +94,40 @@ pub struct ClusterData<D> {
     /// least time between the starts of two passes (see [`scrub`]).
     scrub_rate: u64,
     scrub_every: Duration,
+    /// The rebuild pass under way, for `sluice status` (see [`RebuildProgress`]).
+    rebuild: Mutex<RebuildProgress>,
+}
+
+/// Where the rebuild pass under way is: what is left of the copies it found missing when it
+/// began, and what it has copied since. All zero between passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebuildProgress {
+    /// Files with a copy to make, not yet done.
+    pub files_left: u64,
+    /// Bytes still to copy (each missing copy counts the file's size).
+    pub bytes_left: u64,
+    /// Bytes copied in this pass, and when it began.
+    pub copied: u64,
+    pub started: Option<Instant>,
+}
+
+impl RebuildProgress {
+    /// Bytes a second copied so far in this pass (0 before the first second).
+    pub fn rate(&self, now: Instant) -> u64 {
+        let secs = self
+            .started
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        if secs < 1.0 {
+            return 0;
+        }
+        (self.copied as f64 / secs) as u64
+    }
+
+    /// Seconds to the end of the pass at the rate so far (`None` without a rate yet).
+    pub fn eta_seconds(&self, now: Instant) -> Option<u64> {
+        let rate = self.rate(now);
+        (rate > 0).then(|| self.bytes_left.div_ceil(rate))
+    }
 }
 
 /// A write this node's store staged, with the count of staged writes in flight it holds.
@@ -179,7 +213,13 @@ impl<D: DataStore> ClusterData<D> {
             staging: Arc::new(AtomicU64::new(0)),
             scrub_rate: 0,
             scrub_every: Duration::from_secs(7 * 24 * 3600),
+            rebuild: Mutex::new(RebuildProgress::default()),
         }
+    }
+
+    /// The rebuild pass under way (all zero between passes).
+    pub fn rebuild_progress(&self) -> RebuildProgress {
+        *lock(&self.rebuild)
     }
 
     /// Scrubs every copy at `bytes_per_second` (0: never), a pass at most every `every`.
@@ -404,6 +444,9 @@ impl<D: DataStore> ClusterData<D> {
                 Some(n) => {
                     bytes += n;
                     offset += COPY_PIECE;
+                    let mut progress = lock(&self.rebuild);
+                    progress.copied += n;
+                    progress.bytes_left = progress.bytes_left.saturating_sub(n);
                 }
                 None => return Ok(bytes),
             }
@@ -1025,6 +1068,42 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
     let voters = data.voters();
     let sm = data.meta.state_machine();
     let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
+    // What the pass has to do, first: `sluice status` shows it going down, with an ETA.
+    let mut todo = RebuildProgress {
+        started: Some(Instant::now()),
+        ..RebuildProgress::default()
+    };
+    for ino in 1..next {
+        let Some(inode) = sm.inode(ino)? else {
+            continue;
+        };
+        let Some(layout) = &inode.layout else {
+            continue;
+        };
+        let wanted = usize::from(inode.replication.unwrap_or(data.copies)).min(voters.len());
+        let kept = layout.nodes.iter().filter(|n| voters.contains(n)).count();
+        if kept == 0 || (kept == layout.nodes.len() && kept >= wanted) {
+            continue;
+        }
+        let missing = (layout.nodes.len() - kept) + wanted.saturating_sub(layout.nodes.len());
+        todo.files_left += 1;
+        todo.bytes_left += inode.size.saturating_mul(missing as u64);
+    }
+    *lock(&data.rebuild) = todo;
+    let pass = restore_files(engine, data, &voters, next, pass);
+    *lock(&data.rebuild) = RebuildProgress::default();
+    pass
+}
+
+/// The second half of a [`restore_copies`] pass: each file with a copy to make.
+fn restore_files<M: MetaStore, D: DataStore>(
+    engine: &Engine<M, ClusterData<D>>,
+    data: &ClusterData<D>,
+    voters: &BTreeSet<u64>,
+    next: u64,
+    mut pass: CopiesPass,
+) -> Result<CopiesPass> {
+    let sm = data.meta.state_machine();
     for ino in 1..next {
         let Some((layout, replication)) = sm
             .inode(ino)?
@@ -1042,7 +1121,12 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
             pass.degraded += 1;
             continue;
         }
-        match data.restore_file(engine, ino, &layout, wanted, &voters, &mut pass) {
+        let done = data.restore_file(engine, ino, &layout, wanted, voters, &mut pass);
+        {
+            let mut progress = lock(&data.rebuild);
+            progress.files_left = progress.files_left.saturating_sub(1);
+        }
+        match done {
             Ok(true) => {}
             Ok(false) => pass.degraded += 1,
             // Removed or changed meanwhile: the next pass sees what it is now.
@@ -1256,6 +1340,24 @@ mod tests {
         assert_eq!(ScrubState::decode(&other), None);
         assert_eq!(ScrubState::decode(&st.encode()[..20]), None);
         assert_eq!(ScrubState::decode(&[]), None);
+    }
+
+    #[test]
+    fn the_rebuild_s_eta_is_what_is_left_at_the_rate_so_far() {
+        let start = Instant::now();
+        let p = RebuildProgress {
+            files_left: 3,
+            bytes_left: 1000,
+            copied: 400,
+            started: Some(start),
+        };
+        // Not a second in: no rate, no estimate.
+        assert_eq!(p.rate(start + Duration::from_millis(500)), 0);
+        assert_eq!(p.eta_seconds(start + Duration::from_millis(500)), None);
+        let later = start + Duration::from_secs(4);
+        assert_eq!(p.rate(later), 100);
+        assert_eq!(p.eta_seconds(later), Some(10));
+        assert_eq!(RebuildProgress::default().eta_seconds(later), None);
     }
 
     #[test]

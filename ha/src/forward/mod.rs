@@ -40,7 +40,9 @@
 pub mod data;
 pub mod wire;
 
-pub use self::data::{ClusterData, CopiesPass, ScrubCursor, ScrubState, ScrubStep, SCRUB_DOC};
+pub use self::data::{
+    ClusterData, CopiesPass, RebuildProgress, ScrubCursor, ScrubState, ScrubStep, SCRUB_DOC,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +97,8 @@ pub trait Writer: Store {
     fn scrub(&self, cursor: &mut ScrubCursor) -> Option<Result<ScrubStep>>;
     /// The least time from the start of one scrub pass to the start of the next.
     fn scrub_every(&self) -> Duration;
+    /// The rebuild pass under way (all zero between passes).
+    fn rebuild_progress(&self) -> RebuildProgress;
 }
 
 impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
@@ -118,6 +122,9 @@ impl<M: MetaStore, D: DataStore> Writer for Engine<M, ClusterData<D>> {
     }
     fn scrub_every(&self) -> Duration {
         self.data().scrub_settings().1
+    }
+    fn rebuild_progress(&self) -> RebuildProgress {
+        self.data().rebuild_progress()
     }
 }
 
@@ -1500,6 +1507,20 @@ impl<E: Writer> Store for ClusterStore<E> {
         stats.push(("scrub_passes", copies.scrub_passes));
         stats.push(("copies_dropped", copies.dropped));
         stats.push(("files_waiting_for_copies", copies.last.waiting));
+        drop(copies);
+        let progress = self
+            .local()
+            .map(|e| e.rebuild_progress())
+            .unwrap_or_default();
+        let now = std::time::Instant::now();
+        stats.push(("rebuild_files_left", progress.files_left));
+        stats.push(("rebuild_bytes_left", progress.bytes_left));
+        stats.push(("rebuild_bytes_per_second", progress.rate(now)));
+        // 0: no estimate (no pass under way, or not a second into one).
+        stats.push((
+            "rebuild_eta_seconds",
+            progress.eta_seconds(now).unwrap_or(0),
+        ));
         stats.push(("data_calls_fenced", self.fenced.load(Ordering::Relaxed)));
         stats
     }

@@ -1568,6 +1568,24 @@ pub fn render_status(s: &Value) -> String {
                     text(&log["copies_repaired"])
                 ),
             ));
+            if let Some(files) = log["rebuild_files_left"].as_u64().filter(|&n| n > 0) {
+                let bytes = log["rebuild_bytes_left"].as_u64().unwrap_or(0);
+                let rate = log["rebuild_bytes_per_second"].as_u64().unwrap_or(0);
+                let eta = match log["rebuild_eta_seconds"].as_u64().unwrap_or(0) {
+                    0 => "no estimate yet".to_string(),
+                    s if s < 120 => format!("about {s} s left"),
+                    s if s < 7200 => format!("about {} min left", s.div_ceil(60)),
+                    s => format!("about {:.1} h left", s as f64 / 3600.0),
+                };
+                fields.push((
+                    "rebuilding",
+                    format!(
+                        "{files} files, {} to copy at {}/s: {eta}",
+                        human_bytes(bytes),
+                        human_bytes(rate)
+                    ),
+                ));
+            }
             if log.get("scrub_bytes").is_some() {
                 fields.push((
                     "scrub",
@@ -1784,6 +1802,21 @@ mod tests {
         );
         assert!(
             out.contains("5.0 MB checked, 2 passes, 1 bad ranges found"),
+            "{out}"
+        );
+        assert!(!out.contains("rebuilding"), "no pass under way: {out}");
+    }
+
+    #[test]
+    fn status_during_a_rebuild_shows_what_is_left_and_an_eta() {
+        let s = json!({"cluster": {"metadata_log": {
+            "voters": 2, "is_leader": 1, "rebuild_passes": 1, "rebuild_files_left": 12,
+            "rebuild_bytes_left": 3_000_000_000u64, "rebuild_bytes_per_second": 100_000_000,
+            "rebuild_eta_seconds": 30,
+        }}, "targets": []});
+        let out = render_status(&s);
+        assert!(
+            out.contains("12 files, 3.0 GB to copy at 100.0 MB/s: about 30 s left"),
             "{out}"
         );
     }
