@@ -890,3 +890,34 @@ async fn the_scrub_keeps_its_progress_in_the_log_where_every_node_reads_it() {
     assert!(stats["scrub_passes"] >= 1, "{stats:?}");
     assert!(stats["scrub_skipped_bytes"] >= 600_000, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_s_copies_go_to_distinct_failure_domains_while_there_are_enough() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster_with_copies(&dirs, 2).await;
+    let root = nodes[0].1.root();
+    let l = leader_of(&nodes);
+    // The leader and the next node share a rack; the third is alone in another. Every
+    // file the leader makes then has its second copy on the third node, where rotation
+    // alone would put half of them beside the first.
+    let (same, other) = ((l + 1) % 3, (l + 2) % 3);
+    for (i, rack) in [(l, "rack-a"), (same, "rack-a"), (other, "rack-b")] {
+        let key = ha::forward::domain_key(nodes[i].0.node());
+        nodes[same]
+            .1
+            .put_doc(&key, 1, rack.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    for k in 0..6 {
+        let id = create(&nodes[same].1, root, &format!("f{k}"))
+            .await
+            .unwrap();
+        let layout = nodes[l].1.residency(id).await.unwrap().placement.unwrap();
+        assert_eq!(
+            layout.nodes,
+            vec![nodes[l].0.node(), nodes[other].0.node()],
+            "file {k}"
+        );
+    }
+}

@@ -16,6 +16,11 @@ fn three_nodes() -> (tempfile::TempDir, Vec<Sluice>) {
 
 /// [`three_nodes`] with more settings in `[cluster]`.
 fn three_nodes_with(cluster: &str) -> (tempfile::TempDir, Vec<Sluice>) {
+    three_nodes_each(|_| cluster.to_string())
+}
+
+/// [`three_nodes`] with more settings in each node's `[cluster]` (given its id).
+fn three_nodes_each(cluster_of: impl Fn(u64) -> String) -> (tempfile::TempDir, Vec<Sluice>) {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("cluster.key");
     std::fs::write(&key, *b"replication-key!").expect("write key");
@@ -30,8 +35,7 @@ fn three_nodes_with(cluster: &str) -> (tempfile::TempDir, Vec<Sluice>) {
                  [cluster]\n\
                  id = \"replication-test\"\n\
                  node_id = {node}\n\
-                 replicas = 3\n\
-                 {cluster}\n\
+                 {}\n\
                  [cluster.members]\n\
                  1 = \"127.0.0.1:{}\"\n\
                  2 = \"127.0.0.1:{}\"\n\
@@ -39,6 +43,11 @@ fn three_nodes_with(cluster: &str) -> (tempfile::TempDir, Vec<Sluice>) {
                 key.display(),
                 free_port(),
                 free_port(),
+                // Three copies unless the node's settings say otherwise.
+                match cluster_of(node) {
+                    c if c.contains("replicas =") => c,
+                    c => format!("replicas = 3\n{c}"),
+                },
                 links[0],
                 links[1],
                 links[2],
@@ -259,4 +268,44 @@ fn the_scrub_finds_a_bad_block_in_a_copy_no_client_reads_and_writes_it_again() {
     );
     let back = patiently(|| c.read_all(&fh)).expect("read");
     assert!(back == payload);
+}
+
+#[test]
+fn with_failure_domains_a_file_s_two_copies_sit_in_different_racks() {
+    // Nodes 1 and 2 share a rack; node 3 is alone in another.
+    let rack = |node: u64| if node == 3 { "rack-b" } else { "rack-a" };
+    let (_keys, nodes) =
+        three_nodes_each(|node| format!("replicas = 2\ndomain = \"{}\"", rack(node)));
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !node.log().contains("failure domain kept in the log") {
+            assert!(Instant::now() < deadline, "no domain kept:\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Past the leader's cache of the domains.
+    std::thread::sleep(Duration::from_millis(2100));
+    let l = leader(&nodes);
+    let (mut c, root) = nodes[l].mounted("/");
+    for k in 0..4u8 {
+        let fh = patiently(|| c.create(&root, &format!("f{k}"))).expect("create");
+        let block: Vec<u8> = (0..4096u32)
+            .map(|i| (i as u8) ^ k.wrapping_mul(37) ^ 0x5a)
+            .collect();
+        patiently(|| c.write(&fh, 0, &block, StableHow::FileSync)).expect("write");
+        let holders: Vec<u64> = (0..3)
+            .filter(|&i| {
+                let disk = std::fs::read(nodes[i].data_dir().join("nvme/dev0")).expect("device");
+                disk.chunks(4096).any(|b| b == block)
+            })
+            .map(|i| i as u64 + 1)
+            .collect();
+        assert_eq!(holders.len(), 2, "file {k}: {holders:?}");
+        assert_ne!(
+            rack(holders[0]),
+            rack(holders[1]),
+            "file {k}'s copies share a rack: {holders:?} (leader node {})",
+            l + 1
+        );
+    }
 }

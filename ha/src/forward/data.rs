@@ -96,6 +96,40 @@ pub struct ClusterData<D> {
     scrub_every: Duration,
     /// The rebuild pass under way, for `sluice status` (see [`RebuildProgress`]).
     rebuild: Mutex<RebuildProgress>,
+    /// Each node's failure domain as last read from the log ([`domain_key`]) and when.
+    domains: Mutex<Option<(Instant, HashMap<u64, String>)>>,
+}
+
+/// The document under which node `node` keeps its failure domain (`[cluster] domain`, e.g.
+/// a rack): copies of a file go to distinct domains while there are enough of them.
+pub fn domain_key(node: u64) -> Vec<u8> {
+    format!("cluster/domain/{node}").into_bytes()
+}
+
+/// How long the nodes' domains read from the log are used before they are read again.
+const DOMAINS_FOR: Duration = Duration::from_secs(2);
+
+/// `candidates` in their order, those whose failure domain (`domain_of`; a node without one
+/// is a domain of its own) none of `taken` nor an earlier pick has coming first.
+fn spread<'a>(
+    candidates: impl IntoIterator<Item = u64>,
+    taken: impl IntoIterator<Item = u64>,
+    domain_of: impl Fn(u64) -> Option<&'a str>,
+) -> Vec<u64> {
+    let mut used: Vec<&str> = taken.into_iter().filter_map(&domain_of).collect();
+    let (mut first, mut rest) = (Vec::new(), Vec::new());
+    for n in candidates {
+        match domain_of(n) {
+            Some(d) if used.contains(&d) => rest.push(n),
+            Some(d) => {
+                used.push(d);
+                first.push(n);
+            }
+            None => first.push(n),
+        }
+    }
+    first.extend(rest);
+    first
 }
 
 /// Where the rebuild pass under way is: what is left of the copies it found missing when it
@@ -214,7 +248,35 @@ impl<D: DataStore> ClusterData<D> {
             scrub_rate: 0,
             scrub_every: Duration::from_secs(7 * 24 * 3600),
             rebuild: Mutex::new(RebuildProgress::default()),
+            domains: Mutex::new(None),
         }
+    }
+
+    /// The failure domains of `nodes` that have one (read from the log at most every
+    /// [`DOMAINS_FOR`]).
+    fn domains(&self, nodes: impl IntoIterator<Item = u64>) -> HashMap<u64, String> {
+        let mut cached = lock(&self.domains);
+        if cached
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= DOMAINS_FOR)
+        {
+            *cached = Some((Instant::now(), HashMap::new()));
+        }
+        let (_, known) = cached.as_mut().expect("set above");
+        let sm = self.meta.state_machine();
+        nodes
+            .into_iter()
+            .filter_map(|n| {
+                let d = known.entry(n).or_insert_with(|| {
+                    sm.doc(&domain_key(n))
+                        .ok()
+                        .flatten()
+                        .map(|(_, d)| String::from_utf8_lossy(&d).into_owned())
+                        .unwrap_or_default()
+                });
+                (!d.is_empty()).then(|| (n, d.clone()))
+            })
+            .collect()
     }
 
     /// The rebuild pass under way (all zero between passes).
@@ -340,7 +402,12 @@ impl<D: DataStore> ClusterData<D> {
                 pass.waiting += 1;
                 return Ok(true);
             }
-            let new = free[(self.turn.fetch_add(1, Ordering::Relaxed) as usize) % free.len()];
+            // In turn, a node of a failure domain the file's copies do not use yet first.
+            let start = (self.turn.fetch_add(1, Ordering::Relaxed) as usize) % free.len();
+            let kept = current.nodes.iter().copied().filter(|n| voters.contains(n));
+            let domains = self.domains(free.iter().copied().chain(current.nodes.iter().copied()));
+            let order = free.iter().cycle().skip(start).take(free.len()).copied();
+            let new = spread(order, kept, |n| domains.get(&n).map(String::as_str))[0];
             lock(&self.filling).insert(ino, new);
             let copied = self.fill(engine, ino, new).and_then(|bytes| {
                 let mut next = current.clone();
@@ -842,8 +909,17 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         let partners = usize::from(copies - 1).min(voters.len());
         let mut nodes = vec![node];
         if partners > 0 {
+            // In turn so that copies spread, nodes of other failure domains first.
             let start = (self.turn.fetch_add(1, Ordering::Relaxed) as usize) % voters.len();
-            nodes.extend(voters.iter().cycle().skip(start).take(partners));
+            let order = voters
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(voters.len())
+                .copied();
+            let domains = self.domains(voters.iter().copied().chain([node]));
+            let picked = spread(order, [node], |n| domains.get(&n).map(String::as_str));
+            nodes.extend(picked.into_iter().take(partners));
         }
         Layout {
             copies: nodes.len() as u8,
@@ -1340,6 +1416,19 @@ mod tests {
         assert_eq!(ScrubState::decode(&other), None);
         assert_eq!(ScrubState::decode(&st.encode()[..20]), None);
         assert_eq!(ScrubState::decode(&[]), None);
+    }
+
+    #[test]
+    fn copies_go_to_failure_domains_not_used_yet_in_the_order_given() {
+        let domains: HashMap<u64, &str> =
+            HashMap::from([(1, "rack-a"), (2, "rack-a"), (3, "rack-b"), (4, "rack-b")]);
+        let of = |n: u64| domains.get(&n).copied();
+        assert_eq!(spread([2, 3, 4], [1], of), [3, 2, 4]);
+        assert_eq!(spread([4, 2, 3], [1], of), [4, 2, 3]);
+        // Node 5 has no domain: a domain of its own, never passed over.
+        assert_eq!(spread([2, 5, 3], [1], of), [5, 3, 2]);
+        // Without domains the order stays.
+        assert_eq!(spread([3, 2, 4], [1], |_| None), [3, 2, 4]);
     }
 
     #[test]

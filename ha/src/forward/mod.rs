@@ -41,7 +41,8 @@ pub mod data;
 pub mod wire;
 
 pub use self::data::{
-    ClusterData, CopiesPass, RebuildProgress, ScrubCursor, ScrubState, ScrubStep, SCRUB_DOC,
+    domain_key, ClusterData, CopiesPass, RebuildProgress, ScrubCursor, ScrubState, ScrubStep,
+    SCRUB_DOC,
 };
 
 use std::collections::HashMap;

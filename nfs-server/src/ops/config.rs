@@ -223,6 +223,10 @@ pub struct ClusterConfig {
     /// write, a COMMIT syncs them all, and reads go on from the others while one node is
     /// down. 1 to 3; default 3 (docs/cluster.md).
     pub replicas: u8,
+    /// This node's failure domain (e.g. its rack, `"rack-a"`): a file's copies go to nodes
+    /// of distinct domains while there are enough of them. Kept in the metadata log, so every
+    /// node places alike. Unset: a domain of its own.
+    pub domain: Option<String>,
     /// The interface a node puts a floating target's addresses on while it owns the target
     /// (`[[target]] floating = true`), e.g. `"eth0"`. Needed by floating targets unless
     /// `address_hook` is set.
@@ -327,6 +331,7 @@ impl Default for ClusterConfig {
             etcd: Vec::new(),
             log_snapshot_every: 50_000,
             replicas: 3,
+            domain: None,
             interface: None,
             address_prefix: 24,
             address_hook: None,
@@ -543,6 +548,17 @@ impl Config {
                 "cluster.replicas: {} is out of range; give 1, 2 or 3 (default 3)",
                 self.cluster.replicas
             )));
+        }
+        if let Some(d) = &self.cluster.domain {
+            let ok = (1..=64).contains(&d.len())
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !ok {
+                return Err(ConfigError(format!(
+                    "cluster.domain: {d:?}: give 1 to 64 letters, digits, '.', '_' or '-' \
+                     (e.g. \"rack-a\")"
+                )));
+            }
         }
         if self.cluster.scrub_mib_per_second > 10_000 {
             return Err(ConfigError(format!(
@@ -867,6 +883,17 @@ mod tests {
         assert!(fast.0.contains("cluster.scrub_mib_per_second"), "{fast}");
         let never = Config::from_toml("[cluster]\nscrub_every_seconds = 0\n").unwrap_err();
         assert!(never.0.contains("cluster.scrub_every_seconds"), "{never}");
+    }
+
+    #[test]
+    fn a_failure_domain_is_a_short_label_and_a_bad_one_names_its_field() {
+        let c = Config::from_toml("[cluster]\ndomain = \"rack-a.row_1\"\n").unwrap();
+        assert_eq!(c.cluster.domain.as_deref(), Some("rack-a.row_1"));
+        assert_eq!(Config::from_toml("").unwrap().cluster.domain, None);
+        for bad in ["", "rack a", &"r".repeat(65)] {
+            let e = Config::from_toml(&format!("[cluster]\ndomain = \"{bad}\"\n")).unwrap_err();
+            assert!(e.0.starts_with("cluster.domain: "), "{e}");
+        }
     }
 
     #[test]

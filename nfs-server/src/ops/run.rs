@@ -261,6 +261,11 @@ async fn serve_cluster<D: backend::engine::DataStore>(
     let store = ClusterStore::start(meta, peers, Some(held), factory)
         .await
         .map_err(|e| StartError(format!("cannot serve {}: {e}", config.data_dir.display())))?;
+    tokio::spawn(publish_domain(
+        Arc::clone(&store),
+        node,
+        config.cluster.domain.clone().unwrap_or_default(),
+    ));
     // The protocol state rides the log, under this node's id.
     let docs: Arc<dyn crate::state::StateStore> = Arc::new(crate::state::LogStateStore::new(
         Arc::clone(&store),
@@ -277,6 +282,43 @@ async fn serve_cluster<D: backend::engine::DataStore>(
                  the way up). If the disk failed or is full, fix that first"
             )))
         }
+    }
+}
+
+/// Keeps this node's failure domain (`[cluster] domain`; empty: none) in the metadata log,
+/// where placement reads every node's: tried until the log takes it (a new cluster may
+/// have no leader yet).
+async fn publish_domain<S: Store>(store: Arc<S>, node: u64, domain: String) {
+    let key = ha::forward::domain_key(node);
+    loop {
+        match store.doc(&key).await {
+            Ok(kept)
+                if kept
+                    .as_ref()
+                    .map_or(domain.is_empty(), |(_, d)| *d == domain.as_bytes()) =>
+            {
+                return;
+            }
+            Ok(kept) => {
+                // A version above the kept one and above any earlier start's.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let version = now.max(kept.map_or(0, |(v, _)| v + 1));
+                match store
+                    .put_doc(&key, version, domain.clone().into_bytes())
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(node, domain = %domain, "failure domain kept in the log");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "failure domain not kept yet"),
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "failure domain not read yet"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
