@@ -923,13 +923,26 @@ fn an_export_s_replication_reaches_the_files_made_in_it_and_survives_a_restart()
     assert_eq!(copies(&api, "/ckpt/three"), 3);
 
     // Bad input names the field; a config export changes in its file; unknown ids are 404.
+    for bad in [
+        json!({"replication": 4}),
+        json!({"replication": 300}),
+        json!({"replication": "2"}),
+    ] {
+        let r = api.send("PUT", "/v1/exports/91/replication", &bad);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.error().starts_with("replication: "), "{bad}: {r:?}");
+    }
+    // The field is required: an empty body does not clear the factor.
+    let r = api.send("PUT", "/v1/exports/91/replication", &json!({}));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().contains("replication"), "{r:?}");
     let r = api.send(
-        "PUT",
-        "/v1/exports/91/replication",
-        &json!({"replication": 4}),
+        "POST",
+        "/v1/exports",
+        &json!({"path": "/bad", "replication": 300, "clients": [{"match": "*"}]}),
     );
     assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.error().starts_with("replication: 4"), "{r:?}");
+    assert!(r.error().starts_with("replication: "), "{r:?}");
     let r = api.send(
         "POST",
         "/v1/exports",
@@ -971,4 +984,17 @@ fn an_export_s_replication_reaches_the_files_made_in_it_and_survives_a_restart()
     // Without a factor of its own, the export's files take the one of the export above it.
     assert_eq!(copies(&api, "/ckpt/default"), 2);
     assert_eq!(copies(&api, "/ckpt/three"), 3);
+
+    // A removed export's factor leaves its directory with it.
+    let r = api.send(
+        "PUT",
+        "/v1/exports/91/replication",
+        &json!({"replication": 1}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(api.delete("/v1/exports/91").status, 204);
+    let (mut c, top) = api.s.mounted("/");
+    let dir = c.lookup(&top, "ckpt").expect("the directory stays");
+    c.create(&dir, "after").expect("create");
+    assert_eq!(copies(&api, "/ckpt/after"), 2);
 }

@@ -1145,10 +1145,7 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
     let sm = data.meta.state_machine();
     let next = sm.counter(Counter::NextIno)?.unwrap_or(0);
     // What the pass has to do, first: `sluice status` shows it going down, with an ETA.
-    let mut todo = RebuildProgress {
-        started: Some(Instant::now()),
-        ..RebuildProgress::default()
-    };
+    let mut todo = RebuildProgress::default();
     for ino in 1..next {
         let Some(inode) = sm.inode(ino)? else {
             continue;
@@ -1165,6 +1162,7 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
         todo.files_left += 1;
         todo.bytes_left += inode.size.saturating_mul(missing as u64);
     }
+    todo.started = Some(Instant::now());
     *lock(&data.rebuild) = todo;
     let pass = restore_files(engine, data, &voters, next, pass);
     *lock(&data.rebuild) = RebuildProgress::default();
@@ -1181,9 +1179,9 @@ fn restore_files<M: MetaStore, D: DataStore>(
 ) -> Result<CopiesPass> {
     let sm = data.meta.state_machine();
     for ino in 1..next {
-        let Some((layout, replication)) = sm
+        let Some((layout, replication, size)) = sm
             .inode(ino)?
-            .and_then(|i| Some((i.layout?, i.replication)))
+            .and_then(|i| Some((i.layout?, i.replication, i.size)))
         else {
             continue;
         };
@@ -1197,10 +1195,20 @@ fn restore_files<M: MetaStore, D: DataStore>(
             pass.degraded += 1;
             continue;
         }
+        let waiting = pass.waiting;
         let done = data.restore_file(engine, ino, &layout, wanted, voters, &mut pass);
         {
             let mut progress = lock(&data.rebuild);
             progress.files_left = progress.files_left.saturating_sub(1);
+            if !matches!(done, Ok(true)) || pass.waiting > waiting {
+                // Left for a later pass: what it did not copy is not left for this one.
+                let kept = layout.nodes.iter().filter(|n| voters.contains(n)).count();
+                let missing =
+                    (layout.nodes.len() - kept) + wanted.saturating_sub(layout.nodes.len());
+                progress.bytes_left = progress
+                    .bytes_left
+                    .saturating_sub(size.saturating_mul(missing as u64));
+            }
         }
         match done {
             Ok(true) => {}

@@ -1062,29 +1062,44 @@ async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
             .map_or(0, |d| d.as_secs())
     };
     let mut state = ScrubState::default();
-    // The version of the saved state this node read or wrote last (`None`: not read since
-    // it started leading).
-    let mut version: Option<u64> = None;
+    // The term this node leads in and the version of the saved state it read or wrote last
+    // in it (`None`: not read since it started leading; a new term reads again, since a
+    // leader of the terms between may have saved: the log keeps a newer version silently).
+    let mut version: Option<(u64, u64)> = None;
     let mut not_before = tokio::time::Instant::now();
     let mut saved_at = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(SCRUB_TICK).await;
         let Some(s) = store.upgrade() else { return };
-        let Some(engine) = s.local() else {
+        let (Some(engine), Some(term)) = (s.local(), s.meta.leading()) else {
             version = None;
             continue;
         };
         let every = engine.scrub_every();
         let now = tokio::time::Instant::now();
-        if version.is_none() {
+        if version.is_none_or(|(t, _)| t != term) {
             // Leading (again): go on from the state the log keeps.
             match engine.doc(SCRUB_DOC).await {
                 Ok(found) => {
-                    let (v, st) = found
+                    let (mut v, st) = found
                         .map(|(v, b)| (v, ScrubState::decode(&b).unwrap_or_default()))
                         .unwrap_or_default();
                     state = st;
-                    version = Some(v);
+                    if state == ScrubState::default() {
+                        // A new file system: its first pass is due `SCRUB_FIRST` (or `every`)
+                        // from now, kept as a pass that started `every` before that, so that
+                        // leaders after this one keep the date.
+                        let due = unix_now() + every.min(SCRUB_FIRST).as_secs();
+                        state.started = due.saturating_sub(every.as_secs()).max(1);
+                        if engine
+                            .put_doc(SCRUB_DOC, v + 1, state.encode())
+                            .await
+                            .is_ok()
+                        {
+                            v += 1;
+                        }
+                    }
+                    version = Some((term, v));
                     not_before = now + state.wait(unix_now(), every, SCRUB_FIRST);
                     if state.cursor.end != 0 {
                         tracing::info!(
@@ -1139,9 +1154,9 @@ async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
             }
         }
         if save {
-            let next = version.unwrap_or(0) + 1;
+            let next = version.map_or(0, |(_, v)| v) + 1;
             match engine.put_doc(SCRUB_DOC, next, state.encode()).await {
-                Ok(()) => version = Some(next),
+                Ok(()) => version = Some((term, next)),
                 // Another leader wrote meanwhile, or this node no longer leads: read again.
                 Err(e) => {
                     tracing::debug!(error = %e, "scrub: its state not saved");

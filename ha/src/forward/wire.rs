@@ -764,7 +764,8 @@ pub fn encode_answer(verifier: [u8; 8], answer: &Answer) -> (Vec<u8>, Option<Byt
             }
             o.residency(r);
             // Only when there are copies, so that a holder's answer (none) reads the same to
-            // a node of an older build.
+            // a node of an older build (a leader's answer to a residency call, which lists
+            // them, does not: `sluice residency` needs every node on this build).
             if !r.copies.is_empty() {
                 o.u32(r.copies.len() as u32);
                 for c in &r.copies {
@@ -1344,7 +1345,11 @@ pub fn decode_answer(body: Bytes) -> Decoded<([u8; 8], Answer)> {
             None
         }),
         16 => Answer::Bad(String::from_utf8_lossy(&i.bytes()?).into_owned()),
-        17 => Answer::Replication(Some(i.u8()?).filter(|&c| c != 0)),
+        17 => Answer::Replication(match i.u8()? {
+            0 => None,
+            r @ 1..=backend::engine::REPLICATION_MAX => Some(r),
+            r => return Err(format!("replication factor {r}")),
+        }),
         v => return Err(format!("answer {v}")),
     };
     i.end()?;

@@ -83,14 +83,30 @@ pub struct ApiExport {
     pub id: Option<u32>,
     pub clients: Vec<ApiRule>,
     /// Copies of each file made in the export (1-3); absent or null: the cluster's default.
+    /// Any JSON number here, checked by [`export_config`] so that the error names the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication: Option<u8>,
+    pub replication: Option<i64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplicationBody {
-    replication: Option<u8>,
+    /// A number or null; required (`{}` is refused rather than taken for null). Checked by
+    /// [`replication_of`], so that a wrong value names the field.
+    replication: Value,
+}
+
+/// An API replication factor: null (the default) or 1 to 3; the error names the field.
+fn replication_of(v: &Value) -> Result<Option<u8>, String> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let r = v
+        .as_i64()
+        .and_then(|n| u8::try_from(n).ok())
+        .ok_or_else(|| format!("replication: {v} is not 1, 2, 3 or null"))?;
+    crate::export::check_replication(Some(r))?;
+    Ok(Some(r))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -169,11 +185,12 @@ pub fn export_config(e: &ApiExport) -> Result<ExportConfig, String> {
             anongid: r.anongid,
         });
     }
+    let replication = replication_of(&json!(e.replication))?;
     let mut c = ExportConfig {
         path: e.path.clone(),
         id: e.id,
         clients,
-        replication: e.replication,
+        replication,
         is_builtin_default: false,
     };
     c.validate(0)
@@ -895,29 +912,16 @@ impl<S: Store> Admin<S> {
                 continue;
             }
             if let Some(served) = self.server.exports().by_id(id).cloned() {
-                if served.replication != e.replication {
-                    let cfg = ExportConfig {
-                        replication: e.replication,
-                        path: served.path.clone(),
-                        id: Some(id),
-                        clients: Vec::new(),
-                        is_builtin_default: false,
-                    };
-                    let set = crate::ops::run::set_export_replication(
-                        &cfg,
-                        &self.server.store,
-                        served.root,
-                    );
-                    match set.await {
-                        Ok(()) => {
-                            let mut w = self.server.exports.write().expect("exports lock poisoned");
-                            *w = Arc::new(w.replaced(crate::export::Export {
-                                replication: e.replication,
-                                ..(*served).clone()
-                            }));
-                        }
-                        Err(err) => problem(format!("export {:?}: {}", e.path, err.0)),
-                    }
+                // The factor itself is metadata, set on the root by the node that took the
+                // change (`set_replication`): a node following the settings only shows it, so
+                // that one that read them just before a change cannot write the old back.
+                let wanted = export_config(e).ok().and_then(|c| c.replication);
+                if served.replication != wanted {
+                    let mut w = self.server.exports.write().expect("exports lock poisoned");
+                    *w = Arc::new(w.replaced(crate::export::Export {
+                        replication: wanted,
+                        ..(*served).clone()
+                    }));
                 }
                 continue;
             }
@@ -1277,12 +1281,12 @@ impl<S: Store> Admin<S> {
             .parse()
             .map_err(|_| error(400, format!("{id:?} is not an export id")))?;
         let b: ReplicationBody = parse_body(body)?;
-        crate::export::check_replication(b.replication).map_err(|e| error(400, e))?;
+        let replication = replication_of(&b.replication).map_err(|e| error(400, e))?;
         let _held = self.changes.lock().await;
         let (version, mut st) = self.catch_up().await?;
-        if self.server.exports().by_id(id).is_none() {
+        let Some(served) = self.server.exports().by_id(id).cloned() else {
             return Err(error(404, format!("no export with id {id}")));
-        }
+        };
         if self.config_exports.contains(&id) {
             return Err(error(
                 409,
@@ -1296,17 +1300,28 @@ impl<S: Store> Admin<S> {
             .iter_mut()
             .find(|e| api_export_id(e) == id)
             .ok_or_else(|| error(404, format!("no export with id {id} in the settings")))?;
-        saved.replication = b.replication;
+        saved.replication = replication.map(i64::from);
         let version = self.write_book(version, &st).await?;
+        // The factor on the root, set by this node alone (see `apply`).
+        let cfg = ExportConfig {
+            path: served.path.clone(),
+            id: Some(id),
+            clients: Vec::new(),
+            replication,
+            is_builtin_default: false,
+        };
+        crate::ops::run::set_export_replication(&cfg, &self.server.store, served.root)
+            .await
+            .map_err(|e| error(500, e.0))?;
         let problems = self.apply(version, &st).await;
         let v = self.exports_json();
         let changed = v
             .as_array()
             .and_then(|a| a.iter().find(|e| e["id"] == json!(id)).cloned())
-            .filter(|e| e["replication"] == json!(b.replication));
+            .filter(|e| e["replication"] == json!(replication));
         match changed {
             Some(e) => {
-                tracing::info!(id, replication = ?b.replication, "export's replication set by the admin API");
+                tracing::info!(id, replication = ?replication, "export's replication set by the admin API");
                 Ok(Response(200, Some(e)))
             }
             None => Err(error(
@@ -1335,8 +1350,16 @@ impl<S: Store> Admin<S> {
             ));
         }
         st.exports.retain(|e| api_export_id(e) != id);
+        let root = self.server.exports().by_id(id).map(|e| e.root);
         let version = self.write_book(version, &st).await?;
         let _ = self.apply(version, &st).await;
+        // The directory stays, without the export's factor: files made there later (through
+        // an export above it) take that export's.
+        if let Some(root) = root {
+            if let Err(e) = self.server.store.set_replication(root, None).await {
+                tracing::warn!(id, error = %e, "the removed export's replication factor stays on its directory");
+            }
+        }
         tracing::info!(
             id,
             "export removed by the admin API; its handles are now stale"

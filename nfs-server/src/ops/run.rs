@@ -491,7 +491,10 @@ pub async fn resolve_export<S: Store>(e: &ExportConfig, store: &S) -> Result<Exp
     if e.is_builtin_default {
         init_default_root(store, dir).await?;
     }
-    set_export_replication(e, store, dir).await?;
+    // The built-in default export has no factor to set, and must not clear one.
+    if !e.is_builtin_default {
+        set_export_replication(e, store, dir).await?;
+    }
     Ok(Export {
         id: e.export_id(),
         path: e.path.clone(),
@@ -508,15 +511,18 @@ pub async fn set_export_replication<S: Store>(
     store: &S,
     root: FileId,
 ) -> Result<(), StartError> {
-    let current = store
-        .replication(root)
-        .await
-        .map_err(|err| StartError(format!("export {:?}: replication: {err}", e.path)))?;
+    let failed = |err: backend::Error| {
+        StartError(format!(
+            "export {:?}: its replication factor not set: {err}",
+            e.path
+        ))
+    };
+    let current = store.replication(root).await.map_err(failed)?;
     if current != e.replication {
         store
             .set_replication(root, e.replication)
             .await
-            .map_err(|err| StartError(format!("export {:?}: replication: {err}", e.path)))?;
+            .map_err(failed)?;
         tracing::info!(export = %e.path, replication = ?e.replication, "export's replication factor set");
     }
     Ok(())
