@@ -14,15 +14,17 @@
 # emulation rxe moves tens of MB/s, so sizes stay small. The server's per-connection summary
 # must show that WRITE data came by RDMA Read, READ data went by RDMA Write straight from the
 # store's registered buffers (zero_copy_bytes), some reply used a
-# reply chunk, and no RDMA_ERROR was sent. Then (--tier-mb, default 20; 0 skips) a v4.1 run
+# reply chunk, and no RDMA_ERROR was sent. Then (--tier-mb, default 10; 0 skips) a v4.1 run
 # through a mount target with that tier on the VM's address: RDMA connections are paced like
-# TCP ones. Exits 1 if anything failed, 2 on setup errors.
+# TCP ones. The tier sits well under what the emulated VM moves unpaced (12-25 MB/s measured),
+# so the pacing, not the emulation, sets the rate: at 20 MB/s the VM alone fell under the
+# check's 70 % floor (13.8 MB/s on 2026-12-07, with 22.8 MiB/s unpaced in the same run). Exits 1 if anything failed, 2 on setup errors.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 main() {
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-VERS="3 4.1" SIZE_MB=128 BIN="" KEEP=() TIER_MB=20
+VERS="3 4.1" SIZE_MB=128 BIN="" KEEP=() TIER_MB=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --vers) VERS=$2; shift 2;;
