@@ -936,13 +936,15 @@ fn an_export_s_replication_reaches_the_files_made_in_it_and_survives_a_restart()
     let r = api.send("PUT", "/v1/exports/91/replication", &json!({}));
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.error().contains("replication"), "{r:?}");
-    let r = api.send(
-        "POST",
-        "/v1/exports",
-        &json!({"path": "/bad", "replication": 300, "clients": [{"match": "*"}]}),
-    );
-    assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.error().starts_with("replication: "), "{r:?}");
+    for bad in [json!(300), json!("2"), json!(2.5)] {
+        let r = api.send(
+            "POST",
+            "/v1/exports",
+            &json!({"path": "/bad", "replication": bad, "clients": [{"match": "*"}]}),
+        );
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.error().starts_with("replication: "), "{bad}: {r:?}");
+    }
     let r = api.send(
         "POST",
         "/v1/exports",

@@ -1196,18 +1196,21 @@ fn restore_files<M: MetaStore, D: DataStore>(
             continue;
         }
         let waiting = pass.waiting;
+        let copied = lock(&data.rebuild).copied;
         let done = data.restore_file(engine, ino, &layout, wanted, voters, &mut pass);
         {
             let mut progress = lock(&data.rebuild);
             progress.files_left = progress.files_left.saturating_sub(1);
             if !matches!(done, Ok(true)) || pass.waiting > waiting {
-                // Left for a later pass: what it did not copy is not left for this one.
+                // Left for a later pass: what it did not copy is not left for this one (what
+                // it did copy was taken off as it went).
                 let kept = layout.nodes.iter().filter(|n| voters.contains(n)).count();
                 let missing =
                     (layout.nodes.len() - kept) + wanted.saturating_sub(layout.nodes.len());
-                progress.bytes_left = progress
-                    .bytes_left
-                    .saturating_sub(size.saturating_mul(missing as u64));
+                let not_copied = size
+                    .saturating_mul(missing as u64)
+                    .saturating_sub(progress.copied.saturating_sub(copied));
+                progress.bytes_left = progress.bytes_left.saturating_sub(not_copied);
             }
         }
         match done {

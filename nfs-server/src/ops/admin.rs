@@ -85,7 +85,7 @@ pub struct ApiExport {
     /// Copies of each file made in the export (1-3); absent or null: the cluster's default.
     /// Any JSON number here, checked by [`export_config`] so that the error names the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication: Option<i64>,
+    pub replication: Option<Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -185,7 +185,7 @@ pub fn export_config(e: &ApiExport) -> Result<ExportConfig, String> {
             anongid: r.anongid,
         });
     }
-    let replication = replication_of(&json!(e.replication))?;
+    let replication = replication_of(e.replication.as_ref().unwrap_or(&Value::Null))?;
     let mut c = ExportConfig {
         path: e.path.clone(),
         id: e.id,
@@ -915,7 +915,11 @@ impl<S: Store> Admin<S> {
                 // The factor itself is metadata, set on the root by the node that took the
                 // change (`set_replication`): a node following the settings only shows it, so
                 // that one that read them just before a change cannot write the old back.
-                let wanted = export_config(e).ok().and_then(|c| c.replication);
+                // (Not `export_config`: it resolves the rules' host names.)
+                let wanted = e
+                    .replication
+                    .as_ref()
+                    .and_then(|v| replication_of(v).ok().flatten());
                 if served.replication != wanted {
                     let mut w = self.server.exports.write().expect("exports lock poisoned");
                     *w = Arc::new(w.replaced(crate::export::Export {
@@ -1300,19 +1304,32 @@ impl<S: Store> Admin<S> {
             .iter_mut()
             .find(|e| api_export_id(e) == id)
             .ok_or_else(|| error(404, format!("no export with id {id} in the settings")))?;
-        saved.replication = replication.map(i64::from);
-        let version = self.write_book(version, &st).await?;
-        // The factor on the root, set by this node alone (see `apply`).
-        let cfg = ExportConfig {
+        saved.replication = replication.map(|r| json!(r));
+        // The factor on the root first, set by this node alone (see `apply`), then the
+        // settings; if they cannot be saved, the root gets its factor back.
+        let set = |replication| ExportConfig {
             path: served.path.clone(),
             id: Some(id),
             clients: Vec::new(),
             replication,
             is_builtin_default: false,
         };
-        crate::ops::run::set_export_replication(&cfg, &self.server.store, served.root)
+        let store = &self.server.store;
+        crate::ops::run::set_export_replication(&set(replication), store, served.root)
             .await
             .map_err(|e| error(500, e.0))?;
+        let version = match self.write_book(version, &st).await {
+            Ok(v) => v,
+            Err(refused) => {
+                let back = set(served.replication);
+                if let Err(e) =
+                    crate::ops::run::set_export_replication(&back, store, served.root).await
+                {
+                    tracing::warn!(id, error = %e.0, "the export's replication factor not set back");
+                }
+                return Err(refused);
+            }
+        };
         let problems = self.apply(version, &st).await;
         let v = self.exports_json();
         let changed = v
@@ -1507,7 +1524,7 @@ mod tests {
         };
         assert!(export_config(&e).unwrap_err().contains("clients[0].match"));
         let e = ApiExport {
-            replication: Some(4),
+            replication: Some(json!(4)),
             clients: Vec::new(),
             ..e
         };
