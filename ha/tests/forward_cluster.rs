@@ -129,17 +129,33 @@ fn leader_of(nodes: &[(Arc<RaftMeta>, Node, Arc<LocalData>)]) -> usize {
 }
 
 async fn create(store: &Node, dir: FileId, name: &str) -> backend::Result<FileId> {
+    make(store, dir, name, NodeKind::Regular).await
+}
+
+async fn make(store: &Node, dir: FileId, name: &str, kind: NodeKind) -> backend::Result<FileId> {
     let (attr, _) = store
         .create(
             &Cred::root(),
             dir,
             name.as_bytes(),
-            NodeKind::Regular,
+            kind,
             SetAttr::default(),
             CreateMode::Guarded,
         )
         .await?;
     Ok(attr.id)
+}
+
+/// Takes `node` out of the voters through the leader's `meta` (as `sluice cluster remove`
+/// does first).
+async fn remove_voter(meta: &RaftMeta, node: u64) {
+    meta.raft()
+        .change_membership(
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node])),
+            false,
+        )
+        .await
+        .unwrap();
 }
 
 /// Makes a follower that has caught up with the log the leader instead of `old`, which stays
@@ -671,15 +687,7 @@ async fn a_copy_lost_with_a_node_that_left_is_made_again_on_the_free_voter_while
 
     // The partner leaves the voters (as `sluice cluster remove` does first). While the copy
     // is rebuilt on the free node, writes go on; each lands in the file as it ends up.
-    nodes[l]
-        .0
-        .raft()
-        .change_membership(
-            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([partner])),
-            false,
-        )
-        .await
-        .unwrap();
+    remove_voter(&nodes[l].0, partner).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut k = 0usize;
     let after = loop {
@@ -772,18 +780,7 @@ async fn a_data_call_from_the_writer_of_an_older_term_is_refused() {
 }
 
 async fn mkdir(store: &Node, dir: FileId, name: &str) -> FileId {
-    let (attr, _) = store
-        .create(
-            &Cred::root(),
-            dir,
-            name.as_bytes(),
-            NodeKind::Directory,
-            SetAttr::default(),
-            CreateMode::Guarded,
-        )
-        .await
-        .unwrap();
-    attr.id
+    make(store, dir, name, NodeKind::Directory).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,15 +822,7 @@ async fn a_directory_s_replication_factor_set_through_a_follower_decides_the_cop
     // default of three would want one on each of the two voters left).
     let before = placed(double).await;
     let partner = before.nodes[1];
-    nodes[l]
-        .0
-        .raft()
-        .change_membership(
-            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([partner])),
-            false,
-        )
-        .await
-        .unwrap();
+    remove_voter(&nodes[l].0, partner).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let writer = &nodes[l].1;
     loop {

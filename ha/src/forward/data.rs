@@ -96,14 +96,26 @@ pub struct ClusterData<D> {
     scrub_every: Duration,
     /// The rebuild pass under way, for `sluice status` (see [`RebuildProgress`]).
     rebuild: Mutex<RebuildProgress>,
-    /// Each node's failure domain as last read from the log ([`domain_key`]) and when.
-    domains: Mutex<Option<(Instant, HashMap<u64, String>)>>,
+    /// Each node's failure domain as last read from the log ([`domain_key`]; empty: none)
+    /// and when the reading began.
+    domains: Mutex<Option<(Instant, Arc<Domains>)>>,
 }
 
 /// The document under which node `node` keeps its failure domain (`[cluster] domain`, e.g.
 /// a rack): copies of a file go to distinct domains while there are enough of them.
 pub fn domain_key(node: u64) -> Vec<u8> {
     format!("cluster/domain/{node}").into_bytes()
+}
+
+/// Nodes' failure domains by node id (empty: none).
+type Domains = HashMap<u64, String>;
+
+/// Node `n`'s failure domain in a map from [`ClusterData::domains`] (`None`: it has none).
+fn domain_in(domains: &Domains, n: u64) -> Option<&str> {
+    domains
+        .get(&n)
+        .map(String::as_str)
+        .filter(|d| !d.is_empty())
 }
 
 /// How long the nodes' domains read from the log are used before they are read again.
@@ -252,31 +264,31 @@ impl<D: DataStore> ClusterData<D> {
         }
     }
 
-    /// The failure domains of `nodes` that have one (read from the log at most every
-    /// [`DOMAINS_FOR`]).
-    fn domains(&self, nodes: impl IntoIterator<Item = u64>) -> HashMap<u64, String> {
+    /// The failure domains of `nodes` (and of any node read before), read from the log at
+    /// most every [`DOMAINS_FOR`]; look one up with [`domain_in`]. Shared, not copied: a
+    /// create reads the log only for a node it has not seen in that time.
+    fn domains(&self, nodes: impl IntoIterator<Item = u64>) -> Arc<Domains> {
         let mut cached = lock(&self.domains);
         if cached
             .as_ref()
             .is_none_or(|(at, _)| at.elapsed() >= DOMAINS_FOR)
         {
-            *cached = Some((Instant::now(), HashMap::new()));
+            *cached = Some((Instant::now(), Arc::default()));
         }
         let (_, known) = cached.as_mut().expect("set above");
         let sm = self.meta.state_machine();
-        nodes
-            .into_iter()
-            .filter_map(|n| {
-                let d = known.entry(n).or_insert_with(|| {
-                    sm.doc(&domain_key(n))
-                        .ok()
-                        .flatten()
-                        .map(|(_, d)| String::from_utf8_lossy(&d).into_owned())
-                        .unwrap_or_default()
-                });
-                (!d.is_empty()).then(|| (n, d.clone()))
-            })
-            .collect()
+        for n in nodes {
+            if !known.contains_key(&n) {
+                let d = sm
+                    .doc(&domain_key(n))
+                    .ok()
+                    .flatten()
+                    .map(|(_, d)| String::from_utf8_lossy(&d).into_owned())
+                    .unwrap_or_default();
+                Arc::make_mut(known).insert(n, d);
+            }
+        }
+        Arc::clone(known)
     }
 
     /// The rebuild pass under way (all zero between passes).
@@ -407,7 +419,7 @@ impl<D: DataStore> ClusterData<D> {
             let kept = current.nodes.iter().copied().filter(|n| voters.contains(n));
             let domains = self.domains(free.iter().copied().chain(current.nodes.iter().copied()));
             let order = free.iter().cycle().skip(start).take(free.len()).copied();
-            let new = spread(order, kept, |n| domains.get(&n).map(String::as_str))[0];
+            let new = spread(order, kept, |n| domain_in(&domains, n))[0];
             lock(&self.filling).insert(ino, new);
             let copied = self.fill(engine, ino, new).and_then(|bytes| {
                 let mut next = current.clone();
@@ -918,7 +930,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
                 .take(voters.len())
                 .copied();
             let domains = self.domains(voters.iter().copied().chain([node]));
-            let picked = spread(order, [node], |n| domains.get(&n).map(String::as_str));
+            let picked = spread(order, [node], |n| domain_in(&domains, n));
             nodes.extend(picked.into_iter().take(partners));
         }
         Layout {
@@ -1153,20 +1165,40 @@ pub fn restore_copies<M: MetaStore, D: DataStore>(
         let Some(layout) = &inode.layout else {
             continue;
         };
-        let wanted = usize::from(inode.replication.unwrap_or(data.copies)).min(voters.len());
-        let kept = layout.nodes.iter().filter(|n| voters.contains(n)).count();
-        if kept == 0 || (kept == layout.nodes.len() && kept >= wanted) {
-            continue;
+        if let Need::Copies { missing, .. } = need(layout, inode.replication, data.copies, &voters)
+        {
+            todo.files_left += 1;
+            todo.bytes_left += inode.size.saturating_mul(missing as u64);
         }
-        let missing = (layout.nodes.len() - kept) + wanted.saturating_sub(layout.nodes.len());
-        todo.files_left += 1;
-        todo.bytes_left += inode.size.saturating_mul(missing as u64);
     }
     todo.started = Some(Instant::now());
     *lock(&data.rebuild) = todo;
     let pass = restore_files(engine, data, &voters, next, pass);
     *lock(&data.rebuild) = RebuildProgress::default();
     pass
+}
+
+/// What the rebuild has to do for one file.
+enum Need {
+    /// Every copy it wants is on a voter.
+    Whole,
+    /// Every copy left with its node: nothing to copy from.
+    Lost,
+    /// `missing` copies to make, for `wanted` in all (at most the voters).
+    Copies { wanted: usize, missing: usize },
+}
+
+/// What a file with `layout` needs, its own factor `replication` (its directory's when it
+/// was made) or else the cluster's `copies` deciding how many copies it wants.
+fn need(layout: &Layout, replication: Option<u8>, copies: u8, voters: &BTreeSet<u64>) -> Need {
+    let wanted = usize::from(replication.unwrap_or(copies)).min(voters.len());
+    let kept = layout.nodes.iter().filter(|n| voters.contains(n)).count();
+    let gone = layout.nodes.len() - kept;
+    match (kept, gone + wanted.saturating_sub(layout.nodes.len())) {
+        (_, 0) => Need::Whole,
+        (0, _) => Need::Lost,
+        (_, missing) => Need::Copies { wanted, missing },
+    }
 }
 
 /// The second half of a [`restore_copies`] pass: each file with a copy to make.
@@ -1185,16 +1217,15 @@ fn restore_files<M: MetaStore, D: DataStore>(
         else {
             continue;
         };
-        // The file's own factor (its directory's when it was made), else the cluster's.
-        let wanted = usize::from(replication.unwrap_or(data.copies)).min(voters.len());
-        if layout.nodes.iter().all(|n| voters.contains(n)) && layout.nodes.len() >= wanted {
-            continue;
-        }
-        if !layout.nodes.iter().any(|n| voters.contains(n)) {
-            // Every copy left with its node: nothing to copy from (counted, not retried).
-            pass.degraded += 1;
-            continue;
-        }
+        let (wanted, missing) = match need(&layout, replication, data.copies, voters) {
+            Need::Whole => continue,
+            Need::Lost => {
+                // Every copy left with its node: nothing to copy from (counted, not retried).
+                pass.degraded += 1;
+                continue;
+            }
+            Need::Copies { wanted, missing } => (wanted, missing),
+        };
         let waiting = pass.waiting;
         let copied = lock(&data.rebuild).copied;
         let done = data.restore_file(engine, ino, &layout, wanted, voters, &mut pass);
@@ -1204,9 +1235,6 @@ fn restore_files<M: MetaStore, D: DataStore>(
             if !matches!(done, Ok(true)) || pass.waiting > waiting {
                 // Left for a later pass: what it did not copy is not left for this one (what
                 // it did copy was taken off as it went).
-                let kept = layout.nodes.iter().filter(|n| voters.contains(n)).count();
-                let missing =
-                    (layout.nodes.len() - kept) + wanted.saturating_sub(layout.nodes.len());
                 let not_copied = size
                     .saturating_mul(missing as u64)
                     .saturating_sub(progress.copied.saturating_sub(copied));

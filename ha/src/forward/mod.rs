@@ -1117,7 +1117,7 @@ async fn scrub<E: Writer>(store: Weak<ClusterStore<E>>) {
         if now < not_before {
             continue;
         }
-        if state.cursor.end == 0 && state.cursor == ScrubCursor::default() {
+        if state.cursor == ScrubCursor::default() {
             state.started = unix_now();
         }
         let task = Arc::clone(&s);

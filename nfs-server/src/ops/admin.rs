@@ -1307,24 +1307,15 @@ impl<S: Store> Admin<S> {
         saved.replication = replication.map(|r| json!(r));
         // The factor on the root first, set by this node alone (see `apply`), then the
         // settings; if they cannot be saved, the root gets its factor back.
-        let set = |replication| ExportConfig {
-            path: served.path.clone(),
-            id: Some(id),
-            clients: Vec::new(),
-            replication,
-            is_builtin_default: false,
+        let set = |replication| {
+            let store = &self.server.store;
+            crate::ops::run::set_export_replication(&served.path, replication, store, served.root)
         };
-        let store = &self.server.store;
-        crate::ops::run::set_export_replication(&set(replication), store, served.root)
-            .await
-            .map_err(|e| error(500, e.0))?;
+        set(replication).await.map_err(|e| error(500, e.0))?;
         let version = match self.write_book(version, &st).await {
             Ok(v) => v,
             Err(refused) => {
-                let back = set(served.replication);
-                if let Err(e) =
-                    crate::ops::run::set_export_replication(&back, store, served.root).await
-                {
+                if let Err(e) = set(served.replication).await {
                     tracing::warn!(id, error = %e.0, "the export's replication factor not set back");
                 }
                 return Err(refused);

@@ -493,7 +493,7 @@ pub async fn resolve_export<S: Store>(e: &ExportConfig, store: &S) -> Result<Exp
     }
     // The built-in default export has no factor to set, and must not clear one.
     if !e.is_builtin_default {
-        set_export_replication(e, store, dir).await?;
+        set_export_replication(&e.path, e.replication, store, dir).await?;
     }
     Ok(Export {
         id: e.export_id(),
@@ -507,23 +507,23 @@ pub async fn resolve_export<S: Store>(e: &ExportConfig, store: &S) -> Result<Exp
 /// Makes the export's replication factor the one its root carries (a metadata change only
 /// when it differs, so restarts and every node applying the same settings write nothing).
 pub async fn set_export_replication<S: Store>(
-    e: &ExportConfig,
+    path: &str,
+    replication: Option<u8>,
     store: &S,
     root: FileId,
 ) -> Result<(), StartError> {
     let failed = |err: backend::Error| {
         StartError(format!(
-            "export {:?}: its replication factor not set: {err}",
-            e.path
+            "export {path:?}: its replication factor not set: {err}"
         ))
     };
     let current = store.replication(root).await.map_err(failed)?;
-    if current != e.replication {
+    if current != replication {
         store
-            .set_replication(root, e.replication)
+            .set_replication(root, replication)
             .await
             .map_err(failed)?;
-        tracing::info!(export = %e.path, replication = ?e.replication, "export's replication factor set");
+        tracing::info!(export = %path, replication = ?replication, "export's replication factor set");
     }
     Ok(())
 }
