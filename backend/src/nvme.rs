@@ -31,6 +31,7 @@ pub mod cache;
 #[doc(hidden)]
 pub mod chunk;
 pub mod io;
+mod writeback;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -47,6 +48,7 @@ use self::alloc::FreeMap;
 use self::cache::BlockCache;
 use self::chunk::{ChunkMap, Slot};
 use self::io::{EngineChoice, IoEngine, Op, Request, Span};
+use self::writeback::WriteBack;
 use crate::engine::{DataStore, Engine, MetaStore, Staged};
 use crate::group::GroupCommit;
 use crate::local::LocalMeta;
@@ -103,7 +105,13 @@ pub struct NvmeConfig {
     /// [`BlockCache::with_background_growth`]). Off: reads take it inline, so what a test
     /// reads is cached at once.
     pub cache_background_growth: bool,
+    /// Bytes of UNSTABLE writes that may be acknowledged before their device write completes
+    /// ([`writeback`]); 0: every write replies after its device write.
+    pub write_back_bytes: u64,
 }
+
+/// The default bound of [`NvmeConfig::write_back_bytes`].
+pub const WRITE_BACK_DEFAULT: u64 = 256 << 20;
 
 impl NvmeConfig {
     pub fn new(dir: &Path) -> NvmeConfig {
@@ -115,6 +123,7 @@ impl NvmeConfig {
             io_threads: 32,
             cache_bytes: cache::default_capacity(),
             cache_background_growth: true,
+            write_back_bytes: WRITE_BACK_DEFAULT,
         }
     }
 }
@@ -165,8 +174,9 @@ struct Device {
     growable: bool,
     /// Size in blocks (block 0 included).
     capacity: AtomicU64,
-    /// Written since the last flush.
-    written: AtomicBool,
+    /// Written since the last flush (shared with background writes, which set it when they
+    /// complete).
+    written: Arc<AtomicBool>,
 }
 
 impl Device {
@@ -213,7 +223,7 @@ impl Device {
             direct,
             growable,
             capacity: AtomicU64::new(bytes / BLOCK as u64),
-            written: AtomicBool::new(false),
+            written: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -323,6 +333,8 @@ pub struct NvmeData {
     staged_writes: AtomicU64,
     /// File data in memory, keyed by physical block ([`cache`]).
     blocks: BlockCache,
+    /// Blocks of UNSTABLE writes acknowledged before their device write completed.
+    wb: Arc<WriteBack>,
     /// (inode, device) -> the physical block where the file's chunk 0 would start on that
     /// device (may be below 0 or past the end: only a placement hint).
     anchors: Mutex<std::collections::HashMap<(u64, u16), i128>>,
@@ -416,6 +428,9 @@ impl NvmeData {
                 BlockCache::new(config.cache_bytes)
             },
             anchors: Mutex::new(std::collections::HashMap::new()),
+            wb: Arc::new(WriteBack::new(
+                u32::try_from(config.write_back_bytes / BLOCK as u64).unwrap_or(u32::MAX),
+            )),
         })
     }
 
@@ -450,6 +465,18 @@ impl NvmeData {
     }
 
     /// Writes that took the async (staged) path so far.
+    /// Holds (`true`) or lets go of background write completions ([`WriteBack::hold`]): a
+    /// write acknowledged meanwhile stays "running" for reads and flushes. For tests.
+    #[doc(hidden)]
+    pub fn hold_write_back(&self, on: bool) {
+        self.wb.hold(on);
+    }
+
+    /// Blocks of acknowledged UNSTABLE writes whose device write is running.
+    pub fn write_back_blocks(&self) -> usize {
+        self.wb.held_blocks()
+    }
+
     pub fn staged_writes(&self) -> u64 {
         self.staged_writes.load(Ordering::Relaxed)
     }
@@ -602,6 +629,14 @@ impl NvmeData {
         }
     }
 
+    /// A block's data from memory: a write still running, or the block cache.
+    fn in_memory(&self, device: u16, slot: Slot, cached: bool) -> Option<Bytes> {
+        if let Some(data) = self.wb.get((device, slot.physical)) {
+            return Some(data);
+        }
+        cached.then(|| self.blocks.get(device, slot)).flatten()
+    }
+
     /// Copies the cached blocks of `slots` into `buf` (block `i` at `i * BLOCK`) and zeroes
     /// its holes; returns the slots still to read from disk (cached blocks and holes are
     /// holes there) and whether there are any.
@@ -611,9 +646,22 @@ impl NvmeData {
         slots: &'a [Slot],
         buf: &mut [u8],
     ) -> (std::borrow::Cow<'a, [Slot]>, bool) {
+        self.fill_from_memory(device, slots, buf, true)
+    }
+
+    /// [`NvmeData::fill_from_cache`]; with `cached` false, only blocks whose write is still
+    /// running come from memory (a scrub checks the disk, but a block not written yet is
+    /// not on it).
+    fn fill_from_memory<'a>(
+        &self,
+        device: u16,
+        slots: &'a [Slot],
+        buf: &mut [u8],
+        cached: bool,
+    ) -> (std::borrow::Cow<'a, [Slot]>, bool) {
         let mut io = std::borrow::Cow::Borrowed(slots);
         let mut missing = false;
-        if !self.blocks.enabled() {
+        if !(cached && self.blocks.enabled()) && self.wb.held_blocks() == 0 {
             chunk::zero_holes(slots, buf);
             return (io, slots.iter().any(|s| !s.is_hole()));
         }
@@ -621,7 +669,7 @@ impl NvmeData {
             let block = &mut buf[i * BLOCK..(i + 1) * BLOCK];
             if slot.is_hole() {
                 block.fill(0);
-            } else if let Some(data) = self.blocks.get(device, *slot) {
+            } else if let Some(data) = self.in_memory(device, *slot, cached) {
                 block.copy_from_slice(&data);
                 // Copied only when a block is cached: most reads take the slots as they are.
                 io.to_mut()[i] = Slot::default();
@@ -657,13 +705,7 @@ impl NvmeData {
         cached: bool,
     ) -> Result<()> {
         let dev = &self.devices[usize::from(device)];
-        let (slots, missing) = if cached {
-            self.fill_from_cache(device, all, buf)
-        } else {
-            chunk::zero_holes(all, buf);
-            let any = all.iter().any(|s| !s.is_hole());
-            (std::borrow::Cow::Borrowed(all), any)
-        };
+        let (slots, missing) = self.fill_from_memory(device, all, buf, cached);
         if !missing {
             return Ok(());
         }
@@ -946,7 +988,7 @@ impl NvmeData {
         if let [(device, slots)] = &plan[..] {
             if let [slot] = &slots[..] {
                 if let Some(data) = (!slot.is_hole())
-                    .then(|| self.blocks.get(*device, *slot))
+                    .then(|| self.in_memory(*device, *slot, true))
                     .flatten()
                 {
                     return Ok(data.slice(head..head + len));
@@ -1100,6 +1142,13 @@ impl NvmeData {
             block += n as u64;
             left -= n;
         }
+        // Write-back: room first (a full set paces the client here), then the same steps,
+        // but the reply does not wait for the device.
+        let room = if self.wb.accepts(blocks) {
+            Some(self.wb.room(blocks).await)
+        } else {
+            None
+        };
         for &(_, _, n, device) in &pieces {
             if lock(&self.free[usize::from(device)]).free_blocks() < n as u64 + 2 {
                 return Ok(None); // Let the blocking path flush or grow the device.
@@ -1137,9 +1186,6 @@ impl NvmeData {
                 piece_at += len as usize;
                 allocated.push((device, start, len));
             }
-            self.devices[usize::from(device)]
-                .written
-                .store(true, Ordering::SeqCst);
             staged.push(StagedPiece {
                 index,
                 first,
@@ -1149,7 +1195,71 @@ impl NvmeData {
             });
             at += n;
         }
+        // Set once the data is on the device: a flush that clears a flag set earlier, before
+        // this I/O completed, would leave the next flush to save maps without an fdatasync.
+        let written: Vec<Arc<AtomicBool>> = staged
+            .iter()
+            .map(|p| Arc::clone(&self.devices[usize::from(p.device)].written))
+            .collect();
+        if let Some(room) = room {
+            // The blocks are fresh and no map names them until installed, and a flush waits
+            // for this write before it saves a map that does (and only then can free them):
+            // their cache entries are right from the start.
+            let mut at = 0usize;
+            let mut held = Vec::with_capacity(blocks);
+            for piece in &staged {
+                let n = piece.physical.len();
+                let slots = slots_of(&piece.physical, &piece.crcs);
+                self.blocks.insert_written(
+                    piece.device,
+                    &slots,
+                    &buf[at * BLOCK..(at + n) * BLOCK],
+                );
+                for (i, &physical) in piece.physical.iter().enumerate() {
+                    let b = at + i;
+                    held.push((
+                        (piece.device, physical),
+                        data.slice(b * BLOCK..(b + 1) * BLOCK),
+                    ));
+                }
+                at += n;
+            }
+            let ticket = self.wb.begin(room, held);
+            let wb = Arc::clone(&self.wb);
+            let lens: Vec<usize> = spans.iter().map(|s| s.len).collect();
+            self.io.submit_then(
+                &spans,
+                buf,
+                Box::new(move |_buf, results| {
+                    let failed = lens.iter().zip(&results).find_map(|(&len, r)| match r {
+                        Ok(n) if *n == len => None,
+                        Ok(n) => Some(format!("short write ({n} of {len} bytes)")),
+                        Err(e) => Some(e.to_string()),
+                    });
+                    for flag in &written {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    if let Some(error) = &failed {
+                        tracing::error!(
+                            ino,
+                            %error,
+                            "a write acknowledged UNSTABLE failed on the device; write verifier \
+                             changed, clients resend what they have not committed"
+                        );
+                    }
+                    wb.end(ticket, failed.is_none());
+                }),
+            );
+            self.staged_writes.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(Staged(Box::new(StagedWrite {
+                ino,
+                pieces: staged,
+            }))));
+        }
         let (buf, results) = self.io.run_owned(&spans, buf).await;
+        for flag in &written {
+            flag.store(true, Ordering::SeqCst);
+        }
         let failed = spans.iter().zip(results).find_map(|(span, r)| match r {
             Ok(n) if n == span.len => None,
             Ok(n) => Some(Error::Io(format!(
@@ -1237,6 +1347,12 @@ impl NvmeData {
     /// One flush: device data to stable storage, then the chunk maps that point to it.
     fn flush_once(&self) -> Result<()> {
         let keys = std::mem::take(&mut *lock(&self.dirty));
+        // Every write installed in these maps was registered before now: wait for their
+        // data to reach the device before the maps that name it are saved (and before the
+        // blocks they replaced are freed).
+        if let Some(last) = self.wb.last() {
+            self.wb.wait_through(last);
+        }
         // (key, encoded map or None to delete, device, freed blocks)
         let mut changes = Vec::with_capacity(keys.len());
         for key in keys {
@@ -1618,7 +1734,20 @@ impl DataStore for NvmeData {
             ("block_cache_inserts", c.inserts),
             ("block_cache_fills_skipped", c.fills_skipped),
             ("block_cache_evictions", c.evictions),
+            ("write_back_writes", self.wb.writes()),
+            ("write_back_blocks", self.wb.held_blocks() as u64),
+            (
+                "write_back_capacity_blocks",
+                u64::from(self.wb.capacity_blocks()),
+            ),
+            ("write_back_failures", self.wb.failures()),
         ]
+    }
+
+    /// A background write that failed lost data acknowledged UNSTABLE: the engine's write
+    /// verifier moves with this count, so clients resend what they have not committed.
+    fn losses(&self) -> u64 {
+        self.wb.failures()
     }
 
     fn space(&self, files_used: u64) -> Result<FsStat> {

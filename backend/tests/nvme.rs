@@ -630,3 +630,157 @@ async fn a_scrub_s_verify_reads_the_disk_and_finds_a_bad_block_that_the_cache_st
     );
     assert_eq!(s.data().verify(f.id.ino, 8192, 4096).unwrap(), None);
 }
+
+/// Reads (`None`) or writes one 4 KiB block at byte `at` of a device file with O_DIRECT, as
+/// the store does (mixing buffered and direct I/O on one file is not coherent everywhere).
+fn direct_block(device: &Path, at: u64, write: Option<&[u8]>) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(device)
+        .unwrap();
+    let mut buf = iobuf::AlignedBuf::zeroed(1);
+    match write {
+        Some(data) => {
+            buf.copy_from_slice(data);
+            dev.write_all_at(&buf, at).unwrap();
+        }
+        None => dev.read_exact_at(&mut buf, at).unwrap(),
+    }
+    buf.to_vec()
+}
+
+fn open_with_write_back(dir: &Path, write_back_bytes: u64) -> NvmeStore {
+    let mut config = NvmeConfig::new(dir);
+    // No block cache: a read that does not come from the disk came from the write-back set.
+    config.cache_bytes = 0;
+    config.write_back_bytes = write_back_bytes;
+    NvmeStore::open_with(&config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstable_write_still_running_reads_from_memory_and_commit_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, new) = {
+        let s = std::sync::Arc::new(open_with_write_back(tmp.path(), 256 << 20));
+        let file = create(&s, "f").await;
+        // The first write of a run takes the blocking path (it trims and caches the chunk).
+        write(&s, &file, 0, &pattern(1 << 20, 1), Stability::FileSync).await;
+        s.data().hold_write_back(true);
+        let new = pattern(1 << 20, 2);
+        let before = s.data().staged_writes();
+        write(&s, &file, 0, &new, Stability::Unstable).await;
+        assert_eq!(s.data().staged_writes(), before + 1, "took the async path");
+        assert_eq!(
+            s.data().write_back_blocks(),
+            256,
+            "acknowledged while running"
+        );
+        // Behind the store's back, the disk loses the new blocks: a read must not notice,
+        // because a block whose write is running is read from memory.
+        let mut saved = Vec::new();
+        for offset in [0u64, 4096, (1 << 20) - 4096] {
+            let (device, at) = s.data().locate(file.id.ino, offset).unwrap().unwrap();
+            let was = &new[offset as usize..offset as usize + 4096];
+            // The device write itself runs (only its completion is held): let it land first.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while direct_block(&device, at, None) != was {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the device write never ran"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            direct_block(&device, at, Some(&[0xee; 4096]));
+            saved.push((device, at, was.to_vec()));
+        }
+        assert_eq!(read(&s, &file, 0, 1 << 20).await.unwrap(), new);
+        assert_eq!(read(&s, &file, 4096, 4096).await.unwrap(), new[4096..8192]);
+        // COMMIT waits for the write.
+        let commit = {
+            let s = std::sync::Arc::clone(&s);
+            let id = file.id;
+            tokio::spawn(async move { s.commit(id, 0, 0).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !commit.is_finished(),
+            "COMMIT returned before the write completed"
+        );
+        for (device, at, was) in saved {
+            direct_block(&device, at, Some(&was));
+        }
+        s.data().hold_write_back(false);
+        tokio::time::timeout(std::time::Duration::from_secs(10), commit)
+            .await
+            .expect("COMMIT returned once the write completed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.data().write_back_blocks(), 0);
+        (file, new)
+    };
+    let s = open_with_write_back(tmp.path(), 256 << 20);
+    assert_eq!(read(&s, &file, 0, 1 << 20).await.unwrap(), new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_finds_the_write_back_set_full_waits_for_room_and_is_not_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_with_write_back(tmp.path(), 64 << 10));
+    let file = create(&s, "f").await;
+    write(&s, &file, 0, &pattern(1 << 20, 3), Stability::FileSync).await;
+    s.data().hold_write_back(true);
+    let first = pattern(64 << 10, 4);
+    write(&s, &file, 0, &first, Stability::Unstable).await;
+    assert_eq!(s.data().write_back_blocks(), 16, "the set is full");
+    let second = {
+        let s = std::sync::Arc::clone(&s);
+        let id = file.id;
+        tokio::spawn(async move {
+            let data = Bytes::from(pattern(64 << 10, 5));
+            s.write(&root(), id, 64 << 10, data, Stability::Unstable)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second write found room that was not there"
+    );
+    assert!(s.data().write_back_blocks() <= 16);
+    s.data().hold_write_back(false);
+    tokio::time::timeout(std::time::Duration::from_secs(10), second)
+        .await
+        .expect("the second write went once room came back")
+        .unwrap()
+        .unwrap();
+    s.commit(file.id, 0, 0).await.unwrap();
+    let back = read(&s, &file, 0, 128 << 10).await.unwrap();
+    assert_eq!(back[..64 << 10], first[..]);
+    assert_eq!(back[64 << 10..], pattern(64 << 10, 5)[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_write_back_off_no_write_is_acknowledged_before_its_device_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open_with_write_back(tmp.path(), 0);
+    let file = create(&s, "f").await;
+    write(&s, &file, 0, &pattern(1 << 20, 6), Stability::FileSync).await;
+    let before = s.data().staged_writes();
+    write(&s, &file, 0, &pattern(1 << 20, 7), Stability::Unstable).await;
+    assert_eq!(s.data().staged_writes(), before + 1, "took the async path");
+    let stat = |name: &str| {
+        s.data_stats()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    };
+    assert_eq!(stat("write_back_writes"), Some(0));
+    assert_eq!(stat("write_back_capacity_blocks"), Some(0));
+    assert_eq!(
+        read(&s, &file, 0, 1 << 20).await.unwrap(),
+        pattern(1 << 20, 7)
+    );
+}

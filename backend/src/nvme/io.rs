@@ -50,7 +50,13 @@ struct Batch {
     /// The buffer the requests point into, for async callers: kept alive here until the last
     /// request completes, even if the caller stopped waiting.
     owned: Mutex<Option<AlignedBuf>>,
+    /// Run with the buffer and the results once the last request completes, on the thread
+    /// that completed it ([`IoEngine::submit_then`]).
+    then: Mutex<Option<Then>>,
 }
+
+/// What a batch submitted with [`IoEngine::submit_then`] runs when it completes.
+pub type Then = Box<dyn FnOnce(AlignedBuf, Vec<io::Result<usize>>) + Send>;
 
 /// One read or write of an async batch: `len` bytes at `offset` of `fd`, to or from bytes
 /// `at..at + len` of the batch's buffer.
@@ -79,6 +85,7 @@ impl Batch {
             done: Condvar::new(),
             task: Mutex::new(None),
             owned: Mutex::new(None),
+            then: Mutex::new(None),
         })
     }
 
@@ -88,9 +95,20 @@ impl Batch {
         state.remaining -= 1;
         if state.remaining == 0 {
             self.done.notify_all();
+            let then = lock(&self.then).take();
+            let results = match then {
+                Some(_) => std::mem::take(&mut state.results),
+                None => Vec::new(),
+            };
             drop(state);
             if let Some(task) = lock(&self.task).take() {
                 let _ = task.send(()); // The caller may have stopped waiting: fine.
+            }
+            if let Some(then) = then {
+                match lock(&self.owned).take() {
+                    Some(buf) => then(buf, results),
+                    None => unreachable!("a batch with a `then` owns its buffer"),
+                }
             }
         }
     }
@@ -227,6 +245,51 @@ impl IoEngine {
             Some(buf) => (buf, results),
             None => unreachable!("the batch holds the buffer until the caller takes it"),
         }
+    }
+
+    /// Submits `spans` against `buf` and returns at once; `then` gets the buffer and each
+    /// span's result once all have completed, on the engine's thread (keep it short). The
+    /// buffer is owned by the batch until then, so the caller cannot touch it during the I/O.
+    /// Spans outside the buffer fail at once (and `then` runs on this thread).
+    pub fn submit_then(&self, spans: &[Span], mut buf: AlignedBuf, then: Then) {
+        if let Some(bad) = spans
+            .iter()
+            .find(|s| s.at.checked_add(s.len).is_none_or(|end| end > buf.len()))
+        {
+            let msg = format!("span {bad:?} outside a buffer of {} bytes", buf.len());
+            let results = spans
+                .iter()
+                .map(|_| Err(io::Error::other(msg.clone())))
+                .collect();
+            then(buf, results);
+            return;
+        }
+        if spans.is_empty() {
+            then(buf, Vec::new());
+            return;
+        }
+        let batch = Batch::new(spans.len());
+        let base = buf.as_mut_ptr();
+        *lock(&batch.owned) = Some(buf);
+        *lock(&batch.then) = Some(then);
+        let jobs = spans.iter().enumerate().map(|(index, s)| Job {
+            req: Request {
+                op: s.op,
+                fd: s.fd,
+                offset: s.offset,
+                // SAFETY: `at + len <= buf.len()` (checked above), so the pointer stays in the
+                // buffer, which the batch owns until every request has completed.
+                ptr: unsafe { base.add(s.at) },
+                len: s.len,
+            },
+            batch: Arc::clone(&batch),
+            index,
+        });
+        // A failed send completes the unsent jobs with an error, so `then` still runs.
+        let _ = match self {
+            IoEngine::Uring(ring) => ring.send(jobs),
+            IoEngine::Threads(pool) => pool.send(jobs),
+        };
     }
 
     pub fn name(&self) -> &'static str {

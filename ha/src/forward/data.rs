@@ -940,7 +940,11 @@ impl<D: DataStore> DataStore for ClusterData<D> {
     }
 
     fn losses(&self) -> u64 {
-        self.losses.load(Ordering::SeqCst)
+        // Both only grow: a copy's restart, or this node's own store losing a write it had
+        // acknowledged UNSTABLE.
+        self.losses
+            .load(Ordering::SeqCst)
+            .wrapping_add(self.local.losses())
     }
 
     fn read_at(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {

@@ -96,7 +96,13 @@ pub struct NvmeSettings {
     /// MiB of file data the block cache keeps in memory; 0 turns it off. Default (unset): a
     /// quarter of the machine's memory (or of the cgroup's limit).
     pub cache_mib: Option<u64>,
+    /// MiB of UNSTABLE writes that may be acknowledged before their device write completes
+    /// (COMMIT waits for them); 0: every WRITE replies after its device write. Default 256.
+    pub write_back_mib: u64,
 }
+
+/// The largest `[nvme] write_back_mib`: the set is held in memory.
+pub const WRITE_BACK_MIB_MAX: u64 = 65_536;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +121,7 @@ impl Default for NvmeSettings {
             queue_depth: 256,
             io_threads: 32,
             cache_mib: None,
+            write_back_mib: backend::nvme::WRITE_BACK_DEFAULT >> 20,
         }
     }
 }
@@ -496,6 +503,13 @@ impl Config {
     }
 
     fn finish(&mut self) -> Result<(), ConfigError> {
+        if self.nvme.write_back_mib > WRITE_BACK_MIB_MAX {
+            return Err(ConfigError(format!(
+                "nvme.write_back_mib = {} is over {WRITE_BACK_MIB_MAX}: the writes it holds \
+                 wait in memory; 256 (the default) keeps a disk busy, 0 turns it off",
+                self.nvme.write_back_mib
+            )));
+        }
         if self.exports.is_empty() {
             self.exports.push(ExportConfig::builtin_default());
         }
@@ -842,6 +856,15 @@ mod tests {
         assert_eq!(c.nvme.io_engine, IoEngineKind::IoUring);
         assert_eq!(c.nvme.queue_depth, 64);
         assert_eq!(c.nvme.io_threads, 32);
+        assert_eq!(c.nvme.write_back_mib, 256);
+    }
+
+    #[test]
+    fn write_back_is_bounded_and_can_be_turned_off() {
+        let off = Config::from_toml("[nvme]\nwrite_back_mib = 0").unwrap();
+        assert_eq!(off.nvme.write_back_mib, 0);
+        let err = Config::from_toml("[nvme]\nwrite_back_mib = 70000").unwrap_err();
+        assert!(err.0.contains("nvme.write_back_mib"), "{}", err.0);
     }
 
     #[test]

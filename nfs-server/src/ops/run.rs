@@ -88,6 +88,7 @@ fn nvme_config(config: &Config) -> backend::nvme::NvmeConfig {
     if let Some(mib) = settings.cache_mib {
         nvme.cache_bytes = mib.saturating_mul(1 << 20);
     }
+    nvme.write_back_bytes = settings.write_back_mib << 20;
     nvme.engine = match settings.io_engine {
         crate::ops::config::IoEngineKind::Auto => EngineChoice::Auto,
         crate::ops::config::IoEngineKind::IoUring => EngineChoice::Uring,
