@@ -335,6 +335,8 @@ pub struct NvmeData {
     blocks: BlockCache,
     /// Blocks of UNSTABLE writes acknowledged before their device write completed.
     wb: Arc<WriteBack>,
+    /// `wb.failures()` as of the last flush that reported them.
+    failures_reported: AtomicU64,
     /// (inode, device) -> the physical block where the file's chunk 0 would start on that
     /// device (may be below 0 or past the end: only a placement hint).
     anchors: Mutex<std::collections::HashMap<(u64, u16), i128>>,
@@ -431,6 +433,7 @@ impl NvmeData {
             wb: Arc::new(WriteBack::new(
                 u32::try_from(config.write_back_bytes / BLOCK as u64).unwrap_or(u32::MAX),
             )),
+            failures_reported: AtomicU64::new(0),
         })
     }
 
@@ -464,7 +467,6 @@ impl NvmeData {
         self.devices.iter().map(Device::capacity).sum()
     }
 
-    /// Writes that took the async (staged) path so far.
     /// Holds (`true`) or lets go of background write completions ([`WriteBack::hold`]): a
     /// write acknowledged meanwhile stays "running" for reads and flushes. For tests.
     #[doc(hidden)]
@@ -472,11 +474,19 @@ impl NvmeData {
         self.wb.hold(on);
     }
 
+    /// Treats the completions held by [`NvmeData::hold_write_back`] as failed device
+    /// writes. For tests.
+    #[doc(hidden)]
+    pub fn fail_held_write_back(&self) {
+        self.wb.fail_held();
+    }
+
     /// Blocks of acknowledged UNSTABLE writes whose device write is running.
     pub fn write_back_blocks(&self) -> usize {
         self.wb.held_blocks()
     }
 
+    /// Writes that took the async (staged) path so far.
     pub fn staged_writes(&self) -> u64 {
         self.staged_writes.load(Ordering::Relaxed)
     }
@@ -631,7 +641,7 @@ impl NvmeData {
 
     /// A block's data from memory: a write still running, or the block cache.
     fn in_memory(&self, device: u16, slot: Slot, cached: bool) -> Option<Bytes> {
-        if let Some(data) = self.wb.get((device, slot.physical)) {
+        if let Some(data) = self.wb.get((device, slot.physical), slot.crc) {
             return Some(data);
         }
         cached.then(|| self.blocks.get(device, slot)).flatten()
@@ -788,9 +798,11 @@ impl NvmeData {
             physical.extend(start..start + len);
             at += len as usize;
         }
-        dev.written.store(true, Ordering::SeqCst);
         // SAFETY: requests point at disjoint parts of `buf`, borrowed until `run` returns.
         let results = unsafe { self.io.run(&reqs) };
+        // Only now: a flush that cleared a flag set before the I/O completed would leave the
+        // next one to save this block's map without an fdatasync.
+        dev.written.store(true, Ordering::SeqCst);
         let failed = reqs.iter().zip(results).find_map(|(req, r)| match r {
             Ok(n) if n == req.len => None,
             Ok(n) => Some(Error::Io(format!(
@@ -1215,12 +1227,10 @@ impl NvmeData {
                     &slots,
                     &buf[at * BLOCK..(at + n) * BLOCK],
                 );
-                for (i, &physical) in piece.physical.iter().enumerate() {
+                for (i, (&physical, &crc)) in piece.physical.iter().zip(&piece.crcs).enumerate() {
                     let b = at + i;
-                    held.push((
-                        (piece.device, physical),
-                        data.slice(b * BLOCK..(b + 1) * BLOCK),
-                    ));
+                    let block = data.slice(b * BLOCK..(b + 1) * BLOCK);
+                    held.push(((piece.device, physical), (block, crc)));
                 }
                 at += n;
             }
@@ -1304,8 +1314,8 @@ impl NvmeData {
             let device = state.device;
             if device != piece.device {
                 // Cannot happen (a chunk's device never changes), but never point a map at
-                // another device's blocks.
-                self.release(piece.device, piece.physical);
+                // another device's blocks. They are left allocated (until a restart), not
+                // freed: their write may still be running.
                 return Err(Error::Io(format!("chunk {key:?} moved to another device")));
             }
             let map = state.map.get_or_insert_with(|| ChunkMap::empty(device));
@@ -1347,12 +1357,6 @@ impl NvmeData {
     /// One flush: device data to stable storage, then the chunk maps that point to it.
     fn flush_once(&self) -> Result<()> {
         let keys = std::mem::take(&mut *lock(&self.dirty));
-        // Every write installed in these maps was registered before now: wait for their
-        // data to reach the device before the maps that name it are saved (and before the
-        // blocks they replaced are freed).
-        if let Some(last) = self.wb.last() {
-            self.wb.wait_through(last);
-        }
         // (key, encoded map or None to delete, device, freed blocks)
         let mut changes = Vec::with_capacity(keys.len());
         for key in keys {
@@ -1367,7 +1371,25 @@ impl NvmeData {
             let encoded = state.map.as_ref().map(ChunkMap::encode);
             changes.push((key, encoded, state.device, std::mem::take(&mut state.freed)));
         }
-        let result = self.persist(&changes);
+        // Every block the encoded maps name, and every block they replaced, was installed
+        // under the chunk lock taken above, so its write registered before now: wait for
+        // those writes to reach the device before the maps are saved and the replaced blocks
+        // freed. (Read here, after the maps, not before: a write installed between would
+        // otherwise be saved, and its replaced block freed, while still running.)
+        if let Some(last) = self.wb.last() {
+            self.wb.wait_through(last);
+        }
+        // A background write that failed lost data acknowledged UNSTABLE, perhaps with the
+        // verifier its client has now: no flush that waited for it may report success.
+        let failures = self.wb.failures();
+        let result = if self.failures_reported.swap(failures, Ordering::SeqCst) != failures {
+            Err(Error::Io(
+                "a write acknowledged UNSTABLE failed on the device; its data is lost and                  must be sent again"
+                    .into(),
+            ))
+        } else {
+            self.persist(&changes)
+        };
         if result.is_err() {
             // Keep everything pending so the next flush retries it.
             for (key, _, _, freed) in changes {

@@ -784,3 +784,48 @@ async fn with_write_back_off_no_write_is_acknowledged_before_its_device_write() 
         pattern(1 << 20, 7)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_write_that_fails_moves_the_verifier_and_fails_the_commit_that_waited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_with_write_back(tmp.path(), 256 << 20));
+    let file = create(&s, "f").await;
+    write(&s, &file, 0, &pattern(1 << 20, 8), Stability::FileSync).await;
+    let before = s.write_verifier();
+    s.data().hold_write_back(true);
+    write(&s, &file, 0, &pattern(1 << 20, 9), Stability::Unstable).await;
+    assert_eq!(s.write_verifier(), before, "nothing has failed yet");
+    let commit = {
+        let s = std::sync::Arc::clone(&s);
+        let id = file.id;
+        tokio::spawn(async move { s.commit(id, 0, 0).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    s.data().fail_held_write_back();
+    s.data().hold_write_back(false);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), commit)
+        .await
+        .expect("COMMIT returned")
+        .unwrap();
+    assert!(
+        answer.is_err(),
+        "a COMMIT that waited for a lost write said OK"
+    );
+    let after = s.write_verifier();
+    assert_ne!(
+        after, before,
+        "clients must learn that uncommitted data was lost"
+    );
+    // The client sends its data again; this time it lands, and COMMIT says so.
+    write(&s, &file, 0, &pattern(1 << 20, 9), Stability::Unstable).await;
+    s.commit(file.id, 0, 0).await.unwrap();
+    assert_eq!(
+        s.write_verifier(),
+        after,
+        "a later COMMIT that lost nothing keeps it"
+    );
+    assert_eq!(
+        read(&s, &file, 0, 1 << 20).await.unwrap(),
+        pattern(1 << 20, 9)
+    );
+}

@@ -332,8 +332,11 @@ impl Metrics {
              bytes with overhead), block_cache_memory_bytes (memory taken for blocks, in 2 MiB \
              slabs), block_cache_hits and block_cache_misses (4 KiB block lookups by reads), \
              block_cache_inserts (blocks put in by reads and writes), block_cache_fills_skipped \
-             (blocks left out while the cache's memory was still growing) and \
-             block_cache_evictions",
+             (blocks left out while the cache's memory was still growing), \
+             block_cache_evictions, write_back_writes (UNSTABLE writes acknowledged before their \
+             device write), write_back_blocks (their blocks still being written), \
+             write_back_capacity_blocks (the [nvme] write_back_mib bound) and \
+             write_back_failures (background writes that failed: each changed the write verifier)",
             data.clone(),
         );
 

@@ -105,7 +105,8 @@ impl Batch {
                 let _ = task.send(()); // The caller may have stopped waiting: fine.
             }
             if let Some(then) = then {
-                match lock(&self.owned).take() {
+                let buf = lock(&self.owned).take();
+                match buf {
                     Some(buf) => then(buf, results),
                     None => unreachable!("a batch with a `then` owns its buffer"),
                 }

@@ -40,7 +40,8 @@ pub struct WriteBack {
 struct State {
     next: u64,
     running: BTreeSet<u64>,
-    blocks: HashMap<Key, Bytes>,
+    /// Each block's data and checksum.
+    blocks: HashMap<Key, (Bytes, u32)>,
     /// Completions held back by [`WriteBack::hold`] (tests: a write that stays running).
     held_back: Option<Vec<(Ticket, bool)>>,
 }
@@ -85,7 +86,7 @@ impl WriteBack {
     pub fn begin(
         &self,
         room: OwnedSemaphorePermit,
-        blocks: impl IntoIterator<Item = (Key, Bytes)>,
+        blocks: impl IntoIterator<Item = (Key, (Bytes, u32))>,
     ) -> Ticket {
         let mut state = self.lock();
         let seq = state.next;
@@ -142,12 +143,26 @@ impl WriteBack {
         }
     }
 
-    /// The data of a block whose write is still running.
-    pub fn get(&self, key: Key) -> Option<Bytes> {
+    /// Marks the completions held back by [`WriteBack::hold`] as failed (tests: a device
+    /// that refused a write already acknowledged).
+    pub fn fail_held(&self) {
+        if let Some(held) = self.lock().held_back.as_mut() {
+            for (_, ok) in held.iter_mut() {
+                *ok = false;
+            }
+        }
+    }
+
+    /// The data of a block whose write is still running, if it has checksum `crc` (a
+    /// lock-free reader's copy of a map may name a block since freed and written again).
+    pub fn get(&self, key: Key, crc: u32) -> Option<Bytes> {
         if self.held.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        self.lock().blocks.get(&key).cloned()
+        match self.lock().blocks.get(&key) {
+            Some((data, c)) if *c == crc => Some(data.clone()),
+            _ => None,
+        }
     }
 
     /// The last write registered so far (`None`: none ever was).
@@ -192,8 +207,8 @@ impl WriteBack {
 mod tests {
     use super::*;
 
-    fn block(byte: u8) -> Bytes {
-        Bytes::from(vec![byte; 4096])
+    fn block(byte: u8) -> (Bytes, u32) {
+        (Bytes::from(vec![byte; 4096]), u32::from(byte))
     }
 
     #[tokio::test]
@@ -201,10 +216,14 @@ mod tests {
         let wb = WriteBack::new(16);
         let room = wb.room(2).await;
         let t = wb.begin(room, [((0, 7), block(1)), ((0, 8), block(2))]);
-        assert_eq!(wb.get((0, 8)).unwrap()[0], 2);
+        assert_eq!(wb.get((0, 8), 2).unwrap()[0], 2);
+        assert!(
+            wb.get((0, 8), 9).is_none(),
+            "another checksum: another block's data"
+        );
         assert_eq!(wb.held_blocks(), 2);
         wb.end(t, true);
-        assert!(wb.get((0, 8)).is_none());
+        assert!(wb.get((0, 8), 2).is_none());
         assert_eq!(wb.held_blocks(), 0);
         assert_eq!(wb.failures(), 0);
     }
