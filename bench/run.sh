@@ -11,6 +11,7 @@
 #      SLUICE_REV=text        how the report names that binary's source (e.g. a commit)
 #      SLUICE_METADATA=log    run Sluice's metadata through the metadata log ([cluster] metadata)
 #      SLUICE_CACHE_MIB=n     Sluice's block cache size ([nvme] cache_mib; 0: off)
+#      SLUICE_WRITE_BACK_MIB=n  UNSTABLE writes acknowledged before their device write ([nvme] write_back_mib; 0: off)
 #      BENCH_WORK=/var/tmp/sluice-bench   data dirs and state (must be on a real disk, not tmpfs)
 #      NFSSERVE_BIN=path      use this nfsserve directory server instead of building bench/nfsserve-dir
 #      PEERS=<repo>/../shared/peers   REPS=, JOBS=, SEQ_MB=, RUNTIME=, META_N=, META_P=, LIST_N=,
@@ -177,8 +178,10 @@ start_sluice() {
   if [ -n "${SLUICE_METADATA:-}" ]; then
     printf '[cluster]\nmetadata = "%s"\n' "$SLUICE_METADATA" >>"$WORK/sluice.toml"
   fi
-  if [ -n "${SLUICE_CACHE_MIB:-}" ]; then
-    printf '[nvme]\ncache_mib = %s\n' "$SLUICE_CACHE_MIB" >>"$WORK/sluice.toml"
+  if [ -n "${SLUICE_CACHE_MIB:-}${SLUICE_WRITE_BACK_MIB:-}" ]; then
+    printf '[nvme]\n' >>"$WORK/sluice.toml"
+    [ -z "${SLUICE_CACHE_MIB:-}" ] || printf 'cache_mib = %s\n' "$SLUICE_CACHE_MIB" >>"$WORK/sluice.toml"
+    [ -z "${SLUICE_WRITE_BACK_MIB:-}" ] || printf 'write_back_mib = %s\n' "$SLUICE_WRITE_BACK_MIB" >>"$WORK/sluice.toml"
   fi
   SLOG=$LOG/sluice.$1.log
   SLUICE_LOG=${SLUICE_LOG:-info} ip netns exec $ns "$SLUICE" serve --config "$WORK/sluice.toml" \

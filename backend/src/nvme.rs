@@ -983,6 +983,18 @@ impl NvmeData {
         }
     }
 
+    /// [`NvmeData::chunk`] from an async task: the worker hands its other tasks over first
+    /// (`block_in_place`) when the map must come from redb. `None` on a runtime where that
+    /// is not possible (the caller takes the blocking path).
+    fn chunk_off_runtime(&self, key: (u64, u64)) -> Result<Option<ChunkRef>> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread {
+            return Ok(None);
+        }
+        tokio::task::block_in_place(|| self.chunk(key)).map(Some)
+    }
+
     /// Reads without blocking the caller: the I/O completes on the engine's thread and wakes
     /// the task. The slots are copied, not locked, during the I/O, so a block may be freed and
     /// reused meanwhile (after a flush); its checksum then fails, the plan is taken again, and
@@ -1146,10 +1158,18 @@ impl NvmeData {
             let index = block / CHUNK_BLOCKS as u64;
             let first = (block % CHUNK_BLOCKS as u64) as usize;
             let n = (CHUNK_BLOCKS - first).min(left);
-            let device = match lock(&self.cache).get(&(ino, index)) {
-                Some(chunk) => chunk.read().unwrap_or_else(|e| e.into_inner()).device,
-                None => return Ok(None),
+            // A chunk not in memory (every chunk of a file being written for the first time)
+            // is loaded off the runtime, as a read's plan is, instead of sending the whole
+            // write to the blocking path.
+            let cached = lock(&self.cache).get(&(ino, index)).cloned();
+            let chunk = match cached {
+                Some(chunk) => chunk,
+                None => match self.chunk_off_runtime((ino, index))? {
+                    Some(chunk) => chunk,
+                    None => return Ok(None),
+                },
             };
+            let device = chunk.read().unwrap_or_else(|e| e.into_inner()).device;
             pieces.push((index, first, n, device));
             block += n as u64;
             left -= n;
