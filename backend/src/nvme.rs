@@ -1238,7 +1238,7 @@ impl NvmeData {
             // for this write before it saves a map that does (and only then can free them):
             // their cache entries are right from the start.
             let mut at = 0usize;
-            let mut held = Vec::with_capacity(blocks);
+            let mut held = Vec::new();
             for piece in &staged {
                 let n = piece.physical.len();
                 let slots = slots_of(&piece.physical, &piece.crcs);
@@ -1247,10 +1247,19 @@ impl NvmeData {
                     &slots,
                     &buf[at * BLOCK..(at + n) * BLOCK],
                 );
-                for (i, (&physical, &crc)) in piece.physical.iter().zip(&piece.crcs).enumerate() {
-                    let b = at + i;
-                    let block = data.slice(b * BLOCK..(b + 1) * BLOCK);
-                    held.push(((piece.device, physical), (block, crc)));
+                // One run per stretch of consecutive physical blocks.
+                let mut i = 0;
+                while i < n {
+                    let mut j = i + 1;
+                    while j < n && piece.physical[j] == piece.physical[i] + (j - i) as u64 {
+                        j += 1;
+                    }
+                    held.push(writeback::Run {
+                        first: (piece.device, piece.physical[i]),
+                        data: data.slice((at + i) * BLOCK..(at + j) * BLOCK),
+                        crcs: piece.crcs[i..j].to_vec(),
+                    });
+                    i = j;
                 }
                 at += n;
             }

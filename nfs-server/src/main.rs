@@ -73,7 +73,31 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
+/// glibc's malloc serves each 1 MiB WRITE's receive buffer from fresh memory: buffers at or
+/// above its (adaptive) mmap threshold are unmapped when freed, and a heap whose top is free
+/// past the trim threshold gives it back, so the next record faults its pages in again
+/// (measured: 4 x 1 GiB saved twice, 490 000-730 000 minor faults and 5.9-8.0 s of server CPU;
+/// with these settings 64 000-97 000 faults and 4.7-6.1 s). Buffers below 4 MiB therefore
+/// come from the heap, and up to 128 MiB of free heap is kept for the next ones. An operator's
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` wins.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set = |name: &str| std::env::var_os(name).is_some();
+        if set("MALLOC_MMAP_THRESHOLD_") || set("MALLOC_TRIM_THRESHOLD_") {
+            return;
+        }
+        // SAFETY: mallopt only changes two of the allocator's tunables; it is called before
+        // the runtime starts any thread, and both values are in the ranges glibc accepts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        }
+    }
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
+    tune_malloc();
     let mut config = match &args.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,

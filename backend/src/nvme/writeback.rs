@@ -11,7 +11,7 @@
 //! A failed background write counts as a loss ([`WriteBack::failures`]): the store's write
 //! verifier moves with it, so clients send their uncommitted writes again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -20,6 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// (device, physical block).
 pub type Key = (u16, u64);
+
+const BLOCK: usize = 4096;
 
 /// The blocks whose device write is queued or running.
 pub struct WriteBack {
@@ -40,16 +42,26 @@ pub struct WriteBack {
 struct State {
     next: u64,
     running: BTreeSet<u64>,
-    /// Each block's data and checksum.
-    blocks: HashMap<Key, (Bytes, u32)>,
+    /// Runs of blocks by their first block: one or a few per write, so registering and
+    /// ending a 1 MiB write is a few map operations, not 256.
+    runs: BTreeMap<Key, Run>,
     /// Completions held back by [`WriteBack::hold`] (tests: a write that stays running).
     held_back: Option<Vec<(Ticket, bool)>>,
+}
+
+/// Consecutive blocks of one device, from `first` on: their data (whole blocks) and each
+/// block's checksum.
+pub struct Run {
+    pub first: Key,
+    pub data: Bytes,
+    pub crcs: Vec<u32>,
 }
 
 /// A registered write: hand it to [`WriteBack::end`] when its I/O has completed.
 pub struct Ticket {
     seq: u64,
     keys: Vec<Key>,
+    blocks: usize,
     _room: OwnedSemaphorePermit,
 }
 
@@ -83,25 +95,25 @@ impl WriteBack {
 
     /// Registers the data of blocks about to be written; reads find them here until
     /// [`WriteBack::end`].
-    pub fn begin(
-        &self,
-        room: OwnedSemaphorePermit,
-        blocks: impl IntoIterator<Item = (Key, (Bytes, u32))>,
-    ) -> Ticket {
+    pub fn begin(&self, room: OwnedSemaphorePermit, runs: Vec<Run>) -> Ticket {
         let mut state = self.lock();
         let seq = state.next;
         state.next += 1;
         state.running.insert(seq);
-        let mut keys = Vec::new();
-        for (key, data) in blocks {
-            state.blocks.insert(key, data);
-            keys.push(key);
+        let mut keys = Vec::with_capacity(runs.len());
+        let mut blocks = 0;
+        for run in runs {
+            debug_assert_eq!(run.data.len(), run.crcs.len() * BLOCK);
+            blocks += run.crcs.len();
+            keys.push(run.first);
+            state.runs.insert(run.first, run);
         }
-        self.held.fetch_add(keys.len(), Ordering::SeqCst);
+        self.held.fetch_add(blocks, Ordering::SeqCst);
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ticket {
             seq,
             keys,
+            blocks,
             _room: room,
         }
     }
@@ -117,10 +129,10 @@ impl WriteBack {
             self.failures.fetch_add(1, Ordering::SeqCst);
         }
         for key in &ticket.keys {
-            state.blocks.remove(key);
+            state.runs.remove(key);
         }
         state.running.remove(&ticket.seq);
-        self.held.fetch_sub(ticket.keys.len(), Ordering::SeqCst);
+        self.held.fetch_sub(ticket.blocks, Ordering::SeqCst);
         drop(state);
         self.done.notify_all();
         // The permit goes with the ticket: room for the next write.
@@ -159,10 +171,13 @@ impl WriteBack {
         if self.held.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        match self.lock().blocks.get(&key) {
-            Some((data, c)) if *c == crc => Some(data.clone()),
-            _ => None,
+        let state = self.lock();
+        let (first, run) = state.runs.range(..=key).next_back()?;
+        let i = usize::try_from(key.1 - first.1).ok()?;
+        if first.0 != key.0 || run.crcs.get(i) != Some(&crc) {
+            return None;
         }
+        Some(run.data.slice(i * BLOCK..(i + 1) * BLOCK))
     }
 
     /// The last write registered so far (`None`: none ever was).
@@ -207,20 +222,31 @@ impl WriteBack {
 mod tests {
     use super::*;
 
-    fn block(byte: u8) -> (Bytes, u32) {
-        (Bytes::from(vec![byte; 4096]), u32::from(byte))
+    /// A run of `n` blocks from `first` on device 0, block i filled with `byte + i`, its
+    /// "checksum" `byte + i`.
+    fn run(first: u64, n: u8, byte: u8) -> Vec<Run> {
+        let data: Vec<u8> = (0..n).flat_map(|i| vec![byte + i; BLOCK]).collect();
+        vec![Run {
+            first: (0, first),
+            data: Bytes::from(data),
+            crcs: (0..n).map(|i| u32::from(byte + i)).collect(),
+        }]
     }
 
     #[tokio::test]
     async fn a_block_is_found_until_its_write_ends() {
         let wb = WriteBack::new(16);
         let room = wb.room(2).await;
-        let t = wb.begin(room, [((0, 7), block(1)), ((0, 8), block(2))]);
-        assert_eq!(wb.get((0, 8), 2).unwrap()[0], 2);
+        let t = wb.begin(room, run(7, 2, 1));
+        assert_eq!(wb.get((0, 7), 1).unwrap()[0], 1);
+        assert_eq!(wb.get((0, 8), 2).unwrap()[..], [2u8; BLOCK][..]);
         assert!(
             wb.get((0, 8), 9).is_none(),
             "another checksum: another block's data"
         );
+        assert!(wb.get((0, 9), 3).is_none(), "past the run");
+        assert!(wb.get((0, 6), 1).is_none(), "before the run");
+        assert!(wb.get((1, 7), 1).is_none(), "another device");
         assert_eq!(wb.held_blocks(), 2);
         wb.end(t, true);
         assert!(wb.get((0, 8), 2).is_none());
@@ -231,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_waits_for_room_and_gets_it_when_another_ends() {
         let wb = Arc::new(WriteBack::new(4));
-        let first = wb.begin(wb.room(3).await, [((0, 1), block(1))]);
+        let first = wb.begin(wb.room(3).await, run(1, 1, 1));
         let waiting = {
             let wb = Arc::clone(&wb);
             tokio::spawn(async move { wb.room(2).await })
@@ -249,9 +275,9 @@ mod tests {
     #[tokio::test]
     async fn waiting_through_a_write_ignores_later_ones_and_counts_failures() {
         let wb = Arc::new(WriteBack::new(8));
-        let a = wb.begin(wb.room(1).await, [((0, 1), block(1))]);
+        let a = wb.begin(wb.room(1).await, run(1, 1, 1));
         let upto = wb.last().unwrap();
-        let b = wb.begin(wb.room(1).await, [((0, 2), block(2))]);
+        let b = wb.begin(wb.room(1).await, run(2, 1, 2));
         let waiter = {
             let wb = Arc::clone(&wb);
             std::thread::spawn(move || wb.wait_through(upto))
