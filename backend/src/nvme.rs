@@ -1200,7 +1200,13 @@ impl NvmeData {
                     for (device, start, len) in allocated {
                         lock(&self.free[usize::from(device)]).release(start, len);
                     }
-                    return Err(e);
+                    // The free-space check above races other writers: the blocking path
+                    // flushes (freeing blocks that wait for one) before it gives up.
+                    return if e == Error::NoSpace {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    };
                 }
             };
             let fd = self.devices[usize::from(device)].file.as_raw_fd();

@@ -79,12 +79,17 @@ fn check_config(file: &Path) -> ExitCode {
 /// (measured: 4 x 1 GiB saved twice, 490 000-730 000 minor faults and 5.9-8.0 s of server CPU;
 /// with these settings 64 000-97 000 faults and 4.7-6.1 s). Buffers below 4 MiB therefore
 /// come from the heap, and up to 128 MiB of free heap is kept for the next ones. An operator's
-/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` wins.
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` (or any `glibc.malloc.` tunable) wins.
+/// Each thread's arena may keep up to the trim threshold of freed memory.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let set = |name: &str| std::env::var_os(name).is_some();
-        if set("MALLOC_MMAP_THRESHOLD_") || set("MALLOC_TRIM_THRESHOLD_") {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if set("MALLOC_MMAP_THRESHOLD_")
+            || set("MALLOC_TRIM_THRESHOLD_")
+            || tunables.contains("glibc.malloc.")
+        {
             return;
         }
         // SAFETY: mallopt only changes two of the allocator's tunables; it is called before

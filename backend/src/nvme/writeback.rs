@@ -172,9 +172,10 @@ impl WriteBack {
             return None;
         }
         let state = self.lock();
-        let (first, run) = state.runs.range(..=key).next_back()?;
+        // Only runs of the same device: one of a lower device sorts before every key here.
+        let (first, run) = state.runs.range((key.0, 0)..=key).next_back()?;
         let i = usize::try_from(key.1 - first.1).ok()?;
-        if first.0 != key.0 || run.crcs.get(i) != Some(&crc) {
+        if run.crcs.get(i) != Some(&crc) {
             return None;
         }
         Some(run.data.slice(i * BLOCK..(i + 1) * BLOCK))
@@ -247,6 +248,10 @@ mod tests {
         assert!(wb.get((0, 9), 3).is_none(), "past the run");
         assert!(wb.get((0, 6), 1).is_none(), "before the run");
         assert!(wb.get((1, 7), 1).is_none(), "another device");
+        assert!(
+            wb.get((1, 2), 1).is_none(),
+            "a lower block of a higher device"
+        );
         assert_eq!(wb.held_blocks(), 2);
         wb.end(t, true);
         assert!(wb.get((0, 8), 2).is_none());
