@@ -88,8 +88,9 @@ pub struct ClusterData<D> {
     drops: Mutex<BTreeSet<(u64, u64)>>,
     /// When a copy last left a layout (a change that failed meanwhile is tried again).
     last_drop: Mutex<Option<Instant>>,
-    /// Writes staged on this node's store only and not yet installed (see `fill`).
-    staging: Arc<AtomicU64>,
+    /// Writes staged on this node's store only and not yet installed, per inode (see
+    /// `fill`). Per inode, so a rebuild copying one file never waits on saves to others.
+    staging: Arc<Mutex<HashMap<u64, u64>>>,
     /// The background scrub's rate (bytes per second, every copy counted; 0: off) and the
     /// least time between the starts of two passes (see [`scrub`]).
     scrub_rate: u64,
@@ -182,19 +183,25 @@ struct ClusterStaged {
     _guard: StagingGuard,
 }
 
-/// One staged write in flight (counted in `ClusterData::staging` while it lives).
-struct StagingGuard(Arc<AtomicU64>);
+/// One staged write to an inode in flight (counted in `ClusterData::staging` while it lives).
+struct StagingGuard(Arc<Mutex<HashMap<u64, u64>>>, u64);
 
 impl StagingGuard {
-    fn new(count: &Arc<AtomicU64>) -> StagingGuard {
-        count.fetch_add(1, Ordering::SeqCst);
-        StagingGuard(Arc::clone(count))
+    fn new(counts: &Arc<Mutex<HashMap<u64, u64>>>, ino: u64) -> StagingGuard {
+        *lock(counts).entry(ino).or_insert(0) += 1;
+        StagingGuard(Arc::clone(counts), ino)
     }
 }
 
 impl Drop for StagingGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut counts = lock(&self.0);
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -256,7 +263,7 @@ impl<D: DataStore> ClusterData<D> {
             unreachable: Mutex::new(HashMap::new()),
             drops: Mutex::new(BTreeSet::new()),
             last_drop: Mutex::new(None),
-            staging: Arc::new(AtomicU64::new(0)),
+            staging: Arc::new(Mutex::new(HashMap::new())),
             scrub_rate: 0,
             scrub_every: Duration::from_secs(7 * 24 * 3600),
             rebuild: Mutex::new(RebuildProgress::default()),
@@ -480,7 +487,7 @@ impl<D: DataStore> ClusterData<D> {
         // Writes staged on this node alone before `filling` named the new node would be
         // installed only here, possibly behind a piece already copied: wait for them.
         let waited = Instant::now();
-        while self.staging.load(Ordering::SeqCst) > 0 {
+        while lock(&self.staging).contains_key(&ino) {
             if waited.elapsed() > Duration::from_secs(5) {
                 return Err(Error::Unavailable);
             }
@@ -1007,7 +1014,7 @@ impl<D: DataStore> DataStore for ClusterData<D> {
         // Counted before the check: a rebuild that starts filling a new copy of this file
         // after the check waits for the count to drop (see `fill`), so no staged write lands
         // on the old copy only, behind a piece already copied.
-        let guard = StagingGuard::new(&self.staging);
+        let guard = StagingGuard::new(&self.staging, ino);
         if !self.only_here(ino)? {
             // Written to every copy, on the blocking path.
             return Ok(None);
