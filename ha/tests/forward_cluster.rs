@@ -16,7 +16,7 @@ use backend::local::LocalData;
 use backend::{CreateMode, Cred, Error, FileId, NodeKind, SetAttr, Stability, Store};
 use bytes::Bytes;
 use ha::forward::wire::{Answer, Call};
-use ha::forward::{ClusterData, ClusterStore, HeldData, Peers};
+use ha::forward::{on_target, ClusterData, ClusterStore, HeldData, Peers, TargetEpoch};
 use ha::metalog::rpc::ClusterKey;
 use ha::metalog::{Cluster, RaftMeta, Tuning};
 
@@ -909,4 +909,91 @@ async fn a_file_s_copies_go_to_distinct_failure_domains_while_there_are_enough()
             "file {k}"
         );
     }
+}
+
+/// A tag for floating target "ckpt" at `epoch`.
+fn ckpt(epoch: u64) -> TargetEpoch {
+    TargetEpoch {
+        name: "ckpt".into(),
+        epoch,
+    }
+}
+
+async fn write_as(
+    store: &Node,
+    t: TargetEpoch,
+    file: FileId,
+    bytes: &'static [u8],
+) -> backend::Result<()> {
+    let data = Bytes::from_static(bytes);
+    on_target(
+        t,
+        store.write(&Cred::root(), file, 0, data, Stability::FileSync),
+    )
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_new_owner_fenced_a_floating_target_the_earlier_owner_s_calls_are_refused_by_this_writer_and_the_next(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let root = nodes[0].1.root();
+    let l = leader(&nodes).expect("a leader");
+    // Both owners are followers: their calls are shipped to the leader with their tags.
+    let (old, new) = ((l + 1) % 3, (l + 2) % 3);
+    let file = on_target(ckpt(5), create(&nodes[old].1, root, "f"))
+        .await
+        .unwrap();
+    write_as(&nodes[old].1, ckpt(5), file, b"old")
+        .await
+        .unwrap();
+
+    nodes[new].1.fence_target(ckpt(9)).await.unwrap();
+    assert_eq!(
+        write_as(&nodes[old].1, ckpt(5), file, b"stale").await,
+        Err(Error::Fenced)
+    );
+    assert_eq!(
+        on_target(ckpt(5), create(&nodes[old].1, root, "g")).await,
+        Err(Error::Fenced)
+    );
+    // On the leader itself (its calls run on its engine without shipping) alike.
+    assert_eq!(
+        write_as(&nodes[l].1, ckpt(5), file, b"stale").await,
+        Err(Error::Fenced)
+    );
+    // Reads are not refused; the new owner's calls, untagged calls and another target's run.
+    let read = on_target(ckpt(5), nodes[old].1.read(&Cred::root(), file, 0, 16))
+        .await
+        .unwrap();
+    assert_eq!(&read.data[..], b"old");
+    write_as(&nodes[new].1, ckpt(9), file, b"new")
+        .await
+        .unwrap();
+    create(&nodes[old].1, root, "untagged").await.unwrap();
+    let other = TargetEpoch {
+        name: "other".into(),
+        epoch: 1,
+    };
+    on_target(other, create(&nodes[old].1, root, "other"))
+        .await
+        .unwrap();
+    // An owner older than the fence cannot fence the target back; a retry of the fence can.
+    assert_eq!(nodes[old].1.fence_target(ckpt(7)).await, Err(Error::Fenced));
+    nodes[new].1.fence_target(ckpt(9)).await.unwrap();
+    assert_eq!(nodes[l].1.target_calls_fenced(), 3);
+
+    // The floor is in the log: the next leader refuses the earlier owner too.
+    let next = hand_over(&nodes, l).await;
+    for (_, store) in &nodes {
+        assert_eq!(
+            write_as(store, ckpt(5), file, b"stale").await,
+            Err(Error::Fenced)
+        );
+    }
+    assert_eq!(nodes[next].1.target_calls_fenced(), 3);
+    let read = nodes[old].1.read(&Cred::root(), file, 0, 16).await.unwrap();
+    assert_eq!(&read.data[..], b"new");
 }

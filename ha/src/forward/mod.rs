@@ -38,6 +38,7 @@
 //!   with data calls ([`ClusterData`]); reads go on from the other copies while one is down.
 
 pub mod data;
+pub mod fence;
 pub mod wire;
 
 pub use self::data::{
@@ -64,7 +65,25 @@ use crate::metalog::net::{self, CallFuture, Calls};
 use crate::metalog::rpc::Kind;
 use crate::metalog::RaftMeta;
 
+pub use self::wire::TargetEpoch;
 use self::wire::{Answer, Call};
+
+tokio::task_local! {
+    /// The floating target whose client the calls of this task serve ([`on_target`]).
+    static ON_TARGET: TargetEpoch;
+}
+
+/// Runs `f` (calls on a [`ClusterStore`]) on behalf of floating target `t` as its owner at
+/// `t.epoch`: every call of `f` that changes anything carries the tag to the writer, which
+/// refuses it once a later owner fenced the target ([`ClusterStore::fence_target`]).
+pub async fn on_target<F: std::future::Future>(t: TargetEpoch, f: F) -> F::Output {
+    ON_TARGET.scope(t, f).await
+}
+
+/// The tag of the calls of this task, if they serve a floating target.
+fn current_target() -> Option<TargetEpoch> {
+    ON_TARGET.try_with(Clone::clone).ok()
+}
 
 /// How long a call waits for a leader (an election takes 0.3-0.6 s) before it answers
 /// `Unavailable` and the client retries.
@@ -183,6 +202,11 @@ pub struct ClusterStore<E> {
     /// The newest writer term seen in a data call, and data calls refused as older.
     data_epoch: AtomicU64,
     fenced: AtomicU64,
+    /// While this node writes: each floating target's floor and the tagged calls running
+    /// ([`fence`]); woken when one of those calls ends. Calls refused below a floor.
+    fences: Mutex<fence::Fences>,
+    fence_left: tokio::sync::Notify,
+    target_fenced: AtomicU64,
     /// The rebuild of lost copies, while this node writes: copies made and their bytes, and
     /// what the last pass left degraded or failed.
     copies: Mutex<CopiesTotals>,
@@ -225,6 +249,9 @@ impl<E: Writer> ClusterStore<E> {
             boot,
             data_epoch: AtomicU64::new(0),
             fenced: AtomicU64::new(0),
+            fences: Mutex::default(),
+            fence_left: tokio::sync::Notify::new(),
+            target_fenced: AtomicU64::new(0),
             copies: Mutex::default(),
             node: meta.node(),
             meta: Arc::clone(&meta),
@@ -403,7 +430,12 @@ impl<E: Writer> ClusterStore<E> {
     /// reports.
     async fn ship(&self, addr: &str, call: &Call, request: Option<RequestId>) -> Result<Answer> {
         self.shipped.fetch_add(1, Ordering::Relaxed);
-        let (verifier, answer) = self.peers.call_as(addr, call, request).await?;
+        let envelope = wire::Envelope {
+            request,
+            epoch: None,
+            target: gated(call).then(current_target).flatten(),
+        };
+        let (verifier, answer) = self.peers.call_with(addr, call, envelope).await?;
         self.verifier
             .store(u64::from_be_bytes(verifier), Ordering::Relaxed);
         Ok(answer)
@@ -423,11 +455,26 @@ impl<E: Writer> ClusterStore<E> {
         let mut tried = false;
         loop {
             match self.route(call.reads(), deadline).await? {
+                Route::Local(engine) if matches!(call, Call::FenceTarget(_)) => {
+                    let Call::FenceTarget(t) = call else {
+                        unreachable!()
+                    };
+                    return Ok(self.raise_fence(engine, t).await);
+                }
                 Route::Local(engine) if request.is_none() => {
+                    let tag = gated(&call).then(current_target).flatten();
+                    let _admitted = match self.admit(engine, tag).await {
+                        Ok(admitted) => admitted,
+                        Err(e) => return Ok(Answer::Failed(e)),
+                    };
                     return Ok(execute(engine, call).await);
                 }
                 Route::Local(engine) => {
-                    let answer = self.run(engine, call.clone(), request, tried).await;
+                    let tag = gated(&call).then(current_target).flatten();
+                    let answer = match self.admit(engine, tag).await {
+                        Ok(_admitted) => self.run(engine, call.clone(), request, tried).await,
+                        Err(e) => Answer::Failed(e),
+                    };
                     tried = true;
                     match answer {
                         // This node lost its leadership while the batch committed: the next
@@ -607,6 +654,7 @@ impl Peers {
         let envelope = wire::Envelope {
             request,
             epoch: None,
+            target: None,
         };
         self.call_with(addr, call, envelope).await
     }
@@ -622,6 +670,7 @@ impl Peers {
         let envelope = wire::Envelope {
             request: None,
             epoch: Some(term),
+            target: None,
         };
         self.call_with(addr, call, envelope).await
     }
@@ -876,6 +925,8 @@ async fn execute<S: Store>(store: &S, call: Call) -> Answer {
             done(store.set_replication(dir, copies).await, |()| Answer::Done)
         }
         Call::Replication(id) => done(store.replication(id).await, Answer::Replication),
+        // Answered by the cluster store itself (`ClusterStore::raise_fence`).
+        Call::FenceTarget(_) => Answer::Failed(Error::Invalid),
         // Data calls go to the holder's data store (`serve_data`), never to a writer.
         Call::DataRead { .. }
         | Call::DataWrite { .. }
@@ -907,7 +958,7 @@ impl<E: Writer> Calls for ClusterStore<E> {
                     },
                 ),
                 Ok((envelope, call)) => {
-                    let answer = self.answer_shipped(call, envelope.request).await;
+                    let answer = self.answer_shipped(call, envelope).await;
                     (self.write_verifier(), answer)
                 }
             };
@@ -942,13 +993,138 @@ impl<E: Writer> ClusterStore<E> {
     /// A call another node shipped here: answered by the engine while this node leads, else
     /// refused with `Unavailable`, and the caller asks the next leader. Never shipped on:
     /// two nodes that each believe the other leads must not bounce a call between them.
-    async fn answer_shipped(&self, call: Call, request: Option<RequestId>) -> Answer {
+    async fn answer_shipped(&self, call: Call, envelope: wire::Envelope) -> Answer {
         self.answered.fetch_add(1, Ordering::Relaxed);
-        match self.here(call.reads()).await {
-            // A peer cannot tell whether an earlier try ran: always look.
-            Some(engine) => self.run(engine, call, request, true).await,
-            None => Answer::Failed(Error::Unavailable),
+        let Some(engine) = self.here(call.reads()).await else {
+            return Answer::Failed(Error::Unavailable);
+        };
+        if let Call::FenceTarget(t) = call {
+            return self.raise_fence(engine, t).await;
         }
+        let tag = envelope.target.filter(|_| gated(&call));
+        match self.admit(engine, tag).await {
+            // A peer cannot tell whether an earlier try ran: always look.
+            Ok(_admitted) => self.run(engine, call, envelope.request, true).await,
+            Err(e) => Answer::Failed(e),
+        }
+    }
+
+    /// Fences floating target `t.name` at epoch `t.epoch` on the writer, for its new owner
+    /// to call before it serves the target: from then on the writer refuses the target's
+    /// calls tagged with a lower epoch, none of those is still running when this returns,
+    /// and the floor is in the metadata log (so the next writer refuses them too).
+    /// `Fenced` when a greater epoch fenced the target already; `Unavailable` when older
+    /// calls did not end within [`ROUTE_WAIT`] or no writer answered (the caller retries).
+    pub async fn fence_target(&self, t: TargetEpoch) -> Result<()> {
+        match self.dispatch(Call::FenceTarget(t)).await? {
+            Answer::Done => Ok(()),
+            Answer::Failed(e) => Err(e),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Calls refused because a later owner of their target had fenced it.
+    pub fn target_calls_fenced(&self) -> u64 {
+        self.target_fenced.load(Ordering::Relaxed)
+    }
+
+    /// Admits a call tagged `tag` on the local engine: refused (`Fenced`) below its target's
+    /// floor, else counted as running until the returned guard drops.
+    async fn admit(&self, engine: &E, tag: Option<TargetEpoch>) -> Result<Option<Admitted<'_>>> {
+        let Some(t) = tag else {
+            return Ok(None);
+        };
+        let term = self.learn_floor(engine, &t).await?;
+        let entered = lock(&self.fences).enter(&t);
+        match entered {
+            Ok(()) => Ok(Some(Admitted {
+                fences: &self.fences,
+                left: &self.fence_left,
+                term,
+                t,
+            })),
+            Err(floor) => {
+                self.target_fenced.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target = %t.name, epoch = t.epoch, floor,
+                    "a call from an earlier owner of the floating target was refused"
+                );
+                Err(Error::Fenced)
+            }
+        }
+    }
+
+    /// Makes sure the floor of `t`'s target is known in the term this node writes in (read
+    /// from the metadata log the first time in a term); returns that term.
+    async fn learn_floor(&self, engine: &E, t: &TargetEpoch) -> Result<u64> {
+        let term = *self.serving.borrow();
+        if !lock(&self.fences).knows(term, &t.name) {
+            let floor = match engine.doc(&fence::floor_key(&t.name)).await? {
+                Some((version, _)) => version,
+                None => 0,
+            };
+            lock(&self.fences).learn(term, &t.name, floor);
+        }
+        Ok(term)
+    }
+
+    /// [`ClusterStore::fence_target`] on the writer.
+    async fn raise_fence(&self, engine: &E, t: TargetEpoch) -> Answer {
+        let raised = async {
+            self.learn_floor(engine, &t).await?;
+            let raised = lock(&self.fences).raise(&t);
+            if let Err(floor) = raised {
+                tracing::warn!(
+                    target = %t.name, epoch = t.epoch, floor,
+                    "a floating target was fenced already by a later owner"
+                );
+                return Err(Error::Fenced);
+            }
+            let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+            loop {
+                let left = self.fence_left.notified();
+                tokio::pin!(left);
+                left.as_mut().enable();
+                if lock(&self.fences).drained(&t) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, left).await.is_err() {
+                    return Err(Error::Unavailable);
+                }
+            }
+            let floor = t.epoch.to_le_bytes().to_vec();
+            engine
+                .put_doc(&fence::floor_key(&t.name), t.epoch, floor)
+                .await
+        };
+        match raised.await {
+            Ok(()) => {
+                tracing::info!(target = %t.name, epoch = t.epoch, "floating target fenced at its new owner's epoch");
+                Answer::Done
+            }
+            Err(e) => Answer::Failed(e),
+        }
+    }
+}
+
+/// Whether a call made on a floating target's behalf is checked against the target's floor:
+/// every call that changes anything (reads change nothing, data calls go between nodes).
+fn gated(call: &Call) -> bool {
+    !call.reads() && !call.is_data() && !matches!(call, Call::FenceTarget(_))
+}
+
+/// A call admitted past its target's floor, counted as running while this lives.
+struct Admitted<'a> {
+    fences: &'a Mutex<fence::Fences>,
+    left: &'a tokio::sync::Notify,
+    term: u64,
+    t: TargetEpoch,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        lock(self.fences).leave(self.term, &self.t);
+        self.left.notify_waiters();
     }
 }
 
@@ -1235,6 +1411,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         guard: Option<Timestamp>,
     ) -> Result<Wcc> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.setattr(cred, id, attr, guard).await;
         }
         let call = Call::Setattr {
@@ -1319,6 +1496,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         stability: Stability,
     ) -> Result<WriteResult> {
         if let Some(engine) = self.local() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.write(cred, id, offset, data, stability).await;
         }
         let call = Call::Write {
@@ -1341,6 +1519,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         mode: CreateMode,
     ) -> Result<(Attr, Wcc)> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.create(cred, dir, name, kind, attr, mode).await;
         }
         let call = Call::Create {
@@ -1356,6 +1535,7 @@ impl<E: Writer> Store for ClusterStore<E> {
 
     async fn remove(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.remove(cred, dir, name).await;
         }
         let call = Call::Remove {
@@ -1368,6 +1548,7 @@ impl<E: Writer> Store for ClusterStore<E> {
 
     async fn rmdir(&self, cred: &Cred, dir: FileId, name: &[u8]) -> Result<Wcc> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.rmdir(cred, dir, name).await;
         }
         let call = Call::Rmdir {
@@ -1387,6 +1568,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         to_name: &[u8],
     ) -> Result<(Wcc, Wcc)> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine
                 .rename(cred, from_dir, from_name, to_dir, to_name)
                 .await;
@@ -1409,6 +1591,7 @@ impl<E: Writer> Store for ClusterStore<E> {
         name: &[u8],
     ) -> Result<(Attr, Wcc)> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.link(cred, file, dir, name).await;
         }
         let call = Call::Link {
@@ -1445,6 +1628,7 @@ impl<E: Writer> Store for ClusterStore<E> {
 
     async fn commit(&self, id: FileId, offset: u64, count: u64) -> Result<Attr> {
         if let Some(engine) = self.local() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.commit(id, offset, count).await;
         }
         answer!(self.dispatch(Call::Commit { id, offset, count }).await?, Answer::Attr(a) => a)
@@ -1466,6 +1650,7 @@ impl<E: Writer> Store for ClusterStore<E> {
 
     async fn set_replication(&self, dir: FileId, copies: Option<u8>) -> Result<()> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.set_replication(dir, copies).await;
         }
         let call = Call::SetReplication { dir, copies };
@@ -1481,6 +1666,7 @@ impl<E: Writer> Store for ClusterStore<E> {
 
     async fn put_doc(&self, key: &[u8], version: u64, doc: Vec<u8>) -> Result<()> {
         if let Some(engine) = self.alone() {
+            let _admitted = self.admit(engine, current_target()).await?;
             return engine.put_doc(key, version, doc).await;
         }
         let call = Call::PutDoc {

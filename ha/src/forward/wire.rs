@@ -145,6 +145,10 @@ pub enum Call {
     },
     /// `Store::replication`.
     Replication(FileId),
+    /// A new owner of a floating target fences it at its epoch before it serves: from then
+    /// on the writer refuses calls carrying an older epoch for the target, once those
+    /// already running have ended (`super::ClusterStore::fence_target`).
+    FenceTarget(TargetEpoch),
 }
 
 impl Call {
@@ -427,15 +431,31 @@ const REQUEST_TAG: u8 = 0;
 /// Leads a data call that names the term of the writer sending it: `254 term:u64` (no call
 /// starts with 254). Comes before a request tag when both are present.
 const EPOCH_TAG: u8 = 254;
+/// Leads a call made on a floating target's behalf: `253 epoch:u64 name` (no call starts
+/// with 253). Comes after an epoch tag and before a request tag.
+const TARGET_TAG: u8 = 253;
+/// The longest target name a call may carry.
+pub const TARGET_NAME_MAX: usize = 255;
+
+/// A floating mount target and the ownership epoch its owner serves it at (the revision of
+/// its etcd claim, `ha/PROTOCOL.md` §6): a call made on the target's behalf carries it, and
+/// the writer refuses it once a later owner has fenced the target at a greater epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetEpoch {
+    pub name: std::sync::Arc<str>,
+    pub epoch: u64,
+}
 
 /// What travels ahead of a shipped call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Envelope {
     /// The request a mutating call runs as (see `backend::engine::on_behalf_of`).
     pub request: Option<RequestId>,
     /// For a data call: the metadata-log term of the writing engine that sends it. The
     /// receiving node refuses a term older than one it has seen (fencing).
     pub epoch: Option<u64>,
+    /// For a call made on a floating target's behalf: the target and its owner's epoch.
+    pub target: Option<TargetEpoch>,
 }
 
 /// Encodes a call behind its envelope.
@@ -444,6 +464,11 @@ pub fn encode_shipped(call: &Call, envelope: Envelope) -> (Vec<u8>, Option<Bytes
     if let Some(term) = envelope.epoch {
         o.u8(EPOCH_TAG);
         o.u64(term);
+    }
+    if let Some(t) = &envelope.target {
+        o.u8(TARGET_TAG);
+        o.u64(t.epoch);
+        o.bytes(t.name.as_bytes());
     }
     if let Some(r) = envelope.request {
         o.u8(REQUEST_TAG);
@@ -672,6 +697,11 @@ fn encode_call_into(o: &mut Out, call: &Call) -> Option<Bytes> {
             o.u8(28);
             o.id(*id);
         }
+        Call::FenceTarget(t) => {
+            o.u8(29);
+            o.u64(t.epoch);
+            o.bytes(t.name.as_bytes());
+        }
     }
     data
 }
@@ -866,6 +896,22 @@ impl In {
             return Err(format!("a document key of {} bytes", key.len()));
         }
         Ok(key)
+    }
+    /// A target and its epoch: `epoch:u64 name`, the name UTF-8, not empty, within
+    /// [`TARGET_NAME_MAX`].
+    fn target(&mut self) -> Decoded<TargetEpoch> {
+        let epoch = self.u64()?;
+        let n = self.count(1, TARGET_NAME_MAX)?;
+        let name = std::str::from_utf8(self.take(n)?)
+            .map_err(|_| "a target name that is not UTF-8".to_string())?
+            .to_string();
+        if name.is_empty() {
+            return Err("an empty target name".into());
+        }
+        Ok(TargetEpoch {
+            name: name.into(),
+            epoch,
+        })
     }
     /// A document, within `backend::engine::DOC_LEN_MAX`.
     fn doc(&mut self) -> Decoded<Vec<u8>> {
@@ -1096,6 +1142,12 @@ pub fn decode_shipped(body: Bytes) -> Decoded<(Envelope, Call)> {
     } else {
         None
     };
+    let target = if i.buf.get(i.pos) == Some(&TARGET_TAG) {
+        i.u8()?;
+        Some(i.target()?)
+    } else {
+        None
+    };
     let request = if i.buf.get(i.pos) == Some(&REQUEST_TAG) {
         i.u8()?;
         Some(RequestId {
@@ -1106,7 +1158,12 @@ pub fn decode_shipped(body: Bytes) -> Decoded<(Envelope, Call)> {
     } else {
         None
     };
-    Ok((Envelope { request, epoch }, decode_call_in(&mut i)?))
+    let envelope = Envelope {
+        request,
+        epoch,
+        target,
+    };
+    Ok((envelope, decode_call_in(&mut i)?))
 }
 
 fn decode_call_in(i: &mut In) -> Decoded<Call> {
@@ -1239,6 +1296,7 @@ fn decode_call_in(i: &mut In) -> Decoded<Call> {
             copies: Some(i.u8()?).filter(|&c| c != 0),
         },
         28 => Call::Replication(i.id()?),
+        29 => Call::FenceTarget(i.target()?),
         v => return Err(format!("call {v}")),
     };
     i.end()?;
@@ -1422,18 +1480,24 @@ mod tests {
             node: 2,
             seq: u64::MAX,
         };
-        for epoch in [None, Some(7)] {
+        let target = TargetEpoch {
+            name: "ckpt-a".into(),
+            epoch: 1 << 40,
+        };
+        for (epoch, target) in [(None, None), (Some(7), None), (None, Some(target.clone()))] {
+            let plain = epoch.is_none() && target.is_none();
             let envelope = Envelope {
                 request: Some(request),
                 epoch,
+                target,
             };
-            let (mut body, data) = encode_shipped(&call, envelope);
+            let (mut body, data) = encode_shipped(&call, envelope.clone());
             body.extend_from_slice(data.as_deref().unwrap_or_default());
             assert_eq!(
                 decode_shipped(Bytes::from(body.clone())),
                 Ok((envelope, call.clone()))
             );
-            if epoch.is_none() {
+            if plain {
                 // A plain call decoder refuses it; a truncated id is refused.
                 assert!(decode_call(Bytes::from(body.clone())).is_err());
                 assert!(decode_shipped(Bytes::copy_from_slice(&body[..20])).is_err());
@@ -1566,6 +1630,10 @@ mod tests {
                 copies: None,
             },
             Call::Replication(id(5)),
+            Call::FenceTarget(TargetEpoch {
+                name: "ckpt".into(),
+                epoch: 7,
+            }),
             Call::DataRead {
                 ino: 5,
                 offset: 1 << 20,
@@ -1735,5 +1803,21 @@ mod tests {
         assert!(decode_call(Bytes::from(ok)).is_err());
         assert!(decode_call(Bytes::from_static(&[99])).is_err());
         assert!(decode_answer(Bytes::from_static(&[0; 9])).is_err());
+    }
+
+    #[test]
+    fn target_names_that_are_empty_too_long_or_not_utf8_are_refused() {
+        let fence = |name: &[u8]| {
+            let mut body = vec![29u8];
+            body.extend_from_slice(&7u64.to_le_bytes());
+            body.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            body.extend_from_slice(name);
+            decode_call(Bytes::from(body))
+        };
+        assert!(fence(b"ckpt").is_ok());
+        assert!(fence(b"").is_err());
+        assert!(fence(&[0xff, 0xfe]).is_err());
+        assert!(fence(&[b'a'; TARGET_NAME_MAX]).is_ok());
+        assert!(fence(&[b'a'; TARGET_NAME_MAX + 1]).is_err());
     }
 }
