@@ -514,6 +514,16 @@ pub trait Store: Send + Sync + 'static {
     /// The document under `key` and its version.
     fn doc(&self, key: &[u8]) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>>> + Send;
 
+    /// Fences floating mount target `target` at ownership epoch `epoch` before this node
+    /// serves it: calls an earlier owner makes on the target's behalf are refused from then on
+    /// ([`Error::Fenced`] for this call when a greater epoch fenced it already). A store that
+    /// no other node writes to (not a cluster's) receives no other owner's calls: nothing to
+    /// fence.
+    fn fence_target(&self, target: &str, epoch: u64) -> impl Future<Output = Result<()>> + Send {
+        let _ = (target, epoch);
+        std::future::ready(Ok(()))
+    }
+
     /// Figures about the store's machinery for metrics, read at scrape time: `(name, value)`
     /// pairs (e.g. the metadata log's term and apply lag). None by default.
     fn stats(&self) -> Vec<(&'static str, u64)> {
@@ -682,6 +692,9 @@ impl<S: Store> Store for std::sync::Arc<S> {
     }
     fn doc(&self, key: &[u8]) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>>> + Send {
         (**self).doc(key)
+    }
+    fn fence_target(&self, target: &str, epoch: u64) -> impl Future<Output = Result<()>> + Send {
+        (**self).fence_target(target, epoch)
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         (**self).stats()

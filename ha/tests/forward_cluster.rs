@@ -950,7 +950,7 @@ async fn once_a_new_owner_fenced_a_floating_target_the_earlier_owner_s_calls_are
         .await
         .unwrap();
 
-    nodes[new].1.fence_target(ckpt(9)).await.unwrap();
+    nodes[new].1.fence_at(ckpt(9)).await.unwrap();
     assert_eq!(
         write_as(&nodes[old].1, ckpt(5), file, b"stale").await,
         Err(Error::Fenced)
@@ -981,8 +981,8 @@ async fn once_a_new_owner_fenced_a_floating_target_the_earlier_owner_s_calls_are
         .await
         .unwrap();
     // An owner older than the fence cannot fence the target back; a retry of the fence can.
-    assert_eq!(nodes[old].1.fence_target(ckpt(7)).await, Err(Error::Fenced));
-    nodes[new].1.fence_target(ckpt(9)).await.unwrap();
+    assert_eq!(nodes[old].1.fence_at(ckpt(7)).await, Err(Error::Fenced));
+    nodes[new].1.fence_at(ckpt(9)).await.unwrap();
     assert_eq!(nodes[l].1.target_calls_fenced(), 3);
 
     // The floor is in the log: the next leader refuses the earlier owner too.

@@ -320,9 +320,11 @@ impl Metrics {
              were queued for repair), copies_dropped (copies taken out of their \
              file's layout because their node did not answer a change the other copies took), \
              files_waiting_for_copies (after the last pass: files with fewer copies than \
-             cluster.replicas whose free voters did not answer lately), and data_calls_fenced \
+             cluster.replicas whose free voters did not answer lately), data_calls_fenced \
              (data calls this node \
-             refused because their writer's term was older than one it had seen)",
+             refused because their writer's term was older than one it had seen), and \
+             target_calls_fenced (calls this node refused as the metadata writer because they \
+             came from an earlier owner of a floating target that a later owner had fenced)",
             store.clone(),
         );
         registry.register(

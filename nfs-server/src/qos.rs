@@ -643,6 +643,10 @@ pub struct Target {
     pub cut: tokio::sync::watch::Sender<u64>,
     /// A floating target's owner (node, epoch) as this node last read it from etcd.
     pub owner: Mutex<Option<(u64, i64)>>,
+    /// The ownership epoch this node serves a floating target at (0: it does not serve it):
+    /// the calls of its clients carry it to the writer, which refuses them once a later owner
+    /// fenced the target (`ha::forward::fence`).
+    pub serving_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Target {
@@ -662,6 +666,7 @@ impl Target {
             floating: config.floating,
             cut: tokio::sync::watch::Sender::new(0),
             owner: Mutex::new(None),
+            serving_epoch: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -680,6 +685,16 @@ impl Target {
     /// Closes every open connection of the target (they notice at once, mid-call or idle).
     pub fn cut_connections(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// The tag the calls of a connection of this target carry (`None`: not floating).
+    pub fn tag(&self) -> Option<ha::forward::TargetEpoch> {
+        self.floating.then(|| ha::forward::TargetEpoch {
+            name: self.name.as_str().into(),
+            epoch: self
+                .serving_epoch
+                .load(std::sync::atomic::Ordering::Acquire),
+        })
     }
 
     /// Whether the export at `path` is served through this target.

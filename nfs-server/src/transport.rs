@@ -101,7 +101,16 @@ pub async fn serve_tcp<S: Store>(
                     // Only a floating target is ever cut: others need no second descriptor.
                     let sock = t.floating.then(|| stream.as_fd().try_clone_to_owned());
                     let mut cut = t.cut.subscribe();
-                    let conn = serve_connection(server, stream, &limits, target);
+                    // The calls of a floating target's connection carry the epoch it was
+                    // accepted at: the writer refuses them once a later owner fenced it.
+                    let tag = t.tag();
+                    let conn = async move {
+                        let conn = serve_connection(server, stream, &limits, target);
+                        match tag {
+                            Some(tag) => ha::forward::on_target(tag, conn).await,
+                            None => conn.await,
+                        }
+                    };
                     let conn = tracing::Instrument::instrument(conn, span);
                     tokio::pin!(conn);
                     let ended = loop {
@@ -392,14 +401,19 @@ impl<S: Store> rdma::transport::Handler for RdmaHandler<S> {
     async fn handle(&self, record: Bytes, peer: SocketAddr, local: SocketAddr) -> Option<Reply> {
         let server = &self.0;
         let decoded = server.decode(record);
+        let mut tag = None;
         if let Some(targets) = server.targets.get() {
             let target = targets.classify(local);
             if let Some(wait) = pace(&target, &decoded, peer.ip()) {
                 let (cost, delay) = wait.await;
                 record_pacing(&server.metrics, &target, cost, delay);
             }
+            tag = target.tag();
         }
-        server.handle(decoded, peer, local).await
+        match tag {
+            Some(tag) => ha::forward::on_target(tag, server.handle(decoded, peer, local)).await,
+            None => server.handle(decoded, peer, local).await,
+        }
     }
 }
 

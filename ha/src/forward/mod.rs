@@ -75,7 +75,7 @@ tokio::task_local! {
 
 /// Runs `f` (calls on a [`ClusterStore`]) on behalf of floating target `t` as its owner at
 /// `t.epoch`: every call of `f` that changes anything carries the tag to the writer, which
-/// refuses it once a later owner fenced the target ([`ClusterStore::fence_target`]).
+/// refuses it once a later owner fenced the target ([`ClusterStore::fence_at`]).
 pub async fn on_target<F: std::future::Future>(t: TargetEpoch, f: F) -> F::Output {
     ON_TARGET.scope(t, f).await
 }
@@ -1009,13 +1009,13 @@ impl<E: Writer> ClusterStore<E> {
         }
     }
 
-    /// Fences floating target `t.name` at epoch `t.epoch` on the writer, for its new owner
+    /// Fences floating target `t.name` at epoch `t.epoch` on the writer ([`Store::fence_target`]), for its new owner
     /// to call before it serves the target: from then on the writer refuses the target's
     /// calls tagged with a lower epoch, none of those is still running when this returns,
     /// and the floor is in the metadata log (so the next writer refuses them too).
     /// `Fenced` when a greater epoch fenced the target already; `Unavailable` when older
     /// calls did not end within [`ROUTE_WAIT`] or no writer answered (the caller retries).
-    pub async fn fence_target(&self, t: TargetEpoch) -> Result<()> {
+    pub async fn fence_at(&self, t: TargetEpoch) -> Result<()> {
         match self.dispatch(Call::FenceTarget(t)).await? {
             Answer::Done => Ok(()),
             Answer::Failed(e) => Err(e),
@@ -1068,7 +1068,7 @@ impl<E: Writer> ClusterStore<E> {
         Ok(term)
     }
 
-    /// [`ClusterStore::fence_target`] on the writer.
+    /// [`ClusterStore::fence_at`] on the writer.
     async fn raise_fence(&self, engine: &E, t: TargetEpoch) -> Answer {
         let raised = async {
             self.learn_floor(engine, &t).await?;
@@ -1657,6 +1657,14 @@ impl<E: Writer> Store for ClusterStore<E> {
         answer!(self.dispatch(call).await?, Answer::Done => ())
     }
 
+    async fn fence_target(&self, target: &str, epoch: u64) -> Result<()> {
+        let t = TargetEpoch {
+            name: target.into(),
+            epoch,
+        };
+        self.fence_at(t).await
+    }
+
     async fn replication(&self, id: FileId) -> Result<Option<u8>> {
         if let Some(engine) = self.here(true).await {
             return engine.replication(id).await;
@@ -1724,6 +1732,10 @@ impl<E: Writer> Store for ClusterStore<E> {
             progress.eta_seconds(now).unwrap_or(0),
         ));
         stats.push(("data_calls_fenced", self.fenced.load(Ordering::Relaxed)));
+        stats.push((
+            "target_calls_fenced",
+            self.target_fenced.load(Ordering::Relaxed),
+        ));
         stats
     }
 }

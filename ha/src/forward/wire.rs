@@ -147,7 +147,7 @@ pub enum Call {
     Replication(FileId),
     /// A new owner of a floating target fences it at its epoch before it serves: from then
     /// on the writer refuses calls carrying an older epoch for the target, once those
-    /// already running have ended (`super::ClusterStore::fence_target`).
+    /// already running have ended (`super::ClusterStore::fence_at`).
     FenceTarget(TargetEpoch),
 }
 

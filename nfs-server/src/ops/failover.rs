@@ -234,6 +234,18 @@ pub struct Floating {
             + Send
             + Sync,
     >,
+    /// Fences a target at this node's epoch on the metadata writer before it is served
+    /// (`backend::Store::fence_target`).
+    #[allow(clippy::type_complexity)]
+    pub fence: Box<
+        dyn Fn(
+                String,
+                u64,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), backend::Error>> + Send>,
+            > + Send
+            + Sync,
+    >,
     /// The loop's state (see [`Floating::shared`]); `None` until first used.
     pub shared: Mutex<Option<Arc<Mutex<Shared>>>>,
     /// Held while addresses or listeners change, so that a stop never runs before an up or an
@@ -536,6 +548,23 @@ impl Floating {
                     return false;
                 }
                 let started = Instant::now();
+                // Before any client can reach this node on the target: calls an earlier owner
+                // still makes for it are refused from now on, and none of them runs any more.
+                if let Err(e) = (self.fence)(target.clone(), epoch as u64).await {
+                    tracing::error!(
+                        target = %target, epoch,
+                        "owning the floating target, but cannot fence it against its earlier \
+                         owner (trying again): {e}"
+                    );
+                    self.shared()
+                        .lock()
+                        .expect("ownership lock poisoned")
+                        .own
+                        .forget(&target);
+                    return false;
+                }
+                t.serving_epoch
+                    .store(epoch as u64, std::sync::atomic::Ordering::Release);
                 let up = match self.addresses.up(&t, epoch).await {
                     Ok(()) => (self.listen)(Arc::clone(&t)).await,
                     Err(e) => Err(e),
@@ -603,6 +632,8 @@ impl Floating {
             },
         );
         t.stop_listeners();
+        t.serving_epoch
+            .store(0, std::sync::atomic::Ordering::Release);
         // Cut while the address is still here, so that the clients' kernels get the FIN and
         // reconnect at once (to the next owner): once the address is gone, nothing this node
         // sends from it arrives, and a client learns of the move only when a retransmission,

@@ -877,6 +877,12 @@ async fn start_floating<S: Store>(
         .map_err(|e| StartError(format!("floating targets: {e}")))?;
     let ttl = std::time::Duration::from_secs(config.cluster.target_lease_seconds);
     let metrics = Arc::clone(&server.metrics);
+    let fenced = server.clone();
+    let fence = Box::new(move |target: String, epoch: u64| {
+        let server = fenced.clone();
+        Box::pin(async move { server.store.fence_target(&target, epoch).await })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+    });
     let (server, limits, table) = (server.clone(), limits.clone(), targets.clone());
     let listen = Box::new(move |t: Arc<crate::qos::Target>| {
         let (server, limits, table, bound) = (
@@ -901,6 +907,7 @@ async fn start_floating<S: Store>(
             lifetime: ttl / 2,
         },
         listen,
+        fence,
         shared: Default::default(),
         acting: Default::default(),
         preferred: Default::default(),
