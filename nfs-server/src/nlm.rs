@@ -27,7 +27,8 @@ use nfs_proto::xdr::{Encode, Writer};
 use crate::locks::{Grant, Lock, LockKind, LockOutcome, LockOwner, LockRange};
 use crate::rpc_client;
 use crate::server::{Request, Server};
-use crate::state::nlm::{Monitored, Waiter};
+use crate::state::nlm::{Monitored, NsmRecord, Waiter};
+use crate::state::store::StateKey;
 use crate::v3::Failure;
 
 fn owner_of(l: &Nlm4Lock) -> LockOwner {
@@ -157,7 +158,7 @@ impl<S: Store> Server<S> {
             Ok((f, _)) => f,
             Err(s) => return Ok((s, None)),
         };
-        if self.state.in_grace(req.now) {
+        if self.state.locks_in_grace(req.now) {
             return Ok((Nlm4Stat::DeniedGracePeriod, None));
         }
         let locks = self.state.nlm.locks.lock().expect("lock table poisoned");
@@ -188,7 +189,7 @@ impl<S: Store> Server<S> {
         let admitted = if reclaim {
             self.state.grace().may_reclaim_nlm(req.now)
         } else {
-            !self.state.in_grace(req.now)
+            !self.state.locks_in_grace(req.now)
         };
         if !admitted {
             return Ok(Nlm4Stat::DeniedGracePeriod);
@@ -381,7 +382,74 @@ impl<S: Store> Server<S> {
     /// up to [`NOTIFY_ATTEMPTS`] times. A client that cannot be reached is dropped from the list:
     /// if it is down, it lost its locks anyway and its own statd notifies us when it boots.
     pub async fn notify_clients(&self) {
-        let clients = self.state.nlm.pending();
+        self.notify(self.state.nlm.pending()).await;
+    }
+
+    /// A floating target at `addrs` came to this node from node `previous`: the NLM clients
+    /// that held locks through those addresses there (`previous`'s monitor list in the
+    /// metadata log) join this node's list, to be told with [`Server::notify`] once the
+    /// addresses are up here, and new locks wait for `nlm.grace_seconds` so that they can
+    /// reclaim theirs first. Returns them.
+    pub async fn adopt_target(&self, previous: u64, addrs: &[IpAddr]) -> Vec<Monitored> {
+        let key = crate::state::store::node_doc_key(previous, StateKey::Nsm);
+        let doc = match self.store.doc(&key).await {
+            Ok(Some((_, doc))) => doc,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::error!(
+                    previous,
+                    "cannot read the earlier owner's NSM monitor list: its lock clients of \
+                     the target are not told to reclaim: {e}"
+                );
+                return Vec::new();
+            }
+        };
+        let record = match NsmRecord::from_doc(&doc) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(previous, "the earlier owner's NSM monitor list: {e}");
+                return Vec::new();
+            }
+        };
+        let theirs: Vec<Monitored> = record
+            .clients
+            .into_iter()
+            .filter(|c| addrs.contains(&c.server_addr))
+            .collect();
+        let adopted = self.state.nlm.adopt(&theirs);
+        if adopted.is_empty() {
+            return adopted;
+        }
+        if let Err(e) = self.state.save_nsm().await {
+            // They are told all the same; only a crash of this node before it told them
+            // would leave them untold.
+            tracing::error!("cannot save the NSM monitor list after a takeover: {e}");
+        }
+        if !self.state.config.nlm_grace.is_zero() {
+            self.state
+                .grace()
+                .takeover(std::time::Instant::now(), self.state.config.nlm_grace);
+        }
+        tracing::info!(
+            previous,
+            clients = adopted.len(),
+            "lock clients of a floating target that moved here: they will reclaim their locks"
+        );
+        adopted
+    }
+
+    /// This node stopped serving a floating target at `addrs`: the locks taken through it
+    /// go (their clients reclaim them from the next owner), and waiters they blocked are
+    /// granted.
+    pub async fn release_target(&self, addrs: &[IpAddr]) {
+        let grants = self.state.nlm.release_target(addrs);
+        self.send_grants(grants);
+        self.save_forgotten().await;
+    }
+
+    /// SM_NOTIFY to `clients`, so that their lockd reclaims its locks (after a restart, or
+    /// after a floating target moved here).
+    pub async fn notify(&self, clients: Vec<Monitored>) {
         let tasks: Vec<_> = clients
             .into_iter()
             .map(|c| {

@@ -647,6 +647,9 @@ pub struct Target {
     /// the calls of its clients carry it to the writer, which refuses them once a later owner
     /// fenced the target (`ha::forward::fence`).
     pub serving_epoch: std::sync::atomic::AtomicU64,
+    /// The last node other than this one that this node saw owning a floating target: after
+    /// a takeover, its NLM clients of the target are told to reclaim here.
+    pub previous_owner: Mutex<Option<u64>>,
 }
 
 impl Target {
@@ -667,6 +670,7 @@ impl Target {
             cut: tokio::sync::watch::Sender::new(0),
             owner: Mutex::new(None),
             serving_epoch: std::sync::atomic::AtomicU64::new(0),
+            previous_owner: Mutex::new(None),
         }))
     }
 

@@ -21,6 +21,7 @@ use ha::members::etcd::EtcdTargets;
 use ha::targets::{Action, Lease, Ownership, StopWhy};
 
 use crate::qos::{Target, TargetTable};
+use crate::state::nlm::Monitored;
 
 /// A bound on every etcd call of the loop.
 const CALL: Duration = Duration::from_millis(500);
@@ -32,6 +33,37 @@ const EXTEND_EVERY: Duration = Duration::from_millis(250);
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// A hook or `ip` command that takes longer is killed and counted as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A future the takeover hooks return.
+pub type HookFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What a takeover needs of the running server (its store and protocol state).
+pub trait Takeover: Send + Sync + 'static {
+    /// Fences the target at `epoch` on the metadata writer (`backend::Store::fence_target`).
+    fn fence(&self, target: String, epoch: u64) -> HookFuture<'_, Result<(), backend::Error>>;
+    /// Takes over the NLM clients that held locks through `addrs` on node `previous`; returns
+    /// those to notify once the addresses are up (`Server::adopt_target`).
+    fn adopt(&self, previous: u64, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>>;
+    /// SM_NOTIFY to `clients`.
+    fn notify(&self, clients: Vec<Monitored>) -> HookFuture<'_, ()>;
+    /// Drops the locks taken through `addrs`, which this node no longer serves.
+    fn release(&self, addrs: Vec<IpAddr>) -> HookFuture<'_, ()>;
+}
+
+impl<S: backend::Store> Takeover for crate::server::Server<S> {
+    fn fence(&self, target: String, epoch: u64) -> HookFuture<'_, Result<(), backend::Error>> {
+        Box::pin(async move { self.store.fence_target(&target, epoch).await })
+    }
+    fn adopt(&self, previous: u64, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>> {
+        Box::pin(async move { self.adopt_target(previous, &addrs).await })
+    }
+    fn notify(&self, clients: Vec<Monitored>) -> HookFuture<'_, ()> {
+        Box::pin(crate::server::Server::notify(self, clients))
+    }
+    fn release(&self, addrs: Vec<IpAddr>) -> HookFuture<'_, ()> {
+        Box::pin(async move { self.release_target(&addrs).await })
+    }
+}
 
 /// How a node brings a floating target's addresses up and down.
 #[derive(Clone, Debug)]
@@ -234,18 +266,8 @@ pub struct Floating {
             + Send
             + Sync,
     >,
-    /// Fences a target at this node's epoch on the metadata writer before it is served
-    /// (`backend::Store::fence_target`).
-    #[allow(clippy::type_complexity)]
-    pub fence: Box<
-        dyn Fn(
-                String,
-                u64,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = Result<(), backend::Error>> + Send>,
-            > + Send
-            + Sync,
-    >,
+    /// The server's side of a takeover: fencing, and the lock clients that move with it.
+    pub host: Arc<dyn Takeover>,
     /// The loop's state (see [`Floating::shared`]); `None` until first used.
     pub shared: Mutex<Option<Arc<Mutex<Shared>>>>,
     /// Held while addresses or listeners change, so that a stop never runs before an up or an
@@ -429,6 +451,9 @@ impl Floating {
             for t in self.targets.list().into_iter().filter(|t| t.floating) {
                 let o = view.owners.get(&t.name).map(|o| (o.node, o.epoch));
                 *t.owner.lock().expect("owner lock poisoned") = o;
+                if let Some((node, _)) = o.filter(|&(node, _)| node != self.node) {
+                    *t.previous_owner.lock().expect("owner lock poisoned") = Some(node);
+                }
             }
             view.preferred
                 .clone_into(&mut self.preferred.lock().expect("preferred lock poisoned"));
@@ -550,7 +575,7 @@ impl Floating {
                 let started = Instant::now();
                 // Before any client can reach this node on the target: calls an earlier owner
                 // still makes for it are refused from now on, and none of them runs any more.
-                if let Err(e) = (self.fence)(target.clone(), epoch as u64).await {
+                if let Err(e) = self.host.fence(target.clone(), epoch as u64).await {
                     tracing::error!(
                         target = %target, epoch,
                         "owning the floating target, but cannot fence it against its earlier \
@@ -563,6 +588,15 @@ impl Floating {
                         .forget(&target);
                     return false;
                 }
+                // The NLM clients that held locks through the target on its earlier owner:
+                // told to reclaim them here once the addresses are up.
+                let previous = *t.previous_owner.lock().expect("owner lock poisoned");
+                let adopted = match previous {
+                    Some(p) if p != self.node => {
+                        self.host.adopt(p, ips(&t).into_iter().collect()).await
+                    }
+                    _ => Vec::new(),
+                };
                 t.serving_epoch
                     .store(epoch as u64, std::sync::atomic::Ordering::Release);
                 let up = match self.addresses.up(&t, epoch).await {
@@ -581,6 +615,10 @@ impl Floating {
                             "serving the floating target: its addresses are up here"
                         );
                         self.metrics.ownership(&target, "serving");
+                        if !adopted.is_empty() {
+                            let host = Arc::clone(&self.host);
+                            tokio::spawn(async move { host.notify(adopted).await });
+                        }
                         let now = Instant::now();
                         self.phase_ended(&self.claimed_at, &target, "claimed_to_serving", now);
                     }
@@ -645,6 +683,8 @@ impl Floating {
         // Again after the addresses: a client that reconnected meanwhile through a wildcard
         // NFS listener (which covers the address, and stays) is cut too.
         t.cut_connections();
+        // Its lock clients reclaim their locks from the next owner.
+        self.host.release(ips(t).into_iter().collect()).await;
         match why {
             StopWhy::SelfFenced => tracing::warn!(
                 target = %t.name, epoch,

@@ -877,12 +877,7 @@ async fn start_floating<S: Store>(
         .map_err(|e| StartError(format!("floating targets: {e}")))?;
     let ttl = std::time::Duration::from_secs(config.cluster.target_lease_seconds);
     let metrics = Arc::clone(&server.metrics);
-    let fenced = server.clone();
-    let fence = Box::new(move |target: String, epoch: u64| {
-        let server = fenced.clone();
-        Box::pin(async move { server.store.fence_target(&target, epoch).await })
-            as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
-    });
+    let host: Arc<dyn crate::ops::failover::Takeover> = server.clone();
     let (server, limits, table) = (server.clone(), limits.clone(), targets.clone());
     let listen = Box::new(move |t: Arc<crate::qos::Target>| {
         let (server, limits, table, bound) = (
@@ -907,7 +902,7 @@ async fn start_floating<S: Store>(
             lifetime: ttl / 2,
         },
         listen,
-        fence,
+        host,
         shared: Default::default(),
         acting: Default::default(),
         preferred: Default::default(),

@@ -27,6 +27,8 @@ pub struct Grace {
     v4_reclaimable: HashMap<Bytes, Clientid4>,
     v4_until: Option<Instant>,
     v4_limit: Option<Instant>,
+    /// The lock window of floating targets that moved here ([`Grace::takeover`]).
+    locks_until: Option<Instant>,
     lease: Duration,
     reclaims: u64,
 }
@@ -49,6 +51,7 @@ impl Grace {
             v4_until,
             v4_limit: v4_until.map(|_| now + 2 * lease),
             v4_reclaimable,
+            locks_until: None,
             lease,
             reclaims: 0,
         };
@@ -75,6 +78,25 @@ impl Grace {
     /// Whether the grace period runs: only reclaims are accepted, by NLM and NFSv4.1 alike.
     pub fn in_grace(&self, now: Instant) -> bool {
         self.nlm_open(now) || self.v4_open(now)
+    }
+
+    /// A floating target moved here, and NLM clients held locks through it on its earlier
+    /// owner: until `now + period` they may reclaim them here, and no lock is newly granted
+    /// (NLM's or NFSv4.1's), so no other client takes a range they held meanwhile. Unlike the
+    /// grace period of a restart, opens and I/O go on: the files were never unreachable.
+    pub fn takeover(&mut self, now: Instant, period: Duration) {
+        let until = now + period;
+        self.locks_until = Some(self.locks_until.map_or(until, |u| u.max(until)));
+        tracing::info!(
+            seconds = period.as_secs(),
+            "lock grace after a floating target's takeover: only lock reclaims are accepted \
+             (opens and I/O go on)"
+        );
+    }
+
+    /// Whether locks are only reclaimed now: the grace period, or a takeover's lock window.
+    pub fn locks_in_grace(&self, now: Instant) -> bool {
+        self.in_grace(now) || self.locks_until.is_some_and(|t| now < t)
     }
 
     fn nlm_open(&self, now: Instant) -> bool {
@@ -105,7 +127,7 @@ impl Grace {
 
     /// Whether an NLM reclaim is accepted now.
     pub fn may_reclaim_nlm(&mut self, now: Instant) -> bool {
-        let ok = self.in_grace(now);
+        let ok = self.locks_in_grace(now);
         if ok {
             self.reclaims += 1;
         }
@@ -162,6 +184,23 @@ mod tests {
         assert!(!g.may_reclaim_v4(&Bytes::from_static(b"stranger"), secs(now, 10)));
         assert!(!g.in_grace(secs(now, 45)));
         assert!(!g.may_reclaim_nlm(secs(now, 46)), "too late to reclaim");
+    }
+
+    #[test]
+    fn a_takeover_holds_new_locks_but_not_opens_for_its_period_and_takes_nlm_reclaims() {
+        let now = Instant::now();
+        let mut g = Grace::start(now, Duration::from_secs(45), 0, Duration::from_secs(90), []);
+        assert!(!g.locks_in_grace(now));
+        assert!(!g.may_reclaim_nlm(now), "no reclaim outside any grace");
+        g.takeover(secs(now, 10), Duration::from_secs(45));
+        assert!(!g.in_grace(secs(now, 11)), "opens are not held");
+        assert!(g.locks_in_grace(secs(now, 54)));
+        assert!(g.may_reclaim_nlm(secs(now, 20)));
+        // A second takeover within the first's window extends it; an earlier end never shortens.
+        g.takeover(secs(now, 30), Duration::from_secs(45));
+        g.takeover(secs(now, 31), Duration::from_secs(1));
+        assert!(g.locks_in_grace(secs(now, 74)));
+        assert!(!g.locks_in_grace(secs(now, 75)));
     }
 
     #[test]

@@ -153,6 +153,11 @@ impl ProtocolState {
         self.grace().in_grace(now)
     }
 
+    /// Whether locks are only reclaimed now (the grace period, or a takeover's lock window).
+    pub fn locks_in_grace(&self, now: Instant) -> bool {
+        self.grace().locks_in_grace(now)
+    }
+
     /// Makes the NFSv4.1 client records durable if they changed. Call before answering an
     /// operation that may have changed them; an error must reach the client.
     pub async fn save_nfs4(&self) -> std::io::Result<()> {

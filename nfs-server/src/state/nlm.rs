@@ -201,6 +201,46 @@ impl Nlm {
         grants
     }
 
+    /// A floating target moved here: `clients` (its earlier owner's monitor entries for the
+    /// target's addresses) join the clients to notify, and stay in the saved list until they
+    /// are. Returns those still to be notified (adopted now, or by an earlier try).
+    pub fn adopt(&self, clients: &[Monitored]) -> Vec<Monitored> {
+        let mut m = self.monitors();
+        let new: Vec<Monitored> = clients
+            .iter()
+            .filter(|c| {
+                !m.current.contains_key(&c.name) && !m.pending.iter().any(|p| p.name == c.name)
+            })
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            m.pending.extend(new);
+            m.changes += 1;
+        }
+        clients
+            .iter()
+            .filter(|c| m.pending.iter().any(|p| p.name == c.name))
+            .cloned()
+            .collect()
+    }
+
+    /// This node stopped serving a floating target at `addrs`: the clients that took their
+    /// locks through it lose them here (they reclaim them from the next owner) and leave the
+    /// monitor list. Returns the waiters that became granted.
+    pub fn release_target(&self, addrs: &[IpAddr]) -> Vec<Grant> {
+        let names: Vec<String> = self
+            .monitors()
+            .current
+            .values()
+            .filter(|c| addrs.contains(&c.server_addr))
+            .map(|c| c.name.clone())
+            .collect();
+        names
+            .iter()
+            .flat_map(|n| self.forget_client(n, None))
+            .collect()
+    }
+
     /// Clients of the previous run still to be notified.
     pub fn pending(&self) -> Vec<Monitored> {
         self.monitors().pending.clone()
@@ -229,6 +269,67 @@ mod tests {
             addr: "10.0.0.5".parse().unwrap(),
             server_addr: "10.0.0.1".parse().unwrap(),
         }
+    }
+
+    fn at(name: &str, server: &str) -> Monitored {
+        Monitored {
+            server_addr: server.parse().unwrap(),
+            ..client(name)
+        }
+    }
+
+    #[test]
+    fn adopted_clients_are_saved_until_notified_and_a_second_adoption_returns_them_again() {
+        let (nlm, _) = Nlm::open(&NsmRecord::default());
+        nlm.saved(1);
+        nlm.monitor(
+            "here",
+            "10.0.0.9".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+        );
+        let theirs = [at("gpu01", "10.0.0.200"), at("here", "10.0.0.200")];
+        // A client already monitored here is not adopted; the other is, and is saved.
+        assert_eq!(nlm.adopt(&theirs), vec![at("gpu01", "10.0.0.200")]);
+        let (_, doc) = nlm.unsaved().expect("a change to save");
+        let saved = NsmRecord::from_doc(&doc).unwrap();
+        assert!(saved.clients.contains(&at("gpu01", "10.0.0.200")));
+        // A retried takeover (the addresses failed to come up) notifies them still.
+        assert_eq!(nlm.adopt(&theirs), vec![at("gpu01", "10.0.0.200")]);
+        nlm.notified("gpu01");
+        assert_eq!(
+            nlm.adopt(&theirs[..1]).len(),
+            1,
+            "adopted again after a later move"
+        );
+    }
+
+    #[test]
+    fn releasing_a_target_drops_the_locks_of_the_clients_that_came_through_it_only() {
+        let (nlm, _) = Nlm::open(&NsmRecord::default());
+        let float: IpAddr = "10.0.0.200".parse().unwrap();
+        let other: IpAddr = "10.0.0.1".parse().unwrap();
+        nlm.monitor("a", "10.0.0.5".parse().unwrap(), float);
+        nlm.monitor("b", "10.0.0.6".parse().unwrap(), other);
+        for (client, start) in [("a", 0), ("b", 100)] {
+            let lock = crate::locks::Lock {
+                owner: LockOwner {
+                    client: client.into(),
+                    svid: 1,
+                    oh: Bytes::from_static(b"o"),
+                },
+                range: crate::locks::LockRange::from_offset_len(start, 10),
+                kind: crate::locks::LockKind::Write,
+            };
+            let file = FileId {
+                ino: 7,
+                generation: 1,
+            };
+            let got = nlm.locks.lock().unwrap().lock(file, lock, false);
+            assert!(matches!(got, crate::locks::LockOutcome::Granted), "{got:?}");
+        }
+        nlm.release_target(&[float]);
+        assert_eq!(nlm.locks.lock().unwrap().held_count(), 1);
+        assert_eq!(nlm.monitored_count(), 1);
     }
 
     #[test]

@@ -42,6 +42,11 @@ impl StateKey {
     }
 }
 
+/// The metadata-log document under which node `node` keeps `key` ([`LogStateStore`]).
+pub fn node_doc_key(node: u64, key: StateKey) -> Vec<u8> {
+    format!("node/{node}/{}", key.file_name()).into_bytes()
+}
+
 pub trait StateStore: Send + Sync + 'static {
     /// The document last saved under `key`, if any.
     fn load(&self, key: StateKey) -> StoreFuture<'_, Option<Vec<u8>>>;
@@ -144,7 +149,7 @@ impl<S: backend::Store> LogStateStore<S> {
 
     /// The document key of `key` for this node.
     pub fn doc_key(&self, key: StateKey) -> Vec<u8> {
-        format!("node/{}/{}", self.node, key.file_name()).into_bytes()
+        node_doc_key(self.node, key)
     }
 }
 

@@ -1910,3 +1910,64 @@ async fn an_nlm_reclaim_is_accepted_in_grace_and_refused_after_it() {
         "node-a's reclaimed lock holds"
     );
 }
+
+#[tokio::test]
+async fn after_a_takeover_the_target_s_lock_clients_reclaim_first_while_opens_go_on() {
+    use crate::state::nlm::{Monitored, NsmRecord};
+    use nfs_proto::nlm::Nlm4Stat;
+    let server = server();
+    let fh = file_f(&server).await;
+    // Node 2's monitor list: gpu01 took its lock through the floating target's address,
+    // gpu02 through another of node 2's addresses.
+    let client = |name: &str, addr: &str, server_addr: &str| Monitored {
+        name: name.into(),
+        addr: addr.parse().unwrap(),
+        server_addr: server_addr.parse().unwrap(),
+    };
+    let theirs = NsmRecord {
+        state: 7,
+        clients: vec![
+            client("gpu01", "10.0.0.9", "10.0.0.200"),
+            client("gpu02", "10.0.0.8", "10.0.0.2"),
+        ],
+    };
+    server
+        .store
+        .put_doc(b"node/2/nsm", 1, theirs.to_doc())
+        .await
+        .unwrap();
+    let told = server
+        .adopt_target(2, &["10.0.0.200".parse().unwrap()])
+        .await;
+    assert_eq!(told, vec![client("gpu01", "10.0.0.9", "10.0.0.200")]);
+    let start = Instant::now();
+    let s = |secs| start + Duration::from_secs(secs);
+    // Until gpu01 reclaimed, nobody else gets a lock; its reclaim is taken.
+    assert_eq!(
+        nlm_lock(&server, &fh, b"other", false, s(1)).await,
+        Nlm4Stat::DeniedGracePeriod
+    );
+    assert_eq!(
+        nlm_lock(&server, &fh, b"gpu01", true, s(2)).await,
+        Nlm4Stat::Granted
+    );
+    // Opens are not held: the files never went away.
+    assert!(!server.state.in_grace(s(3)));
+    let mut h = Harness::at(server, s(3)).await;
+    let c = h.clientid;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    h.ok(vec![NfsArgOp4::Putrootfh, open_create(c, "g")]).await;
+    // After the lock window (nlm.grace_seconds, 45 s here) the range is still gpu01's.
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"other", false, s(48)).await,
+        Nlm4Stat::Denied
+    );
+    // Adopting the same target again (a retried takeover) tells gpu01 still, until it was.
+    assert_eq!(
+        h.server
+            .adopt_target(2, &["10.0.0.200".parse().unwrap()])
+            .await
+            .len(),
+        1
+    );
+}

@@ -146,7 +146,7 @@ fn lock_inner<S: Store>(cx: &mut Ctx<'_, S>, a: &Lock4Args) -> Result<Lock4Res, 
     let mut st = cx.nfs4.lock();
     if a.reclaim {
         st.may_reclaim(&mut cx.server.state.grace(), clientid, cx.now)?;
-    } else if cx.server.state.in_grace(cx.now) {
+    } else if cx.server.state.locks_in_grace(cx.now) {
         return Err(Nfsstat4::Grace);
     }
     let (other, owner_bytes) = match &a.locker {
