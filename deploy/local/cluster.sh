@@ -39,6 +39,8 @@
 # VMs (../shared/kclient; 10.77.0.0/24), so a VM mounts any node. Nodes are .101, .102, ...
 # Only namespaces, links and addresses this script creates are touched, and `down` removes
 # them all.
+# Env: NLM_GRACE=S at `up` sets every node's nlm.grace_seconds (also the lock window after a
+# floating target's takeover).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -239,6 +241,8 @@ make_node() {  # make_node ID: its namespace, link, data directory and config
     membership+=$'\n'"interface = \"eth0\""
     target=$'\n[[target]]\nname = "float"\n'"listen = [\"$float:2049\", \"$float:20048\"]"$'\ntier = "unlimited"\nfloating = true'
   fi
+  local nlm=""
+  [ -z "${NLM_GRACE:-}" ] || nlm=$'\n[nlm]\ngrace_seconds = '"$NLM_GRACE"
   cat > "$DIR/n$id/sluice.toml" <<EOF
 store = "$(state store)"
 
@@ -261,6 +265,7 @@ match = "$prefix.0/24"
 access = "rw"
 squash = "none"
 $target
+$nlm
 EOF
   "$(state bin)" check-config "$DIR/n$id/sluice.toml" >/dev/null || die "node $id: config rejected"
 }

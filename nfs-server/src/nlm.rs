@@ -231,6 +231,7 @@ impl<S: Store> Server<S> {
                         key,
                         Waiter {
                             peer: req.peer.ip(),
+                            local: req.local.ip(),
                             cookie: cookie.clone(),
                             lock: l.clone(),
                             exclusive,
@@ -318,7 +319,7 @@ impl<S: Store> Server<S> {
                 }
                 .encode(&mut args);
                 let args = args.into_bytes();
-                match granted_callback(w.peer, &args).await {
+                match granted_callback(w.peer, w.local, &args).await {
                     Ok(()) => tracing::debug!(client = %w.peer, "GRANTED callback delivered"),
                     // The client retransmits its blocked LOCK and finds the lock its own.
                     Err(e) => tracing::info!(client = %w.peer, "GRANTED callback failed: {e}"),
@@ -526,11 +527,18 @@ async fn notify_one(c: &Monitored, state: u32) -> bool {
     false
 }
 
-async fn granted_callback(peer: IpAddr, args: &[u8]) -> std::io::Result<()> {
+/// GRANTED to `peer`'s lockd, from `local`, the address its LOCK came to: Linux lockd takes
+/// a GRANTED only from the server address it holds the blocked lock with (a floating target's
+/// address, not the node's own).
+async fn granted_callback(peer: IpAddr, local: IpAddr, args: &[u8]) -> std::io::Result<()> {
     let port =
         rpc_client::getport(peer, nlm::NLM_PROGRAM, nlm::NLM_VERSION, pm::IPPROTO_TCP).await?;
-    let mut r = rpc_client::call_tcp(
+    // A loopback or unspecified local address (tests, a wildcard listener's odd case) is left
+    // to the routing table.
+    let from = Some(local).filter(|a| !a.is_loopback() && !a.is_unspecified());
+    let mut r = rpc_client::call_tcp_from(
         SocketAddr::new(peer, port),
+        from,
         nlm::NLM_PROGRAM,
         nlm::NLM_VERSION,
         nlmproc::GRANTED,

@@ -57,10 +57,34 @@ pub async fn call_tcp(
     proc_: u32,
     args: &[u8],
 ) -> std::io::Result<Reader> {
+    call_tcp_from(addr, None, prog, vers, proc_, args).await
+}
+
+/// [`call_tcp`] from local address `from` (a client that checks where a callback comes from,
+/// as Linux lockd does for GRANTED, needs it from the address it called: a floating target's).
+pub async fn call_tcp_from(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    prog: u32,
+    vers: u32,
+    proc_: u32,
+    args: &[u8],
+) -> std::io::Result<Reader> {
     let fut = async {
         let xid = next_xid();
         let body = call_bytes(xid, prog, vers, proc_, args);
-        let mut s = TcpStream::connect(addr).await?;
+        let mut s = match from {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         s.write_all(&rpc::record_mark(body.len())).await?;
         s.write_all(&body).await?;
         let mut reply = Vec::new();

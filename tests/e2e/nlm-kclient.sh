@@ -5,7 +5,7 @@
 # lockd and NSM are really used: rpcbind and rpc.statd run in each VM (see nlm-README.md).
 #
 #   tests/e2e/nlm-kclient.sh [--bin PATH] [--scenarios "a b c"] [--grace S] [--keep] [--pcap]
-#                            [--vers 3|4.1]
+#                            [--vers 3|4.1] [--cluster]
 #
 # With --vers 4.1 the same lock scenarios a and b run over NFSv4.1 (LOCK/LOCKT/LOCKU with open
 # and lock stateids, no NLM, no rpcbind or statd). Sluice sends no CB_NOTIFY_LOCK (no
@@ -20,6 +20,10 @@
 #   c  two VMs: VM1 holds a lock, the host kill -9s and restarts sluice (same data dir); sluice
 #      SM_NOTIFYs VM1, VM1 reclaims during the grace period; VM2 is DENIED, then GRANTED after
 #      VM1 releases
+#   f  (with --cluster) the same against a 3-node cluster (deploy/local/cluster.sh on kcbr0)
+#      through a floating target at 10.77.0.200: VM1 holds a lock, the host kill -9s the
+#      target's owner; the node that takes the target over SM_NOTIFYs VM1 from the target's
+#      address, VM1 reclaims there, VM2 is DENIED, then GRANTED after VM1 releases
 #
 # Prints a PASS/FAIL summary with timings; exits 1 if anything failed, 2 on setup errors.
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir when
@@ -31,7 +35,7 @@ set -uo pipefail
 main() {
 
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-BIN="" SCENARIOS="a b c" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug} VERS=3
+BIN="" SCENARIOS="" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug} VERS=3 CLUSTER=0
 # how fast a blocked waiter must be granted after the holder's release (GRANTED callback path);
 # without the callback the kernel client only re-polls its blocked LOCK every 30 s
 GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-5000}
@@ -43,10 +47,14 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift;;
     --pcap) PCAP=1; shift;;
     --vers) VERS=$2; shift 2;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0;;
+    --cluster) CLUSTER=1; shift;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
+# The server the VMs mount: the single sluice in netns kc, or the cluster's floating target.
+SRV=10.77.0.1 FLOAT=10.77.0.200
+if [ "$CLUSTER" = 1 ]; then SRV=$FLOAT SCENARIOS=${SCENARIOS:-f}; else SCENARIOS=${SCENARIOS:-"a b c"}; fi
 case "$VERS" in 3) ;; 4.1) GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-35000};; *) die "--vers: 3 or 4.1";; esac
 [ "$(id -u)" = 0 ] || die "must run as root (network namespace, QEMU)"
 [ -x "$KCLIENT" ] || die "kclient not found at $KCLIENT (set KCLIENT=)"
@@ -82,9 +90,32 @@ squash = "none"
 EOF
 
 server_pid() { kc_server_pid; }
-# start_server: sluice with the NLM config (same data dir every time); wait until it listens
-start_server() { kc_start_server --config "$CFG"; }
-stop_server() { kc_stop_server "$@"; }
+# start_server: sluice with the NLM config (same data dir every time); wait until it listens.
+# With --cluster: three nodes on kcbr0 with the floating target, its address up on one of them.
+CDIR=$WORK/cluster
+CL() { "$REPO_ROOT/deploy/local/cluster.sh" "$@" --dir "$CDIR"; }
+float_holder() {  # the node whose eth0 holds the floating address (empty: none)
+  local id
+  for id in 1 2 3; do
+    ip -n "slc-n$id" -4 -o addr show dev eth0 2>/dev/null | grep -q " $FLOAT/" && { echo "$id"; return; }
+  done
+  true
+}
+start_server() {
+  if [ "$CLUSTER" = 0 ]; then kc_start_server --config "$CFG"; return; fi
+  NLM_GRACE=$GRACE CL up --netns kc --bin "$BIN" --floating "$FLOAT" >"$WORK/up.txt" || return 1
+  local _
+  for _ in $(seq 100); do [ -n "$(float_holder)" ] && return 0; sleep 0.1; done
+  log "no node put up $FLOAT within 10 s"; return 1
+}
+stop_server() {
+  if [ "$CLUSTER" = 0 ]; then kc_stop_server "$@"; return; fi
+  [ -e "$CDIR" ] || return 0
+  # `down` removes the cluster's directory: the nodes' logs go to the server log first.
+  local id
+  for id in 1 2 3; do [ -e "$CDIR/n$id/server.log" ] && sed "s/^/n$id: /" "$CDIR/n$id/server.log" >>"$SLOG"; done
+  CL down >/dev/null 2>&1
+}
 
 cleanup() {
   local p
@@ -108,7 +139,7 @@ trap 'log interrupted; FAILED=interrupted; exit 130' INT TERM
 # nlm_up: what a real client node has running before `mount`: rpcbind (the kernel's lockd
 # registers with it at mount time, and the server finds lockd and statd through it) and rpc.statd
 # (the kernel's lockd asks it to SM_MON the server). Then the default-options mount.
-PRELUDE="LT=$LT VERS=$VERS
+PRELUDE="LT=$LT VERS=$VERS SRV=$SRV
 "'
 ns() { /bin/date +%s%N; }
 fail() { echo "CHECK_FAIL: $*"; echo "$(hostname): $*" >>/host/abort; exit 1; }
@@ -124,7 +155,7 @@ diag() {
 trap diag EXIT
 nlm_up() {
   if [ "$VERS" != 3 ]; then
-    mount.nfs 10.77.0.1:/ /mnt -v -o vers=$VERS >/tmp/mount.log 2>&1 || { cat /tmp/mount.log; fail "vers=$VERS mount failed"; }
+    mount.nfs $SRV:/ /mnt -v -o vers=$VERS >/tmp/mount.log 2>&1 || { cat /tmp/mount.log; fail "vers=$VERS mount failed"; }
     m=$(grep " /mnt nfs" /proc/mounts) || fail "not mounted"
     case "$m" in *local_lock=all*|*local_lock=posix*|*local_lock=flock*) fail "locks are local: $m";; esac
     ok "mounted: $m"
@@ -139,8 +170,8 @@ nlm_up() {
     sleep 0.1; i=$((i+1)); [ $i -lt 100 ] || { cat /tmp/statd.log; fail "rpc.statd did not register"; }
   done
   t0=$(ns)
-  # exactly what `mount -t nfs -o vers=3 10.77.0.1:/ /mnt` runs: no nolock, no port options
-  mount.nfs 10.77.0.1:/ /mnt -v -o vers=3 >/tmp/mount.log 2>&1 || { cat /tmp/mount.log; fail "default-options mount failed"; }
+  # exactly what `mount -t nfs -o vers=3 $SRV:/ /mnt` runs: no nolock, no port options
+  mount.nfs $SRV:/ /mnt -v -o vers=3 >/tmp/mount.log 2>&1 || { cat /tmp/mount.log; fail "default-options mount failed"; }
   echo MOUNT_MS=$(( ($(ns) - t0) / 1000000 ))
   sed "s/^/mount.nfs: /" /tmp/mount.log
   m=$(grep " /mnt nfs" /proc/mounts) || fail "not mounted"
@@ -319,30 +350,9 @@ echo SCENARIO_OK'
     "${why:+$why; }grant after release: fcntl ${g_fcntl:-?} ms, flock ${g_flock:-?} ms (host clock); VM2 blocked fcntl $(val FCNTL_WAITED_MS b2) ms; callbacks ok=$cb_ok failed=$cb_fail"
 }
 
-# scenario c's host side: when VM1 holds its lock, kill -9 sluice, restart it, wait for SM_NOTIFY
-restart_watcher() {
-  local i t n
-  for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/c1-granted" ] && break; sleep 0.1; done
-  [ -e "$CHAN/c1-granted" ] || { echo "watcher: VM1 never held its lock" >"$CHAN/c-restart-failed"; return; }
-  sleep 1
-  t=$(now_ns)
-  n=$(wc -l <"$SLOG")
-  stop_server KILL
-  if ! start_server; then echo "restart failed" >"$CHAN/c-restart-failed"; return; fi
-  echo "restarted in $(ms_since "$t") ms" >"$CHAN/c-restarted"
-  for i in $(seq 300); do tail -n +"$((n + 1))" "$SLOG" | grep -q 'SM_NOTIFY \(sent\|failed\)' && break; sleep 0.1; done
-  echo "$(ms_since "$t")" >"$CHAN/c-notified"
-}
-
-scenario_c() {
-  local t rc=0 why="" WP RW p1 p2 lastrun notes
-  t=$(now_ns)
-  rm -f "$CHAN"/* "$WORK/stamps"
-  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
-  WP=$!; WPIDS+=("$WP")
-  restart_watcher 2>>"$SLOG" &
-  RW=$!; WPIDS+=("$RW")
-  vm c1 --cpus 1 --mem 1024 -- '
+# Scenarios c and f: VM1 holds a lock across the server's restart (c) or the floating target's
+# takeover (f) and must get it back by reclaim; VM2 must not get it until VM1 releases it.
+VM_RECLAIMER='
 nlm_up
 echo 32767 > /proc/sys/sunrpc/nlm_debug   # lockd client debugging: shows the reclaim in dmesg
 mkdir -p /mnt/c && cd /mnt/c || fail "mkdir"
@@ -366,9 +376,7 @@ ok "lock reclaimed after the server restart (SM_NOTIFY -> statd -> lockd -> LOCK
 grep -iE "notify|SM_NOTIFY|Received" /tmp/statd.log | tail -5
 nlm_down
 echo SCENARIO_OK'
-  p1=$VPID
-  sleep 1
-  vm c2 --cpus 1 --mem 1024 -- '
+VM_CONTENDER='
 nlm_up
 wait_for /host/c-notified 240 || fail "server restart / SM_NOTIFY not done: $(cat /host/c-restart-failed 2>/dev/null)"
 cd /mnt/c || fail "cd /mnt/c"
@@ -386,6 +394,34 @@ ok "VM2 denied while VM1 held its reclaimed lock, granted after VM1 released"
 touch /host/c2-done
 nlm_down
 echo SCENARIO_OK'
+
+# scenario c's host side: when VM1 holds its lock, kill -9 sluice, restart it, wait for SM_NOTIFY
+restart_watcher() {
+  local i t n
+  for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/c1-granted" ] && break; sleep 0.1; done
+  [ -e "$CHAN/c1-granted" ] || { echo "watcher: VM1 never held its lock" >"$CHAN/c-restart-failed"; return; }
+  sleep 1
+  t=$(now_ns)
+  n=$(wc -l <"$SLOG")
+  stop_server KILL
+  if ! start_server; then echo "restart failed" >"$CHAN/c-restart-failed"; return; fi
+  echo "restarted in $(ms_since "$t") ms" >"$CHAN/c-restarted"
+  for i in $(seq 300); do tail -n +"$((n + 1))" "$SLOG" | grep -q 'SM_NOTIFY \(sent\|failed\)' && break; sleep 0.1; done
+  echo "$(ms_since "$t")" >"$CHAN/c-notified"
+}
+
+scenario_c() {
+  local t rc=0 why="" WP RW p1 p2 lastrun notes
+  t=$(now_ns)
+  rm -f "$CHAN"/* "$WORK/stamps"
+  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
+  WP=$!; WPIDS+=("$WP")
+  restart_watcher 2>>"$SLOG" &
+  RW=$!; WPIDS+=("$RW")
+  vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
+  p1=$VPID
+  sleep 1
+  vm c2 --cpus 1 --mem 1024 -- "$VM_CONTENDER"
   p2=$VPID
   vm_wait c1 "$p1"; vm_wait c2 "$p2"
   kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
@@ -399,6 +435,59 @@ echo SCENARIO_OK'
   record c "kill -9 + restart: SM_NOTIFY, reclaim, no lock lost" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "${why:+$why; }$(cat "$CHAN/c-restarted" 2>/dev/null); SM_NOTIFY $(cat "$CHAN/c-notified" 2>/dev/null) ms after kill; VM2 try denied after $(val TRY_WAITED_MS c2) ms (grace); VM2 granted $(gap_ms c1-unlocking c2-granted) ms after release"
   log "server after restart: $notes"
+}
+
+# scenario f's host side: when VM1 holds its lock, kill -9 the floating target's owner; wait
+# until another node holds the address and has sent SM_NOTIFY (same channel names as c)
+failover_watcher() {
+  local i t old new=""
+  for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/c1-granted" ] && break; sleep 0.1; done
+  [ -e "$CHAN/c1-granted" ] || { echo "watcher: VM1 never held its lock" >"$CHAN/c-restart-failed"; return; }
+  sleep 1
+  old=$(float_holder)
+  [ -n "$old" ] || { echo "no node holds $FLOAT" >"$CHAN/c-restart-failed"; return; }
+  t=$(now_ns)
+  CL kill "$old" >/dev/null 2>&1
+  for i in $(seq 300); do new=$(float_holder); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.1; done
+  if [ -z "$new" ] || [ "$new" = "$old" ]; then echo "no node took $FLOAT over from node $old" >"$CHAN/c-restart-failed"; return; fi
+  echo "$new" >"$WORK/new-owner"
+  echo "node $old killed, node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/c-restarted"
+  for i in $(seq 300); do grep -q 'SM_NOTIFY \(sent\|failed\)' "$CDIR/n$new/server.log" && break; sleep 0.1; done
+  echo "$(ms_since "$t")" >"$CHAN/c-notified"
+}
+
+scenario_f() {
+  local t rc=0 why="" WP RW p1 p2 new nlog notes
+  t=$(now_ns)
+  rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
+  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
+  WP=$!; WPIDS+=("$WP")
+  failover_watcher 2>>"$SLOG" &
+  RW=$!; WPIDS+=("$RW")
+  vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
+  p1=$VPID
+  sleep 1
+  vm c2 --cpus 1 --mem 1024 -- "$VM_CONTENDER"
+  p2=$VPID
+  vm_wait c1 "$p1"; vm_wait c2 "$p2"
+  kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
+  grep -q SCENARIO_OK "$WORK/c1.out" && [ "$(vm_rc c1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/c1.out")"; show c1; }
+  grep -q SCENARIO_OK "$WORK/c2.out" && [ "$(vm_rc c2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/c2.out")"; show c2; }
+  new=$(cat "$WORK/new-owner" 2>/dev/null)
+  nlog=$(sed 's/\x1b\[[0-9;]*m//g' "$CDIR/n${new:-0}/server.log" 2>/dev/null)
+  grep -q 'lock clients of a floating target that moved here' <<<"$nlog" || { rc=1; why+=" the new owner adopted no lock client"; }
+  grep -q 'lock grace after a floating target' <<<"$nlog" || { rc=1; why+=" no lock grace on the new owner"; }
+  grep -q 'SM_NOTIFY sent' <<<"$nlog" || { rc=1; why+=" no 'SM_NOTIFY sent' in the new owner's log ($(grep -o 'SM_NOTIFY failed.*' <<<"$nlog" | head -1))"; }
+  # The blocked waiter is granted by the GRANTED callback (which Linux lockd takes only from
+  # the floating address), not by its own re-poll 30 s later.
+  local g; g=$(gap_ms c1-unlocking c2-granted)
+  if [ "$rc" = 0 ] && { [ -z "$g" ] || [ "$g" -gt "$GRANT_MAX_MS" ]; }; then
+    rc=1; why+=" VM2 granted ${g:-?} ms after the release (GRANTED callback refused? $(grep -o 'GRANTED callback failed.*' <<<"$nlog" | head -1))"
+  fi
+  notes=$(grep -o 'SM_NOTIFY sent.*' <<<"$nlog" | tr '\n' ';')
+  record f "floating target's owner killed: SM_NOTIFY, reclaim, no lock lost" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "${why:+$why; }$(cat "$CHAN/c-restarted" 2>/dev/null); SM_NOTIFY $(cat "$CHAN/c-notified" 2>/dev/null) ms after kill; VM2 try denied after $(val TRY_WAITED_MS c2) ms (grace); VM2 granted $(gap_ms c1-unlocking c2-granted) ms after release"
+  log "new owner (node ${new:-?}): $notes"
 }
 
 # -------------------------------------------------------------------------------------- main ---
@@ -417,6 +506,11 @@ if has c && [ "$VERS" != 3 ]; then
   log "scenario c (SM_NOTIFY + NLM reclaim) is NFSv3 only; skipped for vers=$VERS"
 else
   has c && scenario_c
+fi
+if has f && [ "$CLUSTER" = 0 ]; then
+  log "scenario f needs --cluster; skipped"
+elif has f; then
+  scenario_f
 fi
 stop_server TERM
 

@@ -76,6 +76,8 @@ impl NsmRecord {
 #[derive(Clone, Debug)]
 pub struct Waiter {
     pub peer: IpAddr,
+    /// Our address the LOCK came to: the GRANTED callback is sent from it.
+    pub local: IpAddr,
     pub cookie: Bytes,
     pub lock: Nlm4Lock,
     pub exclusive: bool,
