@@ -24,6 +24,11 @@
 #      through a floating target at 10.77.0.200: VM1 holds a lock, the host kill -9s the
 #      target's owner; the node that takes the target over SM_NOTIFYs VM1 from the target's
 #      address, VM1 reclaims there, VM2 is DENIED, then GRANTED after VM1 releases
+#   w  (with --cluster) a checkpoint through the floating target: VM1 takes an fcntl lock and
+#      writes CKPT_MIB MiB (default 512) in 1 MiB writes with an fsync every 64 MiB; after
+#      64 MiB the host kill -9s the target's owner. VM1 must see no error; its longest gap
+#      between two completed writes is the stall; VM2 is DENIED the lock until VM1 releases it,
+#      and both read the whole checkpoint back intact
 #
 # Prints a PASS/FAIL summary with timings; exits 1 if anything failed, 2 on setup errors.
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir when
@@ -35,7 +40,7 @@ set -uo pipefail
 main() {
 
 KCLIENT=${KCLIENT:-/work/shared/kclient/kclient.sh}
-BIN="" SCENARIOS="" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug} VERS=3 CLUSTER=0
+BIN="" SCENARIOS="" KEEP=0 GRACE=15 PCAP=0 LOGLEVEL=${SLUICE_LOG:-debug} VERS=3 CLUSTER=0 CKPT_MIB=512
 # how fast a blocked waiter must be granted after the holder's release (GRANTED callback path);
 # without the callback the kernel client only re-polls its blocked LOCK every 30 s
 GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-5000}
@@ -48,13 +53,14 @@ while [ $# -gt 0 ]; do
     --pcap) PCAP=1; shift;;
     --vers) VERS=$2; shift 2;;
     --cluster) CLUSTER=1; shift;;
+    --ckpt-mib) CKPT_MIB=$2; shift 2;;
     -h|--help) sed -n '2,30p' "$0"; exit 0;;
     *) die "unknown option $1";;
   esac
 done
 # The server the VMs mount: the single sluice in netns kc, or the cluster's floating target.
 SRV=10.77.0.1 FLOAT=10.77.0.200
-if [ "$CLUSTER" = 1 ]; then SRV=$FLOAT SCENARIOS=${SCENARIOS:-f}; else SCENARIOS=${SCENARIOS:-"a b c"}; fi
+if [ "$CLUSTER" = 1 ]; then SRV=$FLOAT SCENARIOS=${SCENARIOS:-"f w"}; else SCENARIOS=${SCENARIOS:-"a b c"}; fi
 case "$VERS" in 3) ;; 4.1) GRANT_MAX_MS=${NLM_GRANT_MAX_MS:-35000};; *) die "--vers: 3 or 4.1";; esac
 [ "$(id -u)" = 0 ] || die "must run as root (network namespace, QEMU)"
 [ -x "$KCLIENT" ] || die "kclient not found at $KCLIENT (set KCLIENT=)"
@@ -76,6 +82,10 @@ LT=$TOOLS/locktool
 gcc -static -O2 -Wall -o "$LT" "$E2E_DIR/nlm-tools/locktool.c" 2>"$WORK/gcc.err" ||
   gcc -O2 -Wall -o "$LT" "$E2E_DIR/nlm-tools/locktool.c" 2>>"$WORK/gcc.err" ||
   { cat "$WORK/gcc.err" >&2; die "cannot build locktool"; }
+CK=$TOOLS/ckpt
+gcc -static -O2 -Wall -o "$CK" "$E2E_DIR/nlm-tools/ckpt.c" 2>"$WORK/gcc.err" ||
+  gcc -O2 -Wall -o "$CK" "$E2E_DIR/nlm-tools/ckpt.c" 2>>"$WORK/gcc.err" ||
+  { cat "$WORK/gcc.err" >&2; die "cannot build ckpt"; }
 
 cat >"$CFG" <<EOF
 [nlm]
@@ -139,7 +149,7 @@ trap 'log interrupted; FAILED=interrupted; exit 130' INT TERM
 # nlm_up: what a real client node has running before `mount`: rpcbind (the kernel's lockd
 # registers with it at mount time, and the server finds lockd and statd through it) and rpc.statd
 # (the kernel's lockd asks it to SM_MON the server). Then the default-options mount.
-PRELUDE="LT=$LT VERS=$VERS SRV=$SRV
+PRELUDE="LT=$LT CK=$CK CKPT_MIB=$CKPT_MIB VERS=$VERS SRV=$SRV
 "'
 ns() { /bin/date +%s%N; }
 fail() { echo "CHECK_FAIL: $*"; echo "$(hostname): $*" >>/host/abort; exit 1; }
@@ -192,7 +202,7 @@ vm() {
   local name=$1; shift
   local opts=()
   while [ "$1" != "--" ]; do opts+=("$1"); shift; done; shift
-  "$KCLIENT" run --no-mount --srv-bundle --add "$LT" --add /usr/sbin/rpc.statd --add /usr/sbin/sm-notify \
+  "$KCLIENT" run --no-mount --srv-bundle --add "$LT" --add "$CK" --add /usr/sbin/rpc.statd --add /usr/sbin/sm-notify \
       --add /usr/bin/flock --hostdir "$CHAN" --timeout 300 "${opts[@]}" -- "$PRELUDE$1" >"$WORK/$name.out" 2>&1 &
   VPID=$!
   VPIDS+=("$VPID")
@@ -439,21 +449,23 @@ scenario_c() {
 
 # scenario f's host side: when VM1 holds its lock, kill -9 the floating target's owner; wait
 # until another node holds the address and has sent SM_NOTIFY (same channel names as c)
+# failover_watcher X PAUSE: once $CHAN/X1-granted appears, sleep PAUSE, kill -9 the owner.
 failover_watcher() {
-  local i t old new=""
-  for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/c1-granted" ] && break; sleep 0.1; done
-  [ -e "$CHAN/c1-granted" ] || { echo "watcher: VM1 never held its lock" >"$CHAN/c-restart-failed"; return; }
-  sleep 1
+  local x=$1 pause=$2 i t old new=""
+  for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/${x}1-granted" ] && break; sleep 0.1; done
+  [ -e "$CHAN/${x}1-granted" ] || { echo "watcher: VM1 never got going" >"$CHAN/$x-restart-failed"; return; }
+  sleep "$pause"
   old=$(float_holder)
-  [ -n "$old" ] || { echo "no node holds $FLOAT" >"$CHAN/c-restart-failed"; return; }
+  [ -n "$old" ] || { echo "no node holds $FLOAT" >"$CHAN/$x-restart-failed"; return; }
   t=$(now_ns)
   CL kill "$old" >/dev/null 2>&1
   for i in $(seq 300); do new=$(float_holder); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.1; done
-  if [ -z "$new" ] || [ "$new" = "$old" ]; then echo "no node took $FLOAT over from node $old" >"$CHAN/c-restart-failed"; return; fi
+  if [ -z "$new" ] || [ "$new" = "$old" ]; then echo "no node took $FLOAT over from node $old" >"$CHAN/$x-restart-failed"; return; fi
   echo "$new" >"$WORK/new-owner"
-  echo "node $old killed, node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/c-restarted"
+  echo "node $old killed, node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/$x-restarted"
+  [ "$VERS" = 3 ] || { echo "$(ms_since "$t")" >"$CHAN/$x-notified"; return; }
   for i in $(seq 300); do grep -q 'SM_NOTIFY \(sent\|failed\)' "$CDIR/n$new/server.log" && break; sleep 0.1; done
-  echo "$(ms_since "$t")" >"$CHAN/c-notified"
+  echo "$(ms_since "$t")" >"$CHAN/$x-notified"
 }
 
 scenario_f() {
@@ -462,7 +474,7 @@ scenario_f() {
   rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
   stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
   WP=$!; WPIDS+=("$WP")
-  failover_watcher 2>>"$SLOG" &
+  failover_watcher c 1 2>>"$SLOG" &
   RW=$!; WPIDS+=("$RW")
   vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
   p1=$VPID
@@ -490,6 +502,53 @@ scenario_f() {
   log "new owner (node ${new:-?}): $notes"
 }
 
+scenario_w() {
+  local t rc=0 why="" WP RW p1 p2 new stall
+  t=$(now_ns)
+  rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
+  stamp_watch w1-granted w-restarted w2-denied w1-unlocking w2-granted &
+  WP=$!; WPIDS+=("$WP")
+  failover_watcher w 0 2>>"$SLOG" &
+  RW=$!; WPIDS+=("$RW")
+  vm w1 --cpus 1 --mem 1024 -- '
+nlm_up
+cd /mnt || fail "cd /mnt"
+$CK write ckpt $CKPT_MIB --fsync-every 64 --lock --signal-at 64 /host/w1-granted \
+  --hold-until /host/w2-denied --release-signal /host/w1-unlocking >/tmp/ck.out 2>&1
+r=$?; cat /tmp/ck.out
+[ $r = 0 ] || fail "the checkpoint writer failed across the failover (rc=$r): $(grep ERROR /tmp/ck.out)"
+echo STALL_MS=$(grep -o "max_gap_ms=[0-9]*" /tmp/ck.out | cut -d= -f2)
+[ -e /host/w-restarted ] || fail "the owner was not killed during the write: $(cat /host/w-restart-failed 2>/dev/null)"
+sync; echo 3 > /proc/sys/vm/drop_caches
+$CK verify ckpt $CKPT_MIB || fail "the checkpoint read back differs"
+ok "checkpoint of $CKPT_MIB MiB written across the failover with no error, read back intact"
+nlm_down
+echo SCENARIO_OK'
+  p1=$VPID
+  vm w2 --cpus 1 --mem 1024 -- '
+nlm_up
+wait_for /host/w-restarted 240 || fail "no takeover: $(cat /host/w-restart-failed 2>/dev/null)"
+cd /mnt || fail "cd /mnt"
+$LT ckpt w 0 0 try 0 | tee /tmp/o1
+grep -qE "DENIED errno=(EAGAIN|EACCES)" /tmp/o1 || fail "VM2 got the lock VM1 held (lost in the takeover)"
+sig /host/w2-denied
+$LT ckpt w 0 0 wait 0 --require /host/w1-unlocking --signal /host/w2-granted | tee /tmp/o2
+grep -q GRANTED /tmp/o2 || fail "blocking lock never granted"
+grep -q ORDER_OK /tmp/o2 || fail "granted while VM1 still held the lock"
+$CK verify ckpt $CKPT_MIB || fail "the checkpoint read by a second client differs"
+ok "VM2 denied while VM1 held its lock across the takeover, granted after, checkpoint intact"
+nlm_down
+echo SCENARIO_OK'
+  p2=$VPID
+  vm_wait w1 "$p1"; vm_wait w2 "$p2"
+  kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
+  grep -q SCENARIO_OK "$WORK/w1.out" && [ "$(vm_rc w1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/w1.out")"; show w1; }
+  grep -q SCENARIO_OK "$WORK/w2.out" && [ "$(vm_rc w2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/w2.out")"; show w2; }
+  stall=$(val STALL_MS w1)
+  record w "v$VERS checkpoint ${CKPT_MIB} MiB + fcntl lock, owner killed" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+    "${why:+$why; }$(cat "$CHAN/w-restarted" 2>/dev/null); longest gap between completed writes ${stall:-?} ms; $(grep -o 'total_ms=[0-9]*' "$WORK/w1.out" | head -1); VM2 granted $(gap_ms w1-unlocking w2-granted) ms after release"
+}
+
 # -------------------------------------------------------------------------------------- main ---
 T0=$(now_ns)
 log "sluice $BIN ($("$BIN" --version)), grace ${GRACE}s, scenarios: $SCENARIOS, work dir $WORK"
@@ -509,8 +568,15 @@ else
 fi
 if has f && [ "$CLUSTER" = 0 ]; then
   log "scenario f needs --cluster; skipped"
+elif has f && [ "$VERS" != 3 ]; then
+  log "scenario f (SM_NOTIFY + NLM reclaim) is NFSv3 only; skipped for vers=$VERS"
 elif has f; then
   scenario_f
+fi
+if has w && [ "$CLUSTER" = 0 ]; then
+  log "scenario w needs --cluster; skipped"
+elif has w; then
+  scenario_w
 fi
 stop_server TERM
 
