@@ -449,6 +449,17 @@ scenario_c() {
 
 # scenario f's host side: when VM1 holds its lock, kill -9 the floating target's owner; wait
 # until another node holds the address and has sent SM_NOTIFY (same channel names as c)
+# revive: start again the nodes an earlier scenario killed (a takeover needs a quorum of the
+# metadata log after the kill: two live nodes of three).
+revive() {
+  local id
+  [ -e "$WORK/killed" ] || return 0
+  for id in $(sort -u "$WORK/killed"); do
+    CL start "$id" >/dev/null || { log "node $id did not start again"; return 1; }
+  done
+  rm -f "$WORK/killed"
+}
+
 # failover_watcher X PAUSE: once $CHAN/X1-granted appears, sleep PAUSE, kill -9 the owner.
 failover_watcher() {
   local x=$1 pause=$2 i t old new=""
@@ -459,6 +470,7 @@ failover_watcher() {
   [ -n "$old" ] || { echo "no node holds $FLOAT" >"$CHAN/$x-restart-failed"; return; }
   t=$(now_ns)
   CL kill "$old" >/dev/null 2>&1
+  echo "$old" >>"$WORK/killed"
   for i in $(seq 300); do new=$(float_holder); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.1; done
   if [ -z "$new" ] || [ "$new" = "$old" ]; then echo "no node took $FLOAT over from node $old" >"$CHAN/$x-restart-failed"; return; fi
   echo "$new" >"$WORK/new-owner"
@@ -470,6 +482,7 @@ failover_watcher() {
 
 scenario_f() {
   local t rc=0 why="" WP RW p1 p2 new nlog notes
+  revive
   t=$(now_ns)
   rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
   stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
@@ -504,6 +517,7 @@ scenario_f() {
 
 scenario_w() {
   local t rc=0 why="" WP RW p1 p2 new stall
+  revive
   t=$(now_ns)
   rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
   stamp_watch w1-granted w-restarted w2-denied w1-unlocking w2-granted &
