@@ -119,11 +119,22 @@ pub fn build_bin(package: &str, bin: &str) -> PathBuf {
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
+///
+/// The port is free when this returns, not reserved: the kernel may hand it out again. A port
+/// is never returned twice to one test process, so two ports asked for one server (its NFS
+/// and admin ports, say) cannot collide, which made a server start without its admin API.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
