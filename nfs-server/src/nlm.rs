@@ -382,41 +382,66 @@ impl<S: Store> Server<S> {
     /// All at once (a dead client must not delay the others past the grace period), each tried
     /// up to [`NOTIFY_ATTEMPTS`] times. A client that cannot be reached is dropped from the list:
     /// if it is down, it lost its locks anyway and its own statd notifies us when it boots.
+    ///
+    /// Clients that locked through a floating target's address are left to whichever node
+    /// serves the target next (this one included): it notifies them from the address, when
+    /// it is up, with its lock window open (`Server::adopt_target`).
     pub async fn notify_clients(&self) {
-        self.notify(self.state.nlm.pending()).await;
+        let floating: Vec<IpAddr> = self
+            .targets
+            .get()
+            .map(|t| {
+                t.list()
+                    .iter()
+                    .filter(|t| t.floating)
+                    .flat_map(|t| t.listen.iter().map(|a| a.ip()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let clients = self
+            .state
+            .nlm
+            .pending()
+            .into_iter()
+            .filter(|c| !floating.contains(&c.server_addr))
+            .collect();
+        self.notify(clients).await;
     }
 
-    /// A floating target at `addrs` came to this node from node `previous`: the NLM clients
-    /// that held locks through those addresses there (`previous`'s monitor list in the
-    /// metadata log) join this node's list, to be told with [`Server::notify`] once the
+    /// A floating target at `addrs` came to this node, from node `previous` if another node
+    /// served it last: the NLM clients that held locks through those addresses there
+    /// (`previous`'s monitor list in the metadata log) and here before (this node's clients
+    /// still to notify) join this node's list, to be told with [`Server::notify`] once the
     /// addresses are up here, and new locks wait for `nlm.grace_seconds` so that they can
     /// reclaim theirs first. Returns them.
-    pub async fn adopt_target(&self, previous: u64, addrs: &[IpAddr]) -> Vec<Monitored> {
-        let key = crate::state::store::node_doc_key(previous, StateKey::Nsm);
-        let doc = match self.store.doc(&key).await {
-            Ok(Some((_, doc))) => doc,
-            Ok(None) => return Vec::new(),
-            Err(e) => {
-                tracing::error!(
-                    previous,
-                    "cannot read the earlier owner's NSM monitor list: its lock clients of \
-                     the target are not told to reclaim: {e}"
-                );
-                return Vec::new();
-            }
-        };
-        let record = match NsmRecord::from_doc(&doc) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(previous, "the earlier owner's NSM monitor list: {e}");
-                return Vec::new();
-            }
-        };
-        let theirs: Vec<Monitored> = record
-            .clients
+    pub async fn adopt_target(&self, previous: Option<u64>, addrs: &[IpAddr]) -> Vec<Monitored> {
+        let mut theirs: Vec<Monitored> = self
+            .state
+            .nlm
+            .pending()
             .into_iter()
             .filter(|c| addrs.contains(&c.server_addr))
             .collect();
+        if let Some(previous) = previous {
+            let key = crate::state::store::node_doc_key(previous, StateKey::Nsm);
+            let record = match self.store.doc(&key).await {
+                Ok(Some((_, doc))) => NsmRecord::from_doc(&doc).map_err(|e| e.to_string()),
+                Ok(None) => Ok(NsmRecord::default()),
+                Err(e) => Err(e.to_string()),
+            };
+            match record {
+                Ok(r) => theirs.extend(
+                    r.clients
+                        .into_iter()
+                        .filter(|c| addrs.contains(&c.server_addr)),
+                ),
+                Err(e) => tracing::error!(
+                    previous,
+                    "cannot read the earlier owner's NSM monitor list: its lock clients of \
+                     the target are not told to reclaim: {e}"
+                ),
+            }
+        }
         let adopted = self.state.nlm.adopt(&theirs);
         if adopted.is_empty() {
             return adopted;

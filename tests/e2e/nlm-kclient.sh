@@ -24,6 +24,8 @@
 #      through a floating target at 10.77.0.200: VM1 holds a lock, the host kill -9s the
 #      target's owner; the node that takes the target over SM_NOTIFYs VM1 from the target's
 #      address, VM1 reclaims there, VM2 is DENIED, then GRANTED after VM1 releases
+#   m  (with --cluster) as f, but the target is moved (`sluice target move`) instead of killed:
+#      the old owner drops the lock and keeps its client in its list for the new owner to tell
 #   w  (with --cluster) a checkpoint through the floating target: VM1 takes an fcntl lock and
 #      writes CKPT_MIB MiB (default 512) in 1 MiB writes with an fsync every 64 MiB; after
 #      64 MiB the host kill -9s the target's owner. VM1 must see no error; its longest gap
@@ -460,34 +462,49 @@ revive() {
   rm -f "$WORK/killed"
 }
 
-# failover_watcher X PAUSE: once $CHAN/X1-granted appears, sleep PAUSE, kill -9 the owner.
+# failover_watcher X PAUSE [kill|move]: once $CHAN/X1-granted appears, sleep PAUSE, then
+# kill -9 the owner, or move the target to another node (`sluice target move`).
 failover_watcher() {
-  local x=$1 pause=$2 i t old new=""
+  local x=$1 pause=$2 how=${3:-kill} i t old new="" dest
   for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/${x}1-granted" ] && break; sleep 0.1; done
   [ -e "$CHAN/${x}1-granted" ] || { echo "watcher: VM1 never got going" >"$CHAN/$x-restart-failed"; return; }
   sleep "$pause"
   old=$(float_holder)
   [ -n "$old" ] || { echo "no node holds $FLOAT" >"$CHAN/$x-restart-failed"; return; }
+  local -A lines
+  for i in 1 2 3; do lines[$i]=$(wc -l <"$CDIR/n$i/server.log" 2>/dev/null || echo 0); done
   t=$(now_ns)
-  CL kill "$old" >/dev/null 2>&1
-  echo "$old" >>"$WORK/killed"
+  if [ "$how" = move ]; then
+    dest=$(( old % 3 + 1 ))
+    CL sluice "$old" target move float "$dest" >/dev/null 2>&1 ||
+      { echo "sluice target move float $dest failed" >"$CHAN/$x-restart-failed"; return; }
+  else
+    CL kill "$old" >/dev/null 2>&1
+    echo "$old" >>"$WORK/killed"
+  fi
   for i in $(seq 300); do new=$(float_holder); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.1; done
   if [ -z "$new" ] || [ "$new" = "$old" ]; then echo "no node took $FLOAT over from node $old" >"$CHAN/$x-restart-failed"; return; fi
   echo "$new" >"$WORK/new-owner"
-  echo "node $old killed, node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/$x-restarted"
+  echo "node $old $([ "$how" = move ] && echo "moved it" || echo killed), node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/$x-restarted"
   [ "$VERS" = 3 ] || { echo "$(ms_since "$t")" >"$CHAN/$x-notified"; return; }
-  for i in $(seq 300); do grep -q 'SM_NOTIFY \(sent\|failed\)' "$CDIR/n$new/server.log" && break; sleep 0.1; done
+  for i in $(seq 300); do
+    tail -n +"$((${lines[$new]:-0} + 1))" "$CDIR/n$new/server.log" | grep -q 'SM_NOTIFY \(sent\|failed\)' && break
+    sleep 0.1
+  done
   echo "$(ms_since "$t")" >"$CHAN/$x-notified"
 }
 
+# scenario_f [kill|move] (scenario m: move)
 scenario_f() {
+  local how=${1:-kill} id=f what="owner killed"
+  [ "$how" = move ] && id=m what="target moved (planned)"
   local t rc=0 why="" WP RW p1 p2 new nlog notes
-  revive
+  revive || { record $id "floating target's $what: SM_NOTIFY, reclaim" 1 0 "a node killed before did not start again"; return; }
   t=$(now_ns)
   rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
   stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
   WP=$!; WPIDS+=("$WP")
-  failover_watcher c 1 2>>"$SLOG" &
+  failover_watcher c 1 "$how" 2>>"$SLOG" &
   RW=$!; WPIDS+=("$RW")
   vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
   p1=$VPID
@@ -510,14 +527,14 @@ scenario_f() {
     rc=1; why+=" VM2 granted ${g:-?} ms after the release (GRANTED callback refused? $(grep -o 'GRANTED callback failed.*' <<<"$nlog" | head -1))"
   fi
   notes=$(grep -o 'SM_NOTIFY sent.*' <<<"$nlog" | tr '\n' ';')
-  record f "floating target's owner killed: SM_NOTIFY, reclaim, no lock lost" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+  record $id "floating target's $what: SM_NOTIFY, reclaim, no lock lost" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "${why:+$why; }$(cat "$CHAN/c-restarted" 2>/dev/null); SM_NOTIFY $(cat "$CHAN/c-notified" 2>/dev/null) ms after kill; VM2 try denied after $(val TRY_WAITED_MS c2) ms (grace); VM2 granted $(gap_ms c1-unlocking c2-granted) ms after release"
   log "new owner (node ${new:-?}): $notes"
 }
 
 scenario_w() {
   local t rc=0 why="" WP RW p1 p2 new stall
-  revive
+  revive || { record w "v$VERS checkpoint, owner killed" 1 0 "a node killed before did not start again"; return; }
   t=$(now_ns)
   rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
   stamp_watch w1-granted w-restarted w2-denied w1-unlocking w2-granted &
@@ -586,6 +603,11 @@ elif has f && [ "$VERS" != 3 ]; then
   log "scenario f (SM_NOTIFY + NLM reclaim) is NFSv3 only; skipped for vers=$VERS"
 elif has f; then
   scenario_f
+fi
+if has m && { [ "$CLUSTER" = 0 ] || [ "$VERS" != 3 ]; }; then
+  log "scenario m needs --cluster and vers=3; skipped"
+elif has m; then
+  scenario_f move
 fi
 if has w && [ "$CLUSTER" = 0 ]; then
   log "scenario w needs --cluster; skipped"

@@ -1034,24 +1034,31 @@ impl<E: Writer> ClusterStore<E> {
         let Some(t) = tag else {
             return Ok(None);
         };
-        let term = self.learn_floor(engine, &t).await?;
-        let entered = lock(&self.fences).enter(&t);
-        match entered {
-            Ok(()) => Ok(Some(Admitted {
-                fences: &self.fences,
-                left: &self.fence_left,
-                term,
-                t,
-            })),
-            Err(floor) => {
-                self.target_fenced.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    target = %t.name, epoch = t.epoch, floor,
-                    "a call from an earlier owner of the floating target was refused"
-                );
-                Err(Error::Fenced)
+        // The term may move on between learning the floor and entering: learn again.
+        for _ in 0..3 {
+            let term = self.learn_floor(engine, &t).await?;
+            let entered = lock(&self.fences).enter(term, &t);
+            match entered {
+                Ok(()) => {
+                    return Ok(Some(Admitted {
+                        fences: &self.fences,
+                        left: &self.fence_left,
+                        term,
+                        t,
+                    }))
+                }
+                Err(fence::Refused::Below(floor)) => {
+                    self.target_fenced.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target = %t.name, epoch = t.epoch, floor,
+                        "a call from an earlier owner of the floating target was refused"
+                    );
+                    return Err(Error::Fenced);
+                }
+                Err(fence::Refused::Unlearned) => {}
             }
         }
+        Err(Error::Unavailable)
     }
 
     /// Makes sure the floor of `t`'s target is known in the term this node writes in (read
@@ -1071,21 +1078,26 @@ impl<E: Writer> ClusterStore<E> {
     /// [`ClusterStore::fence_at`] on the writer.
     async fn raise_fence(&self, engine: &E, t: TargetEpoch) -> Answer {
         let raised = async {
-            self.learn_floor(engine, &t).await?;
-            let raised = lock(&self.fences).raise(&t);
-            if let Err(floor) = raised {
-                tracing::warn!(
-                    target = %t.name, epoch = t.epoch, floor,
-                    "a floating target was fenced already by a later owner"
-                );
-                return Err(Error::Fenced);
+            let term = self.learn_floor(engine, &t).await?;
+            let raised = lock(&self.fences).raise(term, &t);
+            match raised {
+                Ok(()) => {}
+                Err(fence::Refused::Below(floor)) => {
+                    tracing::warn!(
+                        target = %t.name, epoch = t.epoch, floor,
+                        "a floating target was fenced already by a later owner"
+                    );
+                    return Err(Error::Fenced);
+                }
+                // The term moved on: the new owner asks again (the next writer).
+                Err(fence::Refused::Unlearned) => return Err(Error::Unavailable),
             }
             let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
             loop {
                 let left = self.fence_left.notified();
                 tokio::pin!(left);
                 left.as_mut().enable();
-                if lock(&self.fences).drained(&t) {
+                if lock(&self.fences).drained(term, &t) {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, left).await.is_err() {
@@ -1095,7 +1107,13 @@ impl<E: Writer> ClusterStore<E> {
             let floor = t.epoch.to_le_bytes().to_vec();
             engine
                 .put_doc(&fence::floor_key(&t.name), t.epoch, floor)
-                .await
+                .await?;
+            // A writer of a later term may have learnt the floor before this one was in the
+            // log: the new owner fences again, there.
+            if *self.serving.borrow() != term {
+                return Err(Error::Unavailable);
+            }
+            Ok(())
         };
         match raised.await {
             Ok(()) => {

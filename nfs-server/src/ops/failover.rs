@@ -43,7 +43,7 @@ pub trait Takeover: Send + Sync + 'static {
     fn fence(&self, target: String, epoch: u64) -> HookFuture<'_, Result<(), backend::Error>>;
     /// Takes over the NLM clients that held locks through `addrs` on node `previous`; returns
     /// those to notify once the addresses are up (`Server::adopt_target`).
-    fn adopt(&self, previous: u64, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>>;
+    fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>>;
     /// SM_NOTIFY to `clients`.
     fn notify(&self, clients: Vec<Monitored>) -> HookFuture<'_, ()>;
     /// Drops the locks taken through `addrs`, which this node no longer serves.
@@ -54,7 +54,7 @@ impl<S: backend::Store> Takeover for crate::server::Server<S> {
     fn fence(&self, target: String, epoch: u64) -> HookFuture<'_, Result<(), backend::Error>> {
         Box::pin(async move { self.store.fence_target(&target, epoch).await })
     }
-    fn adopt(&self, previous: u64, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>> {
+    fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>> {
         Box::pin(async move { self.adopt_target(previous, &addrs).await })
     }
     fn notify(&self, clients: Vec<Monitored>) -> HookFuture<'_, ()> {
@@ -588,15 +588,18 @@ impl Floating {
                         .forget(&target);
                     return false;
                 }
-                // The NLM clients that held locks through the target on its earlier owner:
-                // told to reclaim them here once the addresses are up.
-                let previous = *t.previous_owner.lock().expect("owner lock poisoned");
-                let adopted = match previous {
-                    Some(p) if p != self.node => {
-                        self.host.adopt(p, ips(&t).into_iter().collect()).await
-                    }
-                    _ => Vec::new(),
-                };
+                // The NLM clients that held locks through the target on its earlier owner (or
+                // here, before this node stopped serving it): told to reclaim them here once
+                // the addresses are up.
+                let previous = t
+                    .previous_owner
+                    .lock()
+                    .expect("owner lock poisoned")
+                    .filter(|&p| p != self.node);
+                let adopted = self
+                    .host
+                    .adopt(previous, ips(&t).into_iter().collect())
+                    .await;
                 t.serving_epoch
                     .store(epoch as u64, std::sync::atomic::Ordering::Release);
                 let up = match self.addresses.up(&t, epoch).await {

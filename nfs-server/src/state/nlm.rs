@@ -219,28 +219,49 @@ impl Nlm {
             m.pending.extend(new);
             m.changes += 1;
         }
-        clients
-            .iter()
-            .filter(|c| m.pending.iter().any(|p| p.name == c.name))
-            .cloned()
-            .collect()
+        let mut told: Vec<Monitored> = Vec::new();
+        for c in clients {
+            if m.pending.iter().any(|p| p.name == c.name) && !told.iter().any(|t| t.name == c.name)
+            {
+                told.push(c.clone());
+            }
+        }
+        told
     }
 
     /// This node stopped serving a floating target at `addrs`: the clients that took their
-    /// locks through it lose them here (they reclaim them from the next owner) and leave the
-    /// monitor list. Returns the waiters that became granted.
+    /// locks through it lose them here (they reclaim them from the next owner, which finds
+    /// them in this node's saved list: they stay in it, as clients to notify, and this node
+    /// notifies them itself only if it takes the target back). Returns the waiters that
+    /// became granted. A client is known by its name: one that also locked through another
+    /// address of this node loses those locks too.
     pub fn release_target(&self, addrs: &[IpAddr]) -> Vec<Grant> {
-        let names: Vec<String> = self
-            .monitors()
+        let mut m = self.monitors();
+        let moved: Vec<Monitored> = m
             .current
             .values()
             .filter(|c| addrs.contains(&c.server_addr))
-            .map(|c| c.name.clone())
+            .cloned()
             .collect();
-        names
-            .iter()
-            .flat_map(|n| self.forget_client(n, None))
-            .collect()
+        if moved.is_empty() {
+            return Vec::new();
+        }
+        let mut grants = Vec::new();
+        let mut locks = self.locks.lock().expect("lock table poisoned");
+        for c in &moved {
+            grants.extend(locks.release_client(&c.name));
+            m.current.remove(&c.name);
+            m.pending.retain(|p| p.name != c.name);
+            m.pending.push(c.clone());
+        }
+        drop(locks);
+        m.changes += 1;
+        drop(m);
+        self.waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .retain(|(_, owner, _, _), _| !moved.iter().any(|c| c.name == owner.client));
+        grants
     }
 
     /// Clients of the previous run still to be notified.
@@ -331,7 +352,18 @@ mod tests {
         }
         nlm.release_target(&[float]);
         assert_eq!(nlm.locks.lock().unwrap().held_count(), 1);
-        assert_eq!(nlm.monitored_count(), 1);
+        // "a" stays in the saved list, for the next owner to find and notify.
+        let (_, doc) = nlm.unsaved().expect("a change to save");
+        let saved = NsmRecord::from_doc(&doc).unwrap();
+        assert_eq!(saved.clients.len(), 2);
+        assert_eq!(
+            nlm.pending(),
+            vec![Monitored {
+                name: "a".into(),
+                addr: "10.0.0.5".parse().unwrap(),
+                server_addr: float,
+            }]
+        );
     }
 
     #[test]

@@ -1937,7 +1937,7 @@ async fn after_a_takeover_the_target_s_lock_clients_reclaim_first_while_opens_go
         .await
         .unwrap();
     let told = server
-        .adopt_target(2, &["10.0.0.200".parse().unwrap()])
+        .adopt_target(Some(2), &["10.0.0.200".parse().unwrap()])
         .await;
     assert_eq!(told, vec![client("gpu01", "10.0.0.9", "10.0.0.200")]);
     let start = Instant::now();
@@ -1965,9 +1965,27 @@ async fn after_a_takeover_the_target_s_lock_clients_reclaim_first_while_opens_go
     // Adopting the same target again (a retried takeover) tells gpu01 still, until it was.
     assert_eq!(
         h.server
-            .adopt_target(2, &["10.0.0.200".parse().unwrap()])
+            .adopt_target(Some(2), &["10.0.0.200".parse().unwrap()])
             .await
             .len(),
         1
     );
+    // Once told, gpu01 holds its lock here. When this node stops serving the target, the lock
+    // goes, and gpu01 stays in the saved list; taking the target back with no other owner in
+    // between tells it again.
+    let float: std::net::IpAddr = "10.0.0.200".parse().unwrap();
+    h.server.state.nlm.notified("gpu01");
+    h.server
+        .state
+        .nlm
+        .monitor("gpu01", "10.0.0.9".parse().unwrap(), float);
+    h.server.release_target(&[float]).await;
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"other", false, s(49)).await,
+        Nlm4Stat::Granted,
+        "the moved client's lock is gone here"
+    );
+    let told = h.server.adopt_target(None, &[float]).await;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].name, "gpu01");
 }
