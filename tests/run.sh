@@ -62,9 +62,9 @@ tests/e2e/tiers-kclient.sh
 tests/e2e/tiers-kclient.sh --vers 4.1
 tests/e2e/tiers-fio.sh
 
-step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim; a lock kept, and a 512 MiB checkpoint written, across a floating target's takeover in a three-node cluster"
+step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim; a lock kept across a floating target's takeover (kill -9, planned move) and a 512 MiB checkpoint written across one, in a three-node cluster"
 tests/e2e/nlm-kclient.sh
-tests/e2e/nlm-kclient.sh --cluster --scenarios "f w"
+tests/e2e/nlm-kclient.sh --cluster --scenarios "f m w"
 
 step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; nconnect=4; locks across two VMs"
 tests/e2e/kclient-v41.sh
