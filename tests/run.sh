@@ -41,7 +41,8 @@ cargo run --release -q -p ha --example sim -- --first 1000 --seeds 500
 step "fuzz smoke (${FUZZ_SECONDS:-15} s per target)"
 fuzz/run.sh "${FUZZ_SECONDS:-15}"
 
-need_pkg libnfs-utils rpcbind nftables iputils-arping
+# nfs-common: rpc.statd and sm-notify, which nlm-kclient.sh copies into the kernel-client VMs.
+need_pkg libnfs-utils rpcbind nftables iputils-arping nfs-common
 step "rpcbind registration (Debian's rpcbind in a private netns)"
 tests/e2e/rpcbind-register.sh
 
