@@ -8,7 +8,7 @@ use ha::forward::wire;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
     if let Ok((envelope, call)) = wire::decode_shipped(body.clone()) {
-        let (mut again, tail) = wire::encode_shipped(&call, envelope);
+        let (mut again, tail) = wire::encode_shipped(&call, envelope.clone());
         again.extend_from_slice(tail.as_deref().unwrap_or_default());
         assert_eq!(
             wire::decode_shipped(Bytes::from(again)).ok(),
