@@ -185,7 +185,7 @@ impl IoEngine {
     pub async fn run_owned(
         &self,
         spans: &[Span],
-        mut buf: AlignedBuf,
+        buf: AlignedBuf,
     ) -> (AlignedBuf, Vec<io::Result<usize>>) {
         if let Some(bad) = spans
             .iter()
@@ -205,29 +205,9 @@ impl IoEngine {
         }
         let batch = Batch::new(spans.len());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        {
-            let base = buf.as_mut_ptr();
-            *lock(&batch.task) = Some(tx);
-            *lock(&batch.owned) = Some(buf);
-            let jobs = spans.iter().enumerate().map(|(index, s)| Job {
-                req: Request {
-                    op: s.op,
-                    fd: s.fd,
-                    offset: s.offset,
-                    // SAFETY: `at + len <= buf.len()` (checked above), so the pointer stays in the
-                    // buffer, which the batch owns until every request has completed.
-                    ptr: unsafe { base.add(s.at) },
-                    len: s.len,
-                },
-                batch: Arc::clone(&batch),
-                index,
-            });
-            // A failed send completes the unsent jobs with an error, so the wait below ends.
-            let _ = match self {
-                IoEngine::Uring(ring) => ring.send(jobs),
-                IoEngine::Threads(pool) => pool.send(jobs),
-            };
-        }
+        *lock(&batch.task) = Some(tx);
+        // A failed send completes the unsent jobs with an error, so the wait below ends.
+        self.send_owned(spans, buf, &batch);
         let _ = rx.await;
         // Every request has completed (or was dropped unrun): the buffer is ours again.
         let results = {
@@ -252,7 +232,7 @@ impl IoEngine {
     /// span's result once all have completed, on the engine's thread (keep it short). The
     /// buffer is owned by the batch until then, so the caller cannot touch it during the I/O.
     /// Spans outside the buffer fail at once (and `then` runs on this thread).
-    pub fn submit_then(&self, spans: &[Span], mut buf: AlignedBuf, then: Then) {
+    pub fn submit_then(&self, spans: &[Span], buf: AlignedBuf, then: Then) {
         if let Some(bad) = spans
             .iter()
             .find(|s| s.at.checked_add(s.len).is_none_or(|end| end > buf.len()))
@@ -270,23 +250,33 @@ impl IoEngine {
             return;
         }
         let batch = Batch::new(spans.len());
+        *lock(&batch.then) = Some(then);
+        // A failed send completes the unsent jobs with an error, so `then` still runs.
+        self.send_owned(spans, buf, &batch);
+    }
+
+    /// Hands `buf` to `batch` and sends one job per span against it. The caller has checked
+    /// that every span lies within `buf` and set the batch's completion (`task` or `then`).
+    fn send_owned(&self, spans: &[Span], mut buf: AlignedBuf, batch: &Arc<Batch>) {
+        debug_assert!(spans
+            .iter()
+            .all(|s| s.at.checked_add(s.len).is_some_and(|end| end <= buf.len())));
         let base = buf.as_mut_ptr();
         *lock(&batch.owned) = Some(buf);
-        *lock(&batch.then) = Some(then);
         let jobs = spans.iter().enumerate().map(|(index, s)| Job {
             req: Request {
                 op: s.op,
                 fd: s.fd,
                 offset: s.offset,
-                // SAFETY: `at + len <= buf.len()` (checked above), so the pointer stays in the
-                // buffer, which the batch owns until every request has completed.
+                // SAFETY: `at + len <= buf.len()` (checked by both callers before this), so the
+                // pointer stays in the buffer, which the batch owns until every request has
+                // completed; moving the `AlignedBuf` into the batch does not move its memory.
                 ptr: unsafe { base.add(s.at) },
                 len: s.len,
             },
-            batch: Arc::clone(&batch),
+            batch: Arc::clone(batch),
             index,
         });
-        // A failed send completes the unsent jobs with an error, so `then` still runs.
         let _ = match self {
             IoEngine::Uring(ring) => ring.send(jobs),
             IoEngine::Threads(pool) => pool.send(jobs),
