@@ -407,6 +407,28 @@ touch /host/c2-done
 nlm_down
 echo SCENARIO_OK'
 
+# reclaim_pair WATCHER [ARGS...]: the two VMs of scenarios c, f and m, with WATCHER (the host
+# side: a restart, a kill or a move once VM1 holds its lock) in the background. VM1 must get
+# its lock back by reclaim, VM2 must not get it until VM1 releases it. Sets the caller's rc
+# and why.
+reclaim_pair() {
+  local WP RW p1 p2
+  rm -f "$CHAN"/* "$WORK/stamps"
+  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
+  WP=$!; WPIDS+=("$WP")
+  "$@" 2>>"$SLOG" &
+  RW=$!; WPIDS+=("$RW")
+  vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
+  p1=$VPID
+  sleep 1
+  vm c2 --cpus 1 --mem 1024 -- "$VM_CONTENDER"
+  p2=$VPID
+  vm_wait c1 "$p1"; vm_wait c2 "$p2"
+  kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
+  grep -q SCENARIO_OK "$WORK/c1.out" && [ "$(vm_rc c1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/c1.out")"; show c1; }
+  grep -q SCENARIO_OK "$WORK/c2.out" && [ "$(vm_rc c2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/c2.out")"; show c2; }
+}
+
 # scenario c's host side: when VM1 holds its lock, kill -9 sluice, restart it, wait for SM_NOTIFY
 restart_watcher() {
   local i t n
@@ -423,22 +445,9 @@ restart_watcher() {
 }
 
 scenario_c() {
-  local t rc=0 why="" WP RW p1 p2 lastrun notes
+  local t rc=0 why="" lastrun notes
   t=$(now_ns)
-  rm -f "$CHAN"/* "$WORK/stamps"
-  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
-  WP=$!; WPIDS+=("$WP")
-  restart_watcher 2>>"$SLOG" &
-  RW=$!; WPIDS+=("$RW")
-  vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
-  p1=$VPID
-  sleep 1
-  vm c2 --cpus 1 --mem 1024 -- "$VM_CONTENDER"
-  p2=$VPID
-  vm_wait c1 "$p1"; vm_wait c2 "$p2"
-  kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
-  grep -q SCENARIO_OK "$WORK/c1.out" && [ "$(vm_rc c1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/c1.out")"; show c1; }
-  grep -q SCENARIO_OK "$WORK/c2.out" && [ "$(vm_rc c2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/c2.out")"; show c2; }
+  reclaim_pair restart_watcher
   # server side: the run after the restart logged a grace period and SM_NOTIFY to VM1
   lastrun=$(awk '/^=== .* start ===/ { buf = "" } { buf = buf $0 "\n" } END { printf "%s", buf }' "$SLOG" | sed 's/\x1b\[[0-9;]*m//g')
   grep -q 'NLM grace period' <<<"$lastrun" || { rc=1; why+=" no grace period after the restart"; }
@@ -498,23 +507,11 @@ failover_watcher() {
 scenario_f() {
   local how=${1:-kill} id=f what="owner killed"
   [ "$how" = move ] && id=m what="target moved (planned)"
-  local t rc=0 why="" WP RW p1 p2 new nlog notes
+  local t rc=0 why="" new nlog notes
   revive || { record $id "floating target's $what: SM_NOTIFY, reclaim" 1 0 "a node killed before did not start again"; return; }
   t=$(now_ns)
-  rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
-  stamp_watch c1-granted c-restarted c-notified c2-denied c1-unlocking c2-granted &
-  WP=$!; WPIDS+=("$WP")
-  failover_watcher c 1 "$how" 2>>"$SLOG" &
-  RW=$!; WPIDS+=("$RW")
-  vm c1 --cpus 1 --mem 1024 -- "$VM_RECLAIMER"
-  p1=$VPID
-  sleep 1
-  vm c2 --cpus 1 --mem 1024 -- "$VM_CONTENDER"
-  p2=$VPID
-  vm_wait c1 "$p1"; vm_wait c2 "$p2"
-  kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
-  grep -q SCENARIO_OK "$WORK/c1.out" && [ "$(vm_rc c1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/c1.out")"; show c1; }
-  grep -q SCENARIO_OK "$WORK/c2.out" && [ "$(vm_rc c2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/c2.out")"; show c2; }
+  rm -f "$WORK/new-owner"
+  reclaim_pair failover_watcher c 1 "$how"
   new=$(cat "$WORK/new-owner" 2>/dev/null)
   nlog=$(sed 's/\x1b\[[0-9;]*m//g' "$CDIR/n${new:-0}/server.log" 2>/dev/null)
   grep -q 'lock clients of a floating target that moved here' <<<"$nlog" || { rc=1; why+=" the new owner adopted no lock client"; }
