@@ -647,6 +647,8 @@ pub struct Target {
     /// the calls of its clients carry it to the writer, which refuses them once a later owner
     /// fenced the target (`ha::forward::fence`).
     pub serving_epoch: std::sync::atomic::AtomicU64,
+    /// `name` as the tag carries it (made once: RDMA tags every call).
+    tag_name: Arc<str>,
     /// The last node other than this one that this node saw owning a floating target: after
     /// a takeover, its NLM clients of the target are told to reclaim here.
     pub previous_owner: Mutex<Option<u64>>,
@@ -670,6 +672,7 @@ impl Target {
             cut: tokio::sync::watch::Sender::new(0),
             owner: Mutex::new(None),
             serving_epoch: std::sync::atomic::AtomicU64::new(0),
+            tag_name: config.name.as_str().into(),
             previous_owner: Mutex::new(None),
         }))
     }
@@ -694,7 +697,7 @@ impl Target {
     /// The tag the calls of a connection of this target carry (`None`: not floating).
     pub fn tag(&self) -> Option<ha::forward::TargetEpoch> {
         self.floating.then(|| ha::forward::TargetEpoch {
-            name: self.name.as_str().into(),
+            name: Arc::clone(&self.tag_name),
             epoch: self
                 .serving_epoch
                 .load(std::sync::atomic::Ordering::Acquire),
