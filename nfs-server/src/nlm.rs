@@ -415,6 +415,7 @@ impl<S: Store> Server<S> {
     /// addresses are up here, and new locks wait for `nlm.grace_seconds` so that they can
     /// reclaim theirs first. Returns them.
     pub async fn adopt_target(&self, previous: Option<u64>, addrs: &[IpAddr]) -> Vec<Monitored> {
+        self.adopt_target_v4(previous, addrs).await;
         let mut theirs: Vec<Monitored> = self
             .state
             .nlm
@@ -464,10 +465,60 @@ impl<S: Store> Server<S> {
         adopted
     }
 
+    /// The NFSv4.1 half of [`Server::adopt_target`] (`ha/PROTOCOL.md` §7.4): the clients
+    /// whose EXCHANGE_ID came to `addrs` on node `previous` (its client records in the
+    /// metadata log), and on this node before the target left it, may reclaim their opens
+    /// and locks here, in a window scoped to them ([`crate::state::Grace::takeover_v4`]).
+    /// Their records are saved here first, so that a crash of this node leaves them to the
+    /// next owner.
+    async fn adopt_target_v4(&self, previous: Option<u64>, addrs: &[IpAddr]) {
+        let mut theirs = Vec::new();
+        if let Some(previous) = previous {
+            let key = crate::state::store::node_doc_key(previous, StateKey::Nfs4Clients);
+            match self.store.doc(&key).await {
+                Ok(Some((_, doc))) => theirs = crate::state::nfs4::parse_records(&doc),
+                Ok(None) => {}
+                Err(e) => tracing::error!(
+                    previous,
+                    "cannot read the earlier owner's NFSv4 client records: its clients of \
+                     the target cannot reclaim their opens and locks here: {e}"
+                ),
+            }
+        }
+        let adopted = self.state.nfs4.lock().adopt_target(theirs, addrs);
+        if adopted.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.save_nfs4().await {
+            // They may reclaim all the same; only a crash of this node before they did would
+            // leave the next owner without their records.
+            tracing::error!("cannot save the NFSv4 client records after a takeover: {e}");
+        }
+        let n = adopted.len();
+        self.state
+            .grace()
+            .takeover_v4(std::time::Instant::now(), adopted);
+        tracing::info!(
+            previous,
+            clients = n,
+            "NFSv4 clients of a floating target adopted"
+        );
+    }
+
     /// This node stopped serving a floating target at `addrs`: the locks taken through it
     /// go (their clients reclaim them from the next owner), and waiters they blocked are
-    /// granted.
+    /// granted. Its NFSv4.1 clients lose their sessions and state here, and keep their
+    /// records for the next owner to read.
     pub async fn release_target(&self, addrs: &[IpAddr]) {
+        let purged = {
+            let mut st = self.state.nfs4.lock();
+            let n = st.release_target(addrs, std::time::Instant::now());
+            if n > 0 {
+                tracing::info!(clients = n, "NFSv4 clients of a floating target that left");
+            }
+            st.take_purged()
+        };
+        crate::v4::ops::lock::release_clients(self, &purged);
         let grants = self.state.nlm.release_target(addrs);
         self.send_grants(grants);
         self.save_forgotten().await;

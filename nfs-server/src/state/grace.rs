@@ -11,6 +11,11 @@
 //!   at least half a lease ahead, never past twice the lease from the start (knfsd does the
 //!   same; §8.4.2.1 allows it), so clients with much to reclaim are not cut off halfway.
 //!
+//! A floating mount target that moves to this node opens windows of its own
+//! ([`Grace::takeover`], [`Grace::takeover_v4`]): its clients reclaim their locks (NLM) and
+//! opens and locks (NFSv4.1) here, and meanwhile no lock is newly granted on this node, but
+//! opens and I/O go on, so the node's other targets keep working (`ha/PROTOCOL.md` §7).
+//!
 //! Plain data: every call takes `now`.
 
 use std::collections::HashMap;
@@ -29,6 +34,10 @@ pub struct Grace {
     v4_limit: Option<Instant>,
     /// The lock window of floating targets that moved here ([`Grace::takeover`]).
     locks_until: Option<Instant>,
+    /// The NFSv4.1 reclaim window of floating targets that moved here
+    /// ([`Grace::takeover_v4`]): like the v4 window of a restart, but it holds locks only.
+    v4_takeover_until: Option<Instant>,
+    v4_takeover_limit: Option<Instant>,
     lease: Duration,
     reclaims: u64,
 }
@@ -52,6 +61,8 @@ impl Grace {
             v4_limit: v4_until.map(|_| now + 2 * lease),
             v4_reclaimable,
             locks_until: None,
+            v4_takeover_until: None,
+            v4_takeover_limit: None,
             lease,
             reclaims: 0,
         };
@@ -94,9 +105,42 @@ impl Grace {
         );
     }
 
-    /// Whether locks are only reclaimed now: the grace period, or a takeover's lock window.
+    /// A floating target moved here, and `clients` (owner, clientid on the earlier owner)
+    /// came through it there: they may reclaim their opens and locks here for one lease,
+    /// stretched by reclaims up to two, or until each has sent RECLAIM_COMPLETE; meanwhile
+    /// no lock is newly granted on this node (as in [`Grace::takeover`]). Opens and I/O go on.
+    pub fn takeover_v4(
+        &mut self,
+        now: Instant,
+        clients: impl IntoIterator<Item = (Bytes, Clientid4)>,
+    ) {
+        let before = self.v4_reclaimable.len();
+        self.v4_reclaimable.extend(clients);
+        let added = self.v4_reclaimable.len() - before;
+        if added == 0 {
+            return;
+        }
+        let until = now + self.lease;
+        let limit = now + 2 * self.lease;
+        self.v4_takeover_until = Some(self.v4_takeover_until.map_or(until, |u| u.max(until)));
+        self.v4_takeover_limit = Some(self.v4_takeover_limit.map_or(limit, |u| u.max(limit)));
+        tracing::info!(
+            clients = added,
+            seconds = self.lease.as_secs(),
+            "NFSv4 clients of a floating target that moved here may reclaim their opens and \
+             locks (new locks wait; opens and I/O go on)"
+        );
+    }
+
+    /// Whether locks are only reclaimed now: the grace period, or a takeover's window.
     pub fn locks_in_grace(&self, now: Instant) -> bool {
-        self.in_grace(now) || self.locks_until.is_some_and(|t| now < t)
+        self.in_grace(now)
+            || self.locks_until.is_some_and(|t| now < t)
+            || self.v4_takeover_open(now)
+    }
+
+    fn v4_takeover_open(&self, now: Instant) -> bool {
+        self.v4_takeover_until.is_some_and(|t| now < t) && !self.v4_reclaimable.is_empty()
     }
 
     fn nlm_open(&self, now: Instant) -> bool {
@@ -115,12 +159,17 @@ impl Grace {
     /// Whether the NFSv4.1 client `owner` may reclaim now: the grace period runs and the
     /// previous run knew it. Stretches the v4 window (see the module docs).
     pub fn may_reclaim_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
-        if !self.in_grace(now) || !self.v4_reclaimable.contains_key(owner) {
+        let open = self.in_grace(now) || self.v4_takeover_open(now);
+        if !open || !self.v4_reclaimable.contains_key(owner) {
             return false;
         }
         self.reclaims += 1;
+        let half = now + self.lease / 2;
         if let (Some(until), Some(limit)) = (self.v4_until, self.v4_limit) {
-            self.v4_until = Some(until.max((now + self.lease / 2).min(limit)));
+            self.v4_until = Some(until.max(half.min(limit)));
+        }
+        if let (Some(until), Some(limit)) = (self.v4_takeover_until, self.v4_takeover_limit) {
+            self.v4_takeover_until = Some(until.max(half.min(limit)));
         }
         true
     }
@@ -143,10 +192,13 @@ impl Grace {
     /// Ends the v4 window if it is over. Returns the clientids of the previous run whose
     /// clients never finished reclaiming: their records go.
     pub fn tick(&mut self, now: Instant) -> Vec<Clientid4> {
-        if self.v4_until.is_none() || self.v4_open(now) {
+        let running = self.v4_until.is_some() || self.v4_takeover_until.is_some();
+        if !running || self.v4_open(now) || self.v4_takeover_open(now) {
             return Vec::new();
         }
         self.v4_until = None;
+        self.v4_takeover_until = None;
+        self.v4_takeover_limit = None;
         let gone: Vec<Clientid4> = std::mem::take(&mut self.v4_reclaimable)
             .into_values()
             .collect();
@@ -221,6 +273,39 @@ mod tests {
             "NLM clients have not reclaimed yet"
         );
         assert!(!g.in_grace(secs(now, 45)));
+    }
+
+    #[test]
+    fn a_v4_takeover_lets_its_clients_reclaim_and_holds_locks_but_not_opens_until_they_are_done() {
+        let now = Instant::now();
+        let mut g = Grace::start(now, Duration::from_secs(45), 0, Duration::from_secs(90), []);
+        let (c1, c2) = (Bytes::from_static(b"c1"), Bytes::from_static(b"c2"));
+        g.takeover_v4(secs(now, 10), [(c1.clone(), 7), (c2.clone(), 8)]);
+        assert!(!g.in_grace(secs(now, 11)), "opens are not held");
+        assert!(g.locks_in_grace(secs(now, 11)));
+        assert!(g.may_reclaim_v4(&c1, secs(now, 11)));
+        assert!(!g.may_reclaim_v4(&Bytes::from_static(b"stranger"), secs(now, 11)));
+        assert_eq!(g.reclaim_complete_v4(&c1), Some(7));
+        assert!(g.locks_in_grace(secs(now, 12)), "c2 has not reclaimed yet");
+        assert!(g.tick(secs(now, 12)).is_empty());
+        assert_eq!(g.reclaim_complete_v4(&c2), Some(8));
+        assert!(
+            !g.locks_in_grace(secs(now, 13)),
+            "closed as soon as all are done"
+        );
+        assert!(!g.may_reclaim_v4(&c1, secs(now, 13)));
+    }
+
+    #[test]
+    fn a_v4_takeover_window_ends_after_a_lease_and_forgets_who_never_came() {
+        let now = Instant::now();
+        let mut g = Grace::start(now, Duration::from_secs(45), 0, Duration::from_secs(90), []);
+        g.takeover_v4(now, [(Bytes::from_static(b"gone"), 9)]);
+        assert!(g.locks_in_grace(secs(now, 89)));
+        assert!(g.tick(secs(now, 89)).is_empty());
+        assert!(!g.locks_in_grace(secs(now, 90)));
+        assert_eq!(g.tick(secs(now, 90)), vec![9]);
+        assert_eq!(g.clients_to_reclaim(), 0);
     }
 
     #[test]

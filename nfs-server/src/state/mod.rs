@@ -107,7 +107,8 @@ impl ProtocolState {
             config.lease,
             v4_clients.iter().map(|r| (r.owner.clone(), r.clientid)),
         );
-        let table = nfs4::StateTable::new(identity.epoch, config.lease, v4_clients);
+        let table =
+            nfs4::StateTable::new(identity.epoch, identity.node_id, config.lease, v4_clients);
         Ok(ProtocolState {
             nfs4: Nfs4::new(&identity, config.lease, table),
             identity,
@@ -132,7 +133,7 @@ impl ProtocolState {
             nfs4: Nfs4::new(
                 &identity,
                 config.lease,
-                nfs4::StateTable::new(identity.epoch, config.lease, Vec::new()),
+                nfs4::StateTable::new(identity.epoch, identity.node_id, config.lease, Vec::new()),
             ),
             identity,
             nlm,

@@ -4,36 +4,50 @@
 //! document that `ProtocolState::save_nfs4` makes durable through the `StateStore` (and,
 //! later, replicates) before the change is acknowledged.
 //!
-//! Identifiers carry the epoch of this run ([`super::Identity`]): a clientid is `epoch << 32 | n`, a sessionid starts with
-//! the clientid, a stateid's `other` is `epoch || n`. One from an earlier instance of the server
-//! is recognized as stale (NFS4ERR_STALE_CLIENTID, NFS4ERR_STALE_STATEID).
+//! Identifiers carry the epoch of this run ([`super::Identity`]) and the node's id, so that
+//! they never repeat across restarts nor across the nodes a floating mount target moves
+//! between (every node starts at epoch 1): a clientid is `epoch << 32 | node << 20 | n`
+//! (`node` the low 12 bits of the node id, `n` never one in use), a sessionid starts with the
+//! clientid, a stateid's `other` is `epoch || node (16 bits) || n (48 bits)`. One from an
+//! earlier instance of the server, or from another node, is recognized as stale
+//! (NFS4ERR_STALE_CLIENTID, NFS4ERR_STALE_STATEID), as after a restart.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use backend::FileId;
 use bytes::Bytes;
 use nfs_proto::v4::{Clientid4, Nfsstat4, SessionId4, Stateid4, Verifier4};
 
-/// A client record as it is persisted: enough to recognize the client after a restart.
+/// A client record as it is persisted: enough to recognize the client after a restart, or
+/// on the node that takes over the mount target it came through.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRecord {
     pub clientid: Clientid4,
     pub owner: Bytes,
     pub verifier: Verifier4,
+    /// The server address its EXCHANGE_ID came to: the mount target it uses, which may move
+    /// to another node (`ha/PROTOCOL.md` §7.4). None in records of earlier versions.
+    pub server: Option<IpAddr>,
 }
 
 /// The stored form of the client records: one line per client, clientid, verifier and owner
-/// in hex (the format of earlier versions' `<data_dir>/nfs4-clients`).
+/// in hex, then the server address if known (earlier versions' `<data_dir>/nfs4-clients`
+/// had the first three fields only, and still parse).
 pub fn records_doc<'a>(records: impl IntoIterator<Item = &'a ClientRecord>) -> Vec<u8> {
     let mut text = String::new();
     for r in records {
         text.push_str(&format!(
-            "{:016x} {} {}\n",
+            "{:016x} {} {}",
             r.clientid,
             hex(&r.verifier),
             hex(&r.owner)
         ));
+        if let Some(a) = r.server {
+            text.push_str(&format!(" {a}"));
+        }
+        text.push('\n');
     }
     text.into_bytes()
 }
@@ -66,10 +80,15 @@ fn parse_record(line: &str) -> Option<ClientRecord> {
     let clientid = u64::from_str_radix(it.next()?, 16).ok()?;
     let verifier: Verifier4 = unhex(it.next()?)?.try_into().ok()?;
     let owner = Bytes::from(unhex(it.next()?)?);
+    let server = match it.next() {
+        Some(a) => Some(a.parse().ok()?),
+        None => None,
+    };
     Some(ClientRecord {
         clientid,
         owner,
         verifier,
+        server,
     })
 }
 
@@ -164,6 +183,8 @@ pub struct StateEntry {
 /// Every NFSv4.1 client, session and stateid of this server.
 pub struct StateTable {
     epoch: u32,
+    /// The low 16 bits of the node id (12 of them in clientids).
+    node: u16,
     lease: Duration,
     next_client: u32,
     next_session: u32,
@@ -182,14 +203,19 @@ pub struct StateTable {
     records: std::collections::BTreeMap<Clientid4, ClientRecord>,
     record_changes: u64,
     records_durable: u64,
+    /// Records of clients whose mount target left this node ([`StateTable::release_target`]),
+    /// kept for its next owner to read, with when they go.
+    released: Vec<(Instant, Clientid4)>,
 }
 
 impl StateTable {
-    /// A table for a run with epoch `epoch`, knowing the client `records` the previous run
-    /// saved (they may reclaim while the grace period runs, see [`super::Grace`]).
-    pub fn new(epoch: u32, lease: Duration, records: Vec<ClientRecord>) -> StateTable {
+    /// A table for node `node`'s run with epoch `epoch`, knowing the client `records` the
+    /// previous run saved (they may reclaim while the grace period runs, see
+    /// [`super::Grace`]).
+    pub fn new(epoch: u32, node: u64, lease: Duration, records: Vec<ClientRecord>) -> StateTable {
         StateTable {
             epoch,
+            node: node as u16,
             lease,
             next_client: 1,
             next_session: 1,
@@ -202,6 +228,7 @@ impl StateTable {
             records: records.into_iter().map(|r| (r.clientid, r)).collect(),
             record_changes: 0,
             records_durable: 0,
+            released: Vec::new(),
         }
     }
 
@@ -303,6 +330,7 @@ impl StateTable {
         verifier: Verifier4,
         principal: &str,
         update: bool,
+        server: Option<IpAddr>,
         now: Instant,
     ) -> Result<(Clientid4, u32, bool), Nfsstat4> {
         self.expire(now);
@@ -354,8 +382,7 @@ impl StateTable {
         if let Some(id) = unconfirmed {
             self.purge_client(id);
         }
-        let id = (u64::from(self.epoch) << 32) | u64::from(self.next_client);
-        self.next_client = self.next_client.wrapping_add(1).max(1);
+        let id = self.new_clientid();
         self.clients.insert(
             id,
             Client {
@@ -365,6 +392,7 @@ impl StateTable {
                     // registered buffer) for as long as the client lives.
                     owner: Bytes::copy_from_slice(owner),
                     verifier,
+                    server,
                 },
                 principal: principal.to_string(),
                 confirmed: false,
@@ -486,12 +514,17 @@ impl StateTable {
     }
 
     fn purge_client(&mut self, id: Clientid4) {
+        self.drop_client(id, false);
+    }
+
+    /// Drops a client with its sessions and state; its record too unless `keep_record`.
+    fn drop_client(&mut self, id: Clientid4, keep_record: bool) {
         self.purged.push(id);
         if let Some(c) = self.clients.remove(&id) {
             for s in c.sessions {
                 self.sessions.remove(&s);
             }
-            if c.confirmed {
+            if c.confirmed && !keep_record {
                 self.forget_record(id);
             }
         }
@@ -528,7 +561,78 @@ impl StateTable {
         for id in &gone {
             self.purge_client(*id);
         }
+        let released: Vec<Clientid4> = self
+            .released
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) > lease * 2)
+            .map(|(_, id)| *id)
+            .collect();
+        if !released.is_empty() {
+            self.released
+                .retain(|(at, _)| now.saturating_duration_since(*at) <= lease * 2);
+            for id in released {
+                self.forget_record(id);
+            }
+        }
         gone
+    }
+
+    /// The floating mount target at `addrs` left this node (moved, lost, self-fenced): the
+    /// clients that came through it lose their sessions and state here (their byte-range
+    /// locks go through [`StateTable::take_purged`]), as they would in a restart, but their
+    /// records stay for two leases, so that the target's next owner finds them in this
+    /// node's saved records and lets them reclaim there. Returns how many clients went.
+    pub fn release_target(&mut self, addrs: &[IpAddr], now: Instant) -> usize {
+        let gone: Vec<Clientid4> = self
+            .clients
+            .values()
+            .filter(|c| c.rec.server.is_some_and(|a| addrs.contains(&a)))
+            .map(|c| c.rec.clientid)
+            .collect();
+        for id in &gone {
+            self.drop_client(*id, true);
+            if self.records.contains_key(id) {
+                self.released.push((now, *id));
+            }
+        }
+        gone.len()
+    }
+
+    /// A floating mount target at `addrs` came to this node. `theirs` are the client
+    /// records its earlier owner saved; those of clients that came through `addrs`, and this
+    /// node's own records of them (the target left and came back) whose client is not here
+    /// now, may reclaim here: they join this node's records, keeping the clientid the other
+    /// node issued (it has that node's id in it, so it is unlike any of this node's), and are
+    /// returned as (owner, old clientid) for the grace period's reclaim window. A client
+    /// that already holds a record here is left out: one owner has one record per node, and
+    /// its state here was never lost.
+    pub fn adopt_target(
+        &mut self,
+        theirs: Vec<ClientRecord>,
+        addrs: &[IpAddr],
+    ) -> Vec<(Bytes, Clientid4)> {
+        let through = |r: &ClientRecord| r.server.is_some_and(|a| addrs.contains(&a));
+        let mut out: Vec<(Bytes, Clientid4)> = Vec::new();
+        let own: Vec<Clientid4> = self
+            .records
+            .values()
+            .filter(|r| through(r) && !self.clients.contains_key(&r.clientid))
+            .map(|r| r.clientid)
+            .collect();
+        for id in own {
+            self.released.retain(|(_, r)| *r != id);
+            out.push((self.records[&id].owner.clone(), id));
+        }
+        for r in theirs.into_iter().filter(through) {
+            let known = self.records.values().any(|o| o.owner == r.owner)
+                || self.clients.values().any(|c| c.rec.owner == r.owner);
+            if known {
+                continue;
+            }
+            out.push((r.owner.clone(), r.clientid));
+            self.save_record(r);
+        }
+        out
     }
 
     /// SEQUENCE (§18.46.3): checks the session, slot and seqid, and renews the lease.
@@ -592,10 +696,24 @@ impl StateTable {
         }
     }
 
+    /// A clientid of this node and run that no client or record holds.
+    fn new_clientid(&mut self) -> Clientid4 {
+        let base = (u64::from(self.epoch) << 32) | (u64::from(self.node & 0xfff) << 20);
+        loop {
+            let id = base | u64::from(self.next_client);
+            self.next_client = (self.next_client + 1) & 0xf_ffff;
+            self.next_client = self.next_client.max(1);
+            if !self.clients.contains_key(&id) && !self.records.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
     fn new_other(&mut self) -> [u8; 12] {
         let mut o = [0u8; 12];
         o[..4].copy_from_slice(&self.epoch.to_be_bytes());
-        o[4..].copy_from_slice(&self.next_state.to_be_bytes());
+        o[4..6].copy_from_slice(&self.node.to_be_bytes());
+        o[6..].copy_from_slice(&self.next_state.to_be_bytes()[2..]);
         self.next_state += 1;
         o
     }
@@ -700,7 +818,8 @@ impl StateTable {
     pub fn lookup_stateid(&self, sid: &Stateid4) -> Result<&StateEntry, Nfsstat4> {
         let Some(e) = self.states.get(&sid.other) else {
             let epoch = u32::from_be_bytes(sid.other[..4].try_into().expect("4 bytes"));
-            return Err(if epoch != self.epoch {
+            let node = u16::from_be_bytes(sid.other[4..6].try_into().expect("2 bytes"));
+            return Err(if epoch != self.epoch || node != self.node {
                 Nfsstat4::StaleStateid
             } else {
                 Nfsstat4::BadStateid

@@ -1201,6 +1201,7 @@ async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wa
         clientid: 42,
         owner: Bytes::from_static(b"c1"),
         verifier: [1; 8],
+        server: None,
     };
     let state = restarted_state(Arc::default(), &[c1], &[], now).await;
     let server = server_with(state);
@@ -1284,6 +1285,7 @@ async fn the_grace_period_ends_after_a_lease_even_if_a_client_never_returns() {
         clientid: 42,
         owner: Bytes::from_static(b"gone"),
         verifier: [1; 8],
+        server: None,
     };
     let state = restarted_state(Arc::default(), &[gone], &[], now).await;
     let h = Harness::at(server_with(state), now).await;
@@ -1629,6 +1631,7 @@ async fn reclaims_stretch_the_grace_period_up_to_twice_the_lease() {
             clientid: id,
             owner: Bytes::copy_from_slice(owner),
             verifier: [1; 8],
+            server: None,
         })
         .collect();
     let state = restarted_state(Arc::default(), &records, &[], now).await;
@@ -1821,6 +1824,7 @@ async fn a_v4_lock_held_before_a_restart_cannot_be_taken_by_an_nlm_lock_during_t
         clientid: 42,
         owner: Bytes::from_static(b"c1"),
         verifier: [1; 8],
+        server: None,
     };
     let state = restarted_state(Arc::default(), &[c1], &[], now).await;
     let server = server_with(state);
@@ -1988,4 +1992,149 @@ async fn after_a_takeover_the_target_s_lock_clients_reclaim_first_while_opens_go
     let told = h.server.adopt_target(None, &[float]).await;
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].name, "gpu01");
+}
+
+#[tokio::test]
+async fn after_a_takeover_the_target_s_v4_clients_reclaim_opens_and_locks_and_new_locks_wait() {
+    let server = server();
+    let fh = file_f(&server).await;
+    let float: std::net::IpAddr = "10.0.0.200".parse().unwrap();
+    // Node 2 knew c1 through the floating target's address, c9 through one of its own.
+    let record = |id, owner: &'static [u8], at: &str| ClientRecord {
+        clientid: id,
+        owner: Bytes::from_static(owner),
+        verifier: [1; 8],
+        server: Some(at.parse().unwrap()),
+    };
+    let theirs = [
+        record(0x1_0020_0001, b"c1", "10.0.0.200"),
+        record(0x1_0020_0002, b"c9", "10.0.0.2"),
+    ];
+    server
+        .store
+        .put_doc(
+            b"node/2/nfs4-clients",
+            1,
+            crate::state::nfs4::records_doc(&theirs),
+        )
+        .await
+        .unwrap();
+    server.adopt_target(Some(2), &[float]).await;
+    let now = Instant::now();
+    assert!(!server.state.in_grace(now), "opens are not held");
+    assert!(server.state.locks_in_grace(now));
+    let saved = server.state.nfs4.lock().records();
+    assert!(saved.iter().any(|r| r.owner == "c1"), "adopted and saved");
+    assert!(
+        !saved.iter().any(|r| r.owner == "c9"),
+        "not the target's client"
+    );
+    // c1 comes back (a new clientid: node 2's sessions mean nothing here).
+    let mut h = Harness::at(server, now).await;
+    let c = h.clientid;
+    assert_ne!(c, theirs[0].clientid);
+    // Another client may open, but not lock, while c1 may still reclaim.
+    let (sid2, c2) = h.second_client(b"other").await;
+    let seq2 = |n| {
+        NfsArgOp4::Sequence(Sequence4Args {
+            sessionid: sid2,
+            sequenceid: n,
+            slotid: 0,
+            highest_slotid: 0,
+            cachethis: false,
+        })
+    };
+    let r = h
+        .raw(vec![seq2(1), NfsArgOp4::ReclaimComplete(false)])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Ok, "{r:?}");
+    let open2 = NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(c2, b"o2"),
+        openhow: OpenFlag4(None),
+        claim: OpenClaim4::Fh,
+    });
+    let r = h
+        .raw(vec![seq2(2), NfsArgOp4::Putfh(fh.clone()), open2])
+        .await;
+    assert_eq!(r.status, Nfsstat4::Ok, "{r:?}");
+    let sid_other = open_stateid(&r.resarray);
+    let lock2 = |n| {
+        vec![
+            seq2(n),
+            NfsArgOp4::Putfh(fh.clone()),
+            v4_lock(c2, sid_other, false),
+        ]
+    };
+    assert_eq!(h.raw(lock2(3)).await.status, Nfsstat4::Grace);
+    // c1 reclaims its open and its lock, then says it is done: the window closes.
+    let reclaim_open = NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(c, b"o1"),
+        openhow: OpenFlag4(None),
+        claim: OpenClaim4::Previous(OpenDelegationType4::None),
+    });
+    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open]).await);
+    h.ok(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, true)])
+        .await;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    assert!(!h.server.state.locks_in_grace(now));
+    assert_eq!(
+        h.raw(lock2(4)).await.status,
+        Nfsstat4::Denied,
+        "c1's reclaimed lock holds"
+    );
+    // c9 came through another address of node 2: it has nothing to reclaim here.
+    let r = h.raw(vec![exchange_id_args(b"c9", 1)]).await;
+    let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
+        panic!("{r:?}")
+    };
+    assert_ne!(e.clientid >> 20 & 0xfff, theirs[1].clientid >> 20 & 0xfff);
+    // When the target leaves this node, c1's session and lock go; its record stays for the
+    // next owner. c1's EXCHANGE_ID came to 10.0.0.1 (the harness's address, as the other's).
+    let here: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    h.server.release_target(&[here]).await;
+    assert_eq!(
+        h.run(vec![NfsArgOp4::Putrootfh]).await.status,
+        Nfsstat4::BadSession
+    );
+    assert!(h
+        .server
+        .state
+        .nfs4
+        .lock()
+        .records()
+        .iter()
+        .any(|r| r.owner == "c1" && r.server == Some(here)));
+    // Both v4 clients came through it, so neither holds a lock here now.
+    assert_eq!(
+        nlm_lock(&h.server, &fh, b"nlmhost", false, now).await,
+        nfs_proto::nlm::Nlm4Stat::Granted,
+        "c1's lock went"
+    );
+}
+
+#[test]
+fn ids_of_two_nodes_at_the_same_epoch_never_collide() {
+    use crate::state::nfs4::StateTable;
+    let now = Instant::now();
+    let lease = Duration::from_secs(90);
+    let mut a = StateTable::new(1, 1, lease, Vec::new());
+    let mut b = StateTable::new(1, 2, lease, Vec::new());
+    let owner = Bytes::from_static(b"c");
+    let (ia, _, _) = a
+        .exchange_id(&owner, [1; 8], "sys:0", false, None, now)
+        .unwrap();
+    let (ib, _, _) = b
+        .exchange_id(&owner, [1; 8], "sys:0", false, None, now)
+        .unwrap();
+    assert_ne!(ia, ib);
+    assert!(
+        b.check_client(ia).is_err(),
+        "node 1's clientid is stale on node 2"
+    );
 }

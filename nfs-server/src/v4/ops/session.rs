@@ -62,6 +62,7 @@ pub fn exchange_id<S>(cx: &mut Ctx<'_, S>, a: &ExchangeId4Args) -> Res<ExchangeI
             a.clientowner.co_verifier,
             &super::principal(cx.req),
             update,
+            Some(cx.req.local.ip().to_canonical()),
             cx.now,
         );
         (r, st.take_purged())
