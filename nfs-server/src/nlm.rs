@@ -387,17 +387,7 @@ impl<S: Store> Server<S> {
     /// serves the target next (this one included): it notifies them from the address, when
     /// it is up, with its lock window open (`Server::adopt_target`).
     pub async fn notify_clients(&self) {
-        let floating: Vec<IpAddr> = self
-            .targets
-            .get()
-            .map(|t| {
-                t.list()
-                    .iter()
-                    .filter(|t| t.floating)
-                    .flat_map(|t| t.listen.iter().map(|a| a.ip()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let floating = self.floating_addrs();
         let clients = self
             .state
             .nlm
@@ -406,6 +396,43 @@ impl<S: Store> Server<S> {
             .filter(|c| !floating.contains(&c.server_addr))
             .collect();
         self.notify(clients).await;
+    }
+
+    /// The addresses of floating targets (whichever node serves them now).
+    fn floating_addrs(&self) -> Vec<IpAddr> {
+        self.targets
+            .get()
+            .map(|t| {
+                t.list()
+                    .iter()
+                    .filter(|t| t.floating)
+                    .flat_map(|t| t.listen.iter().map(|a| a.ip()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// At start: NFSv4.1 clients of the previous run that came through a floating target's
+    /// address do not hold this node's grace period open (they reclaim on whichever node
+    /// takes the target, this one included: [`Server::adopt_target`]), so the node's other
+    /// targets leave grace as soon as their own clients are done.
+    pub fn set_aside_floating_v4(&self) {
+        let floating = self.floating_addrs();
+        if floating.is_empty() {
+            return;
+        }
+        let owners = self
+            .state
+            .nfs4
+            .lock()
+            .set_aside(&floating, std::time::Instant::now());
+        if !owners.is_empty() {
+            self.state.grace().set_aside_v4(&owners);
+            tracing::info!(
+                clients = owners.len(),
+                "NFSv4 clients of floating targets are left to the targets' next owner"
+            );
+        }
     }
 
     /// A floating target at `addrs` came to this node, from node `previous` if another node

@@ -30,7 +30,9 @@
 #      writes CKPT_MIB MiB (default 512) in 1 MiB writes with an fsync every 64 MiB; after
 #      64 MiB the host kill -9s the target's owner. VM1 must see no error; its longest gap
 #      between two completed writes is the stall; VM2 is DENIED the lock until VM1 releases it,
-#      and both read the whole checkpoint back intact
+#      and both read the whole checkpoint back intact. The new owner must log that it took
+#      the target's lock clients over (NLM monitors; with --vers 4.1, NFSv4.1 client records)
+#   v  (with --cluster) as w, but the target is moved (`sluice target move`) instead of killed
 #
 # Prints a PASS/FAIL summary with timings; exits 1 if anything failed, 2 on setup errors.
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir when
@@ -529,14 +531,18 @@ scenario_f() {
   log "new owner (node ${new:-?}): $notes"
 }
 
+# scenario_w [kill|move]: a checkpoint written under an fcntl lock while the target's owner is
+# killed (w) or the target is moved to another node (v, planned).
 scenario_w() {
+  local how=${1:-kill} id=w what="owner killed"
+  [ "$how" = move ] && id=v what="target moved (planned)"
   local t rc=0 why="" WP RW p1 p2 new stall
-  revive || { record w "v$VERS checkpoint, owner killed" 1 0 "a node killed before did not start again"; return; }
+  revive || { record $id "v$VERS checkpoint, $what" 1 0 "a node killed before did not start again"; return; }
   t=$(now_ns)
   rm -f "$CHAN"/* "$WORK/stamps" "$WORK/new-owner"
   stamp_watch w1-granted w-restarted w2-denied w1-unlocking w2-granted &
   WP=$!; WPIDS+=("$WP")
-  failover_watcher w 0 2>>"$SLOG" &
+  failover_watcher w 0 "$how" 2>>"$SLOG" &
   RW=$!; WPIDS+=("$RW")
   vm w1 --cpus 1 --mem 1024 -- '
 nlm_up
@@ -572,8 +578,16 @@ echo SCENARIO_OK'
   kill "$WP" "$RW" 2>/dev/null; wait "$WP" "$RW" 2>/dev/null
   grep -q SCENARIO_OK "$WORK/w1.out" && [ "$(vm_rc w1)" = 0 ] || { rc=1; why="VM1: $(grep -m1 CHECK_FAIL "$WORK/w1.out")"; show w1; }
   grep -q SCENARIO_OK "$WORK/w2.out" && [ "$(vm_rc w2)" = 0 ] || { rc=1; why+=" VM2: $(grep -m1 CHECK_FAIL "$WORK/w2.out")"; show w2; }
+  # The new owner took the target's lock clients over (NLM monitors, or NFSv4.1 client
+  # records), instead of the writer's lock surviving by luck.
+  local adopted='lock clients of a floating target that moved here'
+  [ "$VERS" = 3 ] || adopted='NFSv4 clients of a floating target adopted'
+  new=$(cat "$WORK/new-owner" 2>/dev/null)
+  # (no `sed | grep -q`: with pipefail, sed's SIGPIPE after an early match fails the check)
+  grep -q "$adopted" <<<"$(sed 's/\x1b\[[0-9;]*m//g' "$CDIR/n${new:-0}/server.log" 2>/dev/null)" ||
+    { rc=1; why+=" the new owner (node ${new:-?}) logged no '$adopted'"; }
   stall=$(val STALL_MS w1)
-  record w "v$VERS checkpoint ${CKPT_MIB} MiB + fcntl lock, owner killed" $rc $(( ($(now_ns) - t) / 1000000000 )) \
+  record $id "v$VERS checkpoint ${CKPT_MIB} MiB + fcntl lock, $what" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "${why:+$why; }$(cat "$CHAN/w-restarted" 2>/dev/null); longest gap between completed writes ${stall:-?} ms; $(grep -o 'total_ms=[0-9]*' "$WORK/w1.out" | head -1); VM2 granted $(gap_ms w1-unlocking w2-granted) ms after release"
 }
 
@@ -610,6 +624,11 @@ if has w && [ "$CLUSTER" = 0 ]; then
   log "scenario w needs --cluster; skipped"
 elif has w; then
   scenario_w
+fi
+if has v && [ "$CLUSTER" = 0 ]; then
+  log "scenario v needs --cluster; skipped"
+elif has v; then
+  scenario_w move
 fi
 stop_server TERM
 

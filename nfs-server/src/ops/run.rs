@@ -784,6 +784,7 @@ pub async fn serve_with<S: Store>(
             }
         });
     }
+    server.set_aside_floating_v4();
     {
         let server = server.clone();
         tokio::spawn(async move { server.notify_clients().await });

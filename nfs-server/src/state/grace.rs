@@ -38,6 +38,9 @@ pub struct Grace {
     /// ([`Grace::takeover_v4`]): like the v4 window of a restart, but it holds locks only.
     v4_takeover_until: Option<Instant>,
     v4_takeover_limit: Option<Instant>,
+    /// The clients of those targets (owner, clientid on the earlier owner), until they send
+    /// RECLAIM_COMPLETE or the window ends.
+    v4_takeover: HashMap<Bytes, Clientid4>,
     lease: Duration,
     reclaims: u64,
 }
@@ -63,6 +66,7 @@ impl Grace {
             locks_until: None,
             v4_takeover_until: None,
             v4_takeover_limit: None,
+            v4_takeover: HashMap::new(),
             lease,
             reclaims: 0,
         };
@@ -114,9 +118,9 @@ impl Grace {
         now: Instant,
         clients: impl IntoIterator<Item = (Bytes, Clientid4)>,
     ) {
-        let before = self.v4_reclaimable.len();
-        self.v4_reclaimable.extend(clients);
-        let added = self.v4_reclaimable.len() - before;
+        let before = self.v4_takeover.len();
+        self.v4_takeover.extend(clients);
+        let added = self.v4_takeover.len() - before;
         if added == 0 {
             return;
         }
@@ -132,6 +136,14 @@ impl Grace {
         );
     }
 
+    /// The previous run's NFSv4.1 clients `owners` reclaim elsewhere (they came through a
+    /// floating target): they no longer hold the v4 window open.
+    pub fn set_aside_v4(&mut self, owners: &[Bytes]) {
+        for o in owners {
+            self.v4_reclaimable.remove(o);
+        }
+    }
+
     /// Whether locks are only reclaimed now: the grace period, or a takeover's window.
     pub fn locks_in_grace(&self, now: Instant) -> bool {
         self.in_grace(now)
@@ -140,7 +152,7 @@ impl Grace {
     }
 
     fn v4_takeover_open(&self, now: Instant) -> bool {
-        self.v4_takeover_until.is_some_and(|t| now < t) && !self.v4_reclaimable.is_empty()
+        self.v4_takeover_until.is_some_and(|t| now < t) && !self.v4_takeover.is_empty()
     }
 
     fn nlm_open(&self, now: Instant) -> bool {
@@ -151,16 +163,18 @@ impl Grace {
         self.v4_until.is_some_and(|t| now < t) && !self.v4_reclaimable.is_empty()
     }
 
-    /// NFSv4.1 clients of the previous run that have not finished reclaiming.
+    /// NFSv4.1 clients of the previous run, or of targets that moved here, that have not
+    /// finished reclaiming.
     pub fn clients_to_reclaim(&self) -> usize {
-        self.v4_reclaimable.len()
+        self.v4_reclaimable.len() + self.v4_takeover.len()
     }
 
     /// Whether the NFSv4.1 client `owner` may reclaim now: the grace period runs and the
     /// previous run knew it. Stretches the v4 window (see the module docs).
     pub fn may_reclaim_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
-        let open = self.in_grace(now) || self.v4_takeover_open(now);
-        if !open || !self.v4_reclaimable.contains_key(owner) {
+        let restart = self.in_grace(now) && self.v4_reclaimable.contains_key(owner);
+        let takeover = self.v4_takeover_open(now) && self.v4_takeover.contains_key(owner);
+        if !restart && !takeover {
             return false;
         }
         self.reclaims += 1;
@@ -183,25 +197,32 @@ impl Grace {
         ok
     }
 
-    /// RECLAIM_COMPLETE from `owner`: it is done. Returns its clientid of the previous run,
-    /// whose record may now go.
-    pub fn reclaim_complete_v4(&mut self, owner: &Bytes) -> Option<Clientid4> {
-        self.v4_reclaimable.remove(owner)
+    /// RECLAIM_COMPLETE from `owner`: it is done. Returns its clientids of the previous run
+    /// and of the target's earlier owner, whose records may now go.
+    pub fn reclaim_complete_v4(&mut self, owner: &Bytes) -> Vec<Clientid4> {
+        [
+            self.v4_reclaimable.remove(owner),
+            self.v4_takeover.remove(owner),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Ends the v4 window if it is over. Returns the clientids of the previous run whose
     /// clients never finished reclaiming: their records go.
     pub fn tick(&mut self, now: Instant) -> Vec<Clientid4> {
-        let running = self.v4_until.is_some() || self.v4_takeover_until.is_some();
-        if !running || self.v4_open(now) || self.v4_takeover_open(now) {
-            return Vec::new();
+        let mut gone = Vec::new();
+        if self.v4_takeover_until.is_some() && !self.v4_takeover_open(now) {
+            self.v4_takeover_until = None;
+            self.v4_takeover_limit = None;
+            gone.extend(std::mem::take(&mut self.v4_takeover).into_values());
+        }
+        if self.v4_until.is_none() || self.v4_open(now) {
+            return gone;
         }
         self.v4_until = None;
-        self.v4_takeover_until = None;
-        self.v4_takeover_limit = None;
-        let gone: Vec<Clientid4> = std::mem::take(&mut self.v4_reclaimable)
-            .into_values()
-            .collect();
+        gone.extend(std::mem::take(&mut self.v4_reclaimable).into_values());
         tracing::info!(
             reclaimed = self.reclaims,
             clients_gone = gone.len(),
@@ -267,7 +288,7 @@ mod tests {
             [(c1.clone(), 42)],
         );
         assert!(g.may_reclaim_v4(&c1, secs(now, 1)));
-        assert_eq!(g.reclaim_complete_v4(&c1), Some(42));
+        assert_eq!(g.reclaim_complete_v4(&c1), vec![42]);
         assert!(
             g.in_grace(secs(now, 2)),
             "NLM clients have not reclaimed yet"
@@ -285,10 +306,10 @@ mod tests {
         assert!(g.locks_in_grace(secs(now, 11)));
         assert!(g.may_reclaim_v4(&c1, secs(now, 11)));
         assert!(!g.may_reclaim_v4(&Bytes::from_static(b"stranger"), secs(now, 11)));
-        assert_eq!(g.reclaim_complete_v4(&c1), Some(7));
+        assert_eq!(g.reclaim_complete_v4(&c1), vec![7]);
         assert!(g.locks_in_grace(secs(now, 12)), "c2 has not reclaimed yet");
         assert!(g.tick(secs(now, 12)).is_empty());
-        assert_eq!(g.reclaim_complete_v4(&c2), Some(8));
+        assert_eq!(g.reclaim_complete_v4(&c2), vec![8]);
         assert!(
             !g.locks_in_grace(secs(now, 13)),
             "closed as soon as all are done"

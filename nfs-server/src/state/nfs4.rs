@@ -301,7 +301,7 @@ impl StateTable {
         }
         c.reclaim_complete = true;
         let owner = c.rec.owner.clone();
-        if let Some(old) = grace.reclaim_complete_v4(&owner) {
+        for old in grace.reclaim_complete_v4(&owner) {
             if old != id {
                 self.forget_record(old);
             }
@@ -596,6 +596,23 @@ impl StateTable {
             }
         }
         gone.len()
+    }
+
+    /// At start: the records of the previous run's clients that came through `addrs` (floating
+    /// targets, which may be served elsewhere now) go as [`StateTable::release_target`]'s do,
+    /// after two leases unless this node takes the target and they reclaim here. Returns their
+    /// owners.
+    pub fn set_aside(&mut self, addrs: &[IpAddr], now: Instant) -> Vec<Bytes> {
+        let mut owners = Vec::new();
+        for r in self.records.values() {
+            if r.server.is_some_and(|a| addrs.contains(&a))
+                && !self.clients.contains_key(&r.clientid)
+            {
+                owners.push(r.owner.clone());
+                self.released.push((now, r.clientid));
+            }
+        }
+        owners
     }
 
     /// A floating mount target at `addrs` came to this node. `theirs` are the client

@@ -2138,3 +2138,31 @@ fn ids_of_two_nodes_at_the_same_epoch_never_collide() {
         "node 1's clientid is stale on node 2"
     );
 }
+
+#[tokio::test]
+async fn at_a_restart_clients_of_a_floating_target_do_not_hold_the_node_in_grace() {
+    let now = Instant::now();
+    let float: std::net::IpAddr = "10.0.0.200".parse().unwrap();
+    let c1 = ClientRecord {
+        clientid: 42,
+        owner: Bytes::from_static(b"c1"),
+        verifier: [1; 8],
+        server: Some(float),
+    };
+    let state = restarted_state(Arc::default(), &[c1], &[], now).await;
+    assert!(state.in_grace(now));
+    // What `Server::set_aside_floating_v4` does once the targets are known.
+    let owners = state.nfs4.lock().set_aside(&[float], now);
+    state.grace().set_aside_v4(&owners);
+    assert!(!state.in_grace(now), "c1 reclaims wherever the target goes");
+    // The target comes (back) to this node: c1 may reclaim here after all.
+    let server = server_with(state);
+    server.adopt_target(None, &[float]).await;
+    let later = Instant::now();
+    assert!(server.state.locks_in_grace(later));
+    assert!(!server.state.in_grace(later));
+    // Had it gone elsewhere, the record would go after two leases.
+    let mut st = server.state.nfs4.lock();
+    st.expire(later + Duration::from_secs(181));
+    assert_eq!(st.records().len(), 1, "kept: it was adopted here");
+}
