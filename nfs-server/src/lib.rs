@@ -34,6 +34,7 @@ pub mod qos;
 pub mod rpc_client;
 pub mod server;
 pub mod state;
+pub mod tickle;
 pub mod transport;
 pub mod v3;
 pub mod v4;

@@ -652,6 +652,9 @@ pub struct Target {
     /// The last node other than this one that this node saw owning a floating target: after
     /// a takeover, its NLM clients of the target are told to reclaim here.
     pub previous_owner: Mutex<Option<u64>>,
+    /// A floating target's open TCP connections, for its next owner to tickle
+    /// (`crate::tickle`).
+    pub endpoints: Mutex<std::collections::BTreeSet<crate::tickle::Endpoint>>,
 }
 
 impl Target {
@@ -674,6 +677,7 @@ impl Target {
             serving_epoch: std::sync::atomic::AtomicU64::new(0),
             tag_name: config.name.as_str().into(),
             previous_owner: Mutex::new(None),
+            endpoints: Mutex::new(Default::default()),
         }))
     }
 
@@ -729,6 +733,8 @@ pub struct TargetTable {
     /// Whether some target serves only chosen exports: without one, handle checks need not
     /// classify the connection on every call.
     restricts_exports: std::sync::atomic::AtomicBool,
+    /// Bumped whenever a floating target's connections change (saved by `crate::tickle`).
+    pub endpoints_changed: std::sync::atomic::AtomicU64,
 }
 
 impl TargetTable {
@@ -751,6 +757,7 @@ impl TargetTable {
             default: Target::new(&default, Source::Config)?,
             clients: Mutex::new(HashMap::new()),
             restricts_exports: std::sync::atomic::AtomicBool::new(restricts),
+            endpoints_changed: Default::default(),
         })
     }
 
@@ -813,8 +820,24 @@ impl TargetTable {
     }
 
     /// Bookkeeping of a connection opening (+1) or closing (-1).
-    pub fn connection(&self, target: &Target, client: IpAddr, opened: bool) {
+    pub fn connection(
+        &self,
+        target: &Target,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+        opened: bool,
+    ) {
         use std::sync::atomic::Ordering;
+        if target.floating {
+            let mut e = target.endpoints.lock().expect("endpoints lock poisoned");
+            if opened {
+                e.insert((local, peer));
+            } else {
+                e.remove(&(local, peer));
+            }
+            self.endpoints_changed.fetch_add(1, Ordering::Relaxed);
+        }
+        let client = peer.ip();
         let mut c = self.clients.lock().expect("clients lock poisoned");
         if opened {
             target.connections.fetch_add(1, Ordering::Relaxed);

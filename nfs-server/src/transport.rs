@@ -84,17 +84,20 @@ pub async fn serve_tcp<S: Store>(
                     continue;
                 }
                 open.fetch_add(1, Ordering::Relaxed);
-                let target = match stream.local_addr() {
-                    Ok(local) => targets.classify(local),
-                    Err(_) => targets.default.clone(),
+                let local = stream.local_addr().ok();
+                let target = match local {
+                    Some(local) => targets.classify(local),
+                    None => targets.default.clone(),
                 };
+                // (unknown only if the socket already failed: it is not tickled)
+                let local = local.unwrap_or(peer);
                 let (server, limits, open) = (server.clone(), limits.clone(), open.clone());
                 let targets = targets.clone();
                 tokio::spawn(async move {
                     let metrics = server.metrics.clone();
                     let t = target.clone();
                     metrics.connection_opened(&t.name);
-                    targets.connection(&t, peer.ip(), true);
+                    targets.connection(&t, local, peer, true);
                     let span = tracing::debug_span!("conn", client = %peer, target = %t.name);
                     // A cut (this node stopped owning the target) shuts the socket down: the
                     // connection then ends as if the client had gone, between calls or not.
@@ -128,7 +131,7 @@ pub async fn serve_tcp<S: Store>(
                     if let Err(e) = ended {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
-                    targets.connection(&t, peer.ip(), false);
+                    targets.connection(&t, local, peer, false);
                     metrics.connection_closed(&t.name);
                     open.fetch_sub(1, Ordering::Relaxed);
                 });

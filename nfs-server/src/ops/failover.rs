@@ -37,15 +37,32 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// A future the takeover hooks return.
 pub type HookFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// The clients a takeover tells, once the target's addresses are up.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// NLM clients, told with SM_NOTIFY to reclaim their locks.
+    pub nlm: Vec<Monitored>,
+    /// TCP connections to the target on its earlier owner, tickled to reconnect now
+    /// (`crate::tickle`).
+    pub tickles: std::collections::BTreeSet<crate::tickle::Endpoint>,
+}
+
+impl Adopted {
+    pub fn is_empty(&self) -> bool {
+        self.nlm.is_empty() && self.tickles.is_empty()
+    }
+}
+
 /// What a takeover needs of the running server (its store and protocol state).
 pub trait Takeover: Send + Sync + 'static {
     /// Fences the target at `epoch` on the metadata writer (`backend::Store::fence_target`).
     fn fence(&self, target: String, epoch: u64) -> HookFuture<'_, Result<(), backend::Error>>;
-    /// Takes over the NLM clients that held locks through `addrs` on node `previous`; returns
-    /// those to notify once the addresses are up (`Server::adopt_target`).
-    fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>>;
-    /// SM_NOTIFY to `clients`.
-    fn notify(&self, clients: Vec<Monitored>) -> HookFuture<'_, ()>;
+    /// Takes over the clients (NLM, NFSv4.1) of the target at `addrs` on node `previous`
+    /// (`Server::adopt_target`); returns those to tell once the addresses are up, with that
+    /// node's open connections to the target.
+    fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Adopted>;
+    /// Tickles the connections and sends SM_NOTIFY to the NLM clients.
+    fn notify(&self, clients: Adopted) -> HookFuture<'_, ()>;
     /// Drops the locks taken through `addrs`, which this node no longer serves.
     fn release(&self, addrs: Vec<IpAddr>) -> HookFuture<'_, ()>;
 }
@@ -54,11 +71,54 @@ impl<S: backend::Store> Takeover for crate::server::Server<S> {
     fn fence(&self, target: String, epoch: u64) -> HookFuture<'_, Result<(), backend::Error>> {
         Box::pin(async move { self.store.fence_target(&target, epoch).await })
     }
-    fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Vec<Monitored>> {
-        Box::pin(async move { self.adopt_target(previous, &addrs).await })
+    fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Adopted> {
+        Box::pin(async move {
+            let nlm = self.adopt_target(previous, &addrs).await;
+            let tickles = match previous {
+                Some(p) => match self.store.doc(&crate::tickle::doc_key(p)).await {
+                    Ok(Some((_, doc))) => crate::tickle::parse(&doc, &addrs),
+                    Ok(None) => Default::default(),
+                    Err(e) => {
+                        tracing::warn!(
+                            previous = p,
+                            "cannot read the earlier owner's client connections: its clients \
+                             reconnect at their next retransmission: {e}"
+                        );
+                        Default::default()
+                    }
+                },
+                None => Default::default(),
+            };
+            Adopted { nlm, tickles }
+        })
     }
-    fn notify(&self, clients: Vec<Monitored>) -> HookFuture<'_, ()> {
-        Box::pin(crate::server::Server::notify(self, clients))
+    fn notify(&self, clients: Adopted) -> HookFuture<'_, ()> {
+        Box::pin(async move {
+            let Adopted { nlm, tickles } = clients;
+            let tickle = async {
+                if tickles.is_empty() {
+                    return;
+                }
+                let start = tokio::time::Instant::now();
+                let mut sent = 0;
+                for at in crate::tickle::ROUNDS {
+                    tokio::time::sleep_until(start + at).await;
+                    sent += crate::tickle::send(&tickles);
+                }
+                tracing::info!(
+                    connections = tickles.len(),
+                    sent,
+                    "tickle ACKs sent to the earlier owner's connections of a floating target \
+                     that moved here"
+                );
+            };
+            let notify = async {
+                if !nlm.is_empty() {
+                    crate::server::Server::notify(self, nlm).await;
+                }
+            };
+            tokio::join!(tickle, notify);
+        })
     }
     fn release(&self, addrs: Vec<IpAddr>) -> HookFuture<'_, ()> {
         Box::pin(async move { self.release_target(&addrs).await })

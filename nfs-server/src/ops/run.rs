@@ -879,6 +879,7 @@ async fn start_floating<S: Store>(
     let ttl = std::time::Duration::from_secs(config.cluster.target_lease_seconds);
     let metrics = Arc::clone(&server.metrics);
     let host: Arc<dyn crate::ops::failover::Takeover> = server.clone();
+    let server_for_tickles = server.clone();
     let (server, limits, table) = (server.clone(), limits.clone(), targets.clone());
     let listen = Box::new(move |t: Arc<crate::qos::Target>| {
         let (server, limits, table, bound) = (
@@ -917,6 +918,10 @@ async fn start_floating<S: Store>(
         "floating targets: owned through etcd leases"
     );
     tokio::spawn(Arc::clone(&floating).run());
+    tokio::spawn(crate::tickle::keep_saved(
+        server_for_tickles,
+        targets.clone(),
+    ));
     Ok(Some(floating))
 }
 
