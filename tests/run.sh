@@ -65,12 +65,13 @@ tests/e2e/tiers-fio.sh
 
 step "NFSv3 locking with the kernel client: default mount options, two VMs, restart + reclaim; a lock kept across a floating target's takeover (kill -9, planned move) and a 512 MiB checkpoint written across one, in a three-node cluster"
 tests/e2e/nlm-kclient.sh
-tests/e2e/nlm-kclient.sh --cluster --scenarios "f m w"
+tests/e2e/nlm-kclient.sh --cluster --scenarios "f m w v"
 
-step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; nconnect=4; locks across two VMs"
+step "NFSv4.1 with the kernel client: round trip, small files, kill -9 + reclaim; nconnect=4; locks across two VMs; a checkpoint under a lock across a floating target's takeover (kill -9, planned move)"
 tests/e2e/kclient-v41.sh
 tests/e2e/kclient-v41.sh --nconnect 4 --size-mb 1024 --scenarios a
 tests/e2e/nlm-kclient.sh --vers 4.1 --scenarios "a b"
+tests/e2e/nlm-kclient.sh --cluster --vers 4.1 --scenarios "w v"
 
 step "NFS over RDMA (soft-RoCE in a VM, server inside it): v3 and v4.1 round trips"
 tests/e2e/kclient-rdma.sh

@@ -500,20 +500,31 @@ impl<S: Store> Server<S> {
     /// next owner.
     async fn adopt_target_v4(&self, previous: Option<u64>, addrs: &[IpAddr]) {
         let mut theirs = Vec::new();
+        let mut read_failed = false;
         if let Some(previous) = previous {
             let key = crate::state::store::node_doc_key(previous, StateKey::Nfs4Clients);
             match self.store.doc(&key).await {
                 Ok(Some((_, doc))) => theirs = crate::state::nfs4::parse_records(&doc),
                 Ok(None) => {}
-                Err(e) => tracing::error!(
-                    previous,
-                    "cannot read the earlier owner's NFSv4 client records: its clients of \
-                     the target cannot reclaim their opens and locks here: {e}"
-                ),
+                Err(e) => {
+                    read_failed = true;
+                    tracing::error!(
+                        previous,
+                        "cannot read the earlier owner's NFSv4 client records: its clients of \
+                     the target cannot reclaim their opens and locks here (new locks \
+                     wait a lease): {e}"
+                    )
+                }
             }
         }
         let adopted = self.state.nfs4.lock().adopt_target(theirs, addrs);
         if adopted.is_empty() {
+            if read_failed {
+                // Whoever they are, they may hold locks: none is newly granted for a lease.
+                self.state
+                    .grace()
+                    .takeover(std::time::Instant::now(), self.state.config.lease);
+            }
             return;
         }
         if let Err(e) = self.state.save_nfs4().await {
@@ -522,9 +533,15 @@ impl<S: Store> Server<S> {
             tracing::error!("cannot save the NFSv4 client records after a takeover: {e}");
         }
         let n = adopted.len();
-        self.state
-            .grace()
-            .takeover_v4(std::time::Instant::now(), adopted);
+        {
+            let now = std::time::Instant::now();
+            let mut st = self.state.nfs4.lock();
+            let mut grace = self.state.grace();
+            // An earlier window that ran out unnoticed (no v4 traffic since) ends first, so
+            // its clients are not taken for this one's.
+            st.grace_tick(&mut grace, now);
+            grace.takeover_v4(now, adopted);
+        }
         tracing::info!(
             previous,
             clients = n,
@@ -538,11 +555,15 @@ impl<S: Store> Server<S> {
     /// records for the next owner to read.
     pub async fn release_target(&self, addrs: &[IpAddr]) {
         let purged = {
+            let now = std::time::Instant::now();
             let mut st = self.state.nfs4.lock();
-            let n = st.release_target(addrs, std::time::Instant::now());
+            let (n, owners) = st.release_target(addrs, now);
             if n > 0 {
                 tracing::info!(clients = n, "NFSv4 clients of a floating target that left");
             }
+            let mut grace = self.state.grace();
+            grace.leave_v4(&owners);
+            st.grace_tick(&mut grace, now);
             st.take_purged()
         };
         crate::v4::ops::lock::release_clients(self, &purged);

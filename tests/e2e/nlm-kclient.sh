@@ -33,6 +33,9 @@
 #      and both read the whole checkpoint back intact. The new owner must log that it took
 #      the target's lock clients over (NLM monitors; with --vers 4.1, NFSv4.1 client records)
 #   v  (with --cluster) as w, but the target is moved (`sluice target move`) instead of killed
+#   p  (with --cluster) as w, but the owner's link is taken down instead (a partition): it
+#      fences itself, another node takes over; after healing, only the new owner holds the
+#      address
 #
 # Prints a PASS/FAIL summary with timings; exits 1 if anything failed, 2 on setup errors.
 # Env: KCLIENT (default /work/shared/kclient/kclient.sh), E2E_TARGET_DIR (cargo target dir when
@@ -466,6 +469,10 @@ scenario_c() {
 # metadata log after the kill: two live nodes of three).
 revive() {
   local id
+  if [ -e "$WORK/cut" ]; then
+    for id in $(sort -u "$WORK/cut"); do CL heal "$id" >/dev/null || return 1; done
+    rm -f "$WORK/cut"
+  fi
   [ -e "$WORK/killed" ] || return 0
   for id in $(sort -u "$WORK/killed"); do
     CL start "$id" >/dev/null || { log "node $id did not start again"; return 1; }
@@ -473,8 +480,9 @@ revive() {
   rm -f "$WORK/killed"
 }
 
-# failover_watcher X PAUSE [kill|move]: once $CHAN/X1-granted appears, sleep PAUSE, then
-# kill -9 the owner, or move the target to another node (`sluice target move`).
+# failover_watcher X PAUSE [kill|move|cut]: once $CHAN/X1-granted appears, sleep PAUSE, then
+# kill -9 the owner, move the target to another node (`sluice target move`), or take the
+# owner's link down (healed by the next revive).
 failover_watcher() {
   local x=$1 pause=$2 how=${3:-kill} i t old new="" dest
   for i in $(seq 3000); do [ -e "$CHAN/abort" ] && return; [ -e "$CHAN/${x}1-granted" ] && break; sleep 0.1; done
@@ -489,6 +497,9 @@ failover_watcher() {
     dest=$(( old % 3 + 1 ))
     CL sluice "$old" target move float "$dest" >/dev/null 2>&1 ||
       { echo "sluice target move float $dest failed" >"$CHAN/$x-restart-failed"; return; }
+  elif [ "$how" = cut ]; then
+    CL cut "$old" >/dev/null 2>&1
+    echo "$old" >>"$WORK/cut"
   else
     CL kill "$old" >/dev/null 2>&1
     echo "$old" >>"$WORK/killed"
@@ -496,7 +507,7 @@ failover_watcher() {
   for i in $(seq 300); do new=$(float_holder); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.1; done
   if [ -z "$new" ] || [ "$new" = "$old" ]; then echo "no node took $FLOAT over from node $old" >"$CHAN/$x-restart-failed"; return; fi
   echo "$new" >"$WORK/new-owner"
-  echo "node $old $([ "$how" = move ] && echo "moved it" || echo killed), node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/$x-restarted"
+  echo "node $old $(case $how in move) echo "moved it";; cut) echo "cut off";; *) echo killed;; esac), node $new holds $FLOAT after $(ms_since "$t") ms" >"$CHAN/$x-restarted"
   [ "$VERS" = 3 ] || { echo "$(ms_since "$t")" >"$CHAN/$x-notified"; return; }
   for i in $(seq 300); do
     tail -n +"$((${lines[$new]:-0} + 1))" "$CDIR/n$new/server.log" | grep -q 'SM_NOTIFY \(sent\|failed\)' && break
@@ -536,6 +547,7 @@ scenario_f() {
 scenario_w() {
   local how=${1:-kill} id=w what="owner killed"
   [ "$how" = move ] && id=v what="target moved (planned)"
+  [ "$how" = cut ] && id=p what="owner's link cut"
   local t rc=0 why="" WP RW p1 p2 new stall
   revive || { record $id "v$VERS checkpoint, $what" 1 0 "a node killed before did not start again"; return; }
   t=$(now_ns)
@@ -586,6 +598,15 @@ echo SCENARIO_OK'
   # (no `sed | grep -q`: with pipefail, sed's SIGPIPE after an early match fails the check)
   grep -q "$adopted" <<<"$(sed 's/\x1b\[[0-9;]*m//g' "$CDIR/n${new:-0}/server.log" 2>/dev/null)" ||
     { rc=1; why+=" the new owner (node ${new:-?}) logged no '$adopted'"; }
+  if [ "$how" = cut ]; then
+    # Healed, the old owner (which fenced itself) must not answer for the target again.
+    local old; old=$(sort -u "$WORK/cut" 2>/dev/null | head -1)
+    revive || { rc=1; why+=" the cut node did not come back"; }
+    sleep 3
+    [ "$(float_holder)" = "$new" ] || { rc=1; why+=" after healing, node $(float_holder) holds $FLOAT, not the new owner $new"; }
+    grep -q "$FLOAT" <<<"$(ip -n "slc-n${old:-0}" -4 -o addr show 2>/dev/null)" &&
+      { rc=1; why+=" the healed node $old still has $FLOAT"; }
+  fi
   stall=$(val STALL_MS w1)
   record $id "v$VERS checkpoint ${CKPT_MIB} MiB + fcntl lock, $what" $rc $(( ($(now_ns) - t) / 1000000000 )) \
     "${why:+$why; }$(cat "$CHAN/w-restarted" 2>/dev/null); longest gap between completed writes ${stall:-?} ms; $(grep -o 'total_ms=[0-9]*' "$WORK/w1.out" | head -1); VM2 granted $(gap_ms w1-unlocking w2-granted) ms after release"
@@ -629,6 +650,11 @@ if has v && [ "$CLUSTER" = 0 ]; then
   log "scenario v needs --cluster; skipped"
 elif has v; then
   scenario_w move
+fi
+if has p && [ "$CLUSTER" = 0 ]; then
+  log "scenario p needs --cluster; skipped"
+elif has p; then
+  scenario_w cut
 fi
 stop_server TERM
 

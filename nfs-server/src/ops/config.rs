@@ -533,6 +533,14 @@ impl Config {
             crate::state::identity::check_cluster_id(id)
                 .map_err(|e| ConfigError(format!("cluster.id: {e}")))?;
         }
+        // NFSv4.1 clientids keep 12 bits of the node id, so that no two nodes of a cluster
+        // issue the same one (`state::nfs4`).
+        if !(1..=4095).contains(&self.cluster.node_id) {
+            return Err(ConfigError(format!(
+                "cluster.node_id: {} is out of range; give 1 to 4095",
+                self.cluster.node_id
+            )));
+        }
         let voters = self.cluster.voters()?;
         if !voters.is_empty() {
             if self.cluster.metadata != MetadataMode::Log {

@@ -119,11 +119,15 @@ impl Grace {
         clients: impl IntoIterator<Item = (Bytes, Clientid4)>,
     ) {
         let before = self.v4_takeover.len();
-        self.v4_takeover.extend(clients);
-        let added = self.v4_takeover.len() - before;
-        if added == 0 {
+        let mut incoming = 0;
+        for c in clients {
+            incoming += 1;
+            self.v4_takeover.insert(c.0, c.1);
+        }
+        if incoming == 0 {
             return;
         }
+        let added = self.v4_takeover.len() - before;
         let until = now + self.lease;
         let limit = now + 2 * self.lease;
         self.v4_takeover_until = Some(self.v4_takeover_until.map_or(until, |u| u.max(until)));
@@ -179,13 +183,42 @@ impl Grace {
         }
         self.reclaims += 1;
         let half = now + self.lease / 2;
-        if let (Some(until), Some(limit)) = (self.v4_until, self.v4_limit) {
+        if let (true, Some(until), Some(limit)) = (restart, self.v4_until, self.v4_limit) {
             self.v4_until = Some(until.max(half.min(limit)));
         }
-        if let (Some(until), Some(limit)) = (self.v4_takeover_until, self.v4_takeover_limit) {
+        if let (true, Some(until), Some(limit)) =
+            (takeover, self.v4_takeover_until, self.v4_takeover_limit)
+        {
             self.v4_takeover_until = Some(until.max(half.min(limit)));
         }
         true
+    }
+
+    /// Whether `owner`, a client that already finished reclaiming on this node, may reclaim
+    /// what it held through a floating target that moved here (its takeover window runs).
+    pub fn may_reclaim_takeover_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
+        if !self.v4_takeover_open(now) || !self.v4_takeover.contains_key(owner) {
+            return false;
+        }
+        self.reclaims += 1;
+        if let (Some(until), Some(limit)) = (self.v4_takeover_until, self.v4_takeover_limit) {
+            self.v4_takeover_until = Some(until.max((now + self.lease / 2).min(limit)));
+        }
+        true
+    }
+
+    /// Whether a RECLAIM_COMPLETE from `owner`, which sent one before, ends its reclaim of a
+    /// target that moved here (rather than being one too many).
+    pub fn takes_reclaim_complete_v4(&self, owner: &Bytes) -> bool {
+        self.v4_takeover.contains_key(owner)
+    }
+
+    /// A floating target left this node: its clients `owners` no longer reclaim here, and
+    /// their takeover window (if it still runs) stops holding this node's locks.
+    pub fn leave_v4(&mut self, owners: &[Bytes]) {
+        for o in owners {
+            self.v4_takeover.remove(o);
+        }
     }
 
     /// Whether an NLM reclaim is accepted now.
@@ -327,6 +360,52 @@ mod tests {
         assert!(!g.locks_in_grace(secs(now, 90)));
         assert_eq!(g.tick(secs(now, 90)), vec![9]);
         assert_eq!(g.clients_to_reclaim(), 0);
+    }
+
+    #[test]
+    fn a_takeover_s_reclaims_do_not_stretch_a_restart_s_grace_nor_the_reverse() {
+        let now = Instant::now();
+        let (old, moved) = (Bytes::from_static(b"old"), Bytes::from_static(b"moved"));
+        let lease = Duration::from_secs(90);
+        let mut g = Grace::start(now, Duration::ZERO, 0, lease, [(old.clone(), 1)]);
+        g.takeover_v4(secs(now, 10), [(moved.clone(), 2)]);
+        assert!(g.may_reclaim_v4(&moved, secs(now, 80)));
+        assert!(
+            !g.in_grace(secs(now, 90)),
+            "the restart's window ends on time"
+        );
+        assert!(
+            g.locks_in_grace(secs(now, 120)),
+            "the takeover's was stretched"
+        );
+        assert!(
+            !g.may_reclaim_v4(&old, secs(now, 91)),
+            "too late for the restart's client"
+        );
+    }
+
+    #[test]
+    fn a_takeover_window_that_ran_out_unnoticed_opens_again_for_the_same_clients() {
+        let now = Instant::now();
+        let c = Bytes::from_static(b"c");
+        let mut g = Grace::start(now, Duration::ZERO, 0, Duration::from_secs(90), []);
+        g.takeover_v4(now, [(c.clone(), 1)]);
+        // No tick ran meanwhile; the target comes back 100 s later.
+        g.takeover_v4(secs(now, 100), [(c.clone(), 1)]);
+        assert!(g.locks_in_grace(secs(now, 101)));
+        assert!(g.may_reclaim_v4(&c, secs(now, 101)));
+    }
+
+    #[test]
+    fn a_target_that_leaves_again_stops_holding_the_node_s_locks() {
+        let now = Instant::now();
+        let c = Bytes::from_static(b"c");
+        let mut g = Grace::start(now, Duration::ZERO, 0, Duration::from_secs(90), []);
+        g.takeover_v4(now, [(c.clone(), 1)]);
+        assert!(g.locks_in_grace(secs(now, 1)));
+        g.leave_v4(std::slice::from_ref(&c));
+        assert!(!g.locks_in_grace(secs(now, 2)));
+        assert!(!g.may_reclaim_v4(&c, secs(now, 2)));
     }
 
     #[test]

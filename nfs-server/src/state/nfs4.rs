@@ -281,7 +281,14 @@ impl StateTable {
         now: Instant,
     ) -> Result<(), Nfsstat4> {
         let c = self.clients.get(&id).ok_or(Nfsstat4::StaleClientid)?;
-        if !c.reclaim_complete && grace.may_reclaim_v4(&c.rec.owner, now) {
+        // A client that finished reclaiming here may still reclaim what it held through a
+        // floating target that moved here since (its record here came through another).
+        let ok = if c.reclaim_complete {
+            grace.may_reclaim_takeover_v4(&c.rec.owner, now)
+        } else {
+            grace.may_reclaim_v4(&c.rec.owner, now)
+        };
+        if ok {
             Ok(())
         } else {
             Err(Nfsstat4::NoGrace)
@@ -296,11 +303,11 @@ impl StateTable {
         now: Instant,
     ) -> Result<(), Nfsstat4> {
         let c = self.clients.get_mut(&id).ok_or(Nfsstat4::StaleClientid)?;
-        if c.reclaim_complete {
+        let owner = c.rec.owner.clone();
+        if c.reclaim_complete && !grace.takes_reclaim_complete_v4(&owner) {
             return Err(Nfsstat4::CompleteAlready);
         }
         c.reclaim_complete = true;
-        let owner = c.rec.owner.clone();
         for old in grace.reclaim_complete_v4(&owner) {
             if old != id {
                 self.forget_record(old);
@@ -382,7 +389,7 @@ impl StateTable {
         if let Some(id) = unconfirmed {
             self.purge_client(id);
         }
-        let id = self.new_clientid();
+        let id = self.new_clientid()?;
         self.clients.insert(
             id,
             Client {
@@ -582,7 +589,13 @@ impl StateTable {
     /// locks go through [`StateTable::take_purged`]), as they would in a restart, but their
     /// records stay for two leases, so that the target's next owner finds them in this
     /// node's saved records and lets them reclaim there. Returns how many clients went.
-    pub fn release_target(&mut self, addrs: &[IpAddr], now: Instant) -> usize {
+    pub fn release_target(&mut self, addrs: &[IpAddr], now: Instant) -> (usize, Vec<Bytes>) {
+        let owners: Vec<Bytes> = self
+            .records
+            .values()
+            .filter(|r| r.server.is_some_and(|a| addrs.contains(&a)))
+            .map(|r| r.owner.clone())
+            .collect();
         let gone: Vec<Clientid4> = self
             .clients
             .values()
@@ -595,7 +608,7 @@ impl StateTable {
                 self.released.push((now, *id));
             }
         }
-        gone.len()
+        (gone.len(), owners)
     }
 
     /// At start: the records of the previous run's clients that came through `addrs` (floating
@@ -621,8 +634,8 @@ impl StateTable {
     /// now, may reclaim here: they join this node's records, keeping the clientid the other
     /// node issued (it has that node's id in it, so it is unlike any of this node's), and are
     /// returned as (owner, old clientid) for the grace period's reclaim window. A client
-    /// that already holds a record here is left out: one owner has one record per node, and
-    /// its state here was never lost.
+    /// that already holds a record here (it uses another target of this node: Linux sends
+    /// one owner string to every server) keeps that record, and may reclaim all the same.
     pub fn adopt_target(
         &mut self,
         theirs: Vec<ClientRecord>,
@@ -641,13 +654,17 @@ impl StateTable {
             out.push((self.records[&id].owner.clone(), id));
         }
         for r in theirs.into_iter().filter(through) {
-            let known = self.records.values().any(|o| o.owner == r.owner)
-                || self.clients.values().any(|c| c.rec.owner == r.owner);
-            if known {
+            if out.iter().any(|(o, _)| *o == r.owner) {
                 continue;
             }
+            let known = self.records.values().any(|o| o.owner == r.owner)
+                || self.clients.values().any(|c| c.rec.owner == r.owner);
             out.push((r.owner.clone(), r.clientid));
-            self.save_record(r);
+            // A clientid this node holds already would be another client's (node ids that
+            // agree in the 12 bits a clientid keeps): that one is not overwritten.
+            if !known && !self.records.contains_key(&r.clientid) {
+                self.save_record(r);
+            }
         }
         out
     }
@@ -713,17 +730,19 @@ impl StateTable {
         }
     }
 
-    /// A clientid of this node and run that no client or record holds.
-    fn new_clientid(&mut self) -> Clientid4 {
+    /// A clientid of this node and run that no client or record holds; DELAY when all
+    /// 2^20 - 1 are held (clients expire within two leases).
+    fn new_clientid(&mut self) -> Result<Clientid4, Nfsstat4> {
         let base = (u64::from(self.epoch) << 32) | (u64::from(self.node & 0xfff) << 20);
-        loop {
+        for _ in 0..0xf_ffff {
             let id = base | u64::from(self.next_client);
             self.next_client = (self.next_client + 1) & 0xf_ffff;
             self.next_client = self.next_client.max(1);
             if !self.clients.contains_key(&id) && !self.records.contains_key(&id) {
-                return id;
+                return Ok(id);
             }
         }
+        Err(Nfsstat4::Delay)
     }
 
     fn new_other(&mut self) -> [u8; 12] {

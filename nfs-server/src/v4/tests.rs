@@ -2166,3 +2166,57 @@ async fn at_a_restart_clients_of_a_floating_target_do_not_hold_the_node_in_grace
     st.expire(later + Duration::from_secs(181));
     assert_eq!(st.records().len(), 1, "kept: it was adopted here");
 }
+
+#[tokio::test]
+async fn a_client_known_here_through_another_target_reclaims_what_it_held_through_the_moved_one() {
+    // Linux sends one owner string to every server: "c1" uses a target of this node (the
+    // harness's session, done reclaiming) and one of node 2 that moves here.
+    let server = server();
+    let fh = file_f(&server).await;
+    let mut h = Harness::at(server, Instant::now()).await;
+    let c = h.clientid;
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    let float: std::net::IpAddr = "10.0.0.200".parse().unwrap();
+    let theirs = [ClientRecord {
+        clientid: 0x1_0020_0001,
+        owner: Bytes::from_static(b"c1"),
+        verifier: [1; 8],
+        server: Some(float),
+    }];
+    h.server
+        .store
+        .put_doc(
+            b"node/2/nfs4-clients",
+            1,
+            crate::state::nfs4::records_doc(&theirs),
+        )
+        .await
+        .unwrap();
+    h.server.adopt_target(Some(2), &[float]).await;
+    h.now = Instant::now();
+    assert!(
+        h.server.state.locks_in_grace(h.now),
+        "new locks wait for c1"
+    );
+    let reclaim_open = NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(c, b"o1"),
+        openhow: OpenFlag4(None),
+        claim: OpenClaim4::Previous(OpenDelegationType4::None),
+    });
+    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open]).await);
+    h.ok(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, true)])
+        .await;
+    // Its second RECLAIM_COMPLETE ends the moved target's reclaim; a third is one too many.
+    h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    assert!(!h.server.state.locks_in_grace(h.now));
+    let r = h.run(vec![NfsArgOp4::ReclaimComplete(false)]).await;
+    assert_eq!(r.status, Nfsstat4::CompleteAlready);
+    assert_eq!(
+        h.server.state.nfs4.lock().records().len(),
+        1,
+        "one record per owner"
+    );
+}
