@@ -693,6 +693,15 @@ impl Target {
         }
     }
 
+    /// Forgets the connections listed for the next owner to tickle (this node serves the
+    /// target again: those connections are gone).
+    pub fn forget_endpoints(&self) {
+        self.endpoints
+            .lock()
+            .expect("endpoints lock poisoned")
+            .clear();
+    }
+
     /// Closes every open connection of the target (they notice at once, mid-call or idle).
     pub fn cut_connections(&self) {
         self.cut.send_modify(|n| *n += 1);
@@ -828,7 +837,10 @@ impl TargetTable {
         opened: bool,
     ) {
         use std::sync::atomic::Ordering;
-        if target.floating {
+        // A connection that ends after this node stopped serving the target (it closes them
+        // then) stays listed: the target's next owner tickles it (`crate::tickle`).
+        let serving = target.serving_epoch.load(Ordering::Acquire) != 0;
+        if target.floating && (opened || serving) {
             let mut e = target.endpoints.lock().expect("endpoints lock poisoned");
             if opened {
                 e.insert((local, peer));

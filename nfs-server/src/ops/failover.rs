@@ -660,6 +660,12 @@ impl Floating {
                     .host
                     .adopt(previous, ips(&t).into_iter().collect())
                     .await;
+                // Connections of an earlier time here are gone (their endpoints were kept for
+                // the owner after that one to tickle).
+                t.forget_endpoints();
+                self.targets
+                    .endpoints_changed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 t.serving_epoch
                     .store(epoch as u64, std::sync::atomic::Ordering::Release);
                 let up = match self.addresses.up(&t, epoch).await {
@@ -735,16 +741,22 @@ impl Floating {
         t.stop_listeners();
         t.serving_epoch
             .store(0, std::sync::atomic::Ordering::Release);
-        // Cut while the address is still here, so that the clients' kernels get the FIN and
-        // reconnect at once (to the next owner): once the address is gone, nothing this node
-        // sends from it arrives, and a client learns of the move only when a retransmission,
-        // after its backoff, reaches the next owner (a 1 s stall, once 30 s, in failover.sh).
-        t.cut_connections();
-        // (The connections' tasks close their sockets when woken: a moment for the FINs.)
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if matches!(why, StopWhy::Gone) {
+            // Nobody serves the target next: its clients get a FIN and stop waiting.
+            t.cut_connections();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The addresses go before the connections: closed once its address is gone, a
+        // socket's FIN cannot leave (there is no route from an address that is not local), so
+        // the client keeps the connection until the next owner tickles it (`crate::tickle`;
+        // the endpoints stay in this node's saved list, `TargetTable::connection`) and then
+        // reconnects there at once. A FIN sent while the address was here made the client
+        // reconnect to an address that no node held yet and then back off (Linux waits 3 s
+        // after a server's FIN before trying again): planned moves of a kernel client
+        // stalled 1.5-3.5 s.
         self.addresses.down(t, epoch).await;
-        // Again after the addresses: a client that reconnected meanwhile through a wildcard
-        // NFS listener (which covers the address, and stays) is cut too.
+        // Also a client that reconnected meanwhile through a wildcard NFS listener (which
+        // covers the address, and stays).
         t.cut_connections();
         // Its lock clients reclaim their locks from the next owner.
         self.host.release(ips(t).into_iter().collect()).await;
