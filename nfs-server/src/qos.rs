@@ -693,13 +693,10 @@ impl Target {
         }
     }
 
-    /// Forgets the connections listed for the next owner to tickle (this node serves the
-    /// target again: those connections are gone).
-    pub fn forget_endpoints(&self) {
-        self.endpoints
-            .lock()
-            .expect("endpoints lock poisoned")
-            .clear();
+    /// Takes the connections listed for the target's next owner to tickle (this node serves
+    /// the target again: those connections are gone here).
+    pub fn take_endpoints(&self) -> std::collections::BTreeSet<crate::tickle::Endpoint> {
+        std::mem::take(&mut *self.endpoints.lock().expect("endpoints lock poisoned"))
     }
 
     /// Closes every open connection of the target (they notice at once, mid-call or idle).
@@ -744,6 +741,8 @@ pub struct TargetTable {
     restricts_exports: std::sync::atomic::AtomicBool,
     /// Bumped whenever a floating target's connections change (saved by `crate::tickle`).
     pub endpoints_changed: std::sync::atomic::AtomicU64,
+    /// Saves of them made by this run (their versions).
+    pub endpoints_saves: std::sync::atomic::AtomicU64,
 }
 
 impl TargetTable {
@@ -767,6 +766,7 @@ impl TargetTable {
             clients: Mutex::new(HashMap::new()),
             restricts_exports: std::sync::atomic::AtomicBool::new(restricts),
             endpoints_changed: Default::default(),
+            endpoints_saves: Default::default(),
         })
     }
 
@@ -841,11 +841,16 @@ impl TargetTable {
         // then) stays listed: the target's next owner tickles it (`crate::tickle`).
         let serving = target.serving_epoch.load(Ordering::Acquire) != 0;
         if target.floating && (opened || serving) {
+            // (a dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses)
+            let canonical = |a: std::net::SocketAddr| {
+                std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
+            };
+            let endpoint = (canonical(local), canonical(peer));
             let mut e = target.endpoints.lock().expect("endpoints lock poisoned");
             if opened {
-                e.insert((local, peer));
+                e.insert(endpoint);
             } else {
-                e.remove(&(local, peer));
+                e.remove(&endpoint);
             }
             self.endpoints_changed.fetch_add(1, Ordering::Relaxed);
         }

@@ -39,6 +39,28 @@ pub fn doc_key(node: u64) -> Vec<u8> {
     format!("node/{node}/tickles").into_bytes()
 }
 
+/// Saves this node's endpoints now (its floating targets' connections, as listed).
+pub async fn save<S: backend::Store>(
+    server: &crate::server::Server<S>,
+    targets: &crate::qos::TargetTable,
+) -> backend::Result<()> {
+    use std::sync::atomic::Ordering;
+    let all: BTreeSet<Endpoint> = targets
+        .list()
+        .iter()
+        .filter(|t| t.floating)
+        .flat_map(|t| t.endpoints.lock().expect("endpoints lock poisoned").clone())
+        .collect();
+    // Versions grow across runs (the epoch) and saves (the counter), so a slow save never
+    // overwrites a newer one.
+    let n = targets.endpoints_saves.fetch_add(1, Ordering::Relaxed) + 1;
+    let version = (u64::from(server.state.identity.epoch) << 32) | (n & 0xffff_ffff);
+    server
+        .store
+        .put_doc(&doc_key(server.state.identity.node_id), version, doc(&all))
+        .await
+}
+
 /// Keeps this node's endpoints saved: within [`SAVE_EVERY`] of a change, and once at start
 /// (which clears what the previous run left). A failed save is logged once and retried.
 pub async fn keep_saved<S: backend::Store>(
@@ -46,26 +68,12 @@ pub async fn keep_saved<S: backend::Store>(
     targets: std::sync::Arc<crate::qos::TargetTable>,
 ) {
     use std::sync::atomic::Ordering;
-    let key = doc_key(server.state.identity.node_id);
-    let epoch = u64::from(server.state.identity.epoch);
     let mut saved = None;
-    let mut version = 0u64;
     let mut warned = false;
     loop {
         let changed = targets.endpoints_changed.load(Ordering::Relaxed);
         if saved != Some(changed) {
-            let all: BTreeSet<Endpoint> = targets
-                .list()
-                .iter()
-                .filter(|t| t.floating)
-                .flat_map(|t| t.endpoints.lock().expect("endpoints lock poisoned").clone())
-                .collect();
-            version += 1;
-            match server
-                .store
-                .put_doc(&key, (epoch << 32) | version, doc(&all))
-                .await
-            {
+            match save(&server, &targets).await {
                 Ok(()) => {
                     saved = Some(changed);
                     warned = false;
@@ -84,10 +92,15 @@ pub async fn keep_saved<S: backend::Store>(
     }
 }
 
-/// The document of a node's endpoints.
+/// The document of a node's endpoints: the IPv4 ones (the others cannot be tickled), at most
+/// [`ENDPOINTS_MAX`].
 pub fn doc<'a>(endpoints: impl IntoIterator<Item = &'a Endpoint>) -> Vec<u8> {
     let mut text = String::new();
-    for (local, peer) in endpoints.into_iter().take(ENDPOINTS_MAX) {
+    for (local, peer) in endpoints
+        .into_iter()
+        .filter(|(l, p)| l.is_ipv4() && p.is_ipv4())
+        .take(ENDPOINTS_MAX)
+    {
         text.push_str(&format!("{local} {peer}\n"));
     }
     text.into_bytes()
@@ -143,16 +156,33 @@ fn checksum(src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
 }
 
 /// Sends one tickle to each IPv4 endpoint, from its local address (which must be up on this
-/// node). Returns how many went; the first error, if any, is logged once.
+/// node): system calls, so call it off the async runtime. Returns how many went; the first
+/// error, if any, is logged once.
 pub fn send(endpoints: &BTreeSet<Endpoint>) -> usize {
     let mut sent = 0;
     let mut failed: Option<String> = None;
+    // One raw socket per local address (endpoints are sorted by it).
+    let mut sock: Option<(std::net::Ipv4Addr, socket2::Socket)> = None;
     for (local, peer) in endpoints {
         let (SocketAddr::V4(local), SocketAddr::V4(peer)) = (local, peer) else {
             continue;
         };
-        match send_one(*local, *peer) {
-            Ok(()) => sent += 1,
+        if sock.as_ref().is_none_or(|(ip, _)| ip != local.ip()) {
+            sock = match raw_socket(*local.ip()) {
+                Ok(s) => Some((*local.ip(), s)),
+                Err(e) => {
+                    failed.get_or_insert_with(|| format!("a raw socket on {}: {e}", local.ip()));
+                    None
+                }
+            };
+        }
+        let Some((_, s)) = &sock else { continue };
+        let seg = segment(*local, *peer);
+        match s.send_to(
+            &seg,
+            &SocketAddr::V4(SocketAddrV4::new(*peer.ip(), 0)).into(),
+        ) {
+            Ok(_) => sent += 1,
             Err(e) => {
                 failed.get_or_insert_with(|| format!("{local} -> {peer}: {e}"));
             }
@@ -166,17 +196,12 @@ pub fn send(endpoints: &BTreeSet<Endpoint>) -> usize {
     sent
 }
 
-fn send_one(local: SocketAddrV4, peer: SocketAddrV4) -> std::io::Result<()> {
+/// A raw TCP socket (CAP_NET_RAW) bound to `local`: the kernel adds the IP header, from it.
+fn raw_socket(local: std::net::Ipv4Addr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    // A raw TCP socket (CAP_NET_RAW): the kernel adds the IP header, from the bound address.
     let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP))?;
-    sock.bind(&SocketAddr::V4(SocketAddrV4::new(*local.ip(), 0)).into())?;
-    let seg = segment(local, peer);
-    sock.send_to(
-        &seg,
-        &SocketAddr::V4(SocketAddrV4::new(*peer.ip(), 0)).into(),
-    )?;
-    Ok(())
+    sock.bind(&SocketAddr::V4(SocketAddrV4::new(local, 0)).into())?;
+    Ok(sock)
 }
 
 #[cfg(test)]

@@ -52,13 +52,8 @@ const COPY_PIECE: u64 = 1 << 20;
 const REPAIR_ALIGN: u64 = 64 * 1024;
 /// Repairs waiting at most; more wait for a scrub.
 const REPAIRS_QUEUED_MAX: usize = 4096;
-/// How often a change waiting on a copy's node checks that the node still takes connections
-/// (the first time after [`PROBE_FIRST`]), and how long a probe's connection may take: a node
-/// whose kernel does not complete a handshake on the local network in this time is cut off
-/// (a busy or stopped process still has its handshakes completed by the kernel).
+/// How often a change waiting on a copy's node checks that the node still takes connections.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-const PROBE_FIRST: Duration = Duration::from_millis(250);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a node that failed a data call as unreachable gets no new file and no new copy.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
@@ -898,18 +893,14 @@ impl<D: DataStore> ClusterData<D> {
     }
 }
 
-/// Returns once `addr` neither accepts nor refuses a new connection in time, probed after
-/// [`PROBE_FIRST`] and then every [`PROBE_EVERY`]: a node that is cut off, as opposed to one
-/// that is slow (whose kernel still accepts connections). A change to a copy on it then fails
-/// within a second instead of after the call's timeout, and the copy leaves the layout: after
-/// a floating target's owner is cut off, its clients' first writes to the new owner wait this
-/// long for the copies the old owner held.
+/// Returns once `addr` neither accepts nor refuses a new connection in time, probed every
+/// [`PROBE_EVERY`]: a node that is cut off, as opposed to one that is slow (whose kernel still
+/// accepts connections). A change to a copy on it then fails at once instead of after the
+/// call's timeout, and the copy leaves the layout.
 async fn unresponsive(addr: &str) {
-    let mut wait = PROBE_FIRST;
     loop {
-        tokio::time::sleep(wait).await;
-        wait = PROBE_EVERY;
-        match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        tokio::time::sleep(PROBE_EVERY).await;
+        match tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) | Err(_) => return,
         }

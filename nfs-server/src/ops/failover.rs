@@ -63,6 +63,9 @@ pub trait Takeover: Send + Sync + 'static {
     fn adopt(&self, previous: Option<u64>, addrs: Vec<IpAddr>) -> HookFuture<'_, Adopted>;
     /// Tickles the connections and sends SM_NOTIFY to the NLM clients.
     fn notify(&self, clients: Adopted) -> HookFuture<'_, ()>;
+    /// Saves the floating targets' connections now (`crate::tickle::save`), for a target's
+    /// next owner to tickle them.
+    fn save_endpoints(&self) -> HookFuture<'_, Result<(), String>>;
     /// Drops the locks taken through `addrs`, which this node no longer serves.
     fn release(&self, addrs: Vec<IpAddr>) -> HookFuture<'_, ()>;
 }
@@ -101,9 +104,13 @@ impl<S: backend::Store> Takeover for crate::server::Server<S> {
                 }
                 let start = tokio::time::Instant::now();
                 let mut sent = 0;
+                let tickles = Arc::new(tickles);
                 for at in crate::tickle::ROUNDS {
                     tokio::time::sleep_until(start + at).await;
-                    sent += crate::tickle::send(&tickles);
+                    let round = Arc::clone(&tickles);
+                    sent += tokio::task::spawn_blocking(move || crate::tickle::send(&round))
+                        .await
+                        .unwrap_or(0);
                 }
                 tracing::info!(
                     connections = tickles.len(),
@@ -122,6 +129,14 @@ impl<S: backend::Store> Takeover for crate::server::Server<S> {
     }
     fn release(&self, addrs: Vec<IpAddr>) -> HookFuture<'_, ()> {
         Box::pin(async move { self.release_target(&addrs).await })
+    }
+    fn save_endpoints(&self) -> HookFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let targets = self.targets.get().ok_or("no target table")?;
+            crate::tickle::save(self, targets)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -656,13 +671,13 @@ impl Floating {
                     .lock()
                     .expect("owner lock poisoned")
                     .filter(|&p| p != self.node);
-                let adopted = self
+                let mut adopted = self
                     .host
                     .adopt(previous, ips(&t).into_iter().collect())
                     .await;
                 // Connections of an earlier time here are gone (their endpoints were kept for
-                // the owner after that one to tickle).
-                t.forget_endpoints();
+                // the next owner to tickle, which may be this node: they are tickled too).
+                adopted.tickles.extend(t.take_endpoints());
                 self.targets
                     .endpoints_changed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -741,19 +756,36 @@ impl Floating {
         t.stop_listeners();
         t.serving_epoch
             .store(0, std::sync::atomic::Ordering::Release);
-        if matches!(why, StopWhy::Gone) {
-            // Nobody serves the target next: its clients get a FIN and stop waiting.
+        // For a move (and when cut off), the addresses go before the connections: closed once
+        // its address is gone, a socket's FIN cannot leave (there is no route from an address
+        // that is not local), so the client keeps the connection until the next owner tickles
+        // it (`crate::tickle`; the endpoints stay in this node's list,
+        // `TargetTable::connection`, saved here first for a move) and then reconnects there at
+        // once. A FIN sent while the address was here made a kernel client reconnect to an
+        // address that no node held yet and then back off (Linux waits 3 s after a server's
+        // FIN before trying again): planned moves stalled 1.5-3.5 s. Otherwise (the target
+        // removed, this node shutting down, another owner already serving it, IPv6 clients
+        // that cannot be tickled, or the list not saved) the FIN goes first, as it is the
+        // clients' only news.
+        let silent = match why {
+            StopWhy::SelfFenced => true,
+            StopWhy::Moved => {
+                ips(t).iter().all(IpAddr::is_ipv4)
+                    && match tokio::time::timeout(CALL, self.host.save_endpoints()).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            tracing::warn!(target = %t.name, "cannot save the target's connections before the move ({e}): its clients get a FIN instead");
+                            false
+                        }
+                        Err(_) => false,
+                    }
+            }
+            StopWhy::Lost | StopWhy::Gone => false,
+        };
+        if !silent {
             t.cut_connections();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // The addresses go before the connections: closed once its address is gone, a
-        // socket's FIN cannot leave (there is no route from an address that is not local), so
-        // the client keeps the connection until the next owner tickles it (`crate::tickle`;
-        // the endpoints stay in this node's saved list, `TargetTable::connection`) and then
-        // reconnects there at once. A FIN sent while the address was here made the client
-        // reconnect to an address that no node held yet and then back off (Linux waits 3 s
-        // after a server's FIN before trying again): planned moves of a kernel client
-        // stalled 1.5-3.5 s.
         self.addresses.down(t, epoch).await;
         // Also a client that reconnected meanwhile through a wildcard NFS listener (which
         // covers the address, and stays).
