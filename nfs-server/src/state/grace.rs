@@ -176,7 +176,19 @@ impl Grace {
     /// Whether the NFSv4.1 client `owner` may reclaim now: the grace period runs and the
     /// previous run knew it. Stretches the v4 window (see the module docs).
     pub fn may_reclaim_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
-        let restart = self.in_grace(now) && self.v4_reclaimable.contains_key(owner);
+        self.reclaim_v4(owner, now, true)
+    }
+
+    /// Whether `owner`, a client that already finished reclaiming on this node, may reclaim
+    /// what it held through a floating target that moved here (its takeover window runs).
+    pub fn may_reclaim_takeover_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
+        self.reclaim_v4(owner, now, false)
+    }
+
+    /// A reclaim by `owner` in the takeover window, or also in the restart's when `restart`:
+    /// whether it is taken; if so it stretches the window it is taken in.
+    fn reclaim_v4(&mut self, owner: &Bytes, now: Instant, restart: bool) -> bool {
+        let restart = restart && self.in_grace(now) && self.v4_reclaimable.contains_key(owner);
         let takeover = self.v4_takeover_open(now) && self.v4_takeover.contains_key(owner);
         if !restart && !takeover {
             return false;
@@ -190,19 +202,6 @@ impl Grace {
             (takeover, self.v4_takeover_until, self.v4_takeover_limit)
         {
             self.v4_takeover_until = Some(until.max(half.min(limit)));
-        }
-        true
-    }
-
-    /// Whether `owner`, a client that already finished reclaiming on this node, may reclaim
-    /// what it held through a floating target that moved here (its takeover window runs).
-    pub fn may_reclaim_takeover_v4(&mut self, owner: &Bytes, now: Instant) -> bool {
-        if !self.v4_takeover_open(now) || !self.v4_takeover.contains_key(owner) {
-            return false;
-        }
-        self.reclaims += 1;
-        if let (Some(until), Some(limit)) = (self.v4_takeover_until, self.v4_takeover_limit) {
-            self.v4_takeover_until = Some(until.max((now + self.lease / 2).min(limit)));
         }
         true
     }

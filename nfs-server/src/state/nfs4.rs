@@ -32,6 +32,13 @@ pub struct ClientRecord {
     pub server: Option<IpAddr>,
 }
 
+impl ClientRecord {
+    /// Whether the client came through one of `addrs` (a floating target's).
+    pub fn came_through(&self, addrs: &[IpAddr]) -> bool {
+        self.server.is_some_and(|a| addrs.contains(&a))
+    }
+}
+
 /// The stored form of the client records: one line per client, clientid, verifier and owner
 /// in hex, then the server address if known (earlier versions' `<data_dir>/nfs4-clients`
 /// had the first three fields only, and still parse).
@@ -568,18 +575,16 @@ impl StateTable {
         for id in &gone {
             self.purge_client(*id);
         }
-        let released: Vec<Clientid4> = self
-            .released
-            .iter()
-            .filter(|(at, _)| now.saturating_duration_since(*at) > lease * 2)
-            .map(|(_, id)| *id)
-            .collect();
-        if !released.is_empty() {
-            self.released
-                .retain(|(at, _)| now.saturating_duration_since(*at) <= lease * 2);
-            for id in released {
-                self.forget_record(id);
+        let mut released = Vec::new();
+        self.released.retain(|&(at, id)| {
+            let keep = now.saturating_duration_since(at) <= lease * 2;
+            if !keep {
+                released.push(id);
             }
+            keep
+        });
+        for id in released {
+            self.forget_record(id);
         }
         gone
     }
@@ -593,13 +598,13 @@ impl StateTable {
         let owners: Vec<Bytes> = self
             .records
             .values()
-            .filter(|r| r.server.is_some_and(|a| addrs.contains(&a)))
+            .filter(|r| r.came_through(addrs))
             .map(|r| r.owner.clone())
             .collect();
         let gone: Vec<Clientid4> = self
             .clients
             .values()
-            .filter(|c| c.rec.server.is_some_and(|a| addrs.contains(&a)))
+            .filter(|c| c.rec.came_through(addrs))
             .map(|c| c.rec.clientid)
             .collect();
         for id in &gone {
@@ -618,9 +623,7 @@ impl StateTable {
     pub fn set_aside(&mut self, addrs: &[IpAddr], now: Instant) -> Vec<Bytes> {
         let mut owners = Vec::new();
         for r in self.records.values() {
-            if r.server.is_some_and(|a| addrs.contains(&a))
-                && !self.clients.contains_key(&r.clientid)
-            {
+            if r.came_through(addrs) && !self.clients.contains_key(&r.clientid) {
                 owners.push(r.owner.clone());
                 self.released.push((now, r.clientid));
             }
@@ -641,19 +644,18 @@ impl StateTable {
         theirs: Vec<ClientRecord>,
         addrs: &[IpAddr],
     ) -> Vec<(Bytes, Clientid4)> {
-        let through = |r: &ClientRecord| r.server.is_some_and(|a| addrs.contains(&a));
         let mut out: Vec<(Bytes, Clientid4)> = Vec::new();
         let own: Vec<Clientid4> = self
             .records
             .values()
-            .filter(|r| through(r) && !self.clients.contains_key(&r.clientid))
+            .filter(|r| r.came_through(addrs) && !self.clients.contains_key(&r.clientid))
             .map(|r| r.clientid)
             .collect();
         for id in own {
             self.released.retain(|(_, r)| *r != id);
             out.push((self.records[&id].owner.clone(), id));
         }
-        for r in theirs.into_iter().filter(through) {
+        for r in theirs.into_iter().filter(|r| r.came_through(addrs)) {
             if out.iter().any(|(o, _)| *o == r.owner) {
                 continue;
             }

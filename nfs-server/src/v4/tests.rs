@@ -268,6 +268,19 @@ fn open_create(clientid: Clientid4, file: &str) -> NfsArgOp4 {
     })
 }
 
+/// The reclaim after a restart or a takeover of client `clientid`'s open (owner "o1") of the
+/// current file.
+fn reclaim_open(clientid: Clientid4) -> NfsArgOp4 {
+    NfsArgOp4::Open(Open4Args {
+        seqid: 0,
+        share_access: open4::SHARE_ACCESS_BOTH,
+        share_deny: open4::SHARE_DENY_NONE,
+        owner: owner(clientid, b"o1"),
+        openhow: OpenFlag4(None),
+        claim: OpenClaim4::Previous(OpenDelegationType4::None),
+    })
+}
+
 fn open_stateid(res: &[NfsResOp4]) -> Stateid4 {
     res.iter()
         .find_map(|r| match r {
@@ -1241,14 +1254,7 @@ async fn after_a_restart_a_known_client_reclaims_its_open_in_grace_and_others_wa
     assert_eq!(r.status, Nfsstat4::Grace);
     // The known client reclaims its open of f, by filehandle.
     let c = h.clientid;
-    let reclaim = NfsArgOp4::Open(Open4Args {
-        seqid: 0,
-        share_access: open4::SHARE_ACCESS_BOTH,
-        share_deny: open4::SHARE_DENY_NONE,
-        owner: owner(c, b"o1"),
-        openhow: OpenFlag4(None),
-        claim: OpenClaim4::Previous(OpenDelegationType4::None),
-    });
+    let reclaim = reclaim_open(c);
     let res = h
         .ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim.clone()])
         .await;
@@ -1838,15 +1844,10 @@ async fn a_v4_lock_held_before_a_restart_cannot_be_taken_by_an_nlm_lock_during_t
         Nlm4Stat::DeniedGracePeriod
     );
     // c1 reclaims its open and its lock, then says it is done: the grace period ends.
-    let reclaim_open = NfsArgOp4::Open(Open4Args {
-        seqid: 0,
-        share_access: open4::SHARE_ACCESS_BOTH,
-        share_deny: open4::SHARE_DENY_NONE,
-        owner: owner(c, b"o1"),
-        openhow: OpenFlag4(None),
-        claim: OpenClaim4::Previous(OpenDelegationType4::None),
-    });
-    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open]).await);
+    let sid = open_stateid(
+        &h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open(c)])
+            .await,
+    );
     h.ok(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, true)])
         .await;
     h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
@@ -2070,15 +2071,10 @@ async fn after_a_takeover_the_target_s_v4_clients_reclaim_opens_and_locks_and_ne
     };
     assert_eq!(h.raw(lock2(3)).await.status, Nfsstat4::Grace);
     // c1 reclaims its open and its lock, then says it is done: the window closes.
-    let reclaim_open = NfsArgOp4::Open(Open4Args {
-        seqid: 0,
-        share_access: open4::SHARE_ACCESS_BOTH,
-        share_deny: open4::SHARE_DENY_NONE,
-        owner: owner(c, b"o1"),
-        openhow: OpenFlag4(None),
-        claim: OpenClaim4::Previous(OpenDelegationType4::None),
-    });
-    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open]).await);
+    let sid = open_stateid(
+        &h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open(c)])
+            .await,
+    );
     h.ok(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, true)])
         .await;
     h.ok(vec![NfsArgOp4::ReclaimComplete(false)]).await;
@@ -2088,7 +2084,8 @@ async fn after_a_takeover_the_target_s_v4_clients_reclaim_opens_and_locks_and_ne
         Nfsstat4::Denied,
         "c1's reclaimed lock holds"
     );
-    // c9 came through another address of node 2: it has nothing to reclaim here.
+    // c9 (through another address of node 2, so not adopted, above) gets a clientid of
+    // this node, unlike node 2's.
     let r = h.raw(vec![exchange_id_args(b"c9", 1)]).await;
     let NfsResOp4::ExchangeId(Ok(e)) = &r.resarray[0] else {
         panic!("{r:?}")
@@ -2198,15 +2195,10 @@ async fn a_client_known_here_through_another_target_reclaims_what_it_held_throug
         h.server.state.locks_in_grace(h.now),
         "new locks wait for c1"
     );
-    let reclaim_open = NfsArgOp4::Open(Open4Args {
-        seqid: 0,
-        share_access: open4::SHARE_ACCESS_BOTH,
-        share_deny: open4::SHARE_DENY_NONE,
-        owner: owner(c, b"o1"),
-        openhow: OpenFlag4(None),
-        claim: OpenClaim4::Previous(OpenDelegationType4::None),
-    });
-    let sid = open_stateid(&h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open]).await);
+    let sid = open_stateid(
+        &h.ok(vec![NfsArgOp4::Putfh(fh.clone()), reclaim_open(c)])
+            .await,
+    );
     h.ok(vec![NfsArgOp4::Putfh(fh.clone()), v4_lock(c, sid, true)])
         .await;
     // Its second RECLAIM_COMPLETE ends the moved target's reclaim; a third is one too many.
