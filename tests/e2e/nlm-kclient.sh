@@ -641,21 +641,15 @@ if has m && { [ "$CLUSTER" = 0 ] || [ "$VERS" != 3 ]; }; then
 elif has m; then
   scenario_f move
 fi
-if has w && [ "$CLUSTER" = 0 ]; then
-  log "scenario w needs --cluster; skipped"
-elif has w; then
-  scenario_w
-fi
-if has v && [ "$CLUSTER" = 0 ]; then
-  log "scenario v needs --cluster; skipped"
-elif has v; then
-  scenario_w move
-fi
-if has p && [ "$CLUSTER" = 0 ]; then
-  log "scenario p needs --cluster; skipped"
-elif has p; then
-  scenario_w cut
-fi
+# the checkpoint scenarios: owner killed (w), target moved (v), owner cut off (p)
+local sc
+for sc in "w kill" "v move" "p cut"; do
+  if has "${sc% *}" && [ "$CLUSTER" = 0 ]; then
+    log "scenario ${sc% *} needs --cluster; skipped"
+  elif has "${sc% *}"; then
+    scenario_w "${sc#* }"
+  fi
+done
 stop_server TERM
 
 sed -i 's/\x1b\[[0-9;]*m//g' "$SLOG"
