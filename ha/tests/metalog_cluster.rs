@@ -155,7 +155,10 @@ async fn a_node_without_the_cluster_key_is_refused() {
     let addr = listener.local_addr().unwrap().to_string();
     let members = BTreeMap::from([(1, addr.clone())]);
     let node = open(dir.path(), 1, listener, &members).await;
-    let mut stranger = ha::metalog::net::TcpNetwork::new(ClusterKey::new(b"some other key"));
+    let mut stranger = ha::metalog::net::TcpNetwork::new(
+        ClusterKey::new(b"some other key"),
+        ha::metalog::net::Heard::default(),
+    );
     let mut peer = stranger
         .new_client(1, &openraft::BasicNode::new(&addr))
         .await;

@@ -54,6 +54,13 @@ const REPAIR_ALIGN: u64 = 64 * 1024;
 const REPAIRS_QUEUED_MAX: usize = 4096;
 /// How often a change waiting on a copy's node checks that the node still takes connections.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A copy's node that has left the log's calls unanswered this long (the leader calls every
+/// follower each 100 ms) is checked at once, and with [`QUICK_PROBE`] (see [`unresponsive`]).
+const SILENT_AFTER: Duration = Duration::from_millis(500);
+/// How long the check of a silent node waits for it to take a connection.
+const QUICK_PROBE: Duration = Duration::from_millis(300);
+/// How often a change waiting on a copy's node looks whether the node fell silent.
+const SILENCE_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long a node that failed a data call as unreachable gets no new file and no new copy.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
@@ -572,6 +579,15 @@ impl<D: DataStore> ClusterData<D> {
             .collect()
     }
 
+    /// Whether `node` failed a data call as unreachable lately (see `unreachable`) and has
+    /// left the log's calls unanswered since at least [`SILENT_AFTER`] before `now`.
+    fn written_off(&self, node: u64, now: Instant) -> bool {
+        self.meta.silent_for(node, now) >= SILENT_AFTER
+            && lock(&self.unreachable)
+                .get(&node)
+                .is_some_and(|&at| now.saturating_duration_since(at) < UNREACHABLE_FOR)
+    }
+
     /// Whether copies wait to be taken out of their layouts.
     pub fn drops_pending(&self) -> bool {
         !lock(&self.drops).is_empty()
@@ -709,16 +725,23 @@ impl<D: DataStore> ClusterData<D> {
             return Err(Error::Unavailable);
         }
         let call = Arc::new(call);
+        // A node found unreachable a moment ago that the log still finds silent is not
+        // waited on again: the change fails for it at once and its copy leaves the layout.
+        let now = Instant::now();
+        let (written_off, remote): (Vec<u64>, Vec<u64>) =
+            remote.into_iter().partition(|&n| self.written_off(n, now));
         let term = if remote.is_empty() { 0 } else { self.term()? };
         let tasks: Vec<_> = remote
             .into_iter()
             .map(|node| {
                 let (peers, call) = (Arc::clone(&self.peers), Arc::clone(&call));
+                let meta = Arc::clone(&self.meta);
                 let task = self.runtime.spawn(async move {
                     let addr = peers.addr_of(node).ok_or(Error::Unavailable)?;
+                    let silent = || meta.silent_for(node, Instant::now()) >= SILENT_AFTER;
                     tokio::select! {
                         answer = peers.call_in_term(&addr, &call, term) => answer,
-                        () = unresponsive(&addr) => Err(Error::Unavailable),
+                        () = unresponsive(&addr, silent) => Err(Error::Unavailable),
                     }
                 });
                 (node, task)
@@ -727,6 +750,15 @@ impl<D: DataStore> ClusterData<D> {
         let mut result = if local { here(&self.local) } else { Ok(()) };
         let mut took = result.is_ok();
         let mut unanswered = Vec::new();
+        for node in written_off {
+            tracing::debug!(
+                ino,
+                node,
+                "a copy's node is unreachable and silent: not waited on"
+            );
+            unanswered.push(node);
+            result = result.and(Err(Error::Unavailable));
+        }
         for (node, task) in tasks {
             let answer = match self.runtime.block_on(task) {
                 Ok(Ok((boot, answer))) => {
@@ -897,10 +929,22 @@ impl<D: DataStore> ClusterData<D> {
 /// [`PROBE_EVERY`]: a node that is cut off, as opposed to one that is slow (whose kernel still
 /// accepts connections). A change to a copy on it then fails at once instead of after the
 /// call's timeout, and the copy leaves the layout.
-async fn unresponsive(addr: &str) {
+///
+/// While `silent()` (the node leaves the log's calls unanswered, [`SILENT_AFTER`]) the probe
+/// comes at once and waits only [`QUICK_PROBE`]: a partitioned node is then found in a
+/// fraction of a second instead of two, and one whose kernel still takes connections is
+/// waited on as before.
+async fn unresponsive(addr: &str, silent: impl Fn() -> bool) {
+    let mut first = true;
     loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        match tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(addr)).await {
+        let mut waited = Duration::ZERO;
+        while waited < PROBE_EVERY && !(silent() && (first || waited >= QUICK_PROBE)) {
+            tokio::time::sleep(SILENCE_CHECK_EVERY).await;
+            waited += SILENCE_CHECK_EVERY;
+        }
+        first = false;
+        let patience = if silent() { QUICK_PROBE } else { PROBE_EVERY };
+        match tokio::time::timeout(patience, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) | Err(_) => return,
         }
@@ -1448,6 +1492,57 @@ pub fn scrub<M: MetaStore, D: DataStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An address whose kernel neither accepts nor refuses a connection (the listener's
+    /// queue is full and never drained, so new SYNs are dropped), as a cut-off node's.
+    async fn hanging_addr() -> (
+        tokio::net::TcpListener,
+        Vec<tokio::task::JoinHandle<()>>,
+        String,
+    ) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut fillers = Vec::new();
+        for _ in 0..2 {
+            let a = addr.clone();
+            fillers.push(tokio::spawn(async move {
+                let _held = tokio::net::TcpStream::connect(a).await;
+                std::future::pending::<()>().await;
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (listener, fillers, addr)
+    }
+
+    #[tokio::test]
+    async fn a_copy_s_node_silent_to_the_log_is_given_up_on_after_a_quick_probe_not_two_seconds() {
+        let (_listener, fillers, addr) = hanging_addr().await;
+        let started = Instant::now();
+        unresponsive(&addr, || true).await;
+        let silent = started.elapsed();
+        let started = Instant::now();
+        unresponsive(&addr, || false).await;
+        let not_silent = started.elapsed();
+        fillers.iter().for_each(|f| f.abort());
+        // Silent: one probe of QUICK_PROBE at once; else a pause of PROBE_EVERY and a probe
+        // of as long.
+        assert!(silent >= QUICK_PROBE && silent < PROBE_EVERY, "{silent:?}");
+        assert!(not_silent >= 2 * PROBE_EVERY, "{not_silent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_copy_s_node_that_takes_connections_is_waited_on_even_while_silent_to_the_log() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(1500), unresponsive(&addr, || true));
+        assert!(
+            waited.await.is_err(),
+            "a node whose kernel takes connections was given up on"
+        );
+    }
 
     #[test]
     fn the_scrub_state_round_trips_and_a_document_of_another_shape_is_ignored() {

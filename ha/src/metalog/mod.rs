@@ -262,6 +262,8 @@ pub struct RaftMeta {
     snapshots_installed: Arc<AtomicU64>,
     /// Vote requests this node received from other nodes (counted before each is answered).
     votes_seen: Arc<AtomicU64>,
+    /// Which peers answer this node's log calls ([`net::Heard`]).
+    heard: net::Heard,
 }
 
 /// The other voters of a metadata log, and how to reach and serve them.
@@ -394,8 +396,9 @@ impl RaftMeta {
             .iter()
             .map(|(&id, addr)| (id, BasicNode::new(addr)))
             .collect();
-        let network = net::TcpNetwork::new(cluster.key.clone());
-        let serving = Some((cluster.listener, cluster.key));
+        let heard = net::Heard::default();
+        let network = net::TcpNetwork::new(cluster.key.clone(), heard.clone());
+        let serving = Some((cluster.listener, cluster.key, heard));
         Self::open_inner(dir, node, tuning, network, members, serving).await
     }
 
@@ -407,6 +410,12 @@ impl RaftMeta {
             .await
             .map(|_| ())
             .map_err(|e| format!("the metadata log found no leader: {e}"))
+    }
+
+    /// How long, at `now`, node `node` has left a log call of this node unanswered (zero when
+    /// it answered the last one, or this node does not call it: see [`net::Heard`]).
+    pub fn silent_for(&self, node: u64, now: std::time::Instant) -> Duration {
+        self.heard.silent_for(node, now)
     }
 
     /// Whether this node's state machine has applied a batch of the call `id` (a call that
@@ -471,7 +480,7 @@ impl RaftMeta {
         tuning: Tuning,
         network: N,
         members: BTreeMap<u64, BasicNode>,
-        serving: Option<(tokio::net::TcpListener, rpc::ClusterKey)>,
+        serving: Option<(tokio::net::TcpListener, rpc::ClusterKey, net::Heard)>,
     ) -> std::result::Result<RaftMeta, String> {
         Self::open_inner_with(dir, node, tuning, network, members, serving, None).await
     }
@@ -482,7 +491,7 @@ impl RaftMeta {
         tuning: Tuning,
         network: N,
         members: BTreeMap<u64, BasicNode>,
-        serving: Option<(tokio::net::TcpListener, rpc::ClusterKey)>,
+        serving: Option<(tokio::net::TcpListener, rpc::ClusterKey, net::Heard)>,
         simulated: Option<(u64, &simdisk::SimDisk)>,
     ) -> std::result::Result<RaftMeta, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -532,8 +541,11 @@ impl RaftMeta {
         }
         let calls = net::CallSlot::default();
         let votes_seen = Arc::new(AtomicU64::new(0));
-        let cluster_key = serving.as_ref().map(|(_, key)| key.clone());
-        if let Some((listener, key)) = serving {
+        let cluster_key = serving.as_ref().map(|(_, key, _)| key.clone());
+        let heard = serving
+            .as_ref()
+            .map_or_else(net::Heard::default, |(_, _, heard)| heard.clone());
+        if let Some((listener, key, _)) = serving {
             tokio::spawn(net::serve(
                 listener,
                 raft.clone(),
@@ -597,6 +609,7 @@ impl RaftMeta {
             voters,
             snapshots_installed,
             votes_seen,
+            heard,
         })
     }
 

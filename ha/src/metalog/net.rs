@@ -3,12 +3,13 @@
 //! peer, requests one at a time on it, every call bounded by openraft's timeout. A frame that
 //! fails its MAC (a node without the cluster key) closes the connection and is logged.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -94,14 +95,49 @@ const IDLE_PER_PEER: usize = 8;
 pub struct TcpNetwork {
     key: ClusterKey,
     idle: Idle,
+    heard: Heard,
 }
 
 impl TcpNetwork {
-    pub fn new(key: ClusterKey) -> TcpNetwork {
+    /// `heard` learns which peers answer this node's log calls.
+    pub fn new(key: ClusterKey, heard: Heard) -> TcpNetwork {
         TcpNetwork {
             key,
             idle: Idle::default(),
+            heard,
         }
+    }
+}
+
+/// Which peers answer this node's log calls: for each peer, since when it has left a call
+/// unanswered (none: its last call was answered). A leader calls every follower at least
+/// every heartbeat (100 ms), so a follower silent for longer is cut off, stopped or gone,
+/// as the leader sees it; the data path then checks such a node at once instead of waiting
+/// on it (`crate::forward::data`).
+#[derive(Clone, Default)]
+pub struct Heard(Arc<std::sync::Mutex<HashMap<u64, Instant>>>);
+
+impl Heard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A call to `node` leaves at `now`.
+    pub fn asking(&self, node: u64, now: Instant) {
+        self.lock().entry(node).or_insert(now);
+    }
+
+    /// `node` answered a call (any answer, an error included: it is alive).
+    pub fn answered(&self, node: u64) {
+        self.lock().remove(&node);
+    }
+
+    /// How long, at `now`, `node` has left a call of this node unanswered (zero: it answered
+    /// the last one, or was never called).
+    pub fn silent_for(&self, node: u64, now: Instant) -> Duration {
+        self.lock().get(&node).map_or(Duration::ZERO, |&since| {
+            now.saturating_duration_since(since)
+        })
     }
 }
 
@@ -121,6 +157,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
             key: self.key.clone(),
             conn,
             idle: Arc::clone(&self.idle),
+            heard: self.heard.clone(),
         }
     }
 }
@@ -131,6 +168,7 @@ pub struct TcpPeer {
     key: ClusterKey,
     conn: Option<TcpStream>,
     idle: Idle,
+    heard: Heard,
 }
 
 impl Drop for TcpPeer {
@@ -160,6 +198,7 @@ impl TcpPeer {
         ttl: Duration,
     ) -> Result<Vec<u8>, CallError> {
         let frame = rpc::encode_frame(&self.key, kind, &body);
+        self.heard.asking(self.target, Instant::now());
         let result = tokio::time::timeout(ttl, async {
             // The connection is out of `self` until its reply is read: a call that openraft
             // gives up on (its own timeout drops this future) between request and reply
@@ -194,9 +233,10 @@ impl TcpPeer {
                 "no answer in time",
             )))
         });
-        if result.is_err() {
+        match result {
+            Ok(_) => self.heard.answered(self.target),
             // The stream may hold half a frame: start over on the next call.
-            self.conn = None;
+            Err(_) => self.conn = None,
         }
         result
     }
@@ -372,6 +412,43 @@ mod tests {
         addr
     }
 
+    #[test]
+    fn a_peer_is_silent_from_its_first_unanswered_call_until_it_answers() {
+        let heard = Heard::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(heard.silent_for(2, t0), Duration::ZERO, "never called");
+        heard.asking(2, t0);
+        // A later call does not restart the count.
+        heard.asking(2, t0 + ms(100));
+        assert_eq!(heard.silent_for(2, t0 + ms(700)), ms(700));
+        assert_eq!(heard.silent_for(3, t0 + ms(700)), Duration::ZERO);
+        heard.answered(2);
+        assert_eq!(heard.silent_for(2, t0 + ms(800)), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_is_heard_and_one_whose_call_times_out_is_silent() {
+        let key = ClusterKey::new(b"0123456789abcdef");
+        let addr = echo_peer(key.clone()).await;
+        let heard = Heard::default();
+        let mut peer = TcpPeer {
+            target: 2,
+            addr,
+            key,
+            conn: None,
+            idle: Default::default(),
+            heard: heard.clone(),
+        };
+        let ttl = Duration::from_millis(100);
+        assert!(peer.call(Kind::Vote, b"first".to_vec(), ttl).await.is_ok());
+        assert_eq!(heard.silent_for(2, Instant::now()), Duration::ZERO);
+        assert!(peer.call(Kind::Vote, b"slow".to_vec(), ttl).await.is_err());
+        assert!(heard.silent_for(2, Instant::now()) > Duration::ZERO);
+        assert!(peer.call(Kind::Vote, b"next".to_vec(), ttl).await.is_ok());
+        assert_eq!(heard.silent_for(2, Instant::now()), Duration::ZERO);
+    }
+
     #[tokio::test]
     async fn a_call_given_up_between_request_and_reply_leaves_no_reply_for_the_next_call() {
         let key = ClusterKey::new(b"0123456789abcdef");
@@ -382,6 +459,7 @@ mod tests {
             key,
             conn: None,
             idle: Default::default(),
+            heard: Heard::default(),
         };
         let ttl = Duration::from_secs(2);
         assert_eq!(
