@@ -203,6 +203,19 @@ pub struct RequestId {
     pub seq: u64,
 }
 
+impl RequestId {
+    /// The bit of `node` that marks an id taken from the client's own call (its address,
+    /// port, xid, procedure and arguments) rather than from the node that took it: every
+    /// node derives the same id for a client's retransmission, so the id's `secs` (each
+    /// node's clock when the call reached it) is not part of it. `ha/PROTOCOL.md` §7.6.
+    pub const FROM_CLIENT: u64 = 1 << 63;
+
+    /// Whether this id was taken from the client's call (see [`RequestId::FROM_CLIENT`]).
+    pub fn from_client(&self) -> bool {
+        self.node & Self::FROM_CLIENT != 0
+    }
+}
+
 /// How long a call's record is kept after it ran (by the clock of the node that sent it):
 /// retries come within seconds (`ha::forward::ROUTE_WAIT`); the rest is room for clock skew.
 pub const REQUEST_KEEP_SECS: u64 = 60;

@@ -41,6 +41,9 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const LOG_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("log_state");
 /// Calls that ran (`MetaOp::NoteRequest`): (secs, node, seq), oldest first.
 const REQUESTS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("requests");
+/// The calls of `REQUESTS` whose ids came from the client's call
+/// ([`RequestId::FROM_CLIENT`]), looked up without their `secs`: (node, seq) -> secs.
+const ORIGINS: TableDefinition<(u64, u64), u64> = TableDefinition::new("request_origins");
 /// Documents (`MetaOp::PutDoc`): key -> version (8 bytes, little endian) then the document.
 const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
 
@@ -152,6 +155,7 @@ impl LocalMeta {
         tx.open_table(COUNTERS).map_err(db_error)?;
         tx.open_table(LOG_STATE).map_err(db_error)?;
         tx.open_table(REQUESTS).map_err(db_error)?;
+        tx.open_table(ORIGINS).map_err(db_error)?;
         tx.open_table(DOCS).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         Ok(LocalMeta {
@@ -353,17 +357,47 @@ fn apply_in(tx: &redb::WriteTransaction, batch: &Batch<'_>) -> Result<()> {
             }
             MetaOp::NoteRequest(id) => {
                 let mut requests = tx.open_table(REQUESTS).map_err(db_error)?;
-                requests
-                    .insert((id.secs, id.node, id.seq), ())
-                    .map_err(db_error)?;
+                let mut origins = tx.open_table(ORIGINS).map_err(db_error)?;
+                note_request(&mut requests, &mut origins, id)?;
                 let before = id.secs.saturating_sub(REQUEST_KEEP_SECS);
                 if before > 0 {
+                    let mut expired = Vec::new();
+                    for item in requests.range(..(before, 0, 0)).map_err(db_error)? {
+                        let (secs, node, seq) = item.map_err(db_error)?.0.value();
+                        if node & RequestId::FROM_CLIENT != 0 {
+                            expired.push(((node, seq), secs));
+                        }
+                    }
+                    for (key, secs) in expired {
+                        // Unless a later record of the same call replaced it.
+                        let current = origins.get(key).map_err(db_error)?.map(|v| v.value());
+                        if current == Some(secs) {
+                            origins.remove(key).map_err(db_error)?;
+                        }
+                    }
                     requests
                         .retain_in(..(before, 0, 0), |_, _| false)
                         .map_err(db_error)?;
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Records that the call `id` ran (both tables, see `ORIGINS`).
+fn note_request(
+    requests: &mut redb::Table<(u64, u64, u64), ()>,
+    origins: &mut redb::Table<(u64, u64), u64>,
+    id: &RequestId,
+) -> Result<()> {
+    requests
+        .insert((id.secs, id.node, id.seq), ())
+        .map_err(db_error)?;
+    if id.from_client() {
+        origins
+            .insert((id.node, id.seq), id.secs)
+            .map_err(db_error)?;
     }
     Ok(())
 }
@@ -434,8 +468,14 @@ impl LocalMeta {
     }
 
     /// Whether a batch of the call `id` was applied (and its record not yet expired).
+    /// An id taken from the client's call is found whatever its `secs`: each node that got a
+    /// try of the call stamped it with its own clock.
     pub fn request_ran(&self, id: RequestId) -> Result<bool> {
         let tx = self.db.begin_read().map_err(db_error)?;
+        if id.from_client() {
+            let table = tx.open_table(ORIGINS).map_err(db_error)?;
+            return Ok(table.get((id.node, id.seq)).map_err(db_error)?.is_some());
+        }
         let table = tx.open_table(REQUESTS).map_err(db_error)?;
         Ok(table
             .get((id.secs, id.node, id.seq))
@@ -538,9 +578,11 @@ impl LocalMeta {
         tx.delete_table(SEQS).map_err(db_error)?;
         tx.delete_table(COUNTERS).map_err(db_error)?;
         tx.delete_table(REQUESTS).map_err(db_error)?;
+        tx.delete_table(ORIGINS).map_err(db_error)?;
         tx.delete_table(DOCS).map_err(db_error)?;
         // Made again even when the snapshot has none: readers never meet a missing table.
         tx.open_table(REQUESTS).map_err(db_error)?;
+        tx.open_table(ORIGINS).map_err(db_error)?;
         tx.open_table(DOCS).map_err(db_error)?;
         let all = crate::engine::Batch {
             epoch: u64::MAX,
@@ -552,11 +594,10 @@ impl LocalMeta {
         // what that dropped, so the importer holds exactly the exporter's records.
         {
             let mut requests = tx.open_table(REQUESTS).map_err(db_error)?;
+            let mut origins = tx.open_table(ORIGINS).map_err(db_error)?;
             for op in &snapshot.ops {
                 if let MetaOp::NoteRequest(id) = op {
-                    requests
-                        .insert((id.secs, id.node, id.seq), ())
-                        .map_err(db_error)?;
+                    note_request(&mut requests, &mut origins, id)?;
                 }
             }
         }

@@ -117,3 +117,37 @@ fn a_snapshot_carries_every_record_the_exporter_holds_whatever_their_times() {
     assert!(other.request_ran(early).unwrap());
     assert_eq!(other.export("state").unwrap().0, all);
 }
+
+#[test]
+fn a_call_named_by_its_client_is_found_whatever_clock_stamped_the_try_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalMeta::open(&dir.path().join("meta.redb")).unwrap();
+    let start = 1_800_000_000;
+    let client = |secs, seq| RequestId {
+        secs,
+        node: RequestId::FROM_CLIENT | 0x1234,
+        seq,
+    };
+    note(&store, client(start, 1));
+    // A retransmission reaching another node is stamped with that node's clock.
+    assert!(store.request_ran(client(start + 5, 1)).unwrap());
+    assert!(store.request_ran(client(start - 5, 1)).unwrap());
+    assert!(!store.request_ran(client(start, 2)).unwrap());
+    // A node's own id with the same numbers is another call.
+    assert!(!store
+        .request_ran(RequestId {
+            secs: start + 5,
+            node: 0x1234,
+            seq: 1
+        })
+        .unwrap());
+    // Carried by a snapshot.
+    let (all, _) = store.export("state").unwrap();
+    let other = LocalMeta::open(&dir.path().join("b.redb")).unwrap();
+    other.import(&all, "state", b"").unwrap();
+    assert!(other.request_ran(client(start + 1, 1)).unwrap());
+    // Forgotten with its record.
+    note(&store, client(start + REQUEST_KEEP_SECS + 1, 3));
+    assert!(!store.request_ran(client(start, 1)).unwrap());
+    assert!(store.request_ran(client(start, 3)).unwrap());
+}

@@ -16,7 +16,9 @@ use backend::local::LocalData;
 use backend::{CreateMode, Cred, Error, FileId, NodeKind, SetAttr, Stability, Store};
 use bytes::Bytes;
 use ha::forward::wire::{Answer, Call};
-use ha::forward::{on_target, ClusterData, ClusterStore, HeldData, Peers, TargetEpoch};
+use ha::forward::{
+    for_client_call, on_target, ClientCall, ClusterData, ClusterStore, HeldData, Peers, TargetEpoch,
+};
 use ha::metalog::rpc::ClusterKey;
 use ha::metalog::{Cluster, RaftMeta, Tuning};
 
@@ -484,6 +486,51 @@ async fn a_call_retried_after_its_answer_was_lost_is_answered_from_the_state_it_
             .any(|op| matches!(op, MetaOp::NoteRequest(r) if r.node == leader_node)),
         "no request record of node {leader_node}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_call_retransmitted_through_another_node_is_answered_from_what_its_first_try_left(
+) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&dirs).await;
+    let root = nodes[0].1.root();
+    let client: std::net::SocketAddr = "10.77.0.10:950".parse().unwrap();
+    // NFSv3 REMOVE is procedure 12, CREATE 8; the arguments as the client sent them.
+    let named = |xid, proc_, args: &[u8]| ClientCall::new(client, xid, proc_, args);
+    let remove = |i: usize, xid| {
+        let store = Arc::clone(&nodes[i].1);
+        for_client_call(named(xid, 12, b"remove victim"), async move {
+            store.remove(&Cred::root(), root, b"victim").await
+        })
+    };
+    let create_as = |i: usize, xid| {
+        let store = Arc::clone(&nodes[i].1);
+        for_client_call(named(xid, 8, b"create made"), async move {
+            make(&store, root, "made", NodeKind::Regular).await
+        })
+    };
+
+    create(&nodes[0].1, root, "victim").await.unwrap();
+    remove(0, 77).await.unwrap();
+    // The retransmission reaches the target's next owners (whichever leads the log).
+    for i in [1, 2, 0] {
+        let again = remove(i, 77).await;
+        assert!(again.is_ok(), "retransmission through node {i}: {again:?}");
+    }
+    // Another call of the same remove (another xid) is another remove.
+    assert_eq!(remove(1, 78).await.unwrap_err(), Error::NotFound);
+
+    // A guarded create, retransmitted elsewhere, gets the file it made, not EXIST.
+    let made = create_as(2, 90).await.unwrap();
+    assert_eq!(create_as(1, 90).await.unwrap(), made);
+    assert_eq!(create_as(1, 91).await.unwrap_err(), Error::Exists);
+    // The same xid and procedure from another client port is another call too.
+    let other = ClientCall::new("10.77.0.10:951".parse().unwrap(), 90, 8, b"create made");
+    let store = Arc::clone(&nodes[1].1);
+    let fresh = for_client_call(other, async move {
+        make(&store, root, "made", NodeKind::Regular).await
+    });
+    assert_eq!(fresh.await.unwrap_err(), Error::Exists);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

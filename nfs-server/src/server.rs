@@ -305,7 +305,8 @@ impl<S: Store> Server<S> {
                 if info.drc == DrcPolicy::Cache {
                     let key =
                         DrcKey::new(peer.ip(), hdr.xid, hdr.prog, hdr.vers, hdr.proc_, &raw_args);
-                    return self.nfs3_cached(key, &req, call).await;
+                    let named = ha::forward::ClientCall::new(peer, hdr.xid, hdr.proc_, &raw_args);
+                    return self.nfs3_cached(key, named, &req, call).await;
                 }
                 match self.nfs3(&req, call).await {
                     Ok(r) => {
@@ -348,10 +349,13 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// A non-idempotent NFSv3 call, through the duplicate request cache.
+    /// A non-idempotent NFSv3 call, through the duplicate request cache: this node's (in
+    /// memory), and the metadata log's for a retransmission that reaches another node than
+    /// the first try did (`named`, see `ha::forward::for_client_call`).
     async fn nfs3_cached(
         &self,
         key: DrcKey,
+        named: ha::forward::ClientCall,
         req: &Request,
         call: Nfs3Call,
     ) -> (Option<Reply>, &'static str) {
@@ -369,7 +373,8 @@ impl<S: Store> Server<S> {
             Lookup::New => {}
         }
         let running = self.drc.running(key);
-        let (r, status) = match self.nfs3(req, call).await {
+        let ran = ha::forward::for_client_call(named, self.nfs3(req, call)).await;
+        let (r, status) = match ran {
             Ok(r) => {
                 let status = r.status().name();
                 let mut w = Writer::with_capacity(256);

@@ -71,6 +71,68 @@ use self::wire::{Answer, Call};
 tokio::task_local! {
     /// The floating target whose client the calls of this task serve ([`on_target`]).
     static ON_TARGET: TargetEpoch;
+    /// The client's call that the calls of this task serve ([`for_client_call`]).
+    static CLIENT_CALL: ClientCall;
+}
+
+/// A client's non-idempotent call, named as every node that gets a try of it names it (see
+/// [`for_client_call`]).
+pub struct ClientCall {
+    /// [`RequestId::FROM_CLIENT`] with a hash of the client's address and port and of the
+    /// call's arguments.
+    node: u64,
+    /// The xid and procedure, shifted to leave [`CALL_INDEX_BITS`] for the store call's index.
+    seq: u64,
+    /// How many mutating store calls this client call made so far.
+    index: AtomicU64,
+}
+
+/// Bits of a client-named request's `seq` that count the store calls of one client call.
+const CALL_INDEX_BITS: u32 = 24;
+
+impl ClientCall {
+    /// The call `xid` (procedure `proc_`, arguments `args` as sent) from `client`. The hash
+    /// is FNV-1a: the same on every node and build.
+    pub fn new(client: std::net::SocketAddr, xid: u32, proc_: u32, args: &[u8]) -> ClientCall {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        match client.ip().to_canonical() {
+            std::net::IpAddr::V4(a) => eat(&a.octets()),
+            std::net::IpAddr::V6(a) => eat(&a.octets()),
+        }
+        eat(&client.port().to_be_bytes());
+        eat(args);
+        ClientCall {
+            node: RequestId::FROM_CLIENT | (h >> 1),
+            seq: (u64::from(xid) << 32) | (u64::from(proc_ & 0xff) << CALL_INDEX_BITS),
+            index: AtomicU64::new(0),
+        }
+    }
+
+    /// The id of this client call's next mutating store call, stamped `secs`.
+    fn next(&self, secs: u64) -> RequestId {
+        let index = self.index.fetch_add(1, Ordering::Relaxed) & ((1 << CALL_INDEX_BITS) - 1);
+        RequestId {
+            secs,
+            node: self.node,
+            seq: self.seq | index,
+        }
+    }
+}
+
+/// Runs `f` (an NFSv3 call's calls on a [`ClusterStore`]) for the client's call `call`: each
+/// mutating store call it makes runs as a request named by the client's call, the same on
+/// every node, so a retransmission that reaches another node (the target moved, its owner
+/// died) after the first try ran is answered from the state that try left instead of
+/// running twice (a REMOVE retransmitted after a takeover gets OK, not NOENT).
+/// `ha/PROTOCOL.md` §7.6.
+pub async fn for_client_call<F: std::future::Future>(call: ClientCall, f: F) -> F::Output {
+    CLIENT_CALL.scope(call, f).await
 }
 
 /// Runs `f` (calls on a [`ClusterStore`]) on behalf of floating target `t` as its owner at
@@ -450,9 +512,18 @@ impl<E: Writer> ClusterStore<E> {
     /// it twice (a second create would fail with EEXIST, a second remove with ENOENT).
     async fn dispatch(&self, call: Call) -> Result<Answer> {
         let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
-        let request = call.once().then(|| self.request_id());
-        // Until a try may have run somewhere, the log cannot hold the request.
-        let mut tried = false;
+        let named = call
+            .once()
+            .then(|| {
+                CLIENT_CALL
+                    .try_with(|c| c.next(unix_nanos() / 1_000_000_000))
+                    .ok()
+            })
+            .flatten();
+        let request = named.or_else(|| call.once().then(|| self.request_id()));
+        // Until a try may have run somewhere, the log cannot hold the request; one named by
+        // the client's call may have run on any node already (a retransmission).
+        let mut tried = named.is_some();
         loop {
             match self.route(call.reads(), deadline).await? {
                 Route::Local(engine) if matches!(call, Call::FenceTarget(_)) => {
