@@ -10,6 +10,8 @@
 #   5. drained (`sluice node drain N`): the target goes to another node,
 #   6. killed while it is the target's preferred node: the node that takes over drops the
 #      preference, and the target does not move back when the killed node returns.
+# Between 4 and 5, a REMOVE answered by the owner is retransmitted (same xid and source port,
+# tests/e2e/drc-retransmit.py) after the target moved: the new owner must answer OK, not NOENT.
 # Each time: another node takes the address over, the client carries on, every file it was
 # told was written reads back whole, the old owner's address is gone, and the target's epoch
 # grew. The stall (the longest gap between two completed writes) is printed per phase.
@@ -191,6 +193,19 @@ for r in $(seq "$ROUNDS"); do
   # The node moved to keeps the preference (it claimed as the preferred node).
   CL sluice "$(holder)" target show float | grep -q "^preferred node *$(holder)\$" \
     || die "move$r: the preferred node $(holder) lost its preference when it claimed the target"
+  # A REMOVE whose answer was lost reaches the target's next owner as a retransmission (same
+  # xid, same bytes, same source port): it gets OK from what the first try left, not NOENT
+  # (ha/PROTOCOL.md 7.6).
+  ip netns exec slc timeout 60 python3 "$ROOT/tests/e2e/drc-retransmit.py" first "$FLOAT" \
+    "drc$r" "$WORK/drc$r.json" >&2 || die "drc$r: the first REMOVE failed"
+  from=$(holder)
+  dest=$(( from % 3 + 1 ))
+  CL sluice "$from" target move float "$dest" >/dev/null || die "drc$r: sluice target move failed"
+  for _ in $(seq 100); do [ "$(holder)" = "$dest" ] && break; sleep 0.1; done
+  [ "$(holder)" = "$dest" ] || die "drc$r: the target did not move to node $dest"
+  ip netns exec slc timeout 60 python3 "$ROOT/tests/e2e/drc-retransmit.py" again "$FLOAT" \
+    "$WORK/drc$r.json" >&2 || die "drc$r: a REMOVE retransmitted to the new owner ran twice"
+  echo "drc$r: a REMOVE retransmitted after the target moved from node $from to node $dest got OK (its first try's answer); a new REMOVE got NOENT" >> "$WORK/summary"
   sleep 2
   drained=$(holder)
   fail_owner "drain$r" drain
