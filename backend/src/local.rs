@@ -395,9 +395,14 @@ fn note_request(
         .insert((id.secs, id.node, id.seq), ())
         .map_err(db_error)?;
     if id.from_client() {
-        origins
-            .insert((id.node, id.seq), id.secs)
-            .map_err(db_error)?;
+        // Two records of one call (tries stamped by two clocks) keep the later stamp, in
+        // whatever order they are applied (a snapshot's import goes by time).
+        let before = origins
+            .get((id.node, id.seq))
+            .map_err(db_error)?
+            .map(|v| v.value());
+        let secs = before.map_or(id.secs, |b| b.max(id.secs));
+        origins.insert((id.node, id.seq), secs).map_err(db_error)?;
     }
     Ok(())
 }

@@ -90,6 +90,9 @@ pub struct ClusterData<D> {
     /// When each node last failed a data call as unreachable: new files and new copies
     /// avoid it for [`UNREACHABLE_FOR`].
     unreachable: Mutex<HashMap<u64, Instant>>,
+    /// When each node last failed a connect probe while a change waited on it (see
+    /// [`unresponsive`]): while it stays silent to the log, changes do not wait on it.
+    probed_out: Mutex<HashMap<u64, Instant>>,
     /// Copies to take out of their file's layout, `(ino, node)`: the node did not answer a
     /// change that the file's other copies took (see the module docs).
     drops: Mutex<BTreeSet<(u64, u64)>>,
@@ -269,6 +272,7 @@ impl<D: DataStore> ClusterData<D> {
             layouts_changed: AtomicU64::new(0),
             unreachable: Mutex::new(HashMap::new()),
             drops: Mutex::new(BTreeSet::new()),
+            probed_out: Mutex::new(HashMap::new()),
             last_drop: Mutex::new(None),
             staging: Arc::new(Mutex::new(HashMap::new())),
             scrub_rate: 0,
@@ -579,11 +583,12 @@ impl<D: DataStore> ClusterData<D> {
             .collect()
     }
 
-    /// Whether `node` failed a data call as unreachable lately (see `unreachable`) and has
-    /// left the log's calls unanswered since at least [`SILENT_AFTER`] before `now`.
+    /// Whether `node` failed a connect probe lately (see `probed_out`) and has left the
+    /// log's calls unanswered since at least [`SILENT_AFTER`] before `now`: both, so a node
+    /// that is merely slow (its kernel takes connections) is never written off.
     fn written_off(&self, node: u64, now: Instant) -> bool {
         self.meta.silent_for(node, now) >= SILENT_AFTER
-            && lock(&self.unreachable)
+            && lock(&self.probed_out)
                 .get(&node)
                 .is_some_and(|&at| now.saturating_duration_since(at) < UNREACHABLE_FOR)
     }
@@ -736,12 +741,15 @@ impl<D: DataStore> ClusterData<D> {
             .map(|node| {
                 let (peers, call) = (Arc::clone(&self.peers), Arc::clone(&call));
                 let meta = Arc::clone(&self.meta);
+                // The answer, and whether the node failed a connect probe meanwhile.
                 let task = self.runtime.spawn(async move {
-                    let addr = peers.addr_of(node).ok_or(Error::Unavailable)?;
+                    let Some(addr) = peers.addr_of(node) else {
+                        return (Err(Error::Unavailable), false);
+                    };
                     let silent = || meta.silent_for(node, Instant::now()) >= SILENT_AFTER;
                     tokio::select! {
-                        answer = peers.call_in_term(&addr, &call, term) => answer,
-                        () = unresponsive(&addr, silent) => Err(Error::Unavailable),
+                        answer = peers.call_in_term(&addr, &call, term) => (answer, false),
+                        () = unresponsive(&addr, silent) => (Err(Error::Unavailable), true),
                     }
                 });
                 (node, task)
@@ -750,22 +758,27 @@ impl<D: DataStore> ClusterData<D> {
         let mut result = if local { here(&self.local) } else { Ok(()) };
         let mut took = result.is_ok();
         let mut unanswered = Vec::new();
-        for node in written_off {
+        let mut probed_out = Vec::new();
+        for &node in &written_off {
             tracing::debug!(
                 ino,
                 node,
-                "a copy's node is unreachable and silent: not waited on"
+                "a copy's node failed a probe and is silent: not waited on"
             );
-            unanswered.push(node);
             result = result.and(Err(Error::Unavailable));
         }
         for (node, task) in tasks {
             let answer = match self.runtime.block_on(task) {
-                Ok(Ok((boot, answer))) => {
+                Ok((Ok((boot, answer)), _)) => {
                     self.saw(node, boot);
                     answer
                 }
-                Ok(Err(e)) => Answer::Failed(e),
+                Ok((Err(e), probed)) => {
+                    if probed {
+                        probed_out.push(node);
+                    }
+                    Answer::Failed(e)
+                }
                 Err(e) => Answer::Failed(Error::Io(format!("a data call task failed: {e}"))),
             };
             match answer {
@@ -785,12 +798,20 @@ impl<D: DataStore> ClusterData<D> {
         // A copy whose node does not answer while others took the change leaves the layout
         // (the rebuild does it at once); the caller fails with `Unavailable` meanwhile, and
         // the client's retry reaches only the copies left.
-        if took && !unanswered.is_empty() {
-            let now = Instant::now();
+        // A node not waited on renews no mark: its marks date from the probe it failed.
+        let now = Instant::now();
+        let mut probed = lock(&self.probed_out);
+        for &node in &probed_out {
+            probed.insert(node, now);
+        }
+        drop(probed);
+        if took && !(unanswered.is_empty() && written_off.is_empty()) {
             let mut unreachable = lock(&self.unreachable);
             let mut drops = lock(&self.drops);
-            for node in unanswered {
+            for &node in &unanswered {
                 unreachable.insert(node, now);
+            }
+            for node in unanswered.into_iter().chain(written_off) {
                 drops.insert((ino, node));
             }
         }

@@ -109,22 +109,47 @@ impl TcpNetwork {
     }
 }
 
-/// Which peers answer this node's log calls: for each peer, since when it has left a call
-/// unanswered (none: its last call was answered). A leader calls every follower at least
-/// every heartbeat (100 ms), so a follower silent for longer is cut off, stopped or gone,
-/// as the leader sees it; the data path then checks such a node at once instead of waiting
-/// on it (`crate::forward::data`).
+/// Which peers answer this node's log calls: for each peer, since when it has left its calls
+/// unanswered, and when it was last called. A leader calls every follower at least every
+/// heartbeat (100 ms), so a follower silent for longer is cut off, stopped or gone, as the
+/// leader sees it; the data path then checks such a node at once instead of waiting on it
+/// (`crate::forward::data`). A peer this node stopped calling (it no longer leads, or a
+/// candidate's votes went unanswered) is not counted silent: a count whose last call is older
+/// than [`Heard::STALE`] starts again with the next call.
 #[derive(Clone, Default)]
-pub struct Heard(Arc<std::sync::Mutex<HashMap<u64, Instant>>>);
+pub struct Heard(Arc<std::sync::Mutex<HashMap<u64, Asked>>>);
+
+/// See [`Heard`].
+#[derive(Clone, Copy)]
+struct Asked {
+    since: Instant,
+    last: Instant,
+}
 
 impl Heard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+    /// A peer not called for this long is not counted silent (more than a heartbeat, more
+    /// than openraft's longest wait for an answer to a heartbeat or an append).
+    pub const STALE: Duration = Duration::from_secs(3);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Asked>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A call to `node` leaves at `now`.
     pub fn asking(&self, node: u64, now: Instant) {
-        self.lock().entry(node).or_insert(now);
+        let mut asked = self.lock();
+        match asked.get_mut(&node) {
+            Some(a) if now.saturating_duration_since(a.last) <= Self::STALE => a.last = now,
+            _ => {
+                asked.insert(
+                    node,
+                    Asked {
+                        since: now,
+                        last: now,
+                    },
+                );
+            }
+        }
     }
 
     /// `node` answered a call (any answer, an error included: it is alive).
@@ -132,12 +157,13 @@ impl Heard {
         self.lock().remove(&node);
     }
 
-    /// How long, at `now`, `node` has left a call of this node unanswered (zero: it answered
-    /// the last one, or was never called).
+    /// How long, at `now`, `node` has left this node's calls unanswered (zero: it answered
+    /// the last one, or is not being called).
     pub fn silent_for(&self, node: u64, now: Instant) -> Duration {
-        self.lock().get(&node).map_or(Duration::ZERO, |&since| {
-            now.saturating_duration_since(since)
-        })
+        self.lock()
+            .get(&node)
+            .filter(|a| now.saturating_duration_since(a.last) <= Self::STALE)
+            .map_or(Duration::ZERO, |a| now.saturating_duration_since(a.since))
     }
 }
 
@@ -425,6 +451,20 @@ mod tests {
         assert_eq!(heard.silent_for(3, t0 + ms(700)), Duration::ZERO);
         heard.answered(2);
         assert_eq!(heard.silent_for(2, t0 + ms(800)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_peer_no_longer_called_is_not_silent_and_its_count_starts_again_with_the_next_call() {
+        let heard = Heard::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        heard.asking(2, t0);
+        // This node stopped calling it (it lost its leadership): not silent.
+        let later = t0 + Heard::STALE + ms(1);
+        assert_eq!(heard.silent_for(2, later), Duration::ZERO);
+        // Leading again, it calls: the count starts from this call, not the old one.
+        heard.asking(2, later);
+        assert_eq!(heard.silent_for(2, later + ms(200)), ms(200));
     }
 
     #[tokio::test]
