@@ -1274,7 +1274,10 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
             continue;
         }
         let drops = s.local().is_some_and(|e| e.drops_pending());
-        if !drops && last.elapsed() < REBUILD_EVERY {
+        // Repairs a read or the scrub queued are made at once too: a bad block stays bad
+        // (and is found again by the next scrub pass) until it is.
+        let repairs = s.local().is_some_and(|e| e.repairs_pending());
+        if !drops && !repairs && last.elapsed() < REBUILD_EVERY {
             continue;
         }
         last = tokio::time::Instant::now();
@@ -1284,7 +1287,7 @@ async fn rebuild<E: Writer>(store: Weak<ClusterStore<E>>) {
         }
         let membership = Some(*s.meta.raft().metrics().borrow().membership_config.log_id());
         let scan = clean_for != membership && !drops;
-        if !scan && !drops && !s.local().is_some_and(|e| e.repairs_pending()) {
+        if !scan && !drops && !repairs {
             continue;
         }
         let task = Arc::clone(&s);
