@@ -467,19 +467,24 @@ mod tests {
         assert_eq!(heard.silent_for(2, later + ms(200)), ms(200));
     }
 
-    #[tokio::test]
-    async fn a_peer_that_answers_is_heard_and_one_whose_call_times_out_is_silent() {
-        let key = ClusterKey::new(b"0123456789abcdef");
-        let addr = echo_peer(key.clone()).await;
-        let heard = Heard::default();
-        let mut peer = TcpPeer {
+    /// A client of node 2 at `addr`.
+    fn peer_2(addr: String, key: ClusterKey, heard: Heard) -> TcpPeer {
+        TcpPeer {
             target: 2,
             addr,
             key,
             conn: None,
             idle: Default::default(),
-            heard: heard.clone(),
-        };
+            heard,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_is_heard_and_one_whose_call_times_out_is_silent() {
+        let key = ClusterKey::new(b"0123456789abcdef");
+        let addr = echo_peer(key.clone()).await;
+        let heard = Heard::default();
+        let mut peer = peer_2(addr, key, heard.clone());
         let ttl = Duration::from_millis(100);
         assert!(peer.call(Kind::Vote, b"first".to_vec(), ttl).await.is_ok());
         assert_eq!(heard.silent_for(2, Instant::now()), Duration::ZERO);
@@ -493,14 +498,7 @@ mod tests {
     async fn a_call_given_up_between_request_and_reply_leaves_no_reply_for_the_next_call() {
         let key = ClusterKey::new(b"0123456789abcdef");
         let addr = echo_peer(key.clone()).await;
-        let mut peer = TcpPeer {
-            target: 2,
-            addr,
-            key,
-            conn: None,
-            idle: Default::default(),
-            heard: Heard::default(),
-        };
+        let mut peer = peer_2(addr, key, Heard::default());
         let ttl = Duration::from_secs(2);
         assert_eq!(
             peer.call(Kind::Vote, b"first".to_vec(), ttl).await.ok(),
